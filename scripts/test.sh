@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install ckptkeys with its test extras into one virtual environment per CPython 3.10-3.13
+# found on this machine (under .venvs/), and run the whole suite in each. On 3.11 it also
+# installs torch 2.13.0 and DeepSpeed 0.19.8 (DS_BUILD_OPS=0) for the cross-checks and runs
+# mypy --strict. Set CKPTKEYS_WITH_DEEPSPEED=0 to skip torch and DeepSpeed. Under CI=true
+# every interpreter must be present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+versions=(3.10 3.11 3.12 3.13)
+with_deepspeed=${CKPTKEYS_WITH_DEEPSPEED:-1}
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+
+find_python() {  # $1 = 3.X: an interpreter that runs, from PATH or from pyenv
+    local candidate
+    for candidate in "$(command -v "python$1" 2>/dev/null || true)" \
+        "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$1".*/bin/"python$1"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import sys' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+pip_quiet() { "$@" 2>&1 | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true; }
+
+ran=0
+for version in "${versions[@]}"; do
+    if ! python=$(find_python "$version"); then
+        if [ "${CI:-}" = "true" ]; then
+            echo "error: CPython $version not found" >&2
+            exit 1
+        fi
+        echo "== Python $version: not found, skipped"
+        continue
+    fi
+    venv=$root/.venvs/py$version
+    echo "== Python $version ($python)"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    pip_quiet "$venv/bin/python" -m pip install -q -e "$root[test]"
+    "$venv/bin/python" -m pip show ckptkeys >/dev/null
+    if [ "$version" = "3.11" ] && [ "$with_deepspeed" != "0" ]; then
+        pip_quiet "$venv/bin/python" -m pip install -q torch==2.13.0
+        DS_BUILD_OPS=0 pip_quiet "$venv/bin/python" -m pip install -q deepspeed==0.19.8
+        "$venv/bin/python" -c 'import torch, deepspeed' 2>/dev/null || {
+            echo "error: torch/DeepSpeed did not install" >&2
+            exit 1
+        }
+        echo "-- mypy --strict"
+        (cd "$root" && "$venv/bin/python" -m mypy)
+    fi
+    DS_ACCELERATOR=cpu "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$reports/py$version.xml" \
+        "$root/tests"
+    ran=$((ran + 1))
+done
+
+[ "$ran" -gt 0 ] || { echo "error: no CPython 3.10-3.13 found" >&2; exit 1; }
+# One closing line over all interpreters.
+python3 - "$reports" <<'PY'
+import pathlib, sys, xml.etree.ElementTree as ET
+totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for report in sorted(pathlib.Path(sys.argv[1]).glob("*.xml")):
+    suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    for key in totals:
+        totals[key] += int(suite.get(key, 0))
+failed = totals["failures"] + totals["errors"]
+passed = totals["tests"] - failed - totals["skipped"]
+print(f"{passed} passed, {failed} failed, {totals['skipped']} skipped")
+PY

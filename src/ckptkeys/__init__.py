@@ -1,0 +1,111 @@
+"""ckptkeys: a typed vocabulary for DeepSpeed checkpoints.
+
+Key groups are ``StrEnum`` classes whose members equal DeepSpeed's strings::
+
+    from ckptkeys import OptimizerKeys
+    state[OptimizerKeys.ZERO_STAGE]
+
+``ckptkeys.constants`` is a drop-in for ``deepspeed.checkpoint.constants``. Importing
+ckptkeys never imports torch, numpy or DeepSpeed; the registry itself is built on first use,
+so ``import ckptkeys.constants`` costs well under a millisecond.
+"""
+
+from ._errors import CkptKeysError, StructureError, UnknownKeyError
+
+TYPE_CHECKING = False  # type checkers treat this as True and see the names below
+if TYPE_CHECKING:
+    from ._plain import plain
+    from ._registry import (
+        AUTOEP_PLACEMENT_VERSION,
+        AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION,
+        AUTOEP_ZERO12_REQUIRED_FIELDS,
+        FOLDING_METADATA_VERSION,
+        GROUPS,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        AffineMapKeys,
+        AutoEPKeys,
+        AutoEPParamKeys,
+        AutoEPPlacementKeys,
+        FoldingKeys,
+        LossScalerKeys,
+        ModuleKeys,
+        NamingKeys,
+        OptimFileKeys,
+        OptimizerKeys,
+        ParallelDimsKeys,
+        ParamAttrKeys,
+        ParamPatternKeys,
+        SubParamKeys,
+        UniversalKeys,
+        UniversalParamKeys,
+        UniversalStateKeys,
+        VocabKeys,
+        iter_members,
+        member_for_constant,
+        members_for,
+    )
+    from ._strenum import KeyGroup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AUTOEP_PLACEMENT_VERSION",
+    "AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION",
+    "AUTOEP_ZERO12_REQUIRED_FIELDS",
+    "FOLDING_METADATA_VERSION",
+    "GROUPS",
+    "UNIVERSAL_CHECKPOINT_VERSION_VALUE",
+    "AffineMapKeys",
+    "AutoEPKeys",
+    "AutoEPParamKeys",
+    "AutoEPPlacementKeys",
+    "CkptKeysError",
+    "FoldingKeys",
+    "KeyGroup",
+    "LossScalerKeys",
+    "ModuleKeys",
+    "NamingKeys",
+    "OptimFileKeys",
+    "OptimizerKeys",
+    "ParallelDimsKeys",
+    "ParamAttrKeys",
+    "ParamPatternKeys",
+    "StructureError",
+    "SubParamKeys",
+    "UniversalKeys",
+    "UniversalParamKeys",
+    "UniversalStateKeys",
+    "UnknownKeyError",
+    "VocabKeys",
+    "__version__",
+    "iter_members",
+    "member_for_constant",
+    "members_for",
+    "plain",
+]
+
+# Where each lazily loaded public name lives. Building the registry's enum classes takes a few
+# milliseconds, which users of the legacy shim alone should never pay.
+_EAGER = {"CkptKeysError", "StructureError", "UnknownKeyError", "__version__"}
+_LAZY = {
+    name: {"KeyGroup": "_strenum", "plain": "_plain"}.get(name, "_registry") for name in __all__ if name not in _EAGER
+}
+
+if not TYPE_CHECKING:  # a module __getattr__ would make every misspelt name type-check
+
+    def __getattr__(name):
+        module_name = _LAZY.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'ckptkeys' has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f"ckptkeys.{module_name}"), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+del TYPE_CHECKING

@@ -1,0 +1,17 @@
+"""Exceptions. Every error ckptkeys raises on purpose derives from :class:`CkptKeysError`."""
+
+from __future__ import annotations
+
+__all__ = ["CkptKeysError", "StructureError", "UnknownKeyError"]
+
+
+class CkptKeysError(Exception):
+    """Base class of every error ckptkeys raises on purpose."""
+
+
+class UnknownKeyError(CkptKeysError, ValueError):
+    """A value that is not a member of the key group it was looked up in."""
+
+
+class StructureError(CkptKeysError, ValueError):
+    """A nested structure that cannot be processed (a cycle, for example)."""
