@@ -27,7 +27,6 @@ from ckptkeys import (
     VocabKeys,
 )
 
-from . import _fixture_pickle
 from .conftest import FIXTURES, reference_constants
 
 STRING_CONSTANTS = [c for c in reference_constants() if c["type"] == "str"]
@@ -173,6 +172,10 @@ def test_member_for_constant_rejects_unknown_names() -> None:
 # --- Keys DeepSpeed writes as literals, as they appear in real checkpoints --------------------
 
 
+def _load(path: pathlib.Path) -> Any:
+    return ckptkeys.read(path).data
+
+
 def _files(pattern: str) -> list[pathlib.Path]:
     files = sorted(FIXTURES.glob(pattern))
     assert files, pattern
@@ -196,7 +199,7 @@ def test_model_states_top_level_keys() -> None:
     for path in _files("*/*/*model_states.pt"):
         if "expert" in path.name or path.name.startswith("layer_"):
             continue  # flat state dicts of expert weights / pipeline layers
-        state = _fixture_pickle.load(path)
+        state = _load(path)
         _assert_covered(_keys(state), ModuleKeys, ignore=CLIENT_STATE)
         _assert_covered(_keys(state[ModuleKeys.CHECKPOINT_PARALLEL_DIMS]), ParallelDimsKeys)
         info = state.get(ModuleKeys.UNIVERSAL_CHECKPOINT_INFO)
@@ -209,7 +212,7 @@ def test_model_states_top_level_keys() -> None:
 
 def test_optim_states_keys() -> None:
     for path in _files("*/*/*optim_states.pt"):
-        state = _fixture_pickle.load(path)
+        state = _load(path)
         _assert_covered(_keys(state), OptimFileKeys)
         inner = state[OptimFileKeys.OPTIMIZER_STATE_DICT]
         _assert_covered(_keys(inner), OptimizerKeys)
@@ -221,10 +224,10 @@ def test_optim_states_keys() -> None:
 def test_universal_files() -> None:
     universal = FIXTURES / "uc_z2_bf16_ws2" / "global_step3_universal"
     assert (universal / NamingKeys.UNIVERSAL_ZERO_FOLDER / NamingKeys.UNIVERSAL_OPTIMIZER_STATE_FILE).is_file()
-    _assert_covered(_keys(_fixture_pickle.load(universal / "zero" / "optimizer_state.pt")), OptimizerKeys)
+    _assert_covered(_keys(_load(universal / "zero" / "optimizer_state.pt")), OptimizerKeys)
     for path in _files("uc_z2_bf16_ws2/global_step3_universal/zero/*/*.pt"):
         assert path.stem in UniversalStateKeys, path
-        state = _fixture_pickle.load(path)
+        state = _load(path)
         if isinstance(state, dict):
             _assert_covered(_keys(state), UniversalParamKeys)
     for tag_file in (NamingKeys.LATEST, NamingKeys.LATEST_UNIVERSAL):

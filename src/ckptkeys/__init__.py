@@ -10,11 +10,22 @@ ckptkeys never imports torch, numpy or DeepSpeed; the registry itself is built o
 so ``import ckptkeys.constants`` costs well under a millisecond.
 """
 
-from ._errors import CkptKeysError, StructureError, UnknownKeyError
+from ._errors import (
+    CkptKeysError,
+    CorruptCheckpointError,
+    LimitError,
+    NotACheckpointError,
+    ReadError,
+    StructureError,
+    UnknownKeyError,
+)
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
+    from ._limits import Limits
+    from ._pickle import GlobalRef, Opaque
     from ._plain import plain
+    from ._reader import Checkpoint, read
     from ._registry import (
         AUTOEP_PLACEMENT_VERSION,
         AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION,
@@ -45,6 +56,7 @@ if TYPE_CHECKING:
         members_for,
     )
     from ._strenum import KeyGroup
+    from ._torch import StorageInfo, TensorInfo
 
 __version__ = "0.1.0"
 
@@ -59,19 +71,29 @@ __all__ = [
     "AutoEPKeys",
     "AutoEPParamKeys",
     "AutoEPPlacementKeys",
+    "Checkpoint",
     "CkptKeysError",
+    "CorruptCheckpointError",
     "FoldingKeys",
+    "GlobalRef",
     "KeyGroup",
+    "LimitError",
+    "Limits",
     "LossScalerKeys",
     "ModuleKeys",
     "NamingKeys",
+    "NotACheckpointError",
+    "Opaque",
     "OptimFileKeys",
     "OptimizerKeys",
     "ParallelDimsKeys",
     "ParamAttrKeys",
     "ParamPatternKeys",
+    "ReadError",
+    "StorageInfo",
     "StructureError",
     "SubParamKeys",
+    "TensorInfo",
     "UniversalKeys",
     "UniversalParamKeys",
     "UniversalStateKeys",
@@ -82,14 +104,33 @@ __all__ = [
     "member_for_constant",
     "members_for",
     "plain",
+    "read",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
 # milliseconds, which users of the legacy shim alone should never pay.
-_EAGER = {"CkptKeysError", "StructureError", "UnknownKeyError", "__version__"}
-_LAZY = {
-    name: {"KeyGroup": "_strenum", "plain": "_plain"}.get(name, "_registry") for name in __all__ if name not in _EAGER
+_EAGER = {
+    "CkptKeysError",
+    "CorruptCheckpointError",
+    "LimitError",
+    "NotACheckpointError",
+    "ReadError",
+    "StructureError",
+    "UnknownKeyError",
+    "__version__",
 }
+_ELSEWHERE = {
+    "Checkpoint": "_reader",
+    "read": "_reader",
+    "GlobalRef": "_pickle",
+    "Opaque": "_pickle",
+    "StorageInfo": "_torch",
+    "TensorInfo": "_torch",
+    "Limits": "_limits",
+    "KeyGroup": "_strenum",
+    "plain": "_plain",
+}
+_LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 
 if not TYPE_CHECKING:  # a module __getattr__ would make every misspelt name type-check
 

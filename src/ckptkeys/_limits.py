@@ -1,0 +1,56 @@
+"""The reader's resource limits: every bound on what reading a file may cost.
+
+A checkpoint DeepSpeed writes is far inside every default; a file that is not (a zip bomb, a
+pickle that builds a billion objects) ends with a :class:`~ckptkeys.LimitError` naming the
+limit, instead of exhausting memory or time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
+__all__ = ["Limits"]
+
+MiB: Final = 1 << 20
+
+# data.pkl of a DeepSpeed checkpoint is a few KB to a few MB (it holds names and shapes,
+# not tensor bytes); 512 MiB leaves room for state dicts with millions of tensors.
+DEFAULT_MAX_PICKLE_BYTES: Final = 512 * MiB
+# Objects pushed while reading one pickle: each costs ~100 bytes of memory in the result.
+DEFAULT_MAX_OBJECTS: Final = 20_000_000
+# Memo entries (shared references): a pickle memoizes at most one entry per object.
+DEFAULT_MAX_MEMO: Final = 20_000_000
+# Open MARKs at once (nested tuples/lists/dicts being built); real pickles nest a few dozen.
+DEFAULT_MAX_DEPTH: Final = 1_000
+# One string or bytes object; checkpoints hold names and configs, not blobs.
+DEFAULT_MAX_STRING_BYTES: Final = 64 * MiB
+# One line of a text opcode (protocol 0 INT, FLOAT, STRING, GLOBAL, ...).
+DEFAULT_MAX_LINE_BYTES: Final = 1 * MiB
+# Digits of one integer literal (or bytes of a LONG1/LONG4): int() of huge literals is quadratic.
+DEFAULT_MAX_INT_DIGITS: Final = 4_300
+# Members of one zip archive: one per tensor storage, so a 100k-tensor file has ~100k.
+DEFAULT_MAX_ZIP_MEMBERS: Final = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what reading one file may cost; pass ``Limits(max_depth=...)`` to change one."""
+
+    max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES
+    max_objects: int = DEFAULT_MAX_OBJECTS
+    max_memo: int = DEFAULT_MAX_MEMO
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_string_bytes: int = DEFAULT_MAX_STRING_BYTES
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_int_digits: int = DEFAULT_MAX_INT_DIGITS
+    max_zip_members: int = DEFAULT_MAX_ZIP_MEMBERS
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"Limits.{name} must be a non-negative int, not {value!r}")

@@ -1,0 +1,819 @@
+"""An inert pickle machine: it reads every opcode of protocols 0-5 and runs none of them.
+
+Where the standard unpickler imports the globals a pickle names and calls them, this one
+records them. ``GLOBAL``/``STACK_GLOBAL`` push a :class:`GlobalRef`; ``REDUCE``, ``NEWOBJ``,
+``NEWOBJ_EX``, ``INST`` and ``OBJ`` make an :class:`Opaque` record of the call (class, args,
+kwargs), and ``BUILD`` stores the state in the record. Nothing named in the pickle is ever
+imported, called, or looked up as an attribute. A small table of *interpreters* turns the
+calls that only build data (an ``OrderedDict``, ``_codecs.encode`` of a latin-1 string,
+torch's tensor rebuilds) into plain values; the interpreters are pure functions of the
+pickled arguments.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ._errors import CorruptCheckpointError, LimitError
+from ._limits import Limits
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Final
+
+    Interpreter = Callable[[tuple[Any, ...], "dict[Any, Any] | None"], Any]
+    PersistentLoad = Callable[[Any], Any]
+
+__all__ = ["GlobalRef", "Opaque", "PersistentRef", "Unpickled", "unpickle"]
+
+HIGHEST_PROTOCOL: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRef:
+    """A global (class or function) a pickle names: never imported, only recorded."""
+
+    module: str
+    name: str
+
+    @property
+    def qualname(self) -> str:
+        """``module.name``, as ``torch.serialization.add_safe_globals`` error messages show it."""
+        return f"{self.module}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"GlobalRef({self.qualname})"
+
+
+@dataclass(eq=False, slots=True)
+class Opaque:
+    """An object the pickle would have built by calling ``cls``: an inert record of that call.
+
+    ``args`` and ``kwargs`` are what the pickle passes to the constructor (``REDUCE``,
+    ``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ``); ``state`` is what ``BUILD`` would pass to
+    ``__setstate__`` (usually the instance ``__dict__``); ``items`` and ``dict_items`` collect
+    what the pickle appends or assigns to it as a list or a dict. Records compare by identity,
+    as the objects they stand for would.
+    """
+
+    cls: GlobalRef | Any
+    args: tuple[Any, ...] = ()
+    kwargs: dict[Any, Any] | None = None
+    state: Any = None
+    items: list[Any] = field(default_factory=list)
+    dict_items: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def qualname(self) -> str:
+        """The qualified name of the class or function, or ``<call>`` if that was no global."""
+        return self.cls.qualname if isinstance(self.cls, GlobalRef) else "<call>"
+
+    def __repr__(self) -> str:
+        parts = [repr(arg) for arg in self.args]
+        parts += [f"{key}={value!r}" for key, value in (self.kwargs or {}).items()]
+        text = f"<Opaque {self.qualname}({', '.join(parts)})"
+        if self.state is not None:
+            text += f" state={self.state!r}"
+        return text + ">"
+
+
+@dataclass(frozen=True, slots=True)
+class PersistentRef:
+    """A persistent id in a pickle read without a persistent-load hook (a raw pickle)."""
+
+    pid: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Unpickled:
+    """The result of :func:`unpickle`: the object, and every global the pickle named."""
+
+    value: Any
+    globals: tuple[GlobalRef, ...]
+    """Every global named, in order of first mention, whether called or not."""
+    end: int
+    """Offset of the first byte after the pickle's STOP."""
+
+
+_MARK: Final = object()  # stands on the stack where MARK put it (we keep marks in a metastack)
+
+_UNSIGNED_1: Final = struct.Struct("<B")
+_UNSIGNED_2: Final = struct.Struct("<H")
+_SIGNED_4: Final = struct.Struct("<i")
+_UNSIGNED_4: Final = struct.Struct("<I")
+_UNSIGNED_8: Final = struct.Struct("<Q")
+_DOUBLE_BE: Final = struct.Struct(">d")
+
+# Calls that only build data from their arguments: safe to evaluate, and worth evaluating.
+_LATIN1_ENCODINGS: Final = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "ascii", "utf-8", "utf8"})
+
+
+def _ordered_dict(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Any:
+    if kwargs or len(args) > 1:
+        raise ValueError("OrderedDict takes at most one positional argument here")
+    if not args or args[0] is None:
+        return OrderedDict()
+    return OrderedDict(_pairs(args[0]))
+
+
+def _pairs(items: Any) -> list[tuple[Any, Any]]:
+    if isinstance(items, dict):
+        return list(items.items())
+    if isinstance(items, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
+        return [(p[0], p[1]) for p in items]
+    raise ValueError("expected a dict or a list of pairs")
+
+
+def _codecs_encode(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Any:
+    # Protocol-2 pickles written by Python 3 encode bytes as _codecs.encode(str, "latin1").
+    if kwargs or len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
+        raise ValueError("_codecs.encode takes (str, encoding) here")
+    if args[1].lower() not in _LATIN1_ENCODINGS:
+        raise ValueError(f"encoding {args[1]!r} is not evaluated")
+    return args[0].encode(args[1])
+
+
+def _builtin_container(kind: type) -> Interpreter:
+    def build(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Any:
+        if kwargs or len(args) > 1:
+            raise ValueError(f"{kind.__name__} takes at most one positional argument here")
+        if not args:
+            return kind()
+        if not isinstance(args[0], (list, tuple, set, frozenset, bytes, str)):
+            raise ValueError(f"{kind.__name__} of {type(args[0]).__name__} is not evaluated")
+        return kind(args[0])
+
+    return build
+
+
+BUILTIN_INTERPRETERS: Final[dict[tuple[str, str], Interpreter]] = {
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("_codecs", "encode"): _codecs_encode,
+    ("builtins", "set"): _builtin_container(set),
+    ("builtins", "frozenset"): _builtin_container(frozenset),
+    ("builtins", "bytearray"): _builtin_container(bytearray),
+    ("__builtin__", "set"): _builtin_container(set),
+    ("__builtin__", "frozenset"): _builtin_container(frozenset),
+}
+
+
+class _Machine:
+    """One run over one pickle. Not reusable."""
+
+    def __init__(
+        self,
+        data: bytes | memoryview,
+        *,
+        source: str,
+        limits: Limits,
+        interpreters: Mapping[tuple[str, str], Interpreter],
+        persistent_load: PersistentLoad | None,
+    ) -> None:
+        self.data = bytes(data)
+        self.pos = 0
+        self.source = source
+        self.limits = limits
+        self.interpreters = interpreters
+        self.persistent_load = persistent_load
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.globals: dict[GlobalRef, None] = {}
+        self.objects = 0
+
+    # -- input ------------------------------------------------------------------------------
+
+    def fail(self, message: str, opcode_pos: int | None = None) -> CorruptCheckpointError:
+        where = f" at byte {opcode_pos}" if opcode_pos is not None else ""
+        return CorruptCheckpointError(self.source, f"pickle{where}: {message}")
+
+    def read(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise self.fail(f"truncated: wanted {n} bytes at byte {self.pos}, {len(self.data) - self.pos} left")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def readline(self) -> bytes:
+        limit = self.limits.max_line_bytes
+        end = self.data.find(b"\n", self.pos, self.pos + limit + 1)
+        if end < 0:
+            if len(self.data) - self.pos > limit:
+                raise LimitError(self.source, "max_line_bytes", limit)
+            raise self.fail("truncated: a text opcode has no end of line")
+        line = self.data[self.pos : end]
+        self.pos = end + 1
+        return line
+
+    def sized(self, n: int) -> bytes:
+        if n > self.limits.max_string_bytes:
+            raise LimitError(self.source, "max_string_bytes", self.limits.max_string_bytes)
+        return self.read(n)
+
+    # -- the stack --------------------------------------------------------------------------
+
+    def push(self, value: Any) -> None:
+        self.objects += 1
+        if self.objects > self.limits.max_objects:
+            raise LimitError(self.source, "max_objects", self.limits.max_objects)
+        self.stack.append(value)
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise self.fail("stack underflow")
+        return self.stack.pop()
+
+    def top(self) -> Any:
+        if not self.stack:
+            raise self.fail("stack underflow")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise self.fail("no MARK to pop to")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    def memo_put(self, index: int, value: Any) -> None:
+        if index < 0:
+            raise self.fail("negative memo index")
+        if index not in self.memo and len(self.memo) >= self.limits.max_memo:
+            raise LimitError(self.source, "max_memo", self.limits.max_memo)
+        self.memo[index] = value
+
+    def memo_get(self, index: int) -> Any:
+        try:
+            return self.memo[index]
+        except KeyError:
+            raise self.fail(f"memo index {index} was never stored") from None
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def note_global(self, ref: GlobalRef) -> GlobalRef:
+        self.globals.setdefault(ref, None)
+        return ref
+
+    def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> Any:
+        if not isinstance(args, tuple):
+            if isinstance(args, list):  # INST/OBJ collect args from the stack
+                args = tuple(args)
+            else:
+                raise self.fail(f"{opcode}: arguments are {type(args).__name__}, not a tuple")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
+        if isinstance(func, GlobalRef):
+            interpret = self.interpreters.get((func.module, func.name)) or BUILTIN_INTERPRETERS.get(
+                (func.module, func.name)
+            )
+            if interpret is not None:
+                try:
+                    return interpret(args, kwargs)
+                except (ValueError, TypeError, OverflowError) as error:
+                    raise self.fail(f"{opcode} of {func.qualname}: {error}") from None
+        return Opaque(func, args, kwargs)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> Any:
+        dispatch = _DISPATCH
+        data = self.data
+        size = len(data)
+        while self.pos < size:
+            start = self.pos
+            code = data[start]
+            self.pos = start + 1
+            handler = dispatch.get(code)
+            if handler is None:
+                raise self.fail(f"unknown opcode 0x{code:02x}", start)
+            if handler is _stop:
+                if self.metastack:
+                    raise self.fail("STOP inside an unclosed MARK", start)
+                return self.pop()
+            try:
+                handler(self)
+            except (CorruptCheckpointError, LimitError):
+                raise
+            except TypeError as error:  # e.g. an unhashable key or set element
+                raise self.fail(f"{_OPNAMES[code]}: {error}", start) from None
+        raise self.fail("truncated: no STOP opcode")
+
+
+# -- opcode handlers ------------------------------------------------------------------------
+
+
+def _stop(m: _Machine) -> None:  # handled in run()
+    raise AssertionError("unreachable")
+
+
+def _proto(m: _Machine) -> None:
+    version = m.read(1)[0]
+    if version > HIGHEST_PROTOCOL:
+        raise m.fail(f"unsupported protocol {version}")
+
+
+def _frame(m: _Machine) -> None:
+    m.read(8)  # the whole pickle is in memory; frames only matter to streaming readers
+
+
+def _int(m: _Machine) -> None:
+    line = m.readline()
+    if line == b"00":
+        m.push(False)
+    elif line == b"01":
+        m.push(True)
+    else:
+        m.push(_parse_int(m, line))
+
+
+def _parse_int(m: _Machine, line: bytes) -> int:
+    if len(line) > m.limits.max_int_digits:
+        raise LimitError(m.source, "max_int_digits", m.limits.max_int_digits)
+    try:
+        return int(line, 10)
+    except ValueError:
+        raise m.fail(f"bad integer literal {line[:40]!r}") from None
+
+
+def _long(m: _Machine) -> None:
+    line = m.readline()
+    m.push(_parse_int(m, line[:-1] if line.endswith(b"L") else line))
+
+
+def _binint(m: _Machine) -> None:
+    m.push(_SIGNED_4.unpack(m.read(4))[0])
+
+
+def _binint1(m: _Machine) -> None:
+    m.push(m.read(1)[0])
+
+
+def _binint2(m: _Machine) -> None:
+    m.push(_UNSIGNED_2.unpack(m.read(2))[0])
+
+
+def _long_n(m: _Machine, n: int) -> None:
+    if n > m.limits.max_int_digits:  # bytes of a two's-complement integer
+        raise LimitError(m.source, "max_int_digits", m.limits.max_int_digits)
+    m.push(int.from_bytes(m.read(n), "little", signed=True))
+
+
+def _long1(m: _Machine) -> None:
+    _long_n(m, m.read(1)[0])
+
+
+def _long4(m: _Machine) -> None:
+    n = _SIGNED_4.unpack(m.read(4))[0]
+    if n < 0:
+        raise m.fail("LONG4 with a negative byte count")
+    _long_n(m, n)
+
+
+def _float(m: _Machine) -> None:
+    line = m.readline()
+    try:
+        m.push(float(line))
+    except ValueError:
+        raise m.fail(f"bad float literal {line[:40]!r}") from None
+
+
+def _binfloat(m: _Machine) -> None:
+    m.push(_DOUBLE_BE.unpack(m.read(8))[0])
+
+
+def _decode_str(m: _Machine, raw: bytes) -> str | bytes:
+    # Python 2 str: torch.load decodes these as UTF-8; undecodable ones stay bytes.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _string(m: _Machine) -> None:
+    line = m.readline()
+    if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+        raise m.fail("STRING argument is not quoted")
+    m.push(_decode_str(m, codecs.escape_decode(line[1:-1])[0]))
+
+
+def _binstring(m: _Machine) -> None:
+    n = _SIGNED_4.unpack(m.read(4))[0]
+    if n < 0:
+        raise m.fail("BINSTRING with a negative length")
+    m.push(_decode_str(m, m.sized(n)))
+
+
+def _short_binstring(m: _Machine) -> None:
+    m.push(_decode_str(m, m.sized(m.read(1)[0])))
+
+
+def _text(m: _Machine, raw: bytes) -> str:
+    try:
+        return str(raw, "utf-8", "surrogatepass")
+    except UnicodeDecodeError as error:
+        raise m.fail(f"a unicode string is not UTF-8: {error.reason}") from None
+
+
+def _unicode(m: _Machine) -> None:
+    line = m.readline()
+    if len(line) > m.limits.max_string_bytes:
+        raise LimitError(m.source, "max_string_bytes", m.limits.max_string_bytes)
+    m.push(line.decode("raw-unicode-escape"))
+
+
+def _binunicode(m: _Machine) -> None:
+    m.push(_text(m, m.sized(_UNSIGNED_4.unpack(m.read(4))[0])))
+
+
+def _short_binunicode(m: _Machine) -> None:
+    m.push(_text(m, m.sized(m.read(1)[0])))
+
+
+def _binunicode8(m: _Machine) -> None:
+    m.push(_text(m, m.sized(_UNSIGNED_8.unpack(m.read(8))[0])))
+
+
+def _binbytes(m: _Machine) -> None:
+    m.push(m.sized(_UNSIGNED_4.unpack(m.read(4))[0]))
+
+
+def _short_binbytes(m: _Machine) -> None:
+    m.push(m.sized(m.read(1)[0]))
+
+
+def _binbytes8(m: _Machine) -> None:
+    m.push(m.sized(_UNSIGNED_8.unpack(m.read(8))[0]))
+
+
+def _bytearray8(m: _Machine) -> None:
+    m.push(bytearray(m.sized(_UNSIGNED_8.unpack(m.read(8))[0])))
+
+
+def _out_of_band(m: _Machine) -> None:
+    raise m.fail("out-of-band buffers (NEXT_BUFFER/READONLY_BUFFER) are not supported")
+
+
+def _none(m: _Machine) -> None:
+    m.push(None)
+
+
+def _newtrue(m: _Machine) -> None:
+    m.push(True)
+
+
+def _newfalse(m: _Machine) -> None:
+    m.push(False)
+
+
+def _mark(m: _Machine) -> None:
+    if len(m.metastack) >= m.limits.max_depth:
+        raise LimitError(m.source, "max_depth", m.limits.max_depth)
+    m.metastack.append(m.stack)
+    m.stack = []
+
+
+def _pop(m: _Machine) -> None:
+    if m.stack:
+        m.stack.pop()
+    else:
+        m.pop_mark()
+
+
+def _pop_mark(m: _Machine) -> None:
+    m.pop_mark()
+
+
+def _dup(m: _Machine) -> None:
+    m.push(m.top())
+
+
+def _empty_tuple(m: _Machine) -> None:
+    m.push(())
+
+
+def _tuple(m: _Machine) -> None:
+    m.push(tuple(m.pop_mark()))
+
+
+def _tuple_n(n: int) -> Callable[[_Machine], None]:
+    def handler(m: _Machine) -> None:
+        if len(m.stack) < n:
+            raise m.fail("stack underflow")
+        items = tuple(m.stack[-n:])
+        del m.stack[-n:]
+        m.push(items)
+
+    return handler
+
+
+def _empty_list(m: _Machine) -> None:
+    m.push([])
+
+
+def _list(m: _Machine) -> None:
+    m.push(m.pop_mark())
+
+
+def _extend(m: _Machine, target: Any, items: list[Any]) -> None:
+    if isinstance(target, list):
+        target.extend(items)
+    elif isinstance(target, Opaque):
+        target.items.extend(items)
+    else:
+        raise m.fail(f"APPEND to a {type(target).__name__}")
+
+
+def _append(m: _Machine) -> None:
+    value = m.pop()
+    _extend(m, m.top(), [value])
+
+
+def _appends(m: _Machine) -> None:
+    items = m.pop_mark()
+    _extend(m, m.top(), items)
+
+
+def _empty_dict(m: _Machine) -> None:
+    m.push({})
+
+
+def _pairs_of(m: _Machine, items: list[Any]) -> list[tuple[Any, Any]]:
+    if len(items) % 2:
+        raise m.fail("odd number of items for a dict")
+    return list(zip(items[::2], items[1::2], strict=True))
+
+
+def _dict(m: _Machine) -> None:
+    m.push(dict(_pairs_of(m, m.pop_mark())))
+
+
+def _assign(m: _Machine, target: Any, pairs: list[tuple[Any, Any]]) -> None:
+    if isinstance(target, dict):
+        target.update(pairs)
+    elif isinstance(target, Opaque):
+        target.dict_items.update(pairs)
+    else:
+        raise m.fail(f"SETITEM on a {type(target).__name__}")
+
+
+def _setitem(m: _Machine) -> None:
+    value = m.pop()
+    key = m.pop()
+    _assign(m, m.top(), [(key, value)])
+
+
+def _setitems(m: _Machine) -> None:
+    pairs = _pairs_of(m, m.pop_mark())
+    _assign(m, m.top(), pairs)
+
+
+def _empty_set(m: _Machine) -> None:
+    m.push(set())
+
+
+def _additems(m: _Machine) -> None:
+    items = m.pop_mark()
+    target = m.top()
+    if isinstance(target, set):
+        target.update(items)
+    elif isinstance(target, Opaque):
+        target.items.extend(items)
+    else:
+        raise m.fail(f"ADDITEMS on a {type(target).__name__}")
+
+
+def _frozenset(m: _Machine) -> None:
+    m.push(frozenset(m.pop_mark()))
+
+
+def _get(m: _Machine) -> None:
+    m.push(m.memo_get(_parse_int(m, m.readline())))
+
+
+def _binget(m: _Machine) -> None:
+    m.push(m.memo_get(m.read(1)[0]))
+
+
+def _long_binget(m: _Machine) -> None:
+    m.push(m.memo_get(_UNSIGNED_4.unpack(m.read(4))[0]))
+
+
+def _put(m: _Machine) -> None:
+    m.memo_put(_parse_int(m, m.readline()), m.top())
+
+
+def _binput(m: _Machine) -> None:
+    m.memo_put(m.read(1)[0], m.top())
+
+
+def _long_binput(m: _Machine) -> None:
+    m.memo_put(_UNSIGNED_4.unpack(m.read(4))[0], m.top())
+
+
+def _memoize(m: _Machine) -> None:
+    m.memo_put(len(m.memo), m.top())
+
+
+def _name_line(m: _Machine) -> str:
+    line = m.readline()
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise m.fail("a global's name is not UTF-8") from None
+
+
+def _global(m: _Machine) -> None:
+    module = _name_line(m)
+    name = _name_line(m)
+    m.push(m.note_global(GlobalRef(module, name)))
+
+
+def _stack_global(m: _Machine) -> None:
+    name = m.pop()
+    module = m.pop()
+    if not isinstance(module, str) or not isinstance(name, str):
+        raise m.fail(f"STACK_GLOBAL with non-string names ({type(module).__name__}, {type(name).__name__})")
+    m.push(m.note_global(GlobalRef(module, name)))
+
+
+def _reduce(m: _Machine) -> None:
+    args = m.pop()
+    func = m.pop()
+    m.push(m.call(func, args, None, "REDUCE"))
+
+
+def _newobj(m: _Machine) -> None:
+    args = m.pop()
+    cls = m.pop()
+    m.push(m.call(cls, args, None, "NEWOBJ"))
+
+
+def _newobj_ex(m: _Machine) -> None:
+    kwargs = m.pop()
+    args = m.pop()
+    cls = m.pop()
+    m.push(m.call(cls, args, kwargs, "NEWOBJ_EX"))
+
+
+def _inst(m: _Machine) -> None:
+    module = _name_line(m)
+    name = _name_line(m)
+    args = m.pop_mark()
+    m.push(m.call(m.note_global(GlobalRef(module, name)), args, None, "INST"))
+
+
+def _obj(m: _Machine) -> None:
+    items = m.pop_mark()
+    if not items:
+        raise m.fail("OBJ without a class")
+    m.push(m.call(items[0], items[1:], None, "OBJ"))
+
+
+def _build(m: _Machine) -> None:
+    state = m.pop()
+    target = m.top()
+    if isinstance(target, Opaque):
+        # Stored as data, never applied: no __setstate__, no __dict__ update, no setattr.
+        target.state = state if target.state is None else (target.state, state)
+    elif isinstance(target, OrderedDict) and _is_attribute_dict(state):
+        # A torch state_dict carries its per-module versions as the attribute `_metadata`;
+        # torch.load restores it, and so do we: into the instance dict of an OrderedDict this
+        # reader made itself (special methods are looked up on the type, so no name here
+        # changes how the dict behaves).
+        vars(target).update(state)
+    elif state is not None and not (_is_attribute_dict(state) and not state):
+        raise m.fail(f"BUILD on a {type(target).__name__}")
+
+
+def _is_attribute_dict(state: Any) -> bool:
+    return isinstance(state, dict) and all(isinstance(key, str) for key in state)
+
+
+def _persid(m: _Machine) -> None:
+    line = m.readline()
+    try:
+        pid = line.decode("ascii")
+    except UnicodeDecodeError:
+        raise m.fail("PERSID argument is not ASCII") from None
+    m.push(_persistent(m, pid))
+
+
+def _binpersid(m: _Machine) -> None:
+    m.push(_persistent(m, m.pop()))
+
+
+def _persistent(m: _Machine, pid: Any) -> Any:
+    if m.persistent_load is None:
+        return PersistentRef(pid)
+    return m.persistent_load(pid)
+
+
+def _ext(m: _Machine) -> None:
+    raise m.fail("extension codes (EXT1/EXT2/EXT4) are not supported: they name globals through copyreg")
+
+
+_OPCODES: Final[dict[bytes, tuple[str, Callable[[_Machine], None]]]] = {
+    b".": ("STOP", _stop),
+    b"\x80": ("PROTO", _proto),
+    b"\x95": ("FRAME", _frame),
+    b"I": ("INT", _int),
+    b"L": ("LONG", _long),
+    b"J": ("BININT", _binint),
+    b"K": ("BININT1", _binint1),
+    b"M": ("BININT2", _binint2),
+    b"\x8a": ("LONG1", _long1),
+    b"\x8b": ("LONG4", _long4),
+    b"F": ("FLOAT", _float),
+    b"G": ("BINFLOAT", _binfloat),
+    b"S": ("STRING", _string),
+    b"T": ("BINSTRING", _binstring),
+    b"U": ("SHORT_BINSTRING", _short_binstring),
+    b"V": ("UNICODE", _unicode),
+    b"X": ("BINUNICODE", _binunicode),
+    b"\x8c": ("SHORT_BINUNICODE", _short_binunicode),
+    b"\x8d": ("BINUNICODE8", _binunicode8),
+    b"B": ("BINBYTES", _binbytes),
+    b"C": ("SHORT_BINBYTES", _short_binbytes),
+    b"\x8e": ("BINBYTES8", _binbytes8),
+    b"\x96": ("BYTEARRAY8", _bytearray8),
+    b"\x97": ("NEXT_BUFFER", _out_of_band),
+    b"\x98": ("READONLY_BUFFER", _out_of_band),
+    b"N": ("NONE", _none),
+    b"\x88": ("NEWTRUE", _newtrue),
+    b"\x89": ("NEWFALSE", _newfalse),
+    b"(": ("MARK", _mark),
+    b"0": ("POP", _pop),
+    b"1": ("POP_MARK", _pop_mark),
+    b"2": ("DUP", _dup),
+    b")": ("EMPTY_TUPLE", _empty_tuple),
+    b"t": ("TUPLE", _tuple),
+    b"\x85": ("TUPLE1", _tuple_n(1)),
+    b"\x86": ("TUPLE2", _tuple_n(2)),
+    b"\x87": ("TUPLE3", _tuple_n(3)),
+    b"]": ("EMPTY_LIST", _empty_list),
+    b"l": ("LIST", _list),
+    b"a": ("APPEND", _append),
+    b"e": ("APPENDS", _appends),
+    b"}": ("EMPTY_DICT", _empty_dict),
+    b"d": ("DICT", _dict),
+    b"s": ("SETITEM", _setitem),
+    b"u": ("SETITEMS", _setitems),
+    b"\x8f": ("EMPTY_SET", _empty_set),
+    b"\x90": ("ADDITEMS", _additems),
+    b"\x91": ("FROZENSET", _frozenset),
+    b"g": ("GET", _get),
+    b"h": ("BINGET", _binget),
+    b"j": ("LONG_BINGET", _long_binget),
+    b"p": ("PUT", _put),
+    b"q": ("BINPUT", _binput),
+    b"r": ("LONG_BINPUT", _long_binput),
+    b"\x94": ("MEMOIZE", _memoize),
+    b"c": ("GLOBAL", _global),
+    b"\x93": ("STACK_GLOBAL", _stack_global),
+    b"R": ("REDUCE", _reduce),
+    b"\x81": ("NEWOBJ", _newobj),
+    b"\x92": ("NEWOBJ_EX", _newobj_ex),
+    b"i": ("INST", _inst),
+    b"o": ("OBJ", _obj),
+    b"b": ("BUILD", _build),
+    b"P": ("PERSID", _persid),
+    b"Q": ("BINPERSID", _binpersid),
+    b"\x82": ("EXT1", _ext),
+    b"\x83": ("EXT2", _ext),
+    b"\x84": ("EXT4", _ext),
+}
+_DISPATCH: Final = {code[0]: handler for code, (_, handler) in _OPCODES.items()}
+_OPNAMES: Final = {code[0]: name for code, (name, _) in _OPCODES.items()}
+
+
+def unpickle(
+    data: bytes | memoryview,
+    *,
+    source: str = "<pickle>",
+    limits: Limits | None = None,
+    interpreters: Mapping[tuple[str, str], Interpreter] | None = None,
+    persistent_load: PersistentLoad | None = None,
+    start: int = 0,
+) -> Unpickled:
+    """Read one pickle from ``data`` without importing or calling anything it names.
+
+    ``source`` names the file in errors. ``interpreters`` maps ``(module, name)`` to a pure
+    function that builds a value from pickled arguments (used for torch's tensor rebuilds);
+    everything else becomes an :class:`Opaque` record. ``persistent_load`` resolves
+    persistent ids (torch's storage records); without it they become :class:`PersistentRef`.
+    Reading starts at offset ``start``; what follows ``STOP`` is left alone (see ``end``).
+    """
+    limits = limits or Limits()
+    if len(data) > limits.max_pickle_bytes:
+        raise LimitError(source, "max_pickle_bytes", limits.max_pickle_bytes)
+    machine = _Machine(
+        data, source=source, limits=limits, interpreters=interpreters or {}, persistent_load=persistent_load
+    )
+    machine.pos = start
+    value = machine.run()
+    return Unpickled(value, tuple(machine.globals), machine.pos)

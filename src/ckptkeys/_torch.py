@@ -1,0 +1,266 @@
+"""What torch's pickles mean, without torch: dtypes, storages and tensor rebuilds.
+
+torch pickles a tensor as a call to a rebuild function (``torch._utils._rebuild_tensor_v2``)
+whose first argument is a persistent id naming a storage record in the archive. The
+interpreters here turn those calls into :class:`TensorInfo` records from the pickled
+arguments alone; the storage bytes are never read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ._pickle import GlobalRef, Opaque
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    from ._pickle import Interpreter
+
+__all__ = ["DTYPE_ITEMSIZE", "STORAGE_DTYPES", "TORCH_INTERPRETERS", "StorageInfo", "TensorInfo", "storage_dtype"]
+
+# Element size in bytes of every torch dtype, by the name torch pickles it under.
+DTYPE_ITEMSIZE: Final[dict[str, int]] = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "complex128": 16,
+    "complex64": 8,
+    "complex32": 4,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint64": 8,
+    "uint32": 4,
+    "uint16": 2,
+    "uint8": 1,
+    "bool": 1,
+    "qint8": 1,
+    "qint32": 4,
+    "quint8": 1,
+    "quint4x2": 1,
+    "quint2x4": 1,
+    "float8_e4m3fn": 1,
+    "float8_e4m3fnuz": 1,
+    "float8_e5m2": 1,
+    "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1,
+    "float4_e2m1fn_x2": 1,
+}
+_DTYPE_ALIASES: Final = {
+    "double": "float64",
+    "float": "float32",
+    "half": "float16",
+    "cdouble": "complex128",
+    "cfloat": "complex64",
+    "chalf": "complex32",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+}
+
+# torch's legacy typed-storage class names (torch.storage._dtype_to_storage_type_map).
+STORAGE_DTYPES: Final[dict[str, str]] = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "BFloat16Storage": "bfloat16",
+    "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8",
+    "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
+    "UntypedStorage": "uint8",  # raw bytes; the tensor's dtype then comes from _rebuild_tensor_v3
+}
+
+
+def storage_dtype(ref: Any) -> str | None:
+    """The dtype a pickled storage class stands for (torch matches on the name alone)."""
+    if isinstance(ref, GlobalRef) and ref.module.split(".")[0] == "torch":
+        return STORAGE_DTYPES.get(ref.name)
+    return None
+
+
+def _dtype_name(ref: Any) -> str:
+    if isinstance(ref, GlobalRef) and ref.module == "torch":
+        name = _DTYPE_ALIASES.get(ref.name, ref.name)
+        if name in DTYPE_ITEMSIZE:
+            return name
+    raise ValueError(f"{ref!r} is not a torch dtype")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageInfo:
+    """A storage record of a checkpoint: where a tensor's bytes are, never the bytes."""
+
+    key: str
+    """The record's name in the archive (``<archive>/data/<key>``)."""
+    dtype: str
+    numel: int
+    """Elements of ``dtype`` in the record."""
+    location: str
+    """The device it was saved from (``"cpu"``, ``"cuda:0"``)."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_ITEMSIZE[self.dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """A tensor as a checkpoint describes it: dtype, shape and where its bytes are.
+
+    Built from the pickle alone, without reading or mapping the bytes.
+    """
+
+    dtype: str
+    """torch's name for the dtype without the ``torch.`` prefix: ``"float32"``, ``"bfloat16"``."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int
+    """Offset into the storage, in elements."""
+    storage: StorageInfo | None
+    """The storage record (``None`` for tensors on the meta device)."""
+    requires_grad: bool = False
+    is_parameter: bool = False
+    """Saved as a ``torch.nn.Parameter``."""
+    subclass: GlobalRef | None = None
+    """A tensor subclass other than ``Parameter`` that the pickle names, if any."""
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPE_ITEMSIZE[self.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor's elements (a view's share, not its whole storage)."""
+        return self.numel * self.itemsize
+
+    @property
+    def storage_key(self) -> str | None:
+        return None if self.storage is None else self.storage.key
+
+    @property
+    def device(self) -> str:
+        return "meta" if self.storage is None else self.storage.location
+
+    def __repr__(self) -> str:
+        kind = "Parameter" if self.is_parameter else "Tensor"
+        return f"<{kind} {self.dtype}{list(self.shape)}>"
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)) and all(type(v) is int and v >= 0 for v in value):
+        return tuple(value)
+    raise ValueError(f"{what} is not a tuple of non-negative ints: {value!r}")
+
+
+def _tensor(
+    storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, dtype: str | None = None
+) -> TensorInfo:
+    if not isinstance(storage, StorageInfo):
+        raise ValueError(f"the storage argument is {type(storage).__name__}, not a storage record")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"storage offset {offset!r} is not a non-negative int")
+    shape = _ints(size, "size")
+    strides = _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise ValueError(f"size {shape} and stride {strides} differ in length")
+    if not isinstance(requires_grad, bool):
+        raise ValueError(f"requires_grad {requires_grad!r} is not a bool")
+    dtype = dtype or storage.dtype
+    if math.prod(shape):  # the last element a view reaches must lie inside its storage
+        last = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+        if (last + 1) * DTYPE_ITEMSIZE[dtype] > storage.nbytes:
+            raise ValueError(f"a tensor of shape {shape} reaches past the end of storage {storage.key!r}")
+    return TensorInfo(dtype, shape, strides, offset, storage, requires_grad)
+
+
+def _rebuild_tensor(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) != 4:
+        raise ValueError("expected (storage, offset, size, stride)")
+    return _tensor(*args)
+
+
+def _rebuild_tensor_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) not in (6, 7):
+        raise ValueError("expected (storage, offset, size, stride, requires_grad, hooks[, metadata])")
+    return _tensor(*args[:5])
+
+
+def _rebuild_tensor_v3(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) not in (7, 8):
+        raise ValueError("expected (storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])")
+    storage, offset, size, stride, requires_grad = args[:5]
+    return _tensor(storage, offset, size, stride, requires_grad, dtype=_dtype_name(args[6]))
+
+
+def _rebuild_meta(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) != 4:
+        raise ValueError("expected (dtype, size, stride, requires_grad)")
+    dtype, size, stride, requires_grad = args
+    return TensorInfo(_dtype_name(dtype), _ints(size, "size"), _ints(stride, "stride"), 0, None, bool(requires_grad))
+
+
+def _rebuild_parameter(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo | Opaque:
+    if kwargs or len(args) not in (3, 4):
+        raise ValueError("expected (data, requires_grad, hooks[, state])")
+    data, requires_grad = args[0], args[1]
+    if not isinstance(data, TensorInfo):
+        raise ValueError(f"the data argument is {type(data).__name__}, not a tensor")
+    return replace(data, is_parameter=True, requires_grad=bool(requires_grad))
+
+
+_PARAMETER: Final = GlobalRef("torch.nn.parameter", "Parameter")
+_PLAIN_TENSORS: Final = frozenset({GlobalRef("torch", "Tensor"), GlobalRef("torch._tensor", "Tensor")})
+
+
+def _rebuild_from_type_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Any:
+    # (func, new_type, args, state): torch calls func(*args), then casts to new_type.
+    if kwargs or len(args) != 4:
+        raise ValueError("expected (func, new_type, args, state)")
+    func, new_type, func_args, _state = args
+    interpret = TORCH_INTERPRETERS.get((func.module, func.name)) if isinstance(func, GlobalRef) else None
+    if interpret is None or not isinstance(func_args, tuple):
+        return Opaque(GlobalRef("torch._tensor", "_rebuild_from_type_v2"), args)
+    tensor = interpret(func_args, None)
+    if not isinstance(tensor, TensorInfo) or new_type in _PLAIN_TENSORS:
+        return tensor
+    if new_type == _PARAMETER:
+        return replace(tensor, is_parameter=True)
+    return replace(tensor, subclass=new_type if isinstance(new_type, GlobalRef) else None)
+
+
+def _size(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> tuple[int, ...]:
+    if kwargs or len(args) > 1:
+        raise ValueError("torch.Size takes one sequence")
+    return _ints(args[0] if args else (), "torch.Size")
+
+
+TORCH_INTERPRETERS: Final[dict[tuple[str, str], Interpreter]] = {
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"): _rebuild_meta,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch.tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,  # torch < 1.9 module name
+    ("torch", "Size"): _size,
+}
