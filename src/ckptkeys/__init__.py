@@ -22,9 +22,11 @@ from ._errors import (
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
+    from ._layout import Layout, LayoutFile, TagLayout, scan
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
     from ._plain import plain
+    from ._problems import Problem, Severity
     from ._reader import Checkpoint, read
     from ._registry import (
         AUTOEP_PLACEMENT_VERSION,
@@ -77,6 +79,8 @@ __all__ = [
     "FoldingKeys",
     "GlobalRef",
     "KeyGroup",
+    "Layout",
+    "LayoutFile",
     "LimitError",
     "Limits",
     "LossScalerKeys",
@@ -89,10 +93,13 @@ __all__ = [
     "ParallelDimsKeys",
     "ParamAttrKeys",
     "ParamPatternKeys",
+    "Problem",
     "ReadError",
+    "Severity",
     "StorageInfo",
     "StructureError",
     "SubParamKeys",
+    "TagLayout",
     "TensorInfo",
     "UniversalKeys",
     "UniversalParamKeys",
@@ -105,6 +112,7 @@ __all__ = [
     "members_for",
     "plain",
     "read",
+    "scan",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -129,6 +137,12 @@ _ELSEWHERE = {
     "Limits": "_limits",
     "KeyGroup": "_strenum",
     "plain": "_plain",
+    "Layout": "_layout",
+    "LayoutFile": "_layout",
+    "TagLayout": "_layout",
+    "scan": "_layout",
+    "Problem": "_problems",
+    "Severity": "_problems",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 

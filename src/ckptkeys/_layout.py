@@ -1,0 +1,482 @@
+"""``scan()``: the layout of a checkpoint folder, from its file names and, when asked, its files.
+
+A *save folder* (what ``engine.save_checkpoint(save_dir)`` was given) holds tag folders and
+the ``latest`` / ``latest_universal`` pointer files; a *tag folder* holds the files of one
+checkpoint. ``scan`` takes either. From names alone it finds the tags, the files of each by
+kind and rank, the ZeRO stage, precision and parallel degrees as far as names tell them, and
+the problems a user must hear about: a missing rank, mixed precision prefixes, a ``latest``
+that names an absent tag, model states without optimizer shards. With ``read=True`` it also
+reads each file's pickle (never its tensors) and takes the stage, precision and degrees from
+what DeepSpeed wrote. It never follows a symlink out of the folder it was given.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import naming
+from ._errors import NotACheckpointError, ReadError
+from ._limits import Limits
+from ._pickle import Opaque
+from ._problems import Problem, Severity
+from ._reader import Checkpoint, read
+from ._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
+from ._torch import TensorInfo
+from .naming import CheckpointName, FileKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any, Final, Literal
+
+__all__ = ["Layout", "LayoutFile", "TagLayout", "scan"]
+
+# The pointer files are a few bytes; anything longer is not a tag name.
+_MAX_POINTER_BYTES: Final = 4096
+# DeepSpeed's ds_config precision sections, in the order the engine checks them.
+_PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
+_FLOAT_DTYPES: Final = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutFile:
+    """One checkpoint file of a tag folder."""
+
+    path: str
+    relpath: str
+    """The path inside the tag folder, with ``/`` separators (``zero/fc1.weight/fp32.pt``)."""
+    name: CheckpointName
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagLayout:
+    """One tag folder: its files and what they tell.
+
+    A degree, stage or precision is ``None`` where the names cannot tell it (ZeRO-1 and 2
+    write the same names; unprefixed optimizer shards may be fp16 or fp32); ``scan(read=True)``
+    fills it from the files.
+    """
+
+    name: str
+    path: str
+    files: tuple[LayoutFile, ...]
+    universal: bool
+    """A universal checkpoint (``ds_to_universal`` output, with a ``zero/`` folder)."""
+    zero_stage: int | None
+    precision: str | None
+    """``"fp32"``, ``"fp16"`` or ``"bf16"``."""
+    dp_world_size: int | None
+    mp_world_size: int | None
+    """Model-parallel ranks in the file names: tensor x pipeline degree under the pipeline engine."""
+    pp_world_size: int | None
+    tp_world_size: int | None
+    problems: tuple[Problem, ...]
+    other_files: tuple[str, ...] = ()
+    """Entries of the tag folder that are not checkpoint files."""
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    """With ``read=True``: every file that could be read, by ``relpath``."""
+
+    def of_kind(self, *kinds: FileKind) -> tuple[LayoutFile, ...]:
+        """The files of the given kinds, in layout order."""
+        return tuple(f for f in self.files if f.name.kind in kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What ``scan`` found: the tags of a save folder (or the one tag folder it was given)."""
+
+    path: str
+    kind: Literal["save", "tag"]
+    latest: str | None
+    """The tag ``latest`` names (``None`` without a ``latest`` file)."""
+    latest_universal: str | None
+    tags: tuple[TagLayout, ...]
+    problems: tuple[Problem, ...]
+    """Problems of the folder itself; each tag has its own."""
+
+    def tag(self, name: str) -> TagLayout:
+        """The tag called ``name``; ``KeyError`` if there is none."""
+        for tag in self.tags:
+            if tag.name == name:
+                return tag
+        raise KeyError(name)
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        """The folder's problems, then every tag's."""
+        return self.problems + tuple(p for tag in self.tags for p in tag.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+
+
+def scan(path: str | os.PathLike[str], *, read: bool = False, limits: Limits | None = None) -> Layout:
+    """The layout of the save folder or tag folder at ``path``.
+
+    With ``read=True`` every checkpoint file's pickle is read (never its tensors); a file
+    that cannot be read is an ``unreadable-file`` problem, and the rest is still reported.
+    Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
+    :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint at all.
+    """
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise ReadError(root, "does not exist")
+    if not os.path.isdir(root):
+        raise ReadError(root, "is a file, not a checkpoint folder (ckptkeys.read() reads one file)")
+    boundary = os.path.realpath(root)
+    problems: list[Problem] = []
+    entries = _entries(root, boundary, problems)
+    if _is_tag_folder(root, entries, boundary):
+        tag = _scan_tag(os.path.basename(os.path.normpath(root)), root, entries, boundary, read, limits)
+        return Layout(root, "tag", None, None, (tag,), tuple(problems))
+
+    tags = []
+    for entry in entries:
+        if entry.is_dir:
+            children = _entries(entry.path, boundary, problems)
+            if _is_tag_folder(entry.path, children, boundary):
+                tags.append(_scan_tag(entry.name, entry.path, children, boundary, read, limits))
+    names = {entry.name: entry for entry in entries}
+    latest = _pointer(root, names.get(NamingKeys.LATEST), problems)
+    latest_universal = _pointer(root, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
+    if not tags and latest is None and latest_universal is None:
+        raise NotACheckpointError(root, "holds no DeepSpeed checkpoint: no checkpoint files and no tag folders")
+    tag_names = {tag.name for tag in tags}
+    for pointer, value in ((NamingKeys.LATEST, latest), (NamingKeys.LATEST_UNIVERSAL, latest_universal)):
+        if value is not None and value not in tag_names:
+            problems.append(
+                Problem(
+                    Severity.ERROR,
+                    "latest-missing-tag",
+                    f"{pointer} names tag {value!r}, which is not in the folder",
+                    os.path.join(root, pointer),
+                )
+            )
+    return Layout(root, "save", latest, latest_universal, tuple(tags), tuple(problems))
+
+
+# -- the file system ---------------------------------------------------------------------------
+
+
+def _entries(folder: str, boundary: str, problems: list[Problem]) -> list[_Entry]:
+    """The entries of ``folder``, sorted; symlinks that lead out of ``boundary`` are skipped."""
+    try:
+        with os.scandir(folder) as it:
+            raw = sorted(it, key=lambda e: e.name)
+    except OSError as error:
+        raise ReadError(folder, f"cannot be listed: {error.strerror or error}") from None
+    entries = []
+    for entry in raw:
+        try:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.path.commonpath([target, boundary]) != boundary:
+                    problems.append(
+                        Problem(
+                            Severity.WARNING,
+                            "symlink-outside",
+                            f"skipped: a symlink to {target}, outside the scanned folder",
+                            entry.path,
+                        )
+                    )
+                    continue
+            is_dir = entry.is_dir()
+            size = 0 if is_dir else entry.stat().st_size
+        except OSError as error:  # a dangling link, a file removed while scanning
+            problems.append(Problem(Severity.WARNING, "unlistable-entry", f"skipped: {error.strerror}", entry.path))
+            continue
+        entries.append(_Entry(entry.name, entry.path, is_dir, size))
+    return entries
+
+
+def _is_tag_folder(path: str, entries: list[_Entry], boundary: str) -> bool:
+    for entry in entries:
+        if entry.is_dir:
+            if entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER and os.path.isfile(
+                os.path.join(entry.path, NamingKeys.UNIVERSAL_OPTIMIZER_STATE_FILE)
+            ):
+                return True
+        else:
+            parsed = naming.parse(entry.name)
+            if parsed is not None and parsed.kind not in _POINTER_KINDS:
+                return True
+    return False
+
+
+_POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, FileKind.RECOVERY_SCRIPT})
+
+
+def _pointer(root: str, entry: _Entry | None, problems: list[Problem]) -> str | None:
+    if entry is None or entry.is_dir:
+        return None
+    try:
+        with open(entry.path, "rb") as stream:
+            raw = stream.read(_MAX_POINTER_BYTES + 1)
+        text = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        problems.append(Problem(Severity.ERROR, "latest-unreadable", f"cannot be read: {error}", entry.path))
+        return None
+    if len(raw) > _MAX_POINTER_BYTES or not text or "\n" in text or os.sep in text:
+        problems.append(Problem(Severity.ERROR, "latest-unreadable", "does not hold a tag name", entry.path))
+        return None
+    return text
+
+
+# -- one tag -------------------------------------------------------------------------------------
+
+
+def _tag_files(entries: list[_Entry], boundary: str, problems: list[Problem]) -> tuple[list[LayoutFile], list[str]]:
+    files: list[LayoutFile] = []
+    others: list[str] = []
+    for entry in entries:
+        if entry.is_dir and entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER:
+            for child in _entries(entry.path, boundary, problems):
+                inner = _entries(child.path, boundary, problems) if child.is_dir else [child]
+                for leaf in inner:
+                    if leaf.is_dir:
+                        continue
+                    relpath = "/".join((entry.name, child.name, leaf.name) if child.is_dir else (entry.name, leaf.name))
+                    _add(files, others, leaf, relpath)
+        elif entry.is_dir:
+            others.append(entry.name + "/")
+        else:
+            _add(files, others, entry, entry.name)
+    files.sort(key=_order)
+    return files, others
+
+
+def _add(files: list[LayoutFile], others: list[str], entry: _Entry, relpath: str) -> None:
+    parsed = naming.parse(relpath)
+    if parsed is None or parsed.kind in _POINTER_KINDS:
+        others.append(relpath)
+    else:
+        files.append(LayoutFile(entry.path, relpath, parsed, entry.size))
+
+
+_KIND_ORDER: Final = {kind: index for index, kind in enumerate(FileKind)}
+
+
+def _order(file: LayoutFile) -> tuple[Any, ...]:
+    n = file.name
+    return (
+        _KIND_ORDER[n.kind],
+        n.layer if n.layer is not None else -1,
+        n.expert if n.expert is not None else -1,
+        n.ep_rank if n.ep_rank is not None else -1,
+        n.mp_rank if n.mp_rank is not None else -1,
+        n.dp_rank if n.dp_rank is not None else -1,
+        file.relpath,
+    )
+
+
+def _scan_tag(
+    name: str, path: str, entries: list[_Entry], boundary: str, read_files: bool, limits: Limits | None
+) -> TagLayout:
+    problems: list[Problem] = []
+    files, others = _tag_files(entries, boundary, problems)
+    by_kind: dict[FileKind, list[LayoutFile]] = {}
+    for file in files:
+        by_kind.setdefault(file.name.kind, []).append(file)
+    model = by_kind.get(FileKind.MODEL_STATES, [])
+    zero3 = by_kind.get(FileKind.ZERO3_MODEL_STATES, [])
+    optim = by_kind.get(FileKind.OPTIM_STATES, [])
+    layers = by_kind.get(FileKind.LAYER_MODEL_STATES, [])
+    universal = FileKind.UNIVERSAL_OPTIMIZER_STATE in by_kind or FileKind.UNIVERSAL_PARAM_STATE in by_kind
+
+    mp_ranks = _ranks(f.name.mp_rank for f in model + zero3 + optim)
+    dp_ranks = _ranks(f.name.dp_rank for f in optim + zero3)
+    mp_world = max(mp_ranks) + 1 if mp_ranks else None
+    dp_world = max(dp_ranks) + 1 if dp_ranks else None
+    if universal:
+        stage: int | None = None
+    elif zero3:
+        stage = 3
+    elif optim:
+        stage = None  # ZeRO-1 and ZeRO-2 write the same names
+    else:
+        stage = 0 if model else None
+    prefixes = {f.name.precision or "" for f in optim}
+    precision = {"bf16": "bf16", "fp16": "fp16"}.get(next(iter(prefixes))) if len(prefixes) == 1 else None
+    pp_world = 1 if (model or zero3) and not layers else None
+    tp_world = mp_world if pp_world == 1 else None
+
+    if len(prefixes) > 1:
+        counts = ", ".join(
+            f"{sum(f.name.precision == p for f in optim)} with {p or 'no'} prefix" for p in sorted(prefixes)
+        )
+        problems.append(
+            Problem(Severity.ERROR, "mixed-precision", f"optimizer shards of different precisions: {counts}", path)
+        )
+    problems += _missing_files(path, by_kind, mp_world, dp_world, prefixes)
+
+    checkpoints: dict[str, Checkpoint] = {}
+    if read_files:
+        for file in files:
+            try:
+                checkpoints[file.relpath] = read(file.path, limits=limits)
+            except ReadError as error:
+                problems.append(Problem(Severity.ERROR, "unreadable-file", error.reason, file.path))
+        facts = _facts_from_files(files, checkpoints)
+        stage = facts.get("zero_stage", stage)
+        precision = facts.get("precision", precision)
+        dp_world = facts.get("dp_world_size", dp_world)
+        mp_world = facts.get("mp_world_size", mp_world)
+        pp_world = facts.get("pp_world_size", pp_world)
+        tp_world = facts.get("tp_world_size", tp_world)
+        if stage is not None and stage >= 1 and not optim and not universal and (model or zero3):
+            problems.append(
+                Problem(
+                    Severity.ERROR,
+                    "missing-optimizer-shards",
+                    f"ZeRO stage {stage} checkpoint without any *_optim_states.pt file",
+                    path,
+                )
+            )
+    return TagLayout(
+        name,
+        path,
+        tuple(files),
+        universal,
+        stage,
+        precision,
+        dp_world,
+        mp_world,
+        pp_world,
+        tp_world,
+        tuple(problems),
+        tuple(others),
+        checkpoints,
+    )
+
+
+def _ranks(values: Iterable[int | None]) -> set[int]:
+    return {value for value in values if value is not None}
+
+
+def _missing_files(
+    path: str, by_kind: dict[FileKind, list[LayoutFile]], mp_world: int | None, dp_world: int | None, prefixes: set[Any]
+) -> Iterator[Problem]:
+    """Files the names of their siblings say must exist."""
+    present = {f.relpath for files in by_kind.values() for f in files}
+    expected: list[tuple[str, str]] = []  # (code, relpath)
+    optim = by_kind.get(FileKind.OPTIM_STATES, [])
+    zero3 = by_kind.get(FileKind.ZERO3_MODEL_STATES, [])
+    if mp_world is not None:
+        if not zero3 and (by_kind.get(FileKind.MODEL_STATES) or optim):
+            expected += [("missing-model-states", naming.model_states(mp)) for mp in range(mp_world)]
+        if dp_world is not None and (optim or zero3):
+            prefix = next(iter(prefixes)) if len(prefixes) == 1 else None
+            for mp in range(mp_world):
+                for dp in range(dp_world):
+                    if zero3:
+                        expected.append(("missing-model-states", naming.zero3_model_states(dp, mp)))
+                    if prefix is not None:
+                        expected.append(("missing-rank", naming.optim_states(dp, mp, prefix)))
+    experts = by_kind.get(FileKind.EXPERT_MODEL_STATES, [])
+    for layer in sorted({f.name.layer for f in experts}, key=lambda v: -1 if v is None else v):
+        in_layer = [f for f in experts if f.name.layer == layer]
+        count = max(f.name.expert or 0 for f in in_layer) + 1
+        for mp in sorted(_ranks(f.name.mp_rank for f in in_layer)):
+            for expert in range(count):
+                expected.append(("missing-expert", naming.expert_model_states(expert, mp, layer)))
+    expert_optim = by_kind.get(FileKind.EXPERT_OPTIM_STATES, [])
+    if expert_optim:
+        ep_world = max(f.name.ep_rank or 0 for f in expert_optim) + 1
+        for mp in range(mp_world or 1):
+            expected += [("missing-rank", naming.expert_optim_states(r, mp)) for r in range(ep_world)]
+    if FileKind.UNIVERSAL_PARAM_STATE in by_kind and FileKind.UNIVERSAL_OPTIMIZER_STATE not in by_kind:
+        expected.append(("missing-universal-state", naming.build(CheckpointName(FileKind.UNIVERSAL_OPTIMIZER_STATE))))
+    for code, relpath in expected:
+        if relpath not in present:
+            yield Problem(Severity.ERROR, code, f"{relpath} is missing", os.path.join(path, *relpath.split("/")))
+
+
+# -- facts from the files --------------------------------------------------------------------------
+
+
+def _facts_from_files(files: list[LayoutFile], checkpoints: dict[str, Checkpoint]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for file in files:
+        checkpoint = checkpoints.get(file.relpath)
+        if checkpoint is None or not isinstance(checkpoint.data, dict):
+            continue
+        state = checkpoint.data
+        if file.name.kind in (FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES) and "model" not in facts:
+            facts["model"] = True
+            for module_key, fact in (
+                (ModuleKeys.DP_WORLD_SIZE, "dp_world_size"),
+                (ModuleKeys.MP_WORLD_SIZE, "mp_world_size"),
+            ):
+                if _is_count(state.get(module_key)):
+                    facts[fact] = state[module_key]
+            dims = state.get(ModuleKeys.CHECKPOINT_PARALLEL_DIMS)
+            if isinstance(dims, dict):
+                for dims_key, fact in (
+                    (ParallelDimsKeys.CHECKPOINT_PP_DEGREE, "pp_world_size"),
+                    (ParallelDimsKeys.CHECKPOINT_TP_DEGREE, "tp_world_size"),
+                ):
+                    if _is_count(dims.get(dims_key)):
+                        facts[fact] = dims[dims_key]
+            config = state.get(ModuleKeys.DS_CONFIG)
+            stage = _config_stage(config)
+            if stage is not None:
+                facts.setdefault("zero_stage", stage)
+            precision = _config_precision(config) or _module_precision(state.get(ModuleKeys.MODULE))
+            if precision is not None:
+                facts["precision"] = precision
+        elif file.name.kind == FileKind.OPTIM_STATES and "optim" not in facts:
+            facts["optim"] = True
+            inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
+            stage = _zero_stage(inner.get(OptimizerKeys.ZERO_STAGE)) if isinstance(inner, dict) else None
+            if stage is not None:
+                facts["zero_stage"] = stage  # what the optimizer itself says wins over ds_config
+    return {key: value for key, value in facts.items() if key not in ("model", "optim")}
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def _zero_stage(value: Any) -> int | None:
+    """``ZeroStageEnum(2)`` as pickled (an Opaque record), or a plain int."""
+    if isinstance(value, Opaque) and value.qualname.endswith("ZeroStageEnum") and len(value.args) == 1:
+        value = value.args[0]
+    return value if type(value) is int and 0 <= value <= 3 else None
+
+
+def _config_stage(config: Any) -> int | None:
+    if not isinstance(config, dict):
+        return None
+    section = config.get("zero_optimization")
+    if section is None:
+        return 0
+    return _zero_stage(section.get("stage", 0)) if isinstance(section, dict) else None
+
+
+def _config_precision(config: Any) -> str | None:
+    """What the engine trained in: a dict config without bf16/fp16 enabled means fp32."""
+    if not isinstance(config, dict):
+        return None  # a path to a config file, or nothing
+    for section, precision in _PRECISION_SECTIONS:
+        value = config.get(section)
+        if isinstance(value, dict) and value.get("enabled") is True:
+            return precision
+    return "fp32"
+
+
+def _module_precision(module: Any) -> str | None:
+    """The floating dtype holding most of the module's elements."""
+    if not isinstance(module, dict):
+        return None
+    totals: dict[str, int] = {}
+    for tensor in module.values():
+        if isinstance(tensor, TensorInfo) and tensor.dtype in _FLOAT_DTYPES:
+            totals[tensor.dtype] = totals.get(tensor.dtype, 0) + tensor.numel
+    return _FLOAT_DTYPES[max(totals, key=totals.__getitem__)] if totals else None
