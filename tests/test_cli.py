@@ -78,3 +78,88 @@ def test_bad_usage_exits_2() -> None:
     assert run("script").returncode == 2
     assert run("script", "keys", "--markdown", "--json").returncode == 2
     assert run("script", "frobnicate").returncode == 2
+
+
+# -- inspect and validate ------------------------------------------------------------------------
+
+from .conftest import DATA, FIXTURES  # noqa: E402
+from .test_layout import EXPECTED  # noqa: E402
+
+
+def test_inspect_example_text() -> None:
+    result = run("script", "inspect", "--example")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Tag global_step3: ZeRO-2, bf16, dp=2 mp=1 pp=1 tp=1" in out
+    assert "parameters: 308" in out
+    assert "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt" in out
+    assert "deepspeed.runtime.zero.config.ZeroStageEnum" in out
+    assert "torch.serialization.add_safe_globals([LossScaler, ZeroStageEnum, fragment_address])" in out
+    assert "zero_to_fp32     ready" in out
+    assert "\033[" not in out  # not a terminal: no colour
+
+
+@pytest.mark.parametrize("folder", sorted(EXPECTED))
+def test_inspect_json_of_every_fixture(folder: str) -> None:
+    result = run("module", "inspect", "--json", str(FIXTURES / folder))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["schema_version"] == 1 and document["kind"] == "save"
+    expected = EXPECTED[folder]
+    assert document["latest"] == expected.tag
+    tag = next(t for t in document["tags"] if t["name"] == expected.tag)
+    got = [
+        tag[k] for k in ("zero_stage", "precision", "dp_world_size", "mp_world_size", "pp_world_size", "tp_world_size")
+    ]
+    assert got == [expected.stage, expected.precision, expected.dp, expected.mp, expected.pp, expected.tp]
+    assert set(tag["converters"]) == {"zero_to_fp32", "ds_to_universal"}
+    assert document["summary"]["error"] == 0
+    for entry in tag["files"]:
+        assert {"path", "kind", "size", "top_level_keys", "globals"} <= set(entry)
+    for problem in tag["problems"]:
+        assert set(problem) == {"severity", "code", "file", "key_path", "message"}
+    assert not any(key.startswith("_") for key in tag)
+
+
+def test_inspect_one_file() -> None:
+    path = FIXTURES / "z1_fp16_ws2" / "global_step3" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    document = json.loads(run("script", "inspect", "--json", str(path)).stdout)
+    assert document["kind"] == "file" and document["tags"] == []
+    (entry,) = document["files"]
+    assert entry["kind"] == "optim_states" and entry["dp_rank"] == 0
+    assert entry["top_level_keys"] == ["optimizer_state_dict", "ds_config", "ds_version"]
+    text = run("script", "inspect", "--depth", "2", str(path)).stdout
+    assert "  zero_stage: deepspeed.runtime.zero.config.ZeroStageEnum(1)" in text
+
+
+def test_validate_exit_codes(tmp_path: pathlib.Path) -> None:
+    assert run("script", "validate", str(FIXTURES / "z3_bf16_ws2")).returncode == 0
+    broken = run("script", "validate", str(DATA / "broken" / "partition_count"))
+    assert broken.returncode == 1
+    assert "errors (2):" in broken.stdout and "partition-count-mismatch" in broken.stdout
+    quiet = run("script", "validate", "--quiet", str(DATA / "broken" / "partition_count"))
+    assert quiet.returncode == 1 and quiet.stdout == ""
+    missing = run("script", "validate", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    empty = run("script", "inspect", str(tmp_path))
+    assert empty.returncode == 2 and "holds no DeepSpeed checkpoint" in empty.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run("script", "validate", str(junk))
+    assert result.returncode == 2 and "junk.pt" in result.stderr
+    for output in (missing, empty, result):
+        assert "Traceback" not in output.stderr
+    assert run("script", "inspect").returncode == 2
+    assert run("script", "inspect", "--example", str(junk)).returncode == 2
+
+
+def test_unreadable_file_in_a_folder(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "ckpt"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", root)
+    (root / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"garbage")
+    result = run("script", "validate", "--json", str(root))
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["tags"][0]["problems"]
+    assert [p["code"] for p in problems if p["severity"] == "error"] == ["unreadable-file"]
+    text = run("script", "inspect", str(root))
+    assert text.returncode == 1 and "UNREADABLE" in text.stdout and "mp_rank_00_model_states.pt" in text.stdout

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     )
     from ._strenum import KeyGroup
     from ._torch import StorageInfo, TensorInfo
+    from ._validate import TagReport, ValidationReport, validate, validate_folder
 
 __version__ = "0.1.0"
 
@@ -100,11 +101,13 @@ __all__ = [
     "StructureError",
     "SubParamKeys",
     "TagLayout",
+    "TagReport",
     "TensorInfo",
     "UniversalKeys",
     "UniversalParamKeys",
     "UniversalStateKeys",
     "UnknownKeyError",
+    "ValidationReport",
     "VocabKeys",
     "__version__",
     "iter_members",
@@ -113,6 +116,8 @@ __all__ = [
     "plain",
     "read",
     "scan",
+    "validate",
+    "validate_folder",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -143,6 +148,10 @@ _ELSEWHERE = {
     "scan": "_layout",
     "Problem": "_problems",
     "Severity": "_problems",
+    "TagReport": "_validate",
+    "ValidationReport": "_validate",
+    "validate": "_validate",
+    "validate_folder": "_validate",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 

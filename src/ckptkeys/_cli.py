@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 
 from . import _registry, _render
+from ._errors import ReadError
 from ._strenum import KeyGroup
 
 __all__ = ["main"]
 
 # Exit statuses (documented in docs/cli.md).
 EXIT_OK = 0
-EXIT_USAGE = 2
+EXIT_PROBLEMS = 1  # the checkpoint has at least one error problem
+EXIT_USAGE = 2  # bad arguments, or PATH itself does not exist or cannot be read
+
+# The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
+EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
+# Show a progress line on a terminal when a folder has at least this many files.
+PROGRESS_MIN_FILES = 32
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     form = keys.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true", help="Markdown, as in docs/keys.md")
     form.add_argument("--json", action="store_true", help="one JSON document")
+    for name, text in (
+        ("inspect", "summarise a save folder, tag folder or file: layout, keys, globals, converters, problems"),
+        ("validate", "report the problems of a checkpoint, grouped by severity"),
+    ):
+        command = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        command.add_argument("path", nargs="?", metavar="PATH", help="save folder, tag folder or checkpoint file")
+        command.add_argument("--json", action="store_true", help="one JSON document (docs/cli.md)")
+        command.add_argument("--quiet", "-q", action="store_true", help="no progress; with validate, no output")
+        if name == "inspect":
+            command.add_argument("--depth", type=int, default=1, metavar="N", help="levels of the key trees (1)")
+            command.add_argument(
+                "--example", action="store_true", help="inspect the small DeepSpeed checkpoint shipped with ckptkeys"
+            )
     return parser
 
 
@@ -54,11 +76,74 @@ def _keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Progress:
+    """A one-line progress indicator on stderr, only on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and total >= PROGRESS_MIN_FILES:
+            sys.stderr.write(f"\rreading {done}/{total} files")
+            sys.stderr.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._report import build_report, render_text
+
+    command = args.command
+    if getattr(args, "example", False):
+        if args.path:
+            print(f"ckptkeys {command}: give PATH or --example, not both", file=sys.stderr)
+            return EXIT_USAGE
+        args.path = EXAMPLE
+    if not args.path:
+        print(f"ckptkeys {command}: PATH is required (or --example)", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "depth", 1) < 0:
+        print(f"ckptkeys {command}: --depth must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    progress = _Progress(not args.quiet)
+    try:
+        document = build_report(args.path, command, depth=getattr(args, "depth", 1), progress=progress)
+    except ReadError as error:
+        progress.close()
+        print(f"ckptkeys {command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    progress.close()
+    status = EXIT_PROBLEMS if document["summary"]["error"] else EXIT_OK
+    if args.json:
+        print(json.dumps(_public(document), indent=2, default=str))
+    elif not (args.quiet and command == "validate"):
+        sys.stdout.write(render_text(document, color=_color(), validate_only=command == "validate"))
+    return status
+
+
+def _public(value: object) -> object:
+    """The document without its text-only parts (keys starting with ``_``)."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return _keys(args)
-    except BrokenPipeError:  # e.g. `ckptkeys keys | head`
+        return _keys(args) if args.command == "keys" else _check(args)
+    except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`
         sys.stderr.close()
         return EXIT_OK

@@ -27,7 +27,7 @@ from .naming import CheckpointName, FileKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any, Final, Literal
 
 __all__ = ["Layout", "LayoutFile", "TagLayout", "scan"]
@@ -117,11 +117,18 @@ class _Entry:
     size: int
 
 
-def scan(path: str | os.PathLike[str], *, read: bool = False, limits: Limits | None = None) -> Layout:
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    read: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Layout:
     """The layout of the save folder or tag folder at ``path``.
 
     With ``read=True`` every checkpoint file's pickle is read (never its tensors); a file
     that cannot be read is an ``unreadable-file`` problem, and the rest is still reported.
+    ``progress(done, total)`` is called after each file read, per tag.
     Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
     :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint at all.
     """
@@ -134,7 +141,7 @@ def scan(path: str | os.PathLike[str], *, read: bool = False, limits: Limits | N
     problems: list[Problem] = []
     entries = _entries(root, boundary, problems)
     if _is_tag_folder(root, entries, boundary):
-        tag = _scan_tag(os.path.basename(os.path.normpath(root)), root, entries, boundary, read, limits)
+        tag = _scan_tag(os.path.basename(os.path.normpath(root)), root, entries, boundary, read, limits, progress)
         return Layout(root, "tag", None, None, (tag,), tuple(problems))
 
     tags = []
@@ -142,7 +149,7 @@ def scan(path: str | os.PathLike[str], *, read: bool = False, limits: Limits | N
         if entry.is_dir:
             children = _entries(entry.path, boundary, problems)
             if _is_tag_folder(entry.path, children, boundary):
-                tags.append(_scan_tag(entry.name, entry.path, children, boundary, read, limits))
+                tags.append(_scan_tag(entry.name, entry.path, children, boundary, read, limits, progress))
     names = {entry.name: entry for entry in entries}
     latest = _pointer(root, names.get(NamingKeys.LATEST), problems)
     latest_universal = _pointer(root, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
@@ -277,7 +284,13 @@ def _order(file: LayoutFile) -> tuple[Any, ...]:
 
 
 def _scan_tag(
-    name: str, path: str, entries: list[_Entry], boundary: str, read_files: bool, limits: Limits | None
+    name: str,
+    path: str,
+    entries: list[_Entry],
+    boundary: str,
+    read_files: bool,
+    limits: Limits | None,
+    progress: Callable[[int, int], None] | None,
 ) -> TagLayout:
     problems: list[Problem] = []
     files, others = _tag_files(entries, boundary, problems)
@@ -318,11 +331,13 @@ def _scan_tag(
 
     checkpoints: dict[str, Checkpoint] = {}
     if read_files:
-        for file in files:
+        for done, file in enumerate(files, start=1):
             try:
                 checkpoints[file.relpath] = read(file.path, limits=limits)
             except ReadError as error:
                 problems.append(Problem(Severity.ERROR, "unreadable-file", error.reason, file.path))
+            if progress is not None:
+                progress(done, len(files))
         facts = _facts_from_files(files, checkpoints)
         stage = facts.get("zero_stage", stage)
         precision = facts.get("precision", precision)

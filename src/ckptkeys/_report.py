@@ -1,0 +1,441 @@
+"""What ``ckptkeys inspect`` and ``ckptkeys validate`` print: one JSON-able report, and its text form.
+
+The JSON document is documented in ``docs/cli.md``; ``SCHEMA_VERSION`` changes only when a
+field is removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+from ._converters import Verdict
+from ._errors import ReadError
+from ._layout import LayoutFile, TagLayout
+from ._pickle import GlobalRef, Opaque
+from ._problems import Problem
+from ._reader import Checkpoint, read
+from ._registry import ModuleKeys
+from ._torch import TensorInfo
+from ._validate import TagReport, _check_file, validate_folder
+from .naming import FileKind, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Final
+
+__all__ = ["SCHEMA_VERSION", "build_report", "render_text"]
+
+SCHEMA_VERSION: Final = 1
+
+# Globals torch.load(weights_only=True) accepts without add_safe_globals (torch 2.13's
+# _get_allowed_globals, the part that checkpoints use).
+_TORCH_ALLOWED_MODULES: Final = ("torch._utils", "torch._tensor")
+_TORCH_ALLOWED: Final = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("collections", "Counter"),
+        ("_codecs", "encode"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+        ("__builtin__", "set"),
+        ("__builtin__", "frozenset"),
+        ("torch", "Size"),
+        ("torch", "Tensor"),
+        ("torch", "device"),
+        ("torch.nn.parameter", "Parameter"),
+        ("torch.storage", "UntypedStorage"),
+    }
+)
+# Globals whose call runs code or touches the system: what a malicious pickle names.
+_CODE_EXECUTION_MODULES: Final = frozenset(
+    {"os", "posix", "nt", "subprocess", "runpy", "importlib", "sys", "shutil", "socket", "pty", "ctypes", "code"}
+)
+_CODE_EXECUTION_BUILTINS: Final = frozenset(
+    {"eval", "exec", "compile", "getattr", "setattr", "delattr", "__import__", "open", "input", "breakpoint", "globals"}
+)
+
+
+def classify(ref: GlobalRef) -> str:
+    """``"allowed"`` (torch's weights_only accepts it), ``"code-execution"``, or ``"refused"``."""
+    root = ref.module.split(".")[0]
+    if root in _CODE_EXECUTION_MODULES or (
+        ref.module in ("builtins", "__builtin__") and ref.name in _CODE_EXECUTION_BUILTINS
+    ):
+        return "code-execution"
+    if (ref.module, ref.name) in _TORCH_ALLOWED or ref.module in _TORCH_ALLOWED_MODULES:
+        return "allowed"
+    if ref.module == "torch" and (ref.name.endswith("Storage") or ref.name[:1].islower()):
+        return "allowed"  # storage classes and dtypes (torch.float16)
+    return "refused"
+
+
+# -- structure --------------------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, TensorInfo):
+        kind = "Parameter" if value.is_parameter else "Tensor"
+        return f"{kind}[{value.dtype}, {list(value.shape)}]"
+    if isinstance(value, Opaque):
+        args = ", ".join(repr(a) for a in value.args[:3] if isinstance(a, (int, float, str, bool)))
+        return f"{value.qualname}({args})"
+    if isinstance(value, GlobalRef):
+        return value.qualname
+    if isinstance(value, dict):
+        return f"{type(value).__name__}[{len(value)}]"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return f"{type(value).__name__}[{len(value)}]"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _tree(value: Any, depth: int, indent: str = "") -> Iterator[str]:
+    if depth <= 0:
+        return
+    if isinstance(value, Opaque) and isinstance(value.state, dict):
+        value = value.state
+    if not isinstance(value, dict):
+        return
+    for index, (key, item) in enumerate(value.items()):
+        if index >= 50:
+            yield f"{indent}... {len(value) - 50} more"
+            break
+        yield f"{indent}{key}: {_describe(item)}"
+        yield from _tree(item, depth - 1, indent + "  ")
+
+
+def _tensors(value: Any) -> Iterator[TensorInfo]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, TensorInfo):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, Opaque):
+            stack.extend((item.args, item.state, item.items, item.dict_items))
+
+
+def _by_dtype(tensors: Iterator[TensorInfo]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for tensor in tensors:
+        entry = totals.setdefault(tensor.dtype, {"count": 0, "numel": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["numel"] += tensor.numel
+        entry["bytes"] += tensor.nbytes
+    return dict(sorted(totals.items()))
+
+
+def _parameter_count(tag: TagLayout) -> int | None:
+    """Parameters of the model: param_shapes (+ frozen) under ZeRO, else the module's tensors."""
+    for file in tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES):
+        checkpoint = tag.checkpoints.get(file.relpath)
+        state = checkpoint.data if checkpoint else None
+        if not isinstance(state, dict):
+            continue
+        shapes = state.get(ModuleKeys.PARAM_SHAPES)
+        if isinstance(shapes, list):
+            total = 0
+            for group in shapes:
+                for shape in group.values() if isinstance(group, dict) else ():
+                    total += _numel(shape)
+            frozen = state.get(ModuleKeys.FROZEN_PARAM_SHAPES)
+            for shape in frozen.values() if isinstance(frozen, dict) else ():
+                total += _numel(shape)
+            return total * (tag.mp_world_size or 1) if file.name.kind is FileKind.MODEL_STATES else total
+        module = state.get(ModuleKeys.MODULE)
+        if isinstance(module, dict):
+            buffers = state.get(ModuleKeys.BUFFER_NAMES)
+            skip = set(buffers) if isinstance(buffers, list) else set()
+            return sum(t.numel for k, t in module.items() if isinstance(t, TensorInfo) and k not in skip)
+    return None
+
+
+def _numel(shape: Any) -> int:
+    total = 1
+    for n in shape if isinstance(shape, (tuple, list)) else ():
+        total *= n if type(n) is int else 0
+    return total
+
+
+# -- the report --------------------------------------------------------------------------------------
+
+
+def _problem(problem: Problem) -> dict[str, Any]:
+    return {
+        "severity": str(problem.severity),
+        "code": problem.code,
+        "file": problem.file,
+        "key_path": problem.key_path,
+        "message": problem.message,
+    }
+
+
+def _file(file: LayoutFile, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    name = file.name
+    entry: dict[str, Any] = {
+        "path": file.path,
+        "relpath": file.relpath,
+        "kind": name.kind.value,
+        "mp_rank": name.mp_rank,
+        "dp_rank": name.dp_rank,
+        "layer": name.layer,
+        "expert": name.expert,
+        "ep_rank": name.ep_rank,
+        "precision": name.precision,
+        "param": name.param,
+        "state": name.state,
+        "size": file.size,
+        "readable": checkpoint is not None,
+        "top_level_keys": None,
+        "globals": None,
+        "tensors": None,
+    }
+    if checkpoint is not None:
+        data = checkpoint.data
+        entry["top_level_keys"] = [str(k) for k in data] if isinstance(data, dict) else None
+        entry["globals"] = [{"name": ref.qualname, "class": classify(ref)} for ref in checkpoint.globals]
+        entry["tensors"] = _by_dtype(_tensors(data))
+    return entry
+
+
+def _verdict(verdict: Verdict) -> dict[str, Any]:
+    return {"ready": verdict.ready, "code": verdict.code, "reason": verdict.reason}
+
+
+def _trees(tag: TagLayout, depth: int) -> dict[str, list[str]]:
+    """Key trees of one readable file of each kind: what the text form shows."""
+    trees: dict[str, list[str]] = {}
+    kinds: set[FileKind] = set()
+    for file in tag.files:
+        checkpoint = tag.checkpoints.get(file.relpath)
+        if checkpoint is not None and file.name.kind not in kinds:
+            kinds.add(file.name.kind)
+            trees[file.relpath] = list(_tree(checkpoint.data, depth))
+    return trees
+
+
+def _tag(report: TagReport, depth: int) -> dict[str, Any]:
+    tag = report.layout
+    files = [_file(f, tag.checkpoints.get(f.relpath)) for f in tag.files]
+    tensors = _by_dtype(t for c in tag.checkpoints.values() for t in _tensors(c.data))
+    return {
+        "name": tag.name,
+        "path": tag.path,
+        "universal": tag.universal,
+        "zero_stage": tag.zero_stage,
+        "precision": tag.precision,
+        "dp_world_size": tag.dp_world_size,
+        "mp_world_size": tag.mp_world_size,
+        "pp_world_size": tag.pp_world_size,
+        "tp_world_size": tag.tp_world_size,
+        "parameters": _parameter_count(tag),
+        "tensors": tensors,
+        "size": sum(f.size for f in tag.files),
+        "files": files,
+        "other_files": list(tag.other_files),
+        "problems": [_problem(p) for p in report.problems],
+        "converters": {name: _verdict(v) for name, v in report.converters.items()},
+        "_trees": _trees(tag, depth),
+    }
+
+
+def build_report(
+    path: str, command: str, *, depth: int = 1, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """The report on ``path`` (a save folder, a tag folder or one file). Raises ReadError if PATH is unreadable.
+
+    Keys starting with ``_`` are for the text form only (key trees) and are not part of the JSON.
+    """
+    if not os.path.exists(path):
+        raise ReadError(path, "does not exist")
+    if os.path.isdir(path):
+        result = validate_folder(path, progress=progress)
+        tags = [_tag(t, depth) for t in result.tags]
+        problems = [_problem(p) for p in result.problems]
+        document: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "command": command,
+            "path": path,
+            "kind": result.layout.kind,
+            "latest": result.layout.latest,
+            "latest_universal": result.layout.latest_universal,
+            "tags": tags,
+            "files": [],
+            "problems": problems,
+        }
+        all_problems = problems + [p for t in tags for p in t["problems"]]
+    else:
+        checkpoint = read(path)
+        name = parse(path)
+        layout_file = LayoutFile(path, os.path.basename(path), name, checkpoint.size) if name is not None else None
+        file_problems = [_problem(p) for p in (_check_file(layout_file, checkpoint.data) if layout_file else [])]
+        entry: dict[str, Any] = (
+            _file(layout_file, checkpoint)
+            if layout_file
+            else {"path": path, "relpath": os.path.basename(path), "kind": None, "size": checkpoint.size}
+        )
+        if layout_file is None:
+            entry.update(
+                {
+                    "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
+                    "globals": [{"name": r.qualname, "class": classify(r)} for r in checkpoint.globals],
+                    "tensors": _by_dtype(_tensors(checkpoint.data)),
+                }
+            )
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "command": command,
+            "path": path,
+            "kind": "file",
+            "latest": None,
+            "latest_universal": None,
+            "tags": [],
+            "files": [entry],
+            "problems": file_problems,
+        }
+        all_problems = file_problems
+        document["_trees"] = {os.path.basename(path): list(_tree(checkpoint.data, depth))}
+    document["summary"] = {
+        severity: sum(p["severity"] == severity for p in all_problems) for severity in ("error", "warning", "info")
+    }
+    return document
+
+
+# -- text ----------------------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+_COLORS: Final = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
+
+
+def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
+    """The report as text: a summary per tag, files, key trees, globals, converters, problems."""
+    paint = (lambda s, sev: f"{_COLORS[sev]}{s}\033[0m") if color else (lambda s, sev: s)
+    out: list[str] = [f"{document['path']} ({document['kind'] if document['kind'] != 'save' else 'save folder'})"]
+    if document["latest"] is not None:
+        out.append(f"latest: {document['latest']}")
+    if document["latest_universal"] is not None:
+        out.append(f"latest_universal: {document['latest_universal']}")
+    for tag in document["tags"]:
+        out.append("")
+        out += _tag_text(tag, validate_only)
+    for entry in document["files"]:
+        out.append("")
+        out += _file_lines(entry)
+        if not validate_only:
+            for lines in document.get("_trees", {}).values():
+                out.append("  keys:")
+                out += ["    " + line for line in lines]
+            out += _globals_text([entry])
+    out.append("")
+    out += _problems_text(document, paint)
+    return "\n".join(out) + "\n"
+
+
+def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
+    facts = []
+    if tag["universal"]:
+        facts.append("universal")
+    facts.append(f"ZeRO-{tag['zero_stage']}" if tag["zero_stage"] is not None else "ZeRO stage ?")
+    facts.append(tag["precision"] or "precision ?")
+    degrees = " ".join(
+        f"{k}={tag[f'{k}_world_size'] if tag[f'{k}_world_size'] is not None else '?'}" for k in ("dp", "mp", "pp", "tp")
+    )
+    out = [f"Tag {tag['name']}: {', '.join(facts)}, {degrees}"]
+    if validate_only:
+        return out
+    if tag["parameters"] is not None:
+        out.append(f"  parameters: {tag['parameters']:,}")
+    if tag["tensors"]:
+        parts = [f"{dtype} {_size(t['bytes'])} ({t['count']} tensors)" for dtype, t in tag["tensors"].items()]
+        out.append(f"  tensor bytes: {', '.join(parts)}")
+    out.append(f"  files: {len(tag['files'])}, {_size(tag['size'])}")
+    for entry in tag["files"]:
+        out.append("    " + _file_summary(entry))
+    for relpath, lines in tag["_trees"].items():
+        out.append(f"  keys of {relpath}:")
+        out += ["    " + line for line in lines]
+    out += _globals_text(tag["files"])
+    out.append("  converters:")
+    for name, verdict in tag["converters"].items():
+        state = "ready" if verdict["ready"] else f"not ready ({verdict['code']}): {verdict['reason']}"
+        out.append(f"    {name:<16} {state}")
+    return out
+
+
+def _file_summary(entry: dict[str, Any]) -> str:
+    ranks = " ".join(
+        f"{label} {entry[key]}"
+        for key, label in (
+            ("dp_rank", "dp"),
+            ("mp_rank", "mp"),
+            ("layer", "layer"),
+            ("expert", "expert"),
+            ("ep_rank", "ep"),
+        )
+        if entry.get(key) is not None
+    )
+    unreadable = "" if entry.get("readable", True) else "  UNREADABLE"
+    return f"{entry['relpath']:<52} {_size(entry['size']):>9}  {entry['kind']} {ranks}{unreadable}"
+
+
+def _file_lines(entry: dict[str, Any]) -> list[str]:
+    out = [f"File {entry['relpath']}: {entry['kind'] or 'not a DeepSpeed file name'}, {_size(entry['size'])}"]
+    for dtype, t in (entry.get("tensors") or {}).items():
+        out.append(f"  {dtype}: {t['count']} tensors, {t['numel']:,} elements, {_size(t['bytes'])}")
+    return out
+
+
+def _globals_text(files: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, str] = OrderedDict()
+    for entry in files:
+        for ref in entry.get("globals") or ():
+            seen.setdefault(ref["name"], ref["class"])
+    out = []
+    dangerous = [name for name, kind in seen.items() if kind == "code-execution"]
+    refused = [name for name, kind in seen.items() if kind == "refused"]
+    if dangerous:
+        out.append(
+            "  CODE EXECUTION: the pickle names globals that run code when torch.load(weights_only=False) loads it:"
+        )
+        out += [f"    {name}" for name in dangerous]
+    if refused:
+        out.append("  globals torch.load(weights_only=True) refuses (ordinary classes):")
+        out += [f"    {name}" for name in refused]
+        out.append("  allow them with:")
+        for name in refused:
+            module, _, attr = name.rpartition(".")
+            out.append(f"    from {module} import {attr}")
+        out.append(f"    torch.serialization.add_safe_globals([{', '.join(n.rpartition('.')[2] for n in refused)}])")
+    return out
+
+
+def _problems_text(document: dict[str, Any], paint: Callable[[str, str], str]) -> list[str]:
+    problems = document["problems"] + [p for t in document["tags"] for p in t["problems"]]
+    if not problems:
+        return ["problems: none"]
+    out = []
+    for severity in ("error", "warning", "info"):
+        group = [p for p in problems if p["severity"] == severity]
+        if not group:
+            continue
+        out.append(paint(f"{severity}s ({len(group)}):", severity))
+        for p in group:
+            where = p["file"] or ""
+            if p["key_path"]:
+                where += f" [{p['key_path']}]"
+            out.append(f"  {p['code']}: {where}: {p['message']}")
+    return out

@@ -1,0 +1,514 @@
+"""``validate()``: problems of one dict, one file, or a whole checkpoint folder.
+
+Per dict, the keys are checked against :mod:`ckptkeys.schema` (missing, wrong type,
+unknown), for the DeepSpeed version that wrote it. Per folder, the files are checked against
+each other (ranks, partition counts, world sizes, stage, precision, versions, the fp32
+partitions' sizes against ``param_shapes``) and each converter's readiness is a problem when
+it will fail.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+from . import schema
+from ._converters import Verdict, readiness
+from ._layout import Layout, LayoutFile, TagLayout, scan
+from ._limits import Limits
+from ._pickle import Opaque
+from ._problems import Problem, Severity
+from ._reader import read
+from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys
+from ._torch import TensorInfo
+from .naming import FileKind, optim_states, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Final
+
+__all__ = ["TagReport", "ValidationReport", "check_dict", "validate", "validate_folder"]
+
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+_VERSION: Final = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def _version(value: Any) -> tuple[int, int, int] | None:
+    match = _VERSION.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
+
+
+# -- one dict ---------------------------------------------------------------------------------------
+
+
+def check_dict(
+    state: Any, kind: schema.DictKind, *, file: str | None = None, key_path: str = "", ds_version: Any = None
+) -> list[Problem]:
+    """Problems of ``state`` as a dict of ``kind``, nested dicts included.
+
+    ``ds_version`` (taken from ``state`` when it has one) decides which keys are required.
+    """
+    prefix = f"{key_path}/" if key_path else ""
+    if not isinstance(state, dict):
+        return [
+            Problem(
+                E, "wrong-type", f"a {kind.name} must be a dict, not {type(state).__name__}", file, key_path or None
+            )
+        ]
+    version = _version(state.get("ds_version", ds_version))
+    problems: list[Problem] = []
+    known = {spec.key.value: spec for spec in kind.keys}
+    for spec in kind.keys:
+        where = prefix + spec.key
+        if spec.key not in state:
+            required = _version(spec.required_from) if spec.required_from else None
+            if required is not None and (version is None or version >= required):
+                since = f" (written since DeepSpeed {spec.required_from})" if required > (0, 0, 0) else ""
+                problems.append(Problem(E, "missing-key", f"the {kind.name} has no '{spec.key}'{since}", file, where))
+            continue
+        value = state[spec.key]
+        if spec.types and not isinstance(value, spec.types):
+            problems.append(
+                Problem(
+                    E,
+                    "wrong-type",
+                    f"'{spec.key}' is {type(value).__name__}, expected {_type_names(spec.types)}",
+                    file,
+                    where,
+                )
+            )
+    for key in state:
+        if isinstance(key, str) and key in known:
+            continue
+        if kind.open:
+            problems.append(
+                Problem(
+                    INFO, "client-state-key", f"{key!r} is not a DeepSpeed key (client_state?)", file, prefix + str(key)
+                )
+            )
+        else:
+            problems.append(
+                Problem(W, "unknown-key", f"{key!r} is not a key of a {kind.name}", file, prefix + str(key))
+            )
+    problems += _nested(state, kind, file, prefix, version)
+    return problems
+
+
+def _nested(state: dict[Any, Any], kind: schema.DictKind, file: str | None, prefix: str, version: Any) -> list[Problem]:
+    problems: list[Problem] = []
+    as_text = ".".join(map(str, version)) if version else None
+    if kind is schema.MODEL_STATES:
+        for key, nested_kind in (
+            (ModuleKeys.CHECKPOINT_PARALLEL_DIMS, schema.PARALLEL_DIMENSIONS),
+            (ModuleKeys.UNIVERSAL_CHECKPOINT_INFO, schema.UNIVERSAL_INFO),
+        ):
+            if isinstance(state.get(key), dict):
+                problems += check_dict(state[key], nested_kind, file=file, key_path=prefix + key, ds_version=as_text)
+        optimizer = state.get(ModuleKeys.OPTIMIZER)
+        if isinstance(optimizer, dict) and OptimizerKeys.CUR_SCALE in optimizer:
+            problems += check_dict(
+                optimizer,
+                schema.FP16_WRAPPER_STATE,
+                file=file,
+                key_path=prefix + ModuleKeys.OPTIMIZER,
+                ds_version=as_text,
+            )
+    elif kind is schema.OPTIM_STATES_FILE:
+        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
+        if isinstance(inner, dict):
+            problems += check_dict(
+                inner,
+                schema.optimizer_state_kind(inner),
+                file=file,
+                key_path=prefix + OptimFileKeys.OPTIMIZER_STATE_DICT,
+                ds_version=as_text,
+            )
+    elif kind is schema.UNIVERSAL_INFO:
+        entries = state.get("parameter_with_sub_params")
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            problems += check_dict(
+                entry, schema.SUB_PARAM_ENTRY, file=file, key_path=f"{prefix}parameter_with_sub_params[{index}]"
+            )
+    return problems
+
+
+_FILE_KINDS: Final = {
+    FileKind.MODEL_STATES: schema.MODEL_STATES,
+    FileKind.ZERO3_MODEL_STATES: schema.MODEL_STATES,
+    FileKind.OPTIM_STATES: schema.OPTIM_STATES_FILE,
+}
+
+
+def _check_file(file: LayoutFile, data: Any) -> list[Problem]:
+    kind = _FILE_KINDS.get(file.name.kind)
+    if kind is not None:
+        return check_dict(data, kind, file=file.path)
+    if file.name.kind is FileKind.UNIVERSAL_OPTIMIZER_STATE:
+        return check_dict(data, schema.UNIVERSAL_OPTIMIZER_STATE, file=file.path)
+    if file.name.kind is FileKind.UNIVERSAL_PARAM_STATE and isinstance(data, dict):
+        return check_dict(data, schema.UNIVERSAL_PARAM_FILE, file=file.path)
+    if file.name.kind in (FileKind.LAYER_MODEL_STATES, FileKind.EXPERT_MODEL_STATES) and not isinstance(data, dict):
+        return [Problem(E, "wrong-type", f"a {file.name.kind.value} file must hold a state dict", file.path)]
+    return []
+
+
+# -- a tag ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TagReport:
+    """A validated tag: its layout, its problems (scan's included) and the converters' verdicts."""
+
+    layout: TagLayout
+    problems: tuple[Problem, ...]
+    converters: dict[str, Verdict]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """A validated folder: one report per tag, and the folder's own problems."""
+
+    layout: Layout
+    tags: tuple[TagReport, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return self.problems + tuple(p for tag in self.tags for p in tag.problems)
+
+
+def _validate_tag(tag: TagLayout) -> TagReport:
+    problems = list(tag.problems)
+    for file in tag.files:
+        checkpoint = tag.checkpoints.get(file.relpath)
+        if checkpoint is not None:
+            problems += _check_file(file, checkpoint.data)
+    problems += _cross_file(tag)
+    converters = readiness(tag)
+    for name, verdict in converters.items():
+        if not verdict.ready:
+            problems.append(
+                Problem(W, f"{name.replace('_', '-')}-not-ready", f"{name} will fail: {verdict.reason}", tag.path)
+            )
+    return TagReport(tag, tuple(problems), converters)
+
+
+def _data(tag: TagLayout, files: tuple[LayoutFile, ...]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
+    found = []
+    for file in files:
+        checkpoint = tag.checkpoints.get(file.relpath)
+        if checkpoint is not None and isinstance(checkpoint.data, dict):
+            found.append((file, checkpoint.data))
+    return found
+
+
+def _stage_of(value: Any) -> int | None:
+    if isinstance(value, Opaque) and len(value.args) == 1:
+        value = value.args[0]
+    return value if type(value) is int else None
+
+
+def _cross_file(tag: TagLayout) -> list[Problem]:
+    problems: list[Problem] = []
+    models = _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))
+    shards = _data(tag, tag.of_kind(FileKind.OPTIM_STATES))
+    names_mp = {
+        f.name.mp_rank for f in tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES, FileKind.OPTIM_STATES)
+    }
+    dp_ranks = {f.name.dp_rank for f in tag.of_kind(FileKind.OPTIM_STATES)}
+
+    versions = {v for _, state in models + shards if isinstance(v := state.get("ds_version"), str)}
+    if len(versions) > 1:
+        problems.append(
+            Problem(
+                W, "version-mismatch", f"files written by different DeepSpeed versions: {sorted(versions)}", tag.path
+            )
+        )
+
+    model_file, model_state = models[0] if models else (None, {})
+    mp_world = model_state.get(ModuleKeys.MP_WORLD_SIZE)
+    if model_file is not None and type(mp_world) is int and names_mp and mp_world != len(names_mp):
+        problems.append(
+            Problem(
+                E,
+                "mp-world-size-mismatch",
+                f"mp_world_size is {mp_world}, the folder has {len(names_mp)} mp ranks",
+                model_file.path,
+                f"{ModuleKeys.MP_WORLD_SIZE}",
+            )
+        )
+
+    stages: dict[int, list[str]] = {}
+    partition_counts: dict[int, list[LayoutFile]] = {}
+    for file, state in shards:
+        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
+        if not isinstance(inner, dict):
+            continue
+        stage = _stage_of(inner.get(OptimizerKeys.ZERO_STAGE))
+        if stage is not None:
+            stages.setdefault(stage, []).append(file.relpath)
+        count = inner.get(OptimizerKeys.PARTITION_COUNT)
+        counts = count if isinstance(count, list) else [count]
+        if counts and all(type(c) is int for c in counts):
+            partition_counts.setdefault(max(counts), []).append(file)
+    if shards:
+        problems += _data_parallel(
+            tag, model_file, model_state.get(ModuleKeys.DP_WORLD_SIZE), partition_counts, dp_ranks
+        )
+    if len(stages) > 1:
+        problems.append(
+            Problem(E, "stage-mismatch", f"optimizer shards disagree on the ZeRO stage: {sorted(stages)}", tag.path)
+        )
+    config = models[0][1].get(ModuleKeys.DS_CONFIG) if models else None
+    config_stage = _config_stage(config)
+    if config_stage is not None and len(stages) == 1 and config_stage not in stages:
+        problems.append(
+            Problem(
+                E,
+                "stage-mismatch",
+                f"ds_config says ZeRO stage {config_stage}, the optimizer shards say {next(iter(stages))}",
+                models[0][0].path,
+                f"{ModuleKeys.DS_CONFIG}/zero_optimization/stage",
+            )
+        )
+    problems += _precision(tag, models, config)
+    problems += _param_shapes(tag, models, shards)
+    return problems
+
+
+def _data_parallel(
+    tag: TagLayout,
+    model_file: LayoutFile | None,
+    dp_world: Any,
+    partition_counts: dict[int, list[LayoutFile]],
+    dp_ranks: set[int | None],
+) -> list[Problem]:
+    """Three sources say how many data-parallel ranks there are; the odd one out is the problem.
+
+    ``dp_world_size`` in the model states, ``partition_count`` in the shards (its maximum, as
+    zero_to_fp32 reads it), and the shard files present. Where the first two agree and files
+    are fewer, ranks are missing; where the files agree with one of them, the other is wrong.
+    """
+    found = max((r for r in dp_ranks if r is not None), default=-1) + 1
+    declared = dp_world if type(dp_world) is int and dp_world >= 1 else None
+    problems: list[Problem] = []
+    for count, files in sorted(partition_counts.items()):
+        if count == found or (count == declared and found < count):
+            continue
+        for file in files:
+            problems.append(
+                Problem(
+                    E,
+                    "partition-count-mismatch",
+                    f"partition_count says {count} data-parallel ranks, the folder has shards of {found}"
+                    + (f" and dp_world_size is {declared}" if declared is not None else ""),
+                    file.path,
+                    f"{OptimFileKeys.OPTIMIZER_STATE_DICT}/{OptimizerKeys.PARTITION_COUNT}",
+                )
+            )
+    if declared is not None and model_file is not None and declared != found:
+        if declared in partition_counts:
+            problems += _missing_shards(tag, declared, dp_ranks)
+        else:
+            problems.append(
+                Problem(
+                    E,
+                    "dp-world-size-mismatch",
+                    f"dp_world_size is {declared}, the folder has optimizer shards of {found} data-parallel ranks",
+                    model_file.path,
+                    f"{ModuleKeys.DP_WORLD_SIZE}",
+                )
+            )
+    return problems
+
+
+def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
+    """Optimizer shards of ranks below dp_world_size that the folder lacks (names cannot tell the last ones)."""
+    present = {f.relpath for f in tag.files}
+    problems = []
+    shards = tag.of_kind(FileKind.OPTIM_STATES)
+    prefixes = {f.name.precision or "" for f in shards}
+    if len(prefixes) != 1:
+        return []
+    prefix = prefixes.pop()
+    for mp in sorted({f.name.mp_rank or 0 for f in shards}):
+        for dp in range(dp_world):
+            name = optim_states(dp, mp, prefix)
+            if name not in present and not any(
+                p.code == "missing-rank" and p.file and p.file.endswith(name) for p in tag.problems
+            ):
+                problems.append(
+                    Problem(
+                        E,
+                        "missing-rank",
+                        f"{name} is missing (dp_world_size is {dp_world})",
+                        os.path.join(tag.path, name),
+                    )
+                )
+    return problems
+
+
+def _config_stage(config: Any) -> int | None:
+    if not isinstance(config, dict):
+        return None
+    section = config.get("zero_optimization")
+    if not isinstance(section, dict):
+        return 0 if section is None else None
+    stage = section.get("stage", 0)
+    return stage if type(stage) is int else None
+
+
+def _precision(tag: TagLayout, models: list[tuple[LayoutFile, dict[Any, Any]]], config: Any) -> list[Problem]:
+    if not isinstance(config, dict) or not models:
+        return []
+    bf16 = any(isinstance(config.get(k), dict) and config[k].get("enabled") is True for k in ("bf16", "bfloat16"))
+    prefixes = {f.name.precision for f in tag.of_kind(FileKind.OPTIM_STATES)}
+    problems = []
+    if bf16 and prefixes - {"bf16"}:
+        problems.append(
+            Problem(
+                E,
+                "precision-mismatch",
+                "ds_config enables bf16, but some optimizer shards lack the bf16_ prefix DeepSpeed gives them",
+                tag.path,
+            )
+        )
+    if not bf16 and "bf16" in prefixes:
+        problems.append(
+            Problem(
+                E,
+                "precision-mismatch",
+                "optimizer shards have the bf16_ prefix, but ds_config does not enable bf16",
+                tag.path,
+            )
+        )
+    return problems
+
+
+def _numel(shape: Any) -> int | None:
+    if isinstance(shape, (tuple, list)) and all(type(n) is int and n >= 0 for n in shape):
+        return math.prod(shape)
+    return None
+
+
+def _param_shapes(
+    tag: TagLayout, models: list[tuple[LayoutFile, dict[Any, Any]]], shards: list[tuple[LayoutFile, dict[Any, Any]]]
+) -> list[Problem]:
+    """The fp32 partitions of all shards hold exactly the elements ``param_shapes`` lists (plus padding)."""
+    if not models or not shards or tag.mp_world_size not in (None, 1) or tag.zero_stage not in (1, 2, 3):
+        return []
+    model_file, model = models[0]
+    shapes = model.get(ModuleKeys.PARAM_SHAPES)
+    if not isinstance(shapes, list):
+        return []
+    expected = []
+    for group in shapes:
+        sizes = [_numel(s) for s in group.values()] if isinstance(group, dict) else [None]
+        if None in sizes:
+            return []
+        expected.append(sum(s for s in sizes if s is not None))
+    key = OptimizerKeys.FP32_FLAT_GROUPS if tag.zero_stage == 3 else OptimizerKeys.SINGLE_PARTITION_OF_FP32_GROUPS
+    totals = [0] * len(expected)
+    paddings = [0] * len(expected)
+    counts: Any = None  # partition_count of the first shard: an int, or a list per group
+    for _, state in shards:
+        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
+        if not isinstance(inner, dict):
+            return []
+        groups = inner.get(key)
+        if (
+            not isinstance(groups, list)
+            or len(groups) != len(expected)
+            or not all(isinstance(t, TensorInfo) for t in groups)
+        ):
+            return []
+        for index, tensor in enumerate(groups):
+            totals[index] += tensor.numel
+        alignment = inner.get(OptimizerKeys.PARAM_ALIGNMENT_PADDINGS)
+        if isinstance(alignment, list):
+            for index, group_padding in enumerate(alignment[: len(expected)]):
+                if isinstance(group_padding, list):
+                    paddings[index] += sum(p for p in group_padding if type(p) is int)
+        if counts is None:
+            counts = inner.get(OptimizerKeys.PARTITION_COUNT)
+    per_group = counts if isinstance(counts, list) else [counts] * len(expected)
+    problems = []
+    for index, want in enumerate(expected):
+        partitions = per_group[index] if index < len(per_group) else None
+        if type(partitions) is not int or partitions < 1 or len(shards) % partitions:
+            continue
+        replicas = len(shards) // partitions
+        low = want * replicas
+        high = low + paddings[index] + (len(shards) * len(shapes[index]) if tag.zero_stage == 3 else 0)
+        if not low <= totals[index] <= high:
+            problems.append(
+                Problem(
+                    E,
+                    "param-shapes-mismatch",
+                    f"param group {index}: param_shapes list {want} elements, the fp32 partitions of the "
+                    f"{len(shards)} shards hold {totals[index]}",
+                    model_file.path,
+                    f"{ModuleKeys.PARAM_SHAPES}[{index}]",
+                )
+            )
+    return problems
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def validate_folder(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Scan ``path`` (a save or tag folder), read every file, and validate each tag."""
+    layout = scan(path, read=True, limits=limits, progress=progress)
+    return ValidationReport(layout, tuple(_validate_tag(tag) for tag in layout.tags), layout.problems)
+
+
+def validate(
+    target: str | os.PathLike[str] | dict[Any, Any], *, kind: str | None = None, limits: Limits | None = None
+) -> list[Problem]:
+    """The problems of a checkpoint: a folder, one file, or one dict.
+
+    A dict (from :func:`ckptkeys.read` or ``torch.load``) is checked as ``kind`` (a
+    :data:`ckptkeys.schema.SPECS` name such as ``"model states"``), or as model states or an
+    optimizer-states file as its keys suggest. A file is read first; its name tells its kind.
+    A folder gets every check, across files and converters included. Problems come in the
+    order they were found; none is raised: an unreadable file is an ``unreadable-file`` error.
+    """
+    if isinstance(target, dict):
+        return check_dict(target, schema.spec_for(kind) if kind else _guess(target))
+    path = os.fspath(target)
+    if os.path.isdir(path):
+        return list(validate_folder(path, limits=limits).all_problems)
+    from ._errors import ReadError
+
+    try:
+        checkpoint = read(path, limits=limits)
+    except ReadError as error:
+        return [Problem(E, "unreadable-file", error.reason, path)]
+    if kind:
+        return check_dict(checkpoint.data, schema.spec_for(kind), file=path)
+    name = parse(path)
+    if name is None:
+        return check_dict(checkpoint.data, _guess(checkpoint.data), file=path)
+    return _check_file(LayoutFile(path, os.path.basename(path), name, checkpoint.size), checkpoint.data)
+
+
+def _guess(state: Any) -> schema.DictKind:
+    if isinstance(state, dict) and OptimFileKeys.OPTIMIZER_STATE_DICT in state and ModuleKeys.MODULE not in state:
+        return schema.OPTIM_STATES_FILE
+    return schema.MODEL_STATES

@@ -1,0 +1,194 @@
+"""ckptkeys.validate(): every fixture is valid; every break is reported with its own code."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import pytest
+
+import ckptkeys
+from ckptkeys import OptimizerKeys, Problem, Severity, schema
+from ckptkeys._registry import GROUPS
+
+from .conftest import DATA, FIXTURES
+
+FOLDERS = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+BROKEN = DATA / "broken"
+
+
+def _errors(problems: list[Problem]) -> list[tuple[str, str | None]]:
+    return sorted((p.code, os.path.basename(p.file or "")) for p in problems if p.severity is Severity.ERROR)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_every_fixture_validates_without_error(folder: str) -> None:
+    problems = ckptkeys.validate(FIXTURES / folder)
+    assert _errors(problems) == []
+    # Only converter verdicts and client_state keys remain.
+    assert {p.code for p in problems} <= {"zero-to-fp32-not-ready", "ds-to-universal-not-ready", "client-state-key"}
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "key_path"),
+    [
+        ("no_zero_stage", "missing-key", "optimizer_state_dict/zero_stage"),
+        ("partition_count", "partition-count-mismatch", "optimizer_state_dict/partition_count"),
+        ("stage_mismatch", "stage-mismatch", None),
+        ("dp_world_size", "dp-world-size-mismatch", "dp_world_size"),
+        ("mp_world_size", "mp-world-size-mismatch", "mp_world_size"),
+        ("param_shapes", "param-shapes-mismatch", "param_shapes[0]"),
+        ("wrong_type", "wrong-type", "ds_version"),
+    ],
+)
+def test_pickled_breaks(case: str, code: str, key_path: str | None) -> None:
+    problems = [p for p in ckptkeys.validate(BROKEN / case) if p.severity is Severity.ERROR]
+    assert {p.code for p in problems} == {code}, problems
+    assert all(p.key_path == key_path and type(p.key_path) in (str, type(None)) for p in problems)
+    assert all(p.message for p in problems)
+
+
+def test_dropped_zero_stage_is_also_a_converter_warning() -> None:
+    report = ckptkeys.validate_folder(BROKEN / "no_zero_stage")
+    verdict = report.tags[0].converters["zero_to_fp32"]
+    assert not verdict.ready and verdict.code == "no-zero-stage"
+
+
+def _copy(tmp_path: pathlib.Path, folder: str) -> pathlib.Path:
+    shutil.copytree(FIXTURES / folder, tmp_path / folder)
+    return tmp_path / folder
+
+
+def test_deleted_rank(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    (root / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    # The last rank: its name cannot be missed from names, but dp_world_size and partition_count say 2.
+    assert _errors(ckptkeys.validate(root)) == [("missing-rank", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt")]
+    (root / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
+    # No shard at all: a ZeRO-0 layout by names, but ds_config says ZeRO-2.
+    assert _errors(ckptkeys.validate(root)) == [("missing-optimizer-shards", "global_step3")]
+
+
+def test_truncated_file_is_reported_and_the_rest_validated(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    shard = root / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    problems = ckptkeys.validate(root)
+    assert ("unreadable-file", shard.name) in _errors(problems)
+    report = ckptkeys.validate_folder(root)
+    assert set(report.tags[0].layout.checkpoints) == {
+        "mp_rank_00_model_states.pt",
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    }
+
+
+def test_mixed_bf16_and_fp32_shards(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    tag = root / "global_step3"
+    (tag / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").rename(tag / "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    codes = {c for c, _ in _errors(ckptkeys.validate(root))}
+    assert {"mixed-precision", "precision-mismatch"} <= codes
+
+
+def test_latest_pointing_at_nothing(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z1_bf16_ws1")
+    (root / "latest").write_text("global_step42")
+    assert ("latest-missing-tag", "latest") in _errors(ckptkeys.validate(root))
+
+
+def test_one_file_and_one_dict() -> None:
+    shard = FIXTURES / "z2_bf16_ws2" / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    assert _errors(ckptkeys.validate(shard)) == []
+    state = ckptkeys.read(shard).data
+    assert ckptkeys.validate(state) == []
+    inner = dict(state["optimizer_state_dict"])
+    del inner["zero_stage"]
+    problems = ckptkeys.validate(inner, kind="ZeRO-1/2 optimizer state")
+    assert [(p.code, p.key_path) for p in problems] == [("missing-key", "zero_stage")]
+
+
+def test_unreadable_single_file(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "mp_rank_00_model_states.pt"
+    bad.write_bytes(b"junk")
+    assert [p.code for p in ckptkeys.validate(bad)] == ["unreadable-file"]
+
+
+def test_versions_decide_what_is_required() -> None:
+    old: dict[str, Any] = {
+        "module": {},
+        "buffer_names": [],
+        "optimizer": None,
+        "param_shapes": None,
+        "lr_scheduler": None,
+        "sparse_tensor_module_names": [],
+        "skipped_steps": 0,
+        "global_steps": 1,
+        "dp_world_size": 1,
+        "mp_world_size": 1,
+        "ds_config": {},
+        "ds_version": "0.14.4",
+        "frozen_param_shapes": None,
+        "frozen_param_fragments": None,
+    }
+    assert ckptkeys.validate(old, kind="model states") == []  # no checkpoint_parallel_dimensions needed
+    new = dict(old, ds_version="0.19.8")
+    codes = [(p.code, p.key_path) for p in ckptkeys.validate(new, kind="model states")]
+    assert codes == [("missing-key", "checkpoint_parallel_dimensions")]
+    shard: dict[str, Any] = {
+        "loss_scaler": None,
+        "dynamic_loss_scale": False,
+        "overflow": False,
+        "clip_grad": 1.0,
+        "base_optimizer_state": {},
+        "single_partition_of_fp32_groups": [],
+        "zero_stage": 2,
+        "group_paddings": [0],
+        "partition_count": [1],
+        "ds_version": "0.14.4",
+        "param_slice_mappings": [],
+    }
+    assert ckptkeys.validate(shard, kind="ZeRO-1/2 optimizer state") == []  # no param_alignment_paddings in 0.14
+    assert [
+        p.key_path for p in ckptkeys.validate(dict(shard, ds_version="0.19.8"), kind="ZeRO-1/2 optimizer state")
+    ] == ["param_alignment_paddings"]
+
+
+def test_schema_keys_are_registry_values() -> None:
+    values = {m.value for group in GROUPS for m in group}
+    for kind in schema.SPECS:
+        keys = {spec.key.value for spec in kind.keys}
+        assert keys <= values
+        assert keys == set(kind.typed_dict.__annotations__), kind.name
+        for spec in kind.keys:
+            assert isinstance(spec.key, ckptkeys.KeyGroup)
+
+
+def test_problem_codes_are_documented() -> None:
+    text = (DATA.parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
+    for code in (
+        "missing-key",
+        "wrong-type",
+        "unknown-key",
+        "client-state-key",
+        "partition-count-mismatch",
+        "dp-world-size-mismatch",
+        "mp-world-size-mismatch",
+        "stage-mismatch",
+        "precision-mismatch",
+        "version-mismatch",
+        "param-shapes-mismatch",
+        "zero-to-fp32-not-ready",
+        "ds-to-universal-not-ready",
+        "missing-rank",
+        "unreadable-file",
+    ):
+        assert f"`{code}`" in text, code
+
+
+def test_iterating_a_group_checks_membership() -> None:
+    state = ckptkeys.read(
+        FIXTURES / "z2_bf16_ws2" / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    ).data
+    assert set(state["optimizer_state_dict"]) <= set(OptimizerKeys)
