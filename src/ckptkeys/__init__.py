@@ -22,6 +22,7 @@ from ._errors import (
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
+    from ._converters import Verdict
     from ._layout import Layout, LayoutFile, TagLayout, scan
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
@@ -108,6 +109,7 @@ __all__ = [
     "UniversalStateKeys",
     "UnknownKeyError",
     "ValidationReport",
+    "Verdict",
     "VocabKeys",
     "__version__",
     "iter_members",
@@ -152,6 +154,7 @@ _ELSEWHERE = {
     "ValidationReport": "_validate",
     "validate": "_validate",
     "validate_folder": "_validate",
+    "Verdict": "_converters",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 
