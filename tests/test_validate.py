@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -192,3 +194,35 @@ def test_iterating_a_group_checks_membership() -> None:
         FIXTURES / "z2_bf16_ws2" / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
     ).data
     assert set(state["optimizer_state_dict"]) <= set(OptimizerKeys)
+
+
+def test_moe_info_and_a_missing_last_expert(tmp_path: pathlib.Path) -> None:
+    report = ckptkeys.validate_folder(FIXTURES / "moe_z2_fp32_ep2")
+    from ckptkeys._validate import moe_info
+
+    assert moe_info(report.tags[0].layout) == {
+        "num_experts": 2,
+        "num_experts_per_layer": [2],
+        "ep_size": 2,
+        "expert_files": 2,
+    }
+    assert moe_info(ckptkeys.validate_folder(FIXTURES / "z2_bf16_ws2").tags[0].layout) is None
+    root = _copy(tmp_path, "moe_z2_fp32_ep2")
+    (root / "global_step3" / "layer_0_expert_1_mp_rank_00_model_states.pt").unlink()
+    assert _errors(ckptkeys.validate(root)) == [("missing-expert", "layer_0_expert_1_mp_rank_00_model_states.pt")]
+
+
+def test_tensor_parallel_missing_rank(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "tp2_z1_bf16")
+    tag = root / "global_step3"
+    (tag / "mp_rank_01_model_states.pt").unlink()
+    (tag / "bf16_zero_pp_rank_0_mp_rank_01_optim_states.pt").unlink()
+    # Names alone now say one mp rank; the model states' mp_world_size says two, and which files.
+    assert _errors(ckptkeys.validate(root)) == [
+        ("missing-model-states", "mp_rank_01_model_states.pt"),
+        ("missing-rank", "bf16_zero_pp_rank_0_mp_rank_01_optim_states.pt"),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and "mp_rank_01_model_states.pt is missing" in result.stdout

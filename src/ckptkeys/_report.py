@@ -17,7 +17,7 @@ from ._problems import Problem
 from ._reader import Checkpoint, read
 from ._registry import ModuleKeys
 from ._torch import TensorInfo
-from ._validate import TagReport, _check_file, validate_folder
+from ._validate import TagReport, _check_file, moe_info, validate_folder
 from .naming import FileKind, parse
 
 TYPE_CHECKING = False
@@ -235,6 +235,7 @@ def _tag(report: TagReport, depth: int) -> dict[str, Any]:
         "pp_world_size": tag.pp_world_size,
         "tp_world_size": tag.tp_world_size,
         "parameters": _parameter_count(tag),
+        "moe": moe_info(tag),
         "tensors": tensors,
         "size": sum(f.size for f in tag.files),
         "files": files,
@@ -357,6 +358,12 @@ def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
     out = [f"Tag {tag['name']}: {', '.join(facts)}, {degrees}"]
     if validate_only:
         return out
+    moe = tag["moe"]
+    if moe is not None:
+        out.append(
+            f"  MoE: {moe['num_experts']} experts (per layer {moe['num_experts_per_layer']}), "
+            f"ep_size={moe['ep_size'] if moe['ep_size'] is not None else '?'}, {moe['expert_files']} expert files"
+        )
     if tag["parameters"] is not None:
         out.append(f"  parameters: {tag['parameters']:,}")
     if tag["tensors"]:

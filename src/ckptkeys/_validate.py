@@ -21,9 +21,9 @@ from ._limits import Limits
 from ._pickle import Opaque
 from ._problems import Problem, Severity
 from ._reader import read
-from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys
+from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from ._torch import TensorInfo
-from .naming import FileKind, optim_states, parse
+from .naming import FileKind, expert_model_states, model_states, optim_states, parse, zero3_model_states
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -237,16 +237,25 @@ def _cross_file(tag: TagLayout) -> list[Problem]:
 
     model_file, model_state = models[0] if models else (None, {})
     mp_world = model_state.get(ModuleKeys.MP_WORLD_SIZE)
-    if model_file is not None and type(mp_world) is int and names_mp and mp_world != len(names_mp):
-        problems.append(
-            Problem(
-                E,
-                "mp-world-size-mismatch",
-                f"mp_world_size is {mp_world}, the folder has {len(names_mp)} mp ranks",
-                model_file.path,
-                f"{ModuleKeys.MP_WORLD_SIZE}",
+    found_mp = max((r for r in names_mp if r is not None), default=-1) + 1
+    if model_file is not None and type(mp_world) is int and found_mp:
+        # checkpoint_parallel_dimensions (tp x pp) is a second witness: where it agrees with
+        # mp_world_size and the files are fewer, ranks are missing; otherwise mp_world_size is wrong.
+        dims = model_state.get(ModuleKeys.CHECKPOINT_PARALLEL_DIMS)
+        degrees = [d for k in ParallelDimsKeys if isinstance(dims, dict) and type(d := dims.get(k)) is int]
+        witness = math.prod(degrees) if len(degrees) == len(ParallelDimsKeys) else mp_world
+        if mp_world == witness and mp_world > found_mp:
+            problems += _missing_mp_ranks(tag, mp_world, dp_ranks)
+        elif mp_world != len(names_mp):
+            problems.append(
+                Problem(
+                    E,
+                    "mp-world-size-mismatch",
+                    f"mp_world_size is {mp_world}, the folder has {len(names_mp)} mp ranks",
+                    model_file.path,
+                    f"{ModuleKeys.MP_WORLD_SIZE}",
+                )
             )
-        )
 
     stages: dict[int, list[str]] = {}
     partition_counts: dict[int, list[LayoutFile]] = {}
@@ -282,6 +291,7 @@ def _cross_file(tag: TagLayout) -> list[Problem]:
             )
         )
     problems += _precision(tag, models, config)
+    problems += _experts(tag, model_state)
     problems += _param_shapes(tag, models, shards)
     return problems
 
@@ -332,6 +342,27 @@ def _data_parallel(
     return problems
 
 
+def _missing_mp_ranks(tag: TagLayout, mp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
+    """The files of model-parallel ranks below mp_world_size that the folder lacks."""
+    present = {f.relpath for f in tag.files}
+    zero3 = bool(tag.of_kind(FileKind.ZERO3_MODEL_STATES))
+    prefixes = {f.name.precision or "" for f in tag.of_kind(FileKind.OPTIM_STATES)}
+    expected: list[tuple[str, str]] = []
+    for mp in range(mp_world):
+        if not zero3:
+            expected.append(("missing-model-states", model_states(mp)))
+        for dp in sorted(r for r in dp_ranks if r is not None):
+            if zero3:
+                expected.append(("missing-model-states", zero3_model_states(dp, mp)))
+            if len(prefixes) == 1:
+                expected.append(("missing-rank", optim_states(dp, mp, next(iter(prefixes)))))
+    return [
+        Problem(E, code, f"{name} is missing (mp_world_size is {mp_world})", os.path.join(tag.path, name))
+        for code, name in expected
+        if name not in present
+    ]
+
+
 def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
     """Optimizer shards of ranks below dp_world_size that the folder lacks (names cannot tell the last ones)."""
     present = {f.relpath for f in tag.files}
@@ -355,6 +386,63 @@ def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) ->
                         os.path.join(tag.path, name),
                     )
                 )
+    return problems
+
+
+_EP_GROUP_NAME: Final = re.compile(r"ep_size_(\d+)")
+
+
+def moe_info(tag: TagLayout) -> dict[str, Any] | None:
+    """For an MoE checkpoint: experts per MoE layer, their total, and the expert-parallel degree.
+
+    ``num_experts`` comes from the model states; ``ep_size`` from the name DeepSpeed gives the
+    experts' optimizer param group (``ep_size_2``), else from ``dp_world_size`` over the expert
+    group's ``partition_count``. ``None`` for a checkpoint without MoE.
+    """
+    experts = tag.of_kind(FileKind.EXPERT_MODEL_STATES)
+    per_layer: list[int] | None = None
+    for _, state in _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
+        value = state.get(ModuleKeys.NUM_EXPERTS)
+        if isinstance(value, list) and all(type(n) is int for n in value):
+            per_layer = value
+    if per_layer is None and not experts:
+        return None
+    ep_size = None
+    for _, state in _data(tag, tag.of_kind(FileKind.OPTIM_STATES))[:1]:
+        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
+        base = inner.get(OptimizerKeys.BASE_OPTIMIZER_STATE) if isinstance(inner, dict) else None
+        groups = base.get(OptimizerKeys.PARAM_GROUPS) if isinstance(base, dict) else None
+        for group in groups if isinstance(groups, list) else ():
+            name = group.get("name") if isinstance(group, dict) and group.get("moe") else None
+            match = _EP_GROUP_NAME.fullmatch(name) if isinstance(name, str) else None
+            if match:
+                ep_size = int(match.group(1))
+    return {
+        "num_experts": sum(per_layer) if per_layer is not None else len(experts),
+        "num_experts_per_layer": per_layer,
+        "ep_size": ep_size,
+        "expert_files": len(experts),
+    }
+
+
+def _experts(tag: TagLayout, model_state: dict[Any, Any]) -> list[Problem]:
+    """Every expert file that num_experts implies (names alone miss a layer's last experts)."""
+    per_layer = model_state.get(ModuleKeys.NUM_EXPERTS)
+    experts = tag.of_kind(FileKind.EXPERT_MODEL_STATES)
+    if not isinstance(per_layer, list) or not experts:
+        return []
+    present = {f.relpath for f in experts}
+    already = {p.file for p in tag.problems}
+    problems = []
+    for mp in sorted({f.name.mp_rank or 0 for f in experts}):
+        for layer, count in enumerate(per_layer):
+            for expert in range(count if type(count) is int else 0):
+                name = expert_model_states(expert, mp, layer)
+                path = os.path.join(tag.path, name)
+                if name not in present and path not in already:
+                    problems.append(
+                        Problem(E, "missing-expert", f"{name} is missing (num_experts is {per_layer})", path)
+                    )
     return problems
 
 
