@@ -297,15 +297,31 @@ def test_absurd_sizes(tmp_path: pathlib.Path) -> None:
 
 
 def test_deep_nesting(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(LimitError, match="max_depth=1000"):
+    with pytest.raises(LimitError, match="max_depth=200"):
         ckptkeys.read(_with_pickle(tmp_path, b"\x80\x02" + b"(" * 5000 + b"."))
-    # Nesting built without MARKs is not limited by the machine and reads correctly.
+    # Lists nested after the fact, without MARKs: measured when the pickle ends.
     depth = 50_000
-    nested = ckptkeys.read(_with_pickle(tmp_path, b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")).data
+    lists = _with_pickle(tmp_path, b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
+    with pytest.raises(LimitError, match="max_depth"):
+        ckptkeys.read(lists)
+    nested = ckptkeys.read(lists, limits=Limits(max_depth=depth)).data
     for _ in range(depth - 1):
         assert len(nested) == 1
         nested = nested[0]
     assert nested == []
+
+
+def test_deep_tuples_are_refused_before_they_are_hashed(tmp_path: pathlib.Path) -> None:
+    # Hashing a million-deep tuple (as a dict key) crashes CPython: it must never get that far.
+    payload = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"K\x01s."
+    with pytest.raises(LimitError, match="max_depth"):
+        ckptkeys.read(_with_pickle(tmp_path, payload))
+
+
+def test_cycles_are_read_and_measured(tmp_path: pathlib.Path) -> None:
+    # l = []; l.append(l): a list that contains itself (memoized, then fetched).
+    data = ckptkeys.read(_with_pickle(tmp_path, b"\x80\x02]q\x00h\x00a.")).data
+    assert data[0] is data
 
 
 def test_limits_are_keyword_overridable(tmp_path: pathlib.Path) -> None:

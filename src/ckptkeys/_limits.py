@@ -24,8 +24,10 @@ DEFAULT_MAX_PICKLE_BYTES: Final = 512 * MiB
 DEFAULT_MAX_OBJECTS: Final = 20_000_000
 # Memo entries (shared references): a pickle memoizes at most one entry per object.
 DEFAULT_MAX_MEMO: Final = 20_000_000
-# Open MARKs at once (nested tuples/lists/dicts being built); real pickles nest a few dozen.
-DEFAULT_MAX_DEPTH: Final = 1_000
+# Nesting depth of the structure (and of open MARKs). DeepSpeed checkpoints nest under ten
+# levels; 200 keeps every recursive consumer (repr, ==, copy, json, hashing a tuple) far from
+# Python's recursion limit of 1000 and from the C stack.
+DEFAULT_MAX_DEPTH: Final = 200
 # One string or bytes object; checkpoints hold names and configs, not blobs.
 DEFAULT_MAX_STRING_BYTES: Final = 64 * MiB
 # One line of a text opcode (protocol 0 INT, FLOAT, STRING, GLOBAL, ...).

@@ -13,6 +13,7 @@ pickled arguments.
 from __future__ import annotations
 
 import codecs
+import itertools
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ._limits import Limits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any, Final
 
     Interpreter = Callable[[tuple[Any, ...], "dict[Any, Any] | None"], Any]
@@ -184,6 +185,17 @@ class _Machine:
         self.memo: dict[int, Any] = {}
         self.globals: dict[GlobalRef, None] = {}
         self.objects = 0
+        # Nesting depth of every tuple and frozenset made so far, by id: hashing one (as a
+        # dict key or set element) recurses in C, and a deep enough one crashes the process.
+        self.depths: dict[int, int] = {}
+
+    def immutable(self, container: tuple[Any, ...] | frozenset[Any]) -> None:
+        depths = self.depths
+        depth = 1 + max((depths.get(id(item), 0) for item in container), default=0)
+        if depth > self.limits.max_depth:
+            raise LimitError(self.source, "max_depth", self.limits.max_depth)
+        depths[id(container)] = depth
+        self.push(container)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -299,7 +311,8 @@ class _Machine:
                 handler(self)
             except (CorruptCheckpointError, LimitError):
                 raise
-            except TypeError as error:  # e.g. an unhashable key or set element
+            except (TypeError, ValueError, OverflowError, struct.error) as error:
+                # an unhashable key or set element, a bad escape in a text opcode, ...
                 raise self.fail(f"{_OPNAMES[code]}: {error}", start) from None
         raise self.fail("truncated: no STOP opcode")
 
@@ -497,7 +510,7 @@ def _empty_tuple(m: _Machine) -> None:
 
 
 def _tuple(m: _Machine) -> None:
-    m.push(tuple(m.pop_mark()))
+    m.immutable(tuple(m.pop_mark()))
 
 
 def _tuple_n(n: int) -> Callable[[_Machine], None]:
@@ -506,7 +519,7 @@ def _tuple_n(n: int) -> Callable[[_Machine], None]:
             raise m.fail("stack underflow")
         items = tuple(m.stack[-n:])
         del m.stack[-n:]
-        m.push(items)
+        m.immutable(items)
 
     return handler
 
@@ -588,7 +601,7 @@ def _additems(m: _Machine) -> None:
 
 
 def _frozenset(m: _Machine) -> None:
-    m.push(frozenset(m.pop_mark()))
+    m.immutable(frozenset(m.pop_mark()))
 
 
 def _get(m: _Machine) -> None:
@@ -683,8 +696,10 @@ def _build(m: _Machine) -> None:
     elif isinstance(target, OrderedDict) and _is_attribute_dict(state):
         # A torch state_dict carries its per-module versions as the attribute `_metadata`;
         # torch.load restores it, and so do we: into the instance dict of an OrderedDict this
-        # reader made itself (special methods are looked up on the type, so no name here
-        # changes how the dict behaves).
+        # reader made itself. Special names (`__setstate__`, `__deepcopy__`, ...) are refused:
+        # code that copies or pickles the result looks some of them up on the instance.
+        if any(key.startswith("__") for key in state):
+            raise m.fail("BUILD would set special attributes on a dict")
         vars(target).update(state)
     elif state is not None and not (_is_attribute_dict(state) and not state):
         raise m.fail(f"BUILD on a {type(target).__name__}")
@@ -816,4 +831,56 @@ def unpickle(
     )
     machine.pos = start
     value = machine.run()
+    _check_depth(value, limits.max_depth, source)
     return Unpickled(value, tuple(machine.globals), machine.pos)
+
+
+def _children(value: Any) -> Iterator[Any] | None:
+    """What a value holds, or None for a leaf."""
+    if isinstance(value, dict):
+        pairs: Iterator[Any] = itertools.chain.from_iterable(value.items())
+        if isinstance(value, OrderedDict) and vars(value):  # torch's _metadata
+            return itertools.chain(pairs, vars(value).values())
+        return pairs
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return iter(value)
+    if isinstance(value, Opaque):
+        return iter((value.cls, value.args, value.kwargs, value.state, value.items, value.dict_items))
+    return None
+
+
+def _check_depth(root: Any, limit: int, source: str) -> None:
+    """Raise LimitError if the structure nests deeper than ``limit``.
+
+    Lists and dicts can be filled after they were nested, so their depth is only known at the
+    end; every consumer that recurses (repr, ==, copy, json) needs it bounded. Iterative,
+    linear in the structure (shared parts are measured once), safe on cycles.
+    """
+    children = _children(root)
+    if children is None:
+        return
+    measured: dict[int, int] = {}
+    active = {id(root)}
+    stack: list[list[Any]] = [[root, children, 0]]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _MARK)
+        if child is _MARK:
+            depth = frame[2] + 1
+            measured[id(frame[0])] = depth
+            active.discard(id(frame[0]))
+            stack.pop()
+            if stack:
+                stack[-1][2] = max(stack[-1][2], depth)
+            continue
+        key = id(child)
+        if key in measured:
+            frame[2] = max(frame[2], measured[key])
+            continue
+        grandchildren = _children(child)
+        if grandchildren is None or key in active:  # a leaf, or a cycle back up the path
+            continue
+        if len(stack) >= limit:
+            raise LimitError(source, "max_depth", limit)
+        active.add(key)
+        stack.append([child, grandchildren, 0])

@@ -10,6 +10,7 @@ read, never a storage record.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import zipfile
@@ -34,6 +35,25 @@ _ZIP_SIGNATURES: Final = (b"PK\x03\x04", b"PK\x05\x06")
 _PICKLE_PROTO: Final = 0x80
 # Bytes read to tell the formats apart and to show in an error.
 _SNIFF_BYTES: Final = 16
+# The end-of-central-directory record is 22 bytes plus a comment of at most 65535 bytes.
+_EOCD_SEARCH: Final = 22 + 65535
+_EOCD_SIGNATURE: Final = b"PK\x05\x06"
+_ZIP64_LOCATOR_SIGNATURE: Final = b"PK\x06\x07"
+_ZIP64_EOCD_SIGNATURE: Final = b"PK\x06\x06"
+# A local file header is at least 30 bytes (plus its name and extra field).
+_LOCAL_HEADER: Final = 30
+# What zipfile raises for a malformed archive: unsupported versions and features
+# (NotImplementedError), encrypted members (RuntimeError), offsets past any file (OverflowError).
+_ZIP_ERRORS: Final = (
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    ValueError,
+    EOFError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +109,63 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
 # -- zip -------------------------------------------------------------------------------------
 
 
+def _declared_entries(stream: BinaryIO, size: int) -> int | None:
+    """The member count the end-of-central-directory record declares, before zipfile parses it."""
+    tail = min(size, _EOCD_SEARCH)
+    stream.seek(size - tail)
+    data = stream.read(tail)
+    stream.seek(0)
+    at = data.rfind(_EOCD_SIGNATURE)
+    if at < 0 or at + 12 > len(data):
+        return None
+    entries: int = struct.unpack_from("<H", data, at + 10)[0]
+    if entries == 0xFFFF:  # ZIP64: the count is in the zip64 end record the locator points to
+        locator = data.rfind(_ZIP64_LOCATOR_SIGNATURE, 0, at)
+        if locator < 0 or locator + 16 > len(data):
+            return None
+        record = struct.unpack_from("<Q", data, locator + 8)[0]
+        if record + 40 > size:
+            return None
+        stream.seek(record)
+        head = stream.read(40)
+        stream.seek(0)
+        if len(head) < 40 or not head.startswith(_ZIP64_EOCD_SIGNATURE):
+            return None
+        entries = struct.unpack_from("<Q", head, 32)[0]
+    return entries
+
+
+def _check_members(name: str, members: list[zipfile.ZipInfo], size: int) -> None:
+    """Refuse member names that escape the archive, duplicates, and members that overlap."""
+    seen: set[str] = set()
+    for member in members:
+        parts = member.filename.replace("\\", "/").split("/")
+        if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise CorruptCheckpointError(name, f"zip member name {member.filename!r} points outside the archive")
+        if member.filename in seen:
+            raise CorruptCheckpointError(name, f"zip member {member.filename!r} appears twice")
+        seen.add(member.filename)
+    spans = sorted((m.header_offset, m.header_offset + _LOCAL_HEADER + m.compress_size, m.filename) for m in members)
+    for (_, end, first), (next_start, _, second) in itertools.pairwise(spans):
+        if end > next_start:
+            raise CorruptCheckpointError(name, f"zip members {first!r} and {second!r} overlap")
+    if spans and spans[-1][1] > size:
+        raise CorruptCheckpointError(name, f"zip member {spans[-1][2]!r} extends past the end of the file")
+
+
 def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpoint:
+    declared = _declared_entries(stream, size)
+    if declared is not None and declared > limits.max_zip_members:
+        raise LimitError(name, "max_zip_members", limits.max_zip_members)
     try:
         archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, zlib.error, struct.error, ValueError, EOFError) as error:
+    except _ZIP_ERRORS as error:
         raise CorruptCheckpointError(name, f"broken zip archive: {error}") from None
     with archive:
         members = archive.infolist()
         if len(members) > limits.max_zip_members:
             raise LimitError(name, "max_zip_members", limits.max_zip_members)
+        _check_members(name, members, size)
         pickles = [m for m in members if m.filename.count("/") == 1 and m.filename.endswith("/data.pkl")]
         if not pickles:
             raise NotACheckpointError(name, "is a zip archive without <archive>/data.pkl: not a torch checkpoint")
@@ -145,7 +213,7 @@ def _read_member(name: str, archive: zipfile.ZipFile, member: zipfile.ZipInfo, l
     try:
         with archive.open(member) as stream:
             data = stream.read(limit + 1)  # never trust the declared size alone
-    except (zipfile.BadZipFile, zlib.error, struct.error, ValueError, EOFError, NotImplementedError) as error:
+    except _ZIP_ERRORS as error:
         raise CorruptCheckpointError(name, f"zip member {member.filename}: {error}") from None
     if len(data) > limit:
         raise LimitError(name, what, limit)

@@ -1,0 +1,39 @@
+"""Coverage-guided fuzzing of the reader with atheris.
+
+Every input is tried as a raw pickle (the inert pickle machine), as a torch-zip archive and as
+a legacy torch file; the only acceptable outcomes are a result or a ``ckptkeys.ReadError``.
+Any other exception, a crash or a hang is a bug. See fuzz/README.md for how to run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    import ckptkeys
+    from ckptkeys import _pickle, _reader
+    from ckptkeys._limits import Limits
+
+# Small limits keep every input cheap; the limits' own checks are part of what is fuzzed.
+LIMITS = Limits(max_pickle_bytes=1 << 20, max_objects=100_000, max_memo=100_000, max_string_bytes=1 << 16)
+
+
+def test_one_input(data: bytes) -> None:
+    with contextlib.suppress(ckptkeys.ReadError):
+        _pickle.unpickle(data, limits=LIMITS)
+    for reader in (_reader._read_zip, _reader._read_legacy):
+        with contextlib.suppress(ckptkeys.ReadError):
+            reader("<fuzz>", io.BytesIO(data), len(data), LIMITS)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
