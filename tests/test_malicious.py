@@ -153,3 +153,24 @@ def test_inspect_names_code_execution_apart_from_ordinary_classes(tmp_path: path
     assert classes["deepspeed.runtime.zero.config.ZeroStageEnum"] == "refused"
     assert classes["torch._utils._rebuild_tensor_v2"] == "allowed"
     assert "code-execution" not in classes.values()
+
+
+@pytest.mark.parametrize("name", ["reduce_os_system.pkl", "reduce_builtins_exec.pkl", "inst_os_system.pkl"])
+def test_the_harness_sees_what_a_real_unpickler_does(tmp_path: pathlib.Path, name: str) -> None:
+    """Control: with pickle.loads in place of ckptkeys, the same child records the attack and the canary appears."""
+    control = CHILD.replace(
+        "_pickle.unpickle(stream.read(), source=path).value", "__import__('pickle').loads(stream.read())"
+    )
+    assert control != CHILD
+    done = subprocess.run(
+        [sys.executable, "-c", control, str(CORPUS / name)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    (result,) = json.loads(done.stdout).values()
+    assert result["events"], result
+    assert [path.name for path in tmp_path.iterdir()] == [f"ckptkeys-canary-{pathlib.Path(name).stem}"]

@@ -44,7 +44,7 @@ def test_correct_use_type_checks() -> None:
     assert status == 0, output
 
 
-@pytest.mark.parametrize("name", ["bad_member.py", "bad_literal.py"])
+@pytest.mark.parametrize("name", ["bad_member.py", "bad_literal.py", "bad_info.py"])
 def test_misuse_is_reported(name: str) -> None:
     path = CASES / name
     output, status = _mypy(path)
