@@ -47,7 +47,98 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--example", action="store_true", help="inspect the small DeepSpeed checkpoint shipped with ckptkeys"
             )
+    lint = commands.add_parser(
+        "lint",
+        help="find loose checkpoint-key strings in Python code (docs/lint.md)",
+        description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
+    )
+    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders")
+    lint.add_argument("--select", metavar="CODES", help="only these codes or prefixes, comma-separated (CK1,CK301)")
+    lint.add_argument("--ignore", metavar="CODES", help="not these codes or prefixes, comma-separated")
+    lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
+    lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
+    lint.add_argument("--json", action="store_true", help="one JSON document")
     return parser
+
+
+def _codes(text: str | None) -> list[str] | None:
+    return [c.strip().upper() for c in text.split(",") if c.strip()] if text is not None else None
+
+
+def _lint(args: argparse.Namespace) -> int:
+    import difflib
+
+    from . import lint
+
+    select, ignore = _codes(args.select), _codes(args.ignore)
+    for code in (select or []) + (ignore or []):
+        if not any(known.startswith(code) for known in lint.CODES):
+            print(f"ckptkeys lint: unknown code {code!r}; the codes are {', '.join(lint.CODES)}", file=sys.stderr)
+            return EXIT_USAGE
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"ckptkeys lint: {missing[0]}: does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    remaining: list[lint.Finding] = []
+    fixed: list[lint.Finding] = []
+    changed = 0
+    for path in lint.iter_python_files(args.paths):
+        try:
+            with open(path, "rb") as stream:
+                source, encoding = lint.decode_source(stream.read())
+        except (OSError, SyntaxError, UnicodeDecodeError) as error:
+            # One unreadable file is one finding; the other files are still linted.
+            unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
+            remaining += [unreadable] if lint._selected("CK001", select, ignore) else []
+            continue
+        findings = lint.lint_source(source, path, select=select, ignore=ignore)
+        if (args.fix or args.diff) and any(f.fixable for f in findings):
+            new, applied = lint.fix_source(source, findings)
+            if applied:
+                changed += 1
+                fixed += applied
+                done = {id(f) for f in applied}
+                findings = [f for f in findings if id(f) not in done]
+                if args.diff:
+                    sys.stdout.writelines(
+                        difflib.unified_diff(
+                            source.splitlines(keepends=True), new.splitlines(keepends=True), path, path
+                        )
+                    )
+                else:
+                    with open(path, "w", encoding=encoding, newline="") as stream:
+                        stream.write(new)
+        remaining += findings
+    if args.json:
+        document = {
+            "schema_version": 1,
+            "findings": [
+                {
+                    "path": f.path,
+                    "line": f.line,
+                    "col": f.col,
+                    "code": f.code,
+                    "message": f.message,
+                    "value": f.value,
+                    "candidates": list(f.candidates),
+                    "fixable": f.fixable,
+                }
+                for f in remaining
+            ],
+            "fixed": len(fixed),
+            "summary": {
+                code: sum(1 for f in remaining if f.code == code) for code in sorted({f.code for f in remaining})
+            },
+        }
+        print(json.dumps(document, indent=2))
+    elif not args.diff:
+        for finding in remaining:
+            print(finding)
+        if args.fix:
+            print(f"fixed {len(fixed)} finding(s) in {changed} file(s); {len(remaining)} left", file=sys.stderr)
+    if args.diff:
+        return EXIT_PROBLEMS if fixed else EXIT_OK
+    return EXIT_PROBLEMS if remaining else EXIT_OK
 
 
 def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | str:
@@ -143,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return _keys(args) if args.command == "keys" else _check(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "lint":
+            return _lint(args)
+        return _check(args)
     except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`
         sys.stderr.close()
         return EXIT_OK

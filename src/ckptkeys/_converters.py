@@ -217,8 +217,8 @@ def _ds_to_universal(tag: TagLayout) -> Verdict:
             False,
             "no-universal-info",
             "no universal_checkpoint_info in the model states: write it through "
-            "engine.save_checkpoint(..., client_state={'universal_checkpoint_info': {...}}), "
-            "or run ds_to_universal with --inject_missing_state",
+            "engine.save_checkpoint(..., client_state={'universal_checkpoint_info': {...}}) "
+            "(ckptkeys.writing builds it; see docs/writing.md), or run ds_to_universal with --inject_missing_state",
         )
     if not isinstance(info, dict):
         return Verdict(False, "bad-universal-info", "universal_checkpoint_info is not a dict")

@@ -1,0 +1,89 @@
+"""Benchmark: ``ckptkeys lint`` of the whole installed DeepSpeed package, against ``ast.parse``.
+
+Run: ``python bench/bench_lint.py [FOLDER]`` (default: the installed ``deepspeed`` package).
+In one process, over the same files with their text already in memory: ``lint_source`` of
+every file, and ``ast.parse`` of every file, the floor for any linter working on Python's own
+syntax trees. Each figure is the median of ``--runs`` passes after one warm-up pass. Also the
+whole command, ``python -m ckptkeys lint FOLDER``, as a user runs it (interpreter start-up and
+file reads included). Target (issue 6): lint within 3x of ``ast.parse``. Printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from ckptkeys.lint import iter_python_files, lint_source  # noqa: E402
+
+
+def timed(func: object, sources: list[tuple[str, str]], runs: int) -> float:
+    samples = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        for path, text in sources:
+            func(text, path)  # type: ignore[operator]
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", help="folder to lint (default: the installed deepspeed package)")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    folder = args.folder
+    if folder is None:
+        spec = importlib.util.find_spec("deepspeed")
+        if spec is None or not spec.submodule_search_locations:
+            print("DeepSpeed is not installed and no FOLDER was given: nothing to lint; skipped.")
+            return
+        folder = next(iter(spec.submodule_search_locations))
+    sources = [(p, pathlib.Path(p).read_text(encoding="utf-8")) for p in iter_python_files([folder])]
+    lines = sum(text.count("\n") for _, text in sources)
+    findings = sum(len(lint_source(text, path)) for path, text in sources)
+    walked = sum(1 for path, text in sources if _walked(text, path))
+    print(f"Python {sys.version.split()[0]}; {folder}")
+    print(f"{len(sources)} files, {lines:,} lines, {findings} findings; {walked} files hold a candidate and are parsed")
+
+    lint_s = timed(lint_source, sources, args.runs)
+    parse_s = timed(ast.parse, sources, args.runs)
+    print(f"\nin one process, text in memory, median of {args.runs}")
+    print(f"  {'':<28} {'time':>9} {'files/s':>9} {'x ast.parse':>12}")
+    for name, seconds in (("ckptkeys lint_source", lint_s), ("ast.parse (the floor)", parse_s)):
+        print(f"  {name:<28} {seconds * 1e3:7.0f}ms {len(sources) / seconds:9.0f} {seconds / parse_s:11.2f}x")
+    candidates = [(path, text) for path, text in sources if _walked(text, path)]
+    lint_c, parse_c = timed(lint_source, candidates, args.runs), timed(ast.parse, candidates, args.runs)
+    print(f"  only the {len(candidates)} files that hold a candidate (no pre-filter advantage):")
+    for name, seconds in (("ckptkeys lint_source", lint_c), ("ast.parse (the floor)", parse_c)):
+        print(f"  {name:<28} {seconds * 1e3:7.0f}ms {len(candidates) / seconds:9.0f} {seconds / parse_c:11.2f}x")
+    print("  target (issue 6): lint within 3x of ast.parse")
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    samples = []
+    for _ in range(args.runs + 1):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ckptkeys", "lint", folder], env=env, capture_output=True, check=False)
+        samples.append(time.perf_counter() - start)
+    whole = statistics.median(samples[1:])
+    print(f"\nthe whole command, python -m ckptkeys lint: {whole * 1e3:.0f} ms ({len(sources) / whole:.0f} files/s)")
+
+
+def _walked(text: str, path: str) -> bool:
+    from ckptkeys import lint
+
+    return lint._index().prefilter.search(text) is not None
+
+
+if __name__ == "__main__":
+    main()

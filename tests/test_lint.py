@@ -1,0 +1,447 @@
+"""ckptkeys lint: every rule with positive and negative cases, --fix, and the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ckptkeys
+from ckptkeys.lint import CODES, Finding, fix_source, iter_python_files, lint_source
+
+
+def lint(code: str, **kwargs: object) -> list[Finding]:
+    return lint_source(textwrap.dedent(code), "example.py", **kwargs)  # type: ignore[arg-type]
+
+
+def codes(code: str) -> list[str]:
+    return [f.code for f in lint(code)]
+
+
+def fixed(code: str) -> str:
+    source = textwrap.dedent(code)
+    return fix_source(source, lint_source(source, "example.py"))[0]
+
+
+# -- key positions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("x = state['param_shapes']", "CK101"),
+        ("state['param_shapes'] = x", "CK101"),
+        ("del state['param_shapes']", "CK101"),
+        ("x = state.get('param_shapes')", "CK102"),
+        ("x = state.pop('param_shapes', None)", "CK102"),
+        ("state.setdefault('param_shapes', {})", "CK102"),
+        ("if 'param_shapes' in state: pass", "CK103"),
+        ("if 'param_shapes' not in state: pass", "CK103"),
+        ("x = {'param_shapes': 1}", "CK104"),
+        ("if key == 'param_shapes': pass", "CK105"),
+        ("if 'param_shapes' != self.key: pass", "CK105"),
+        ("if k == 'param_shapes': pass", "CK105"),
+        ("helper(key='param_shapes')", "CK106"),
+    ],
+)
+def test_each_key_position(code: str, expected: str) -> None:
+    (finding,) = lint(code)
+    assert finding.code == expected
+    assert finding.value == "param_shapes"
+    assert finding.candidates == ("ModuleKeys.PARAM_SHAPES",)
+    assert "ModuleKeys.PARAM_SHAPES" in finding.message
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = 'param_shapes'",  # a bare string: no key position
+        "print('param_shapes')",
+        "x = f(param_shapes='optimizer_state_dict')",  # a keyword other than key=
+        "if name == 'param_shapes': pass",  # == with something not named like a key
+        "x = state['not_a_deepspeed_key']",
+        "x = state[b'param_shapes']",  # bytes are not keys
+        "x = ['param_shapes', 'optimizer_state_dict']",
+        "x = state.values('param_shapes')",  # not a key method
+        "x = state['param_shapes' + suffix]",  # not a literal
+        "x: Literal['param_shapes'] = 'param_shapes'",  # a type, not a look-up
+        "x: typing.Literal['param_shapes']",
+    ],
+)
+def test_not_key_positions(code: str) -> None:
+    assert lint(code) == []
+
+
+def test_position_is_reported_in_characters_and_one_based() -> None:
+    (finding,) = lint("x = 'é' + state['param_shapes']\n")
+    assert (finding.line, finding.col) == (1, 17)
+    assert str(finding) == f"example.py:1:17 CK101 {finding.message}"
+
+
+def test_ordinary_words_need_a_distinctive_key_of_their_group_beside_them() -> None:
+    assert codes("def f(config):\n    return config['optimizer'], config['module']\n") == []
+    assert codes("x = d['step']") == []
+    found = lint(
+        """
+        def load(sd):
+            model = sd['module']
+            names = sd['buffer_names']
+        """
+    )
+    assert [(f.value, f.candidates[0]) for f in found] == [
+        ("module", "ModuleKeys.MODULE"),
+        ("buffer_names", "ModuleKeys.BUFFER_NAMES"),
+    ]
+
+
+def test_context_is_per_function() -> None:
+    found = lint(
+        """
+        def load(sd):
+            return sd['buffer_names']
+
+        def other(config):
+            return config['module']
+        """
+    )
+    assert [f.value for f in found] == ["buffer_names"]
+
+
+def test_candidates_are_ordered_by_the_keys_around_them() -> None:
+    (scaler,) = [
+        f
+        for f in lint(
+            """
+            def f(s):
+                return s['cur_scale'], s['dynamic_loss_scale'], s['clip_grad']
+            """
+        )
+        if f.value == "cur_scale"
+    ]
+    assert scaler.candidates[0] == "OptimizerKeys.CUR_SCALE"
+    assert set(scaler.candidates) == {"OptimizerKeys.CUR_SCALE", "LossScalerKeys.CUR_SCALE"}
+    assert scaler.fixable and scaler.replacement == "OptimizerKeys.CUR_SCALE"
+    (scaler,) = [
+        f
+        for f in lint(
+            """
+            def f(s):
+                return s['cur_scale'], s['cur_hysteresis'], s['consecutive_hysteresis']
+            """
+        )
+        if f.value == "cur_scale"
+    ]
+    assert scaler.candidates[0] == "LossScalerKeys.CUR_SCALE"
+
+
+def test_a_tie_is_ambiguous_and_not_fixed() -> None:
+    (finding,) = lint("x = state['ds_version']")
+    assert len(finding.candidates) == 3 and "use one of" in finding.message
+    assert not finding.fixable
+    assert fix_source("x = state['ds_version']\n", [finding]) == ("x = state['ds_version']\n", [])
+
+
+# -- file names --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "builder"),
+    [
+        ("name = f'zero_pp_rank_{dp}_mp_rank_{mp:02d}_optim_states.pt'", "optim_states(dp_rank, mp_rank, precision)"),
+        ("name = 'mp_rank_' + str(mp).zfill(2) + '_model_states.pt'", "model_states(mp_rank)"),
+        ("name = 'layer_%02d-model_states.pt' % layer", "layer_model_states(layer, mp_rank)"),
+        (
+            "name = 'expp_rank_{}_mp_rank_{:02d}_optim_states.pt'.format(ep, mp)",
+            "expert_optim_states(ep_rank, mp_rank)",
+        ),
+        ("name = f'{prefix}zero_pp_rank_{dp}' + f'_mp_rank_{mp:02d}_model_states.pt'", "zero3_model_states"),
+    ],
+)
+def test_rebuilt_file_names(code: str, builder: str) -> None:
+    (finding,) = lint(code)
+    assert finding.code == "CK201"
+    assert builder in finding.message
+    assert not finding.fixable
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "msg = f'Expected {n} of *_optim_states.pt files'",  # a sentence, not a name
+        "name = f'log_rank_{rank}.txt'",
+        "name = f'global_rank_mapping={mapping}'",
+        "name = f'layer_{i}.weight'",
+        "pattern = '*_optim_states.pt'",  # no placeholder: a glob, not a rebuilt name
+    ],
+)
+def test_not_file_names(code: str) -> None:
+    assert lint(code) == []
+
+
+def test_literal_file_names() -> None:
+    (finding,) = lint("path = os.path.join(d, 'bf16_zero_pp_rank_3_mp_rank_01_optim_states.pt')")
+    assert finding.code == "CK202"
+    assert "ckptkeys.naming.optim_states(3, 1, 'bf16')" in finding.message
+    assert lint("path = 'weights_model_states.pt'") == []
+
+
+# -- imports ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "after"),
+    [
+        (
+            "from deepspeed.checkpoint.constants import OPTIMIZER_STATE_DICT\n",
+            "from ckptkeys.constants import OPTIMIZER_STATE_DICT\n",
+        ),
+        (
+            "from deepspeed.checkpoint.constants import (\n    A,  # first\n    B,\n)\n",
+            "from ckptkeys.constants import (\n    A,  # first\n    B,\n)\n",
+        ),
+        ("import deepspeed.checkpoint.constants as c\n", "import ckptkeys.constants as c\n"),
+        ("from deepspeed.checkpoint import constants\n", "from ckptkeys import constants\n"),
+        ("import deepspeed.checkpoint.constants\n", None),  # binds `deepspeed`: not rewritten
+    ],
+)
+def test_constants_imports(code: str, after: str | None) -> None:
+    (finding,) = lint(code)
+    assert finding.code == "CK301"
+    assert fixed(code) == (after if after is not None else code)
+
+
+def test_relative_import_inside_deepspeed_is_reported_not_rewritten(tmp_path: pathlib.Path) -> None:
+    package = tmp_path / "deepspeed" / "checkpoint"
+    package.mkdir(parents=True)
+    path = package / "user.py"
+    source = "from .constants import ZERO_STAGE\nfrom .utils import thing\n"
+    (finding,) = lint_source(source, str(path))
+    assert finding.code == "CK301" and not finding.fixable
+    assert lint_source(source, str(tmp_path / "elsewhere.py")) == []
+
+
+def test_unrelated_imports() -> None:
+    assert lint("from deepspeed.checkpoint import DeepSpeedCheckpoint\nimport constants\n") == []
+
+
+def test_syntax_errors_are_a_finding() -> None:
+    (finding,) = lint("x = state['param_shapes'\n")
+    assert finding.code == "CK001"
+
+
+# -- suppression and selection -----------------------------------------------------------------------
+
+
+def test_ignore_comments() -> None:
+    assert lint("x = state['param_shapes']  # ckptkeys: ignore\n") == []
+    assert lint("x = state['param_shapes']  # ckptkeys: ignore[CK101]\n") == []
+    assert [f.code for f in lint("x = state['param_shapes']  # ckptkeys: ignore[CK102]\n")] == ["CK101"]
+
+
+def test_select_and_ignore_prefixes() -> None:
+    code = "from deepspeed.checkpoint.constants import A\nx = state['param_shapes']\n"
+    assert [f.code for f in lint(code, select=["CK1"])] == ["CK101"]
+    assert [f.code for f in lint(code, ignore=["CK1"])] == ["CK301"]
+    assert [f.code for f in lint(code, select=["CK"], ignore=["CK301"])] == ["CK101"]
+
+
+def test_every_code_is_documented() -> None:
+    docs = (pathlib.Path(__file__).parent.parent / "docs" / "lint.md").read_text(encoding="utf-8")
+    for code in CODES:
+        assert f"`{code}`" in docs, code
+
+
+# -- fixing -------------------------------------------------------------------------------------------
+
+
+def test_fix_reads_use_members_and_stores_use_value() -> None:
+    source = '''\
+        """A docstring."""
+        from __future__ import annotations
+
+        import os  # the first import
+
+
+        def save(state, sd):
+            # keep this comment
+            sd['param_shapes'] = state.get('param_shapes')
+            return {'param_shapes': sd['param_shapes']}
+        '''
+    assert fixed(source) == textwrap.dedent(
+        '''\
+        """A docstring."""
+        from __future__ import annotations
+
+        from ckptkeys import ModuleKeys
+        import os  # the first import
+
+
+        def save(state, sd):
+            # keep this comment
+            sd[ModuleKeys.PARAM_SHAPES.value] = state.get(ModuleKeys.PARAM_SHAPES)
+            return {ModuleKeys.PARAM_SHAPES.value: sd[ModuleKeys.PARAM_SHAPES]}
+        '''
+    )
+
+
+def test_fix_reuses_an_existing_import_and_skips_a_clash() -> None:
+    assert fixed("from ckptkeys import ModuleKeys\nx = s['param_shapes']\n") == (
+        "from ckptkeys import ModuleKeys\nx = s[ModuleKeys.PARAM_SHAPES]\n"
+    )
+    clash = "ModuleKeys = None\nx = s['param_shapes']\n"
+    assert fixed(clash) == clash
+
+
+def test_fix_without_imports_or_docstring_and_with_crlf() -> None:
+    assert (
+        fixed("x = s['param_shapes']\r\ny = 1\r\n")
+        == "from ckptkeys import ModuleKeys\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\ny = 1\r\n"
+    )
+
+
+def test_fix_inside_an_f_string_and_with_implicit_concatenation() -> None:
+    source = "x = f\"{s['param_shapes']}\"\ny = s['param_' 'shapes']\n"
+    assert fixed(source) == (
+        'from ckptkeys import ModuleKeys\nx = f"{s[ModuleKeys.PARAM_SHAPES]}"\ny = s[ModuleKeys.PARAM_SHAPES]\n'
+    )
+
+
+def test_fix_is_idempotent_and_leaves_no_fixable_finding() -> None:
+    source = "def f(s):\n    s['buffer_names'] = s.pop('param_shapes')\n    return 'module' in s\n"
+    once = fixed(source)
+    assert fixed(once) == once
+    assert not [f for f in lint_source(once, "x.py") if f.fixable]
+
+
+SAVE = """
+def build(state):
+    out = {'param_shapes': state['param_shapes'], 'buffer_names': []}
+    out['optimizer_state_dict'] = state.get('optimizer_state_dict')
+    out.setdefault('frozen_param_shapes', None)
+    return out, 'buffer_names' in out, state['param_shapes'] == 1
+"""
+
+
+def _run(source: str) -> tuple[object, bytes]:
+    namespace: dict[str, object] = {}
+    exec(compile(source, "example.py", "exec"), namespace)
+    result = namespace["build"]({"param_shapes": 1, "optimizer_state_dict": {}})  # type: ignore[operator]
+    return result, pickle.dumps(result[0], protocol=2)
+
+
+def test_fixed_code_behaves_and_pickles_the_same() -> None:
+    after = fixed(SAVE)
+    assert after != SAVE and "ckptkeys" in after
+    before_result, before_bytes = _run(SAVE)
+    after_result, after_bytes = _run(after)
+    assert after_result == before_result
+    assert after_bytes == before_bytes  # plain str keys in what would be saved: no enum member pickled
+    assert all(type(key) is str for key in after_result[0])  # type: ignore[index]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(sorted({m.value for g in ckptkeys.GROUPS for m in g if "_" in m.value})),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    )
+)
+def test_fixing_a_dict_display_never_changes_what_pickles(keys: list[str]) -> None:
+    source = "def build(state):\n    return {" + ", ".join(f"{k!r}: {i}" for i, k in enumerate(keys)) + "}, 0, 0\n"
+    after = fixed(source)
+    assert _run(after)[1] == _run(source)[1]
+
+
+# -- files and the command ----------------------------------------------------------------------------
+
+
+def test_iter_python_files(tmp_path: pathlib.Path) -> None:
+    for name in ("a.py", "b.txt", "sub/c.py", ".hidden/d.py", "__pycache__/e.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    found = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in iter_python_files([tmp_path])]
+    assert found == ["a.py", "sub/c.py"]
+
+
+def cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "lint", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONIOENCODING="utf-8"),
+        check=False,
+    )
+
+
+def test_command(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "train.py"
+    original = "def f(s):\n    return s['param_shapes']\n\n\ndef g(t):\n    return t['ds_version']\n"
+    bad.write_text(original)
+    clean = tmp_path / "clean.py"
+    clean.write_text("x = 1\n")
+
+    result = cli("train.py", "clean.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith("train.py:2:14 CK101 'param_shapes' is a checkpoint key")
+    assert len(result.stdout.splitlines()) == 2
+    assert cli("clean.py", cwd=tmp_path).returncode == 0
+    assert cli("missing.py", cwd=tmp_path).returncode == 2
+    assert cli("--select", "XX9", "train.py", cwd=tmp_path).returncode == 2
+
+    document = json.loads(cli("--json", "train.py", cwd=tmp_path).stdout)
+    assert [f["code"] for f in document["findings"]] == ["CK101", "CK101"]
+    assert document["findings"][0]["candidates"] == ["ModuleKeys.PARAM_SHAPES"]
+    assert document["findings"][1]["fixable"] is False
+
+    diff = cli("--diff", "train.py", cwd=tmp_path)
+    assert diff.returncode == 1 and "+from ckptkeys import ModuleKeys" in diff.stdout
+    assert bad.read_text() == original  # --diff writes nothing
+
+    result = cli("--fix", "train.py", cwd=tmp_path)
+    assert result.returncode == 1  # the ambiguous ds_version is left
+    assert "ModuleKeys.PARAM_SHAPES" in bad.read_text()
+    assert [line.split()[1] for line in result.stdout.splitlines()] == ["CK101"]
+    assert "fixed 1 finding(s) in 1 file(s); 1 left" in result.stderr
+    assert cli("--ignore", "CK101", "train.py", cwd=tmp_path).returncode == 0
+
+
+def test_pre_commit_hook_definition() -> None:
+    text = (pathlib.Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
+    assert "id: ckptkeys-lint" in text and "entry: ckptkeys lint" in text and "types: [python]" in text
+
+
+def test_form_feeds_do_not_shift_lines() -> None:
+    source = "x = 1\x0c\ny = s['param_shapes']\n"
+    (finding,) = lint_source(source, "ff.py")
+    assert (finding.line, finding.col) == (2, 7)
+    assert (
+        fix_source(source, [finding])[0]
+        == "from ckptkeys import ModuleKeys\nx = 1\x0c\ny = s[ModuleKeys.PARAM_SHAPES]\n"
+    )
+
+
+def test_encodings_are_kept_and_unreadable_files_do_not_stop_the_run(tmp_path: pathlib.Path) -> None:
+    latin = tmp_path / "latin.py"
+    latin.write_bytes("# -*- coding: latin-1 -*-\nname = 'café'\nx = s['param_shapes']\n".encode("latin-1"))
+    bom = tmp_path / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbfx = s['param_shapes']\r\n")
+    broken = tmp_path / "broken.py"
+    broken.write_bytes(b"x = '\xff'\n")  # not UTF-8, no declaration
+    result = cli("--fix", ".", cwd=tmp_path)
+    assert result.returncode == 1
+    assert [line.split()[1] for line in result.stdout.splitlines()] == ["CK001"]
+    assert result.stdout.startswith("broken.py:1:1 CK001 cannot be read")
+    assert latin.read_bytes().decode("latin-1").endswith("name = 'café'\nx = s[ModuleKeys.PARAM_SHAPES]\n")
+    assert bom.read_bytes() == b"\xef\xbb\xbffrom ckptkeys import ModuleKeys\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\n"
+    assert cli("--ignore", "CK001", ".", cwd=tmp_path).returncode == 0
