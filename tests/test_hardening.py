@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import ckptkeys
 from ckptkeys import CorruptCheckpointError, LimitError, Limits, ReadError
-from ckptkeys._pickle import unpickle
+from ckptkeys._pickle import _check_depth, unpickle
 
 from .conftest import DATA, FIXTURES
 
@@ -132,8 +132,12 @@ def test_mutated_pickles(seed: bytes, flips: list[tuple[int, int]], data: st.Dat
     if data.draw(st.booleans()):
         cut = data.draw(st.integers(0, len(raw)))
         raw = raw[:cut] + raw[cut + data.draw(st.integers(0, 8)) :]
-    with contextlib.suppress(ReadError):
-        unpickle(bytes(raw), limits=Limits(max_objects=200_000))
+    try:
+        result = unpickle(bytes(raw), limits=Limits(max_objects=200_000))
+    except ReadError:
+        return
+    # The container count the reader trusts to skip its depth pass really bounds the depth.
+    assert _check_depth(result.value, 10**9, "") <= max(result.containers, 0)
 
 
 @settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
@@ -204,3 +208,35 @@ def test_every_good_file_and_one_problem_per_bad_file(tmp_path: pathlib.Path) ->
     assert all(entries[path]["readable"] and entries[path]["top_level_keys"] for path in good)
     assert not any(entries[path]["readable"] for path in bad)
     assert sorted(p["file"] for p in document["problems"] if p["code"] == "unreadable-file") == sorted(bad)
+
+
+def test_depth_counts_inside_persistent_ids() -> None:
+    """A raw pickle's persistent id is kept as PersistentRef(pid): a deep pid is measured too."""
+    depth = 300
+    deep = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"Q."
+    with pytest.raises(LimitError, match="max_depth"):
+        unpickle(deep)
+    shallow = b"\x80\x02" + b"]" * 10 + b"a" * 9 + b"Q."
+    assert type(unpickle(shallow).value).__name__ == "PersistentRef"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.tuples(inner)
+            | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+            | st.frozensets(st.integers(), max_size=2)
+        ),
+        max_leaves=40,
+    ),
+    st.integers(0, 5),
+)
+def test_container_count_bounds_the_depth_of_pickled_structures(value: object, protocol: int) -> None:
+    import pickle
+
+    result = unpickle(pickle.dumps(value, protocol=protocol))
+    assert result.value == value
+    assert _check_depth(result.value, 10**9, "") <= result.containers

@@ -98,7 +98,14 @@ class Unpickled:
     """Every global named, in order of first mention, whether called or not."""
     end: int
     """Offset of the first byte after the pickle's STOP."""
+    containers: int = 0
+    """An upper bound on the containers the run made: no structure nests deeper than this."""
 
+
+# Containers one call may make: the Opaque record with its `items` list and `dict_items` dict,
+# the argument tuple INST and OBJ build, and an interpreter's own fallback record (torch's
+# _rebuild_from_type_v2 wraps another interpreter's record): 3 + 1 + 3, rounded up.
+_CALL_CONTAINERS: Final = 8
 
 _MARK: Final = object()  # stands on the stack where MARK put it (we keep marks in a metastack)
 
@@ -188,13 +195,24 @@ class _Machine:
         # Nesting depth of every tuple and frozenset made so far, by id: hashing one (as a
         # dict key or set element) recurses in C, and a deep enough one crashes the process.
         self.depths: dict[int, int] = {}
+        # Containers made so far, over-counted (see _CALL_CONTAINERS): a chain of nested
+        # containers is made of distinct containers, so no structure nests deeper than this, and
+        # the depth pass over the finished structure can be skipped while it is under the limit.
+        self.containers = 0
 
     def immutable(self, container: tuple[Any, ...] | frozenset[Any]) -> None:
         depths = self.depths
-        depth = 1 + max((depths.get(id(item), 0) for item in container), default=0)
+        depth = 1
+        for item in container:  # only tuples and frozensets nest inside a hashable value
+            kind = type(item)
+            if kind is tuple or kind is frozenset:
+                inner = depths.get(id(item), 1) + 1
+                if inner > depth:
+                    depth = inner
         if depth > self.limits.max_depth:
             raise LimitError(self.source, "max_depth", self.limits.max_depth)
         depths[id(container)] = depth
+        self.containers += 1
         self.push(container)
 
     # -- input ------------------------------------------------------------------------------
@@ -272,6 +290,7 @@ class _Machine:
         return ref
 
     def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> Any:
+        self.containers += _CALL_CONTAINERS
         if not isinstance(args, tuple):
             if isinstance(args, list):  # INST/OBJ collect args from the stack
                 args = tuple(args)
@@ -506,6 +525,7 @@ def _dup(m: _Machine) -> None:
 
 
 def _empty_tuple(m: _Machine) -> None:
+    m.containers += 1  # measured as one level by the depth pass
     m.push(())
 
 
@@ -525,10 +545,12 @@ def _tuple_n(n: int) -> Callable[[_Machine], None]:
 
 
 def _empty_list(m: _Machine) -> None:
+    m.containers += 1
     m.push([])
 
 
 def _list(m: _Machine) -> None:
+    m.containers += 1
     m.push(m.pop_mark())
 
 
@@ -552,6 +574,7 @@ def _appends(m: _Machine) -> None:
 
 
 def _empty_dict(m: _Machine) -> None:
+    m.containers += 1
     m.push({})
 
 
@@ -562,6 +585,7 @@ def _pairs_of(m: _Machine, items: list[Any]) -> list[tuple[Any, Any]]:
 
 
 def _dict(m: _Machine) -> None:
+    m.containers += 1
     m.push(dict(_pairs_of(m, m.pop_mark())))
 
 
@@ -586,6 +610,7 @@ def _setitems(m: _Machine) -> None:
 
 
 def _empty_set(m: _Machine) -> None:
+    m.containers += 1
     m.push(set())
 
 
@@ -692,6 +717,7 @@ def _build(m: _Machine) -> None:
     target = m.top()
     if isinstance(target, Opaque):
         # Stored as data, never applied: no __setstate__, no __dict__ update, no setattr.
+        m.containers += 1  # a second BUILD nests the states in a tuple
         target.state = state if target.state is None else (target.state, state)
     elif isinstance(target, OrderedDict) and _is_attribute_dict(state):
         # A torch state_dict carries its per-module versions as the attribute `_metadata`;
@@ -723,6 +749,7 @@ def _binpersid(m: _Machine) -> None:
 
 
 def _persistent(m: _Machine, pid: Any) -> Any:
+    m.containers += 1
     if m.persistent_load is None:
         return PersistentRef(pid)
     return m.persistent_load(pid)
@@ -831,8 +858,9 @@ def unpickle(
     )
     machine.pos = start
     value = machine.run()
-    _check_depth(value, limits.max_depth, source)
-    return Unpickled(value, tuple(machine.globals), machine.pos)
+    if machine.containers > limits.max_depth:
+        _check_depth(value, limits.max_depth, source)
+    return Unpickled(value, tuple(machine.globals), machine.pos, machine.containers)
 
 
 def _children(value: Any) -> Iterator[Any] | None:
@@ -846,11 +874,17 @@ def _children(value: Any) -> Iterator[Any] | None:
         return iter(value)
     if isinstance(value, Opaque):
         return iter((value.cls, value.args, value.kwargs, value.state, value.items, value.dict_items))
+    if isinstance(value, PersistentRef):
+        return iter((value.pid,))
     return None
 
 
-def _check_depth(root: Any, limit: int, source: str) -> None:
-    """Raise LimitError if the structure nests deeper than ``limit``.
+# Types that never hold another value: the depth walk skips them without a look-up.
+_LEAF_TYPES: Final = frozenset({str, bytes, int, float, bool, complex, type(None), GlobalRef})
+
+
+def _check_depth(root: Any, limit: int, source: str) -> int:
+    """The nesting depth of the structure; LimitError if it is deeper than ``limit``.
 
     Lists and dicts can be filled after they were nested, so their depth is only known at the
     end; every consumer that recurses (repr, ==, copy, json) needs it bounded. Iterative,
@@ -858,13 +892,15 @@ def _check_depth(root: Any, limit: int, source: str) -> None:
     """
     children = _children(root)
     if children is None:
-        return
+        return 0
     measured: dict[int, int] = {}
     active = {id(root)}
     stack: list[list[Any]] = [[root, children, 0]]
     while stack:
         frame = stack[-1]
         child = next(frame[1], _MARK)
+        if type(child) in _LEAF_TYPES:  # most of a checkpoint: names, numbers, tensors
+            continue
         if child is _MARK:
             depth = frame[2] + 1
             measured[id(frame[0])] = depth
@@ -884,3 +920,4 @@ def _check_depth(root: Any, limit: int, source: str) -> None:
             raise LimitError(source, "max_depth", limit)
         active.add(key)
         stack.append([child, grandchildren, 0])
+    return measured[id(root)]
