@@ -23,8 +23,15 @@ LIMITS = Limits(max_pickle_bytes=1 << 20, max_objects=100_000, max_memo=100_000,
 
 
 def test_one_input(data: bytes) -> None:
-    with contextlib.suppress(ckptkeys.ReadError):
-        _pickle.unpickle(data, limits=LIMITS)
+    try:
+        result = _pickle.unpickle(data, limits=LIMITS)
+    except ckptkeys.ReadError:
+        pass
+    else:
+        # The reader skips its depth pass while this count is under the limit: it must bound the depth.
+        depth = _pickle._check_depth(result.value, 10**9, "<fuzz>")
+        if depth > result.containers:
+            raise AssertionError(f"depth {depth} > counted containers {result.containers}")
     for reader in (_reader._read_zip, _reader._read_legacy):
         with contextlib.suppress(ckptkeys.ReadError):
             reader("<fuzz>", io.BytesIO(data), len(data), LIMITS)

@@ -303,14 +303,14 @@ def test_fix_reuses_an_existing_import_and_skips_a_clash() -> None:
 def test_fix_without_imports_or_docstring_and_with_crlf() -> None:
     assert (
         fixed("x = s['param_shapes']\r\ny = 1\r\n")
-        == "from ckptkeys import ModuleKeys\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\ny = 1\r\n"
+        == "from ckptkeys import ModuleKeys\r\n\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\ny = 1\r\n"
     )
 
 
 def test_fix_inside_an_f_string_and_with_implicit_concatenation() -> None:
     source = "x = f\"{s['param_shapes']}\"\ny = s['param_' 'shapes']\n"
     assert fixed(source) == (
-        'from ckptkeys import ModuleKeys\nx = f"{s[ModuleKeys.PARAM_SHAPES]}"\ny = s[ModuleKeys.PARAM_SHAPES]\n'
+        'from ckptkeys import ModuleKeys\n\nx = f"{s[ModuleKeys.PARAM_SHAPES]}"\ny = s[ModuleKeys.PARAM_SHAPES]\n'
     )
 
 
@@ -427,7 +427,7 @@ def test_form_feeds_do_not_shift_lines() -> None:
     assert (finding.line, finding.col) == (2, 7)
     assert (
         fix_source(source, [finding])[0]
-        == "from ckptkeys import ModuleKeys\nx = 1\x0c\ny = s[ModuleKeys.PARAM_SHAPES]\n"
+        == "from ckptkeys import ModuleKeys\n\nx = 1\x0c\ny = s[ModuleKeys.PARAM_SHAPES]\n"
     )
 
 
@@ -443,5 +443,18 @@ def test_encodings_are_kept_and_unreadable_files_do_not_stop_the_run(tmp_path: p
     assert [line.split()[1] for line in result.stdout.splitlines()] == ["CK001"]
     assert result.stdout.startswith("broken.py:1:1 CK001 cannot be read")
     assert latin.read_bytes().decode("latin-1").endswith("name = 'café'\nx = s[ModuleKeys.PARAM_SHAPES]\n")
-    assert bom.read_bytes() == b"\xef\xbb\xbffrom ckptkeys import ModuleKeys\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\n"
+    assert bom.read_bytes() == b"\xef\xbb\xbffrom ckptkeys import ModuleKeys\r\n\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\n"
     assert cli("--ignore", "CK001", ".", cwd=tmp_path).returncode == 0
+
+
+def test_the_import_goes_below_a_shebang_coding_line_and_comments() -> None:
+    source = (
+        "#!/usr/bin/env python\n# -*- coding: utf-8 -*-\n# a comment\n\n\n"
+        "@decorator\ndef f(s):\n    return s['param_shapes']\n"
+    )
+    assert fixed(source) == (
+        "#!/usr/bin/env python\n# -*- coding: utf-8 -*-\n# a comment\n\n\nfrom ckptkeys import ModuleKeys\n\n"
+        "@decorator\ndef f(s):\n    return s[ModuleKeys.PARAM_SHAPES]\n"
+    )
+    only_docstring = '"""Doc."""\nx: int\n'
+    assert lint(only_docstring) == []

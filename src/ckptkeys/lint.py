@@ -602,20 +602,24 @@ def _module_names(tree: ast.Module) -> dict[str, str]:
 
 
 def _add_import(source: str, names: list[str]) -> str:
+    """``source`` with ``from ckptkeys import names`` before its first statement after the
+    docstring and ``__future__`` imports (comments, a shebang and a coding line stay above)."""
     tree = ast.parse(source)
-    line = 0  # insert before this 0-based line
+    lines = _physical_lines(source)
+    line = len(lines)  # insert before this 0-based line
     for node in tree.body:
         is_docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is tree.body[0]
         is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
-        if is_docstring or is_future:
-            line = node.end_lineno or node.lineno
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            line = node.lineno - 1
-        break
-    lines = _physical_lines(source)
+        if not (is_docstring or is_future):
+            decorators = getattr(node, "decorator_list", [])
+            line = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+            before_code = not isinstance(node, (ast.Import, ast.ImportFrom))
+            break
+    else:
+        before_code = False
     newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    statement = f"from ckptkeys import {', '.join(names)}{newline}"
+    # A blank line keeps the new import apart from code that follows it directly.
+    statement = f"from ckptkeys import {', '.join(names)}{newline}" + (newline if before_code else "")
     if line and line <= len(lines) and not lines[line - 1].endswith(("\n", "\r")):
         lines[line - 1] += newline
     return "".join([*lines[:line], statement, *lines[line:]])
