@@ -240,3 +240,32 @@ def test_container_count_bounds_the_depth_of_pickled_structures(value: object, p
     result = unpickle(pickle.dumps(value, protocol=protocol))
     assert result.value == value
     assert _check_depth(result.value, 10**9, "") <= result.containers
+
+
+def _with_declared_count(archive: bytes, count: int, zip64: bool) -> bytes:
+    """The archive with its end record declaring ``count`` members (in a ZIP64 record if asked)."""
+    eocd = archive[-22:]
+    assert eocd.startswith(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack_from("<II", eocd, 12)
+    body = archive[:-22]
+    if body[-20:].startswith(b"PK\x06\x07"):  # torch writes a ZIP64 record and locator: drop them
+        body = body[: -20 - 56]
+        assert body[cd_offset + cd_size :] == b""
+    if not zip64:
+        return body + eocd[:8] + struct.pack("<HH", count, count) + eocd[12:]
+    record = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, len(body), 1)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + record + locator + end
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_declared_member_count_is_checked_before_zipfile_parses(tmp_path: pathlib.Path, zip64: bool) -> None:
+    honest = _with_declared_count(GOOD.read_bytes(), len(_members()), zip64)
+    path = tmp_path / "honest.pt"
+    path.write_bytes(honest)
+    assert ckptkeys.read(path).data  # zipfile reads the ZIP64 form too
+    path.write_bytes(_with_declared_count(GOOD.read_bytes(), 60_000, zip64))
+    # Only the declared count is too high (zipfile itself would list the few real members).
+    with pytest.raises(LimitError, match="max_zip_members=1000"):
+        ckptkeys.read(path, limits=Limits(max_zip_members=1000))

@@ -211,7 +211,8 @@ class _Machine:
                     depth = inner
         if depth > self.limits.max_depth:
             raise LimitError(self.source, "max_depth", self.limits.max_depth)
-        depths[id(container)] = depth
+        if depth > 1:  # absent means 1: most tuples hold only names and numbers
+            depths[id(container)] = depth
         self.containers += 1
         self.push(container)
 

@@ -38,6 +38,7 @@ _SNIFF_BYTES: Final = 16
 # The end-of-central-directory record is 22 bytes plus a comment of at most 65535 bytes.
 _EOCD_SEARCH: Final = 22 + 65535
 _EOCD_SIGNATURE: Final = b"PK\x05\x06"
+_EOCD_SIZE: Final = 22  # the end-of-central-directory record without a comment
 _ZIP64_LOCATOR_SIGNATURE: Final = b"PK\x06\x07"
 _ZIP64_EOCD_SIGNATURE: Final = b"PK\x06\x06"
 # A local file header is at least 30 bytes (plus its name and extra field).
@@ -111,28 +112,34 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
 
 def _declared_entries(stream: BinaryIO, size: int) -> int | None:
     """The member count the end-of-central-directory record declares, before zipfile parses it."""
-    tail = min(size, _EOCD_SEARCH)
-    stream.seek(size - tail)
-    data = stream.read(tail)
-    stream.seek(0)
-    at = data.rfind(_EOCD_SIGNATURE)
-    if at < 0 or at + 12 > len(data):
+    # Usually the record ends the file (no archive comment): read its 22 bytes, as zipfile does,
+    # and search the last 64 KiB only when it is not there (or for the ZIP64 locator before it).
+    try:
+        for tail in (min(size, _EOCD_SIZE), min(size, _EOCD_SEARCH)):
+            stream.seek(size - tail)
+            data = stream.read(tail)
+            at = data.rfind(_EOCD_SIGNATURE)
+            if at < 0 or at + 12 > len(data):
+                continue
+            entries: int = struct.unpack_from("<H", data, at + 10)[0]
+            if entries != 0xFFFF:
+                return entries
+            # ZIP64: the count is in the zip64 end record the locator (just before) points to.
+            locator = data.rfind(_ZIP64_LOCATOR_SIGNATURE, 0, at)
+            if locator < 0 or locator + 16 > len(data):
+                continue
+            record = struct.unpack_from("<Q", data, locator + 8)[0]
+            if record + 40 > size:
+                return None
+            stream.seek(record)
+            head = stream.read(40)
+            if len(head) < 40 or not head.startswith(_ZIP64_EOCD_SIGNATURE):
+                return None
+            zip64_entries: int = struct.unpack_from("<Q", head, 32)[0]
+            return zip64_entries
         return None
-    entries: int = struct.unpack_from("<H", data, at + 10)[0]
-    if entries == 0xFFFF:  # ZIP64: the count is in the zip64 end record the locator points to
-        locator = data.rfind(_ZIP64_LOCATOR_SIGNATURE, 0, at)
-        if locator < 0 or locator + 16 > len(data):
-            return None
-        record = struct.unpack_from("<Q", data, locator + 8)[0]
-        if record + 40 > size:
-            return None
-        stream.seek(record)
-        head = stream.read(40)
+    finally:
         stream.seek(0)
-        if len(head) < 40 or not head.startswith(_ZIP64_EOCD_SIGNATURE):
-            return None
-        entries = struct.unpack_from("<Q", head, 32)[0]
-    return entries
 
 
 def _check_members(name: str, members: list[zipfile.ZipInfo], size: int) -> None:
