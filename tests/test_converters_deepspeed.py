@@ -13,14 +13,12 @@ import io
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import ckptkeys
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, ds_to_universal
 
 pytestmark = pytest.mark.deepspeed
 
@@ -60,26 +58,7 @@ def test_ds_to_universal_agrees(folder: str, tmp_path: pathlib.Path) -> None:
     root = tmp_path / folder
     shutil.copytree(FIXTURES / folder, root)
     latest, verdicts = _verdicts(root)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepspeed.checkpoint.ds_to_universal",
-            "--input_folder",
-            str(root / latest),
-            "--output_folder",
-            str(tmp_path / "universal"),
-            "--num_extract_workers",
-            "1",
-            "--num_merge_workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, DS_ACCELERATOR="cpu"),
-        check=False,
-        timeout=600,
-    )
+    result = ds_to_universal(root / latest, tmp_path / "universal")
     verdict = verdicts["ds_to_universal"]
     assert verdict.ready == (result.returncode == 0), (result.stderr[-2000:], verdict)
     if result.returncode == 0:

@@ -22,7 +22,7 @@ import pytest
 import ckptkeys
 from ckptkeys.writing import universal_checkpoint_info
 
-from .conftest import ROOT
+from .conftest import ROOT, ds_to_universal
 
 pytestmark = pytest.mark.deepspeed
 
@@ -72,23 +72,6 @@ def _train(save: pathlib.Path, world: int, stage: int, precision: str) -> None:
         assert returncode == 0, output[-3000:]
 
 
-def _ds_to_universal(tag: pathlib.Path, output: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepspeed.checkpoint.ds_to_universal",
-            *("--input_folder", str(tag), "--output_folder", str(output)),
-            *("--num_extract_workers", "1", "--num_merge_workers", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, DS_ACCELERATOR="cpu"),
-        check=False,
-        timeout=600,
-    )
-
-
 @pytest.mark.parametrize(("world", "stage", "precision"), RUNS, ids=[f"ws{w}-z{s}-{p}" for w, s, p in RUNS])
 def test_builder_info_converts_and_its_absence_is_predicted(
     tmp_path: pathlib.Path, world: int, stage: int, precision: str
@@ -116,7 +99,7 @@ def test_builder_info_converts_and_its_absence_is_predicted(
     )
 
     # DeepSpeed's ds_to_universal succeeds exactly where ckptkeys said ready ...
-    converted = _ds_to_universal(save / "with_info", tmp_path / "universal")
+    converted = ds_to_universal(save / "with_info", tmp_path / "universal")
     assert converted.returncode == 0, converted.stderr[-3000:]
     universal = ckptkeys.validate_folder(tmp_path / "universal")
     (universal_tag,) = universal.tags
@@ -127,7 +110,7 @@ def test_builder_info_converts_and_its_absence_is_predicted(
         ckptkeys.read(tmp_path / "universal" / "zero" / name / "fp32.pt")
 
     # ... and fails, as predicted, without the info.
-    refused = _ds_to_universal(save / "without_info", tmp_path / "refused")
+    refused = ds_to_universal(save / "without_info", tmp_path / "refused")
     assert refused.returncode != 0
     assert MISSING_INFO in refused.stderr
 
