@@ -204,7 +204,7 @@ def test_zip_without_data_pkl(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "other.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/readme.txt", "hi")
-    with pytest.raises(NotACheckpointError, match=r"without <archive>/data\.pkl"):
+    with pytest.raises(NotACheckpointError, match=r"without archive/data\.pkl"):
         ckptkeys.read(path)
 
 
@@ -235,13 +235,13 @@ def test_short_storage_record(tmp_path: pathlib.Path) -> None:
         ckptkeys.read(path)
 
 
-def test_two_data_pkl(tmp_path: pathlib.Path) -> None:
+def test_second_folder_is_ignored_as_torch_does(tmp_path: pathlib.Path) -> None:
+    # torch.load reads <folder of the first member>/data.pkl and nothing else.
     path = tmp_path / "two.pt"
     shutil.copy(GOOD, path)
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("other/data.pkl", pickle.dumps(1))
-    with pytest.raises(CorruptCheckpointError, match=r"more than one data\.pkl"):
-        ckptkeys.read(path)
+    assert ckptkeys.read(path).data.keys() == ckptkeys.read(GOOD).data.keys()
 
 
 @pytest.mark.parametrize("keep", [10, 100, 1000, 2000, 3000])

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._pickle import GlobalRef
+
 __all__ = [
+    "AmbiguousFileError",
     "CkptKeysError",
     "CorruptCheckpointError",
     "LimitError",
@@ -10,6 +17,7 @@ __all__ = [
     "ReadError",
     "StructureError",
     "UnknownKeyError",
+    "UnsupportedFormatError",
 ]
 
 
@@ -26,15 +34,21 @@ class StructureError(CkptKeysError, ValueError):
 
 
 class ReadError(CkptKeysError):
-    """A file could not be read. ``path`` names it; ``reason`` says what is wrong."""
+    """A file could not be read. ``path`` names it; ``reason`` says what is wrong.
+
+    ``globals`` lists every global the file's pickles named before reading stopped: ``torch.load``
+    would already have imported (and possibly called) them, so a refused file still shows them.
+    """
+
+    globals: tuple[GlobalRef, ...] = ()
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[ReadError], tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason), {"globals": self.globals})
 
 
 class NotACheckpointError(ReadError):
@@ -53,5 +67,30 @@ class LimitError(ReadError):
         self.limit = limit
         self.value = value
 
-    def __reduce__(self) -> tuple[type[ReadError], tuple[str, str, int]]:  # type: ignore[override]
-        return (type(self), (self.path, self.limit, self.value))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.limit, self.value), {"globals": self.globals})
+
+
+class AmbiguousFileError(CorruptCheckpointError):
+    """Readers disagree on what the file holds, so it is refused rather than read one way.
+
+    ``torch.load`` and other readers (Python's ``zipfile``, a streaming unpickler) would see
+    different content: ``interpretations`` names both, the first being what ``torch.load``
+    reads. torch.save never writes such a file; a doctored one can show a benign face to one
+    reader and a payload to the other.
+    """
+
+    def __init__(self, path: str, reason: str, interpretations: tuple[str, str]) -> None:
+        super().__init__(path, f"{reason}: {interpretations[0]}; {interpretations[1]}")
+        self.interpretations = interpretations
+        self.why = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.why, self.interpretations), {"globals": self.globals})
+
+
+class UnsupportedFormatError(ReadError):
+    """A file ``torch.load`` reads in a format ckptkeys does not read (torch's pre-1.0 tar format).
+
+    It is refused, never read another way: torch would unpickle members ckptkeys cannot show.
+    """

@@ -12,13 +12,15 @@ pickled arguments.
 
 from __future__ import annotations
 
+import _compat_pickle  # the Python 2 renaming tables C pickle itself loads
 import codecs
 import itertools
+import mmap
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ._errors import CorruptCheckpointError, LimitError
+from ._errors import CorruptCheckpointError, LimitError, ReadError
 from ._limits import Limits
 
 TYPE_CHECKING = False
@@ -28,18 +30,26 @@ if TYPE_CHECKING:
 
     Interpreter = Callable[[tuple[Any, ...], "dict[Any, Any] | None"], Any]
     PersistentLoad = Callable[[Any], Any]
+    FindClass = Callable[[str, str, int], "GlobalRef"]
 
-__all__ = ["GlobalRef", "Opaque", "PersistentRef", "Unpickled", "unpickle"]
+__all__ = ["GlobalRef", "Opaque", "PersistentRef", "Unpickled", "find_class", "unpickle"]
 
 HIGHEST_PROTOCOL: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
 class GlobalRef:
-    """A global (class or function) a pickle names: never imported, only recorded."""
+    """A global (class or function) a pickle names: never imported, only recorded.
+
+    ``module`` and ``name`` are what the real unpickler would import and look up, after the
+    renaming it applies (see :func:`find_class`); a ``name`` with dots is an attribute path it
+    walks (protocol 4 and later). ``written`` holds the names as the pickle writes them where
+    they differ.
+    """
 
     module: str
     name: str
+    written: tuple[str, str] | None = None
 
     @property
     def qualname(self) -> str:
@@ -47,7 +57,28 @@ class GlobalRef:
         return f"{self.module}.{self.name}"
 
     def __repr__(self) -> str:
+        if self.written is not None:
+            return f"GlobalRef({self.qualname}, written {self.written[0]}.{self.written[1]})"
         return f"GlobalRef({self.qualname})"
+
+
+def find_class(module: str, name: str, protocol: int) -> GlobalRef:
+    """The global C pickle's ``Unpickler.find_class`` resolves for ``GLOBAL``, ``STACK_GLOBAL`` and ``INST``.
+
+    Under protocol 0-2 it renames Python 2 names first (``fix_imports``, on by default and in
+    ``torch.load``), with the running interpreter's own tables (``_compat_pickle``): a renamed
+    global records the written names too. From protocol 4 on it walks a dotted ``name``
+    attribute by attribute (``GLOBAL 'torch' 'os.system'`` is ``os.system``); the name is kept
+    dotted, as written, for the classification to see. ``protocol`` is the one in force when the
+    opcode runs: the last ``PROTO`` opcode read, 0 before any.
+    """
+    if protocol < 3:
+        renamed = _compat_pickle.NAME_MAPPING.get((module, name))
+        if renamed is not None:
+            return GlobalRef(renamed[0], renamed[1], (module, name))
+        if module in _compat_pickle.IMPORT_MAPPING:
+            return GlobalRef(_compat_pickle.IMPORT_MAPPING[module], name, (module, name))
+    return GlobalRef(module, name)
 
 
 @dataclass(eq=False, slots=True)
@@ -100,6 +131,9 @@ class Unpickled:
     """Offset of the first byte after the pickle's STOP."""
     containers: int = 0
     """An upper bound on the containers the run made: no structure nests deeper than this."""
+    frame_end: int | None = None
+    """Where the protocol-4 frame holding the STOP ends, if past ``end``: a reader that takes
+    whole frames from a stream (C pickle on a large frame) resumes there, not at ``end``."""
 
 
 # Containers one call may make: the Opaque record with its `items` list and `dict_items` dict,
@@ -174,15 +208,22 @@ class _Machine:
 
     def __init__(
         self,
-        data: bytes | memoryview,
+        data: bytes | memoryview | mmap.mmap,
         *,
         source: str,
         limits: Limits,
         interpreters: Mapping[tuple[str, str], Interpreter],
         persistent_load: PersistentLoad | None,
+        find_class: FindClass,
+        stop: int,
     ) -> None:
-        self.data = bytes(data)
+        # bytes, or an mmap (indexing, slicing and find() behave alike): never copied whole.
+        self.data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
+        self.size = stop
         self.pos = 0
+        self.proto = 0  # as C pickle: the last PROTO opcode's, 0 before any
+        self.frame_end: int | None = None
+        self.find_class = find_class
         self.source = source
         self.limits = limits
         self.interpreters = interpreters
@@ -224,17 +265,17 @@ class _Machine:
 
     def read(self, n: int) -> bytes:
         end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise self.fail(f"truncated: wanted {n} bytes at byte {self.pos}, {len(self.data) - self.pos} left")
+        if n < 0 or end > self.size:
+            raise self.fail(f"truncated: wanted {n} bytes at byte {self.pos}, {self.size - self.pos} left")
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
     def readline(self) -> bytes:
         limit = self.limits.max_line_bytes
-        end = self.data.find(b"\n", self.pos, self.pos + limit + 1)
+        end = self.data.find(b"\n", self.pos, min(self.pos + limit + 1, self.size))
         if end < 0:
-            if len(self.data) - self.pos > limit:
+            if self.size - self.pos > limit:
                 raise LimitError(self.source, "max_line_bytes", limit)
             raise self.fail("truncated: a text opcode has no end of line")
         line = self.data[self.pos : end]
@@ -286,7 +327,8 @@ class _Machine:
 
     # -- calls ------------------------------------------------------------------------------
 
-    def note_global(self, ref: GlobalRef) -> GlobalRef:
+    def note_global(self, module: str, name: str) -> GlobalRef:
+        ref = self.find_class(module, name, self.proto)
         self.globals.setdefault(ref, None)
         return ref
 
@@ -315,7 +357,7 @@ class _Machine:
     def run(self) -> Any:
         dispatch = _DISPATCH
         data = self.data
-        size = len(data)
+        size = self.size
         while self.pos < size:
             start = self.pos
             code = data[start]
@@ -348,10 +390,13 @@ def _proto(m: _Machine) -> None:
     version = m.read(1)[0]
     if version > HIGHEST_PROTOCOL:
         raise m.fail(f"unsupported protocol {version}")
+    m.proto = version  # C pickle resolves every later global under this protocol
 
 
 def _frame(m: _Machine) -> None:
-    m.read(8)  # the whole pickle is in memory; frames only matter to streaming readers
+    # The whole pickle is in memory; a frame only says where a streaming reader stops reading.
+    length = _UNSIGNED_8.unpack(m.read(8))[0]
+    m.frame_end = m.pos + length
 
 
 def _int(m: _Machine) -> None:
@@ -669,7 +714,7 @@ def _name_line(m: _Machine) -> str:
 def _global(m: _Machine) -> None:
     module = _name_line(m)
     name = _name_line(m)
-    m.push(m.note_global(GlobalRef(module, name)))
+    m.push(m.note_global(module, name))
 
 
 def _stack_global(m: _Machine) -> None:
@@ -677,7 +722,7 @@ def _stack_global(m: _Machine) -> None:
     module = m.pop()
     if not isinstance(module, str) or not isinstance(name, str):
         raise m.fail(f"STACK_GLOBAL with non-string names ({type(module).__name__}, {type(name).__name__})")
-    m.push(m.note_global(GlobalRef(module, name)))
+    m.push(m.note_global(module, name))
 
 
 def _reduce(m: _Machine) -> None:
@@ -703,7 +748,7 @@ def _inst(m: _Machine) -> None:
     module = _name_line(m)
     name = _name_line(m)
     args = m.pop_mark()
-    m.push(m.call(m.note_global(GlobalRef(module, name)), args, None, "INST"))
+    m.push(m.call(m.note_global(module, name), args, None, "INST"))
 
 
 def _obj(m: _Machine) -> None:
@@ -835,33 +880,52 @@ _OPNAMES: Final = {code[0]: name for code, (name, _) in _OPCODES.items()}
 
 
 def unpickle(
-    data: bytes | memoryview,
+    data: bytes | memoryview | mmap.mmap,
     *,
     source: str = "<pickle>",
     limits: Limits | None = None,
     interpreters: Mapping[tuple[str, str], Interpreter] | None = None,
     persistent_load: PersistentLoad | None = None,
+    find_class: FindClass = find_class,
     start: int = 0,
+    stop: int | None = None,
 ) -> Unpickled:
     """Read one pickle from ``data`` without importing or calling anything it names.
 
-    ``source`` names the file in errors. ``interpreters`` maps ``(module, name)`` to a pure
-    function that builds a value from pickled arguments (used for torch's tensor rebuilds);
-    everything else becomes an :class:`Opaque` record. ``persistent_load`` resolves
-    persistent ids (torch's storage records); without it they become :class:`PersistentRef`.
-    Reading starts at offset ``start``; what follows ``STOP`` is left alone (see ``end``).
+    ``source`` names the file in errors. ``interpreters`` maps ``(module, name)`` (as resolved
+    by ``find_class``) to a pure function that builds a value from pickled arguments (used for
+    torch's tensor rebuilds); everything else becomes an :class:`Opaque` record.
+    ``persistent_load`` resolves persistent ids (torch's storage records); without it they
+    become :class:`PersistentRef`. ``find_class`` says which global a written name stands for
+    (the default is C pickle's own rule). Reading starts at offset ``start`` and never goes past
+    ``stop`` (default: the end of ``data``); what follows ``STOP`` is left alone (see ``end``).
+
+    A :class:`ReadError` raised while reading carries, in ``globals``, every global named
+    before it: an unpickler that stops there has already imported them.
     """
     limits = limits or Limits()
-    if len(data) > limits.max_pickle_bytes:
+    stop = len(data) if stop is None else min(stop, len(data))
+    if stop - start > limits.max_pickle_bytes:
         raise LimitError(source, "max_pickle_bytes", limits.max_pickle_bytes)
     machine = _Machine(
-        data, source=source, limits=limits, interpreters=interpreters or {}, persistent_load=persistent_load
+        data,
+        source=source,
+        limits=limits,
+        interpreters=interpreters or {},
+        persistent_load=persistent_load,
+        find_class=find_class,
+        stop=stop,
     )
     machine.pos = start
-    value = machine.run()
-    if machine.containers > limits.max_depth:
-        _check_depth(value, limits.max_depth, source)
-    return Unpickled(value, tuple(machine.globals), machine.pos, machine.containers)
+    try:
+        value = machine.run()
+        if machine.containers > limits.max_depth:
+            _check_depth(value, limits.max_depth, source)
+    except ReadError as error:
+        error.globals = tuple(machine.globals)
+        raise
+    frame_end = machine.frame_end if machine.frame_end is not None and machine.frame_end > machine.pos else None
+    return Unpickled(value, tuple(machine.globals), machine.pos, machine.containers, frame_end)
 
 
 def _children(value: Any) -> Iterator[Any] | None:

@@ -1,26 +1,28 @@
 """``read()``: the structure of one checkpoint file, without torch and without running it.
 
-Two container formats exist. torch >= 1.6 writes a zip archive: ``<name>/data.pkl`` holds the
-pickled structure, ``<name>/data/<key>`` one record per storage, ``<name>/byteorder`` the byte
-order. Older torch wrote the *legacy* format: five pickles in a row (magic number, protocol
-version, system info, the structure, the storage keys) followed by the raw storages. Both are
-read by the inert pickle machine in ``_pickle``; only the pickle and the zip directory are
-read, never a storage record.
+``torch.load`` knows three container formats and tells them apart as it does here: a file
+that starts with a zip local header is torch's zip format (torch >= 1.6): ``<folder>/data.pkl``
+holds the pickled structure, ``<folder>/data/<key>`` one record per storage,
+``<folder>/byteorder`` the byte order. Any other file torch first tries as its pre-1.0 *tar*
+format, which is refused here (:class:`~ckptkeys.UnsupportedFormatError`), then as the *legacy*
+format: five pickles in a row (magic number, protocol version, system info, the structure, the
+storage keys) followed by the raw storages. Every pickle torch would unpickle is read by the inert
+machine in ``_pickle``, and the globals of all of them are reported; the zip directory is read as
+torch reads it (``_zip``). Storage records are never read.
 """
 
 from __future__ import annotations
 
-import itertools
+import mmap
 import os
-import struct
-import zipfile
-import zlib
+import tarfile
 from dataclasses import dataclass
 
-from ._errors import CorruptCheckpointError, LimitError, NotACheckpointError, ReadError
+from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
 from ._limits import Limits
-from ._pickle import GlobalRef, unpickle
-from ._torch import TORCH_INTERPRETERS, StorageInfo, storage_dtype
+from ._pickle import GlobalRef, Unpickled, unpickle
+from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
+from ._zip import LOCAL_SIGNATURE, open_archive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,30 +33,10 @@ __all__ = ["Checkpoint", "read"]
 # torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 LEGACY_MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION: Final = 1001
-_ZIP_SIGNATURES: Final = (b"PK\x03\x04", b"PK\x05\x06")
-_PICKLE_PROTO: Final = 0x80
-# Bytes read to tell the formats apart and to show in an error.
-_SNIFF_BYTES: Final = 16
-# The end-of-central-directory record is 22 bytes plus a comment of at most 65535 bytes.
-_EOCD_SEARCH: Final = 22 + 65535
-_EOCD_SIGNATURE: Final = b"PK\x05\x06"
-_EOCD_SIZE: Final = 22  # the end-of-central-directory record without a comment
-_ZIP64_LOCATOR_SIGNATURE: Final = b"PK\x06\x07"
-_ZIP64_EOCD_SIGNATURE: Final = b"PK\x06\x06"
-# A local file header is at least 30 bytes (plus its name and extra field).
-_LOCAL_HEADER: Final = 30
-# What zipfile raises for a malformed archive: unsupported versions and features
-# (NotImplementedError), encrypted members (RuntimeError), offsets past any file (OverflowError).
-_ZIP_ERRORS: Final = (
-    zipfile.BadZipFile,
-    zlib.error,
-    struct.error,
-    ValueError,
-    EOFError,
-    OverflowError,
-    NotImplementedError,
-    RuntimeError,
-)
+# Bytes shown in the error for a file that is no checkpoint.
+_SNIFF_BYTES: Final = 8
+# The byte orders torch.load accepts in <folder>/byteorder, exactly.
+_BYTEORDERS: Final = {b"little": "little", b"big": "big"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +55,7 @@ class Checkpoint:
     size: int
     """The file's size in bytes."""
     byteorder: str = "little"
+    """The byte order the file declares (the zip's ``byteorder`` record, the legacy system info)."""
 
 
 def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Checkpoint:
@@ -80,151 +63,72 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
 
     Nothing named in the file is imported or called, no tensor byte is read, and nothing is
     written. Errors derive from :class:`~ckptkeys.ReadError` and name the file:
-    :class:`~ckptkeys.NotACheckpointError`, :class:`~ckptkeys.CorruptCheckpointError`,
-    :class:`~ckptkeys.LimitError`, or ``ReadError`` itself when the file cannot be opened.
+    :class:`~ckptkeys.NotACheckpointError`, :class:`~ckptkeys.CorruptCheckpointError` (and its
+    :class:`~ckptkeys.AmbiguousFileError`, for a file readers disagree on),
+    :class:`~ckptkeys.UnsupportedFormatError` (torch's tar format), :class:`~ckptkeys.LimitError`,
+    or ``ReadError`` itself when the file cannot be opened. An error raised after a pickle named
+    globals carries them in ``globals``: ``torch.load`` would have imported them before failing.
     """
     name = os.fspath(path)
     limits = limits or Limits()
     try:
         with open(name, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
-            head = stream.read(_SNIFF_BYTES)
-            stream.seek(0)
-            if head.startswith(_ZIP_SIGNATURES):
+            head = stream.read(len(LOCAL_SIGNATURE))
+            if head == LOCAL_SIGNATURE:  # torch.serialization._is_zipfile
                 return _read_zip(name, stream, size, limits)
-            if head[:1] == bytes([_PICKLE_PROTO]):
-                return _read_legacy(name, stream, size, limits)
+            if not head:
+                raise NotACheckpointError(name, "is empty")
+            _refuse_tar(name, stream)
+            return _read_legacy(name, stream, size, limits)
     except ReadError:
         raise
     except IsADirectoryError:
         raise ReadError(name, "is a directory, not a checkpoint file") from None
     except OSError as error:
         raise ReadError(name, f"cannot be read: {error.strerror or error}") from None
-    if not head:
-        raise NotACheckpointError(name, "is empty")
-    raise NotACheckpointError(
-        name, f"is not a torch checkpoint: neither a zip archive nor torch's legacy format (starts {head[:8]!r})"
-    )
 
 
 # -- zip -------------------------------------------------------------------------------------
 
 
-def _declared_entries(stream: BinaryIO, size: int) -> int | None:
-    """The member count the end-of-central-directory record declares, before zipfile parses it."""
-    # Usually the record ends the file (no archive comment): read its 22 bytes, as zipfile does,
-    # and search the last 64 KiB only when it is not there (or for the ZIP64 locator before it).
-    try:
-        for tail in (min(size, _EOCD_SIZE), min(size, _EOCD_SEARCH)):
-            stream.seek(size - tail)
-            data = stream.read(tail)
-            at = data.rfind(_EOCD_SIGNATURE)
-            if at < 0 or at + 12 > len(data):
-                continue
-            entries: int = struct.unpack_from("<H", data, at + 10)[0]
-            if entries != 0xFFFF:
-                return entries
-            # ZIP64: the count is in the zip64 end record the locator (just before) points to.
-            locator = data.rfind(_ZIP64_LOCATOR_SIGNATURE, 0, at)
-            if locator < 0 or locator + 16 > len(data):
-                continue
-            record = struct.unpack_from("<Q", data, locator + 8)[0]
-            if record + 40 > size:
-                return None
-            stream.seek(record)
-            head = stream.read(40)
-            if len(head) < 40 or not head.startswith(_ZIP64_EOCD_SIGNATURE):
-                return None
-            zip64_entries: int = struct.unpack_from("<Q", head, 32)[0]
-            return zip64_entries
-        return None
-    finally:
-        stream.seek(0)
-
-
-def _check_members(name: str, members: list[zipfile.ZipInfo], size: int) -> None:
-    """Refuse member names that escape the archive, duplicates, and members that overlap."""
-    seen: set[str] = set()
-    for member in members:
-        parts = member.filename.replace("\\", "/").split("/")
-        if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-            raise CorruptCheckpointError(name, f"zip member name {member.filename!r} points outside the archive")
-        if member.filename in seen:
-            raise CorruptCheckpointError(name, f"zip member {member.filename!r} appears twice")
-        seen.add(member.filename)
-    spans = sorted((m.header_offset, m.header_offset + _LOCAL_HEADER + m.compress_size, m.filename) for m in members)
-    for (_, end, first), (next_start, _, second) in itertools.pairwise(spans):
-        if end > next_start:
-            raise CorruptCheckpointError(name, f"zip members {first!r} and {second!r} overlap")
-    if spans and spans[-1][1] > size:
-        raise CorruptCheckpointError(name, f"zip member {spans[-1][2]!r} extends past the end of the file")
-
-
 def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpoint:
-    declared = _declared_entries(stream, size)
-    if declared is not None and declared > limits.max_zip_members:
-        raise LimitError(name, "max_zip_members", limits.max_zip_members)
-    try:
-        archive = zipfile.ZipFile(stream)
-    except _ZIP_ERRORS as error:
-        raise CorruptCheckpointError(name, f"broken zip archive: {error}") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > limits.max_zip_members:
-            raise LimitError(name, "max_zip_members", limits.max_zip_members)
-        _check_members(name, members, size)
-        pickles = [m for m in members if m.filename.count("/") == 1 and m.filename.endswith("/data.pkl")]
-        if not pickles:
-            raise NotACheckpointError(name, "is a zip archive without <archive>/data.pkl: not a torch checkpoint")
-        if len(pickles) > 1:
-            found = ", ".join(m.filename for m in pickles)
-            raise CorruptCheckpointError(name, f"zip archive holds more than one data.pkl ({found})")
-        prefix = pickles[0].filename[: -len("data.pkl")]
-        records = {
-            m.filename[len(prefix) + len("data/") :]: m for m in members if m.filename.startswith(prefix + "data/")
-        }
-        data = _read_member(name, archive, pickles[0], limits.max_pickle_bytes, "max_pickle_bytes")
-        byteorder = "little"
-        if prefix + "byteorder" in archive.NameToInfo:
-            raw = _read_member(name, archive, archive.NameToInfo[prefix + "byteorder"], 16, "byteorder")
-            byteorder = raw.decode("ascii", "replace").strip()
-            if byteorder not in ("little", "big"):
-                raise CorruptCheckpointError(name, f"unknown byte order {byteorder!r}")
+    archive = open_archive(name, stream, size, limits)
+    folder = archive.folder.decode("utf-8", "replace")
+    pickle_member = archive.find("data.pkl")
+    if pickle_member is None:
+        raise NotACheckpointError(name, f"is a zip archive without {folder}/data.pkl: not a torch checkpoint")
+    byteorder = "little"
+    byteorder_member = archive.find("byteorder")
+    if byteorder_member is not None:  # torch checks it before unpickling
+        raw = archive.read(byteorder_member, 16, "byteorder")
+        if raw not in _BYTEORDERS:
+            raise CorruptCheckpointError(name, f"unknown byte order {raw!r:.40}")
+        byteorder = _BYTEORDERS[raw]
+    data = archive.read(pickle_member, limits.max_pickle_bytes, "max_pickle_bytes")
+    storages: dict[str, StorageInfo] = {}
 
-        storages: dict[str, StorageInfo] = {}
+    def persistent_load(pid: Any) -> StorageInfo:
+        storage = _storage_record(name, pid, 5)
+        record = archive.find(f"data/{storage.key}")
+        if record is None:
+            raise CorruptCheckpointError(name, f"storage record {folder}/data/{storage.key} is missing from the archive")
+        if record.size < storage.nbytes:
+            raise CorruptCheckpointError(
+                name,
+                f"storage record {folder}/data/{storage.key} holds {record.size} bytes, the pickle says {storage.nbytes}",
+            )
+        return storages.setdefault(storage.key, storage)
 
-        def persistent_load(pid: Any) -> StorageInfo:
-            storage = _storage_record(name, pid, 5)
-            record = records.get(storage.key)
-            if record is None:
-                raise CorruptCheckpointError(
-                    name, f"storage record {prefix}data/{storage.key} is missing from the archive"
-                )
-            if record.file_size < storage.nbytes:
-                raise CorruptCheckpointError(
-                    name,
-                    f"storage record {prefix}data/{storage.key} holds {record.file_size} bytes, "
-                    f"the pickle says {storage.nbytes}",
-                )
-            return storages.setdefault(storage.key, storage)
-
-        result = unpickle(
-            data, source=name, limits=limits, interpreters=TORCH_INTERPRETERS, persistent_load=persistent_load
-        )
+    result = unpickle(
+        data,
+        source=name,
+        limits=limits,
+        interpreters=TORCH_INTERPRETERS,
+        persistent_load=persistent_load,
+        find_class=zip_find_class,
+    )
     return Checkpoint(name, result.value, result.globals, storages, "zip", size, byteorder)
-
-
-def _read_member(name: str, archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int, what: str) -> bytes:
-    if member.file_size > limit:
-        raise LimitError(name, what, limit)
-    try:
-        with archive.open(member) as stream:
-            data = stream.read(limit + 1)  # never trust the declared size alone
-    except _ZIP_ERRORS as error:
-        raise CorruptCheckpointError(name, f"zip member {member.filename}: {error}") from None
-    if len(data) > limit:
-        raise LimitError(name, what, limit)
-    return data
 
 
 def _storage_record(name: str, pid: Any, length: int) -> StorageInfo:
@@ -242,44 +146,120 @@ def _storage_record(name: str, pid: Any, length: int) -> StorageInfo:
     return StorageInfo(key, dtype, numel, location)
 
 
+# -- tar -------------------------------------------------------------------------------------
+
+
+def _refuse_tar(name: str, stream: BinaryIO) -> None:
+    """Refuse what torch.load would read as its tar format: whatever tarfile opens."""
+    stream.seek(0)
+    try:
+        # What torch.serialization._legacy_load does first; reading the first header runs nothing.
+        with tarfile.open(fileobj=stream, mode="r:", format=tarfile.PAX_FORMAT) as archive:
+            first = archive.next()  # the member tarfile.open just read
+    except tarfile.TarError:  # torch then goes on to the legacy pickles, as we do
+        return
+    except Exception:  # noqa: BLE001 - torch.load fails on such a file before unpickling anything
+        return
+    finally:
+        stream.seek(0)
+    member = first.name if first is not None else "none"
+    raise UnsupportedFormatError(
+        name,
+        f"is a tar archive (first member {member!r:.60}): torch.load reads it as its pre-1.0 tar format "
+        "and unpickles its members 'storages', 'tensors' and 'pickle', which ckptkeys does not read; "
+        "treat it as unverified and never load it with weights_only=False",
+    )
+
+
 # -- legacy ----------------------------------------------------------------------------------
 
 
 def _read_legacy(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpoint:
-    data = stream.read(limits.max_pickle_bytes + 1)
-    if len(data) > limits.max_pickle_bytes and size > limits.max_pickle_bytes:
-        # The storages follow the pickles; only the pickles must fit.
-        data = data[: limits.max_pickle_bytes]
-    header = unpickle(data, source=name, limits=limits)
-    if header.value != LEGACY_MAGIC_NUMBER:
-        raise NotACheckpointError(name, "is a pickle, but not a torch checkpoint (no torch magic number)")
-    version = unpickle(data, source=name, limits=limits, start=header.end)
-    if version.value != LEGACY_PROTOCOL_VERSION:
-        raise CorruptCheckpointError(name, f"legacy format with unknown protocol version {version.value!r}")
-    sys_info = unpickle(data, source=name, limits=limits, start=version.end)
-    if isinstance(sys_info.value, dict) and not sys_info.value.get("little_endian", True):
-        byteorder = "big"
-    else:
-        byteorder = "little"
+    try:
+        fileno = stream.fileno()
+    except (OSError, ValueError):  # an in-memory stream (io.UnsupportedOperation is both)
+        stream.seek(0)
+        return _read_legacy_pickles(name, stream.read(min(size, limits.max_pickle_bytes)), size, limits)
+    # Mapped, not read: only the pickles at the start are looked at, whatever the file's size.
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as data:
+        return _read_legacy_pickles(name, data, size, limits)
+
+
+def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: Limits) -> Checkpoint:
+    stop = min(size, limits.max_pickle_bytes)  # the storages follow the pickles; only the pickles must fit
+    named: dict[GlobalRef, None] = {}
     storages: dict[str, StorageInfo] = {}
 
     def persistent_load(pid: Any) -> StorageInfo:
         storage = _storage_record(name, pid, 6)
         return storages.setdefault(storage.key, storage)
 
-    main = unpickle(
-        data,
-        source=name,
-        limits=limits,
+    def next_pickle(start: int, what: str, **options: Any) -> Unpickled:
+        # torch.load runs pickle.load on the file five times; each pickle's globals are reported,
+        # and an error carries those of every pickle before it.
+        try:
+            result = unpickle(data, source=name, limits=limits, start=start, stop=stop, **options)
+        except ReadError as error:
+            named.update(dict.fromkeys(error.globals))
+            error.globals = tuple(named)
+            if start == 0 and not error.globals and isinstance(error, CorruptCheckpointError):
+                raise NotACheckpointError(
+                    name,
+                    "is not a torch checkpoint: neither a zip archive nor torch's legacy format "
+                    f"(starts {data[:_SNIFF_BYTES]!r})",
+                ) from None
+            raise
+        named.update(dict.fromkeys(result.globals))
+        if result.frame_end is not None:
+            raise _with_globals(
+                AmbiguousFileError(
+                    name,
+                    f"the {what} pickle's last frame runs on past its STOP",
+                    (
+                        f"torch.load (C pickle on the file) may read the next pickle from byte {result.frame_end}, "
+                        "where the frame ends",
+                        f"a reader that stops at STOP reads it from byte {result.end}",
+                    ),
+                ),
+                named,
+            )
+        return result
+
+    header = next_pickle(0, "magic-number")
+    if header.value != LEGACY_MAGIC_NUMBER:
+        raise _with_globals(
+            NotACheckpointError(name, "is a pickle, but not a torch checkpoint (no torch magic number)"), named
+        )
+    version = next_pickle(header.end, "protocol-version")
+    if version.value != LEGACY_PROTOCOL_VERSION:
+        raise _with_globals(
+            CorruptCheckpointError(name, f"legacy format with unknown protocol version {version.value!r:.60}"), named
+        )
+    sys_info = next_pickle(version.end, "system-info")
+    if isinstance(sys_info.value, dict) and not sys_info.value.get("little_endian", True):
+        byteorder = "big"
+    else:
+        byteorder = "little"
+    main = next_pickle(
+        sys_info.end,
+        "object",
         interpreters=TORCH_INTERPRETERS,
         persistent_load=persistent_load,
-        start=sys_info.end,
+        find_class=legacy_find_class,
     )
-    keys = unpickle(data, source=name, limits=limits, start=main.end).value
+    keys = next_pickle(main.end, "storage-keys").value
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise CorruptCheckpointError(name, "legacy format: the storage key list is not a list of strings")
+        raise _with_globals(
+            CorruptCheckpointError(name, "legacy format: the storage key list is not a list of strings"), named
+        )
     missing = sorted(set(storages) - set(keys))
     if missing:
-        raise CorruptCheckpointError(name, f"storage records {missing[:5]} are missing from the file")
-    globals_ = tuple(dict.fromkeys(header.globals + sys_info.globals + main.globals))
-    return Checkpoint(name, main.value, globals_, storages, "legacy", size, byteorder)
+        raise _with_globals(
+            CorruptCheckpointError(name, f"storage records {missing[:5]} are missing from the file"), named
+        )
+    return Checkpoint(name, main.value, tuple(named), storages, "legacy", size, byteorder)
+
+
+def _with_globals(error: ReadError, named: dict[GlobalRef, None]) -> ReadError:
+    error.globals = tuple(named)
+    return error

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ._pickle import GlobalRef, Opaque
+from ._pickle import GlobalRef, Opaque, find_class
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
     from ._pickle import Interpreter
 
-__all__ = ["DTYPE_ITEMSIZE", "STORAGE_DTYPES", "TORCH_INTERPRETERS", "StorageInfo", "TensorInfo", "storage_dtype"]
+__all__ = [
+    "DTYPE_ITEMSIZE",
+    "STORAGE_DTYPES",
+    "TORCH_INTERPRETERS",
+    "StorageInfo",
+    "TensorInfo",
+    "legacy_find_class",
+    "storage_dtype",
+    "zip_find_class",
+]
 
 # Element size in bytes of every torch dtype, by the name torch pickles it under.
 DTYPE_ITEMSIZE: Final[dict[str, int]] = {
@@ -84,6 +93,36 @@ STORAGE_DTYPES: Final[dict[str, str]] = {
     "QUInt2x4Storage": "quint2x4",
     "UntypedStorage": "uint8",  # raw bytes; the tensor's dtype then comes from _rebuild_tensor_v3
 }
+
+
+# torch.load's own renaming of modules before C pickle's (torch.serialization._load's
+# load_module_mapping): the zip format only.
+_ZIP_MODULE_MAPPING: Final = {"torch.tensor": "torch._tensor"}
+
+
+def _storage_type(module: str, name: str) -> GlobalRef | None:
+    # torch's UnpicklerWrapper.find_class answers a legacy storage class name (FloatStorage)
+    # with a StorageType of its own, whatever the module, and imports nothing.
+    if "Storage" in name and name in STORAGE_DTYPES and name != "UntypedStorage":
+        return GlobalRef("torch", name, None if module == "torch" else (module, name))
+    return None
+
+
+def legacy_find_class(module: str, name: str, protocol: int) -> GlobalRef:
+    """The global ``torch.load`` resolves for the object pickle of the legacy format."""
+    return _storage_type(module, name) or find_class(module, name, protocol)
+
+
+def zip_find_class(module: str, name: str, protocol: int) -> GlobalRef:
+    """The global ``torch.load`` resolves for ``data.pkl`` of the zip format."""
+    storage = _storage_type(module, name)
+    if storage is not None:
+        return storage
+    mapped = _ZIP_MODULE_MAPPING.get(module)
+    if mapped is None:
+        return find_class(module, name, protocol)
+    ref = find_class(mapped, name, protocol)
+    return GlobalRef(ref.module, ref.name, (module, name))
 
 
 def storage_dtype(ref: Any) -> str | None:
