@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from . import naming
 from ._errors import NotACheckpointError, ReadError
+from ._globals import globals_problems, read_error_problems
 from ._limits import Limits
 from ._pickle import Opaque
 from ._problems import Problem, Severity
@@ -77,6 +78,8 @@ class TagLayout:
     """Entries of the tag folder that are not checkpoint files."""
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     """With ``read=True``: every file that could be read, by ``relpath``."""
+    read_errors: dict[str, ReadError] = field(default_factory=dict)
+    """With ``read=True``: why each other file could not be read, by ``relpath``."""
 
     def of_kind(self, *kinds: FileKind) -> tuple[LayoutFile, ...]:
         """The files of the given kinds, in layout order."""
@@ -330,12 +333,16 @@ def _scan_tag(
     problems += _missing_files(path, by_kind, mp_world, dp_world, prefixes)
 
     checkpoints: dict[str, Checkpoint] = {}
+    read_errors: dict[str, ReadError] = {}
     if read_files:
         for done, file in enumerate(files, start=1):
             try:
-                checkpoints[file.relpath] = read(file.path, limits=limits)
+                checkpoint = checkpoints[file.relpath] = read(file.path, limits=limits)
             except ReadError as error:
-                problems.append(Problem(Severity.ERROR, "unreadable-file", error.reason, file.path))
+                read_errors[file.relpath] = error
+                problems += read_error_problems(file.path, error)
+            else:
+                problems += globals_problems(file.path, checkpoint.globals)
             if progress is not None:
                 progress(done, len(files))
         facts = _facts_from_files(files, checkpoints)
@@ -368,6 +375,7 @@ def _scan_tag(
         tuple(problems),
         tuple(others),
         checkpoints,
+        read_errors,
     )
 
 

@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from ._converters import Verdict
 from ._errors import ReadError
+from ._globals import classify, explain
 from ._layout import LayoutFile, TagLayout
 from ._pickle import GlobalRef, Opaque
 from ._problems import Problem
@@ -27,50 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "build_report", "render_text"]
 
+
+def _global(ref: GlobalRef) -> dict[str, Any]:
+    """A global as the JSON shows it: the name torch resolves, its class, and why."""
+    written = f"{ref.written[0]}.{ref.written[1]}" if ref.written else None
+    return {"name": ref.qualname, "class": classify(ref), "written": written, "explanation": explain(ref)}
+
 SCHEMA_VERSION: Final = 1
-
-# Globals torch.load(weights_only=True) accepts without add_safe_globals (torch 2.13's
-# _get_allowed_globals, the part that checkpoints use).
-_TORCH_ALLOWED_MODULES: Final = ("torch._utils", "torch._tensor")
-_TORCH_ALLOWED: Final = frozenset(
-    {
-        ("collections", "OrderedDict"),
-        ("collections", "Counter"),
-        ("_codecs", "encode"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("builtins", "bytearray"),
-        ("__builtin__", "set"),
-        ("__builtin__", "frozenset"),
-        ("torch", "Size"),
-        ("torch", "Tensor"),
-        ("torch", "device"),
-        ("torch.nn.parameter", "Parameter"),
-        ("torch.storage", "UntypedStorage"),
-    }
-)
-# Globals whose call runs code or touches the system: what a malicious pickle names.
-_CODE_EXECUTION_MODULES: Final = frozenset(
-    {"os", "posix", "nt", "subprocess", "runpy", "importlib", "sys", "shutil", "socket", "pty", "ctypes", "code"}
-)
-_CODE_EXECUTION_BUILTINS: Final = frozenset(
-    {"eval", "exec", "compile", "getattr", "setattr", "delattr", "__import__", "open", "input", "breakpoint", "globals"}
-)
-
-
-def classify(ref: GlobalRef) -> str:
-    """``"allowed"`` (torch's weights_only accepts it), ``"code-execution"``, or ``"refused"``."""
-    root = ref.module.split(".")[0]
-    if root in _CODE_EXECUTION_MODULES or (
-        ref.module in ("builtins", "__builtin__") and ref.name in _CODE_EXECUTION_BUILTINS
-    ):
-        return "code-execution"
-    if (ref.module, ref.name) in _TORCH_ALLOWED or ref.module in _TORCH_ALLOWED_MODULES:
-        return "allowed"
-    if ref.module == "torch" and (ref.name.endswith("Storage") or ref.name[:1].islower()):
-        return "allowed"  # storage classes and dtypes (torch.float16)
-    return "refused"
-
 
 # -- structure --------------------------------------------------------------------------------------
 
@@ -176,7 +140,7 @@ def _problem(problem: Problem) -> dict[str, Any]:
     }
 
 
-def _file(file: LayoutFile, checkpoint: Checkpoint | None) -> dict[str, Any]:
+def _file(file: LayoutFile, checkpoint: Checkpoint | None, error: ReadError | None = None) -> dict[str, Any]:
     name = file.name
     entry: dict[str, Any] = {
         "path": file.path,
@@ -199,8 +163,10 @@ def _file(file: LayoutFile, checkpoint: Checkpoint | None) -> dict[str, Any]:
     if checkpoint is not None:
         data = checkpoint.data
         entry["top_level_keys"] = [str(k) for k in data] if isinstance(data, dict) else None
-        entry["globals"] = [{"name": ref.qualname, "class": classify(ref)} for ref in checkpoint.globals]
+        entry["globals"] = [_global(ref) for ref in checkpoint.globals]
         entry["tensors"] = _by_dtype(_tensors(data))
+    elif error is not None and error.globals:  # torch.load would import these before failing
+        entry["globals"] = [_global(ref) for ref in error.globals]
     return entry
 
 
@@ -222,7 +188,7 @@ def _trees(tag: TagLayout, depth: int) -> dict[str, list[str]]:
 
 def _tag(report: TagReport, depth: int) -> dict[str, Any]:
     tag = report.layout
-    files = [_file(f, tag.checkpoints.get(f.relpath)) for f in tag.files]
+    files = [_file(f, tag.checkpoints.get(f.relpath), tag.read_errors.get(f.relpath)) for f in tag.files]
     tensors = _by_dtype(t for c in tag.checkpoints.values() for t in _tensors(c.data))
     return {
         "name": tag.name,
@@ -285,7 +251,7 @@ def build_report(
             entry.update(
                 {
                     "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
-                    "globals": [{"name": r.qualname, "class": classify(r)} for r in checkpoint.globals],
+                    "globals": [_global(r) for r in checkpoint.globals],
                     "tensors": _by_dtype(_tensors(checkpoint.data)),
                 }
             )

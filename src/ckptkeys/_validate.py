@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import schema
 from ._converters import Verdict, readiness
+from ._globals import globals_problems, read_error_problems
 from ._layout import Layout, LayoutFile, TagLayout, scan
 from ._limits import Limits
 from ._pickle import Opaque
@@ -587,13 +588,14 @@ def validate(
     try:
         checkpoint = read(path, limits=limits)
     except ReadError as error:
-        return [Problem(E, "unreadable-file", error.reason, path)]
+        return read_error_problems(path, error)
+    found = globals_problems(path, checkpoint.globals)
     if kind:
-        return check_dict(checkpoint.data, schema.spec_for(kind), file=path)
+        return found + check_dict(checkpoint.data, schema.spec_for(kind), file=path)
     name = parse(path)
     if name is None:
-        return check_dict(checkpoint.data, _guess(checkpoint.data), file=path)
-    return _check_file(LayoutFile(path, os.path.basename(path), name, checkpoint.size), checkpoint.data)
+        return found + check_dict(checkpoint.data, _guess(checkpoint.data), file=path)
+    return found + _check_file(LayoutFile(path, os.path.basename(path), name, checkpoint.size), checkpoint.data)
 
 
 def _guess(state: Any) -> schema.DictKind:
