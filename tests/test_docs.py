@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
+
+import pytest
 
 from ckptkeys import _render
 
+from . import doc_examples
 from .conftest import ROOT
 
 
@@ -29,3 +33,68 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_command = blocks[1].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci
+
+
+def test_complete_examples_are_exactly_the_marked_ones() -> None:
+    # The marker says "complete program: CI type-checks it"; a complete block without it would
+    # escape the check, a fragment with it would fail mypy for a name it never imports.
+    marked = {(example.path, example.line) for example in doc_examples.all_examples()}
+    for path in doc_examples.markdown_files():
+        for line, code in doc_examples.python_blocks(path):
+            assert doc_examples.is_complete(code) == ((path, line) in marked), f"{path}:{line}"
+
+
+def test_every_marker_is_extracted() -> None:
+    examples = doc_examples.all_examples()
+    markers = sum(
+        line.strip() == doc_examples.MARKER
+        for path in doc_examples.markdown_files()
+        for line in path.read_text(encoding="utf-8").splitlines()
+    )
+    assert markers == len(examples) > 0
+    # The example the writing guide promises passes mypy --strict is among them.
+    assert any(e.path.name == "writing.md" and "universal_checkpoint_info(" in e.code for e in examples)
+
+
+def test_extraction_rule(tmp_path: pathlib.Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- mypy -->\n```python\nimport os\nprint(os.sep)\n```\n\n```python\nprint(x)\n```\n"
+        "<!-- mypy -->\n````python\ndef f() -> None:\n    print(f)\n````\n",
+        encoding="utf-8",
+    )
+    examples = doc_examples.examples_in(page)
+    assert [(e.line, e.code) for e in examples] == [
+        (2, "import os\nprint(os.sep)\n"),
+        (11, "def f() -> None:\n    print(f)\n"),
+    ]
+    assert [line for line, _ in doc_examples.python_blocks(page)] == [2, 7, 11]
+    written = doc_examples.write(examples, tmp_path / "out")
+    assert [path.name for path in written] == ["page_md_line2.py", "page_md_line11.py"]
+    assert written[0].read_text(encoding="utf-8") == "# page.md, the block at line 2\nimport os\nprint(os.sep)\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<!-- mypy -->\n\n```python\nx = 1\n```\n", "<!-- mypy -->\n```sh\nls\n```\n", "<!-- mypy -->\n```python\nx = 1\n"],
+)
+def test_misplaced_marker_or_open_block_is_an_error(tmp_path: pathlib.Path, text: str) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(text, encoding="utf-8")
+    with pytest.raises(doc_examples.MarkerError, match="page.md"):
+        doc_examples.examples_in(page)
+
+
+@pytest.mark.parametrize(
+    ("code", "complete"),
+    [
+        ("import ckptkeys\nckptkeys.scan('x')\n", True),
+        ("ckptkeys.scan('x')\n", False),
+        ("def f() -> None:\n    print(torch)\n", False),
+        ("import torch\ndef f() -> None:\n    x = 1\n    print(torch, x, len)\n", True),
+        ("sd['module'] -> sd[ModuleKeys.MODULE]\n", False),
+        ("from ckptkeys.constants import *\nprint(ZERO_STAGE)\n", True),
+    ],
+)
+def test_is_complete(code: str, complete: bool) -> None:
+    assert doc_examples.is_complete(code) is complete
