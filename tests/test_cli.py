@@ -45,6 +45,17 @@ def test_keys_prints_every_member(how: str) -> None:
         assert repr(member.value) in result.stdout
 
 
+def test_keys_text_is_free_of_markup() -> None:
+    # Group docstrings are reST (``code``, :class:`Group`); a terminal shows them plain.
+    result = run("script", "keys")
+    assert result.returncode == 0
+    assert "`" not in result.stdout and not re.search(r":\w+:`", result.stdout)
+    summary = "Top-level keys of a model-states file (mp_rank_*_model_states.pt; ZeRO-3: zero_pp_rank_*)."
+    assert re.search(rf"^ModuleKeys \(\d+\): {re.escape(summary)}$", result.stdout, re.MULTILINE)
+    document = json.loads(run("script", "keys", "--json").stdout)
+    assert not any("`" in group["description"] for group in document["groups"])
+
+
 def test_keys_markdown_is_the_reference() -> None:
     result = run("script", "keys", "--markdown")
     assert result.returncode == 0

@@ -26,6 +26,28 @@ def test_key_reference_lists_every_member() -> None:
         assert f"| `{member.name}` | `{member.value!r}` |" in text
 
 
+def test_key_reference_is_markdown_not_rest() -> None:
+    text = (ROOT / "docs" / "keys.md").read_text(encoding="utf-8")
+    assert "``" not in text and not re.search(r":\w+:`", text)
+    assert "(`mp_rank_*_model_states.pt`; ZeRO-3: `zero_pp_rank_*`)" in text
+    assert "Its pattern lists are [`ParamPatternKeys`](#parampatternkeys)" in text
+
+
+def test_key_reference_shows_descriptions_as_written() -> None:
+    # A description is plain text: in the table, every character Markdown would read as markup
+    # (the backslashes of a regex, a `*` of a file pattern, a pipe) is escaped, nothing else.
+    import ckptkeys
+
+    text = (ROOT / "docs" / "keys.md").read_text(encoding="utf-8")
+    special = re.compile(r"[\\`*|<\[\]]|(?<!\w)_|_(?!\w)")
+    for member in ckptkeys.iter_members():
+        row = f"| `{member.name}` | `{member.value!r}` | "
+        start = text.index(row, text.index(f"\n## {member.group.__name__}\n")) + len(row)
+        cell = text[start : text.index(f" | {member.since or ''} | ", start)]
+        assert re.sub(r"\\(.)", r"\1", cell) == member.description
+        assert not special.search(re.sub(r"\\.", "", cell)), cell
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.DOTALL)
