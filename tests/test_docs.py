@@ -98,7 +98,11 @@ def test_extraction_rule(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["<!-- mypy -->\n\n```python\nx = 1\n```\n", "<!-- mypy -->\n```sh\nls\n```\n", "<!-- mypy -->\n```python\nx = 1\n"],
+    [
+        "<!-- mypy -->\n\n```python\nx = 1\n```\n",  # not directly before the block
+        "<!-- mypy -->\n```sh\nls\n```\n",  # not before a python block
+        "<!-- mypy -->\n```python\nx = 1\n",  # a block never closed
+    ],
 )
 def test_misplaced_marker_or_open_block_is_an_error(tmp_path: pathlib.Path, text: str) -> None:
     page = tmp_path / "page.md"
