@@ -48,6 +48,36 @@ def test_key_reference_shows_descriptions_as_written() -> None:
         assert not special.search(re.sub(r"\\.", "", cell)), cell
 
 
+def test_figures_are_the_last_benchmark_runs() -> None:
+    # docs/development.md records the last benchmark run; the README and the reader's page quote it.
+    record = (ROOT / "docs" / "development.md").read_text(encoding="utf-8").split("Last figures", 1)[1]
+    record = " ".join(record.split())
+    found = re.search(
+        r"`import ckptkeys` (?P<import>[\d.]+) ms.*?`read` of the 1 GB checkpoint (?P<read>[\d.]+ ms) against "
+        r"`torch.load` (?P<torch>[\d,]+ ms).*?memory growth 0 MB \((?P<rss>\d+ MB) absolute\)",
+        record,
+    )
+    assert found, record
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"{found['read']} on a 1 GB checkpoint, where `torch.load` takes {found['torch']}" in readme
+    assert "takes under a millisecond" in readme and float(found["import"]) < 1
+    reader = " ".join((ROOT / "docs" / "reader.md").read_text(encoding="utf-8").split())
+    assert f"on a 1 GB checkpoint it takes {found['read']}" in reader
+    assert f"({found['rss']} for the whole process" in reader
+    assert "millisecond" not in reader
+    constants = re.search(
+        r"`ckptkeys.constants` (?P<ours>[\d.]+ ms) against (?P<theirs>[\d,]+ ms) for `deepspeed.checkpoint.constants`",
+        record,
+    )
+    assert constants, record
+    migration = " ".join((ROOT / "docs" / "migration.md").read_text(encoding="utf-8").split())
+    assert f"The import costs {constants['ours']} instead of {constants['theirs']}" in migration
+    member = re.search(r"a member as dict key (?P<ratio>[\d.]+x) a plain `str`", record)
+    assert member, record
+    registry = " ".join((ROOT / "docs" / "registry.md").read_text(encoding="utf-8").split())
+    assert f"A dict look-up with a member costs {member['ratio']} one with a plain `str`" in registry
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.DOTALL)
