@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 import ckptkeys
 from ckptkeys import _render
+from ckptkeys._cli import main
 
 
 def _script() -> list[str]:
@@ -41,6 +43,17 @@ def test_keys_prints_every_member(how: str) -> None:
     for member in ckptkeys.iter_members():
         assert f"{member.name}" in result.stdout
         assert repr(member.value) in result.stdout
+
+
+def test_keys_text_is_free_of_markup() -> None:
+    # Group docstrings are reST (``code``, :class:`Group`); a terminal shows them plain.
+    result = run("script", "keys")
+    assert result.returncode == 0
+    assert "`" not in result.stdout and not re.search(r":\w+:`", result.stdout)
+    summary = "Top-level keys of a model-states file (mp_rank_*_model_states.pt; ZeRO-3: zero_pp_rank_*)."
+    assert re.search(rf"^ModuleKeys \(\d+\): {re.escape(summary)}$", result.stdout, re.MULTILINE)
+    document = json.loads(run("script", "keys", "--json").stdout)
+    assert not any("`" in group["description"] for group in document["groups"])
 
 
 def test_keys_markdown_is_the_reference() -> None:
@@ -72,6 +85,54 @@ def test_unknown_group_is_a_usage_error() -> None:
     assert "unknown group 'OptimiserKeys'" in result.stderr and "OptimizerKeys" in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("how", COMMANDS)
+def test_version(how: str) -> None:
+    result = run(how, "--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"ckptkeys {ckptkeys.__version__}\n", "")
+
+
+def test_version_is_the_installed_distributions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib import metadata
+
+    asked = []
+
+    def version(name: str) -> str:
+        asked.append(name)
+        return "9.8.7"
+
+    monkeypatch.setattr(metadata, "version", version)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == "ckptkeys 9.8.7\n"
+    assert asked == ["ckptkeys"]
+
+
+def test_version_without_a_distribution_is_the_packages(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version", "keys"])  # --version wins over a command, as argparse's own does
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == f"ckptkeys {ckptkeys.__version__}\n"
+
+
+def test_the_version_is_written_once() -> None:
+    # pyproject.toml takes the distribution's version from ckptkeys.__version__.
+    pyproject = (pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'version = {attr = "ckptkeys.__version__"}' in pyproject
+    assert re.match(r"^\d+\.\d+\.\d+", ckptkeys.__version__)
 
 
 def test_bad_usage_exits_2() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
+
+import pytest
 
 from ckptkeys import _render
 
+from . import doc_examples
 from .conftest import ROOT
 
 
@@ -22,6 +26,58 @@ def test_key_reference_lists_every_member() -> None:
         assert f"| `{member.name}` | `{member.value!r}` |" in text
 
 
+def test_key_reference_is_markdown_not_rest() -> None:
+    text = (ROOT / "docs" / "keys.md").read_text(encoding="utf-8")
+    assert "``" not in text and not re.search(r":\w+:`", text)
+    assert "(`mp_rank_*_model_states.pt`; ZeRO-3: `zero_pp_rank_*`)" in text
+    assert "Its pattern lists are [`ParamPatternKeys`](#parampatternkeys)" in text
+
+
+def test_key_reference_shows_descriptions_as_written() -> None:
+    # A description is plain text: in the table, every character Markdown would read as markup
+    # (the backslashes of a regex, a `*` of a file pattern, a pipe) is escaped, nothing else.
+    import ckptkeys
+
+    text = (ROOT / "docs" / "keys.md").read_text(encoding="utf-8")
+    special = re.compile(r"[\\`*|<\[\]]|(?<!\w)_|_(?!\w)")
+    for member in ckptkeys.iter_members():
+        row = f"| `{member.name}` | `{member.value!r}` | "
+        start = text.index(row, text.index(f"\n## {member.group.__name__}\n")) + len(row)
+        cell = text[start : text.index(f" | {member.since or ''} | ", start)]
+        assert re.sub(r"\\(.)", r"\1", cell) == member.description
+        assert not special.search(re.sub(r"\\.", "", cell)), cell
+
+
+def test_figures_are_the_last_benchmark_runs() -> None:
+    # docs/development.md records the last benchmark run; the README and the reader's page quote it.
+    record = (ROOT / "docs" / "development.md").read_text(encoding="utf-8").split("Last figures", 1)[1]
+    record = " ".join(record.split())
+    found = re.search(
+        r"`import ckptkeys` (?P<import>[\d.]+) ms.*?`read` of the 1 GB checkpoint (?P<read>[\d.]+ ms) against "
+        r"`torch.load` (?P<torch>[\d,]+ ms).*?memory growth 0 MB \((?P<rss>\d+ MB) absolute\)",
+        record,
+    )
+    assert found, record
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"{found['read']} on a 1 GB checkpoint, where `torch.load` takes {found['torch']}" in readme
+    assert "takes under a millisecond" in readme and float(found["import"]) < 1
+    reader = " ".join((ROOT / "docs" / "reader.md").read_text(encoding="utf-8").split())
+    assert f"on a 1 GB checkpoint it takes {found['read']}" in reader
+    assert f"({found['rss']} for the whole process" in reader
+    assert "millisecond" not in reader
+    constants = re.search(
+        r"`ckptkeys.constants` (?P<ours>[\d.]+ ms) against (?P<theirs>[\d,]+ ms) for `deepspeed.checkpoint.constants`",
+        record,
+    )
+    assert constants, record
+    migration = " ".join((ROOT / "docs" / "migration.md").read_text(encoding="utf-8").split())
+    assert f"The import costs {constants['ours']} instead of {constants['theirs']}" in migration
+    member = re.search(r"a member as dict key (?P<ratio>[\d.]+x) a plain `str`", record)
+    assert member, record
+    registry = " ".join((ROOT / "docs" / "registry.md").read_text(encoding="utf-8").split())
+    assert f"A dict look-up with a member costs {member['ratio']} one with a plain `str`" in registry
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.DOTALL)
@@ -29,3 +85,72 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_command = blocks[1].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci
+
+
+def test_complete_examples_are_exactly_the_marked_ones() -> None:
+    # The marker says "complete program: CI type-checks it"; a complete block without it would
+    # escape the check, a fragment with it would fail mypy for a name it never imports.
+    marked = {(example.path, example.line) for example in doc_examples.all_examples()}
+    for path in doc_examples.markdown_files():
+        for line, code in doc_examples.python_blocks(path):
+            assert doc_examples.is_complete(code) == ((path, line) in marked), f"{path}:{line}"
+
+
+def test_every_marker_is_extracted() -> None:
+    examples = doc_examples.all_examples()
+    markers = sum(
+        line.strip() == doc_examples.MARKER
+        for path in doc_examples.markdown_files()
+        for line in path.read_text(encoding="utf-8").splitlines()
+    )
+    assert markers == len(examples) > 0
+    # The example the writing guide promises passes mypy --strict is among them.
+    assert any(e.path.name == "writing.md" and "universal_checkpoint_info(" in e.code for e in examples)
+
+
+def test_extraction_rule(tmp_path: pathlib.Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- mypy -->\n```python\nimport os\nprint(os.sep)\n```\n\n```python\nprint(x)\n```\n"
+        "<!-- mypy -->\n````python\ndef f() -> None:\n    print(f)\n````\n",
+        encoding="utf-8",
+    )
+    examples = doc_examples.examples_in(page)
+    assert [(e.line, e.code) for e in examples] == [
+        (2, "import os\nprint(os.sep)\n"),
+        (11, "def f() -> None:\n    print(f)\n"),
+    ]
+    assert [line for line, _ in doc_examples.python_blocks(page)] == [2, 7, 11]
+    written = doc_examples.write(examples, tmp_path / "out")
+    assert [path.name for path in written] == ["page_md_line2.py", "page_md_line11.py"]
+    assert written[0].read_text(encoding="utf-8") == "# page.md, the block at line 2\nimport os\nprint(os.sep)\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<!-- mypy -->\n\n```python\nx = 1\n```\n",  # not directly before the block
+        "<!-- mypy -->\n```sh\nls\n```\n",  # not before a python block
+        "<!-- mypy -->\n```python\nx = 1\n",  # a block never closed
+    ],
+)
+def test_misplaced_marker_or_open_block_is_an_error(tmp_path: pathlib.Path, text: str) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(text, encoding="utf-8")
+    with pytest.raises(doc_examples.MarkerError, match="page.md"):
+        doc_examples.examples_in(page)
+
+
+@pytest.mark.parametrize(
+    ("code", "complete"),
+    [
+        ("import ckptkeys\nckptkeys.scan('x')\n", True),
+        ("ckptkeys.scan('x')\n", False),
+        ("def f() -> None:\n    print(torch)\n", False),
+        ("import torch\ndef f() -> None:\n    x = 1\n    print(torch, x, len)\n", True),
+        ("sd['module'] -> sd[ModuleKeys.MODULE]\n", False),
+        ("from ckptkeys.constants import *\nprint(ZERO_STAGE)\n", True),
+    ],
+)
+def test_is_complete(code: str, complete: bool) -> None:
+    assert doc_examples.is_complete(code) is complete

@@ -232,3 +232,28 @@ def test_universal_files() -> None:
             _assert_covered(_keys(state), UniversalParamKeys)
     for tag_file in (NamingKeys.LATEST, NamingKeys.LATEST_UNIVERSAL):
         assert (FIXTURES / "uc_z2_bf16_ws2" / tag_file).is_file()
+
+
+def test_schema_versions_come_from_the_registry() -> None:
+    # A version a key is required from is either "every version", "optional", the registry's
+    # `since` for the key, or (only for keys the registry does not date) a version of its own.
+    from ckptkeys import schema
+
+    derived = set()
+    for kind in schema.SPECS:
+        for spec in kind.keys:
+            assert spec.required_from in ("0.0.0", None, spec.key.since) or spec.key.since is None, (kind.name, spec)
+            if spec.required_from not in ("0.0.0", None) and spec.required_from == spec.key.since:
+                derived.add(f"{kind.name}: {spec.key.name}")
+    assert "model states: CHECKPOINT_PARALLEL_DIMS" in derived  # checkpoint_parallel_dimensions, since 0.19.5
+    assert "ZeRO-1/2 optimizer state: PARAM_SLICE_MAPPINGS" in derived
+
+
+def test_a_dated_key_cannot_restate_its_version() -> None:
+    from ckptkeys import schema
+
+    with pytest.raises(ValueError, match=r"ModuleKeys\.FROZEN_PARAM_SHAPES is dated 0\.9\.1 in the registry"):
+        schema._k(ModuleKeys.FROZEN_PARAM_SHAPES, dict, required_from="0.9.1")
+    with pytest.raises(ValueError, match=r"ModuleKeys\.DS_CONFIG has no since"):
+        schema._added(ModuleKeys.DS_CONFIG)
+    assert schema._added(ModuleKeys.FROZEN_PARAM_SHAPES, dict).required_from == ModuleKeys.FROZEN_PARAM_SHAPES.since

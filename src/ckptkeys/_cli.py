@@ -25,8 +25,42 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
 PROGRESS_MIN_FILES = 32
 
 
+def version() -> str:
+    """The installed distribution's version; ``ckptkeys.__version__`` where none is installed.
+
+    Without an installed distribution (a source tree on ``sys.path``), ``importlib.metadata``
+    has nothing to say, and the package's own version is the answer.
+    """
+    from importlib import metadata  # only for --version: it costs milliseconds to import
+
+    try:
+        return metadata.version("ckptkeys")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``ckptkeys X.Y.Z`` on stdout and exit 0; the version is looked up only then."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"ckptkeys {version()}\n")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ckptkeys", description="A typed vocabulary for DeepSpeed checkpoints.")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     keys = commands.add_parser("keys", help="print the key registry", description="Print the key registry.")

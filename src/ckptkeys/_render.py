@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -30,9 +31,46 @@ NON_STRING_CONSTANTS: Final = (
 DEEPSPEED_VERSION: Final = "0.19.8"
 
 
+# The reST inline markup of the registry's docstrings: ``code`` and :role:`target`.
+_REST_MARKUP = re.compile(r"``(?P<code>.+?)``|:[\w:]+:`~?(?P<target>[^`]+)`", re.DOTALL)
+# Characters that Markdown would read as markup in plain text (an underscore only at a word's edge).
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*|<\[\]]|(?<!\w)_|_(?!\w)")
+
+
+def _doc(group: type[KeyGroup]) -> str:
+    return inspect.getdoc(group) or ""
+
+
 def _summary(group: type[KeyGroup]) -> str:
-    doc = inspect.getdoc(group) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    """The first paragraph of the group's docstring, on one line (reST)."""
+    return " ".join(_doc(group).split("\n\n")[0].split())
+
+
+def _text(rest: str) -> str:
+    """reST as terminal text: ``code`` and :class:`Name` lose their markup."""
+    return _REST_MARKUP.sub(lambda match: match.group("code") or match.group("target").rsplit(".", 1)[-1], rest)
+
+
+def _escape(text: str) -> str:
+    """Plain text as Markdown that shows exactly this text."""
+    return _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), text)
+
+
+def _markdown(rest: str, groups: Sequence[type[KeyGroup]]) -> str:
+    """reST as Markdown: ``code`` becomes a code span, :class:`Group` a link where the group is on the page."""
+    on_page = {group.__name__ for group in groups}
+    out = []
+    start = 0
+    for match in _REST_MARKUP.finditer(rest):
+        out.append(_escape(rest[start : match.start()]))
+        if match.group("code") is not None:
+            out.append(f"`{match.group('code')}`")
+        else:
+            name = match.group("target").rsplit(".", 1)[-1]
+            out.append(f"[`{name}`](#{name.lower()})" if name in on_page else f"`{name}`")
+        start = match.end()
+    out.append(_escape(rest[start:]))
+    return "".join(out)
 
 
 def _plain_value(value: Any) -> Any:
@@ -40,10 +78,6 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(str.__str__(item) for item in value)
     return value
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def render_markdown(groups: Sequence[type[KeyGroup]] = _registry.GROUPS) -> str:
@@ -63,14 +97,17 @@ def render_markdown(groups: Sequence[type[KeyGroup]] = _registry.GROUPS) -> str:
         "",
     ]
     if len(groups) > 1:
-        lines += [f"- [`{group.__name__}`](#{group.__name__.lower()}): {_summary(group)}" for group in groups]
+        lines += [
+            f"- [`{group.__name__}`](#{group.__name__.lower()}): {_markdown(_summary(group), groups)}"
+            for group in groups
+        ]
         lines.append("")
     for group in groups:
-        lines += [f"## {group.__name__}", "", inspect.getdoc(group) or "", ""]
+        lines += [f"## {group.__name__}", "", _markdown(_doc(group), groups), ""]
         lines += ["| Member | Value | Description | Since | Constant |", "|---|---|---|---|---|"]
         for member in group:
             lines.append(
-                f"| `{member.name}` | `{member.value!r}` | {_cell(member.description)} "
+                f"| `{member.name}` | `{member.value!r}` | {_escape(member.description)} "
                 f"| {member.since or ''} | {'yes' if member.deepspeed_name else ''} |"
             )
         lines.append("")
@@ -86,7 +123,7 @@ def render_text(groups: Sequence[type[KeyGroup]] = _registry.GROUPS) -> str:
     """The registry as plain text, one member a line."""
     lines: list[str] = []
     for group in groups:
-        lines.append(f"{group.__name__} ({len(group)}): {_summary(group)}")
+        lines.append(f"{group.__name__} ({len(group)}): {_text(_summary(group))}")
         width = max(len(member.name) for member in group)
         for member in group:
             lines.append(f"  {member.name:<{width}}  {member.value!r}")
@@ -103,7 +140,7 @@ def render_json(groups: Sequence[type[KeyGroup]] = _registry.GROUPS) -> str:
         "groups": [
             {
                 "name": group.__name__,
-                "description": _summary(group),
+                "description": _text(_summary(group)),
                 "members": [
                     {
                         "name": member.name,

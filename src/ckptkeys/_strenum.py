@@ -49,6 +49,12 @@ else:  # pragma: no cover - exercised by the 3.10 CI job
         __str__ = str.__str__
         __format__ = str.__format__  # type: ignore[assignment]
 
+        if TYPE_CHECKING:  # as typeshed declares 3.11's StrEnum (Enum's own is Any)
+            _value_: str
+
+            @property
+            def value(self) -> str: ...
+
         @staticmethod
         def _generate_next_value_(name: str, start: int, count: int, last_values: list[Any]) -> str:
             return name.lower()
@@ -80,7 +86,14 @@ class KeyGroup(StrEnum, metaclass=_KeyGroupMeta):
     """The DeepSpeed release that first wrote or read this key, where known (``"0.7.4"``)."""
     _is_constant: bool
 
-    if not TYPE_CHECKING:  # hidden from type checkers, so that Group("value") type-checks
+    if TYPE_CHECKING:
+        # Members are defined by tuples (value, description, since, constant) that __new__
+        # unpacks, but mypy takes `.value` from the assignment (the tuple) when __new__ is
+        # hidden, and gives Any when it is not. At run time `.value` is the plain str.
+        @property
+        def value(self) -> str: ...
+
+    else:  # hidden from type checkers, so that Group("value") type-checks
 
         def __new__(cls, value, description, since=None, constant=False):
             member = str.__new__(cls, value)

@@ -220,7 +220,11 @@ class KeySpec:
     types: tuple[type, ...] = ()
     """Accepted types of the value (empty: anything); ``type(None)`` when it may be None."""
     required_from: str | None = "0.0.0"
-    """The first DeepSpeed version that always writes it; ``None``: never required."""
+    """The first DeepSpeed version that always writes it; ``None``: never required.
+
+    For a key DeepSpeed added to a dict that existed before, this is the key's
+    :attr:`~ckptkeys.KeyGroup.since`, taken from the registry (the one place it is written).
+    """
     written_until: str | None = None
     """The last DeepSpeed version known to write it, for keys that were dropped."""
 
@@ -242,7 +246,21 @@ _OPTIONAL = None  # required_from for keys DeepSpeed writes only in some set-ups
 
 
 def _k(key: KeyGroup, *types: type, required_from: str | None = "0.0.0", until: str | None = None) -> KeySpec:
+    """A key every version writes (``required_from`` ``"0.0.0"``), or only some set-ups (``_OPTIONAL``).
+
+    A version of its own is for a key whose first release the registry does not know; a key the
+    registry dates is :func:`_added`, so that its version is written once.
+    """
+    if required_from not in ("0.0.0", _OPTIONAL) and key.since is not None:
+        raise ValueError(f"{key.group.__name__}.{key.name} is dated {key.since} in the registry: use _added()")
     return KeySpec(key, types, required_from, until)
+
+
+def _added(key: KeyGroup, *types: type) -> KeySpec:
+    """A key written from the release that added it on: required from the registry's ``since``."""
+    if key.since is None:
+        raise ValueError(f"{key.group.__name__}.{key.name} has no since in the registry")
+    return KeySpec(key, types, key.since)
 
 
 M, F, OK = ModuleKeys, OptimFileKeys, OptimizerKeys
@@ -255,9 +273,9 @@ MODEL_STATES = DictKind(
         _k(M.BUFFER_NAMES, list),
         _k(M.OPTIMIZER, dict, _N),
         _k(M.PARAM_SHAPES, list, _N),
-        _k(M.FROZEN_PARAM_SHAPES, dict, _N, required_from="0.9.1"),
+        _added(M.FROZEN_PARAM_SHAPES, dict, _N),
         _k(M.SHARED_PARAMS, dict, _N, required_from=_OPTIONAL),
-        _k(M.FROZEN_PARAM_FRAGMENTS, dict, _N, required_from="0.9.1"),
+        _added(M.FROZEN_PARAM_FRAGMENTS, dict, _N),
         _k(M.LR_SCHEDULER),
         _k(M.DATA_SAMPLER, required_from=_OPTIONAL),
         _k(M.RANDOM_LTD, required_from=_OPTIONAL),
@@ -268,7 +286,7 @@ MODEL_STATES = DictKind(
         _k(M.GLOBAL_SAMPLES, int, required_from=_OPTIONAL),
         _k(M.DP_WORLD_SIZE, int),
         _k(M.MP_WORLD_SIZE, int),
-        _k(M.CHECKPOINT_PARALLEL_DIMS, dict, required_from="0.19.5"),
+        _added(M.CHECKPOINT_PARALLEL_DIMS, dict),
         _k(M.DS_CONFIG),
         _k(M.DS_VERSION, str),
         _k(M.UNIVERSAL_CHECKPOINT_INFO, dict, required_from=_OPTIONAL),
@@ -310,7 +328,7 @@ ZERO_OPTIMIZER_STATE = DictKind(
         _k(OK.PARAM_ALIGNMENT_PADDINGS, list, required_from="0.19.8"),
         _k(OK.PARTITION_COUNT, int, list),
         _k(OK.DS_VERSION, str),
-        _k(OK.PARAM_SLICE_MAPPINGS, list, required_from="0.7.0"),
+        _added(OK.PARAM_SLICE_MAPPINGS, list),
         _k(OK.UNIVERSAL_CHECKPOINT_INFO, dict, required_from=_OPTIONAL),
     ),
     ZeroOptimizerState,

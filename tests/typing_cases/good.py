@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from ckptkeys import KeyGroup, ModuleKeys, OptimizerKeys, members_for, plain
+from ckptkeys import KeyGroup, ModuleKeys, OptimizerKeys, Severity, members_for, plain
 from ckptkeys.constants import (
     AUTOEP_ZERO12_REQUIRED_FIELDS,
     PARTITION_COUNT,
@@ -42,3 +42,12 @@ def use() -> None:
     wants_literal(ZERO_STAGE)
     for member in OptimizerKeys:
         print(member.value.upper(), text, description, since, constant, group, saved, version, fields, found)
+
+
+def values(member: KeyGroup) -> str:
+    # `.value` is str on every target (returning Any would be an error under --strict).
+    text: str = OptimizerKeys.ZERO_STAGE.value
+    counts: dict[str, int] = {ModuleKeys.MODULE.value: 1}
+    level: str = Severity.ERROR.value
+    print(text, counts, level)
+    return member.value
