@@ -226,3 +226,13 @@ def test_tensor_parallel_missing_rank(tmp_path: pathlib.Path) -> None:
         [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1 and "mp_rank_01_model_states.pt is missing" in result.stdout
+
+
+def test_zero3_universal_output_validates_without_warnings() -> None:
+    """ds_to_universal on ZeRO-3 keeps optimizer_state_dict and fp32_flat_groups in zero/optimizer_state.pt."""
+    report = ckptkeys.validate_folder(DATA / "universal_z3")
+    (tag,) = report.tags
+    assert tag.layout.universal and report.layout.latest_universal == tag.layout.name
+    state = ckptkeys.read(DATA / "universal_z3" / tag.layout.name / "zero" / "optimizer_state.pt").data
+    assert {"optimizer_state_dict", "fp32_flat_groups", "param_groups"} <= set(state)
+    assert [p for p in report.all_problems if p.code == "unknown-key"] == []
