@@ -236,3 +236,33 @@ def test_zero3_universal_output_validates_without_warnings() -> None:
     state = ckptkeys.read(DATA / "universal_z3" / tag.layout.name / "zero" / "optimizer_state.pt").data
     assert {"optimizer_state_dict", "fp32_flat_groups", "param_groups"} <= set(state)
     assert [p for p in report.all_problems if p.code == "unknown-key"] == []
+
+
+# -- MoE without ZeRO ----------------------------------------------------------------------------------
+
+MOE_Z0 = DATA / "moe_z0_fp32_ep2"
+
+
+def test_moe_without_zero_ep_size_from_the_param_group() -> None:
+    from ckptkeys._validate import moe_info
+
+    (tag,) = ckptkeys.validate_folder(MOE_Z0).tags
+    assert tag.layout.zero_stage == 0
+    assert moe_info(tag.layout) == {"num_experts": 2, "num_experts_per_layer": [2], "ep_size": 2, "expert_files": 2}
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "inspect", str(MOE_Z0)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "ep_size=2, 2 expert files" in result.stdout
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_moe_without_zero_missing_expert_optimizer_file(tmp_path: pathlib.Path, rank: int) -> None:
+    root = tmp_path / "moe"
+    shutil.copytree(MOE_Z0, root)
+    name = f"expp_rank_{rank}_mp_rank_00_optim_states.pt"
+    (root / "global_step3" / name).unlink()
+    assert _errors(ckptkeys.validate(root)) == [("missing-expert-optim", name)]
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and f"missing-expert-optim: {root / 'global_step3' / name}" in result.stdout

@@ -405,7 +405,7 @@ def _missing_files(
     if expert_optim:
         ep_world = max(f.name.ep_rank or 0 for f in expert_optim) + 1
         for mp in range(mp_world or 1):
-            expected += [("missing-rank", naming.expert_optim_states(r, mp)) for r in range(ep_world)]
+            expected += [("missing-expert-optim", naming.expert_optim_states(r, mp)) for r in range(ep_world)]
     if FileKind.UNIVERSAL_PARAM_STATE in by_kind and FileKind.UNIVERSAL_OPTIMIZER_STATE not in by_kind:
         expected.append(("missing-universal-state", naming.build(CheckpointName(FileKind.UNIVERSAL_OPTIMIZER_STATE))))
     for code, relpath in expected:

@@ -23,7 +23,15 @@ from ._problems import Problem, Severity
 from ._reader import read
 from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from ._torch import TensorInfo
-from .naming import FileKind, expert_model_states, model_states, optim_states, parse, zero3_model_states
+from .naming import (
+    FileKind,
+    expert_model_states,
+    expert_optim_states,
+    model_states,
+    optim_states,
+    parse,
+    zero3_model_states,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -292,6 +300,7 @@ def _cross_file(tag: TagLayout) -> list[Problem]:
         )
     problems += _precision(tag, models, config)
     problems += _experts(tag, model_state)
+    problems += _expert_optimizer_files(tag)
     problems += _param_shapes(tag, models, shards)
     return problems
 
@@ -407,22 +416,68 @@ def moe_info(tag: TagLayout) -> dict[str, Any] | None:
             per_layer = value
     if per_layer is None and not experts:
         return None
-    ep_size = None
-    for _, state in _data(tag, tag.of_kind(FileKind.OPTIM_STATES))[:1]:
-        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
-        base = inner.get(OptimizerKeys.BASE_OPTIMIZER_STATE) if isinstance(inner, dict) else None
-        groups = base.get(OptimizerKeys.PARAM_GROUPS) if isinstance(base, dict) else None
-        for group in groups if isinstance(groups, list) else ():
-            name = group.get("name") if isinstance(group, dict) and group.get("moe") else None
-            match = _EP_GROUP_NAME.fullmatch(name) if isinstance(name, str) else None
-            if match:
-                ep_size = int(match.group(1))
     return {
         "num_experts": sum(per_layer) if per_layer is not None else len(experts),
         "num_experts_per_layer": per_layer,
-        "ep_size": ep_size,
+        "ep_size": _ep_size(tag),
         "expert_files": len(experts),
     }
+
+
+def _ep_size(tag: TagLayout) -> int | None:
+    """The expert-parallel degree in the name of the MoE param group (``ep_size_2``) of the optimizer state.
+
+    ZeRO-1/2 keep the optimizer state in the shards (``optimizer_state_dict/base_optimizer_state``);
+    without ZeRO it is in the model states (``optimizer``, inside the fp16 wrapper's
+    ``optimizer_state_dict`` under fp16) and in each ``expp_rank_R`` file (``optimizer``).
+    """
+    sources = (
+        (FileKind.OPTIM_STATES, (OptimFileKeys.OPTIMIZER_STATE_DICT, OptimizerKeys.BASE_OPTIMIZER_STATE)),
+        (FileKind.MODEL_STATES, (ModuleKeys.OPTIMIZER,)),
+        (FileKind.MODEL_STATES, (ModuleKeys.OPTIMIZER, OptimFileKeys.OPTIMIZER_STATE_DICT)),
+        (FileKind.EXPERT_OPTIM_STATES, (ModuleKeys.OPTIMIZER,)),
+    )
+    for kind, path in sources:
+        for _, state in _data(tag, tag.of_kind(kind))[:1]:
+            value: Any = state
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            groups = value.get(OptimizerKeys.PARAM_GROUPS) if isinstance(value, dict) else None
+            for group in groups if isinstance(groups, list) else ():
+                name = group.get("name") if isinstance(group, dict) and group.get("moe") else None
+                match = _EP_GROUP_NAME.fullmatch(name) if isinstance(name, str) else None
+                if match:
+                    return int(match.group(1))
+    return None
+
+
+def _expert_optimizer_files(tag: TagLayout) -> list[Problem]:
+    """Without ZeRO, every expert-parallel rank writes ``expp_rank_{R}_mp_rank_XX_optim_states.pt``."""
+    present = tag.of_kind(FileKind.EXPERT_OPTIM_STATES)
+    if tag.zero_stage != 0 or tag.universal or not (present or tag.of_kind(FileKind.EXPERT_MODEL_STATES)):
+        return []
+    ep_size = _ep_size(tag)
+    if ep_size is None:
+        return []
+    names = {f.relpath for f in present}
+    already = {p.file for p in tag.problems}
+    mp_ranks = sorted({f.name.mp_rank or 0 for f in tag.of_kind(FileKind.MODEL_STATES)} or {0})
+    problems = []
+    for mp in mp_ranks:
+        for rank in range(ep_size):
+            name = expert_optim_states(rank, mp)
+            path = os.path.join(tag.path, name)
+            if name not in names and path not in already:
+                problems.append(
+                    Problem(
+                        E,
+                        "missing-expert-optim",
+                        f"{name} is missing (the MoE param group says ep_size {ep_size}; without ZeRO every "
+                        "expert-parallel rank writes its optimizer state there)",
+                        path,
+                    )
+                )
+    return problems
 
 
 def _experts(tag: TagLayout, model_state: dict[Any, Any]) -> list[Problem]:
