@@ -235,7 +235,63 @@ def test_zero3_universal_output_validates_without_warnings() -> None:
     assert tag.layout.universal and report.layout.latest_universal == tag.layout.name
     state = ckptkeys.read(DATA / "universal_z3" / tag.layout.name / "zero" / "optimizer_state.pt").data
     assert {"optimizer_state_dict", "fp32_flat_groups", "param_groups"} <= set(state)
-    assert [p for p in report.all_problems if p.code == "unknown-key"] == []
+    assert [p.code for p in report.all_problems if p.severity is not Severity.INFO] == []
+
+
+# -- converter verdicts as users meet them -----------------------------------------------------------
+
+CLIENT_SAVES = [
+    DATA / "clients" / "hf_trainer_z2_bf16" / "checkpoint-2",
+    DATA / "clients" / "hf_trainer_z2_bf16" / "checkpoint-4",
+    DATA / "clients" / "lightning_z2" / "epoch=0-step=2.ckpt",
+    DATA / "clients" / "lightning_z2" / "epoch=0-step=4.ckpt",
+]
+
+
+@pytest.mark.parametrize("save", CLIENT_SAVES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_framework_saves_tied_weights_and_inject_missing_state(save: pathlib.Path) -> None:
+    report = ckptkeys.validate_folder(save)
+    assert report.layout.framework in ("transformers", "lightning")
+    (tag,) = report.tags
+    zero_to_fp32 = tag.converters["zero_to_fp32"]
+    assert zero_to_fp32.ready
+    safe = zero_to_fp32.safe_serialization
+    assert safe is not None and not safe.ready and safe.code == "tied-weights"
+    assert "lm_head.weight" in (safe.reason or "") and "without --safe_serialization" in (safe.reason or "")
+    universal = tag.converters["ds_to_universal"]
+    assert universal.code == "no-universal-info"
+    assert (universal.reason or "").startswith("run ds_to_universal with --inject_missing_state")
+    codes = sorted(p.code for p in report.all_problems if p.severity is Severity.WARNING)
+    assert codes == ["ds-to-universal-not-ready", "zero-to-fp32-safetensors-not-ready"]
+
+
+def test_deepspeed_own_saves_keep_the_client_state_way_out() -> None:
+    (tag,) = ckptkeys.validate_folder(FIXTURES / "z2_bf16_ws2").tags
+    reason = tag.converters["ds_to_universal"].reason or ""
+    assert reason.startswith("no universal_checkpoint_info") and "--inject_missing_state" in reason
+    safe = tag.converters["zero_to_fp32"].safe_serialization
+    assert safe is not None and safe.ready  # no tied weights in this model
+
+
+def test_a_universal_tag_is_not_applicable_without_warnings() -> None:
+    report = ckptkeys.validate_folder(FIXTURES / "uc_z2_bf16_ws2")
+    universal = next(t for t in report.tags if t.layout.universal)
+    for verdict in universal.converters.values():
+        assert not verdict.ready and not verdict.applicable and verdict.code == "universal" and verdict.reason
+    assert [p for p in universal.problems if p.severity is not Severity.INFO] == []
+
+
+# Every folder DeepSpeed (directly or through a framework) wrote: no warning but converter verdicts.
+# tests/test_converters_deepspeed.py proves each verdict against DeepSpeed's converters.
+DEEPSPEED_WRITTEN = [FIXTURES / f for f in FOLDERS] + CLIENT_SAVES + [DATA / "moe_z0_fp32_ep2", DATA / "universal_z3"]
+CONVERTER_CODES = {"zero-to-fp32-not-ready", "ds-to-universal-not-ready", "zero-to-fp32-safetensors-not-ready"}
+
+
+@pytest.mark.parametrize("folder", DEEPSPEED_WRITTEN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_deepspeed_output_has_no_warning_but_converter_verdicts(folder: pathlib.Path) -> None:
+    problems = ckptkeys.validate(folder)
+    assert [p for p in problems if p.severity is Severity.ERROR] == []
+    assert {p.code for p in problems if p.severity is Severity.WARNING} <= CONVERTER_CODES
 
 
 # -- MoE without ZeRO ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import naming
+from . import _frameworks, naming
 from ._errors import NotACheckpointError, ReadError
 from ._limits import Limits
 from ._pickle import Opaque
@@ -95,6 +95,11 @@ class Layout:
     tags: tuple[TagLayout, ...]
     problems: tuple[Problem, ...]
     """Problems of the folder itself; each tag has its own."""
+    framework: str | None = None
+    """The framework that wrote the save folder, where its files or name tell (``"transformers"``,
+    ``"accelerate"``, ``"lightning"``); ``None`` for DeepSpeed's own ``save_checkpoint``."""
+    framework_files: tuple[str, ...] = ()
+    """Files of the save folder that a framework writes beside the save (``trainer_state.json``, ...)."""
 
     def tag(self, name: str) -> TagLayout:
         """The tag called ``name``; ``KeyError`` if there is none."""
@@ -166,7 +171,12 @@ def scan(
                     os.path.join(root, pointer),
                 )
             )
-    return Layout(root, "save", latest, latest_universal, tuple(tags), tuple(problems))
+    files = [entry.name for entry in entries if not entry.is_dir]
+    framework = _frameworks.framework_of_files(files) or _frameworks.framework_of_save_name(os.path.basename(root))
+    framework_files = tuple(name for name in files if _frameworks.is_framework_file(name))
+    return Layout(
+        root, "save", latest, latest_universal, tuple(tags), tuple(problems), framework, framework_files
+    )
 
 
 # -- the file system ---------------------------------------------------------------------------

@@ -205,7 +205,14 @@ def _file(file: LayoutFile, checkpoint: Checkpoint | None) -> dict[str, Any]:
 
 
 def _verdict(verdict: Verdict) -> dict[str, Any]:
-    return {"ready": verdict.ready, "code": verdict.code, "reason": verdict.reason}
+    safe = verdict.safe_serialization
+    return {
+        "ready": verdict.ready,
+        "applicable": verdict.applicable,
+        "code": verdict.code,
+        "reason": verdict.reason,
+        "safe_serialization": None if safe is None else _verdict(safe),
+    }
 
 
 def _trees(tag: TagLayout, depth: int) -> dict[str, list[str]]:
@@ -378,9 +385,19 @@ def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
     out += _globals_text(tag["files"])
     out.append("  converters:")
     for name, verdict in tag["converters"].items():
-        state = "ready" if verdict["ready"] else f"not ready ({verdict['code']}): {verdict['reason']}"
-        out.append(f"    {name:<16} {state}")
+        out.append(f"    {name:<16} {_verdict_text(verdict)}")
+        safe = verdict["safe_serialization"]
+        if safe is not None:
+            out.append(f"    {'':<16} --safe_serialization: {_verdict_text(safe)}")
     return out
+
+
+def _verdict_text(verdict: dict[str, Any]) -> str:
+    if verdict["ready"]:
+        return "ready"
+    if not verdict["applicable"]:
+        return f"not applicable ({verdict['code']}): {verdict['reason']}"
+    return f"not ready ({verdict['code']}): {verdict['reason']}"
 
 
 def _file_summary(entry: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import schema
+from . import _frameworks, schema
 from ._converters import Verdict, readiness
 from ._layout import Layout, LayoutFile, TagLayout, scan
 from ._limits import Limits
@@ -195,20 +195,37 @@ class ValidationReport:
         return self.problems + tuple(p for tag in self.tags for p in tag.problems)
 
 
-def _validate_tag(tag: TagLayout) -> TagReport:
+def _validate_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
     problems = list(tag.problems)
     for file in tag.files:
         checkpoint = tag.checkpoints.get(file.relpath)
         if checkpoint is not None:
             problems += _check_file(file, checkpoint.data)
     problems += _cross_file(tag)
-    converters = readiness(tag)
+    converters = readiness(tag, framework=framework or _client_framework(tag))
     for name, verdict in converters.items():
-        if not verdict.ready:
+        if not verdict.ready and verdict.applicable:
             problems.append(
                 Problem(W, f"{name.replace('_', '-')}-not-ready", f"{name} will fail: {verdict.reason}", tag.path)
             )
+        elif verdict.safe_serialization is not None and not verdict.safe_serialization.ready:
+            problems.append(
+                Problem(
+                    W,
+                    f"{name.replace('_', '-')}-safetensors-not-ready",
+                    f"{name} --safe_serialization will fail: {verdict.safe_serialization.reason}",
+                    tag.path,
+                )
+            )
     return TagReport(tag, tuple(problems), converters)
+
+
+def _client_framework(tag: TagLayout) -> str | None:
+    """The framework whose client state the model states hold (Lightning's), if any."""
+    for _, state in _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
+        found = _frameworks.client_state_framework(state)
+        return found[0] if found else None
+    return None
 
 
 def _data(tag: TagLayout, files: tuple[LayoutFile, ...]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
@@ -618,7 +635,9 @@ def validate_folder(
 ) -> ValidationReport:
     """Scan ``path`` (a save or tag folder), read every file, and validate each tag."""
     layout = scan(path, read=True, limits=limits, progress=progress)
-    return ValidationReport(layout, tuple(_validate_tag(tag) for tag in layout.tags), layout.problems)
+    return ValidationReport(
+        layout, tuple(_validate_tag(tag, layout.framework) for tag in layout.tags), layout.problems
+    )
 
 
 def validate(
