@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -111,10 +112,18 @@ def test_one_file_and_one_dict() -> None:
     assert [(p.code, p.key_path) for p in problems] == [("missing-key", "zero_stage")]
 
 
-def test_unreadable_single_file(tmp_path: pathlib.Path) -> None:
+def test_path_that_is_no_checkpoint_raises(tmp_path: pathlib.Path) -> None:
+    """PATH itself unreadable, or holding no checkpoint: ReadError, where the command exits with 2."""
     bad = tmp_path / "mp_rank_00_model_states.pt"
     bad.write_bytes(b"junk")
-    assert [p.code for p in ckptkeys.validate(bad)] == ["unreadable-file"]
+    with pytest.raises(ckptkeys.NotACheckpointError, match="mp_rank_00_model_states.pt"):
+        ckptkeys.validate(bad)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ckptkeys.NotACheckpointError, match="holds no DeepSpeed checkpoint"):
+        ckptkeys.validate(empty)
+    with pytest.raises(ckptkeys.ReadError, match="does not exist"):
+        ckptkeys.validate(tmp_path / "nope")
 
 
 def test_versions_decide_what_is_required() -> None:
@@ -165,28 +174,6 @@ def test_schema_keys_are_registry_values() -> None:
         assert keys == set(kind.typed_dict.__annotations__), kind.name
         for spec in kind.keys:
             assert isinstance(spec.key, ckptkeys.KeyGroup)
-
-
-def test_problem_codes_are_documented() -> None:
-    text = (DATA.parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
-    for code in (
-        "missing-key",
-        "wrong-type",
-        "unknown-key",
-        "client-state-key",
-        "partition-count-mismatch",
-        "dp-world-size-mismatch",
-        "mp-world-size-mismatch",
-        "stage-mismatch",
-        "precision-mismatch",
-        "version-mismatch",
-        "param-shapes-mismatch",
-        "zero-to-fp32-not-ready",
-        "ds-to-universal-not-ready",
-        "missing-rank",
-        "unreadable-file",
-    ):
-        assert f"`{code}`" in text, code
 
 
 def test_iterating_a_group_checks_membership() -> None:
@@ -294,6 +281,12 @@ def test_deepspeed_output_has_no_warning_but_converter_verdicts(folder: pathlib.
     assert {p.code for p in problems if p.severity is Severity.WARNING} <= CONVERTER_CODES
 
 
+def test_client_state_keys_once_per_tag() -> None:
+    """ZeRO-3 writes the client state into every rank's model states: one problem per key, not per file."""
+    problems = ckptkeys.validate(FIXTURES / "z3_bf16_ws2")
+    assert [(p.code, p.key_path) for p in problems] == [("client-state-key", "my_note")]
+
+
 # -- MoE without ZeRO ----------------------------------------------------------------------------------
 
 MOE_Z0 = DATA / "moe_z0_fp32_ep2"
@@ -322,3 +315,53 @@ def test_moe_without_zero_missing_expert_optimizer_file(tmp_path: pathlib.Path, 
         [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1 and f"missing-expert-optim: {root / 'global_step3' / name}" in result.stdout
+
+
+# -- one path: the library and the command ---------------------------------------------------------
+
+
+def _cli_problems(path: pathlib.Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "validate", "--json", str(path)], capture_output=True, text=True, check=False
+    )
+    document = json.loads(result.stdout)
+    reports = [s["report"] for s in document["saves"] if s["report"]] if document["kind"] == "run" else [document]
+    return [p for r in reports for p in r["problems"] + [p for t in r["tags"] for p in t["problems"]]]
+
+
+def _as_json(problems: list[Problem]) -> list[dict[str, Any]]:
+    return [
+        {"severity": str(p.severity), "code": p.code, "file": p.file, "key_path": p.key_path, "message": p.message}
+        for p in problems
+    ]
+
+
+def test_library_and_command_agree(tmp_path: pathlib.Path) -> None:
+    renamed = tmp_path / "model.pt"  # model states under a name DeepSpeed does not write
+    shutil.copy(FIXTURES / "z1_fp16_ws2" / "global_step3" / "mp_rank_00_model_states.pt", renamed)
+    paths = [
+        renamed,
+        FIXTURES / "z1_fp16_ws2" / "global_step3" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        FIXTURES / "z1_fp16_ws2" / "global_step3",
+        FIXTURES / "uc_z2_bf16_ws2",
+        DATA / "broken" / "partition_count",
+        DATA / "clients" / "lightning_z2",
+    ]
+    for path in paths:
+        assert _cli_problems(path) == _as_json(ckptkeys.validate(path)), path
+    assert [p.code for p in ckptkeys.validate(renamed)] == ["client-state-key"]
+
+
+def test_every_problem_code_is_documented() -> None:
+    """Every code the sources can give: problems, the files a layout expects, converter verdicts."""
+    import re
+
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (DATA.parent.parent / "src" / "ckptkeys").glob("*.py"))
+    codes = set(re.findall(r'Problem\(\s*(?:E|W|INFO|Severity\.\w+),\s*"([a-z0-9-]+)"', source))
+    codes |= set(re.findall(r'\("(missing-[a-z-]+)", ', source))
+    codes |= set(re.findall(r'Verdict\(\s*False,\s*"([a-z0-9-]+)"', source))
+    codes |= {f"{c.replace('_', '-')}-not-ready" for c in ("zero_to_fp32", "ds_to_universal")}
+    codes |= {"zero-to-fp32-safetensors-not-ready"}
+    assert {"missing-expert-optim", "framework-client-state", "tied-weights", "no-universal-info"} <= codes
+    text = (DATA.parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
+    assert sorted(code for code in codes if f"`{code}`" not in text) == []
