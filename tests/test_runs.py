@@ -92,6 +92,8 @@ def test_accelerate_checkpoints_folder(tmp_path: pathlib.Path) -> None:
     assert save.layout.framework == "accelerate" and save.layout.framework_files == ("random_states_0.pkl",)
     assert save.layout.latest == "pytorch_model"
     assert not [p for p in report.all_problems if p.severity is Severity.ERROR]
+    reason = save.tags[0].converters["ds_to_universal"].reason or ""
+    assert reason.startswith("run ds_to_universal with --inject_missing_state") and "Accelerate" in reason
 
 
 def test_saves_without_a_step_go_by_time(tmp_path: pathlib.Path) -> None:
