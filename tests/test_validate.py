@@ -302,6 +302,9 @@ def test_moe_without_zero_ep_size_from_the_param_group() -> None:
         [sys.executable, "-m", "ckptkeys", "inspect", str(MOE_Z0)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "ep_size=2, 2 expert files" in result.stdout
+    verdicts = tag.converters
+    assert "the weights are already whole" in (verdicts["zero_to_fp32"].reason or "")
+    assert verdicts["ds_to_universal"].code == "no-optimizer-state"
 
 
 @pytest.mark.parametrize("rank", [0, 1])

@@ -116,11 +116,16 @@ def _zero_to_fp32(tag: TagLayout) -> Verdict:
             )
         if ModuleKeys.BUFFER_NAMES not in state:
             what = "an MoE expert file" if file.name.kind is FileKind.EXPERT_MODEL_STATES else "not model states"
+            way_out = (
+                "without ZeRO the weights are already whole: the model states' module and the expert files"
+                if tag.zero_stage == 0
+                else "MoE checkpoints need ds_to_universal"
+            )
             return Verdict(
                 False,
                 "not-model-states",
                 f"{file.relpath} is {what}: zero_to_fp32 takes every *_model_states.pt for model states and "
-                "fails on it; MoE checkpoints need ds_to_universal",
+                f"fails on it; {way_out}",
             )
         if not isinstance(state.get(ModuleKeys.MODULE), dict):
             return Verdict(
