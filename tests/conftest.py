@@ -21,7 +21,7 @@ def reference_constants() -> list[dict[str, Any]]:
     return constants
 
 
-def ds_to_universal(tag: pathlib.Path, output: pathlib.Path) -> subprocess.CompletedProcess[str]:
+def ds_to_universal(tag: pathlib.Path, output: pathlib.Path, *options: str) -> subprocess.CompletedProcess[str]:
     """Run DeepSpeed's own ``ds_to_universal`` converter on one tag folder (needs DeepSpeed)."""
     return subprocess.run(
         [
@@ -30,6 +30,7 @@ def ds_to_universal(tag: pathlib.Path, output: pathlib.Path) -> subprocess.Compl
             "deepspeed.checkpoint.ds_to_universal",
             *("--input_folder", str(tag), "--output_folder", str(output)),
             *("--num_extract_workers", "1", "--num_merge_workers", "1"),
+            *options,
         ],
         capture_output=True,
         text=True,

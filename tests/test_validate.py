@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -111,10 +112,18 @@ def test_one_file_and_one_dict() -> None:
     assert [(p.code, p.key_path) for p in problems] == [("missing-key", "zero_stage")]
 
 
-def test_unreadable_single_file(tmp_path: pathlib.Path) -> None:
+def test_path_that_is_no_checkpoint_raises(tmp_path: pathlib.Path) -> None:
+    """PATH itself unreadable, or holding no checkpoint: ReadError, where the command exits with 2."""
     bad = tmp_path / "mp_rank_00_model_states.pt"
     bad.write_bytes(b"junk")
-    assert [p.code for p in ckptkeys.validate(bad)] == ["unreadable-file"]
+    with pytest.raises(ckptkeys.NotACheckpointError, match="mp_rank_00_model_states.pt"):
+        ckptkeys.validate(bad)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ckptkeys.NotACheckpointError, match="holds no DeepSpeed checkpoint"):
+        ckptkeys.validate(empty)
+    with pytest.raises(ckptkeys.ReadError, match="does not exist"):
+        ckptkeys.validate(tmp_path / "nope")
 
 
 def test_versions_decide_what_is_required() -> None:
@@ -167,28 +176,6 @@ def test_schema_keys_are_registry_values() -> None:
             assert isinstance(spec.key, ckptkeys.KeyGroup)
 
 
-def test_problem_codes_are_documented() -> None:
-    text = (DATA.parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
-    for code in (
-        "missing-key",
-        "wrong-type",
-        "unknown-key",
-        "client-state-key",
-        "partition-count-mismatch",
-        "dp-world-size-mismatch",
-        "mp-world-size-mismatch",
-        "stage-mismatch",
-        "precision-mismatch",
-        "version-mismatch",
-        "param-shapes-mismatch",
-        "zero-to-fp32-not-ready",
-        "ds-to-universal-not-ready",
-        "missing-rank",
-        "unreadable-file",
-    ):
-        assert f"`{code}`" in text, code
-
-
 def test_iterating_a_group_checks_membership() -> None:
     state = ckptkeys.read(
         FIXTURES / "z2_bf16_ws2" / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
@@ -226,3 +213,158 @@ def test_tensor_parallel_missing_rank(tmp_path: pathlib.Path) -> None:
         [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1 and "mp_rank_01_model_states.pt is missing" in result.stdout
+
+
+def test_zero3_universal_output_validates_without_warnings() -> None:
+    """ds_to_universal on ZeRO-3 keeps optimizer_state_dict and fp32_flat_groups in zero/optimizer_state.pt."""
+    report = ckptkeys.validate_folder(DATA / "universal_z3")
+    (tag,) = report.tags
+    assert tag.layout.universal and report.layout.latest_universal == tag.layout.name
+    state = ckptkeys.read(DATA / "universal_z3" / tag.layout.name / "zero" / "optimizer_state.pt").data
+    assert {"optimizer_state_dict", "fp32_flat_groups", "param_groups"} <= set(state)
+    assert [p.code for p in report.all_problems if p.severity is not Severity.INFO] == []
+
+
+# -- converter verdicts as users meet them -----------------------------------------------------------
+
+CLIENT_SAVES = [
+    DATA / "clients" / "hf_trainer_z2_bf16" / "checkpoint-2",
+    DATA / "clients" / "hf_trainer_z2_bf16" / "checkpoint-4",
+    DATA / "clients" / "lightning_z2" / "epoch=0-step=2.ckpt",
+    DATA / "clients" / "lightning_z2" / "epoch=0-step=4.ckpt",
+]
+
+
+@pytest.mark.parametrize("save", CLIENT_SAVES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_framework_saves_tied_weights_and_inject_missing_state(save: pathlib.Path) -> None:
+    report = ckptkeys.validate_folder(save)
+    assert report.layout.framework in ("transformers", "lightning")
+    (tag,) = report.tags
+    zero_to_fp32 = tag.converters["zero_to_fp32"]
+    assert zero_to_fp32.ready
+    safe = zero_to_fp32.safe_serialization
+    assert safe is not None and not safe.ready and safe.code == "tied-weights"
+    assert "lm_head.weight" in (safe.reason or "") and "without --safe_serialization" in (safe.reason or "")
+    universal = tag.converters["ds_to_universal"]
+    assert universal.code == "no-universal-info"
+    assert (universal.reason or "").startswith("run ds_to_universal with --inject_missing_state")
+    codes = sorted(p.code for p in report.all_problems if p.severity is Severity.WARNING)
+    assert codes == ["ds-to-universal-not-ready", "zero-to-fp32-safetensors-not-ready"]
+
+
+def test_deepspeed_own_saves_keep_the_client_state_way_out() -> None:
+    (tag,) = ckptkeys.validate_folder(FIXTURES / "z2_bf16_ws2").tags
+    reason = tag.converters["ds_to_universal"].reason or ""
+    assert reason.startswith("no universal_checkpoint_info") and "--inject_missing_state" in reason
+    safe = tag.converters["zero_to_fp32"].safe_serialization
+    assert safe is not None and safe.ready  # no tied weights in this model
+
+
+def test_a_universal_tag_is_not_applicable_without_warnings() -> None:
+    report = ckptkeys.validate_folder(FIXTURES / "uc_z2_bf16_ws2")
+    universal = next(t for t in report.tags if t.layout.universal)
+    for verdict in universal.converters.values():
+        assert not verdict.ready and not verdict.applicable and verdict.code == "universal" and verdict.reason
+    assert [p for p in universal.problems if p.severity is not Severity.INFO] == []
+
+
+# Every folder DeepSpeed (directly or through a framework) wrote: no warning but converter verdicts.
+# tests/test_converters_deepspeed.py proves each verdict against DeepSpeed's converters.
+DEEPSPEED_WRITTEN = [FIXTURES / f for f in FOLDERS] + CLIENT_SAVES + [DATA / "moe_z0_fp32_ep2", DATA / "universal_z3"]
+CONVERTER_CODES = {"zero-to-fp32-not-ready", "ds-to-universal-not-ready", "zero-to-fp32-safetensors-not-ready"}
+
+
+@pytest.mark.parametrize("folder", DEEPSPEED_WRITTEN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_deepspeed_output_has_no_warning_but_converter_verdicts(folder: pathlib.Path) -> None:
+    problems = ckptkeys.validate(folder)
+    assert [p for p in problems if p.severity is Severity.ERROR] == []
+    assert {p.code for p in problems if p.severity is Severity.WARNING} <= CONVERTER_CODES
+
+
+def test_client_state_keys_once_per_tag() -> None:
+    """ZeRO-3 writes the client state into every rank's model states: one problem per key, not per file."""
+    problems = ckptkeys.validate(FIXTURES / "z3_bf16_ws2")
+    assert [(p.code, p.key_path) for p in problems] == [("client-state-key", "my_note")]
+
+
+# -- MoE without ZeRO ----------------------------------------------------------------------------------
+
+MOE_Z0 = DATA / "moe_z0_fp32_ep2"
+
+
+def test_moe_without_zero_ep_size_from_the_param_group() -> None:
+    from ckptkeys._validate import moe_info
+
+    (tag,) = ckptkeys.validate_folder(MOE_Z0).tags
+    assert tag.layout.zero_stage == 0
+    assert moe_info(tag.layout) == {"num_experts": 2, "num_experts_per_layer": [2], "ep_size": 2, "expert_files": 2}
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "inspect", str(MOE_Z0)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "ep_size=2, 2 expert files" in result.stdout
+    verdicts = tag.converters
+    assert "the weights are already whole" in (verdicts["zero_to_fp32"].reason or "")
+    assert verdicts["ds_to_universal"].code == "no-optimizer-state"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_moe_without_zero_missing_expert_optimizer_file(tmp_path: pathlib.Path, rank: int) -> None:
+    root = tmp_path / "moe"
+    shutil.copytree(MOE_Z0, root)
+    name = f"expp_rank_{rank}_mp_rank_00_optim_states.pt"
+    (root / "global_step3" / name).unlink()
+    assert _errors(ckptkeys.validate(root)) == [("missing-expert-optim", name)]
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "validate", str(root)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and f"missing-expert-optim: {root / 'global_step3' / name}" in result.stdout
+
+
+# -- one path: the library and the command ---------------------------------------------------------
+
+
+def _cli_problems(path: pathlib.Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "validate", "--json", str(path)], capture_output=True, text=True, check=False
+    )
+    document = json.loads(result.stdout)
+    reports = [s["report"] for s in document["saves"] if s["report"]] if document["kind"] == "run" else [document]
+    return [p for r in reports for p in r["problems"] + [p for t in r["tags"] for p in t["problems"]]]
+
+
+def _as_json(problems: list[Problem]) -> list[dict[str, Any]]:
+    return [
+        {"severity": str(p.severity), "code": p.code, "file": p.file, "key_path": p.key_path, "message": p.message}
+        for p in problems
+    ]
+
+
+def test_library_and_command_agree(tmp_path: pathlib.Path) -> None:
+    renamed = tmp_path / "model.pt"  # model states under a name DeepSpeed does not write
+    shutil.copy(FIXTURES / "z1_fp16_ws2" / "global_step3" / "mp_rank_00_model_states.pt", renamed)
+    paths = [
+        renamed,
+        FIXTURES / "z1_fp16_ws2" / "global_step3" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        FIXTURES / "z1_fp16_ws2" / "global_step3",
+        FIXTURES / "uc_z2_bf16_ws2",
+        DATA / "broken" / "partition_count",
+        DATA / "clients" / "lightning_z2",
+    ]
+    for path in paths:
+        assert _cli_problems(path) == _as_json(ckptkeys.validate(path)), path
+    assert [p.code for p in ckptkeys.validate(renamed)] == ["client-state-key"]
+
+
+def test_every_problem_code_is_documented() -> None:
+    """Every code the sources can give: problems, the files a layout expects, converter verdicts."""
+    import re
+
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (DATA.parent.parent / "src" / "ckptkeys").glob("*.py"))
+    codes = set(re.findall(r'Problem\(\s*(?:E|W|INFO|Severity\.\w+),\s*"([a-z0-9-]+)"', source))
+    codes |= set(re.findall(r'\("(missing-[a-z-]+)", ', source))
+    codes |= set(re.findall(r'Verdict\(\s*False,\s*"([a-z0-9-]+)"', source))
+    codes |= {f"{c.replace('_', '-')}-not-ready" for c in ("zero_to_fp32", "ds_to_universal")}
+    codes |= {"zero-to-fp32-safetensors-not-ready"}
+    assert {"missing-expert-optim", "framework-client-state", "tied-weights", "no-universal-info"} <= codes
+    text = (DATA.parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
+    assert sorted(code for code in codes if f"`{code}`" not in text) == []

@@ -23,7 +23,7 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._converters import Verdict
-    from ._layout import Layout, LayoutFile, TagLayout, scan
+    from ._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
     from ._plain import plain
@@ -60,7 +60,18 @@ if TYPE_CHECKING:
     )
     from ._strenum import KeyGroup
     from ._torch import StorageInfo, TensorInfo
-    from ._validate import TagReport, ValidationReport, validate, validate_folder
+    from ._validate import (
+        FileReport,
+        RunReport,
+        TagReport,
+        ValidationReport,
+        validate,
+        validate_file,
+        validate_folder,
+        validate_path,
+        validate_run,
+        validate_tag,
+    )
 
 __version__ = "0.1.0"
 
@@ -78,6 +89,7 @@ __all__ = [
     "Checkpoint",
     "CkptKeysError",
     "CorruptCheckpointError",
+    "FileReport",
     "FoldingKeys",
     "GlobalRef",
     "KeyGroup",
@@ -97,6 +109,9 @@ __all__ = [
     "ParamPatternKeys",
     "Problem",
     "ReadError",
+    "Run",
+    "RunReport",
+    "Save",
     "Severity",
     "StorageInfo",
     "StructureError",
@@ -118,8 +133,13 @@ __all__ = [
     "plain",
     "read",
     "scan",
+    "scan_run",
     "validate",
+    "validate_file",
     "validate_folder",
+    "validate_path",
+    "validate_run",
+    "validate_tag",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -148,12 +168,21 @@ _ELSEWHERE = {
     "LayoutFile": "_layout",
     "TagLayout": "_layout",
     "scan": "_layout",
+    "scan_run": "_layout",
+    "Run": "_layout",
+    "Save": "_layout",
     "Problem": "_problems",
     "Severity": "_problems",
     "TagReport": "_validate",
     "ValidationReport": "_validate",
     "validate": "_validate",
     "validate_folder": "_validate",
+    "validate_file": "_validate",
+    "validate_path": "_validate",
+    "validate_run": "_validate",
+    "validate_tag": "_validate",
+    "FileReport": "_validate",
+    "RunReport": "_validate",
     "Verdict": "_converters",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}

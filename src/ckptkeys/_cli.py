@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import _registry, _render
 from ._errors import ReadError
@@ -18,6 +19,12 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # the checkpoint has at least one error problem
 EXIT_USAGE = 2  # bad arguments, or PATH itself does not exist or cannot be read
+# What each means, as the JSON documents of inspect and validate say it.
+EXIT_MEANINGS = {
+    EXIT_OK: "no error problem (warnings and info may exist)",
+    EXIT_PROBLEMS: "at least one error problem",
+    EXIT_USAGE: "usage error, or PATH does not exist, cannot be read or holds no checkpoint",
+}
 
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
@@ -58,8 +65,23 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+
+class _UsageError(Exception):
+    """An argument error found by argparse: its message and the usage line of the (sub)command."""
+
+    def __init__(self, prog: str, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self.prog, message, self.format_usage())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ckptkeys", description="A typed vocabulary for DeepSpeed checkpoints.")
+    parser = _Parser(prog="ckptkeys", description="A typed vocabulary for DeepSpeed checkpoints.")
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -69,13 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--markdown", action="store_true", help="Markdown, as in docs/keys.md")
     form.add_argument("--json", action="store_true", help="one JSON document")
     for name, text in (
-        ("inspect", "summarise a save folder, tag folder or file: layout, keys, globals, converters, problems"),
+        ("inspect", "summarise a run, save folder, tag folder or file: layout, keys, globals, converters, problems"),
         ("validate", "report the problems of a checkpoint, grouped by severity"),
     ):
         command = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        command.add_argument("path", nargs="?", metavar="PATH", help="save folder, tag folder or checkpoint file")
-        command.add_argument("--json", action="store_true", help="one JSON document (docs/cli.md)")
+        command.add_argument(
+            "path", nargs="?", metavar="PATH", help="run folder, save folder, tag folder or checkpoint file"
+        )
+        command.add_argument("--json", action="store_true", help="one JSON document (docs/cli.md), errors included")
         command.add_argument("--quiet", "-q", action="store_true", help="no progress; with validate, no output")
+        saves = command.add_mutually_exclusive_group()
+        saves.add_argument("--all", action="store_true", dest="all_saves", help="a run: report every save")
+        saves.add_argument("--save", metavar="NAME", help="a run: report the save NAME (default: the newest)")
         if name == "inspect":
             command.add_argument("--depth", type=int, default=1, metavar="N", help="levels of the key trees (1)")
             command.add_argument(
@@ -225,33 +252,73 @@ def _color() -> bool:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._report import build_report, render_text
+    from ._report import build_report, read_error, render_text
 
     command = args.command
-    if getattr(args, "example", False):
-        if args.path:
-            print(f"ckptkeys {command}: give PATH or --example, not both", file=sys.stderr)
-            return EXIT_USAGE
-        args.path = EXAMPLE
-    if not args.path:
-        print(f"ckptkeys {command}: PATH is required (or --example)", file=sys.stderr)
-        return EXIT_USAGE
-    if getattr(args, "depth", 1) < 0:
-        print(f"ckptkeys {command}: --depth must be 0 or more", file=sys.stderr)
-        return EXIT_USAGE
+    usage = _check_usage(args)
+    if usage is not None:
+        return _fail(args, EXIT_USAGE, "UsageError", usage)
     progress = _Progress(not args.quiet)
     try:
-        document = build_report(args.path, command, depth=getattr(args, "depth", 1), progress=progress)
+        document = build_report(
+            args.path,
+            command,
+            depth=getattr(args, "depth", 1),
+            save=args.save,
+            all_saves=args.all_saves,
+            progress=progress,
+        )
     except ReadError as error:
         progress.close()
-        print(f"ckptkeys {command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        facts = read_error(error)
+        for ref in facts["globals"]:  # torch.load would have imported these before failing
+            print(f"  {ref['class']}: {ref['explanation']}", file=sys.stderr)
+        return _fail(args, EXIT_USAGE, type(error).__name__, str(error), facts)
+    except (KeyError, ValueError) as error:  # --save NAME the run lacks; --all or --save off a run
+        progress.close()
+        message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"
+        return _fail(args, EXIT_USAGE, "UsageError", message)
     progress.close()
     status = EXIT_PROBLEMS if document["summary"]["error"] else EXIT_OK
     if args.json:
+        document["exit"] = {"status": status, "meaning": EXIT_MEANINGS[status]}
         print(json.dumps(_public(document), indent=2, default=str))
     elif not (args.quiet and command == "validate"):
         sys.stdout.write(render_text(document, color=_color(), validate_only=command == "validate"))
+    return status
+
+
+def _check_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments of inspect or validate, or None."""
+    if getattr(args, "example", False):
+        if args.path:
+            return "give PATH or --example, not both"
+        args.path = EXAMPLE
+    if not args.path:
+        return "PATH is required (or --example)"
+    if getattr(args, "depth", 1) < 0:
+        return "--depth must be 0 or more"
+    return None
+
+
+def _no_save(path: str, name: str) -> str:
+    from ._layout import scan_run
+
+    return f"no save {name!r}; the saves are: {', '.join(s.name for s in scan_run(path).saves)}"
+
+
+def _fail(args: argparse.Namespace, status: int, error: str, message: str, facts: dict[str, object] | None = None) -> int:
+    """Report a failure: one line on stderr, and with --json one document on stdout too."""
+    print(f"ckptkeys {args.command}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        document = {
+            "schema_version": 1,
+            "command": args.command,
+            "path": getattr(args, "path", None),
+            "error": {"type": error, "message": message, **(facts or {})},
+            "exit": {"status": status, "meaning": EXIT_MEANINGS[status]},
+        }
+        print(json.dumps(document, indent=2))
     return status
 
 
@@ -266,7 +333,21 @@ def _public(value: object) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = _parser().parse_args(arguments)
+    except _UsageError as error:
+        sys.stderr.write(f"{error.usage}{error.prog}: error: {error}\n")
+        if "--json" in arguments and arguments[:1] in (["inspect"], ["validate"]):
+            document = {
+                "schema_version": 1,
+                "command": arguments[0],
+                "path": None,
+                "error": {"type": "UsageError", "message": str(error)},
+                "exit": {"status": EXIT_USAGE, "meaning": EXIT_MEANINGS[EXIT_USAGE]},
+            }
+            print(json.dumps(document, indent=2))
+        return EXIT_USAGE
     try:
         if args.command == "keys":
             return _keys(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import _frameworks
 from ._pickle import Opaque
 from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPatternKeys, SubParamKeys, UniversalKeys
 from .naming import FileKind
@@ -43,14 +44,24 @@ class Verdict:
     ready: bool
     code: str | None = None
     reason: str | None = None
+    applicable: bool = True
+    """``False`` where the converter has nothing to do (a universal tag is already converted):
+    ``ready`` is then ``False`` too, with a ``reason``, and validation gives no warning."""
+    safe_serialization: Verdict | None = None
+    """For ``zero_to_fp32`` when it is ready: whether ``--safe_serialization`` (safetensors
+    output) works too. ``None`` otherwise."""
 
 
 _READY: Final = Verdict(True)
 
 
-def readiness(tag: TagLayout) -> dict[str, Verdict]:
-    """The verdict of each converter on ``tag``, which must come from ``scan(read=True)``."""
-    return {ZERO_TO_FP32: _zero_to_fp32(tag), DS_TO_UNIVERSAL: _ds_to_universal(tag)}
+def readiness(tag: TagLayout, *, framework: str | None = None) -> dict[str, Verdict]:
+    """The verdict of each converter on ``tag``, which must come from ``scan(read=True)``.
+
+    ``framework`` is the framework that wrote the save (``Layout.framework``), if any: its users
+    never call ``save_checkpoint`` themselves, so the way out it names differs.
+    """
+    return {ZERO_TO_FP32: _zero_to_fp32(tag), DS_TO_UNIVERSAL: _ds_to_universal(tag, framework)}
 
 
 def _state(tag: TagLayout, file: LayoutFile) -> Any:
@@ -76,7 +87,7 @@ def _zero_stage(value: Any) -> int | None:
 
 def _zero_to_fp32(tag: TagLayout) -> Verdict:
     if tag.universal:
-        return Verdict(False, "universal", "a universal checkpoint: zero_to_fp32 reads ZeRO checkpoints only")
+        return _NOT_APPLICABLE
     # get_model_state_files: glob("*_model_states.pt"), which also matches MoE expert files
     model_files = tuple(
         sorted(
@@ -105,11 +116,16 @@ def _zero_to_fp32(tag: TagLayout) -> Verdict:
             )
         if ModuleKeys.BUFFER_NAMES not in state:
             what = "an MoE expert file" if file.name.kind is FileKind.EXPERT_MODEL_STATES else "not model states"
+            way_out = (
+                "without ZeRO the weights are already whole: the model states' module and the expert files"
+                if tag.zero_stage == 0
+                else "MoE checkpoints need ds_to_universal"
+            )
             return Verdict(
                 False,
                 "not-model-states",
                 f"{file.relpath} is {what}: zero_to_fp32 takes every *_model_states.pt for model states and "
-                "fails on it; MoE checkpoints need ds_to_universal",
+                f"fails on it; {way_out}",
             )
         if not isinstance(state.get(ModuleKeys.MODULE), dict):
             return Verdict(
@@ -158,7 +174,32 @@ def _zero_to_fp32(tag: TagLayout) -> Verdict:
     stage = _zero_stage(inner.get(OptimizerKeys.ZERO_STAGE))
     if stage is None or not 1 <= stage <= 3:
         return Verdict(False, "unknown-zero-stage", f"zero_stage {stage!r} is not 1, 2 or 3")
+    return Verdict(True, safe_serialization=_safe_serialization(tag, model_files))
+
+
+def _safe_serialization(tag: TagLayout, model_files: tuple[LayoutFile, ...]) -> Verdict:
+    """safetensors refuses tensors that share memory; zero_to_fp32 ties ``shared_params`` back together."""
+    for file in model_files:
+        shared = _state(tag, file).get(ModuleKeys.SHARED_PARAMS)
+        if isinstance(shared, dict) and shared:
+            pairs = ", ".join(f"{k} = {v}" for k, v in list(shared.items())[:3]) + (", ..." if len(shared) > 3 else "")
+            return Verdict(
+                False,
+                "tied-weights",
+                f"tied weights ({pairs}) share memory and safetensors refuses them: run zero_to_fp32 without "
+                "--safe_serialization (a pytorch_model.bin), or load the model with load_state_dict_from_zero_checkpoint "
+                "and save it with the model's save_pretrained or safetensors.torch.save_model, which drop the copies",
+            )
     return _READY
+
+
+_NOT_APPLICABLE: Final = Verdict(
+    False,
+    "universal",
+    "a universal checkpoint (ds_to_universal's output): nothing to convert; resume from it with "
+    '"checkpoint": {"load_universal": true} in the DeepSpeed config',
+    applicable=False,
+)
 
 
 def _natural(file: LayoutFile) -> list[int | str]:
@@ -180,9 +221,9 @@ def _autoep_zero3_partitioned(layers: Any) -> bool:
 # -- ds_to_universal ------------------------------------------------------------------------------
 
 
-def _ds_to_universal(tag: TagLayout) -> Verdict:
+def _ds_to_universal(tag: TagLayout, framework: str | None) -> Verdict:
     if tag.universal:
-        return Verdict(False, "universal", "already a universal checkpoint")
+        return _NOT_APPLICABLE
     optim_files = tag.of_kind(FileKind.OPTIM_STATES, FileKind.EXPERT_OPTIM_STATES)
     if not optim_files:
         return Verdict(
@@ -198,7 +239,14 @@ def _ds_to_universal(tag: TagLayout) -> Verdict:
     inner = first.get(OptimFileKeys.OPTIMIZER_STATE_DICT) if isinstance(first, dict) else None
     stage = _zero_stage(inner.get(OptimizerKeys.ZERO_STAGE, 1)) if isinstance(inner, dict) else None
     if stage is None:
-        return Verdict(False, "no-optimizer-state", f"{(zero_shards or optim_files)[0].relpath} has no optimizer state")
+        if not zero_shards:
+            return Verdict(
+                False,
+                "no-optimizer-state",
+                f"{optim_files[0].relpath} holds a plain optimizer state, not a ZeRO one (an MoE checkpoint "
+                "without ZeRO): ds_to_universal converts ZeRO stages 1-3",
+            )
+        return Verdict(False, "no-optimizer-state", f"{zero_shards[0].relpath} has no optimizer state")
     if stage > 2:
         missing = [p for p in tag.problems if p.code in ("missing-rank", "missing-model-states")]
         if missing:
@@ -213,6 +261,14 @@ def _ds_to_universal(tag: TagLayout) -> Verdict:
     state = _state(tag, model_files[0])
     info = state.get(UniversalKeys.UNIVERSAL_CHECKPOINT_INFO) if isinstance(state, dict) else None
     if info is None:
+        if framework is not None:
+            return Verdict(
+                False,
+                "no-universal-info",
+                "run ds_to_universal with --inject_missing_state: the model states have no "
+                f"universal_checkpoint_info ({_frameworks.NAMES.get(framework, framework)} saves without it), "
+                "and that option supplies the default one",
+            )
         return Verdict(
             False,
             "no-universal-info",

@@ -9,24 +9,25 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
+from . import _frameworks
 from ._converters import Verdict
 from ._errors import ReadError
-from ._globals import classify, explain
+from ._globals import classify, explain, read_error_problems
 from ._layout import LayoutFile, TagLayout
 from ._pickle import GlobalRef, Opaque
 from ._problems import Problem
-from ._reader import Checkpoint, read
+from ._reader import Checkpoint
 from ._registry import ModuleKeys
 from ._torch import TensorInfo
-from ._validate import TagReport, _check_file, moe_info, validate_folder
-from .naming import FileKind, parse
+from ._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
+from .naming import FileKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, Final
 
-__all__ = ["SCHEMA_VERSION", "build_report", "render_text"]
+__all__ = ["SCHEMA_VERSION", "build_report", "read_error", "render_text"]
 
 
 def _global(ref: GlobalRef) -> dict[str, Any]:
@@ -171,7 +172,14 @@ def _file(file: LayoutFile, checkpoint: Checkpoint | None, error: ReadError | No
 
 
 def _verdict(verdict: Verdict) -> dict[str, Any]:
-    return {"ready": verdict.ready, "code": verdict.code, "reason": verdict.reason}
+    safe = verdict.safe_serialization
+    return {
+        "ready": verdict.ready,
+        "applicable": verdict.applicable,
+        "code": verdict.code,
+        "reason": verdict.reason,
+        "safe_serialization": None if safe is None else _verdict(safe),
+    }
 
 
 def _trees(tag: TagLayout, depth: int) -> dict[str, list[str]]:
@@ -213,65 +221,108 @@ def _tag(report: TagReport, depth: int) -> dict[str, Any]:
 
 
 def build_report(
-    path: str, command: str, *, depth: int = 1, progress: Callable[[int, int], None] | None = None
+    path: str,
+    command: str,
+    *,
+    depth: int = 1,
+    save: str | None = None,
+    all_saves: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """The report on ``path`` (a save folder, a tag folder or one file). Raises ReadError if PATH is unreadable.
+    """The report on ``path`` (a run, a save folder, a tag folder or one file), from :func:`validate_path`.
 
+    Raises ReadError if PATH is unreadable or holds no checkpoint, KeyError for a ``save`` the
+    run does not have, ValueError for ``save``/``all_saves`` on something that is not a run.
     Keys starting with ``_`` are for the text form only (key trees) and are not part of the JSON.
     """
-    if not os.path.exists(path):
-        raise ReadError(path, "does not exist")
-    if os.path.isdir(path):
-        result = validate_folder(path, progress=progress)
-        tags = [_tag(t, depth) for t in result.tags]
-        problems = [_problem(p) for p in result.problems]
-        document: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "command": command,
-            "path": path,
-            "kind": result.layout.kind,
-            "latest": result.layout.latest,
-            "latest_universal": result.layout.latest_universal,
-            "tags": tags,
-            "files": [],
-            "problems": problems,
-        }
-        all_problems = problems + [p for t in tags for p in t["problems"]]
-    else:
-        checkpoint = read(path)
-        name = parse(path)
-        layout_file = LayoutFile(path, os.path.basename(path), name, checkpoint.size) if name is not None else None
-        file_problems = [_problem(p) for p in (_check_file(layout_file, checkpoint.data) if layout_file else [])]
-        entry: dict[str, Any] = (
-            _file(layout_file, checkpoint)
-            if layout_file
-            else {"path": path, "relpath": os.path.basename(path), "kind": None, "size": checkpoint.size}
+    result = validate_path(path, save=save, all_saves=all_saves, progress=progress)
+    if isinstance(result, RunReport):
+        reported = {report.layout.path: _folder(report, depth) for report in result.saves}
+        run = result.run
+        document: dict[str, Any] = _document(command, path, "run")
+        document.update(
+            {
+                "framework": run.framework,
+                "framework_files": list(run.framework_files),
+                "saves": [
+                    {"name": s.name, "path": s.path, "step": s.step, "report": reported.get(s.path)}
+                    for s in run.saves
+                ],
+            }
         )
-        if layout_file is None:
-            entry.update(
-                {
-                    "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
-                    "globals": [_global(r) for r in checkpoint.globals],
-                    "tensors": _by_dtype(_tensors(checkpoint.data)),
-                }
-            )
-        document = {
-            "schema_version": SCHEMA_VERSION,
-            "command": command,
-            "path": path,
-            "kind": "file",
-            "latest": None,
-            "latest_universal": None,
-            "tags": [],
-            "files": [entry],
-            "problems": file_problems,
-        }
-        all_problems = file_problems
-        document["_trees"] = {os.path.basename(path): list(_tree(checkpoint.data, depth))}
+        all_problems = [p for r in reported.values() for p in _problems(r)]
+    elif isinstance(result, ValidationReport):
+        document = _document(command, path, result.layout.kind)
+        document.update(_folder(result, depth))
+        all_problems = _problems(document)
+    else:
+        document = _document(command, path, "file")
+        document["files"] = [_single_file(result)]
+        document["problems"] = [_problem(p) for p in result.problems]
+        document["_trees"] = {os.path.basename(path): list(_tree(result.checkpoint.data, depth))}
+        all_problems = document["problems"]
     document["summary"] = {
         severity: sum(p["severity"] == severity for p in all_problems) for severity in ("error", "warning", "info")
     }
     return document
+
+
+def _document(command: str, path: str, kind: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "path": path,
+        "kind": kind,
+        "framework": None,
+        "framework_files": [],
+        "latest": None,
+        "latest_universal": None,
+        "saves": None,
+        "tags": [],
+        "files": [],
+        "problems": [],
+    }
+
+
+def _folder(result: ValidationReport, depth: int) -> dict[str, Any]:
+    """A save or tag folder: the top-level document's fields, or one save of a run."""
+    layout = result.layout
+    return {
+        "path": layout.path,
+        "kind": layout.kind,
+        "framework": layout.framework,
+        "framework_files": list(layout.framework_files),
+        "latest": layout.latest,
+        "latest_universal": layout.latest_universal,
+        "tags": [_tag(t, depth) for t in result.tags],
+        "problems": [_problem(p) for p in result.problems],
+    }
+
+
+def _problems(document: dict[str, Any]) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = document["problems"] + [p for t in document["tags"] for p in t["problems"]]
+    return problems
+
+
+def read_error(error: ReadError) -> dict[str, Any]:
+    """What a file that could not be read still tells: the problem's code and the globals named before."""
+    problems = read_error_problems(error.path, error)
+    return {"code": problems[0].code, "globals": [_global(ref) for ref in error.globals]}
+
+
+def _single_file(result: FileReport) -> dict[str, Any]:
+    checkpoint = result.checkpoint
+    if result.name is not None:
+        return _file(LayoutFile(result.path, os.path.basename(result.path), result.name, checkpoint.size), checkpoint)
+    return {
+        "path": result.path,
+        "relpath": os.path.basename(result.path),
+        "kind": None,
+        "size": checkpoint.size,
+        "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
+        "globals": [_global(r) for r in checkpoint.globals],
+        "tensors": _by_dtype(_tensors(checkpoint.data)),
+    }
 
 
 # -- text ----------------------------------------------------------------------------------------------
@@ -288,10 +339,41 @@ def _size(n: int) -> str:
 _COLORS: Final = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
 
 
+_KINDS: Final = {"save": "save folder", "tag": "tag folder", "file": "file", "run": "run"}
+
+
 def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
-    """The report as text: a summary per tag, files, key trees, globals, converters, problems."""
+    """The report as text: a summary per tag, files, key trees, globals, converters, problems.
+
+    A run lists its saves, newest first, then each reported save in full.
+    """
     paint = (lambda s, sev: f"{_COLORS[sev]}{s}\033[0m") if color else (lambda s, sev: s)
-    out: list[str] = [f"{document['path']} ({document['kind'] if document['kind'] != 'save' else 'save folder'})"]
+    if document["kind"] != "run":
+        return "\n".join(_folder_text(document, paint, validate_only)) + "\n"
+    framework = f", written by {_frameworks.NAMES[document['framework']]}" if document["framework"] else ""
+    out = [f"{document['path']} (run of {len(document['saves'])} saves{framework}, newest first)"]
+    width = max(len(s["name"]) for s in document["saves"])
+    for save in document["saves"]:
+        step = f"step {save['step']}" if save["step"] is not None else "step ?"
+        shown = "  (reported below)" if save["report"] is not None else ""
+        out.append(f"  {save['name']:<{width}}  {step}{shown}")
+    if document["framework_files"]:
+        out.append(f"framework files: {', '.join(document['framework_files'])}")
+    for save in document["saves"]:
+        if save["report"] is not None:
+            out.append("")
+            out += _folder_text(save["report"], paint, validate_only)
+    if len(document["saves"]) > 1 and sum(s["report"] is not None for s in document["saves"]) == 1:
+        out += ["", "(--all reports every save, --save NAME one of them)"]
+    return "\n".join(out) + "\n"
+
+
+def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], validate_only: bool) -> list[str]:
+    out: list[str] = [f"{document['path']} ({_KINDS[document['kind']]})"]
+    if document["framework"] is not None:
+        out.append(f"written by: {_frameworks.NAMES[document['framework']]}")
+    if document["framework_files"]:
+        out.append(f"framework files: {', '.join(document['framework_files'])}")
     if document["latest"] is not None:
         out.append(f"latest: {document['latest']}")
     if document["latest_universal"] is not None:
@@ -299,7 +381,7 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
     for tag in document["tags"]:
         out.append("")
         out += _tag_text(tag, validate_only)
-    for entry in document["files"]:
+    for entry in document.get("files", ()):
         out.append("")
         out += _file_lines(entry)
         if not validate_only:
@@ -309,7 +391,7 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
             out += _globals_text([entry])
     out.append("")
     out += _problems_text(document, paint)
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
@@ -344,9 +426,19 @@ def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
     out += _globals_text(tag["files"])
     out.append("  converters:")
     for name, verdict in tag["converters"].items():
-        state = "ready" if verdict["ready"] else f"not ready ({verdict['code']}): {verdict['reason']}"
-        out.append(f"    {name:<16} {state}")
+        out.append(f"    {name:<16} {_verdict_text(verdict)}")
+        safe = verdict["safe_serialization"]
+        if safe is not None:
+            out.append(f"    {'':<16} --safe_serialization: {_verdict_text(safe)}")
     return out
+
+
+def _verdict_text(verdict: dict[str, Any]) -> str:
+    if verdict["ready"]:
+        return "ready"
+    if not verdict["applicable"]:
+        return f"not applicable ({verdict['code']}): {verdict['reason']}"
+    return f"not ready ({verdict['code']}): {verdict['reason']}"
 
 
 def _file_summary(entry: dict[str, Any]) -> str:

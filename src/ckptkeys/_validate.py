@@ -14,24 +14,46 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import schema
+from . import _frameworks, schema
 from ._converters import Verdict, readiness
 from ._globals import globals_problems, read_error_problems
-from ._layout import Layout, LayoutFile, TagLayout, scan
+from ._errors import NotACheckpointError, ReadError
+from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
 from ._limits import Limits
 from ._pickle import Opaque
 from ._problems import Problem, Severity
-from ._reader import read
+from ._reader import Checkpoint, read
 from ._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from ._torch import TensorInfo
-from .naming import FileKind, expert_model_states, model_states, optim_states, parse, zero3_model_states
+from .naming import (
+    CheckpointName,
+    FileKind,
+    expert_model_states,
+    expert_optim_states,
+    model_states,
+    optim_states,
+    parse,
+    zero3_model_states,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Final
 
-__all__ = ["TagReport", "ValidationReport", "check_dict", "validate", "validate_folder"]
+__all__ = [
+    "FileReport",
+    "RunReport",
+    "TagReport",
+    "ValidationReport",
+    "check_dict",
+    "validate",
+    "validate_file",
+    "validate_folder",
+    "validate_path",
+    "validate_run",
+    "validate_tag",
+]
 
 E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -174,10 +196,14 @@ class TagReport:
     problems: tuple[Problem, ...]
     converters: dict[str, Verdict]
 
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return self.problems
+
 
 @dataclass(frozen=True, slots=True)
 class ValidationReport:
-    """A validated folder: one report per tag, and the folder's own problems."""
+    """A validated save folder (or tag folder): one report per tag, and the folder's own problems."""
 
     layout: Layout
     tags: tuple[TagReport, ...]
@@ -188,20 +214,97 @@ class ValidationReport:
         return self.problems + tuple(p for tag in self.tags for p in tag.problems)
 
 
-def _validate_tag(tag: TagLayout) -> TagReport:
+@dataclass(frozen=True, slots=True)
+class FileReport:
+    """One validated checkpoint file."""
+
+    path: str
+    name: CheckpointName | None
+    """What the file's name says (``None`` for a name DeepSpeed does not write)."""
+    checkpoint: Checkpoint
+    problems: tuple[Problem, ...]
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """A validated run: its saves, newest first, and a report for each save that was validated."""
+
+    run: Run
+    saves: tuple[ValidationReport, ...]
+    """The newest save only, unless every save or one named save was asked for."""
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return tuple(p for save in self.saves for p in save.all_problems)
+
+
+def _validate_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
     problems = list(tag.problems)
     for file in tag.files:
         checkpoint = tag.checkpoints.get(file.relpath)
         if checkpoint is not None:
             problems += _check_file(file, checkpoint.data)
+    problems = _client_state(problems)
     problems += _cross_file(tag)
-    converters = readiness(tag)
+    converters = readiness(tag, framework=framework or _client_framework(tag))
     for name, verdict in converters.items():
-        if not verdict.ready:
+        if not verdict.ready and verdict.applicable:
             problems.append(
                 Problem(W, f"{name.replace('_', '-')}-not-ready", f"{name} will fail: {verdict.reason}", tag.path)
             )
+        elif verdict.safe_serialization is not None and not verdict.safe_serialization.ready:
+            problems.append(
+                Problem(
+                    W,
+                    f"{name.replace('_', '-')}-safetensors-not-ready",
+                    f"{name} --safe_serialization will fail: {verdict.safe_serialization.reason}",
+                    tag.path,
+                )
+            )
     return TagReport(tag, tuple(problems), converters)
+
+
+def _client_framework(tag: TagLayout) -> str | None:
+    """The framework whose client state the model states hold (Lightning's), if any."""
+    for _, state in _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
+        found = _frameworks.client_state_framework(state)
+        return found[0] if found else None
+    return None
+
+
+def _client_state(problems: list[Problem]) -> list[Problem]:
+    """One ``client-state-key`` per key however many files hold it; a framework's client state as one problem."""
+    keys = [p.key_path for p in problems if p.code == "client-state-key"]
+    found = _frameworks.client_state_framework(keys)
+    known = set(found[1]) if found else set()
+    kept: list[Problem] = []
+    seen: set[str | None] = set()
+    files: list[str] = []
+    for problem in problems:
+        if problem.code != "client-state-key":
+            kept.append(problem)
+        elif problem.key_path in known:
+            if problem.file not in files and problem.file is not None:
+                files.append(problem.file)
+        elif problem.key_path not in seen:
+            seen.add(problem.key_path)
+            kept.append(problem)
+    if found:
+        framework, framework_keys = found
+        where = f" ({len(files)} model-states files)" if len(files) > 1 else ""
+        kept.append(
+            Problem(
+                INFO,
+                "framework-client-state",
+                f"{_frameworks.NAMES.get(framework, framework)}'s client state{where}: {', '.join(framework_keys)}",
+                files[0] if files else None,
+            )
+        )
+    return kept
 
 
 def _data(tag: TagLayout, files: tuple[LayoutFile, ...]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
@@ -293,6 +396,7 @@ def _cross_file(tag: TagLayout) -> list[Problem]:
         )
     problems += _precision(tag, models, config)
     problems += _experts(tag, model_state)
+    problems += _expert_optimizer_files(tag)
     problems += _param_shapes(tag, models, shards)
     return problems
 
@@ -408,22 +512,68 @@ def moe_info(tag: TagLayout) -> dict[str, Any] | None:
             per_layer = value
     if per_layer is None and not experts:
         return None
-    ep_size = None
-    for _, state in _data(tag, tag.of_kind(FileKind.OPTIM_STATES))[:1]:
-        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
-        base = inner.get(OptimizerKeys.BASE_OPTIMIZER_STATE) if isinstance(inner, dict) else None
-        groups = base.get(OptimizerKeys.PARAM_GROUPS) if isinstance(base, dict) else None
-        for group in groups if isinstance(groups, list) else ():
-            name = group.get("name") if isinstance(group, dict) and group.get("moe") else None
-            match = _EP_GROUP_NAME.fullmatch(name) if isinstance(name, str) else None
-            if match:
-                ep_size = int(match.group(1))
     return {
         "num_experts": sum(per_layer) if per_layer is not None else len(experts),
         "num_experts_per_layer": per_layer,
-        "ep_size": ep_size,
+        "ep_size": _ep_size(tag),
         "expert_files": len(experts),
     }
+
+
+def _ep_size(tag: TagLayout) -> int | None:
+    """The expert-parallel degree in the name of the MoE param group (``ep_size_2``) of the optimizer state.
+
+    ZeRO-1/2 keep the optimizer state in the shards (``optimizer_state_dict/base_optimizer_state``);
+    without ZeRO it is in the model states (``optimizer``, inside the fp16 wrapper's
+    ``optimizer_state_dict`` under fp16) and in each ``expp_rank_R`` file (``optimizer``).
+    """
+    sources = (
+        (FileKind.OPTIM_STATES, (OptimFileKeys.OPTIMIZER_STATE_DICT, OptimizerKeys.BASE_OPTIMIZER_STATE)),
+        (FileKind.MODEL_STATES, (ModuleKeys.OPTIMIZER,)),
+        (FileKind.MODEL_STATES, (ModuleKeys.OPTIMIZER, OptimFileKeys.OPTIMIZER_STATE_DICT)),
+        (FileKind.EXPERT_OPTIM_STATES, (ModuleKeys.OPTIMIZER,)),
+    )
+    for kind, path in sources:
+        for _, state in _data(tag, tag.of_kind(kind))[:1]:
+            value: Any = state
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            groups = value.get(OptimizerKeys.PARAM_GROUPS) if isinstance(value, dict) else None
+            for group in groups if isinstance(groups, list) else ():
+                name = group.get("name") if isinstance(group, dict) and group.get("moe") else None
+                match = _EP_GROUP_NAME.fullmatch(name) if isinstance(name, str) else None
+                if match:
+                    return int(match.group(1))
+    return None
+
+
+def _expert_optimizer_files(tag: TagLayout) -> list[Problem]:
+    """Without ZeRO, every expert-parallel rank writes ``expp_rank_{R}_mp_rank_XX_optim_states.pt``."""
+    present = tag.of_kind(FileKind.EXPERT_OPTIM_STATES)
+    if tag.zero_stage != 0 or tag.universal or not (present or tag.of_kind(FileKind.EXPERT_MODEL_STATES)):
+        return []
+    ep_size = _ep_size(tag)
+    if ep_size is None:
+        return []
+    names = {f.relpath for f in present}
+    already = {p.file for p in tag.problems}
+    mp_ranks = sorted({f.name.mp_rank or 0 for f in tag.of_kind(FileKind.MODEL_STATES)} or {0})
+    problems = []
+    for mp in mp_ranks:
+        for rank in range(ep_size):
+            name = expert_optim_states(rank, mp)
+            path = os.path.join(tag.path, name)
+            if name not in names and path not in already:
+                problems.append(
+                    Problem(
+                        E,
+                        "missing-expert-optim",
+                        f"{name} is missing (the MoE param group says ep_size {ep_size}; without ZeRO every "
+                        "expert-parallel rank writes its optimizer state there)",
+                        path,
+                    )
+                )
+    return problems
 
 
 def _experts(tag: TagLayout, model_state: dict[Any, Any]) -> list[Problem]:
@@ -553,7 +703,43 @@ def _param_shapes(
     return problems
 
 
-# -- entry points -------------------------------------------------------------------------------
+# -- entry points: a file, a tag folder, a save folder, a run -------------------------------------
+
+
+def validate_file(
+    path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None
+) -> FileReport:
+    """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
+    if given, else as its name says, else as its keys suggest (model states or an
+    optimizer-states file). Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
+    """
+    root = os.fspath(path)
+    checkpoint = read(root, limits=limits)
+    name = parse(root)
+    if kind:
+        problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
+    elif name is None:
+        problems = check_dict(checkpoint.data, _guess(checkpoint.data), file=root)
+    else:
+        problems = _check_file(LayoutFile(root, os.path.basename(root), name, checkpoint.size), checkpoint.data)
+    problems = globals_problems(root, checkpoint.globals) + problems
+    return FileReport(root, name, checkpoint, tuple(_client_state(problems)))
+
+
+def validate_tag(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TagReport:
+    """Scan the tag folder at ``path``, read every file, and validate it.
+
+    Raises :class:`~ckptkeys.NotACheckpointError` if ``path`` is not a tag folder.
+    """
+    layout = scan(path, read=True, limits=limits, progress=progress)
+    if layout.kind != "tag":
+        raise NotACheckpointError(layout.path, "is a save folder, not a tag folder (validate_folder takes it)")
+    return _validate_tag(layout.tags[0])
 
 
 def validate_folder(
@@ -562,40 +748,95 @@ def validate_folder(
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Scan ``path`` (a save or tag folder), read every file, and validate each tag."""
+    """Scan ``path`` (a save folder, or a tag folder as a save of one tag), read every file, and validate each tag.
+
+    Raises :class:`~ckptkeys.ReadError` if ``path`` cannot be listed, and
+    :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint.
+    """
+    return _validate_save(path, None, limits, progress)
+
+
+def _validate_save(
+    path: str | os.PathLike[str],
+    framework: str | None,
+    limits: Limits | None,
+    progress: Callable[[int, int], None] | None,
+) -> ValidationReport:
     layout = scan(path, read=True, limits=limits, progress=progress)
-    return ValidationReport(layout, tuple(_validate_tag(tag) for tag in layout.tags), layout.problems)
+    framework = layout.framework or framework
+    return ValidationReport(layout, tuple(_validate_tag(tag, framework) for tag in layout.tags), layout.problems)
+
+
+def validate_run(
+    path: str | os.PathLike[str],
+    *,
+    save: str | None = None,
+    all_saves: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunReport:
+    """Find the saves of the run folder at ``path`` and validate the newest (``save``: the one
+    so named; ``all_saves``: every one). Raises :class:`~ckptkeys.NotACheckpointError` if no
+    subfolder is a save folder, and ``KeyError`` for a ``save`` the run does not have.
+    """
+    run = scan_run(path)
+    if save is not None:
+        chosen: tuple[str, ...] = (run.save(save).path,)
+    else:
+        chosen = tuple(s.path for s in run.saves) if all_saves else (run.saves[0].path,)
+    return RunReport(run, tuple(_validate_save(p, run.framework, limits, progress) for p in chosen))
+
+
+def validate_path(
+    path: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    save: str | None = None,
+    all_saves: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FileReport | ValidationReport | RunReport:
+    """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
+
+    ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
+    they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
+    cannot be read, or holds no checkpoint.
+    """
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise ReadError(root, "does not exist")
+    if not os.path.isdir(root):
+        if save is not None or all_saves:
+            raise ValueError(f"{root}: a file, not a run folder: it has no saves to choose from")
+        return validate_file(root, kind=kind, limits=limits)
+    if kind:
+        raise ValueError(f"{root}: a folder: kind applies to one file")
+    try:
+        layout = scan(root)
+    except NotACheckpointError:
+        return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)
+    if save is not None or all_saves:
+        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
+    return validate_folder(root, limits=limits, progress=progress)
 
 
 def validate(
     target: str | os.PathLike[str] | dict[Any, Any], *, kind: str | None = None, limits: Limits | None = None
 ) -> list[Problem]:
-    """The problems of a checkpoint: a folder, one file, or one dict.
+    """The problems of a checkpoint: a run, a save or tag folder, one file, or one dict.
 
     A dict (from :func:`ckptkeys.read` or ``torch.load``) is checked as ``kind`` (a
     :data:`ckptkeys.schema.SPECS` name such as ``"model states"``), or as model states or an
-    optimizer-states file as its keys suggest. A file is read first; its name tells its kind.
-    A folder gets every check, across files and converters included. Problems come in the
-    order they were found; none is raised: an unreadable file is an ``unreadable-file`` error.
+    optimizer-states file as its keys suggest. A path is validated by :func:`validate_path`,
+    as ``ckptkeys validate PATH`` does: a file as its name (or ``kind``) says, a folder with
+    every check, a run by its newest save. Problems come in the order they were found. A bad
+    checkpoint raises nothing (an unreadable file in a folder is an ``unreadable-file`` error);
+    a PATH that is not a checkpoint at all (it does not exist, a file that cannot be read, a
+    folder that holds none) raises :class:`~ckptkeys.ReadError`, where the command exits with 2.
     """
     if isinstance(target, dict):
-        return check_dict(target, schema.spec_for(kind) if kind else _guess(target))
-    path = os.fspath(target)
-    if os.path.isdir(path):
-        return list(validate_folder(path, limits=limits).all_problems)
-    from ._errors import ReadError
-
-    try:
-        checkpoint = read(path, limits=limits)
-    except ReadError as error:
-        return read_error_problems(path, error)
-    found = globals_problems(path, checkpoint.globals)
-    if kind:
-        return found + check_dict(checkpoint.data, schema.spec_for(kind), file=path)
-    name = parse(path)
-    if name is None:
-        return found + check_dict(checkpoint.data, _guess(checkpoint.data), file=path)
-    return found + _check_file(LayoutFile(path, os.path.basename(path), name, checkpoint.size), checkpoint.data)
+        return _client_state(check_dict(target, schema.spec_for(kind) if kind else _guess(target)))
+    return list(validate_path(target, kind=kind, limits=limits).all_problems)
 
 
 def _guess(state: Any) -> schema.DictKind:

@@ -194,6 +194,11 @@ class UniversalOptimizerState(TypedDict):
     param_alignment_paddings: NotRequired[list[list[int]]]
     partition_count: NotRequired[int | list[int]]
     ds_version: NotRequired[str]
+    ds_zero_partition_groups: NotRequired[Any]
+    optimizer_state_dict: NotRequired[dict[str, Any]]
+    """ZeRO-3 only: ds_to_universal keeps the first rank's optimizer state whole."""
+    fp32_flat_groups: NotRequired[list[Any]]
+    """ZeRO-3 only, as above."""
     param_groups: list[dict[str, Any]]
 
 
@@ -425,6 +430,9 @@ UNIVERSAL_OPTIMIZER_STATE = DictKind(
         _k(OK.PARAM_ALIGNMENT_PADDINGS, list, required_from=_OPTIONAL),
         _k(OK.PARTITION_COUNT, int, list, required_from=_OPTIONAL),
         _k(OK.DS_VERSION, str, required_from=_OPTIONAL),
+        _k(OK.DS_ZERO_PARTITION_GROUPS, required_from=_OPTIONAL),
+        _k(OK.OPTIMIZER_STATE_DICT, dict, required_from=_OPTIONAL),
+        _k(OK.FP32_FLAT_GROUPS, list, required_from=_OPTIONAL),
         _k(OK.PARAM_GROUPS, list),
     ),
     UniversalOptimizerState,
