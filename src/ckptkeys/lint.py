@@ -769,25 +769,19 @@ class _Linter:
                 )
             return
         if value.startswith(_TAG_PREFIX):
-            rest = value[len(_TAG_PREFIX) :]
+            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent)
             if rest.isdigit():
-                self.tag_scopes.add(id(self.scope(node)))
-                self.add(
-                    node,
-                    "CK203",
-                    f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"',
-                    value=value,
-                    evidence="DeepSpeed's tag prefix followed by a step number",
+                message = (
+                    f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
                 )
-            elif self.matcher(node, parent):
-                self.tag_scopes.add(id(self.scope(node)))
-                self.add(
-                    node,
-                    "CK203",
-                    f"checkpoint tags parsed by hand with {value!r}: use NamingKeys.DEFAULT_TAG_PREFIX",
-                    value=value,
-                    evidence=f"DeepSpeed's tag prefix given to {self.matcher(node, parent)}",
-                )
+                evidence = "DeepSpeed's tag prefix followed by a step number"
+            elif matcher:
+                message = f"checkpoint tags parsed by hand with {value!r}: use NamingKeys.DEFAULT_TAG_PREFIX"
+                evidence = f"DeepSpeed's tag prefix given to {matcher}"
+            else:
+                return
+            self.tag_scopes.add(id(self.scope(node)))
+            self.add(node, "CK203", message, value=value, evidence=evidence)
             return
         if value in _LATEST and (
             (isinstance(parent, ast.Call) and _call_name(parent) in _PATH_CALLS and node in parent.args)
