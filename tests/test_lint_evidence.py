@@ -62,6 +62,28 @@ def test_common_words_without_evidence_are_silent(code: str) -> None:
     assert lint(code) == []
 
 
+def test_other_formats_that_share_deepspeeds_words() -> None:
+    # Megatron's FP16_Optimizer (DeepSpeed's optimizers inherited its words)
+    megatron_fp16 = (
+        "def state_dict(self):\n    state_dict = {}\n    state_dict['loss_scaler'] = self.loss_scaler\n"
+        "    state_dict['first_closure_call_this_step'] = self.first\n"
+        "    state_dict['optimizer_state_dict'] = self.optimizer.state_dict()\n    return state_dict\n"
+    )
+    assert lint(megatron_fp16) == []
+    # Megatron's checkpoint, in a file DeepSpeed's way of naming
+    megatron = (
+        "def save(it):\n    name = os.path.join(d, 'mp_rank_{:02d}_model_states.pt'.format(r))\n"
+        "    sd = {}\n    sd['model'] = m.state_dict()\n    sd['lr_scheduler'] = s.state_dict()\n"
+    )
+    assert [f.code for f in lint(megatron)] == ["CK201"]
+    # ... but Megatron's keys in the branch without DeepSpeed take nothing from DeepSpeed's beside it
+    both = "def save(args, sd):\n    if not args.deepspeed:\n        sd['model'] = m\n    x = sd['param_shapes']\n"
+    assert spots(both) == [("CK101", "param_shapes")]
+    # an optimizer's state in torch's own name, and a Lightning checkpoint's 'global_step'
+    assert lint("def f(fsdp_optim_state):\n    return fsdp_optim_state['param_groups']\n") == []
+    assert lint("if 'global_step' in pl_sd:\n    print(pl_sd['global_step'])\n") == []
+
+
 def test_file_name_pieces_are_never_keys() -> None:
     # a wandb log and a training-loop counter: 'global_step' is a tag prefix, not a key
     assert lint("logs = {**logs_dict, 'global_step': step}\nx = state['global_step']\n") == []
@@ -84,7 +106,7 @@ def test_file_name_pieces_are_never_keys() -> None:
             "calls name(), which names the DeepSpeed file",
         ),
         ("def f(d):\n    return torch.load(get_model_state_file(d, 2))['module']\n", "calls get_model_state_file()"),
-        ("def f(model_state):\n    model_state['mp_world_size'] = 1\n", "in a mapping named 'model_state'"),
+        ("def f(model_states):\n    model_states['mp_world_size'] = 1\n", "in a mapping named 'model_states'"),
         ("x = {'module': m, 'param_shapes': p}\n", "beside the DeepSpeed key 'param_shapes' in the same display"),
     ],
 )

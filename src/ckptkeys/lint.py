@@ -130,7 +130,7 @@ _DS_NAME_FUNCTIONS: Final = frozenset(
 )
 # Names of mappings that hold a DeepSpeed checkpoint (evidence) and of those that do not.
 _DS_NAME: Final = re.compile(
-    r"model_states?(?!_?dict)|optim_states?(?!_?dict)|deepspeed|(?:^|[^a-z])ds_(?:checkpoint|ckpt|sd|state)"
+    r"model_states(?!_?dict)|optim_states(?!_?dict)|deepspeed|(?:^|[^a-z])ds_(?:checkpoint|ckpt|sd|state)"
     r"|zero_(?:checkpoint|ckpt|sd)",
     re.IGNORECASE,
 )
@@ -138,6 +138,12 @@ _OTHER_NAME: Final = re.compile(
     r"config|cfg|(?:^|[^a-z])conf(?:[^a-z]|$)|kwargs|(?:^|[^a-z])args(?:[^a-z]|$)|(?:^|[^a-z])logs?(?:[^a-z]|$)"
     r"|log_dict|metric|stats|hparams|wandb|tensorboard",
     re.IGNORECASE,
+)
+# Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
+# checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
+# keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
+_OTHER_FORMAT_KEYS: Final = frozenset(
+    {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
 )
 # Pieces specific enough that a built string holding one may be a checkpoint file name.
 _FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
@@ -426,6 +432,7 @@ class _Linter:
         self.findings: list[Finding] = []
         self.parents: dict[int, ast.AST] = {}
         self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
+        self.other_format: dict[int, str] = {}  # scope id -> a key of another format used there
         self.built: set[int] = set()  # ids of string-building nodes (and their literal parts) already judged
         self.tag_scopes: set[int] = set()  # ids of scopes that build or parse a tag by hand
 
@@ -544,6 +551,8 @@ class _Linter:
                 name = self.assigned_name(node)
                 for key in node.keys:  # type: ignore[attr-defined]
                     found = _key_literal(key)
+                    if found is not None and found.value in _OTHER_FORMAT_KEYS:
+                        self.other_format_key(found)
                     if found is not None and found.value in members:
                         candidates.append(_Candidate(found, found.value, "CK104", True, self.scope(found), name, node))
             elif kind is ast.List or kind is ast.Tuple or kind is ast.Set:
@@ -560,6 +569,8 @@ class _Linter:
                 self.copied_constant(node)  # type: ignore[arg-type]
             elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
                 functions.append(node)  # type: ignore[arg-type]
+            if literal is not None and literal.value in _OTHER_FORMAT_KEYS:
+                self.other_format_key(literal)
             if literal is not None and literal.value in members:
                 where = _unparse(holder) if holder is not None else ""
                 candidates.append(_Candidate(literal, literal.value, code, store, self.scope(literal), where))
@@ -581,6 +592,11 @@ class _Linter:
         self.keys(candidates)
         self.findings.sort(key=lambda f: (f.line, f.col, f.code))
         return self.findings
+
+    def other_format_key(self, node: ast.Constant) -> None:
+        """A key only another format writes: nothing beside it in its function is DeepSpeed's."""
+        if not self.outside_deepspeed(node):  # (Megatron's keys in `if not args.deepspeed:` are expected)
+            self.other_format.setdefault(id(self.scope(node)), str(node.value))
 
     def note_file_name(self, node: ast.AST, text: str) -> None:
         scope = self.scope(node)
@@ -613,6 +629,8 @@ class _Linter:
                 continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
             if self.outside_deepspeed(candidate.node) or _OTHER_NAME.search(candidate.holder):
                 continue
+            if id(candidate.scope) in self.other_format:
+                continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
             kept.append(candidate)
             if not index.common(candidate.value):
                 distinctive.setdefault(id(candidate.scope), candidate.value)
@@ -769,7 +787,7 @@ class _Linter:
                 )
             return
         if value.startswith(_TAG_PREFIX):
-            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent)
+            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent, tests=False)
             if rest.isdigit():
                 message = (
                     f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
@@ -789,11 +807,17 @@ class _Linter:
         ):
             self.latest(node, "a path to the file that names the latest tag")
 
-    def matcher(self, node: ast.Constant, parent: ast.AST | None) -> str:
-        """What matches names against ``node``: ``endswith()``, ``glob()``, ``re.fullmatch()``, ``in``."""
+    def matcher(self, node: ast.Constant, parent: ast.AST | None, *, tests: bool = True) -> str:
+        """What matches names against ``node``: ``endswith()``, ``glob()``, ``re.fullmatch()``, an
+        ``in`` test (not for the tag prefix: ``"global_step" in checkpoint`` is a dict's key)."""
         if isinstance(parent, ast.Call) and _call_name(parent) in _PARSING_CALLS and node in parent.args:
             return f"{_call_name(parent)}()"
-        if isinstance(parent, ast.Compare) and parent.left is node and isinstance(parent.ops[0], (ast.In, ast.NotIn)):
+        if (
+            tests
+            and isinstance(parent, ast.Compare)
+            and parent.left is node
+            and isinstance(parent.ops[0], (ast.In, ast.NotIn))
+        ):
             return "an `in` test"
         return ""
 
