@@ -69,7 +69,7 @@ def test_each_key_position(code: str, expected: str) -> None:
         "if name == 'param_shapes': pass",  # == with something not named like a key
         "x = state['not_a_deepspeed_key']",
         "x = state[b'param_shapes']",  # bytes are not keys
-        "x = ['param_shapes', 'optimizer_state_dict']",
+        "x = ['param_shapes']",  # one key: not a collection of keys
         "x = state.values('param_shapes')",  # not a key method
         "x = state['param_shapes' + suffix]",  # not a literal
         "x: Literal['param_shapes'] = 'param_shapes'",  # a type, not a look-up
@@ -121,7 +121,7 @@ def test_candidates_are_ordered_by_the_keys_around_them() -> None:
         for f in lint(
             """
             def f(s):
-                return s['cur_scale'], s['dynamic_loss_scale'], s['clip_grad']
+                return s['cur_scale'], s['dynamic_loss_scale'], s['single_partition_of_fp32_groups']
             """
         )
         if f.value == "cur_scale"
@@ -280,8 +280,9 @@ def test_fix_reads_use_members_and_stores_use_value() -> None:
         """A docstring."""
         from __future__ import annotations
 
-        from ckptkeys import ModuleKeys
         import os  # the first import
+
+        from ckptkeys import ModuleKeys
 
 
         def save(state, sd):

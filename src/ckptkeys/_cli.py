@@ -183,6 +183,7 @@ def _lint(args: argparse.Namespace) -> int:
                     "value": f.value,
                     "candidates": list(f.candidates),
                     "fixable": f.fixable,
+                    "evidence": f.evidence,
                 }
                 for f in remaining
             ],

@@ -1,12 +1,12 @@
 """Find loose checkpoint-key strings in Python code, and rewrite them to the key registry.
 
-:func:`lint_source` reports each string literal whose value is a registry value *in a key
-position* (a subscript, ``.get``/``.pop``/``.setdefault``, an ``in`` test, a dict-display key,
-an ``==`` with a key variable, a ``key=`` argument), each f-string, ``+``, ``%`` or
-``.format`` that rebuilds a checkpoint file name from :class:`~ckptkeys.NamingKeys` pieces,
-each literal checkpoint file name, and each import of ``deepspeed.checkpoint.constants``.
-:func:`fix_source` rewrites the findings whose target is unambiguous. docs/lint.md has the
-rules and every code.
+:func:`lint_source` reports each string literal whose value is a DeepSpeed checkpoint key where
+the code is about DeepSpeed checkpoints (a key position: a subscript, ``.get``/``.pop``/
+``.setdefault``, an ``in`` test, a dict-display key, an ``==`` with a key variable, a ``key=``
+argument; or a collection of keys), each checkpoint file name or tag built, written or parsed by
+hand, each hand-copied DeepSpeed constant, and each import of DeepSpeed's key constants. Every
+finding says why it was reported (:attr:`Finding.evidence`). :func:`fix_source` rewrites the
+findings whose target is unambiguous. docs/lint.md has the rules and every code.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import ast
 import io
 import os
 import re
+import sys
 import tokenize
 from dataclasses import dataclass, field
 
@@ -37,21 +38,155 @@ CODES: Final[dict[str, str]] = {
     "CK104": "checkpoint key as a dict-display key: {'key': ...}",
     "CK105": "checkpoint key compared with == or != to a key variable",
     "CK106": "checkpoint key as a key= keyword argument",
+    "CK107": "checkpoint keys in a collection of keys: ['module', 'optimizer', ...]",
     "CK201": "checkpoint file name rebuilt from naming pieces (f-string, +, % or .format)",
-    "CK202": "literal checkpoint file name",
+    "CK202": "literal checkpoint file name (or the 'latest' file as a path)",
+    "CK203": "checkpoint tag built, written or parsed by hand: f'global_step{step}'",
+    "CK204": "checkpoint file names matched by hand: name.endswith('_model_states.pt')",
     "CK301": "import from deepspeed.checkpoint.constants",
+    "CK302": "import of key constants from the deepspeed.checkpoint package",
+    "CK303": "hand-copied DeepSpeed constant: ZERO_FILE_PREFIX = 'zero_pp_rank_'",
 }
 
-# Values that are ordinary words: reported in a key position only when the same function (or
-# module, outside functions) also uses a distinctive checkpoint key there (see docs/lint.md).
-_DISTINCTIVE: Final = re.compile(r"[_.\-]")
-# Naming pieces specific enough that a string holding one and a placeholder builds a file name.
+# Registry values that other code also uses as keys of its own (a DeepSpeed *config*, an
+# optimizer's state, Megatron's arguments, a log dict): reported only with evidence that the
+# code around them is about DeepSpeed checkpoints. Every value without `_`, `.` or `-` is one too.
+_COMMON: Final = frozenset(
+    {
+        "lr_scheduler",
+        "param_groups",
+        "exp_avg",
+        "exp_avg_sq",
+        "zero_stage",
+        "global_steps",
+        "global_samples",
+        "skipped_steps",
+        "dp_world_size",
+        "mp_world_size",
+        "num_experts",
+        "num_local_experts",
+        "ep_size",
+        "ep_rank",
+        "tp_size",
+        "tp_rank",
+        "etp_size",
+        "etp_rank",
+        "pp_degree",
+        "tp_degree",
+        "padded_vocab_size",
+        "original_vocab_size",
+        "clip_grad",
+        "cur_scale",
+        "cur_iter",
+        "scale_factor",
+        "scale_window",
+        "min_scale",
+        "delayed_shift",
+        "loss_scaler",
+        "dynamic_loss_scale",
+        "data_sampler",
+        "random_ltd",
+        "module_path",
+        "cat_dim",
+        "partition_dim",
+        "partition_count",
+        "checkpoint_format",
+        "moe_layer_id",
+        "shared_params",
+        "logical_shape",
+        "local_experts",
+        "expert_placement",
+    }
+)
+_SEPARATOR: Final = re.compile(r"[_.\-]")
+# Pieces of a string that names a DeepSpeed checkpoint file: evidence for the keys beside it.
+_DS_FILE_TEXT: Final = re.compile(r"model_states|optim_states|zero_pp_rank_|expp_rank_")
+# A DeepSpeed file name's ending: a string that ends so and starts with a placeholder is its tail.
+_DS_TAIL: Final = re.compile(r"(?:_model_states|-model_states|_optim_states|optim_states)\.pt$")
+# A DeepSpeed file name's beginning: a string that starts so and goes on with a placeholder is its head.
+_DS_HEAD: Final = re.compile(r"(?:bf16_|fp16_)?zero_pp_rank_\0|expp_rank_\0")
+# Functions (DeepSpeed's own, and ckptkeys.naming) that return a DeepSpeed checkpoint file name.
+_DS_NAME_FUNCTIONS: Final = frozenset(
+    {
+        "get_model_state_file",
+        "get_model_state_files",
+        "get_optim_files",
+        "get_checkpoint_files",
+        "get_zero_ckpt_name_for_rank",
+        "get_model_ckpt_name_for_rank",
+        "get_layer_ckpt_name_for_rank",
+        "_get_ckpt_name",
+        "_get_zero_ckpt_name",
+        "_get_optimizer_ckpt_name",
+        "_get_expert_ckpt_name",
+        "_get_layer_ckpt_name",
+        "model_states",
+        "zero3_model_states",
+        "optim_states",
+        "layer_model_states",
+        "expert_model_states",
+        "expert_optim_states",
+    }
+)
+# Names of mappings that hold a DeepSpeed checkpoint (evidence) and of those that do not.
+_DS_NAME: Final = re.compile(
+    r"model_states(?!_?dict)|optim_states(?!_?dict)|deepspeed|(?:^|[^a-z])ds_(?:checkpoint|ckpt|sd|state)"
+    r"|zero_(?:checkpoint|ckpt|sd)",
+    re.IGNORECASE,
+)
+_OTHER_NAME: Final = re.compile(
+    r"config|cfg|(?:^|[^a-z])conf(?:[^a-z]|$)|kwargs|(?:^|[^a-z])args(?:[^a-z]|$)|(?:^|[^a-z])logs?(?:[^a-z]|$)"
+    r"|log_dict|metric|stats|hparams|wandb|tensorboard",
+    re.IGNORECASE,
+)
+# Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
+# checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
+# keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
+_OTHER_FORMAT_KEYS: Final = frozenset(
+    {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
+)
+# Pieces specific enough that a built string holding one may be a checkpoint file name.
 _FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
+# (str.__str__: the plain value, typed str on every Python version mypy checks)
+_TAG_PREFIX: Final = str.__str__(_registry.NamingKeys.DEFAULT_TAG_PREFIX)
+_LATEST_FILE: Final = str.__str__(_registry.NamingKeys.LATEST)
+_LATEST: Final = frozenset({_LATEST_FILE, str.__str__(_registry.NamingKeys.LATEST_UNIVERSAL)})
+# Calls whose string argument parses or matches a name: str methods, globbing, regular expressions.
+_PARSING_CALLS: Final = frozenset(
+    {
+        "replace",
+        "startswith",
+        "endswith",
+        "split",
+        "rsplit",
+        "partition",
+        "rpartition",
+        "removeprefix",
+        "lstrip",
+        "strip",
+        "find",
+        "rfind",
+        "index",
+        "glob",
+        "rglob",
+        "iglob",
+        "fnmatch",
+        "match",
+        "fullmatch",
+        "search",
+        "compile",
+        "sub",
+        "findall",
+    }
+)
+# Calls whose string argument is a path.
+_PATH_CALLS: Final = frozenset({"join", "Path", "PurePath", "open", "exists", "isfile", "isdir", "remove", "unlink"})
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 _STORING_METHODS: Final = frozenset({"setdefault"})
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 _CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
+_CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
 _SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
 
 
@@ -67,13 +202,15 @@ class Finding:
     code: str
     message: str
     value: str | None = None
-    """The string literal's value (``None`` for imports and rebuilt names)."""
+    """The string literal's value (``None`` for imports and strings built from parts)."""
     candidates: tuple[str, ...] = ()
     """Registry members with that value, most likely first: ``("OptimizerKeys.ZERO_STAGE",)``."""
     replacement: str | None = None
     """What ``fix_source`` writes in place of the expression; ``None`` if it is not fixable."""
     imports: tuple[str, ...] = ()
     """Names ``fix_source`` imports from ``ckptkeys`` for the replacement."""
+    evidence: str = ""
+    """Why it was reported: what in the code around it shows it is about DeepSpeed checkpoints."""
     _span: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
     # (line, byte col, end line, end byte col): where fix_source writes
 
@@ -92,19 +229,32 @@ class _Index:
     """Registry values, their members in registry order, and the pre-filters built from them."""
 
     def __init__(self) -> None:
+        from . import constants
+
         members: dict[str, list[KeyGroup]] = {}
         for group in _registry.GROUPS:
             for member in group:
                 members.setdefault(member.value, []).append(member)
         self.members = members
         self.group_of_value = {value: {type(m).__name__ for m in found} for value, found in members.items()}
+        # Values that are only file-name pieces ("global_step", "latest", "mp_rank_"): never keys.
+        self.naming_only = {value for value, groups in self.group_of_value.items() if groups == {"NamingKeys"}}
         naming = sorted(_registry.NamingKeys, key=lambda m: -len(m.value))
-        self.naming = [(m.value, f"NamingKeys.{m.name}") for m in naming]
+        self.naming = [(str.__str__(m), f"NamingKeys.{m.name}") for m in naming]
+        # DeepSpeed's constant names and their values (deepspeed.checkpoint.constants)
+        self.constant_names = frozenset(constants.__all__)
+        self.constants: dict[str, str] = {
+            name: getattr(constants, name) for name in constants.__all__ if type(getattr(constants, name)) is str
+        }
         quoted = "|".join(re.escape(v) for v in sorted(members, key=len, reverse=True))
         # A file is only walked if one of these appears in its text at all.
         self.prefilter = re.compile(
-            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|deepspeed\.checkpoint|from\s+\.+\s*constants\s+import"""
+            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|{_TAG_PREFIX}|deepspeed\.checkpoint"""
+            r"""|from\s+\.+\s*constants\s+import|['"]latest"""
         )
+
+    def common(self, value: str) -> bool:
+        return value in _COMMON or not _SEPARATOR.search(value)
 
 
 _INDEX: _Index | None = None
@@ -137,13 +287,15 @@ def decode_source(raw: bytes) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class _Candidate:
-    """A registry-valued literal in a key position, before the context is known."""
+    """A registry-valued literal in a key position (or a collection), before the context is known."""
 
     node: ast.Constant
     value: str
     code: str
     store: bool  # the key would be stored in the mapping: the fix writes ``Member.value``
-    scope: int
+    scope: ast.AST  # the innermost function, or the module
+    holder: str  # the source of the mapping (or the name the dict/collection is assigned to)
+    group: ast.AST | None = None  # the dict display or collection it is one key of
 
 
 def _key_literal(node: ast.AST | None) -> ast.Constant | None:
@@ -164,31 +316,26 @@ def _is_literal_type(node: ast.AST) -> bool:
     )
 
 
-def _scopes(tree: ast.Module) -> list[tuple[int, int, int]]:
-    """(first line, last line, id) of every function, innermost last among those overlapping."""
-    found: list[tuple[int, int, int]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            found.append((node.lineno, node.end_lineno or node.lineno, len(found) + 1))
-    found.sort()
-    return found
+def _call_name(node: ast.AST) -> str | None:
+    """``join`` for ``os.path.join(...)``, ``glob`` for ``glob(...)``: the called name."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name):
+            return func.id
+        if isinstance(func, ast.Attribute):
+            return func.attr
+    return None
 
 
-def _scope_of(scopes: list[tuple[int, int, int]], line: int) -> int:
-    best = 0  # the module
-    for first, last, ident in scopes:
-        if first > line:
-            break
-        if line <= last:
-            best = ident  # sorted by first line: a later match is nested deeper
-    return best
-
-
-def _pieces(node: ast.AST) -> tuple[list[str], bool] | None:
-    """The literal pieces of a string built from parts, and whether it has a dynamic part."""
+def _template(node: ast.AST) -> str | None:
+    """The text of a string built from parts, ``\\0`` for each placeholder (``None``: not one)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
     if isinstance(node, ast.JoinedStr):
-        texts = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
-        return texts, len(texts) < len(node.values)
+        text = "".join(
+            v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "\0" for v in node.values
+        )
+        return re.sub(r"\{[^{}]*\}", "\0", text)  # doubled braces: a template filled in later
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         parts: list[ast.AST] = []
         stack: list[ast.AST] = [node]
@@ -198,28 +345,19 @@ def _pieces(node: ast.AST) -> tuple[list[str], bool] | None:
                 stack += [item.right, item.left]
             else:
                 parts.append(item)
-        literal: list[str] = []
-        dynamic = False
-        for part in parts:
-            if isinstance(part, ast.Constant) and isinstance(part.value, str):
-                literal.append(part.value)
-            elif isinstance(part, ast.JoinedStr):
-                inner = _pieces(part)
-                assert inner is not None
-                literal += inner[0]
-                dynamic = dynamic or inner[1]
-            else:
-                dynamic = True
-        return (literal, dynamic) if literal else None
+        texts = [_template(p) if isinstance(p, (ast.Constant, ast.JoinedStr)) else None for p in parts]
+        if all(t is None for t in texts):
+            return None
+        return "".join("\0" if t is None else t for t in texts)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and _key_literal(node.left):
-        return [node.left.value], True  # type: ignore[attr-defined]
+        return re.sub(r"%[-#0 +]*\d*(?:\.\d+)?[sdifxXr]", "\0", node.left.value)  # type: ignore[attr-defined]
     if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "format"
         and _key_literal(node.func.value)
     ):
-        return [node.func.value.value], True  # type: ignore[attr-defined]
+        return re.sub(r"\{[^{}]*\}", "\0", node.func.value.value)  # type: ignore[attr-defined]
     return None
 
 
@@ -227,6 +365,7 @@ _BUILDERS: Final = (  # (pieces that must all appear, the naming function to sug
     (("expp_rank_",), "expert_optim_states(ep_rank, mp_rank)"),
     (("expert_", "model_states"), "expert_model_states(expert, mp_rank, layer)"),
     (("layer_", "-model_states"), "layer_model_states(layer, mp_rank)"),
+    (("-model_", "-model_states"), "layer_model_states(layer, mp_rank)"),
     (("zero_pp_rank_", "optim_states"), "optim_states(dp_rank, mp_rank, precision)"),
     (("zero_pp_rank_", "model_states"), "zero3_model_states(dp_rank, mp_rank)"),
     (("mp_rank_", "model_states"), "model_states(mp_rank)"),
@@ -240,6 +379,21 @@ def _naming_members(text: str) -> list[str]:
         if value in text and not any(value in longer for longer, _ in found) and len(value) > 3:
             found.append((value, name))
     return [name for _, name in found]
+
+
+def _is_ds_file_name(template: str) -> bool:
+    """Whether a built string's text (``\\0`` for placeholders) is a DeepSpeed file name or its tail."""
+    base = template.replace("\\", "/").rsplit("/", 1)[-1]
+    if "\0" not in base or any(c.isspace() for c in base):
+        return False
+    base = base.replace("*", "\0")  # a glob pattern
+    if parse(base.replace("\0", "0")) is not None:
+        return True
+    rest = base.lstrip("\0")  # what follows a leading placeholder (a prefix, a path)
+    if parse(rest.replace("\0", "0")) is not None or _DS_HEAD.match(rest):
+        return True
+    # a tail: "{prefix}_mp_rank_{mp}_model_states.pt", "-model_{mp:02}-model_states.pt"
+    return (rest != base or rest[:1] in "_-") and bool(_DS_TAIL.search(rest)) and "\0" in rest
 
 
 def _call_for(record: CheckpointName) -> str | None:
@@ -260,13 +414,27 @@ def _call_for(record: CheckpointName) -> str | None:
     return None
 
 
+def _unparse(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except (ValueError, RecursionError):  # pragma: no cover - ast.unparse of a parsed tree
+        return ""
+
+
+_FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
 class _Linter:
     def __init__(self, source: str, path: str) -> None:
         self.source = source
         self.path = path
         self.lines = [line.rstrip("\r\n") for line in _physical_lines(source)]
         self.findings: list[Finding] = []
-        self.covered: set[int] = set()  # ids of string-building nodes inside one already checked
+        self.parents: dict[int, ast.AST] = {}
+        self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
+        self.other_format: dict[int, str] = {}  # scope id -> a key of another format used there
+        self.built: set[int] = set()  # ids of string-building nodes (and their literal parts) already judged
+        self.tag_scopes: set[int] = set()  # ids of scopes that build or parse a tag by hand
 
     def column(self, line: int, byte_col: int) -> int:
         if 0 < line <= len(self.lines):
@@ -284,6 +452,48 @@ class _Linter:
             Finding(self.path, line, self.column(line, col), code, message, _span=self.span(node), **extra)  # type: ignore[arg-type]
         )
 
+    # -- context ------------------------------------------------------------------------------
+
+    def scope(self, node: ast.AST) -> ast.AST:
+        """The innermost function holding ``node``, or the module."""
+        parent = self.parents.get(id(node))
+        while parent is not None and not isinstance(parent, _FUNCTIONS):
+            parent = self.parents.get(id(parent))
+        return parent if parent is not None else self.tree
+
+    def outside_deepspeed(self, node: ast.AST) -> bool:
+        """In the branch of an ``if`` that runs without DeepSpeed (``if not args.deepspeed:``)."""
+        child, parent = node, self.parents.get(id(node))
+        while parent is not None:
+            if isinstance(parent, ast.If) and child is not parent.test:
+                test = parent.test
+                negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+                mentions = self.deepspeed_tests.get(id(test))
+                if mentions is None:
+                    mentions = self.deepspeed_tests[id(test)] = "deepspeed" in _unparse(test).lower()
+                if mentions:
+                    in_body = any(child is n for n in parent.body)
+                    if in_body == negated:
+                        return True
+            child, parent = parent, self.parents.get(id(parent))
+        return False
+
+    def assigned_name(self, node: ast.AST) -> str:
+        """The name a display is assigned, passed or returned as: ``x = {...}``, ``f(x={...})``."""
+        parent = self.parents.get(id(node))
+        if isinstance(parent, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+            return " ".join(_unparse(t) for t in targets)
+        if isinstance(parent, ast.keyword):
+            return parent.arg or ""
+        if isinstance(parent, ast.Dict):  # a nested dict: the key it is stored under
+            for key, value in zip(parent.keys, parent.values, strict=True):
+                if value is node and isinstance(key, ast.Constant):
+                    return str(key.value)
+        return ""
+
+    # -- the walk -----------------------------------------------------------------------------
+
     def run(self) -> list[Finding]:
         index = _index()
         if not index.prefilter.search(self.source):
@@ -294,69 +504,155 @@ class _Linter:
             line = getattr(error, "lineno", None) or 1
             self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
             return self.findings
+        self.tree = tree
+        parents = self.parents
         candidates: list[_Candidate] = []
-        scopes = _scopes(tree)
+        functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
         members = index.members
-        for node in ast.walk(tree):
+        # scope id -> why its code is about DeepSpeed checkpoint files (a file name, a call)
+        self.file_evidence: dict[int, str] = {}
+        calls: list[tuple[ast.AST, str]] = []
+        nodes: list[ast.AST] = [tree]
+        for node in nodes:  # breadth first, as ast.walk; parents known before their children
+            for child in ast.iter_child_nodes(node):
+                parents[id(child)] = node
+                nodes.append(child)
             kind = type(node)
             literal: ast.Constant | None = None
+            holder: ast.AST | None = None
             if kind is ast.Subscript:
                 if not _is_literal_type(node.value):  # type: ignore[attr-defined]
                     literal = _key_literal(node.slice)  # type: ignore[attr-defined]
-                code, store = "CK101", isinstance(node.ctx, ast.Store)  # type: ignore[attr-defined]
+                code, store, holder = "CK101", isinstance(node.ctx, ast.Store), node.value  # type: ignore[attr-defined]
             elif kind is ast.Call:
                 func = node.func  # type: ignore[attr-defined]
                 if isinstance(func, ast.Attribute) and func.attr in _KEY_METHODS and node.args:  # type: ignore[attr-defined]
                     literal = _key_literal(node.args[0])  # type: ignore[attr-defined]
-                    code, store = "CK102", func.attr in _STORING_METHODS
+                    code, store, holder = "CK102", func.attr in _STORING_METHODS, func.value
                 for keyword in node.keywords:  # type: ignore[attr-defined]
                     found = _key_literal(keyword.value) if keyword.arg == "key" else None
                     if found is not None and found.value in members:
-                        candidates.append(
-                            _Candidate(found, found.value, "CK106", True, _scope_of(scopes, found.lineno))
-                        )
+                        candidates.append(_Candidate(found, found.value, "CK106", True, self.scope(found), ""))
+                name = _call_name(node)
+                if name is not None:
+                    calls.append((node, name))
                 if func.__class__ is ast.Attribute and func.attr == "format":
-                    self.file_name(node)
+                    self.built_string(node)
             elif kind is ast.Compare:
                 left, ops, right = node.left, node.ops, node.comparators  # type: ignore[attr-defined]
                 if len(ops) == 1 and isinstance(ops[0], (ast.In, ast.NotIn)):
-                    literal, code, store = _key_literal(left), "CK103", False
+                    literal, code, store, holder = _key_literal(left), "CK103", False, right[0]
                 elif len(ops) == 1 and isinstance(ops[0], (ast.Eq, ast.NotEq)):
                     if _is_key_name(right[0]):
                         literal, code, store = _key_literal(left), "CK105", False
                     elif _is_key_name(left):
                         literal, code, store = _key_literal(right[0]), "CK105", False
             elif kind is ast.Dict:
+                name = self.assigned_name(node)
                 for key in node.keys:  # type: ignore[attr-defined]
                     found = _key_literal(key)
+                    if found is not None and found.value in _OTHER_FORMAT_KEYS:
+                        self.other_format_key(found)
                     if found is not None and found.value in members:
-                        candidates.append(
-                            _Candidate(found, found.value, "CK104", True, _scope_of(scopes, found.lineno))
-                        )
+                        candidates.append(_Candidate(found, found.value, "CK104", True, self.scope(found), name, node))
+            elif kind is ast.List or kind is ast.Tuple or kind is ast.Set:
+                self.collection(node, candidates)
             elif kind is ast.JoinedStr or kind is ast.BinOp:
-                self.file_name(node)
+                self.built_string(node)
             elif kind is ast.Constant:
                 value = node.value  # type: ignore[attr-defined]
-                if type(value) is str and value.endswith(".pt") and "states" in value:
-                    self.literal_file_name(node, value)  # type: ignore[arg-type]
+                if type(value) is str:
+                    self.literal(node, value)  # type: ignore[arg-type]
             elif kind is ast.ImportFrom or kind is ast.Import:
                 self.constants_import(node)
+            elif kind is ast.Assign:
+                self.copied_constant(node)  # type: ignore[arg-type]
+            elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+                functions.append(node)  # type: ignore[arg-type]
+            if literal is not None and literal.value in _OTHER_FORMAT_KEYS:
+                self.other_format_key(literal)
             if literal is not None and literal.value in members:
-                candidates.append(_Candidate(literal, literal.value, code, store, _scope_of(scopes, literal.lineno)))
+                where = _unparse(holder) if holder is not None else ""
+                candidates.append(_Candidate(literal, literal.value, code, store, self.scope(literal), where))
+        # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
+        named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
+        for call, name in calls:
+            scope = self.scope(call)
+            if id(scope) in self.file_evidence:
+                continue
+            if name in _DS_NAME_FUNCTIONS:
+                self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
+            elif name in named and scope is not self.tree:
+                self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
+        for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
+            if id(self.scope(call)) in self.tag_scopes:
+                for argument in call.args:  # type: ignore[attr-defined]
+                    if isinstance(argument, ast.Constant) and argument.value in _LATEST:
+                        self.latest(argument, "passed beside a checkpoint tag built by hand")
         self.keys(candidates)
         self.findings.sort(key=lambda f: (f.line, f.col, f.code))
         return self.findings
 
+    def other_format_key(self, node: ast.Constant) -> None:
+        """A key only another format writes: nothing beside it in its function is DeepSpeed's."""
+        if not self.outside_deepspeed(node):  # (Megatron's keys in `if not args.deepspeed:` are expected)
+            self.other_format.setdefault(id(self.scope(node)), str(node.value))
+
+    def note_file_name(self, node: ast.AST, text: str) -> None:
+        scope = self.scope(node)
+        self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
+
     # -- keys ---------------------------------------------------------------------------------
+
+    def collection(self, node: ast.AST, candidates: list[_Candidate]) -> None:
+        """A list, tuple or set of at least two strings, two of them checkpoint keys."""
+        elements = node.elts  # type: ignore[attr-defined]
+        index = _index()
+        if len(elements) < 2 or not all(_key_literal(e) for e in elements):
+            return
+        keys = [e for e in elements if e.value in index.members and e.value not in index.naming_only]
+        if len(keys) < 2:
+            return
+        parent = self.parents.get(id(node))
+        if isinstance(parent, ast.Subscript) and parent.slice is node:
+            return  # d["a", "b"]: one tuple key, not a collection
+        name = self.assigned_name(node)
+        for element in keys:
+            candidates.append(_Candidate(element, element.value, "CK107", True, self.scope(element), name, node))
 
     def keys(self, candidates: list[_Candidate]) -> None:
         index = _index()
+        kept: list[_Candidate] = []
+        distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
+        for candidate in candidates:
+            if candidate.value in index.naming_only:
+                continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
+            if self.outside_deepspeed(candidate.node) or _OTHER_NAME.search(candidate.holder):
+                continue
+            if id(candidate.scope) in self.other_format:
+                continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
+            kept.append(candidate)
+            if not index.common(candidate.value):
+                distinctive.setdefault(id(candidate.scope), candidate.value)
+        by_group: dict[int, list[_Candidate]] = {}
+        for candidate in kept:
+            if candidate.group is not None:
+                by_group.setdefault(id(candidate.group), []).append(candidate)
         by_scope: dict[int, list[str]] = {}
-        for candidate in candidates:
-            by_scope.setdefault(candidate.scope, []).append(candidate.value)
-        for candidate in candidates:
+        for candidate in kept:
+            by_scope.setdefault(id(candidate.scope), []).append(candidate.value)
+        reported: list[tuple[_Candidate, str, tuple[str, ...], str | None, str]] = []
+        for candidate in kept:
             value = candidate.value
-            around = [v for v in by_scope[candidate.scope] if v != value]
+            if not index.common(value):
+                evidence = f"{value!r} is a DeepSpeed checkpoint key no other format uses"
+                if candidate.code == "CK107":
+                    evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
+            else:
+                evidence = self.evidence(candidate, distinctive, by_group)
+                if not evidence:
+                    continue
+            around = [v for v in by_scope[id(candidate.scope)] if v != value]
             found = index.members[value]
             # Rank the members by how many other keys of the same scope their group holds.
             score = {
@@ -365,12 +661,6 @@ class _Linter:
             ranked = sorted(found, key=lambda m: -score[type(m).__name__])
             names = tuple(f"{type(m).__name__}.{m.name}" for m in ranked)
             best = score[type(ranked[0]).__name__]
-            if not _DISTINCTIVE.search(value):
-                # An ordinary word ("step", "module", "version"): only beside a distinctive key of
-                # the same group, as in `state["module"]` next to `state["buffer_names"]`.
-                group = type(ranked[0]).__name__
-                if not any(_DISTINCTIVE.search(v) and group in index.group_of_value[v] for v in around):
-                    continue
             unambiguous = len(ranked) == 1 or best > score[type(ranked[1]).__name__]
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
@@ -379,44 +669,209 @@ class _Linter:
                 use = f"use {names[0]} (by the keys around it; or {', '.join(names[1:])})"
             else:
                 use = f"use one of {', '.join(names)}"
-            what = "file-name piece" if names[0].startswith("NamingKeys.") else "key"
-            if candidate.store:
-                use += "; .value keeps a plain str in what is saved" if replacement else ""
+            reported.append((candidate, evidence, names, replacement, use))
+        # A dict display or collection is rewritten whole or not at all: never half literal.
+        unfixable: dict[int, str] = {}
+        for candidate, _evidence, _names, replacement, _use in reported:
+            if candidate.group is not None and replacement is None:
+                unfixable.setdefault(id(candidate.group), candidate.value)
+        for candidate, evidence, names, replacement, use in reported:
+            value = candidate.value
+            blocker = unfixable.get(id(candidate.group)) if candidate.group is not None else None
+            if candidate.store and replacement:
+                use += "; .value keeps a plain str in what is saved"
+            if blocker is not None and replacement is not None:
+                replacement = None
+                use += f" (not fixed: {blocker!r} beside it is ambiguous, and a half-rewritten display would mix"
+                use += " spellings)"
+            what = "checkpoint keys" if candidate.code == "CK107" else "checkpoint key"
             self.add(
                 candidate.node,
                 candidate.code,
-                f"{value!r} is a checkpoint {what}: {use}",
+                f"{value!r} is {'one of a collection of ' if candidate.code == 'CK107' else 'a '}{what}: {use}",
                 value=value,
                 candidates=names,
                 replacement=replacement,
                 imports=(names[0].split(".")[0],) if replacement else (),
+                evidence=evidence,
             )
 
-    # -- file names ---------------------------------------------------------------------------
+    def evidence(
+        self, candidate: _Candidate, distinctive: dict[int, str], by_group: dict[int, list[_Candidate]]
+    ) -> str:
+        """Why a common word (``module``, ``optimizer``, ``step``) is a DeepSpeed key here; "" if nothing shows it."""
+        value = candidate.value
+        index = _index()
+        if candidate.group is not None:
+            for other in by_group.get(id(candidate.group), []):
+                if not index.common(other.value):
+                    return f"a common word, beside the DeepSpeed key {other.value!r} in the same display"
+        where = "function" if candidate.scope is not self.tree else "module's top level"
+        other_key = distinctive.get(id(candidate.scope))
+        if other_key is not None and other_key != value:
+            return f"a common word, in a {where} that also uses the DeepSpeed key {other_key!r}"
+        why = self.file_evidence.get(id(candidate.scope))
+        if why:
+            return f"a common word, in a {where} that {why}"
+        name = _DS_NAME.search(candidate.holder)
+        if name is not None:
+            return f"a common word, in a mapping named {candidate.holder!r}"
+        return ""
 
-    def file_name(self, node: ast.AST) -> None:
-        if id(node) in self.covered:
+    # -- file names and tags ------------------------------------------------------------------
+
+    def built_string(self, node: ast.AST) -> None:
+        if id(node) in self.built:
             return
-        found = _pieces(node)
-        if found is None:
+        template = _template(node)
+        if template is None or isinstance(node, ast.Constant):
             return
         for inner in ast.walk(node):  # a + b + c and the f-strings in it: one finding, for the whole
-            if inner is not node and isinstance(inner, (ast.BinOp, ast.JoinedStr)):
-                self.covered.add(id(inner))
-        literal, dynamic = found
-        text = "".join(literal)
-        if not dynamic or not _FILE_NAME_PIECE.search(text) or any(c.isspace() for c in text):
-            return  # no placeholder, no naming piece, or a sentence (a message that mentions a name)
-        names = _naming_members(text)
-        builder = next((call for needed, call in _BUILDERS if all(p in text for p in needed)), None)
+            if inner is not node and isinstance(inner, (ast.BinOp, ast.JoinedStr, ast.Constant)):
+                self.built.add(id(inner))
+        if "\0" not in template or any(c.isspace() for c in template):
+            return  # no placeholder, or a sentence (a message that mentions a name)
+        if _DS_FILE_TEXT.search(template):
+            self.note_file_name(node, template.replace("\0", "{}"))
+        if template.startswith(_TAG_PREFIX + "\0"):
+            self.tag_scopes.add(id(self.scope(node)))
+            self.add(
+                node,
+                "CK203",
+                'checkpoint tag built by hand: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
+                evidence=f"a string that starts with DeepSpeed's tag prefix {_TAG_PREFIX!r} and a placeholder",
+            )
+            return
+        if not _is_ds_file_name(template):
+            return
+        names = _naming_members(template)
+        builder = next((call for needed, call in _BUILDERS if all(p in template for p in needed)), None)
         use = f"use ckptkeys.naming.{builder}" if builder else "use the NamingKeys members"
-        self.add(node, "CK201", f"file name rebuilt from {', '.join(names) or 'naming pieces'}: {use}")
+        self.add(
+            node,
+            "CK201",
+            f"file name rebuilt from {', '.join(names) or 'naming pieces'}: {use}",
+            evidence=f"{template.replace(chr(0), '{}')!r} is a DeepSpeed checkpoint file name (or its tail)",
+        )
 
-    def literal_file_name(self, node: ast.Constant, value: str) -> None:
-        record = parse(os.path.basename(value))
-        call = _call_for(record) if record is not None else None
-        if call is not None:
-            self.add(node, "CK202", f"{value!r} is a checkpoint file name: use ckptkeys.naming.{call}", value=value)
+    def literal(self, node: ast.Constant, value: str) -> None:
+        """A plain string: a file name, a tag, 'latest' as a path."""
+        if id(node) in self.built or any(c.isspace() for c in value) or not value:
+            return
+        if _DS_FILE_TEXT.search(value):
+            self.note_file_name(node, value)
+        parent = self.parents.get(id(node))
+        if value.endswith(".pt") and "states" in value:
+            record = parse(os.path.basename(value))
+            call = _call_for(record) if record is not None else None
+            if call is not None:
+                self.add(
+                    node,
+                    "CK202",
+                    f"{value!r} is a checkpoint file name: use ckptkeys.naming.{call}",
+                    value=value,
+                    evidence="the string parses as a DeepSpeed checkpoint file name",
+                )
+                return
+        if _DS_FILE_TEXT.search(value):
+            matcher = self.matcher(node, parent)
+            if matcher:
+                pieces = _naming_members(value)
+                self.add(
+                    node,
+                    "CK204",
+                    f"checkpoint file names matched by hand with {value!r}: use ckptkeys.naming.parse"
+                    + (f" or {', '.join(pieces)}" if pieces else ""),
+                    value=value,
+                    evidence=f"a piece of DeepSpeed's file names given to {matcher}",
+                )
+            return
+        if value.startswith(_TAG_PREFIX):
+            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+            if rest.isdigit():
+                message = (
+                    f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
+                )
+                evidence = "DeepSpeed's tag prefix followed by a step number"
+            elif matcher:
+                message = f"checkpoint tags parsed by hand with {value!r}: use NamingKeys.DEFAULT_TAG_PREFIX"
+                evidence = f"DeepSpeed's tag prefix given to {matcher}"
+            else:
+                return
+            self.tag_scopes.add(id(self.scope(node)))
+            self.add(node, "CK203", message, value=value, evidence=evidence)
+            return
+        if value in _LATEST and (
+            (isinstance(parent, ast.Call) and _call_name(parent) in _PATH_CALLS and node in parent.args)
+            or (isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div))
+        ):
+            self.latest(node, "a path to the file that names the latest tag")
+
+    def matcher(self, node: ast.Constant, parent: ast.AST | None, *, tests: bool = True) -> str:
+        """What matches names against ``node``: ``endswith()``, ``glob()``, ``re.fullmatch()``, an
+        ``in`` test (not for the tag prefix: ``"global_step" in checkpoint`` is a dict's key)."""
+        if isinstance(parent, ast.Call) and _call_name(parent) in _PARSING_CALLS and node in parent.args:
+            return f"{_call_name(parent)}()"
+        if (
+            tests
+            and isinstance(parent, ast.Compare)
+            and parent.left is node
+            and isinstance(parent.ops[0], (ast.In, ast.NotIn))
+        ):
+            return "an `in` test"
+        return ""
+
+    def latest(self, node: ast.Constant, why: str) -> None:
+        if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
+            return
+        member = "LATEST" if node.value == _LATEST_FILE else "LATEST_UNIVERSAL"
+        self.add(
+            node,
+            "CK202",
+            f"{node.value!r} is DeepSpeed's tag file: use NamingKeys.{member}",
+            value=node.value,
+            evidence=why,
+        )
+
+    # -- constants ----------------------------------------------------------------------------
+
+    def copied_constant(self, node: ast.Assign) -> None:
+        """``ZERO_FILE_PREFIX = 'zero_pp_rank_'`` at module (or class) level."""
+        if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+            return
+        literal = _key_literal(node.value)
+        if literal is None or isinstance(self.scope(node), _FUNCTIONS):
+            return
+        name, value = node.targets[0].id, literal.value
+        index = _index()
+        if not _CONSTANT_NAME.fullmatch(name) or value not in index.members:
+            return
+        if self.path.replace("\\", "/").endswith("deepspeed/checkpoint/constants.py"):
+            return  # where DeepSpeed defines them
+        deepspeed_name = index.constants.get(name) == value
+        kind = "file-name piece" if value in index.naming_only else "key"
+        if index.common(value) and not deepspeed_name and not (name == value.upper() and "_" in value):
+            return  # OPTIMIZER = "optimizer": a word any code may name
+        found = index.members[value]
+        names = tuple(f"{type(m).__name__}.{m.name}" for m in found)
+        replacement = f"{names[0]}.value" if len(names) == 1 else None
+        use = f"use {names[0]}" if len(names) == 1 else f"use one of {', '.join(names)}"
+        if deepspeed_name:
+            use += f" (or ckptkeys.constants.{name})"
+        self.add(
+            literal,
+            "CK303",
+            f"{name} = {value!r} copies a DeepSpeed constant: {use}",
+            value=value,
+            candidates=names,
+            replacement=replacement,
+            imports=(names[0].split(".")[0],) if replacement else (),
+            evidence=(
+                f"{name} is DeepSpeed's own name for {value!r}"
+                if deepspeed_name
+                else f"a module-level constant holding the DeepSpeed {kind} {value!r}"
+            ),
+        )
 
     # -- imports ------------------------------------------------------------------------------
 
@@ -434,33 +889,68 @@ class _Linter:
                         "CK301",
                         f"import of {_CONSTANTS_MODULE}: use ckptkeys.constants (same names, no torch) or the groups",
                         replacement=fix,
+                        evidence=f"imports {_CONSTANTS_MODULE}",
                     )
             return
         assert isinstance(node, ast.ImportFrom)
         module = self.absolute(node)
+        if module == "deepspeed.checkpoint" and not any(a.name == "constants" for a in node.names):
+            self.package_import(node)
+            return
         if module == _CONSTANTS_MODULE:
             target = "ckptkeys.constants"
-        elif module == "deepspeed.checkpoint" and any(a.name == "constants" for a in node.names):
+        elif module == "deepspeed.checkpoint":
             if len(node.names) != 1:
-                self.add(node, "CK301", "import of deepspeed.checkpoint.constants: use ckptkeys.constants")
+                self.add(
+                    node,
+                    "CK301",
+                    "import of deepspeed.checkpoint.constants: use ckptkeys.constants",
+                    evidence="imports deepspeed.checkpoint.constants",
+                )
                 return
             target = "ckptkeys"
         else:
             return
-        segment = self.segment(node)
-        spec = re.match(r"from\s+([.\w\s]+?)\s+import\b", segment or "")
-        fix = None
-        # A relative import is DeepSpeed's own package importing its constants: rewriting it
-        # would stop the package from importing its submodule, so it is only reported.
-        if segment is not None and spec is not None and not node.level:
-            fix = segment[: spec.start(1)] + target + segment[spec.end(1) :]
+        fix = self.rewritten_module(node, target)
         self.add(
             node,
             "CK301",
             f"import from {module}: use {target}{'.constants' if target == 'ckptkeys' else ''} "
             "(same names and values, no torch) or the key groups",
             replacement=fix,
+            evidence=f"imports {_CONSTANTS_MODULE}",
         )
+
+    def package_import(self, node: ast.ImportFrom) -> None:
+        """``from deepspeed.checkpoint import ORIGINAL_VOCAB_SIZE``: the constants, through the package."""
+        names = [a.name for a in node.names]
+        index = _index()
+        constants = [n for n in names if n in index.constant_names]
+        if not constants:
+            return
+        others = [n for n in names if n not in index.constant_names]
+        if others:
+            use = f"import {', '.join(constants)} from ckptkeys.constants (keep {', '.join(others)} from DeepSpeed)"
+            fix = None
+        else:
+            use = "import them from ckptkeys.constants (same names and values, no torch) or use the key groups"
+            fix = self.rewritten_module(node, "ckptkeys.constants")
+        self.add(
+            node,
+            "CK302",
+            f"import of DeepSpeed's key constants {', '.join(constants)} from deepspeed.checkpoint: {use}",
+            replacement=fix,
+            evidence=f"{', '.join(constants)} {'is' if len(constants) == 1 else 'are'} in {_CONSTANTS_MODULE}",
+        )
+
+    def rewritten_module(self, node: ast.ImportFrom, target: str) -> str | None:
+        segment = self.segment(node)
+        spec = re.match(r"from\s+([.\w\s]+?)\s+import\b", segment or "")
+        # A relative import is DeepSpeed's own package importing its constants: rewriting it
+        # would stop the package from importing its submodule, so it is only reported.
+        if segment is None or spec is None or node.level:
+            return None
+        return segment[: spec.start(1)] + target + segment[spec.end(1) :]
 
     def absolute(self, node: ast.ImportFrom) -> str:
         if not node.level:
@@ -521,44 +1011,208 @@ def fix_source(source: str, findings: Iterable[Finding]) -> tuple[str, list[Find
     """``source`` with every fixable finding rewritten, and the findings that were fixed.
 
     A replacement is only made where the text at the finding's position is exactly the
-    literal (or import) the finding is about; the ``from ckptkeys import ...`` the rewrites
-    need is added before the module's first top-level import (after its docstring and
-    ``__future__`` imports). Formatting and comments elsewhere are untouched.
+    literal (or import) the finding is about. The ``from ckptkeys import ...`` the rewrites
+    need goes where isort and ruff would put it: merged into an existing one-line
+    ``from ckptkeys import``, else among the third-party imports in sorted order, else as a
+    section of its own after the standard-library imports. A module that imports DeepSpeed only
+    inside functions gets the import inside each function it rewrites, so it stays as lazy as it
+    was. Formatting and comments elsewhere are untouched.
     """
+    findings = list(findings)
     lines = _physical_lines(source)
     encoded = [line.encode("utf-8") for line in lines]
     edits: list[tuple[int, int, int, int, str, Finding]] = []
     for finding in findings:
         if finding.replacement is None or finding._span is None:
             continue
-        line, col, end_line, end_col = finding._span
         if not _matches(encoded, finding):
             continue
+        line, col, end_line, end_col = finding._span
         edits.append((line, col, end_line, end_col, finding.replacement, finding))
     if not edits:
         return source, []
     tree = ast.parse(source)
     bound = _module_names(tree)
-    needed = sorted({name for *_, f in edits for name in f.imports})
-    clashing = {name for name in needed if bound.get(name, "ckptkeys") != "ckptkeys"}
+    clashing = {n for *_, f in edits for n in f.imports if bound.get(n, "ckptkeys") != "ckptkeys"}
     edits = [e for e in edits if not set(e[5].imports) & clashing]
-    needed = [name for name in needed if name not in clashing and name not in bound]
-    edits.sort(key=lambda e: (e[0], e[1]), reverse=True)
+    # Where each edit's names are imported: the module, or (lazy modules) the outermost function.
+    lazy = _imports_deepspeed_lazily(tree)
+    targets: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef | None, set[str]]] = {}
+    kept = []
+    for edit in edits:
+        names = {n for n in edit[5].imports if n not in bound}
+        function = _outermost_function(tree, edit[0]) if lazy and names else None
+        if function is not None and function.body[0].lineno == function.lineno:
+            continue  # `def f(): return s["k"]`: no line to import on; left for the user
+        entry = targets.setdefault(id(function), (function, set()))
+        entry[1].update(names)
+        kept.append(edit)
+    insertions: list[tuple[int, bytes, bytes | None]] = []  # (0-based line, text, replaced line)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    for function, names in targets.values():
+        if not names:
+            continue
+        if function is None:
+            insertions.append(_module_import(tree, lines, sorted(names), newline, findings[0].path))
+        else:
+            insertions.append(_function_import(function, lines, sorted(names), newline))
+    kept.sort(key=lambda e: (e[0], e[1]), reverse=True)
+    # Bottom up, so that no edit moves the lines of those still to come; an insertion before a
+    # line comes after the edits on that line.
+    plan: list[
+        tuple[tuple[int, int], tuple[int, int, int, int, str, Finding] | None, tuple[int, bytes, bytes | None] | None]
+    ]
+    plan = [((e[0], e[1]), e, None) for e in kept] + [((i[0] + 1, -1), None, i) for i in insertions]
+    plan.sort(key=lambda item: item[0], reverse=True)
     previous: tuple[int, int] | None = None
     applied = []
-    for line, col, end_line, end_col, text, finding in edits:
+    for _, planned, insertion in plan:
+        if insertion is not None:
+            index, text, replaced = insertion
+            if replaced is not None:
+                encoded[index] = text
+                continue
+            if index and index <= len(encoded) and not encoded[index - 1].endswith((b"\n", b"\r")):
+                encoded[index - 1] += newline.encode("utf-8")
+            encoded[index:index] = [text]
+            continue
+        assert planned is not None
+        line, col, end_line, end_col, replacement, finding = planned
         if previous is not None and (end_line, end_col) > previous:
             continue  # overlapping edits (never produced today): keep the later one
         first, last = encoded[line - 1], encoded[end_line - 1]
-        new = first[:col] + text.encode("utf-8") + last[end_col:]
-        encoded[line - 1 : end_line] = [new]
+        encoded[line - 1 : end_line] = [first[:col] + replacement.encode("utf-8") + last[end_col:]]
         previous = (line, col)
         applied.append(finding)
-    result = b"".join(encoded).decode("utf-8")
-    if needed and applied:
-        result = _add_import(result, needed)
+    if not applied:
+        return source, []
     applied.reverse()
-    return result, applied
+    return b"".join(encoded).decode("utf-8"), applied
+
+
+def _imports_deepspeed_lazily(tree: ast.Module) -> bool:
+    """Whether DeepSpeed is imported only inside functions (never at the module's top level)."""
+    top = inner = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+        else:
+            continue
+        if any(m == "deepspeed" or m.startswith("deepspeed.") for m in modules):
+            if _outermost_function(tree, node.lineno) is None:
+                top = True
+            else:
+                inner = True
+    return inner and not top
+
+
+def _outermost_function(tree: ast.Module, line: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    body: list[ast.stmt] = tree.body
+    while True:
+        for node in body:
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                if isinstance(node, _FUNCTIONS):
+                    return node
+                if isinstance(node, ast.ClassDef):
+                    body = node.body
+                    break
+                return None
+        else:
+            return None
+
+
+def _function_import(
+    function: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str], names: list[str], newline: str
+) -> tuple[int, bytes, bytes | None]:
+    """The import as the first statement of ``function`` (after its docstring)."""
+    body = function.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if len(body) > 1:
+            first = body[1]
+            index = first.lineno - 1
+        else:
+            index = first.end_lineno or first.lineno  # after the docstring
+    else:
+        index = first.lineno - 1
+    indent = " " * first.col_offset
+    text = f"{indent}from ckptkeys import {', '.join(names)}{newline}"
+    return index, text.encode("utf-8"), None
+
+
+def _section(node: ast.Import | ast.ImportFrom, path: str) -> str:
+    """isort's section of an import: future, stdlib, thirdparty or firstparty."""
+    if isinstance(node, ast.ImportFrom) and node.level:
+        return "firstparty"
+    module = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
+    top = module.split(".")[0]
+    if top == "__future__":
+        return "future"
+    if top in sys.stdlib_module_names:
+        return "stdlib"
+    folders = os.path.abspath(path).split(os.sep)[:-1]
+    return "firstparty" if top in folders else "thirdparty"
+
+
+def _module_import(
+    tree: ast.Module, lines: list[str], names: list[str], newline: str, path: str
+) -> tuple[int, bytes, bytes | None]:
+    """Where and what to insert (or which line to replace) for ``from ckptkeys import names``."""
+    statement = f"from ckptkeys import {', '.join(names)}"
+    imports: list[ast.Import | ast.ImportFrom] = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(node)
+        elif imports or not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            break
+    for node in imports:  # merge into `from ckptkeys import A` (one line, no comment, no alias)
+        if isinstance(node, ast.ImportFrom) and node.module == "ckptkeys" and not node.level:
+            text = lines[node.lineno - 1].rstrip("\r\n")
+            present = [a.name for a in node.names]
+            simple = node.end_lineno == node.lineno and not any(a.asname for a in node.names)
+            if simple and text.strip() == f"from ckptkeys import {', '.join(present)}":
+                indent = text[: len(text) - len(text.lstrip())]
+                merged = f"{indent}from ckptkeys import {', '.join(sorted({*present, *names}))}{newline}"
+                return node.lineno - 1, merged.encode(), lines[node.lineno - 1].encode()
+    sections = [(_section(node, path), node) for node in imports]
+    third = [node for section, node in sections if section == "thirdparty"]
+    if third:
+        froms = [n for n in third if isinstance(n, ast.ImportFrom)]
+        after = next((n for n in froms if (n.module or "").lower() > "ckptkeys"), None)
+        if after is not None:
+            return after.lineno - 1, f"{statement}{newline}".encode(), None
+        last = (froms or third)[-1]
+        return last.end_lineno or last.lineno, f"{statement}{newline}".encode(), None
+    before = [node for section, node in sections if section in ("future", "stdlib")]
+    if before:  # a section of its own after the standard-library (or __future__) imports
+        last = before[-1]
+        index = last.end_lineno or last.lineno
+        follows = lines[index] if index < len(lines) else ""
+        gap = newline if follows.strip() else ""
+        return index, f"{newline}{statement}{newline}{gap}".encode(), None
+    if imports:  # only first-party imports: before them
+        return imports[0].lineno - 1, f"{statement}{newline}{newline}".encode(), None
+    return _first_statement(tree, lines, statement, newline)
+
+
+def _first_statement(
+    tree: ast.Module, lines: list[str], statement: str, newline: str
+) -> tuple[int, bytes, bytes | None]:
+    """Before the first statement after the docstring and ``__future__`` imports (comments, a
+    shebang and a coding line stay above), apart from code that follows it."""
+    index = len(lines)
+    before_code = False
+    for node in tree.body:
+        is_docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is tree.body[0]
+        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        if not (is_docstring or is_future):
+            decorators = getattr(node, "decorator_list", [])
+            index = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+            before_code = not isinstance(node, (ast.Import, ast.ImportFrom))
+            break
+    return index, (f"{statement}{newline}" + (newline if before_code else "")).encode("utf-8"), None
 
 
 def _matches(encoded: list[bytes], finding: Finding) -> bool:
@@ -572,7 +1226,7 @@ def _matches(encoded: list[bytes], finding: Finding) -> bool:
         text = (chunk[col : offset + end_col]).decode("utf-8")
     except UnicodeDecodeError:
         return False
-    if finding.code == "CK301":
+    if finding.code in ("CK301", "CK302"):
         return text.startswith(("from", "import"))
     try:
         return bool(ast.literal_eval(text) == finding.value)
@@ -599,30 +1253,6 @@ def _module_names(tree: ast.Module) -> dict[str, str]:
                     if isinstance(name, ast.Name):
                         names[name.id] = "<assignment>"
     return names
-
-
-def _add_import(source: str, names: list[str]) -> str:
-    """``source`` with ``from ckptkeys import names`` before its first statement after the
-    docstring and ``__future__`` imports (comments, a shebang and a coding line stay above)."""
-    tree = ast.parse(source)
-    lines = _physical_lines(source)
-    line = len(lines)  # insert before this 0-based line
-    for node in tree.body:
-        is_docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is tree.body[0]
-        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
-        if not (is_docstring or is_future):
-            decorators = getattr(node, "decorator_list", [])
-            line = min([node.lineno, *(d.lineno for d in decorators)]) - 1
-            before_code = not isinstance(node, (ast.Import, ast.ImportFrom))
-            break
-    else:
-        before_code = False
-    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    # A blank line keeps the new import apart from code that follows it directly.
-    statement = f"from ckptkeys import {', '.join(names)}{newline}" + (newline if before_code else "")
-    if line and line <= len(lines) and not lines[line - 1].endswith(("\n", "\r")):
-        lines[line - 1] += newline
-    return "".join([*lines[:line], statement, *lines[line:]])
 
 
 # -- files --------------------------------------------------------------------------------------
