@@ -11,6 +11,7 @@ so ``import ckptkeys.constants`` costs well under a millisecond.
 """
 
 from ._errors import (
+    AmbiguousFileError,
     CkptKeysError,
     CorruptCheckpointError,
     LimitError,
@@ -18,6 +19,7 @@ from ._errors import (
     ReadError,
     StructureError,
     UnknownKeyError,
+    UnsupportedFormatError,
 )
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousFileError",
     "AUTOEP_PLACEMENT_VERSION",
     "AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION",
     "AUTOEP_ZERO12_REQUIRED_FIELDS",
@@ -123,6 +126,7 @@ __all__ = [
     "UniversalParamKeys",
     "UniversalStateKeys",
     "UnknownKeyError",
+    "UnsupportedFormatError",
     "ValidationReport",
     "Verdict",
     "VocabKeys",

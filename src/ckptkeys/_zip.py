@@ -12,9 +12,9 @@ naming both readings) what readers can disagree on:
   ends where the end record starts and shifts every offset when that disagrees: refused;
 - the ZIP64 end record is where the locator points (miniz), ``zipfile`` reads it 56 bytes before
   the locator: refused when they differ;
-- the archive's folder is the first member's (``PyTorchStreamReader``), and every member is
-  looked up in it with ASCII case ignored (miniz): two members whose names differ only in case
-  are refused;
+- the archive's folder is the first member's, and every member must be in it
+  (``PyTorchStreamReader``); a member is looked up in it with ASCII case ignored (miniz): two
+  members whose names differ only in case are refused;
 - as in miniz, CRC-32s, "version needed" and the local header's copy of the name are not
   checked (torch loads such files); a member's data starts after the local header's own name
   and extra field.
@@ -229,6 +229,12 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
     slash = first.find(b"/")
     if slash < 0:
         raise NotACheckpointError(path, f"is a zip archive whose first member {members[0].name!r} is in no folder")
+    folder = first[: slash + 1]
+    for member in members:  # PyTorchStreamReader refuses the archive otherwise (case counts here)
+        if not member.raw_name.startswith(folder):
+            raise CorruptCheckpointError(
+                path, f"zip member {member.name!r} is outside the archive's folder {members[0].name[:slash]!r}"
+            )
     return Archive(path, stream, size, members, first[:slash], index)
 
 

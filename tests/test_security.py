@@ -1,0 +1,112 @@
+"""Issue 12: files built so that torch.load runs a payload are flagged or refused, never shown clean.
+
+The cases (tests/security_cases.py) cover the four families: globals the real unpickler resolves
+differently, the legacy format's five pickles, tar polyglots, and zip archives miniz and zipfile read
+differently. Here, without torch, on every interpreter: `ckptkeys inspect --json` names a
+code-execution global or refuses the file as ambiguous or unsupported. tests/test_security_torch.py
+checks against torch itself that each payload runs as the case says.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from typing import Any
+
+import pytest
+
+import ckptkeys
+from ckptkeys import _cli
+from ckptkeys._globals import classify
+from ckptkeys._pickle import GlobalRef, find_class
+from ckptkeys._torch import legacy_find_class, zip_find_class
+
+from .conftest import FIXTURES
+from .security_cases import Case, build_cases
+
+CASES = build_cases("/nonexistent-canaries")
+REFUSALS = ("AmbiguousFileError", "UnsupportedFormatError")
+
+
+def inspect_json(path: pathlib.Path, capsys: pytest.CaptureFixture[str], command: str = "inspect") -> tuple[int, dict[str, Any]]:
+    status = _cli.main([command, "--json", str(path)])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def flagged(status: int, document: dict[str, Any]) -> bool:
+    """A code-execution global named anywhere in the document, or an explicit refusal."""
+    if "error" in document:
+        error = document["error"]
+        return error["type"] in REFUSALS or any(g["class"] == "code-execution" for g in error.get("globals", ()))
+    named = [g for entry in document.get("files", ()) for g in entry.get("globals") or ()]
+    return status != 0 and any(g["class"] == "code-execution" for g in named)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.runs is not False], ids=lambda c: c.name)
+def test_payload_is_flagged_or_refused(case: Case, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "file.pt"
+    path.write_bytes(case.data)
+    status, document = inspect_json(path, capsys)
+    assert flagged(status, document), document
+
+
+@pytest.mark.parametrize("name", ["zip-dotted-global-p4", "legacy-in-storage-keys", "zip-concat", "tar-polyglot"])
+def test_payload_in_a_tag_folder_is_an_error(
+    name: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = tmp_path / "global_step1"
+    shutil.copytree(FIXTURES / "z0_fp32_ws1" / "global_step3", tag)
+    (tag / "mp_rank_00_model_states.pt").write_bytes(next(c for c in CASES if c.name == name).data)
+    status, document = inspect_json(tag, capsys, "validate")
+    assert status == 1
+    codes = {p["code"] for p in document["problems"] + [p for t in document["tags"] for p in t["problems"]]}
+    assert codes & {"code-execution", "ambiguous-file", "unsupported-format"}, codes
+
+
+def test_refusal_keeps_the_globals_read_before_it(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "file.pt"
+    path.write_bytes(next(c for c in CASES if c.name == "legacy-in-magic").data)
+    with pytest.raises(ckptkeys.NotACheckpointError) as raised:
+        ckptkeys.read(path)
+    assert [classify(ref) for ref in raised.value.globals] == ["code-execution"]
+    assert raised.value.globals[0].qualname == "os.system"
+
+
+def test_every_legacy_pickle_is_read(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "file.pt"
+    path.write_bytes(next(c for c in CASES if c.name == "legacy-in-sys-info").data)
+    assert GlobalRef("os", "system") in ckptkeys.read(path).globals
+
+
+def test_names_resolve_as_c_pickle() -> None:
+    assert find_class("commands", "getoutput", 2) == GlobalRef("subprocess", "getoutput", ("commands", "getoutput"))
+    assert find_class("commands", "getoutput", 3) == GlobalRef("commands", "getoutput")
+    assert find_class("__builtin__", "set", 0) == GlobalRef("builtins", "set", ("__builtin__", "set"))
+    assert zip_find_class("torch.tensor", "_rebuild_from_type_v2", 2).module == "torch._tensor"
+    assert legacy_find_class("torch.tensor", "x", 2) == GlobalRef("torch.tensor", "x")
+    assert zip_find_class("os", "FloatStorage", 2) == GlobalRef("torch", "FloatStorage", ("os", "FloatStorage"))
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (GlobalRef("torch._utils", "_rebuild_tensor_v2"), "allowed"),
+        (GlobalRef("builtins", "set", ("__builtin__", "set")), "allowed"),
+        (GlobalRef("collections", "OrderedDict"), "allowed"),
+        (GlobalRef("torch", "bfloat16"), "allowed"),
+        (GlobalRef("torch", "os.system"), "code-execution"),
+        (GlobalRef("torch", "_utils._rebuild_tensor_v2"), "code-execution"),  # dotted: walked, never allowed
+        (GlobalRef("torch._utils", "_import_dotted_name"), "code-execution"),
+        (GlobalRef("torch", "save"), "code-execution"),
+        (GlobalRef("torch.storage", "_load_from_bytes"), "code-execution"),
+        (GlobalRef("subprocess", "getoutput", ("commands", "getoutput")), "code-execution"),
+        (GlobalRef("pickle", "loads", ("cPickle", "loads")), "code-execution"),
+        (GlobalRef("torch", "xyz"), "refused"),  # any lower-case name under torch is no longer "allowed"
+        (GlobalRef("torch._utils", "_rebuild_xla_tensor"), "refused"),
+        (GlobalRef("torch", "FloatStorage", ("os", "FloatStorage")), "refused"),  # weights_only sees os.*
+        (GlobalRef("deepspeed.runtime.zero.config", "ZeroStageEnum"), "refused"),
+    ],
+)
+def test_classification(ref: GlobalRef, expected: str) -> None:
+    assert classify(ref) == expected
