@@ -24,6 +24,15 @@ def main() -> None:
                     if name.endswith("data.pkl"):
                         count += 1
                         (SEEDS / f"{count:04d}.pkl").write_bytes(archive.read(name))
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from tests.security_cases import build_cases  # the differential families of issue 12
+
+    for case in build_cases("/nonexistent-canaries"):
+        if len(case.data) <= 64 * 1024:
+            count += 1
+            (SEEDS / f"{count:04d}-{case.name}.pt").write_bytes(case.data)
     print(f"{count} seeds in {SEEDS}")
 
 

@@ -107,6 +107,9 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         byteorder = _BYTEORDERS[raw]
     data = archive.read(pickle_member, limits.max_pickle_bytes, "max_pickle_bytes")
     storages: dict[str, StorageInfo] = {}
+    # What torch may not check is found, the pickle is still read to its end for its globals,
+    # and then the file is refused with the first defect.
+    defects = list(archive.defects)
 
     def persistent_load(pid: Any) -> StorageInfo:
         storage = _storage_record(name, pid, 5)
@@ -114,9 +117,8 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         if record is None:
             raise CorruptCheckpointError(name, f"storage record {folder}/data/{storage.key} is missing from the archive")
         if record.size < storage.nbytes:
-            raise CorruptCheckpointError(
-                name,
-                f"storage record {folder}/data/{storage.key} holds {record.size} bytes, the pickle says {storage.nbytes}",
+            defects.append(
+                f"storage record {folder}/data/{storage.key} holds {record.size} bytes, the pickle says {storage.nbytes}"
             )
         return storages.setdefault(storage.key, storage)
 
@@ -128,6 +130,10 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         persistent_load=persistent_load,
         find_class=zip_find_class,
     )
+    if defects:
+        error = CorruptCheckpointError(name, defects[0])
+        error.globals = result.globals
+        raise error
     return Checkpoint(name, result.value, result.globals, storages, "zip", size, byteorder)
 
 

@@ -94,6 +94,10 @@ class Archive:
     folder: bytes
     """The folder every record is looked up in: the first member's (``PyTorchStreamReader``)."""
     _index: dict[bytes, Member]
+    defects: list[str]
+    """What is wrong with the archive that miniz does not check (overlapping members, a name
+    with a NUL byte or one that points outside): the reader still reads the pickle torch would
+    read, for its globals, then refuses the file with the first of these."""
 
     def find(self, record: str) -> Member | None:
         """The member ``torch.load`` reads for ``<folder>/<record>`` (ASCII case ignored, as miniz)."""
@@ -214,17 +218,16 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
         key = member.raw_name.lower()  # ASCII only, as miniz's MZ_TOLOWER
         other = index.setdefault(key, member)
         if other is not member:
-            if other.raw_name == member.raw_name:
-                raise CorruptCheckpointError(path, f"zip member {member.name!r} appears twice")
+            same = other.raw_name == member.raw_name
             raise AmbiguousFileError(
                 path,
-                "two members whose names differ only in case",
+                f"zip member {member.name!r} appears twice" if same else "two members whose names differ only in case",
                 (
                     f"torch (miniz, case ignored) may read either {other.name!r} or {member.name!r}",
-                    "a case-sensitive reader reads the one asked for",
+                    "another reader the first or the last one" if same else "a case-sensitive reader the one asked for",
                 ),
             )
-    _check_spans(path, members, size)
+    defects = _defects(members)
     first = members[0].raw_name
     slash = first.find(b"/")
     if slash < 0:
@@ -235,7 +238,7 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
             raise CorruptCheckpointError(
                 path, f"zip member {member.name!r} is outside the archive's folder {members[0].name[:slash]!r}"
             )
-    return Archive(path, stream, size, members, first[:slash], index)
+    return Archive(path, stream, size, members, first[:slash], index, defects)
 
 
 def _parse_directory(path: str, directory: bytes, entries: int, size: int) -> list[Member]:
@@ -253,8 +256,6 @@ def _parse_directory(path: str, directory: bytes, entries: int, size: int) -> li
         if at + total > len(directory):
             raise CorruptCheckpointError(path, f"broken zip archive: central directory entry {len(members)} is cut off")
         name = directory[at + _CENTRAL_SIZE : at + _CENTRAL_SIZE + name_len]
-        if b"\0" in name:
-            raise CorruptCheckpointError(path, f"zip member name {name!r:.80} holds a NUL byte")
         if _MAX32 in (compressed, plain, offset):
             extra = directory[at + _CENTRAL_SIZE + name_len : at + _CENTRAL_SIZE + name_len + extra_len]
             plain, compressed, offset = _zip64_sizes(path, name, extra, plain, compressed, offset)
@@ -292,16 +293,18 @@ def _zip64_sizes(
     raise CorruptCheckpointError(path, f"zip member {name!r:.80} has no usable ZIP64 extra field")
 
 
-def _check_spans(path: str, members: list[Member], size: int) -> None:
-    """Refuse member names that escape the archive and members whose data overlap."""
+def _defects(members: list[Member]) -> list[str]:
+    """Names with a NUL byte or that point outside the archive, and members whose data overlap."""
+    found = []
     for member in members:
         name = member.name
         parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-            raise CorruptCheckpointError(path, f"zip member name {name!r} points outside the archive")
+        if "\0" in name:
+            found.append(f"zip member name {name!r:.80} holds a NUL byte")
+        elif name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            found.append(f"zip member name {name!r} points outside the archive")
     spans = sorted((m.header_offset, m.header_offset + _LOCAL_SIZE + m.compressed_size, i) for i, m in enumerate(members))
     for (_, end, first), (next_start, _, second) in zip(spans, spans[1:]):
         if end > next_start:
-            raise CorruptCheckpointError(
-                path, f"zip members {members[first].name!r} and {members[second].name!r} overlap"
-            )
+            found.append(f"zip members {members[first].name!r} and {members[second].name!r} overlap")
+    return found
