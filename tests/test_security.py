@@ -110,3 +110,14 @@ def test_names_resolve_as_c_pickle() -> None:
 )
 def test_classification(ref: GlobalRef, expected: str) -> None:
     assert classify(ref) == expected
+
+
+@pytest.mark.parametrize(
+    "path", sorted((FIXTURES.parent / "fuzz_regressions").glob("differential_*")), ids=lambda p: p.name
+)
+def test_differential_findings_keep_their_globals(path: pathlib.Path) -> None:
+    # Inputs the differential fuzz target found: torch resolved globals while ckptkeys refused
+    # the file unread. The refusal now comes after the pickle torch reads, with its globals.
+    with pytest.raises(ckptkeys.CorruptCheckpointError) as raised:
+        ckptkeys.read(path)
+    assert raised.value.globals

@@ -124,9 +124,12 @@ class Archive:
         start = member.header_offset + _LOCAL_SIZE + fields[9] + fields[10]
         if start + member.compressed_size > self.size:
             raise CorruptCheckpointError(self.path, f"zip member {member.name!r} extends past the end of the file")
-        raw = self._at(start, member.compressed_size)
         if member.method == _STORED:
+            raw = self._at(start, member.size)  # miniz reads the uncompressed size of a stored member
+            if len(raw) != member.size:
+                raise CorruptCheckpointError(self.path, f"zip member {member.name!r} extends past the end of the file")
             return raw
+        raw = self._at(start, member.compressed_size)
         inflater = zlib.decompressobj(-15)
         try:
             data = inflater.decompress(raw, member.size + 1)  # never trust the declared size alone
@@ -210,7 +213,7 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
         )
     stream.seek(cdir_offset)
     directory = stream.read(cdir_size)
-    members = _parse_directory(path, directory, entries, size)
+    members = _parse_directory(path, directory, entries)
     if not members:
         raise NotACheckpointError(path, "is an empty zip archive: not a torch checkpoint")
     index: dict[bytes, Member] = {}
@@ -227,7 +230,7 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                     "another reader the first or the last one" if same else "a case-sensitive reader the one asked for",
                 ),
             )
-    defects = _defects(members)
+    defects = _defects(members, size)
     first = members[0].raw_name
     slash = first.find(b"/")
     if slash < 0:
@@ -241,7 +244,7 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
     return Archive(path, stream, size, members, first[:slash], index, defects)
 
 
-def _parse_directory(path: str, directory: bytes, entries: int, size: int) -> list[Member]:
+def _parse_directory(path: str, directory: bytes, entries: int) -> list[Member]:
     members: list[Member] = []
     at = 0
     for _ in range(entries):
@@ -259,10 +262,6 @@ def _parse_directory(path: str, directory: bytes, entries: int, size: int) -> li
         if _MAX32 in (compressed, plain, offset):
             extra = directory[at + _CENTRAL_SIZE + name_len : at + _CENTRAL_SIZE + name_len + extra_len]
             plain, compressed, offset = _zip64_sizes(path, name, extra, plain, compressed, offset)
-        if (method == _STORED and plain != compressed) or (plain and not compressed):
-            raise CorruptCheckpointError(path, f"zip member {name!r:.80} declares inconsistent sizes")
-        if offset + _LOCAL_SIZE + compressed > size:
-            raise CorruptCheckpointError(path, f"zip member {name!r:.80} extends past the end of the file")
         is_directory = name.endswith(b"/") or bool(external & _DOS_DIRECTORY)
         members.append(Member(name, method, flags, compressed, plain, offset, is_directory))
         at += total
@@ -293,11 +292,17 @@ def _zip64_sizes(
     raise CorruptCheckpointError(path, f"zip member {name!r:.80} has no usable ZIP64 extra field")
 
 
-def _defects(members: list[Member]) -> list[str]:
-    """Names with a NUL byte or that point outside the archive, and members whose data overlap."""
+def _defects(members: list[Member], size: int) -> list[str]:
+    """Inconsistent sizes, names with a NUL byte or that point outside, members that overlap or end past the file."""
     found = []
     for member in members:
         name = member.name
+        if (member.method == _STORED and member.size != member.compressed_size) or (
+            member.size and not member.compressed_size
+        ):
+            found.append(f"zip member {name!r:.80} declares inconsistent sizes")
+        if member.header_offset + _LOCAL_SIZE + member.compressed_size > size:
+            found.append(f"zip member {name!r:.80} extends past the end of the file")
         parts = name.replace("\\", "/").split("/")
         if "\0" in name:
             found.append(f"zip member name {name!r:.80} holds a NUL byte")
