@@ -353,8 +353,8 @@ def _examples() -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     parts = SECTION.split(text)
     for code, body in zip(parts[1::2], parts[2::2], strict=True):
-        wrong = re.search(r"Wrong:\s*```python\n(.*?)```", body, re.DOTALL)
-        right = re.search(r"Right:\s*```python\n(.*?)```", body, re.DOTALL)
+        wrong = re.search(r"Wrong:\s*(?:<!-- mypy -->\s*)?```python\n(.*?)```", body, re.DOTALL)
+        right = re.search(r"Right:\s*(?:<!-- mypy -->\s*)?```python\n(.*?)```", body, re.DOTALL)
         assert wrong and right, code
         found[code] = (wrong.group(1), right.group(1))
     return found

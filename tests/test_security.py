@@ -117,7 +117,10 @@ def test_classification(ref: GlobalRef, expected: str) -> None:
 )
 def test_differential_findings_keep_their_globals(path: pathlib.Path) -> None:
     # Inputs the differential fuzz target found: torch resolved globals while ckptkeys refused
-    # the file unread. The refusal now comes after the pickle torch reads, with its globals.
-    with pytest.raises(ckptkeys.CorruptCheckpointError) as raised:
-        ckptkeys.read(path)
-    assert raised.value.globals
+    # the file unread. Now ckptkeys reads what torch reads (a STOP inside a MARK returns the top
+    # of the stack, as in C pickle), or refuses after that pickle, with its globals.
+    try:
+        refs = ckptkeys.read(path).globals
+    except ckptkeys.CorruptCheckpointError as error:
+        refs = error.globals
+    assert refs

@@ -366,8 +366,8 @@ class _Machine:
             if handler is None:
                 raise self.fail(f"unknown opcode 0x{code:02x}", start)
             if handler is _stop:
-                if self.metastack:
-                    raise self.fail("STOP inside an unclosed MARK", start)
+                # As C pickle: the top of the current stack, open MARKs or not (a MARK is only a
+                # fence: STOP inside one still returns what was pushed after it).
                 return self.pop()
             try:
                 handler(self)
