@@ -146,6 +146,11 @@ class Archive:
         return self.stream.read(n)
 
 
+def _read_at(stream: BinaryIO, offset: int, n: int) -> bytes:
+    stream.seek(offset)
+    return stream.read(n)
+
+
 def _find_end_record(stream: BinaryIO, size: int) -> int | None:
     """Where miniz finds the end record: the last signature with 22 bytes after it, scanning back."""
     if size < _END_SIZE:
@@ -180,7 +185,11 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
             expected = end_at - _ZIP64_LOCATOR_SIZE - _ZIP64_END_SIZE
             if record_at > size - _ZIP64_END_SIZE:
                 raise CorruptCheckpointError(path, "broken zip archive: the ZIP64 locator points past the file")
-            if record_at != expected:
+            # miniz takes the record the locator points to, zipfile the one just before the
+            # locator; each only if its signature is there, else the plain end record.
+            record = _ZIP64_END.unpack(_read_at(stream, record_at, _ZIP64_END_SIZE))
+            theirs = _read_at(stream, expected, 4)
+            if record_at != expected and _ZIP64_END_SIGNATURE in (record[0], theirs):
                 raise AmbiguousFileError(
                     path,
                     "two ZIP64 end records",
@@ -189,12 +198,11 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                         f"Python's zipfile reads the one at byte {expected}, just before the locator",
                     ),
                 )
-            stream.seek(record_at)
-            record = _ZIP64_END.unpack(stream.read(_ZIP64_END_SIZE))
-            if record[0] != _ZIP64_END_SIGNATURE or record[1] < _ZIP64_END_SIZE - 12 or disks != 1:
-                raise CorruptCheckpointError(path, "broken zip archive: bad ZIP64 end record")
-            disk, cdir_disk, entries_here, entries, cdir_size, cdir_offset = record[4:10]
-            directory_end = record_at
+            if record[0] == _ZIP64_END_SIGNATURE:
+                if record[1] < _ZIP64_END_SIZE - 12 or disks != 1:
+                    raise CorruptCheckpointError(path, "broken zip archive: bad ZIP64 end record")
+                disk, cdir_disk, entries_here, entries, cdir_size, cdir_offset = record[4:10]
+                directory_end = record_at
     if entries > limits.max_zip_members:  # before a byte of the directory is parsed
         raise LimitError(path, "max_zip_members", limits.max_zip_members)
     if entries != entries_here or (disk | cdir_disk) != 0 and (disk, cdir_disk) != (1, 1):
