@@ -272,9 +272,12 @@ def _check(args: argparse.Namespace) -> int:
     except ReadError as error:
         progress.close()
         facts = read_error(error)
-        for ref in facts["globals"]:  # torch.load would have imported these before failing
-            print(f"  {ref['class']}: {ref['explanation']}", file=sys.stderr)
-        return _fail(args, EXIT_USAGE, type(error).__name__, str(error), facts)
+        status = _fail(args, EXIT_USAGE, type(error).__name__, str(error), facts)
+        if facts["globals"]:  # torch.load would have imported these before failing where ckptkeys stopped
+            print("  the file's pickles name, before that point:", file=sys.stderr)
+            for ref in facts["globals"]:
+                print(f"    {ref['class']}: {ref['explanation']}", file=sys.stderr)
+        return status
     except (KeyError, ValueError) as error:  # --save NAME the run lacks; --all or --save off a run
         progress.close()
         message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"

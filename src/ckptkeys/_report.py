@@ -465,22 +465,29 @@ def _file_lines(entry: dict[str, Any]) -> list[str]:
 
 
 def _globals_text(files: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, str] = OrderedDict()
+    seen: dict[str, dict[str, Any]] = OrderedDict()
     for entry in files:
         for ref in entry.get("globals") or ():
-            seen.setdefault(ref["name"], ref["class"])
+            seen.setdefault(ref["name"], ref)
+
+    def shown(ref: dict[str, Any]) -> str:
+        return f"    {ref['name']}" + (f" (written {ref['written']})" if ref.get("written") else "")
+
     out = []
-    dangerous = [name for name, kind in seen.items() if kind == "code-execution"]
-    refused = [name for name, kind in seen.items() if kind == "refused"]
+    dangerous = [ref for ref in seen.values() if ref["class"] == "code-execution"]
+    refused = [name for name, ref in seen.items() if ref["class"] == "refused"]
     if dangerous:
         out.append(
             "  CODE EXECUTION: the pickle names globals that run code when torch.load(weights_only=False) loads it:"
         )
-        out += [f"    {name}" for name in dangerous]
+        out += [shown(ref) for ref in dangerous]
     if refused:
-        out.append("  globals torch.load(weights_only=True) refuses (ordinary classes):")
-        out += [f"    {name}" for name in refused]
-        out.append("  allow them with:")
+        out.append(
+            "  globals torch.load(weights_only=True) refuses (with weights_only=False they are imported and called, "
+            "which can run arbitrary code):"
+        )
+        out += [shown(seen[name]) for name in refused]
+        out.append("  allow them, if you trust the file, with:")
         for name in refused:
             module, _, attr = name.rpartition(".")
             out.append(f"    from {module} import {attr}")
