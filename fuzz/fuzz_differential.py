@@ -52,8 +52,19 @@ def test_one_input(data: bytes) -> None:
         raise AssertionError(f"torch and ckptkeys disagree: {found} {wrong}")
 
 
+def _bound_address_space(extra: int = 2 << 30) -> None:
+    """Let torch.load fail, as a caught error, on a storage a mutated size makes huge, instead of
+    exhausting the machine: address space is capped at what the process uses now plus ``extra``."""
+    import resource
+
+    with open("/proc/self/statm") as statm:
+        used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, resource.RLIM_INFINITY))
+
+
 def main() -> None:
     atheris.Setup(sys.argv, test_one_input)
+    _bound_address_space()
     atheris.Fuzz()
 
 
