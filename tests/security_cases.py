@@ -140,18 +140,22 @@ def zip_archive(members: list[tuple[bytes, bytes]], **options: object) -> bytes:
     return bytes(out + central + _end(len(members), len(central), len(out)))
 
 
+def _write_locals(out: bytearray, members: list[tuple[bytes, bytes]]) -> list[int]:
+    """Append each member's local header and data to ``out``; their offsets."""
+    offsets = []
+    for name, data in members:
+        offsets.append(len(out))
+        out += _local(name, data)
+    return offsets
+
+
 def _concat(payload: bytes, benign: bytes) -> bytes:
     """Two central directories: miniz follows the end record's offset (payload), zipfile shifts to the other."""
     p_members, b_members = _records(payload), _records(benign)
     out = bytearray()
-    p_offsets, b_offsets = [], []
-    for name, data in p_members:
-        p_offsets.append(len(out))
-        out += _local(name, data)
+    p_offsets = _write_locals(out, p_members)
     out += b"\0" * 4096  # room, so the shifted offsets stay inside the file
-    for name, data in b_members:
-        b_offsets.append(len(out))
-        out += _local(name, data)
+    b_offsets = _write_locals(out, b_members)
     p_dir = b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets))
     size = len(p_dir)
     p_at = len(out)
@@ -165,13 +169,8 @@ def _zip64_twice(payload: bytes, benign: bytes) -> bytes:
     """Two ZIP64 end records: miniz follows the locator (payload), zipfile reads the one before it."""
     p_members, b_members = _records(payload), _records(benign)
     out = bytearray()
-    p_offsets, b_offsets = [], []
-    for name, data in p_members:
-        p_offsets.append(len(out))
-        out += _local(name, data)
-    for name, data in b_members:
-        b_offsets.append(len(out))
-        out += _local(name, data)
+    p_offsets = _write_locals(out, p_members)
+    b_offsets = _write_locals(out, b_members)
     p_dir_at = len(out)
     out += b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets))
     b_dir_at = len(out)
