@@ -253,7 +253,8 @@ def _color() -> bool:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._report import build_report, read_error, render_text
+    from ._report import build_report, read_error
+    from ._report_text import render_text
 
     command = args.command
     usage = _check_usage(args)

@@ -1,15 +1,13 @@
-"""What ``ckptkeys inspect`` and ``ckptkeys validate`` print: one JSON-able report, and its text form.
+"""What ``ckptkeys inspect`` and ``ckptkeys validate`` report: one JSON-able document.
 
 The JSON document is documented in ``docs/cli.md``; ``SCHEMA_VERSION`` changes only when a
-field is removed or changes meaning.
+field is removed or changes meaning. Its text form is ``_report_text``'s job.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 
-from . import _frameworks
 from ._converters import Verdict
 from ._errors import ReadError
 from ._globals import classify, explain, read_error_problems
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, Final
 
-__all__ = ["SCHEMA_VERSION", "build_report", "read_error", "render_text"]
+__all__ = ["SCHEMA_VERSION", "build_report", "read_error"]
 
 
 def _global(ref: GlobalRef) -> dict[str, Any]:
@@ -323,191 +321,3 @@ def _single_file(result: FileReport) -> dict[str, Any]:
         "globals": [_global(r) for r in checkpoint.globals],
         "tensors": _by_dtype(_tensors(checkpoint.data)),
     }
-
-
-# -- text ----------------------------------------------------------------------------------------------
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
-_COLORS: Final = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
-
-
-_KINDS: Final = {"save": "save folder", "tag": "tag folder", "file": "file", "run": "run"}
-
-
-def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
-    """The report as text: a summary per tag, files, key trees, globals, converters, problems.
-
-    A run lists its saves, newest first, then each reported save in full.
-    """
-    paint = (lambda s, sev: f"{_COLORS[sev]}{s}\033[0m") if color else (lambda s, sev: s)
-    if document["kind"] != "run":
-        return "\n".join(_folder_text(document, paint, validate_only)) + "\n"
-    framework = f", written by {_frameworks.NAMES[document['framework']]}" if document["framework"] else ""
-    out = [f"{document['path']} (run of {len(document['saves'])} saves{framework}, newest first)"]
-    width = max(len(s["name"]) for s in document["saves"])
-    for save in document["saves"]:
-        step = f"step {save['step']}" if save["step"] is not None else "step ?"
-        shown = "  (reported below)" if save["report"] is not None else ""
-        out.append(f"  {save['name']:<{width}}  {step}{shown}")
-    if document["framework_files"]:
-        out.append(f"framework files: {', '.join(document['framework_files'])}")
-    for save in document["saves"]:
-        if save["report"] is not None:
-            out.append("")
-            out += _folder_text(save["report"], paint, validate_only)
-    if len(document["saves"]) > 1 and sum(s["report"] is not None for s in document["saves"]) == 1:
-        out += ["", "(--all reports every save, --save NAME one of them)"]
-    return "\n".join(out) + "\n"
-
-
-def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], validate_only: bool) -> list[str]:
-    out: list[str] = [f"{document['path']} ({_KINDS[document['kind']]})"]
-    if document["framework"] is not None:
-        out.append(f"written by: {_frameworks.NAMES[document['framework']]}")
-    if document["framework_files"]:
-        out.append(f"framework files: {', '.join(document['framework_files'])}")
-    if document["latest"] is not None:
-        out.append(f"latest: {document['latest']}")
-    if document["latest_universal"] is not None:
-        out.append(f"latest_universal: {document['latest_universal']}")
-    for tag in document["tags"]:
-        out.append("")
-        out += _tag_text(tag, validate_only)
-    for entry in document.get("files", ()):
-        out.append("")
-        out += _file_lines(entry)
-        if not validate_only:
-            for lines in document.get("_trees", {}).values():
-                out.append("  keys:")
-                out += ["    " + line for line in lines]
-            out += _globals_text([entry])
-    out.append("")
-    out += _problems_text(document, paint)
-    return out
-
-
-def _tag_text(tag: dict[str, Any], validate_only: bool) -> list[str]:
-    facts = []
-    if tag["universal"]:
-        facts.append("universal")
-    facts.append(f"ZeRO-{tag['zero_stage']}" if tag["zero_stage"] is not None else "ZeRO stage ?")
-    facts.append(tag["precision"] or "precision ?")
-    degrees = " ".join(
-        f"{k}={tag[f'{k}_world_size'] if tag[f'{k}_world_size'] is not None else '?'}" for k in ("dp", "mp", "pp", "tp")
-    )
-    out = [f"Tag {tag['name']}: {', '.join(facts)}, {degrees}"]
-    if validate_only:
-        return out
-    moe = tag["moe"]
-    if moe is not None:
-        out.append(
-            f"  MoE: {moe['num_experts']} experts (per layer {moe['num_experts_per_layer']}), "
-            f"ep_size={moe['ep_size'] if moe['ep_size'] is not None else '?'}, {moe['expert_files']} expert files"
-        )
-    if tag["parameters"] is not None:
-        out.append(f"  parameters: {tag['parameters']:,}")
-    if tag["tensors"]:
-        parts = [f"{dtype} {_size(t['bytes'])} ({t['count']} tensors)" for dtype, t in tag["tensors"].items()]
-        out.append(f"  tensor bytes: {', '.join(parts)}")
-    out.append(f"  files: {len(tag['files'])}, {_size(tag['size'])}")
-    for entry in tag["files"]:
-        out.append("    " + _file_summary(entry))
-    for relpath, lines in tag["_trees"].items():
-        out.append(f"  keys of {relpath}:")
-        out += ["    " + line for line in lines]
-    out += _globals_text(tag["files"])
-    out.append("  converters:")
-    for name, verdict in tag["converters"].items():
-        out.append(f"    {name:<16} {_verdict_text(verdict)}")
-        safe = verdict["safe_serialization"]
-        if safe is not None:
-            out.append(f"    {'':<16} --safe_serialization: {_verdict_text(safe)}")
-    return out
-
-
-def _verdict_text(verdict: dict[str, Any]) -> str:
-    if verdict["ready"]:
-        return "ready"
-    if not verdict["applicable"]:
-        return f"not applicable ({verdict['code']}): {verdict['reason']}"
-    return f"not ready ({verdict['code']}): {verdict['reason']}"
-
-
-def _file_summary(entry: dict[str, Any]) -> str:
-    ranks = " ".join(
-        f"{label} {entry[key]}"
-        for key, label in (
-            ("dp_rank", "dp"),
-            ("mp_rank", "mp"),
-            ("layer", "layer"),
-            ("expert", "expert"),
-            ("ep_rank", "ep"),
-        )
-        if entry.get(key) is not None
-    )
-    unreadable = "" if entry.get("readable", True) else "  UNREADABLE"
-    return f"{entry['relpath']:<52} {_size(entry['size']):>9}  {entry['kind']} {ranks}{unreadable}"
-
-
-def _file_lines(entry: dict[str, Any]) -> list[str]:
-    out = [f"File {entry['relpath']}: {entry['kind'] or 'not a DeepSpeed file name'}, {_size(entry['size'])}"]
-    for dtype, t in (entry.get("tensors") or {}).items():
-        out.append(f"  {dtype}: {t['count']} tensors, {t['numel']:,} elements, {_size(t['bytes'])}")
-    return out
-
-
-def _globals_text(files: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, dict[str, Any]] = OrderedDict()
-    for entry in files:
-        for ref in entry.get("globals") or ():
-            seen.setdefault(ref["name"], ref)
-
-    def shown(ref: dict[str, Any]) -> str:
-        return f"    {ref['name']}" + (f" (written {ref['written']})" if ref.get("written") else "")
-
-    out = []
-    dangerous = [ref for ref in seen.values() if ref["class"] == "code-execution"]
-    refused = [name for name, ref in seen.items() if ref["class"] == "refused"]
-    if dangerous:
-        out.append(
-            "  CODE EXECUTION: the pickle names globals that run code when torch.load(weights_only=False) loads it:"
-        )
-        out += [shown(ref) for ref in dangerous]
-    if refused:
-        out.append(
-            "  globals torch.load(weights_only=True) refuses (with weights_only=False they are imported and called, "
-            "which can run arbitrary code):"
-        )
-        out += [shown(seen[name]) for name in refused]
-        out.append("  allow them, if you trust the file, with:")
-        for name in refused:
-            module, _, attr = name.rpartition(".")
-            out.append(f"    from {module} import {attr}")
-        out.append(f"    torch.serialization.add_safe_globals([{', '.join(n.rpartition('.')[2] for n in refused)}])")
-    return out
-
-
-def _problems_text(document: dict[str, Any], paint: Callable[[str, str], str]) -> list[str]:
-    problems = document["problems"] + [p for t in document["tags"] for p in t["problems"]]
-    if not problems:
-        return ["problems: none"]
-    out = []
-    for severity in ("error", "warning", "info"):
-        group = [p for p in problems if p["severity"] == severity]
-        if not group:
-            continue
-        out.append(paint(f"{severity}s ({len(group)}):", severity))
-        for p in group:
-            where = p["file"] or ""
-            if p["key_path"]:
-                where += f" [{p['key_path']}]"
-            out.append(f"  {p['code']}: {where}: {p['message']}")
-    return out
