@@ -134,7 +134,13 @@ class Archive:
         try:
             data = inflater.decompress(raw, member.size + 1)  # never trust the declared size alone
         except zlib.error as error:
-            raise CorruptCheckpointError(self.path, f"zip member {member.name!r}: {error}") from None
+            # miniz's own inflater is more lenient than zlib (it reads a distance "too far back"
+            # from its window, for one): torch may still inflate the member and unpickle it.
+            raise AmbiguousFileError(
+                self.path,
+                f"zip member {member.name!r} is a deflate stream zlib refuses ({error})",
+                ("torch (miniz's inflater) may inflate it all the same", "zlib, and ckptkeys, cannot"),
+            ) from None
         if len(data) != member.size:
             raise CorruptCheckpointError(
                 self.path, f"zip member {member.name!r} inflates to a size other than the {member.size} bytes declared"
