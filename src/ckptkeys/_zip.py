@@ -95,9 +95,10 @@ class Archive:
     """The folder every record is looked up in: the first member's (``PyTorchStreamReader``)."""
     _index: dict[bytes, Member]
     defects: list[str]
-    """What is wrong with the archive that miniz does not check (overlapping members, a name
-    with a NUL byte or one that points outside): the reader still reads the pickle torch would
-    read, for its globals, then refuses the file with the first of these."""
+    """What is wrong with the archive that miniz does not check (inconsistent sizes, members that
+    overlap or end past the file, a name with a NUL byte or one that points outside): the reader
+    still reads the pickle torch would read, for its globals, then refuses the file with the
+    first of these."""
 
     def find(self, record: str) -> Member | None:
         """The member ``torch.load`` reads for ``<folder>/<record>`` (ASCII case ignored, as miniz)."""
@@ -148,8 +149,7 @@ class Archive:
         return data
 
     def _at(self, offset: int, n: int) -> bytes:
-        self.stream.seek(offset)
-        return self.stream.read(n)
+        return _read_at(self.stream, offset, n)
 
 
 def _read_at(stream: BinaryIO, offset: int, n: int) -> bytes:
