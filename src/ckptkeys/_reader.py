@@ -145,7 +145,11 @@ def _storage_record(name: str, pid: Any, length: int) -> StorageInfo:
     dtype = storage_dtype(storage_type)
     if dtype is None:
         raise CorruptCheckpointError(name, f"persistent id names {storage_type!r:.60}, not a torch storage class")
-    if not isinstance(key, str) or not key or "/" in key or "\\" in key or key in (".", ".."):
+    # torch looks the record up as f"data/{key}" in the archive (never as a path on disk): an
+    # int key names a record as well as a str one.
+    if type(key) is int:
+        key = str(key)
+    if not isinstance(key, str) or not key:
         raise CorruptCheckpointError(name, f"storage key {key!r:.60} is not a record name")
     if not isinstance(location, str) or type(numel) is not int or numel < 0:
         raise CorruptCheckpointError(name, f"storage record {key!r} has a bad location or size")
