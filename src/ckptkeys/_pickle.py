@@ -616,7 +616,9 @@ def _append(m: _Machine) -> None:
 
 def _appends(m: _Machine) -> None:
     items = m.pop_mark()
-    _extend(m, m.top(), items)
+    target = m.top()
+    if items:  # as C pickle: an empty MARK adds nothing, whatever is below it
+        _extend(m, target, items)
 
 
 def _empty_dict(m: _Machine) -> None:
@@ -652,7 +654,9 @@ def _setitem(m: _Machine) -> None:
 
 def _setitems(m: _Machine) -> None:
     pairs = _pairs_of(m, m.pop_mark())
-    _assign(m, m.top(), pairs)
+    target = m.top()
+    if pairs:  # as C pickle: an empty MARK assigns nothing, whatever is below it
+        _assign(m, target, pairs)
 
 
 def _empty_set(m: _Machine) -> None:
@@ -663,6 +667,8 @@ def _empty_set(m: _Machine) -> None:
 def _additems(m: _Machine) -> None:
     items = m.pop_mark()
     target = m.top()
+    if not items:  # as C pickle: an empty MARK adds nothing, whatever is below it
+        return
     if isinstance(target, set):
         target.update(items)
     elif isinstance(target, Opaque):
