@@ -63,7 +63,11 @@ class LimitError(ReadError):
     """Reading the file would exceed one of the reader's :class:`~ckptkeys.Limits`."""
 
     def __init__(self, path: str, limit: str, value: int) -> None:
-        super().__init__(path, f"exceeds the reader's limit {limit}={value} (raise it with Limits({limit}=...))")
+        super().__init__(
+            path,
+            f"exceeds the reader's limit {limit}={value} (raise it with Limits({limit}=...)); "
+            "the rest of the file was not read",
+        )
         self.limit = limit
         self.value = value
 

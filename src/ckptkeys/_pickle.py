@@ -224,6 +224,8 @@ class _Machine:
         self.proto = 0  # as C pickle: the last PROTO opcode's, 0 before any
         self.frame_end: int | None = None
         self.find_class = find_class
+        # Calls the interpreters could not evaluate: reported once the whole pickle is read.
+        self.defects: list[CorruptCheckpointError] = []
         self.source = source
         self.limits = limits
         self.interpreters = interpreters
@@ -349,7 +351,9 @@ class _Machine:
                 try:
                     return interpret(args, kwargs)
                 except (ValueError, TypeError, OverflowError) as error:
-                    raise self.fail(f"{opcode} of {func.qualname}: {error}") from None
+                    # The real call may succeed or fail otherwise: read on (an inert record in
+                    # its place), so every later global is seen, and refuse the file at the end.
+                    self.defects.append(self.fail(f"{opcode} of {func.qualname}: {error}"))
         return Opaque(func, args, kwargs)
 
     # -- the run ----------------------------------------------------------------------------
@@ -532,8 +536,17 @@ def _bytearray8(m: _Machine) -> None:
     m.push(bytearray(m.sized(_UNSIGNED_8.unpack(m.read(8))[0])))
 
 
-def _out_of_band(m: _Machine) -> None:
-    raise m.fail("out-of-band buffers (NEXT_BUFFER/READONLY_BUFFER) are not supported")
+def _next_buffer(m: _Machine) -> None:
+    raise m.fail("out-of-band buffers (NEXT_BUFFER) are not supported")
+
+
+def _readonly_buffer(m: _Machine) -> None:
+    # C pickle makes the top a read-only view of itself: bytes already are one.
+    top = m.top()
+    if isinstance(top, bytearray):
+        m.stack[-1] = bytes(top)
+    elif not isinstance(top, bytes):
+        raise m.fail(f"READONLY_BUFFER on a {type(top).__name__}")
 
 
 def _none(m: _Machine) -> None:
@@ -642,6 +655,9 @@ def _assign(m: _Machine, target: Any, pairs: list[tuple[Any, Any]]) -> None:
         target.update(pairs)
     elif isinstance(target, Opaque):
         target.dict_items.update(pairs)
+    elif isinstance(target, list) and all(type(k) in (int, bool) and -len(target) <= k < len(target) for k, _ in pairs):
+        for key, value in pairs:  # C pickle's SETITEM is __setitem__: a list takes an index
+            target[key] = value
     else:
         raise m.fail(f"SETITEM on a {type(target).__name__}")
 
@@ -835,8 +851,8 @@ _OPCODES: Final[dict[bytes, tuple[str, Callable[[_Machine], None]]]] = {
     b"C": ("SHORT_BINBYTES", _short_binbytes),
     b"\x8e": ("BINBYTES8", _binbytes8),
     b"\x96": ("BYTEARRAY8", _bytearray8),
-    b"\x97": ("NEXT_BUFFER", _out_of_band),
-    b"\x98": ("READONLY_BUFFER", _out_of_band),
+    b"\x97": ("NEXT_BUFFER", _next_buffer),
+    b"\x98": ("READONLY_BUFFER", _readonly_buffer),
     b"N": ("NONE", _none),
     b"\x88": ("NEWTRUE", _newtrue),
     b"\x89": ("NEWFALSE", _newfalse),
@@ -925,6 +941,8 @@ def unpickle(
     machine.pos = start
     try:
         value = machine.run()
+        if machine.defects:
+            raise machine.defects[0]
         if machine.containers > limits.max_depth:
             _check_depth(value, limits.max_depth, source)
     except ReadError as error:
