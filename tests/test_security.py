@@ -148,3 +148,16 @@ def test_machine_agrees_with_c_pickle(data: bytes) -> None:
     from ckptkeys._pickle import unpickle
 
     assert unpickle(data).value == pickle.loads(data)
+
+
+def test_legacy_module_persistent_id_is_read_on(tmp_path: pathlib.Path) -> None:
+    # torch < 1.6 saved whole nn.Modules with ("module", cls, file, source) persistent ids; torch.load
+    # returns the class and goes on, so the reader must too and see what follows.
+    from .security_cases import legacy
+
+    main = b"\x80\x02(Vmodule\ncmodels\nNet\nVmodels.py\nVsource\ntQcos\nsystem\n(Vtrue\ntR\x86."
+    path = tmp_path / "module.pt"
+    path.write_bytes(legacy(main=main))
+    checkpoint = ckptkeys.read(path)
+    assert [ref.qualname for ref in checkpoint.globals] == ["models.Net", "os.system"]
+    assert checkpoint.data[0] == GlobalRef("models", "Net")

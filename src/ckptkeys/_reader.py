@@ -200,7 +200,11 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
     named: dict[GlobalRef, None] = {}
     storages: dict[str, StorageInfo] = {}
 
-    def persistent_load(pid: Any) -> StorageInfo:
+    def persistent_load(pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            # A module class saved with its source (torch < 1.6 pickling whole nn.Modules):
+            # torch.load returns the class, named by a global the pickle already reported.
+            return pid[1]
         storage = _storage_record(name, pid, 6)
         return storages.setdefault(storage.key, storage)
 
