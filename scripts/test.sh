@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ckptkeys with its test extras into one virtual environment per CPython 3.10-3.13
 # found on this machine (under .venvs/), and run the whole suite in each. On 3.11 it also
-# installs torch 2.13.0 and DeepSpeed 0.19.8 (DS_BUILD_OPS=0) for the cross-checks and runs
+# installs torch 2.13.0, DeepSpeed 0.19.8 (DS_BUILD_OPS=0) and safetensors for the cross-checks and runs
 # mypy --strict. Set CKPTKEYS_WITH_DEEPSPEED=0 to skip torch and DeepSpeed. Under CI=true
 # every interpreter must be present.
 set -euo pipefail
@@ -39,12 +39,14 @@ for version in "${versions[@]}"; do
     venv=$root/.venvs/py$version
     echo "== Python $version ($python)"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    pip_quiet "$venv/bin/python" -m pip install -q -e "$root[test]"
+    pip_quiet "$venv/bin/python" -m pip install -q -e "$root[test,export]"
     "$venv/bin/python" -m pip show ckptkeys >/dev/null
     if [ "$version" = "3.11" ] && [ "$with_deepspeed" != "0" ]; then
         pip_quiet "$venv/bin/python" -m pip install -q torch==2.13.0
         DS_BUILD_OPS=0 pip_quiet "$venv/bin/python" -m pip install -q deepspeed==0.19.8
-        "$venv/bin/python" -c 'import torch, deepspeed' 2>/dev/null || {
+        # The reference loader for ckptkeys export's output (tests/test_export_deepspeed.py).
+        pip_quiet "$venv/bin/python" -m pip install -q safetensors==0.7.0
+        "$venv/bin/python" -c 'import torch, deepspeed, safetensors' 2>/dev/null || {
             echo "error: torch/DeepSpeed did not install" >&2
             exit 1
         }

@@ -23,6 +23,7 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._converters import Verdict
+    from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, export, plan_export, write_export
     from ._layout import Layout, LayoutFile, TagLayout, scan
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
@@ -78,6 +79,10 @@ __all__ = [
     "Checkpoint",
     "CkptKeysError",
     "CorruptCheckpointError",
+    "ExportError",
+    "ExportPlan",
+    "ExportShard",
+    "ExportTensor",
     "FoldingKeys",
     "GlobalRef",
     "KeyGroup",
@@ -112,14 +117,17 @@ __all__ = [
     "Verdict",
     "VocabKeys",
     "__version__",
+    "export",
     "iter_members",
     "member_for_constant",
     "members_for",
     "plain",
+    "plan_export",
     "read",
     "scan",
     "validate",
     "validate_folder",
+    "write_export",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -155,6 +163,13 @@ _ELSEWHERE = {
     "validate": "_validate",
     "validate_folder": "_validate",
     "Verdict": "_converters",
+    "ExportError": "_export",
+    "ExportPlan": "_export",
+    "ExportShard": "_export",
+    "ExportTensor": "_export",
+    "export": "_export",
+    "plan_export": "_export",
+    "write_export": "_export",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 

@@ -1,0 +1,659 @@
+"""``plan_export()`` and ``export()``: a DeepSpeed checkpoint to Hugging Face-style safetensors.
+
+The plan comes from the pickles alone (``read`` never touches a tensor byte): every output
+tensor's name, shape and dtype, and the byte ranges of the checkpoint files that hold its
+values, in order. Writing a file is then its header followed by those ranges, copied in the
+kernel or one bounded chunk at a time (cast chunk by chunk when the output dtype differs).
+
+Which data holds the weights, layout by layout (the names and values of DeepSpeed's
+``zero_to_fp32``; docs/export.md):
+
+- ZeRO-1/2: ``single_partition_of_fp32_groups`` of every data-parallel rank, joined per group
+  and cut by ``param_shapes``, skipping ``param_alignment_paddings``;
+- ZeRO-3: ``fp32_flat_groups`` of every rank; each parameter is ``ceil(numel / world)``
+  elements on every rank, joined and cut to ``numel``;
+- frozen parameters from ``frozen_param_fragments`` (joined across ranks under ZeRO-3); ZeRO-1
+  writes none (zero_to_fp32 then drops them), so there they come from the module;
+- buffers from the module (rank 0's model states);
+- ZeRO-0: the module's tensors as saved;
+- tied parameters (``shared_params``): written once, under the name that owns them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+from . import naming
+from ._errors import CkptKeysError, ReadError
+from ._layout import TagLayout, scan
+from ._pickle import Opaque
+from ._reader import Checkpoint, read
+from ._safetensors import CHUNK_BYTES, DTYPES, ITEMSIZE, Entry, copy_range, temp_path, write_file
+from ._spans import FileSpan, record_spans, tensor_span
+from ._torch import TensorInfo
+from .naming import FileKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, BinaryIO, Final, Literal
+
+__all__ = [
+    "ExportError",
+    "ExportPlan",
+    "ExportShard",
+    "ExportTensor",
+    "export",
+    "parse_size",
+    "plan_export",
+    "write_export",
+]
+
+Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
+DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
+_TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
+SINGLE_FILE: Final = "model.safetensors"
+INDEX_FILE: Final = "model.safetensors.index.json"
+_SHARD_NAME: Final = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_METADATA: Final = {"format": "pt"}
+# transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
+_UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+class ExportError(CkptKeysError):
+    """A checkpoint that cannot be exported, or an output that must not be overwritten.
+
+    ``path`` names the file or folder; ``reason`` says what is wrong.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTensor:
+    """One output tensor: its name, shape and dtype, and where its values are."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    """The output dtype, torch's name (``"float32"``)."""
+    source_dtype: str
+    """The dtype of the bytes in :attr:`sources`."""
+    sources: tuple[FileSpan, ...]
+    """Byte ranges of checkpoint files; joined, they hold the tensor's elements in order."""
+    origin: Literal["trainable", "frozen", "buffer", "module"]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * ITEMSIZE[self.dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportShard:
+    """One output file and the tensors it holds, in order."""
+
+    filename: str
+    tensors: tuple[str, ...]
+    nbytes: int
+    """Bytes of tensor data (the file adds its header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What :func:`export` writes, known before any tensor byte is read."""
+
+    checkpoint: str
+    """The tag folder."""
+    tag: str
+    layout: str
+    """``"zero-0"``, ``"zero-1/2"`` or ``"zero-3"``."""
+    precision: str | None
+    """The training precision (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
+    dtype: str
+    """The requested output dtype (``"fp32"``, ``"bf16"``, ``"fp16"``; ``"auto"`` resolved)."""
+    tensors: tuple[ExportTensor, ...]
+    shards: tuple[ExportShard, ...]
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Tied parameters left out, each mapped to the name its values are written under."""
+    max_shard_size: int = 5 * 10**9
+
+    @property
+    def total_size(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.shards) > 1
+
+    def index(self) -> dict[str, Any]:
+        """The ``model.safetensors.index.json`` document (written only when sharded)."""
+        weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
+        return {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
+        return {
+            "schema_version": 1,
+            "checkpoint": self.checkpoint,
+            "tag": self.tag,
+            "layout": self.layout,
+            "precision": self.precision,
+            "dtype": self.dtype,
+            "total_size": self.total_size,
+            "max_shard_size": self.max_shard_size,
+            "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "dtype": t.dtype,
+                    "source_dtype": t.source_dtype,
+                    "bytes": t.nbytes,
+                    "origin": t.origin,
+                    "sources": [{"path": s.path, "offset": s.offset, "length": s.length} for s in t.sources],
+                }
+                for t in self.tensors
+            ],
+            "aliases": dict(self.aliases),
+        }
+
+
+def parse_size(size: int | str) -> int:
+    """A shard size as ``transformers`` spells it (``"5GB"`` = 5 * 10**9, ``"500MiB"``, ``1000``)."""
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"the shard size must be positive, not {size}")
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"the shard size must be positive, not {size!r}")
+    return value
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def plan_export(
+    path: str | os.PathLike[str],
+    *,
+    tag: str | None = None,
+    dtype: Dtype = "fp32",
+    max_shard_size: int | str = "5GB",
+    tp_rank: int | None = None,
+) -> ExportPlan:
+    """The plan to export the checkpoint at ``path`` (a save folder or a tag folder).
+
+    ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
+    the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
+    ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
+    ``tp_rank`` exports one tensor-parallel rank's shard as it is. Raises
+    :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
+    limit = parse_size(max_shard_size)
+    layout = _tag_layout(os.fspath(path), tag)
+    if layout.universal:
+        raise ExportError(layout.path, "is a universal checkpoint (ds_to_universal output): not exported yet")
+    if layout.of_kind(FileKind.LAYER_MODEL_STATES):
+        raise ExportError(layout.path, "is a pipeline-parallel checkpoint (layer_* files): not exported yet")
+    if layout.of_kind(FileKind.EXPERT_MODEL_STATES, FileKind.EXPERT_OPTIM_STATES):
+        raise ExportError(layout.path, "is a mixture-of-experts checkpoint (expert files): not exported yet")
+    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None})
+    if tp_rank is None:
+        if len(mp_ranks) > 1:
+            raise ExportError(
+                layout.path,
+                f"is tensor parallel ({len(mp_ranks)} mp_rank files): merging ranks is not supported yet; "
+                "export one rank's shard as it is with --tp-rank K (tp_rank=K)",
+            )
+        mp = mp_ranks[0] if mp_ranks else 0
+    else:
+        if tp_rank not in mp_ranks:
+            raise ExportError(layout.path, f"has no mp_rank {tp_rank:02d} files (ranks: {mp_ranks})")
+        mp = tp_rank
+    source = _Source(layout)
+    optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
+    if optim:
+        tensors, aliases, kind = _plan_zero(source, optim, mp)
+    else:
+        tensors, aliases, kind = _plan_zero0(source, mp), {}, "zero-0"
+    precision = layout.precision
+    if dtype == "auto":
+        dtype = precision or "fp32"
+    target = _TORCH_NAMES[dtype]
+    planned = []
+    for name, shape, source_dtype, spans, origin in tensors:
+        out = target if source_dtype in _FLOATS else source_dtype
+        if out not in DTYPES:
+            raise ExportError(layout.path, f"tensor {name!r} has dtype {out}, which safetensors cannot hold")
+        planned.append(ExportTensor(name, shape, out, source_dtype, spans, origin))
+    return ExportPlan(
+        layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
+    )
+
+
+def _tag_layout(path: str, tag: str | None) -> TagLayout:
+    layout = scan(path)
+    if layout.kind == "tag":
+        if tag is not None and tag != layout.tags[0].name:
+            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")
+        chosen = layout.tags[0]
+    else:
+        name = tag if tag is not None else layout.latest
+        if name is None:
+            names = ", ".join(t.name for t in layout.tags) or "none"
+            raise ExportError(path, f"has no 'latest' file: choose a tag with --tag (tags: {names})")
+        try:
+            chosen = layout.tag(name)
+        except KeyError:
+            raise ExportError(path, f"has no tag folder {name!r}") from None
+    return scan(chosen.path, read=True).tags[0]
+
+
+class _Source:
+    """The tag's files, read on demand, with the byte ranges of their storage records."""
+
+    def __init__(self, layout: TagLayout) -> None:
+        self.layout = layout
+        self.by_name = {f.relpath: f for f in layout.files}
+        self._spans: dict[str, dict[str, FileSpan]] = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.layout.path, name)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        if name not in self.by_name:
+            raise ExportError(self.path(name), "is missing: the checkpoint is incomplete")
+        found = self.layout.checkpoints.get(name)
+        return found if found is not None else read(self.path(name))  # read() raises what went wrong
+
+    def span(self, name: str, tensor: Any, what: str) -> tuple[FileSpan, int]:
+        """The bytes of ``tensor`` (found at ``what`` in file ``name``) and its element count."""
+        checkpoint = self.checkpoint(name)
+        if not isinstance(tensor, TensorInfo):
+            raise ExportError(checkpoint.path, f"{what} is {type(tensor).__name__}, not a tensor")
+        spans = self._spans.get(name)
+        if spans is None:
+            spans = self._spans[name] = record_spans(checkpoint)
+        try:
+            return tensor_span(checkpoint, tensor, spans), tensor.numel
+        except ReadError as error:
+            raise ExportError(checkpoint.path, f"{what}: {error.reason}") from None
+
+
+def _get(data: Any, key: str, path: str, expected: type | tuple[type, ...], where: str = "") -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise ExportError(path, f"has no {where}{key!r}")
+    value = data[key]
+    if not isinstance(value, expected):
+        raise ExportError(path, f"{where}{key!r} is {type(value).__name__}, not what DeepSpeed writes")
+    return value
+
+
+def _stage(value: Any) -> int | None:
+    if isinstance(value, Opaque) and value.qualname.endswith("ZeroStageEnum") and len(value.args) == 1:
+        value = value.args[0]
+    return value if type(value) is int else None
+
+
+def _shape(value: Any, path: str, what: str) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)) and all(type(v) is int and v >= 0 for v in value):
+        return tuple(value)
+    raise ExportError(path, f"{what} is {value!r:.60}, not a shape")
+
+
+_Planned = tuple[str, tuple[int, ...], str, tuple[FileSpan, ...], "Literal['trainable', 'frozen', 'buffer', 'module']"]
+
+
+def _plan_zero0(source: _Source, mp: int) -> list[_Planned]:
+    name = naming.model_states(mp)
+    checkpoint = source.checkpoint(name)
+    module = _get(checkpoint.data, "module", checkpoint.path, dict)
+    buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
+    planned: list[_Planned] = []
+    for key, tensor in module.items():
+        span, _ = source.span(name, tensor, f"module[{key!r}]")
+        planned.append((key, tensor.shape, tensor.dtype, (span,), "buffer" if key in buffers else "module"))
+    return planned
+
+
+def _plan_zero(source: _Source, optim: list[Any], mp: int) -> tuple[list[_Planned], dict[str, str], str]:
+    first = min(optim, key=lambda f: f.name.dp_rank)
+    if first.name.dp_rank != 0:
+        raise ExportError(source.path(naming.optim_states(0, mp, first.name.precision)), "is missing (rank 0)")
+    head = source.checkpoint(first.relpath)
+    state = _get(head.data, "optimizer_state_dict", head.path, dict)
+    stage = _stage(state.get("zero_stage", 1))  # BF16_Optimizer writes no zero_stage: its layout is ZeRO-1's
+    count = state.get("partition_count")
+    world = max(count) if isinstance(count, list) and count else count
+    if stage not in (1, 2, 3) or type(world) is not int or world < 1:
+        raise ExportError(head.path, f"zero_stage {state.get('zero_stage')!r} / partition_count {count!r} unknown")
+    ranks = {f.name.dp_rank: f.relpath for f in optim}
+    names = []
+    for rank in range(world):
+        if rank not in ranks:
+            raise ExportError(
+                source.path(naming.optim_states(rank, mp, first.name.precision)),
+                f"is missing: partition_count is {world}, rank {rank}'s optimizer shard is not in the folder",
+            )
+        names.append(ranks[rank])
+    extra = sorted(set(ranks) - set(range(world)))
+    if extra:
+        raise ExportError(source.path(ranks[extra[0]]), f"is rank {extra[0]}, but partition_count is {world}")
+    key = "fp32_flat_groups" if stage == 3 else "single_partition_of_fp32_groups"
+    # Per rank: the flat fp32 groups as (span, numel).
+    flats: list[list[tuple[FileSpan, int]]] = []
+    for name in names:
+        checkpoint = source.checkpoint(name)
+        groups = _get(_get(checkpoint.data, "optimizer_state_dict", checkpoint.path, dict), key, checkpoint.path, list)
+        flats.append(
+            [source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]") for i, g in enumerate(groups)]
+        )
+        if len(flats[-1]) != len(flats[0]):
+            raise ExportError(checkpoint.path, f"{key} has {len(flats[-1])} groups, rank 0 has {len(flats[0])}")
+    if stage == 3:
+        model_names = [naming.zero3_model_states(rank, mp) for rank in range(world)]
+    else:
+        model_names = [naming.model_states(mp)]
+    models = [source.checkpoint(n) for n in model_names]
+    model = models[0].data
+    path = models[0].path
+    planned: list[_Planned] = []
+    module = _get(model, "module", path, dict)
+    buffer_names = set(_get(model, "buffer_names", path, list))
+    for name, tensor in module.items():
+        if name in buffer_names:
+            span, _ = source.span(model_names[0], tensor, f"module[{name!r}]")
+            planned.append((name, tensor.shape, tensor.dtype, (span,), "buffer"))
+    frozen = model.get("frozen_param_shapes")
+    if frozen is None and stage != 3:
+        # ZeRO-1 writes no frozen_param_shapes and zero_to_fp32 drops frozen parameters; the
+        # module holds them (in the training precision): every entry that is not a buffer, a
+        # trained parameter or a tied alias.
+        trained = {name for group in _get(model, "param_shapes", path, list) for name in group}
+        skip = buffer_names | trained | set(model.get("shared_params") or {})
+        for name, tensor in module.items():
+            if name not in skip:
+                span, _ = source.span(model_names[0], tensor, f"module[{name!r}]")
+                planned.append((name, tensor.shape, tensor.dtype, (span,), "frozen"))
+    frozen = frozen or {}
+    for name, shape_value in frozen.items():
+        shape = _shape(shape_value, path, f"frozen_param_shapes[{name!r}]")
+        pieces: list[tuple[FileSpan, int]] = []
+        dtypes = set()
+        for model_name, checkpoint in zip(model_names, models, strict=True):
+            fragments = _get(checkpoint.data, "frozen_param_fragments", checkpoint.path, dict)
+            fragment = _get(fragments, name, checkpoint.path, TensorInfo, "frozen_param_fragments ")
+            pieces.append(source.span(model_name, fragment, f"frozen_param_fragments[{name!r}]"))
+            dtypes.add(fragment.dtype)
+        if len(dtypes) != 1:
+            raise ExportError(path, f"frozen_param_fragments[{name!r}] differ in dtype across ranks: {sorted(dtypes)}")
+        dtype = dtypes.pop()
+        numel = math.prod(shape)
+        if sum(n for _, n in pieces) < numel:
+            raise ExportError(path, f"frozen_param_fragments[{name!r}] hold fewer than the {numel} elements of {shape}")
+        planned.append((name, shape, dtype, _cut(pieces, 0, numel, ITEMSIZE[dtype]), "frozen"))
+    param_shapes = _get(model, "param_shapes", path, list)
+    if stage == 3:
+        planned += _zero3_params(param_shapes, flats, names, path, source)
+    else:
+        paddings = state.get("param_alignment_paddings")
+        planned += _zero12_params(param_shapes, flats, names, paddings, world, source)
+    shared = model.get("shared_params") or {}
+    written = {p[0] for p in planned}
+    aliases = {alias: owner for alias, owner in shared.items() if owner in written}
+    return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+
+
+def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
+    """Elements ``[start, start + count)`` of the vector the pieces make when joined."""
+    out = []
+    at = 0
+    for span, numel in pieces:
+        lo, hi = max(start, at), min(start + count, at + numel)
+        if lo < hi:
+            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize))
+        at += numel
+        if at >= start + count:
+            break
+    return tuple(out)
+
+
+def _zero12_params(
+    param_shapes: list[Any],
+    flats: list[list[tuple[FileSpan, int]]],
+    names: list[str],
+    paddings: Any,
+    world: int,
+    source: _Source,
+) -> list[_Planned]:
+    planned: list[_Planned] = []
+    if len(param_shapes) != len(flats[0]):
+        raise ExportError(
+            source.path(names[0]),
+            f"holds {len(flats[0])} fp32 groups, param_shapes lists {len(param_shapes)}",
+        )
+    for group, shapes in enumerate(param_shapes):
+        pieces = [rank[group] for rank in flats]
+        available = sum(n for _, n in pieces)
+        group_paddings = paddings[group] if isinstance(paddings, list) else None
+        if group_paddings is not None and len(group_paddings) != len(shapes):
+            raise ExportError(source.path(names[0]), f"param_alignment_paddings[{group}] does not match param_shapes")
+        offset = 0
+        for index, (name, shape_value) in enumerate(shapes.items()):
+            shape = _shape(shape_value, source.path(names[0]), f"param_shapes[{group}][{name!r}]")
+            numel = math.prod(shape)
+            if offset + numel > available:
+                raise ExportError(
+                    source.path(names[-1]),
+                    f"single_partition_of_fp32_groups[{group}] is too short: the {world} partitions hold "
+                    f"{available} elements, param_shapes needs {offset + numel} up to {name!r}",
+                )
+            planned.append((name, shape, "float32", _cut(pieces, offset, numel, 4), "trainable"))
+            offset += numel + (group_paddings[index] if group_paddings is not None else 0)
+        align = 2 * world
+        if align * math.ceil(offset / align) != align * math.ceil(available / align):
+            raise ExportError(
+                source.path(names[0]),
+                f"single_partition_of_fp32_groups[{group}]: param_shapes use {offset} of {available} elements",
+            )
+    return planned
+
+
+def _zero3_params(
+    param_shapes: list[Any], flats: list[list[tuple[FileSpan, int]]], names: list[str], path: str, source: _Source
+) -> list[_Planned]:
+    world = len(flats)
+    merged = {name: shape for group in param_shapes for name, shape in group.items()}
+    per_rank = [sum(n for _, n in rank) for rank in flats]
+    planned: list[_Planned] = []
+    offset = 0
+    for name, shape_value in merged.items():
+        shape = _shape(shape_value, path, f"param_shapes {name!r}")
+        numel = math.prod(shape)
+        part = math.ceil(numel / world)
+        for rank, size in enumerate(per_rank):
+            if offset + part > size:
+                raise ExportError(
+                    source.path(names[rank]),
+                    f"fp32_flat_groups is too short: {size} elements, param_shapes needs {offset + part} up to {name!r}",
+                )
+        joined = [(span, span.length // 4) for rank in flats for span in _cut(rank, offset, part, 4)]
+        planned.append((name, shape, "float32", _cut(joined, 0, numel, 4), "trainable"))
+        offset += part
+    if offset != per_rank[0]:
+        raise ExportError(source.path(names[0]), f"fp32_flat_groups: param_shapes use {offset} of {per_rank[0]} elements")
+    return planned
+
+
+def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:
+    """Split as huggingface_hub's ``split_state_dict_into_shards_factory`` does."""
+    blocks: list[list[ExportTensor]] = []
+    current: list[ExportTensor] = []
+    size = 0
+    for tensor in tensors:
+        if tensor.nbytes > limit:
+            blocks.append([tensor])  # a tensor larger than the limit gets a shard of its own
+            continue
+        if current and size + tensor.nbytes > limit:
+            blocks.append(current)
+            current, size = [], 0
+        current.append(tensor)
+        size += tensor.nbytes
+    if current or not blocks:
+        blocks.append(current)
+    if len(blocks) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i:05d}-of-{len(blocks):05d}.safetensors" for i in range(1, len(blocks) + 1)]
+    return tuple(
+        ExportShard(name, tuple(t.name for t in block), sum(t.nbytes for t in block))
+        for name, block in zip(names, blocks, strict=True)
+    )
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def existing_outputs(out_dir: str) -> list[str]:
+    """The files of ``out_dir`` a previous export would have written."""
+    try:
+        names = os.listdir(out_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n in (SINGLE_FILE, INDEX_FILE) or _SHARD_NAME.fullmatch(n))
+
+
+def write_export(
+    plan: ExportPlan,
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Write ``plan``'s files into ``out_dir``; return their paths.
+
+    Refuses (:class:`ExportError`) a folder that already holds an export unless ``overwrite``;
+    then the files of the old export that the new one does not replace are removed once the
+    new ones are complete. ``progress(done, total)`` counts output bytes.
+    """
+    out = os.fspath(out_dir)
+    old = existing_outputs(out)
+    if old and not overwrite:
+        raise ExportError(os.path.join(out, old[0]), "already exists: pass --overwrite (overwrite=True) to replace it")
+    os.makedirs(out, exist_ok=True)
+    by_name = {t.name: t for t in plan.tensors}
+    total = plan.total_size
+    done = 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        if progress is not None:
+            progress(done, total)
+
+    written = []
+    for shard in plan.shards:
+        entries = [_entry(by_name[name]) for name in shard.tensors]
+        target = os.path.join(out, shard.filename)
+        write_file(target, entries, _METADATA, progress=advance)
+        written.append(target)
+    keep = {s.filename for s in plan.shards} | ({INDEX_FILE} if plan.sharded else set())
+    for name in old:
+        if name not in keep:
+            os.unlink(os.path.join(out, name))
+    if plan.sharded:
+        index = os.path.join(out, INDEX_FILE)
+        temp = temp_path(index)
+        try:
+            with open(temp, "w", encoding="utf-8") as stream:
+                stream.write(json.dumps(plan.index(), indent=2, sort_keys=True) + "\n")
+            os.replace(temp, index)
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+        written.append(index)
+    return written
+
+
+def _entry(tensor: ExportTensor) -> Entry:
+    def write(out: BinaryIO) -> None:
+        if tensor.dtype == tensor.source_dtype:
+            for span in tensor.sources:
+                _copy(span, out)
+        else:
+            for chunk in _chunks(tensor.sources, ITEMSIZE[tensor.source_dtype]):
+                from ._cast import cast_bytes
+
+                out.write(cast_bytes(chunk, tensor.source_dtype, tensor.dtype))
+
+    return Entry(tensor.name, tensor.dtype, tensor.shape, write)
+
+
+def _copy(span: FileSpan, out: BinaryIO) -> None:
+    try:
+        copy_range(span.path, span.offset, span.length, out)
+    except OSError as error:
+        raise ExportError(span.path, f"cannot be copied: {error.strerror or error}") from None
+
+
+def _chunks(spans: Sequence[FileSpan], itemsize: int) -> Iterator[bytes]:
+    step = CHUNK_BYTES - CHUNK_BYTES % itemsize
+    for span in spans:
+        try:
+            with open(span.path, "rb") as stream:
+                stream.seek(span.offset)
+                left = span.length
+                while left:
+                    data = stream.read(min(step, left))
+                    if not data:
+                        raise ExportError(span.path, f"ends before byte {span.offset + span.length} (truncated?)")
+                    left -= len(data)
+                    yield data
+        except OSError as error:
+            raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
+
+
+def export(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    tag: str | None = None,
+    dtype: Dtype = "fp32",
+    max_shard_size: int | str = "5GB",
+    tp_rank: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportPlan:
+    """Export the checkpoint at ``path`` to safetensors in ``out_dir``; return the plan it followed.
+
+    :func:`plan_export` with the same arguments, then :func:`write_export`.
+    """
+    plan = plan_export(path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank)
+    write_export(plan, out_dir, overwrite=overwrite, progress=progress)
+    return plan
