@@ -48,29 +48,43 @@ def _to_float32(data: bytes | bytearray | memoryview, source: str) -> Any:
     raise ValueError(f"no cast from {source}")
 
 
-def cast_bytes(data: bytes | bytearray | memoryview, source: str, target: str) -> bytes:
-    """``data`` (little-endian elements of ``source``) cast to ``target``, as bytes."""
+def cast_bytes(data: bytes | bytearray | memoryview, source: str, target: str) -> memoryview:
+    """``data`` (little-endian elements of ``source``) cast to ``target``, as a byte view.
+
+    The view is of a new array, never of ``data`` (unless no cast is asked for).
+    """
     if source == target:
-        return bytes(data)
+        return memoryview(data).cast("B")
     np = require_numpy()
     if target == "float64":
-        return bytes(_to_float32(data, source).astype("<f8").tobytes())
+        return _bytes(_to_float32(data, source).astype("<f8"))
     values = _to_float32(data, source)
-    bits = values.view(np.uint32)
     if target == "float32":
-        return bytes(values.astype("<f4", copy=False).tobytes())
-    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        return _bytes(values.astype("<f4", copy=True))
+    bits = values.view(np.uint32)
+    nan = np.isnan(values)
     if target == "bfloat16":
-        # Round to nearest even on the integer bits: add 0x7FFF plus the lowest kept bit.
-        rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+        # Round to nearest even on the integer bits: add 0x7FFF plus the lowest kept bit, in place.
+        rounded = bits >> np.uint32(16)
+        rounded &= np.uint32(1)
+        rounded += np.uint32(0x7FFF)
+        rounded += bits
+        rounded >>= np.uint32(16)
         out = rounded.astype("<u2")
-        out[nan] = 0x7FC0 if source == "float16" else 0xFFFF
-        return bytes(out.tobytes())
+        if nan.any():
+            out[nan] = 0x7FC0 if source == "float16" else 0xFFFF
+        return _bytes(out)
     if target == "float16":
         with np.errstate(over="ignore", invalid="ignore"):
             half = values.astype("<f2").view("<u2")
         if nan.any():
-            payload = ((bits >> np.uint32(16)) & np.uint32(0x8000)) | np.uint32(0x7E00) | ((bits & np.uint32(0x7FFFFF)) >> np.uint32(13))
-            half[nan] = payload[nan].astype("<u2")
-        return bytes(half.tobytes())
+            sign = (bits[nan] >> np.uint32(16)) & np.uint32(0x8000)
+            payload = (bits[nan] & np.uint32(0x7FFFFF)) >> np.uint32(13)
+            half[nan] = (sign | np.uint32(0x7E00) | payload).astype("<u2")
+        return _bytes(half)
     raise ValueError(f"no cast to {target}")
+
+
+def _bytes(array: Any) -> memoryview:
+    view: memoryview = array.data
+    return view.cast("B")

@@ -32,7 +32,7 @@ from ._errors import CkptKeysError, ReadError
 from ._layout import TagLayout, scan
 from ._pickle import Opaque
 from ._reader import Checkpoint, read
-from ._safetensors import CHUNK_BYTES, DTYPES, ITEMSIZE, Entry, copy_range, temp_path, write_file
+from ._safetensors import DTYPES, ITEMSIZE, Entry, copy_range, temp_path, write_file
 from ._spans import FileSpan, record_spans, tensor_span
 from ._torch import TensorInfo
 from .naming import FileKind
@@ -61,6 +61,9 @@ SINGLE_FILE: Final = "model.safetensors"
 INDEX_FILE: Final = "model.safetensors.index.json"
 _SHARD_NAME: Final = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _METADATA: Final = {"format": "pt"}
+# Source bytes per cast step: small enough for numpy's temporaries to stay in the CPU cache
+# (8 MiB steps cast 3x slower on the bench machine), large enough to amortise Python's overhead.
+_CAST_CHUNK: Final = 256 << 10
 # transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
 _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                  "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -607,9 +610,9 @@ def _entry(tensor: ExportTensor) -> Entry:
             for span in tensor.sources:
                 _copy(span, out)
         else:
-            for chunk in _chunks(tensor.sources, ITEMSIZE[tensor.source_dtype]):
-                from ._cast import cast_bytes
+            from ._cast import cast_bytes
 
+            for chunk in _chunks(tensor.sources, ITEMSIZE[tensor.source_dtype]):
                 out.write(cast_bytes(chunk, tensor.source_dtype, tensor.dtype))
 
     return Entry(tensor.name, tensor.dtype, tensor.shape, write)
@@ -622,19 +625,26 @@ def _copy(span: FileSpan, out: BinaryIO) -> None:
         raise ExportError(span.path, f"cannot be copied: {error.strerror or error}") from None
 
 
-def _chunks(spans: Sequence[FileSpan], itemsize: int) -> Iterator[bytes]:
-    step = CHUNK_BYTES - CHUNK_BYTES % itemsize
+def _chunks(spans: Sequence[FileSpan], itemsize: int) -> Iterator[memoryview]:
+    """The spans' bytes, in chunks that keep a cast's temporaries in the CPU cache."""
+    step = _CAST_CHUNK - _CAST_CHUNK % itemsize
+    buffer = bytearray(step)
+    view = memoryview(buffer)
     for span in spans:
         try:
-            with open(span.path, "rb") as stream:
+            with open(span.path, "rb", buffering=0) as stream:
                 stream.seek(span.offset)
                 left = span.length
                 while left:
-                    data = stream.read(min(step, left))
-                    if not data:
+                    n = stream.readinto(view[: min(step, left)])
+                    if not n:
                         raise ExportError(span.path, f"ends before byte {span.offset + span.length} (truncated?)")
-                    left -= len(data)
-                    yield data
+                    if n % itemsize:  # a short read inside an element: read its rest first
+                        n += stream.readinto(view[n : n + itemsize - n % itemsize]) or 0
+                        if n % itemsize:
+                            raise ExportError(span.path, f"ends before byte {span.offset + span.length} (truncated?)")
+                    left -= n
+                    yield view[:n]
         except OSError as error:
             raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
 
