@@ -116,7 +116,18 @@ def test_non_float_buffers_keep_their_dtype() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("5GB", 5 * 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 2**30), ("100", 100), ("1.5KB", 1500), (64, 64)],
+    [
+        ("5GB", 5 * 10**9),
+        ("500MB", 5 * 10**8),
+        ("2GiB", 2 * 2**30),
+        ("10KiB", 10240),
+        ("100", 100),
+        ("1.5KB", 1500),
+        ("8Gb", 10**9),  # transformers: a lowercase b is bits
+        (" 3 GB ", 3 * 10**9),
+        ("3gb", 375 * 10**6),  # transformers again (huggingface_hub would read 3 GB)
+        (64, 64),
+    ],
 )
 def test_shard_sizes_are_spelt_as_transformers_spells_them(text: str | int, value: int) -> None:
     assert parse_size(text) == value

@@ -211,3 +211,27 @@ def test_trained_checkpoint_exports_as_zero_to_fp32_and_loads_strictly(
     for name, tensor in whole.items():
         _same_bits(joined[name], tensor, name)
     assert ckptkeys.scan(save).latest == "step3"
+
+
+@pytest.mark.parametrize("limit", ["300B", "1KB", "2KB", "5GB"])
+def test_shards_are_what_huggingface_hub_splits(limit: str) -> None:
+    """The same shards and file names as huggingface_hub's split (what transformers and DeepSpeed use)."""
+    hub = pytest.importorskip("huggingface_hub")
+    plan = plan_export(FIXTURES / "z2_bf16_ws2", max_shard_size=limit.replace("300B", "300"))
+    state = {t.name: torch.empty(t.shape, dtype=getattr(torch, t.dtype)) for t in plan.tensors}
+    split = hub.split_torch_state_dict_into_shards(
+        state, filename_pattern="model{suffix}.safetensors", max_shard_size=plan.max_shard_size
+    )
+    assert {s.filename: list(s.tensors) for s in plan.shards} == split.filename_to_tensors
+    assert plan.sharded == split.is_sharded
+    if plan.sharded:
+        assert plan.index()["weight_map"] == split.tensor_to_filename
+        assert plan.index()["metadata"]["total_size"] == split.metadata["total_size"]
+
+
+@pytest.mark.parametrize("text", ["5GB", "500MB", "1KB", "2.5GB", "3TB"])
+def test_sizes_parse_as_huggingface_hub_parses_them(text: str) -> None:
+    base = pytest.importorskip("huggingface_hub.serialization._base")
+    from ckptkeys._export import parse_size
+
+    assert parse_size(text) == base.parse_size_to_int(text)

@@ -178,16 +178,23 @@ class ExportPlan:
 
 
 def parse_size(size: int | str) -> int:
-    """A shard size as ``transformers`` spells it (``"5GB"`` = 5 * 10**9, ``"500MiB"``, ``1000``)."""
+    """A shard size as ``transformers`` spells it: ``"5GB"`` = 5 * 10**9 bytes, ``"500MiB"``, ``1000``.
+
+    As ``transformers.utils.hub.convert_file_size_to_int``: KB/MB/GB are powers of ten,
+    KiB/MiB/GiB powers of two, and a lowercase final ``b`` (``"5Gb"``) means bits. TB/TiB and
+    decimals (``"1.5GB"``, as ``huggingface_hub`` takes them) are accepted too.
+    """
     if isinstance(size, int):
         if size <= 0:
             raise ValueError(f"the shard size must be positive, not {size}")
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
-    unit = match.group(2).upper() if match else ""
-    if match is None or unit not in _UNITS:
+    unit = match.group(2) if match else ""
+    if match is None or unit.upper() not in _UNITS:
         raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
-    value = int(float(match.group(1)) * _UNITS[unit])
+    value = int(float(match.group(1)) * _UNITS[unit.upper()])
+    if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:
+        value //= 8  # "5Gb": gigabits
     if value <= 0:
         raise ValueError(f"the shard size must be positive, not {size!r}")
     return value
