@@ -28,6 +28,7 @@ from ckptkeys._export import parse_size
 from .conftest import FIXTURES
 
 EXPORTABLE = ["z0_fp32_ws1", "z0_fp16_ws1", "z1_bf16_ws1", "z1_fp16_ws2", "z2_bf16_ws2", "z3_bf16_ws2", "uc_z2_bf16_ws2"]
+EVERY_FIXTURE = [*EXPORTABLE, "pp2_z1_bf16", "moe_z2_fp32_ep2"]
 # Exports that cast (bf16/fp16 sources to fp32) need numpy, the ckptkeys[export] extra.
 needs_numpy = pytest.mark.skipif(
     importlib.util.find_spec("numpy") is None, reason="casts need numpy (pip install 'ckptkeys[export]')"
@@ -74,7 +75,7 @@ def test_plan_names_every_module_entry_with_its_shape(name: str) -> None:
 
 
 @needs_numpy
-@pytest.mark.parametrize("name", EXPORTABLE)
+@pytest.mark.parametrize("name", EVERY_FIXTURE)
 @pytest.mark.parametrize("dtype", ["fp32", "auto"])
 def test_written_file_follows_the_format_and_the_plan(name: str, dtype: str, tmp_path: pathlib.Path) -> None:
     plan = export(FIXTURES / name, tmp_path, dtype=dtype)
@@ -254,18 +255,45 @@ def test_overwrite_removes_the_shards_of_an_older_export(tmp_path: pathlib.Path)
     assert os.listdir(tmp_path) == ["model.safetensors"]
 
 
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("pp2_z1_bf16", "pipeline-parallel"),
-        ("moe_z2_fp32_ep2", "mixture-of-experts"),
-        ("tp2_z1_bf16", "--tp-rank K"),
-    ],
-)
-def test_layouts_not_exported_yet_say_so(name: str, message: str, tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ExportError, match=message):
-        plan_export(FIXTURES / name)
-    assert main(["export", str(FIXTURES / name), str(tmp_path / "out")]) == 1
+def test_tensor_parallel_without_a_rank_names_the_way_out(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ExportError, match="--tp-rank K"):
+        plan_export(FIXTURES / "tp2_z1_bf16")
+    assert main(["export", str(FIXTURES / "tp2_z1_bf16"), str(tmp_path / "out")]) == 1
+
+
+def test_universal_checkpoint_is_not_exported_yet() -> None:
+    with pytest.raises(ExportError, match="universal checkpoint"):
+        plan_export(FIXTURES / "uc_z2_bf16_ws2", tag="global_step3_universal")
+
+
+def test_pipeline_names_are_the_pipeline_modules() -> None:
+    plan = plan_export(FIXTURES / "pp2_z1_bf16")
+    assert plan.layout == "pipeline"
+    # Every parameter of every layer file, as <layer index>.<key>; layer 01 (a ReLU) holds none.
+    expected = {}
+    for layer in (0, 1, 2, 3):
+        checkpoint = ckptkeys.read(FIXTURES / "pp2_z1_bf16" / "global_step2" / f"layer_{layer:02d}-model_states.pt")
+        expected.update({f"{layer}.{key}": tensor.shape for key, tensor in checkpoint.data.items()})
+    assert {t.name: t.shape for t in plan.tensors} == expected
+    # ... from both stages' fp32 partitions.
+    assert {os.path.basename(s.path) for t in plan.tensors for s in t.sources} == {
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "bf16_zero_pp_rank_0_mp_rank_01_optim_states.pt",
+    }
+
+
+def test_moe_has_every_expert_under_its_global_name() -> None:
+    plan = plan_export(FIXTURES / "moe_z2_fp32_ep2")
+    assert plan.layout == "zero-1/2 moe"
+    names = [t.name for t in plan.tensors]
+    for expert in (0, 1):
+        checkpoint = ckptkeys.read(
+            FIXTURES / "moe_z2_fp32_ep2" / "global_step3" / f"layer_0_expert_{expert}_mp_rank_00_model_states.pt"
+        )
+        assert set(checkpoint.data) <= set(names)
+    dense = ckptkeys.read(FIXTURES / "moe_z2_fp32_ep2" / "global_step3" / "mp_rank_00_model_states.pt")
+    assert set(dense.data["module"]) <= set(names)
+    assert len(names) == len(set(names)) == len(dense.data["module"]) + 4
 
 
 def test_tp_rank_exports_one_rank_as_it_is() -> None:

@@ -235,3 +235,48 @@ def test_sizes_parse_as_huggingface_hub_parses_them(text: str) -> None:
     from ckptkeys._export import parse_size
 
     assert parse_size(text) == base.parse_size_to_int(text)
+
+
+def test_pipeline_export_cast_to_bf16_equals_the_layer_files(tmp_path: pathlib.Path) -> None:
+    folder = FIXTURES / "pp2_z1_bf16"
+    with pytest.raises(AttributeError):  # zero_to_fp32 cannot read pipeline checkpoints (fixtures/README.md)
+        _reference(folder)
+    export(folder, tmp_path)
+    ours = _load(tmp_path)
+    expected: dict[str, Any] = {}
+    for layer in sorted((folder / "global_step2").glob("layer_*-model_states.pt")):
+        index = int(layer.name[len("layer_") : len("layer_") + 2])
+        for key, tensor in torch.load(layer, weights_only=False).items():
+            expected[f"{index}.{key}"] = tensor
+    assert set(ours) == set(expected)
+    for name, tensor in expected.items():
+        assert ours[name].dtype == torch.float32
+        _same_bits(ours[name].to(tensor.dtype), tensor, name)
+    # And the fp32 values are each stage's master weights, as DeepSpeed's BF16 optimizer holds them.
+    for stage, names in ((0, ["0.weight", "0.bias"]), (1, ["2.weight", "2.bias", "3.weight", "3.bias"])):
+        shard = folder / "global_step2" / f"bf16_zero_pp_rank_0_mp_rank_{stage:02d}_optim_states.pt"
+        flat = torch.load(shard, weights_only=False)["optimizer_state_dict"]["single_partition_of_fp32_groups"][0]
+        joined = torch.cat([ours[n].flatten() for n in names])
+        _same_bits(joined, flat[: joined.numel()], f"stage {stage}")
+
+
+def test_moe_export_equals_the_model_and_expert_files(tmp_path: pathlib.Path) -> None:
+    folder = FIXTURES / "moe_z2_fp32_ep2"
+    with pytest.raises(ValueError, match="is not a model state checkpoint"):  # zero_to_fp32 (fixtures/README.md)
+        _reference(folder)
+    export(folder, tmp_path)
+    ours = _load(tmp_path)
+    tag = folder / "global_step3"
+    expected = dict(torch.load(tag / "mp_rank_00_model_states.pt", weights_only=False)["module"])
+    for expert in (0, 1):
+        expected.update(torch.load(tag / f"layer_0_expert_{expert}_mp_rank_00_model_states.pt", weights_only=False))
+    assert set(ours) == set(expected)
+    for name, tensor in expected.items():  # trained in fp32: the module weights are the master weights
+        _same_bits(ours[name], tensor, name)
+    # Rank r's expert group (partition_count 1) holds expert r whole: the same values again.
+    for rank in (0, 1):
+        state = torch.load(tag / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", weights_only=False)
+        flat = state["optimizer_state_dict"]["single_partition_of_fp32_groups"][1]
+        prefix = f"moe.deepspeed_moe.experts.deepspeed_experts.{rank}."
+        joined = torch.cat([ours[prefix + "weight"].flatten(), ours[prefix + "bias"]])
+        _same_bits(joined, flat[: joined.numel()], f"rank {rank} experts")

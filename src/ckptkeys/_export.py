@@ -96,7 +96,7 @@ class ExportTensor:
     """The dtype of the bytes in :attr:`sources`."""
     sources: tuple[FileSpan, ...]
     """Byte ranges of checkpoint files; joined, they hold the tensor's elements in order."""
-    origin: Literal["trainable", "frozen", "buffer", "module"]
+    origin: Literal["trainable", "frozen", "buffer", "module", "expert"]
 
     @property
     def numel(self) -> int:
@@ -225,29 +225,35 @@ def plan_export(
     layout = _tag_layout(os.fspath(path), tag)
     if layout.universal:
         raise ExportError(layout.path, "is a universal checkpoint (ds_to_universal output): not exported yet")
-    if layout.of_kind(FileKind.LAYER_MODEL_STATES):
-        raise ExportError(layout.path, "is a pipeline-parallel checkpoint (layer_* files): not exported yet")
-    if layout.of_kind(FileKind.EXPERT_MODEL_STATES, FileKind.EXPERT_OPTIM_STATES):
-        raise ExportError(layout.path, "is a mixture-of-experts checkpoint (expert files): not exported yet")
-    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None})
-    if tp_rank is None:
-        if len(mp_ranks) > 1:
-            raise ExportError(
-                layout.path,
-                f"is tensor parallel ({len(mp_ranks)} mp_rank files): merging ranks is not supported yet; "
-                "export one rank's shard as it is with --tp-rank K (tp_rank=K)",
-            )
-        mp = mp_ranks[0] if mp_ranks else 0
-    else:
-        if tp_rank not in mp_ranks:
-            raise ExportError(layout.path, f"has no mp_rank {tp_rank:02d} files (ranks: {mp_ranks})")
-        mp = tp_rank
     source = _Source(layout)
-    optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
-    if optim:
-        tensors, aliases, kind = _plan_zero(source, optim, mp)
+    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
+    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
+    experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
+    aliases: dict[str, str] = {}
+    if layers:
+        if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
+            raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
+        tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
+    elif tp_rank is None and len(mp_ranks) > 1:
+        raise ExportError(
+            layout.path,
+            f"is tensor parallel ({len(mp_ranks)} mp_rank files): merging ranks is not supported yet; "
+            "export one rank's shard as it is with --tp-rank K (tp_rank=K)",
+        )
     else:
-        tensors, aliases, kind = _plan_zero0(source, mp), {}, "zero-0"
+        mp = mp_ranks[0] if tp_rank is None else tp_rank
+        if mp not in mp_ranks:
+            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+        optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
+        if optim:
+            tensors, aliases, kind = _plan_zero(source, optim, mp, experts=bool(experts))
+        else:
+            tensors, kind = _plan_zero0(source, mp), "zero-0"
+        if experts:
+            if kind == "zero-3":
+                raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
+            tensors += _plan_experts(source, [f for f in experts if f.name.mp_rank == mp])
+            kind += " moe"
     precision = layout.precision
     if dtype == "auto":
         dtype = precision or "fp32"
@@ -336,7 +342,7 @@ def _shape(value: Any, path: str, what: str) -> tuple[int, ...]:
     raise ExportError(path, f"{what} is {value!r:.60}, not a shape")
 
 
-_Planned = tuple[str, tuple[int, ...], str, tuple[FileSpan, ...], "Literal['trainable', 'frozen', 'buffer', 'module']"]
+_Planned = tuple[str, tuple[int, ...], str, tuple[FileSpan, ...], "Literal['trainable', 'frozen', 'buffer', 'module', 'expert']"]
 
 
 def _plan_zero0(source: _Source, mp: int) -> list[_Planned]:
@@ -351,7 +357,14 @@ def _plan_zero0(source: _Source, mp: int) -> list[_Planned]:
     return planned
 
 
-def _plan_zero(source: _Source, optim: list[Any], mp: int) -> tuple[list[_Planned], dict[str, str], str]:
+def _plan_zero(
+    source: _Source, optim: Sequence[Any], mp: int, *, experts: bool = False
+) -> tuple[list[_Planned], dict[str, str], str]:
+    """ZeRO-1/2/3 of one model-parallel rank: buffers, frozen and trainable parameters.
+
+    With ``experts``, groups partitioned over fewer ranks than the others (expert groups,
+    named by local expert index) are left to :func:`_plan_experts`.
+    """
     first = min(optim, key=lambda f: f.name.dp_rank)
     if first.name.dp_rank != 0:
         raise ExportError(source.path(naming.optim_states(0, mp, first.name.precision)), "is missing (rank 0)")
@@ -393,7 +406,7 @@ def _plan_zero(source: _Source, optim: list[Any], mp: int) -> tuple[list[_Planne
     model = models[0].data
     path = models[0].path
     planned: list[_Planned] = []
-    module = _get(model, "module", path, dict)
+    module = _get(model, "module", path, (dict, type(None))) or {}  # None under the pipeline engine
     buffer_names = set(_get(model, "buffer_names", path, list))
     for name, tensor in module.items():
         if name in buffer_names:
@@ -432,11 +445,54 @@ def _plan_zero(source: _Source, optim: list[Any], mp: int) -> tuple[list[_Planne
         planned += _zero3_params(param_shapes, flats, names, path, source)
     else:
         paddings = state.get("param_alignment_paddings")
-        planned += _zero12_params(param_shapes, flats, names, paddings, world, source)
+        counts = count if isinstance(count, list) else [world] * len(param_shapes)
+        dense = [g for g, c in enumerate(counts) if c == world]
+        if len(dense) != len(counts) and not experts:
+            raise ExportError(head.path, f"partition_count {count} differs between groups, but no expert files exist")
+        planned += _zero12_params(param_shapes, flats, names, paddings, world, source, dense)
     shared = model.get("shared_params") or {}
     written = {p[0] for p in planned}
     aliases = {alias: owner for alias, owner in shared.items() if owner in written}
     return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+
+
+def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]) -> list[_Planned]:
+    """Every stage's trained parameters (named as the pipeline module names them: ``<layer>.<key>``),
+    then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO)."""
+    planned: list[_Planned] = []
+    for stage in stages:
+        optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == stage]
+        if optim:
+            stage_tensors, aliases, _ = _plan_zero(source, optim, stage)
+            if aliases:
+                raise ExportError(source.path(naming.model_states(stage)), "pipeline with tied parameters: not exported yet")
+            planned += stage_tensors
+    known = {p[0] for p in planned}
+    for layer in sorted(layers, key=lambda f: f.name.layer):
+        checkpoint = source.checkpoint(layer.relpath)
+        state = checkpoint.data
+        if not isinstance(state, dict):
+            raise ExportError(checkpoint.path, f"holds {type(state).__name__}, not a layer's state dict")
+        for key, tensor in state.items():
+            name = f"{layer.name.layer}.{key}"
+            if name not in known:
+                span, _ = source.span(layer.relpath, tensor, f"[{key!r}]")
+                planned.append((name, tensor.shape, tensor.dtype, (span,), "module"))
+                known.add(name)
+    return planned
+
+
+def _plan_experts(source: _Source, experts: Sequence[Any]) -> list[_Planned]:
+    """Every expert of every MoE layer, from the expert files, under the names they hold."""
+    planned: list[_Planned] = []
+    for expert in sorted(experts, key=lambda f: (f.name.layer if f.name.layer is not None else -1, f.name.expert)):
+        checkpoint = source.checkpoint(expert.relpath)
+        if not isinstance(checkpoint.data, dict):
+            raise ExportError(checkpoint.path, f"holds {type(checkpoint.data).__name__}, not an expert's state dict")
+        for name, tensor in checkpoint.data.items():
+            span, _ = source.span(expert.relpath, tensor, f"[{name!r}]")
+            planned.append((name, tensor.shape, tensor.dtype, (span,), "expert"))
+    return planned
 
 
 def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
@@ -460,6 +516,7 @@ def _zero12_params(
     paddings: Any,
     world: int,
     source: _Source,
+    groups: Sequence[int],
 ) -> list[_Planned]:
     planned: list[_Planned] = []
     if len(param_shapes) != len(flats[0]):
@@ -467,7 +524,8 @@ def _zero12_params(
             source.path(names[0]),
             f"holds {len(flats[0])} fp32 groups, param_shapes lists {len(param_shapes)}",
         )
-    for group, shapes in enumerate(param_shapes):
+    for group in groups:
+        shapes = param_shapes[group]
         pieces = [rank[group] for rank in flats]
         available = sum(n for _, n in pieces)
         group_paddings = paddings[group] if isinstance(paddings, list) else None
