@@ -355,3 +355,35 @@ def test_a_cast_without_numpy_says_how_to_install(tmp_path: pathlib.Path, monkey
         export(FIXTURES / "z2_bf16_ws2", tmp_path)
     assert os.listdir(tmp_path) == []
     assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path / "cli"), "-q"]) == 1
+
+
+FULL_DISK = """
+import resource, signal, sys
+from ckptkeys._cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+sys.exit(main(["export", sys.argv[1], sys.argv[2], "-q", *sys.argv[3:]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+@pytest.mark.parametrize("cast", [False, True])
+def test_a_full_disk_names_the_output_and_leaves_no_file(cast: bool, tmp_path: pathlib.Path) -> None:
+    """The file size limit makes every write past 1000 bytes fail, as a full disk does."""
+    import subprocess
+
+    if cast and importlib.util.find_spec("numpy") is None:
+        pytest.skip("casts need numpy")
+    out = tmp_path / "out"
+    src = str(pathlib.Path(ckptkeys.__file__).parent.parent)
+    extra = ["--dtype", "fp16"] if cast else []
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(FIXTURES / "z0_fp32_ws1"), str(out), *extra],
+        env=dict(os.environ, PYTHONPATH=src),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"{out / 'model.safetensors'}: cannot be written: File too large" in done.stderr
+    assert os.listdir(out) == []

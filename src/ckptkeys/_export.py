@@ -21,6 +21,7 @@ Which data holds the weights, layout by layout (the names and values of DeepSpee
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -648,7 +649,14 @@ def write_export(
     for shard in plan.shards:
         entries = [_entry(by_name[name]) for name in shard.tensors]
         target = os.path.join(out, shard.filename)
-        write_file(target, entries, _METADATA, progress=advance)
+        try:
+            write_file(target, entries, _METADATA, progress=advance)
+        except OSError as error:  # a source that cannot be read names itself; else the output
+            name = error.filename if isinstance(error.filename, str) else target
+            raise ExportError(name, f"{'cannot be read' if name != target else 'cannot be written'}: "
+                              f"{error.strerror or error}") from None  # fmt: skip
+        except EOFError as error:  # copy_range: (path, reason)
+            raise ExportError(str(error.args[0]), f"is truncated: {error.args[-1]}") from None
         written.append(target)
     keep = {s.filename for s in plan.shards} | ({INDEX_FILE} if plan.sharded else set())
     for name in old:
@@ -673,7 +681,7 @@ def _entry(tensor: ExportTensor) -> Entry:
     def write(out: BinaryIO) -> None:
         if tensor.dtype == tensor.source_dtype:
             for span in tensor.sources:
-                _copy(span, out)
+                copy_range(span.path, span.offset, span.length, out)
         else:
             from ._cast import cast_bytes
 
@@ -683,35 +691,44 @@ def _entry(tensor: ExportTensor) -> Entry:
     return Entry(tensor.name, tensor.dtype, tensor.shape, write)
 
 
-def _copy(span: FileSpan, out: BinaryIO) -> None:
-    try:
-        copy_range(span.path, span.offset, span.length, out)
-    except OSError as error:
-        raise ExportError(span.path, f"cannot be copied: {error.strerror or error}") from None
-
-
 def _chunks(spans: Sequence[FileSpan], itemsize: int) -> Iterator[memoryview]:
     """The spans' bytes, in chunks that keep a cast's temporaries in the CPU cache."""
     step = _CAST_CHUNK - _CAST_CHUNK % itemsize
-    buffer = bytearray(step)
-    view = memoryview(buffer)
+    view = memoryview(bytearray(step))
     for span in spans:
-        try:
-            with open(span.path, "rb", buffering=0) as stream:
-                stream.seek(span.offset)
-                left = span.length
-                while left:
-                    n = stream.readinto(view[: min(step, left)])
-                    if not n:
-                        raise ExportError(span.path, f"ends before byte {span.offset + span.length} (truncated?)")
-                    if n % itemsize:  # a short read inside an element: read its rest first
-                        n += stream.readinto(view[n : n + itemsize - n % itemsize]) or 0
-                        if n % itemsize:
-                            raise ExportError(span.path, f"ends before byte {span.offset + span.length} (truncated?)")
-                    left -= n
-                    yield view[:n]
-        except OSError as error:
-            raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
+        with _source(span.path, span.offset) as stream:
+            left = span.length
+            while left:
+                n = _read(stream, span, view[: min(step, left)])
+                left -= n
+                yield view[:n]
+
+
+def _source(path: str, offset: int) -> io.FileIO:
+    try:
+        stream = open(path, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
+    except OSError as error:
+        raise ExportError(path, f"cannot be read: {error.strerror or error}") from None
+    try:
+        stream.seek(offset)
+        return stream
+    except OSError as error:
+        stream.close()
+        raise ExportError(path, f"cannot be read: {error.strerror or error}") from None
+
+
+def _read(stream: io.FileIO, span: FileSpan, into: memoryview) -> int:
+    """Fill ``into`` from the stream's position, inside ``span``."""
+    done = 0
+    try:
+        while done < len(into):
+            n = stream.readinto(into[done:])
+            if not n:
+                raise ExportError(span.path, f"is truncated: ends before byte {span.offset + span.length}")
+            done += n
+    except OSError as error:
+        raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
+    return done
 
 
 def export(

@@ -12,6 +12,7 @@ never leaves a partial file under the final name. No torch, no numpy.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -109,23 +110,39 @@ def copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
     """Append ``length`` bytes of the file at ``path``, from ``offset``, to ``out``.
 
     In the kernel where it can (``os.copy_file_range``), else through one bounded buffer.
-    Raises ``OSError`` naming ``path`` if the file ends before the range does.
+    An ``OSError`` from the source carries ``filename=path``; one from writing carries none.
+    ``EOFError(path, reason)`` if the file ends before the range does.
     """
     out.flush()
-    with open(path, "rb", buffering=0) as source:
+    try:
+        source = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except OSError as error:
+        error.filename = path
+        raise
+    with source:
         copied = _copy_in_kernel(source.fileno(), out, offset, length)
         if copied < length:
-            source.seek(offset + copied)
             buffer = bytearray(min(CHUNK_BYTES, length - copied))
             view = memoryview(buffer)
             while copied < length:
-                n = source.readinto(view[: min(len(buffer), length - copied)])
+                try:
+                    source.seek(offset + copied)
+                    n = source.readinto(view[: min(len(buffer), length - copied)])
+                except OSError as error:
+                    error.filename = path
+                    raise
                 if not n:
                     break
                 out.write(view[:n])
                 copied += n
     if copied != length:
-        raise OSError(f"{path}: ends after byte {offset + copied}; {length} bytes were expected from byte {offset}")
+        raise EOFError(path, f"ends after byte {offset + copied}; {length} bytes were expected from byte {offset}")
+
+
+# copy_file_range cannot serve this pair of files: copy through a buffer instead.
+_NOT_IN_KERNEL: Final = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM, errno.EBADF}
+)
 
 
 def _copy_in_kernel(source: int, out: BinaryIO, offset: int, length: int) -> int:
@@ -135,13 +152,15 @@ def _copy_in_kernel(source: int, out: BinaryIO, offset: int, length: int) -> int
         return 0
     try:
         while copied < length:
-            n = copy(source, out.fileno(), min(length - copied, 1 << 30), offset + copied)
+            n: int = copy(source, out.fileno(), min(length - copied, 1 << 30), offset + copied)
             if n == 0:
                 break
             copied += n
-    except OSError:  # not supported between these file systems: the caller copies the rest
-        pass
-    out.seek(0, os.SEEK_END)  # the stream's cached position follows the descriptor's
+    except OSError as error:
+        if error.errno not in _NOT_IN_KERNEL:
+            raise  # a full disk, an I/O error: not something a slower copy would fix
+    finally:
+        out.seek(0, os.SEEK_END)  # the stream's cached position follows the descriptor's
     return copied
 
 
