@@ -387,3 +387,40 @@ def test_a_full_disk_names_the_output_and_leaves_no_file(cast: bool, tmp_path: p
     assert done.returncode == 1, done.stderr
     assert f"{out / 'model.safetensors'}: cannot be written: File too large" in done.stderr
     assert os.listdir(out) == []
+
+
+@needs_numpy
+def test_jobs_of_a_sharded_export_write_disjoint_files_and_one_index(tmp_path: pathlib.Path) -> None:
+    """--shard K/N: every job its own files, together all of them; the index from --index-only."""
+    folder = str(FIXTURES / "z2_bf16_ws2")
+    whole = export(folder, tmp_path / "whole", max_shard_size=300)
+    n = len(whole.shards)
+    assert n >= 3
+    out = tmp_path / "jobs"
+    seen: list[str] = []
+    for k in (1, 2):
+        assert main(["export", folder, str(out), "--max-shard-size", "300", "--shard", f"{k}/2", "-q"]) == 0
+        now = sorted(os.listdir(out))
+        new = [name for name in now if name not in seen]
+        expected = [s.filename for i, s in enumerate(whole.shards, 1) if i % 2 == k % 2]
+        assert new == expected
+        seen = now
+    assert "model.safetensors.index.json" not in seen
+    assert main(["export", folder, str(out), "--max-shard-size", "300", "--index-only", "-q"]) == 0
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "whole"))
+    for name in os.listdir(out):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    # A job asked again refuses its own files, not the others'.
+    assert main(["export", folder, str(out), "--max-shard-size", "300", "--shard", "1/2", "-q"]) == 2
+    assert main(["export", folder, str(out), "--max-shard-size", "300", "--shard", "1/2", "--overwrite", "-q"]) == 0
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
+def test_bad_shard_job_is_a_usage_error(text: str, tmp_path: pathlib.Path) -> None:
+    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path), "--shard", text]) == 2
+
+
+def test_index_only_of_a_single_file_export_is_refused(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ExportError, match="no index"):
+        export(FIXTURES / "z2_bf16_ws2", tmp_path, index_only=True)

@@ -23,7 +23,16 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._converters import Verdict
-    from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, export, plan_export, write_export
+    from ._export import (
+        ExportError,
+        ExportPlan,
+        ExportShard,
+        ExportTensor,
+        OutputExistsError,
+        export,
+        plan_export,
+        write_export,
+    )
     from ._layout import Layout, LayoutFile, TagLayout, scan
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
@@ -97,6 +106,7 @@ __all__ = [
     "Opaque",
     "OptimFileKeys",
     "OptimizerKeys",
+    "OutputExistsError",
     "ParallelDimsKeys",
     "ParamAttrKeys",
     "ParamPatternKeys",
@@ -167,6 +177,7 @@ _ELSEWHERE = {
     "ExportPlan": "_export",
     "ExportShard": "_export",
     "ExportTensor": "_export",
+    "OutputExistsError": "_export",
     "export": "_export",
     "plan_export": "_export",
     "write_export": "_export",

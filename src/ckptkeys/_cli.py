@@ -248,6 +248,8 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     command.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     command.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     command.add_argument("--overwrite", action="store_true", help="replace an export already in OUT_DIR")
+    command.add_argument("--shard", metavar="K/N", help="job K of N: write only output files K, K+N, ...; no index")
+    command.add_argument("--index-only", action="store_true", help="write only model.safetensors.index.json")
     command.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -277,14 +279,15 @@ class _ByteProgress:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._export import ExportError, existing_outputs, plan_export, write_export
+    from ._export import ExportError, OutputExistsError, parse_shard, plan_export, write_export
 
     if args.json and not args.dry_run:
         print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)
         return EXIT_USAGE
-    if not args.dry_run and not args.overwrite and existing_outputs(args.out_dir):
-        found = os.path.join(args.out_dir, existing_outputs(args.out_dir)[0])
-        print(f"ckptkeys export: {found}: already exists (pass --overwrite to replace it)", file=sys.stderr)
+    try:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as error:
+        print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_USAGE
     progress = _ByteProgress(not args.quiet)
     try:
@@ -296,8 +299,11 @@ def _export(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(_render_plan(plan))
             return EXIT_OK
-        written = write_export(plan, args.out_dir, overwrite=args.overwrite, progress=progress)
-    except ValueError as error:  # a bad --max-shard-size
+        written = write_export(
+            plan, args.out_dir, overwrite=args.overwrite, progress=progress, shard=shard, index_only=args.index_only
+        )
+    except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export
+        progress.close()
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ReadError, ExportError, ImportError, OSError) as error:

@@ -48,7 +48,9 @@ __all__ = [
     "ExportPlan",
     "ExportShard",
     "ExportTensor",
+    "OutputExistsError",
     "export",
+    "parse_shard",
     "parse_size",
     "plan_export",
     "write_export",
@@ -83,6 +85,10 @@ class ExportError(CkptKeysError):
 
     def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
         return (type(self), (self.path, self.reason))
+
+
+class OutputExistsError(ExportError):
+    """The output folder already holds a file the export would write (pass ``overwrite``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,26 +623,55 @@ def existing_outputs(out_dir: str) -> list[str]:
     return sorted(n for n in names if n in (SINGLE_FILE, INDEX_FILE) or _SHARD_NAME.fullmatch(n))
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (job K of N, from 1) as ``(K, N)``; ``ValueError`` otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8")
+    return int(match.group(1)), int(match.group(2))
+
+
 def write_export(
     plan: ExportPlan,
     out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
+    index_only: bool = False,
 ) -> list[str]:
     """Write ``plan``'s files into ``out_dir``; return their paths.
 
     Refuses (:class:`ExportError`) a folder that already holds an export unless ``overwrite``;
     then the files of the old export that the new one does not replace are removed once the
     new ones are complete. ``progress(done, total)`` counts output bytes.
+
+    For many jobs sharing one export (docs/export.md): ``shard=(K, N)`` writes only the output
+    files ``i`` (from 1) with ``i % N == K % N``, and no index; ``index_only`` writes only
+    ``model.safetensors.index.json``. Either way only the files this call writes are checked
+    against ``overwrite``, and no other file is removed.
     """
     out = os.fspath(out_dir)
+    if shard is not None and not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"shard {shard}: expected (K, N) with 1 <= K <= N")
+    if index_only:
+        if not plan.sharded:
+            raise ExportError(out, "the export is one file (model.safetensors): it has no index to write")
+        files: list[ExportShard] = []
+    else:
+        files = [s for i, s in enumerate(plan.shards, 1) if shard is None or i % shard[1] == shard[0] % shard[1]]
+    with_index = plan.sharded and (index_only or shard is None)
+    partial = index_only or shard is not None
+    mine = {f.filename for f in files} | ({INDEX_FILE} if with_index else set())
     old = existing_outputs(out)
-    if old and not overwrite:
-        raise ExportError(os.path.join(out, old[0]), "already exists: pass --overwrite (overwrite=True) to replace it")
+    clashes = [name for name in old if name in mine] if partial else old
+    if clashes and not overwrite:
+        raise OutputExistsError(
+            os.path.join(out, clashes[0]), "already exists: pass --overwrite (overwrite=True) to replace it"
+        )
     os.makedirs(out, exist_ok=True)
     by_name = {t.name: t for t in plan.tensors}
-    total = plan.total_size
+    total = sum(f.nbytes for f in files)
     done = 0
 
     def advance(nbytes: int) -> None:
@@ -646,9 +681,9 @@ def write_export(
             progress(done, total)
 
     written = []
-    for shard in plan.shards:
-        entries = [_entry(by_name[name]) for name in shard.tensors]
-        target = os.path.join(out, shard.filename)
+    for file in files:
+        entries = [_entry(by_name[name]) for name in file.tensors]
+        target = os.path.join(out, file.filename)
         try:
             write_file(target, entries, _METADATA, progress=advance)
         except OSError as error:  # a source that cannot be read names itself; else the output
@@ -658,21 +693,22 @@ def write_export(
         except EOFError as error:  # copy_range: (path, reason)
             raise ExportError(str(error.args[0]), f"is truncated: {error.args[-1]}") from None
         written.append(target)
-    keep = {s.filename for s in plan.shards} | ({INDEX_FILE} if plan.sharded else set())
-    for name in old:
-        if name not in keep:
-            os.unlink(os.path.join(out, name))
-    if plan.sharded:
+    if not partial:
+        for name in old:
+            if name not in mine:
+                os.unlink(os.path.join(out, name))
+    if with_index:
         index = os.path.join(out, INDEX_FILE)
         temp = temp_path(index)
         try:
             with open(temp, "w", encoding="utf-8") as stream:
                 stream.write(json.dumps(plan.index(), indent=2, sort_keys=True) + "\n")
             os.replace(temp, index)
-        except BaseException:
+        except OSError as error:
+            raise ExportError(index, f"cannot be written: {error.strerror or error}") from None
+        finally:
             if os.path.exists(temp):
                 os.unlink(temp)
-            raise
         written.append(index)
     return written
 
@@ -741,11 +777,13 @@ def export(
     tp_rank: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
+    index_only: bool = False,
 ) -> ExportPlan:
     """Export the checkpoint at ``path`` to safetensors in ``out_dir``; return the plan it followed.
 
     :func:`plan_export` with the same arguments, then :func:`write_export`.
     """
     plan = plan_export(path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank)
-    write_export(plan, out_dir, overwrite=overwrite, progress=progress)
+    write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only)
     return plan
