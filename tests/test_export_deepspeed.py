@@ -280,3 +280,39 @@ def test_moe_export_equals_the_model_and_expert_files(tmp_path: pathlib.Path) ->
         prefix = f"moe.deepspeed_moe.experts.deepspeed_experts.{rank}."
         joined = torch.cat([ours[prefix + "weight"].flatten(), ours[prefix + "bias"]])
         _same_bits(joined, flat[: joined.numel()], f"rank {rank} experts")
+
+
+TP_SCRIPT = ROOT / "tests" / "integration" / "train_tp_for_export.py"
+
+
+def test_tensor_parallel_export_equals_ds_to_universal(tmp_path: pathlib.Path) -> None:
+    """Two tensor-parallel ranks merged by universal_checkpoint_info, as ds_to_universal merges them."""
+    from .conftest import ds_to_universal
+
+    save = tmp_path / "save"
+    port = str(_free_port())
+    ranks = []
+    for rank in range(2):
+        env = dict(os.environ, DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
+        command = [sys.executable, str(TP_SCRIPT), str(save)]
+        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for process in ranks:
+        output, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, output[-3000:]
+    done = ds_to_universal(save / "step3", tmp_path / "universal")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for dtype in ("fp32", "bf16"):
+        plan = export(save, tmp_path / dtype, dtype=dtype)
+        assert plan.layout == "zero-1/2 tp"
+        ours = _load(tmp_path / dtype)
+        folder = tmp_path / "universal" / "zero"
+        names = {p.name for p in folder.iterdir() if p.is_dir()}
+        assert set(ours) == names == {"embed", "column", "row", "fused", "bias", "norm"}
+        for name in names:
+            merged = torch.load(folder / name / "fp32.pt", weights_only=False)["param"]
+            _same_bits(ours[name], merged.to(TORCH[dtype]), name)
+    # The merge had something to do: the averaged parameter differs between the ranks.
+    modules = [torch.load(save / "step3" / f"mp_rank_0{r}_model_states.pt", weights_only=False)["module"] for r in (0, 1)]
+    assert not torch.equal(modules[0]["norm"], modules[1]["norm"])
+    assert torch.equal(modules[0]["bias"], modules[1]["bias"])
