@@ -250,6 +250,7 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     command.add_argument("--overwrite", action="store_true", help="replace an export already in OUT_DIR")
     command.add_argument("--shard", metavar="K/N", help="job K of N: write only output files K, K+N, ...; no index")
     command.add_argument("--index-only", action="store_true", help="write only model.safetensors.index.json")
+    command.add_argument("--no-fsync", action="store_true", help="rename files without flushing them to disk first")
     command.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -300,7 +301,13 @@ def _export(args: argparse.Namespace) -> int:
                 sys.stdout.write(_render_plan(plan))
             return EXIT_OK
         written = write_export(
-            plan, args.out_dir, overwrite=args.overwrite, progress=progress, shard=shard, index_only=args.index_only
+            plan,
+            args.out_dir,
+            overwrite=args.overwrite,
+            progress=progress,
+            shard=shard,
+            index_only=args.index_only,
+            fsync=not args.no_fsync,
         )
     except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export
         progress.close()

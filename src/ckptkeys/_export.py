@@ -779,6 +779,7 @@ def write_export(
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
     index_only: bool = False,
+    fsync: bool = True,
 ) -> list[str]:
     """Write ``plan``'s files into ``out_dir``; return their paths.
 
@@ -790,6 +791,10 @@ def write_export(
     files ``i`` (from 1) with ``i % N == K % N``, and no index; ``index_only`` writes only
     ``model.safetensors.index.json``. Either way only the files this call writes are checked
     against ``overwrite``, and no other file is removed.
+
+    Each file is flushed to disk (``fsync``) before its rename, so not even a power cut leaves a
+    partial file under a final name; ``fsync=False`` leaves that to the operating system (a
+    crash of the process still cannot).
     """
     out = os.fspath(out_dir)
     if shard is not None and not 1 <= shard[0] <= shard[1]:
@@ -825,7 +830,7 @@ def write_export(
         entries = [_entry(by_name[name]) for name in file.tensors]
         target = os.path.join(out, file.filename)
         try:
-            write_file(target, entries, _METADATA, progress=advance)
+            write_file(target, entries, _METADATA, progress=advance, fsync=fsync)
         except OSError as error:  # a source that cannot be read names itself; else the output
             name = error.filename if isinstance(error.filename, str) else target
             raise ExportError(name, f"{'cannot be read' if name != target else 'cannot be written'}: "
@@ -843,6 +848,9 @@ def write_export(
         try:
             with open(temp, "w", encoding="utf-8") as stream:
                 stream.write(json.dumps(plan.index(), indent=2, sort_keys=True) + "\n")
+                if fsync:
+                    stream.flush()
+                    os.fsync(stream.fileno())
             os.replace(temp, index)
         except OSError as error:
             raise ExportError(index, f"cannot be written: {error.strerror or error}") from None
@@ -950,11 +958,14 @@ def export(
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
     index_only: bool = False,
+    fsync: bool = True,
 ) -> ExportPlan:
     """Export the checkpoint at ``path`` to safetensors in ``out_dir``; return the plan it followed.
 
     :func:`plan_export` with the same arguments, then :func:`write_export`.
     """
     plan = plan_export(path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank)
-    write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only)
+    write_export(
+        plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync
+    )
     return plan
