@@ -170,12 +170,13 @@ def main() -> None:
         if compare:
             command = [sys.executable, "-m", "deepspeed.utils.zero_to_fp32", str(save_dir), str(out)]
             theirs = measure([*command, "--safe_serialization"], out, args.runs)
-        results.append((stage, scale, made, size, plan, fp32, nosync, bf16, floor, floor_sync, theirs))
+        results.append((stage, made, size, plan, fp32, nosync, bf16, floor, floor_sync, theirs))
 
-    for stage, scale, made, size, plan, fp32, nosync, bf16, floor, floor_sync, theirs in results:
+    for stage, made, size, plan, fp32, nosync, bf16, floor, floor_sync, theirs in results:
         parameters = sum(t.numel for t in plan.tensors if t.origin != "buffer")
         print(f"\nZeRO-{stage} fp32, {parameters:,} parameters: checkpoint {size / 1e9:.2f} GB, "
               f"export {plan.total_size / 1e6:.0f} MB in {len(plan.shards)} file(s)")  # fmt: skip
+        print(f"  made by: {made['how']}")
         print(f"  {'command':<46} {'time':>9} {'peak RSS':>10}")
         rows = [
             ("ckptkeys export (fp32, fsync before rename)", fp32),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import math
 import os
 import pathlib
 import shutil
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -27,7 +27,15 @@ from ckptkeys._export import parse_size
 
 from .conftest import FIXTURES
 
-EXPORTABLE = ["z0_fp32_ws1", "z0_fp16_ws1", "z1_bf16_ws1", "z1_fp16_ws2", "z2_bf16_ws2", "z3_bf16_ws2", "uc_z2_bf16_ws2"]
+EXPORTABLE = [
+    "z0_fp32_ws1",
+    "z0_fp16_ws1",
+    "z1_bf16_ws1",
+    "z1_fp16_ws2",
+    "z2_bf16_ws2",
+    "z3_bf16_ws2",
+    "uc_z2_bf16_ws2",
+]
 EVERY_FIXTURE = [*EXPORTABLE, "pp2_z1_bf16", "moe_z2_fp32_ep2"]
 # Exports that cast (bf16/fp16 sources to fp32) need numpy, the ckptkeys[export] extra.
 needs_numpy = pytest.mark.skipif(
@@ -71,7 +79,9 @@ def test_plan_names_every_module_entry_with_its_shape(name: str) -> None:
         if plan.layout != "zero-3":
             assert shapes[plan.aliases.get(key, key)] == tensor.shape, key
     for t in plan.tensors:
-        assert sum(s.length for s in t.sources) == t.numel * ckptkeys.TensorInfo(t.source_dtype, (), (), 0, None).itemsize
+        assert (
+            sum(s.length for s in t.sources) == t.numel * ckptkeys.TensorInfo(t.source_dtype, (), (), 0, None).itemsize
+        )
 
 
 @needs_numpy

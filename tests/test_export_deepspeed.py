@@ -313,6 +313,8 @@ def test_tensor_parallel_export_equals_ds_to_universal(tmp_path: pathlib.Path) -
             merged = torch.load(folder / name / "fp32.pt", weights_only=False)["param"]
             _same_bits(ours[name], merged.to(TORCH[dtype]), name)
     # The merge had something to do: the averaged parameter differs between the ranks.
-    modules = [torch.load(save / "step3" / f"mp_rank_0{r}_model_states.pt", weights_only=False)["module"] for r in (0, 1)]
+    modules = [
+        torch.load(save / "step3" / f"mp_rank_0{r}_model_states.pt", weights_only=False)["module"] for r in (0, 1)
+    ]
     assert not torch.equal(modules[0]["norm"], modules[1]["norm"])
     assert torch.equal(modules[0]["bias"], modules[1]["bias"])

@@ -241,8 +241,12 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     command.add_argument("path", metavar="CHECKPOINT", help="save folder (its latest tag, or --tag) or tag folder")
     command.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write into (created if absent)")
     command.add_argument("--tag", help="the tag to export (default: the one 'latest' names)")
-    command.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
-                         help="floating tensors' dtype: fp32 master weights (default), or auto = training precision")
+    command.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="floating tensors' dtype: fp32 master weights (default), or auto = training precision",
+    )
     command.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="shard above this (5GB; 500MB, 2GiB)")
     command.add_argument("--tp-rank", type=int, metavar="K", help="tensor parallel: export rank K's shard as it is")
     command.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")

@@ -423,9 +423,7 @@ def _plan_zero(
     for name in names:
         checkpoint = source.checkpoint(name)
         groups = _get(_get(checkpoint.data, "optimizer_state_dict", checkpoint.path, dict), key, checkpoint.path, list)
-        flats.append(
-            [source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]") for i, g in enumerate(groups)]
-        )
+        flats.append([source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]") for i, g in enumerate(groups)])
         if len(flats[-1]) != len(flats[0]):
             raise ExportError(checkpoint.path, f"{key} has {len(flats[-1])} groups, rank 0 has {len(flats[0])}")
     if stage == 3:
@@ -495,7 +493,9 @@ def _plan_tensor_parallel(
     path = source.path(naming.model_states(ranks[0]))
     for key in ("parameter_with_sub_params", "affine_map", "autotp_unsupported_parameter_patterns"):
         if info.get(key):
-            raise ExportError(path, f"universal_checkpoint_info[{key!r}]: merging it is not supported yet; use --tp-rank K")
+            raise ExportError(
+                path, f"universal_checkpoint_info[{key!r}]: merging it is not supported yet; use --tp-rank K"
+            )
     per_rank = []
     kind = ""
     aliases: dict[str, str] = {}
@@ -612,7 +612,9 @@ def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]
         if optim:
             stage_tensors, aliases, _ = _plan_zero(source, optim, stage)
             if aliases:
-                raise ExportError(source.path(naming.model_states(stage)), "pipeline with tied parameters: not exported yet")
+                raise ExportError(
+                    source.path(naming.model_states(stage)), "pipeline with tied parameters: not exported yet"
+                )
             planned += stage_tensors
     known = {p.name for p in planned}
     for layer in sorted(layers, key=lambda f: f.name.layer):
@@ -715,13 +717,15 @@ def _zero3_params(
             if offset + part > size:
                 raise ExportError(
                     source.path(names[rank]),
-                    f"fp32_flat_groups is too short: {size} elements, param_shapes needs {offset + part} up to {name!r}",
+                    f"fp32_flat_groups is too short: {size} elements; param_shapes need {offset + part} to {name!r}",
                 )
         joined = [(span, span.length // 4) for rank in flats for span in _cut(rank, offset, part, 4)]
         planned.append(_t(name, shape, "float32", _cut(joined, 0, numel, 4), "trainable"))
         offset += part
     if offset != per_rank[0]:
-        raise ExportError(source.path(names[0]), f"fp32_flat_groups: param_shapes use {offset} of {per_rank[0]} elements")
+        raise ExportError(
+            source.path(names[0]), f"fp32_flat_groups: param_shapes use {offset} of {per_rank[0]} elements"
+        )
     return planned
 
 
@@ -965,7 +969,5 @@ def export(
     :func:`plan_export` with the same arguments, then :func:`write_export`.
     """
     plan = plan_export(path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank)
-    write_export(
-        plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync
-    )
+    write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync)
     return plan

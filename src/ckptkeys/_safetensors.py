@@ -12,6 +12,7 @@ never leaves a partial file under the final name. No torch, no numpy.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -196,17 +197,17 @@ def write_file(
                 end += entry.nbytes
                 out.flush()
                 if out.tell() != end:
-                    raise OSError(f"{path}: tensor {entry.name!r} wrote {out.tell() - end + entry.nbytes} bytes, "
-                                  f"its header says {entry.nbytes}")
+                    raise OSError(
+                        f"{path}: tensor {entry.name!r} wrote {out.tell() - end + entry.nbytes} bytes, "
+                        f"its header says {entry.nbytes}"
+                    )
                 if progress is not None:
                     progress(entry.nbytes)
             if fsync:
                 os.fsync(out.fileno())
         os.replace(temp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
     return end
