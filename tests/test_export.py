@@ -271,9 +271,21 @@ def test_tensor_parallel_without_a_rank_names_the_way_out(tmp_path: pathlib.Path
     assert main(["export", str(FIXTURES / "tp2_z1_bf16"), str(tmp_path / "out")]) == 1
 
 
-def test_universal_checkpoint_is_not_exported_yet() -> None:
-    with pytest.raises(ExportError, match="universal checkpoint"):
-        plan_export(FIXTURES / "uc_z2_bf16_ws2", tag="global_step3_universal")
+@needs_numpy
+def test_universal_checkpoint_exports_the_same_tensors_as_its_source(tmp_path: pathlib.Path) -> None:
+    """ds_to_universal's output (global_step3_universal) and the tag it came from, byte for byte."""
+    folder = FIXTURES / "uc_z2_bf16_ws2"
+    plan = export(folder, tmp_path / "universal", tag="global_step3_universal")
+    assert plan.layout == "universal"
+    export(folder, tmp_path / "source", tag="global_step3")
+    ours, _, data = _parse(tmp_path / "universal" / "model.safetensors")
+    theirs, _, source = _parse(tmp_path / "source" / "model.safetensors")
+    assert set(ours) == set(theirs)
+    for name, entry in ours.items():
+        assert entry["dtype"] == theirs[name]["dtype"] and entry["shape"] == theirs[name]["shape"]
+        b, e = entry["data_offsets"]
+        sb, se = theirs[name]["data_offsets"]
+        assert data[b:e] == source[sb:se], name
 
 
 def test_pipeline_names_are_the_pipeline_modules() -> None:

@@ -318,3 +318,19 @@ def test_tensor_parallel_export_equals_ds_to_universal(tmp_path: pathlib.Path) -
     ]
     assert not torch.equal(modules[0]["norm"], modules[1]["norm"])
     assert torch.equal(modules[0]["bias"], modules[1]["bias"])
+
+
+@pytest.mark.parametrize("name", ["z3_bf16_ws2", "uc_z2_bf16_ws2"])
+def test_universal_output_exports_as_its_source(name: str, tmp_path: pathlib.Path) -> None:
+    """ds_to_universal run here (ZeRO-3 writes bare tensors, ZeRO-1/2 dicts): the same tensors."""
+    from .conftest import ds_to_universal
+
+    done = ds_to_universal(FIXTURES / name / "global_step3", tmp_path / "universal")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    plan = export(tmp_path / "universal", tmp_path / "from_universal")
+    assert plan.layout == "universal"
+    export(FIXTURES / name, tmp_path / "from_source")
+    ours, source = _load(tmp_path / "from_universal"), _load(tmp_path / "from_source")
+    assert set(ours) == set(source)
+    for key, tensor in source.items():
+        _same_bits(ours[key], tensor, key)

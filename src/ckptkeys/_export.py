@@ -135,7 +135,8 @@ class ExportPlan:
     """The tag folder."""
     tag: str
     layout: str
-    """``"zero-0"``, ``"zero-1/2"``, ``"zero-3"``, ``"pipeline"``, ``"zero-1/2 moe"`` or ``"zero-1/2 tp"``."""
+    """``"zero-0"``, ``"zero-1/2"``, ``"zero-3"``, ``"pipeline"``, ``"zero-1/2 moe"``, ``"zero-1/2 tp"``
+    or ``"universal"``."""
     precision: str | None
     """The training precision (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
     dtype: str
@@ -236,14 +237,14 @@ def plan_export(
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
     limit = parse_size(max_shard_size)
     layout = _tag_layout(os.fspath(path), tag)
-    if layout.universal:
-        raise ExportError(layout.path, "is a universal checkpoint (ds_to_universal output): not exported yet")
     source = _Source(layout)
     mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
     layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
     experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
     aliases: dict[str, str] = {}
-    if layers:
+    if layout.universal:
+        tensors, aliases, kind = *_plan_universal(source), "universal"
+    elif layers:
         if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
             raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
         tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
@@ -451,7 +452,30 @@ def _plan_zero(
             if name not in skip:
                 span, _ = source.span(model_names[0], tensor, f"module[{name!r}]")
                 planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "frozen"))
-    frozen = frozen or {}
+    planned += _plan_frozen(source, model_names, models, frozen or {})
+    param_shapes = _get(model, "param_shapes", path, list)
+    if stage == 3:
+        planned += _zero3_params(param_shapes, flats, names, path, source)
+    else:
+        paddings = state.get("param_alignment_paddings")
+        counts = count if isinstance(count, list) else [world] * len(param_shapes)
+        dense = [g for g, c in enumerate(counts) if c == world]
+        if len(dense) != len(counts) and not experts:
+            raise ExportError(head.path, f"partition_count {count} differs between groups, but no expert files exist")
+        planned += _zero12_params(param_shapes, flats, names, paddings, world, source, dense)
+    shared = model.get("shared_params") or {}
+    written = {p.name for p in planned}
+    aliases = {alias: owner for alias, owner in shared.items() if owner in written}
+    return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+
+
+def _plan_frozen(
+    source: _Source, model_names: Sequence[str], models: Sequence[Checkpoint], frozen: dict[str, Any]
+) -> list[_Planned]:
+    """Frozen parameters: every model file's ``frozen_param_fragments`` joined (one file below
+    ZeRO-3, whose fragment is the whole parameter), cut to ``frozen_param_shapes``."""
+    planned: list[_Planned] = []
+    path = models[0].path
     for name, shape_value in frozen.items():
         shape = _shape(shape_value, path, f"frozen_param_shapes[{name!r}]")
         pieces: list[tuple[FileSpan, int]] = []
@@ -468,20 +492,56 @@ def _plan_zero(
         if sum(n for _, n in pieces) < numel:
             raise ExportError(path, f"frozen_param_fragments[{name!r}] hold fewer than the {numel} elements of {shape}")
         planned.append(_t(name, shape, dtype, _cut(pieces, 0, numel, ITEMSIZE[dtype]), "frozen"))
-    param_shapes = _get(model, "param_shapes", path, list)
-    if stage == 3:
-        planned += _zero3_params(param_shapes, flats, names, path, source)
-    else:
-        paddings = state.get("param_alignment_paddings")
-        counts = count if isinstance(count, list) else [world] * len(param_shapes)
-        dense = [g for g, c in enumerate(counts) if c == world]
-        if len(dense) != len(counts) and not experts:
-            raise ExportError(head.path, f"partition_count {count} differs between groups, but no expert files exist")
-        planned += _zero12_params(param_shapes, flats, names, paddings, world, source, dense)
+    return planned
+
+
+def _plan_universal(source: _Source) -> tuple[list[_Planned], dict[str, str]]:
+    """A ``ds_to_universal`` folder: every ``zero/<name>/fp32.pt`` (merged across every rank
+    already), in the module's order, then the rest by name; buffers and frozen parameters it
+    has no file for (ZeRO-3 sources) from the model states copied beside it; tied aliases left out."""
+    files = {
+        f.name.param: f
+        for f in source.layout.of_kind(FileKind.UNIVERSAL_PARAM_STATE)
+        if f.name.state == "fp32" and f.name.param is not None
+    }
+    model_files = sorted(
+        source.layout.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES),
+        key=lambda f: (f.name.mp_rank or 0, f.name.dp_rank or 0),
+    )
+    model_files = [f for f in model_files if (f.name.mp_rank or 0) == 0]
+    if not files or not model_files:
+        raise ExportError(source.layout.path, "is a universal checkpoint folder without zero/*/fp32.pt or model states")
+    models = [source.checkpoint(f.relpath) for f in model_files]
+    model = models[0].data
+    module = _get(model, "module", models[0].path, (dict, type(None))) or {}
     shared = model.get("shared_params") or {}
-    written = {p.name for p in planned}
-    aliases = {alias: owner for alias, owner in shared.items() if owner in written}
-    return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+    aliases = {alias: owner for alias, owner in shared.items() if owner in files}
+    order = [n for n in module if n in files] + sorted(n for n in files if n not in module)
+    planned: list[_Planned] = []
+    buffers = set(model.get("buffer_names") or [])
+    for name, tensor in module.items():
+        if name in buffers and name not in files:
+            span, _ = source.span(model_files[0].relpath, tensor, f"module[{name!r}]")
+            planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "buffer"))
+    frozen = {k: v for k, v in (model.get("frozen_param_shapes") or {}).items() if k not in files}
+    planned += _plan_frozen(source, [f.relpath for f in model_files], models, frozen)
+    shapes = {n: v for group in model.get("param_shapes") or [] for n, v in group.items()}
+    for name in order:
+        if name in aliases:
+            continue
+        file = files[name]
+        checkpoint = source.checkpoint(file.relpath)
+        value = checkpoint.data
+        tensor = value.get("param") if isinstance(value, dict) else value  # ZeRO-3 writes a bare tensor
+        if not isinstance(tensor, TensorInfo):
+            raise ExportError(checkpoint.path, f"holds {type(tensor).__name__}, not a parameter")
+        span, _ = source.span(file.relpath, tensor, "['param']")
+        shape = tensor.shape
+        if len(shape) == 1 and name in shapes:  # ZeRO-3's flat tensor: the shape from param_shapes
+            known = _shape(shapes[name], models[0].path, f"param_shapes {name!r}")
+            shape = known if math.prod(known) == tensor.numel else shape
+        planned.append(_t(name, shape, tensor.dtype, (span,), "trainable"))
+    return planned, aliases
 
 
 def _plan_tensor_parallel(
