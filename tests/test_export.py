@@ -239,7 +239,7 @@ def test_interrupted_write_leaves_no_file(tmp_path: pathlib.Path, monkeypatch: p
             raise KeyboardInterrupt
         copy_range(*args)
 
-    monkeypatch.setattr("ckptkeys._export.copy_range", interrupted)
+    monkeypatch.setattr("ckptkeys._export_write.copy_range", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ckptkeys.write_export(plan, tmp_path)
     assert os.listdir(tmp_path) == []

@@ -23,16 +23,8 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._converters import Verdict
-    from ._export import (
-        ExportError,
-        ExportPlan,
-        ExportShard,
-        ExportTensor,
-        OutputExistsError,
-        export,
-        plan_export,
-        write_export,
-    )
+    from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+    from ._export_write import OutputExistsError, export, write_export
     from ._layout import Layout, LayoutFile, TagLayout, scan
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
@@ -177,10 +169,10 @@ _ELSEWHERE = {
     "ExportPlan": "_export",
     "ExportShard": "_export",
     "ExportTensor": "_export",
-    "OutputExistsError": "_export",
-    "export": "_export",
+    "OutputExistsError": "_export_write",
+    "export": "_export_write",
     "plan_export": "_export",
-    "write_export": "_export",
+    "write_export": "_export_write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 
