@@ -334,3 +334,40 @@ def test_universal_output_exports_as_its_source(name: str, tmp_path: pathlib.Pat
     assert set(ours) == set(source)
     for key, tensor in source.items():
         _same_bits(ours[key], tensor, key)
+
+
+MOE_SCRIPT = ROOT / "tests" / "integration" / "train_moe_for_export.py"
+
+
+@pytest.mark.parametrize("ep_size", [2, 1])
+def test_moe_bf16_export_is_the_fp32_masters_of_every_expert(ep_size: int, tmp_path: pathlib.Path) -> None:
+    """Four experts over two ranks (expert parallel 2, or 1: every rank all experts), bf16, ZeRO-2.
+
+    The files hold the bf16 weights; the export's fp32 values are the optimizer's masters, and
+    cast to bf16 they are those weights bit for bit, every expert under its global name.
+    """
+    save = tmp_path / "save"
+    port = str(_free_port())
+    ranks = []
+    for rank in range(2):
+        env = dict(os.environ, DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
+        command = [sys.executable, str(MOE_SCRIPT), str(save), str(ep_size), "bf16"]
+        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for process in ranks:
+        output, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, output[-3000:]
+    plan = export(save, tmp_path / "out")
+    ours = _load(tmp_path / "out")
+    tag = save / "step3"
+    files = dict(torch.load(tag / "mp_rank_00_model_states.pt", weights_only=False)["module"])
+    for expert in range(4):
+        files.update(torch.load(tag / f"layer_0_expert_{expert}_mp_rank_00_model_states.pt", weights_only=False))
+    assert set(ours) == set(files)
+    for name, tensor in files.items():
+        assert ours[name].dtype == torch.float32
+        _same_bits(ours[name].to(torch.bfloat16), tensor, name)
+    # Every tensor, experts included, comes from the optimizer's fp32 partitions, none from the files.
+    assert all("optim_states" in s.path for t in plan.tensors for s in t.sources)
+    # With expert parallel 1 the expert group is partitioned like the dense one: no renaming needed.
+    assert {t.origin for t in plan.tensors} == ({"trainable", "expert"} if ep_size == 2 else {"trainable"})

@@ -248,7 +248,16 @@ def plan_export(
         if experts:
             if kind == "zero-3":
                 raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
-            tensors += _plan_experts(source, [f for f in experts if f.name.mp_rank == mp])
+            files = _plan_experts(source, [f for f in experts if f.name.mp_rank == mp])
+            masters = {t.name: t for t in tensors}
+            for tensor in files:  # the fp32 masters came from the partitions: the files must agree on them
+                master = masters.get(tensor.name)
+                if master is None:
+                    tensors.append(tensor)  # no optimizer partition holds it (frozen, say): the file's weights
+                elif master.shape != tensor.shape:
+                    raise ExportError(
+                        tensor.sources[0].path, f"{tensor.name!r} is {tensor.shape}, its partitions say {master.shape}"
+                    )
             kind += " moe"
     precision = layout.precision
     if dtype == "auto":
@@ -439,10 +448,68 @@ def _plan_zero(
         if len(dense) != len(counts) and not experts:
             raise ExportError(head.path, f"partition_count {count} differs between groups, but no expert files exist")
         planned += _zero12_params(param_shapes, flats, names, paddings, world, source, dense)
+        for group, edp in enumerate(counts):
+            if edp != world:
+                planned += _expert_masters(source, model, param_shapes, flats, names, paddings, group, edp)
     shared = model.get("shared_params") or {}
     written = {p.name for p in planned}
     aliases = {alias: owner for alias, owner in shared.items() if owner in written}
     return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+
+
+_MOE_EXPERTS: Final = ".deepspeed_moe.experts.deepspeed_experts."
+
+
+def _expert_masters(
+    source: _Source,
+    model: dict[str, Any],
+    param_shapes: list[Any],
+    flats: list[list[tuple[FileSpan, int]]],
+    names: list[str],
+    paddings: Any,
+    group: int,
+    edp: int,
+) -> list[_Planned]:
+    """The fp32 master weights of an expert group (partitioned over ``edp`` < all ranks).
+
+    DeepSpeed's expert-parallel groups are consecutive ranks (``ep = ranks / edp`` of them),
+    so rank ``r`` holds the local experts of expert-parallel rank ``r % ep``, partition
+    ``r // ep``. Each expert-parallel rank's partitions are joined and cut as ZeRO-1/2's, and
+    local expert ``l`` of a layer with ``n`` experts becomes global expert ``(r % ep) * n / ep + l``,
+    the name DeepSpeed gives it in the expert files (``_save_moe_checkpoint``).
+    """
+    world = len(flats)
+    path = source.path(names[0])
+    if world % edp:
+        raise ExportError(path, f"partition_count {edp} of group {group} does not divide the {world} ranks")
+    ep = world // edp
+    local = list(param_shapes[group])
+    prefixes = list(dict.fromkeys(n.split(_MOE_EXPERTS)[0] for n in local if _MOE_EXPERTS in n))
+    counts = model.get("num_experts")
+    if not prefixes or any(_MOE_EXPERTS not in n for n in local) or not isinstance(counts, list):
+        raise ExportError(
+            path, f"group {group} is an expert group, but its names or num_experts {counts!r} do not say so"
+        )
+    if len(counts) < len(prefixes):
+        raise ExportError(path, f"num_experts {counts!r} lists fewer MoE layers than group {group} names")
+    per_layer = dict(zip(prefixes, counts, strict=False))
+    planned: list[_Planned] = []
+    for rank in range(ep):
+        ranks = list(range(rank, world, ep))
+        part = _zero12_params(
+            param_shapes, [flats[r] for r in ranks], [names[r] for r in ranks], paddings, edp, source, [group]
+        )
+        for tensor in part:
+            prefix, _, rest = tensor.name.partition(_MOE_EXPERTS)
+            if not rest:
+                raise ExportError(path, f"{tensor.name!r} is in expert group {group} but names no expert")
+            index, _, tail = rest.partition(".")
+            experts = per_layer[prefix]
+            if type(experts) is not int or experts % ep or not index.isdigit():
+                raise ExportError(path, f"{tensor.name!r}: num_experts {experts!r} is no multiple of {ep} ranks")
+            name = f"{prefix}{_MOE_EXPERTS}{rank * (experts // ep) + int(index)}.{tail}"
+            planned.append(replace(tensor, name=name, origin="expert"))
+    return planned
 
 
 def _plan_frozen(
