@@ -446,3 +446,38 @@ def test_bad_shard_job_is_a_usage_error(text: str, tmp_path: pathlib.Path) -> No
 def test_index_only_of_a_single_file_export_is_refused(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ExportError, match="no index"):
         export(FIXTURES / "z2_bf16_ws2", tmp_path, index_only=True)
+
+
+class _Terminal:
+    """A stand-in for a terminal's stderr."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@needs_numpy
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_shows_on_a_terminal_only(quiet: bool, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path), *(["-q"] if quiet else [])]) == 0
+    total = plan_export(FIXTURES / "z2_bf16_ws2").total_size
+    shown = f"exporting {total / 1e9:.2f}/{total / 1e9:.2f} GB"
+    assert (shown in terminal.text) is not quiet
+    assert "wrote 1 file(s)" in terminal.text
+
+
+@needs_numpy
+def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path)]) == 0
+    assert "exporting" not in capsys.readouterr().err
