@@ -467,7 +467,9 @@ class _Terminal:
 
 @needs_numpy
 @pytest.mark.parametrize("quiet", [False, True])
-def test_progress_shows_on_a_terminal_only(quiet: bool, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_shows_on_a_terminal_only(
+    quiet: bool, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path), *(["-q"] if quiet else [])]) == 0
