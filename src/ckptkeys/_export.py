@@ -5,7 +5,7 @@ tensor's name, shape and dtype, the byte ranges of the checkpoint files that hol
 in order, and the output files. ``_export_write`` writes it.
 
 Which data holds the weights, layout by layout (the names and values of DeepSpeed's
-``zero_to_fp32``; docs/export.md):
+``zero_to_fp32``; docs/export.md has the table):
 
 - ZeRO-1/2: ``single_partition_of_fp32_groups`` of every data-parallel rank, joined per group
   and cut by ``param_shapes``, skipping ``param_alignment_paddings``;
@@ -15,6 +15,11 @@ Which data holds the weights, layout by layout (the names and values of DeepSpee
   writes none (zero_to_fp32 then drops them), so there they come from the module;
 - buffers from the module (rank 0's model states);
 - ZeRO-0: the module's tensors as saved;
+- pipeline: each stage as ZeRO-1/2, named ``<layer>.<key>``; the rest from the layer files;
+- MoE: expert groups from each expert-parallel rank's partitions, renamed to global experts;
+- tensor parallel: each rank as above, merged by ``universal_checkpoint_info`` as
+  ``ds_to_universal`` merges;
+- universal: ``zero/<name>/fp32.pt``;
 - tied parameters (``shared_params``): written once, under the name that owns them.
 """
 
@@ -248,16 +253,7 @@ def plan_export(
         if experts:
             if kind == "zero-3":
                 raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
-            files = _plan_experts(source, [f for f in experts if f.name.mp_rank == mp])
-            masters = {t.name: t for t in tensors}
-            for tensor in files:  # the fp32 masters came from the partitions: the files must agree on them
-                master = masters.get(tensor.name)
-                if master is None:
-                    tensors.append(tensor)  # no optimizer partition holds it (frozen, say): the file's weights
-                elif master.shape != tensor.shape:
-                    raise ExportError(
-                        tensor.sources[0].path, f"{tensor.name!r} is {tensor.shape}, its partitions say {master.shape}"
-                    )
+            tensors += _expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
             kind += " moe"
     precision = layout.precision
     if dtype == "auto":
@@ -272,6 +268,24 @@ def plan_export(
     return ExportPlan(
         layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
     )
+
+
+def _expert_file_leftovers(
+    source: _Source, experts: Sequence[Any], planned: Sequence[ExportTensor]
+) -> list[ExportTensor]:
+    """The expert files' tensors that no optimizer partition holds (frozen, or ZeRO-0); the
+    others must agree in shape with the masters planned from the partitions."""
+    masters = {t.name: t for t in planned}
+    leftovers = []
+    for tensor in _plan_experts(source, experts):
+        master = masters.get(tensor.name)
+        if master is None:
+            leftovers.append(tensor)
+        elif master.shape != tensor.shape:
+            raise ExportError(
+                tensor.sources[0].path, f"{tensor.name!r} is {tensor.shape}, its partitions say {master.shape}"
+            )
+    return leftovers
 
 
 def _tag_layout(path: str, tag: str | None) -> TagLayout:
