@@ -401,7 +401,7 @@ def test_a_full_disk_names_the_output_and_leaves_no_file(cast: bool, tmp_path: p
     extra = ["--dtype", "fp16"] if cast else []
     done = subprocess.run(
         [sys.executable, "-c", FULL_DISK, str(FIXTURES / "z0_fp32_ws1"), str(out), *extra],
-        env=dict(os.environ, PYTHONPATH=src),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])),
         capture_output=True,
         text=True,
         check=False,
