@@ -483,3 +483,16 @@ def test_progress_shows_on_a_terminal_only(
 def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path)]) == 0
     assert "exporting" not in capsys.readouterr().err
+
+
+@needs_numpy
+def test_progress_counts_every_output_byte_in_steps(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies report every step (64 MiB; 64 B here), casts every chunk: monotonic, ending at the total."""
+    monkeypatch.setattr("ckptkeys._export_write._COPY_STEP", 64)
+    seen: list[tuple[int, int]] = []
+    plan = export(FIXTURES / "z2_bf16_ws2", tmp_path, progress=lambda done, total: seen.append((done, total)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == plan.total_size
+    assert {t for _, t in seen} == {plan.total_size}
+    largest = max(t.nbytes for t in plan.tensors if t.dtype == t.source_dtype)
+    assert len(seen) > len(plan.tensors) and largest > 64  # a tensor's copy reported in several steps
