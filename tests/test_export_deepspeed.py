@@ -15,6 +15,7 @@ import importlib.util
 import io
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -129,15 +130,23 @@ def test_tp_rank_export_equals_that_ranks_module_weights(rank: int, tmp_path: pa
         _same_bits(ours[key].to(tensor.dtype), tensor, key)
 
 
-def test_short_partition_names_the_file(tmp_path: pathlib.Path) -> None:
-    folder = tmp_path / "z2"
-    shutil.copytree(FIXTURES / "z2_bf16_ws2", folder)
-    shard = folder / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
-    state = torch.load(shard, weights_only=False)
-    groups = state["optimizer_state_dict"]["single_partition_of_fp32_groups"]
+@pytest.mark.parametrize(
+    ("name", "shard", "key"),
+    [
+        ("z2_bf16_ws2", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", "single_partition_of_fp32_groups"),
+        ("z3_bf16_ws2", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", "fp32_flat_groups"),
+    ],
+)
+def test_short_partition_names_the_file(name: str, shard: str, key: str, tmp_path: pathlib.Path) -> None:
+    """A partition shorter than param_shapes needs (cut by torch, saved by torch): refused, naming it."""
+    folder = tmp_path / name
+    shutil.copytree(FIXTURES / name, folder)
+    path = folder / "global_step3" / shard
+    state = torch.load(path, weights_only=False)
+    groups = state["optimizer_state_dict"][key]
     groups[0] = groups[0][:-10].clone()
-    torch.save(state, shard)
-    with pytest.raises(ExportError, match=r"bf16_zero_pp_rank_1_mp_rank_00_optim_states\.pt: .*too short"):
+    torch.save(state, path)
+    with pytest.raises(ExportError, match=rf"{re.escape(shard)}: {key}.* too short"):
         plan_export(folder)
     from ckptkeys._cli import main
 
