@@ -40,15 +40,16 @@ for version in "${versions[@]}"; do
     venv=$root/.venvs/py$version
     echo "== Python $version ($python)"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    pip_quiet "$venv/bin/python" -m pip install -q -e "$root[test]"
+    pip_quiet "$venv/bin/python" -m pip install -q -e "$root[test,export]"
     "$venv/bin/python" -m pip show ckptkeys >/dev/null
     if [ "$version" = "3.11" ] && [ "$with_deepspeed" != "0" ]; then
         pip_quiet "$venv/bin/python" -m pip install -q torch==2.13.0
         DS_BUILD_OPS=0 pip_quiet "$venv/bin/python" -m pip install -q deepspeed==0.19.8
-        # zero_to_fp32 --safe_serialization needs safetensors (tests/test_converters_deepspeed.py).
-        pip_quiet "$venv/bin/python" -m pip install -q safetensors==0.7.0
-        "$venv/bin/python" -c 'import torch, deepspeed, safetensors' 2>/dev/null || {
-            echo "error: torch/DeepSpeed/safetensors did not install" >&2
+        # References for ckptkeys export (tests/test_export_deepspeed.py): safetensors' loader, and
+        # huggingface_hub's shard split (zero_to_fp32 --safe_serialization needs it too).
+        pip_quiet "$venv/bin/python" -m pip install -q safetensors==0.7.0 huggingface_hub==2.4.0
+        "$venv/bin/python" -c 'import torch, deepspeed, safetensors, huggingface_hub' 2>/dev/null || {
+            echo "error: torch/DeepSpeed/safetensors/huggingface_hub did not install" >&2
             exit 1
         }
     fi

@@ -25,6 +25,8 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._converters import Verdict
+    from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+    from ._export_write import OutputExistsError, export, write_export
     from ._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
@@ -92,6 +94,10 @@ __all__ = [
     "Checkpoint",
     "CkptKeysError",
     "CorruptCheckpointError",
+    "ExportError",
+    "ExportPlan",
+    "ExportShard",
+    "ExportTensor",
     "FileReport",
     "FoldingKeys",
     "GlobalRef",
@@ -107,6 +113,7 @@ __all__ = [
     "Opaque",
     "OptimFileKeys",
     "OptimizerKeys",
+    "OutputExistsError",
     "ParallelDimsKeys",
     "ParamAttrKeys",
     "ParamPatternKeys",
@@ -131,10 +138,12 @@ __all__ = [
     "Verdict",
     "VocabKeys",
     "__version__",
+    "export",
     "iter_members",
     "member_for_constant",
     "members_for",
     "plain",
+    "plan_export",
     "read",
     "scan",
     "scan_run",
@@ -144,6 +153,7 @@ __all__ = [
     "validate_path",
     "validate_run",
     "validate_tag",
+    "write_export",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -188,6 +198,14 @@ _ELSEWHERE = {
     "FileReport": "_validate",
     "RunReport": "_validate",
     "Verdict": "_converters",
+    "ExportError": "_export",
+    "ExportPlan": "_export",
+    "ExportShard": "_export",
+    "ExportTensor": "_export",
+    "OutputExistsError": "_export_write",
+    "export": "_export_write",
+    "plan_export": "_export",
+    "write_export": "_export_write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
 

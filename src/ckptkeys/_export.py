@@ -1,0 +1,872 @@
+"""``plan_export()``: what exporting a DeepSpeed checkpoint to safetensors writes, from its pickles.
+
+The plan comes from the pickles alone (``read`` never touches a tensor byte): every output
+tensor's name, shape and dtype, the byte ranges of the checkpoint files that hold its values,
+in order, and the output files. ``_export_write`` writes it.
+
+Which data holds the weights, layout by layout (the names and values of DeepSpeed's
+``zero_to_fp32``; docs/export.md has the table):
+
+- ZeRO-1/2: ``single_partition_of_fp32_groups`` of every data-parallel rank, joined per group
+  and cut by ``param_shapes``, skipping ``param_alignment_paddings``;
+- ZeRO-3: ``fp32_flat_groups`` of every rank; each parameter is ``ceil(numel / world)``
+  elements on every rank, joined and cut to ``numel``;
+- frozen parameters from ``frozen_param_fragments`` (joined across ranks under ZeRO-3); ZeRO-1
+  writes none (zero_to_fp32 then drops them), so there they come from the module;
+- buffers from the module (rank 0's model states);
+- ZeRO-0: the module's tensors as saved;
+- pipeline: each stage as ZeRO-1/2, named ``<layer>.<key>``; the rest from the layer files;
+- MoE: expert groups from each expert-parallel rank's partitions, renamed to global experts;
+- tensor parallel: each rank as above, merged by ``universal_checkpoint_info`` as
+  ``ds_to_universal`` merges;
+- universal: ``zero/<name>/fp32.pt``;
+- tied parameters (``shared_params``): written once, under the name that owns them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field, replace
+
+from . import naming
+from ._errors import CkptKeysError, ReadError
+from ._layout import TagLayout, scan
+from ._pickle import Opaque
+from ._reader import Checkpoint, read
+from ._safetensors import DTYPES, ITEMSIZE
+from ._spans import FileSpan, record_spans, tensor_span
+from ._torch import TensorInfo
+from .naming import FileKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final, Literal
+
+__all__ = ["ExportError", "ExportPlan", "ExportShard", "ExportTensor", "parse_size", "plan_export"]
+
+Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
+DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
+_TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
+SINGLE_FILE: Final = "model.safetensors"
+# transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
+_UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+class ExportError(CkptKeysError):
+    """A checkpoint that cannot be exported, or an output that must not be overwritten.
+
+    ``path`` names the file or folder; ``reason`` says what is wrong.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTensor:
+    """One output tensor: its name, shape and dtype, and where its values are."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    """The output dtype, torch's name (``"float32"``)."""
+    source_dtype: str
+    """The dtype of the bytes in :attr:`sources`."""
+    sources: tuple[FileSpan, ...]
+    """Byte ranges of checkpoint files; joined, they hold the tensor's elements in order."""
+    origin: Literal["trainable", "frozen", "buffer", "module", "expert"]
+    mean_of: tuple[tuple[FileSpan, ...], ...] = ()
+    """Tensor parallel, a parameter averaged on merging: the element-wise mean (in float32, as
+    ``sum(slices) / len(slices)``) of these byte ranges, one per rank; :attr:`sources` is empty."""
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * ITEMSIZE[self.dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportShard:
+    """One output file and the tensors it holds, in order."""
+
+    filename: str
+    tensors: tuple[str, ...]
+    nbytes: int
+    """Bytes of tensor data (the file adds its header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What :func:`export` writes, known before any tensor byte is read."""
+
+    checkpoint: str
+    """The tag folder."""
+    tag: str
+    layout: str
+    """``"zero-0"``, ``"zero-1/2"``, ``"zero-3"``, ``"pipeline"``, ``"zero-1/2 moe"``, ``"zero-1/2 tp"``
+    or ``"universal"``."""
+    precision: str | None
+    """The training precision (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
+    dtype: str
+    """The requested output dtype (``"fp32"``, ``"bf16"``, ``"fp16"``; ``"auto"`` resolved)."""
+    tensors: tuple[ExportTensor, ...]
+    shards: tuple[ExportShard, ...]
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Tied parameters left out, each mapped to the name its values are written under."""
+    max_shard_size: int = 5 * 10**9
+
+    @property
+    def total_size(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.shards) > 1
+
+    def index(self) -> dict[str, Any]:
+        """The ``model.safetensors.index.json`` document (written only when sharded)."""
+        weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
+        return {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
+        return {
+            "schema_version": 1,
+            "checkpoint": self.checkpoint,
+            "tag": self.tag,
+            "layout": self.layout,
+            "precision": self.precision,
+            "dtype": self.dtype,
+            "total_size": self.total_size,
+            "max_shard_size": self.max_shard_size,
+            "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "dtype": t.dtype,
+                    "source_dtype": t.source_dtype,
+                    "bytes": t.nbytes,
+                    "origin": t.origin,
+                    "sources": [{"path": s.path, "offset": s.offset, "length": s.length} for s in t.sources],
+                    "mean_of": [
+                        [{"path": s.path, "offset": s.offset, "length": s.length} for s in spans] for spans in t.mean_of
+                    ],
+                }
+                for t in self.tensors
+            ],
+            "aliases": dict(self.aliases),
+        }
+
+
+def parse_size(size: int | str) -> int:
+    """A shard size as ``transformers`` spells it: ``"5GB"`` = 5 * 10**9 bytes, ``"500MiB"``, ``1000``.
+
+    As ``transformers.utils.hub.convert_file_size_to_int``: KB/MB/GB are powers of ten,
+    KiB/MiB/GiB powers of two, and a lowercase final ``b`` (``"5Gb"``) means bits. TB/TiB and
+    decimals (``"1.5GB"``, as ``huggingface_hub`` takes them) are accepted too.
+    """
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"the shard size must be positive, not {size}")
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
+    unit = match.group(2) if match else ""
+    if match is None or unit.upper() not in _UNITS:
+        raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
+    value = int(float(match.group(1)) * _UNITS[unit.upper()])
+    if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:
+        value //= 8  # "5Gb": gigabits
+    if value <= 0:
+        raise ValueError(f"the shard size must be positive, not {size!r}")
+    return value
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def plan_export(
+    path: str | os.PathLike[str],
+    *,
+    tag: str | None = None,
+    dtype: Dtype = "fp32",
+    max_shard_size: int | str = "5GB",
+    tp_rank: int | None = None,
+) -> ExportPlan:
+    """The plan to export the checkpoint at ``path`` (a save folder or a tag folder).
+
+    ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
+    the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
+    ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
+    ``tp_rank`` exports one tensor-parallel rank's shard as it is. Raises
+    :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
+    limit = parse_size(max_shard_size)
+    layout = _tag_layout(os.fspath(path), tag)
+    source = _Source(layout)
+    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
+    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
+    experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
+    aliases: dict[str, str] = {}
+    if layout.universal:
+        tensors, aliases, kind = *_plan_universal(source), "universal"
+    elif layers:
+        if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
+            raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
+        tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
+    elif tp_rank is None and len(mp_ranks) > 1:
+        if experts:
+            raise ExportError(layout.path, "is a tensor-parallel mixture-of-experts checkpoint: not exported yet")
+        info = source.checkpoint(naming.model_states(mp_ranks[0])).data.get("universal_checkpoint_info")
+        if not isinstance(info, dict):
+            raise ExportError(
+                layout.path,
+                f"is tensor parallel ({len(mp_ranks)} mp_rank files) without universal_checkpoint_info, which "
+                "says how to merge them: export one rank's shard as it is with --tp-rank K (tp_rank=K), "
+                "or save the info with the checkpoint (docs/writing.md)",
+            )
+        tensors, aliases, kind = _plan_tensor_parallel(source, mp_ranks, info)
+    else:
+        mp = mp_ranks[0] if tp_rank is None else tp_rank
+        if mp not in mp_ranks:
+            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+        optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
+        if optim:
+            tensors, aliases, kind = _plan_zero(source, optim, mp, experts=bool(experts))
+        else:
+            tensors, kind = _plan_zero0(source, mp), "zero-0"
+        if experts:
+            if kind == "zero-3":
+                raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
+            tensors += _expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
+            kind += " moe"
+    precision = layout.precision
+    if dtype == "auto":
+        dtype = precision or "fp32"
+    target = _TORCH_NAMES[dtype]
+    planned = []
+    for tensor in tensors:
+        out = target if tensor.source_dtype in _FLOATS else tensor.source_dtype
+        if out not in DTYPES:
+            raise ExportError(layout.path, f"tensor {tensor.name!r} has dtype {out}, which safetensors cannot hold")
+        planned.append(replace(tensor, dtype=out))
+    return ExportPlan(
+        layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
+    )
+
+
+def _expert_file_leftovers(
+    source: _Source, experts: Sequence[Any], planned: Sequence[ExportTensor]
+) -> list[ExportTensor]:
+    """The expert files' tensors that no optimizer partition holds (frozen, or ZeRO-0); the
+    others must agree in shape with the masters planned from the partitions."""
+    masters = {t.name: t for t in planned}
+    leftovers = []
+    for tensor in _plan_experts(source, experts):
+        master = masters.get(tensor.name)
+        if master is None:
+            leftovers.append(tensor)
+        elif master.shape != tensor.shape:
+            raise ExportError(
+                tensor.sources[0].path, f"{tensor.name!r} is {tensor.shape}, its partitions say {master.shape}"
+            )
+    return leftovers
+
+
+def _tag_layout(path: str, tag: str | None) -> TagLayout:
+    layout = scan(path)
+    if layout.kind == "tag":
+        if tag is not None and tag != layout.tags[0].name:
+            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")
+        chosen = layout.tags[0]
+    else:
+        name = tag if tag is not None else layout.latest
+        if name is None:
+            names = ", ".join(t.name for t in layout.tags) or "none"
+            raise ExportError(path, f"has no 'latest' file: choose a tag with --tag (tags: {names})")
+        try:
+            chosen = layout.tag(name)
+        except KeyError:
+            raise ExportError(path, f"has no tag folder {name!r}") from None
+    return scan(chosen.path, read=True).tags[0]
+
+
+class _Source:
+    """The tag's files, read on demand, with the byte ranges of their storage records."""
+
+    def __init__(self, layout: TagLayout) -> None:
+        self.layout = layout
+        self.by_name = {f.relpath: f for f in layout.files}
+        self._spans: dict[str, dict[str, FileSpan]] = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.layout.path, name)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        if name not in self.by_name:
+            raise ExportError(self.path(name), "is missing: the checkpoint is incomplete")
+        found = self.layout.checkpoints.get(name)
+        return found if found is not None else read(self.path(name))  # read() raises what went wrong
+
+    def span(self, name: str, tensor: Any, what: str) -> tuple[FileSpan, int]:
+        """The bytes of ``tensor`` (found at ``what`` in file ``name``) and its element count."""
+        checkpoint = self.checkpoint(name)
+        if not isinstance(tensor, TensorInfo):
+            raise ExportError(checkpoint.path, f"{what} is {type(tensor).__name__}, not a tensor")
+        spans = self._spans.get(name)
+        if spans is None:
+            spans = self._spans[name] = record_spans(checkpoint)
+        try:
+            return tensor_span(checkpoint, tensor, spans), tensor.numel
+        except ReadError as error:
+            raise ExportError(checkpoint.path, f"{what}: {error.reason}") from None
+
+
+def _get(data: Any, key: str, path: str, expected: type | tuple[type, ...], where: str = "") -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise ExportError(path, f"has no {where}{key!r}")
+    value = data[key]
+    if not isinstance(value, expected):
+        raise ExportError(path, f"{where}{key!r} is {type(value).__name__}, not what DeepSpeed writes")
+    return value
+
+
+def _stage(value: Any) -> int | None:
+    if isinstance(value, Opaque) and value.qualname.endswith("ZeroStageEnum") and len(value.args) == 1:
+        value = value.args[0]
+    return value if type(value) is int else None
+
+
+def _shape(value: Any, path: str, what: str) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)) and all(type(v) is int and v >= 0 for v in value):
+        return tuple(value)
+    raise ExportError(path, f"{what} is {value!r:.60}, not a shape")
+
+
+_Planned = ExportTensor  # while planning, dtype is still source_dtype; plan_export sets the output dtype
+
+
+def _t(
+    name: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    spans: tuple[FileSpan, ...],
+    origin: Literal["trainable", "frozen", "buffer", "module", "expert"],
+    mean_of: tuple[tuple[FileSpan, ...], ...] = (),
+) -> ExportTensor:
+    return ExportTensor(name, shape, dtype, dtype, spans, origin, mean_of)
+
+
+def _plan_zero0(source: _Source, mp: int) -> list[_Planned]:
+    name = naming.model_states(mp)
+    checkpoint = source.checkpoint(name)
+    module = _get(checkpoint.data, "module", checkpoint.path, dict)
+    buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
+    planned: list[_Planned] = []
+    for key, tensor in module.items():
+        span, _ = source.span(name, tensor, f"module[{key!r}]")
+        planned.append(_t(key, tensor.shape, tensor.dtype, (span,), "buffer" if key in buffers else "module"))
+    return planned
+
+
+def _plan_zero(
+    source: _Source, optim: Sequence[Any], mp: int, *, experts: bool = False
+) -> tuple[list[_Planned], dict[str, str], str]:
+    """ZeRO-1/2/3 of one model-parallel rank: buffers, frozen and trainable parameters.
+
+    With ``experts``, groups partitioned over fewer ranks than the others (expert groups,
+    named by local expert index) are left to :func:`_plan_experts`.
+    """
+    first = min(optim, key=lambda f: f.name.dp_rank)
+    if first.name.dp_rank != 0:
+        raise ExportError(source.path(naming.optim_states(0, mp, first.name.precision)), "is missing (rank 0)")
+    head = source.checkpoint(first.relpath)
+    state = _get(head.data, "optimizer_state_dict", head.path, dict)
+    stage = _stage(state.get("zero_stage", 1))  # BF16_Optimizer writes no zero_stage: its layout is ZeRO-1's
+    count = state.get("partition_count")
+    world = max(count) if isinstance(count, list) and count else count
+    if stage not in (1, 2, 3) or type(world) is not int or world < 1:
+        raise ExportError(head.path, f"zero_stage {state.get('zero_stage')!r} / partition_count {count!r} unknown")
+    ranks = {f.name.dp_rank: f.relpath for f in optim}
+    names = []
+    for rank in range(world):
+        if rank not in ranks:
+            raise ExportError(
+                source.path(naming.optim_states(rank, mp, first.name.precision)),
+                f"is missing: partition_count is {world}, rank {rank}'s optimizer shard is not in the folder",
+            )
+        names.append(ranks[rank])
+    extra = sorted(set(ranks) - set(range(world)))
+    if extra:
+        raise ExportError(source.path(ranks[extra[0]]), f"is rank {extra[0]}, but partition_count is {world}")
+    key = "fp32_flat_groups" if stage == 3 else "single_partition_of_fp32_groups"
+    # Per rank: the flat fp32 groups as (span, numel).
+    flats: list[list[tuple[FileSpan, int]]] = []
+    for name in names:
+        checkpoint = source.checkpoint(name)
+        groups = _get(_get(checkpoint.data, "optimizer_state_dict", checkpoint.path, dict), key, checkpoint.path, list)
+        flats.append([source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]") for i, g in enumerate(groups)])
+        if len(flats[-1]) != len(flats[0]):
+            raise ExportError(checkpoint.path, f"{key} has {len(flats[-1])} groups, rank 0 has {len(flats[0])}")
+    if stage == 3:
+        model_names = [naming.zero3_model_states(rank, mp) for rank in range(world)]
+    else:
+        model_names = [naming.model_states(mp)]
+    models = [source.checkpoint(n) for n in model_names]
+    model = models[0].data
+    path = models[0].path
+    planned: list[_Planned] = []
+    module = _get(model, "module", path, (dict, type(None))) or {}  # None under the pipeline engine
+    buffer_names = set(_get(model, "buffer_names", path, list))
+    for name, tensor in module.items():
+        if name in buffer_names:
+            span, _ = source.span(model_names[0], tensor, f"module[{name!r}]")
+            planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "buffer"))
+    frozen = model.get("frozen_param_shapes")
+    if frozen is None and stage != 3:
+        # ZeRO-1 writes no frozen_param_shapes and zero_to_fp32 drops frozen parameters; the
+        # module holds them (in the training precision): every entry that is not a buffer, a
+        # trained parameter or a tied alias.
+        trained = {name for group in _get(model, "param_shapes", path, list) for name in group}
+        skip = buffer_names | trained | set(model.get("shared_params") or {})
+        for name, tensor in module.items():
+            if name not in skip:
+                span, _ = source.span(model_names[0], tensor, f"module[{name!r}]")
+                planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "frozen"))
+    planned += _plan_frozen(source, model_names, models, frozen or {})
+    param_shapes = _get(model, "param_shapes", path, list)
+    if stage == 3:
+        planned += _zero3_params(param_shapes, flats, names, path, source)
+    else:
+        paddings = state.get("param_alignment_paddings")
+        counts = count if isinstance(count, list) else [world] * len(param_shapes)
+        dense = [g for g, c in enumerate(counts) if c == world]
+        if len(dense) != len(counts) and not experts:
+            raise ExportError(head.path, f"partition_count {count} differs between groups, but no expert files exist")
+        planned += _zero12_params(param_shapes, flats, names, paddings, world, source, dense)
+        for group, edp in enumerate(counts):
+            if edp != world:
+                planned += _expert_masters(source, model, param_shapes, flats, names, paddings, group, edp)
+    shared = model.get("shared_params") or {}
+    written = {p.name for p in planned}
+    aliases = {alias: owner for alias, owner in shared.items() if owner in written}
+    return planned, aliases, "zero-3" if stage == 3 else "zero-1/2"
+
+
+_MOE_EXPERTS: Final = ".deepspeed_moe.experts.deepspeed_experts."
+
+
+def _expert_masters(
+    source: _Source,
+    model: dict[str, Any],
+    param_shapes: list[Any],
+    flats: list[list[tuple[FileSpan, int]]],
+    names: list[str],
+    paddings: Any,
+    group: int,
+    edp: int,
+) -> list[_Planned]:
+    """The fp32 master weights of an expert group (partitioned over ``edp`` < all ranks).
+
+    DeepSpeed's expert-parallel groups are consecutive ranks (``ep = ranks / edp`` of them),
+    so rank ``r`` holds the local experts of expert-parallel rank ``r % ep``, partition
+    ``r // ep``. Each expert-parallel rank's partitions are joined and cut as ZeRO-1/2's, and
+    local expert ``l`` of a layer with ``n`` experts becomes global expert ``(r % ep) * n / ep + l``,
+    the name DeepSpeed gives it in the expert files (``_save_moe_checkpoint``).
+    """
+    world = len(flats)
+    path = source.path(names[0])
+    if world % edp:
+        raise ExportError(path, f"partition_count {edp} of group {group} does not divide the {world} ranks")
+    ep = world // edp
+    local = list(param_shapes[group])
+    prefixes = list(dict.fromkeys(n.split(_MOE_EXPERTS)[0] for n in local if _MOE_EXPERTS in n))
+    counts = model.get("num_experts")
+    if not prefixes or any(_MOE_EXPERTS not in n for n in local) or not isinstance(counts, list):
+        raise ExportError(
+            path, f"group {group} is an expert group, but its names or num_experts {counts!r} do not say so"
+        )
+    if len(counts) < len(prefixes):
+        raise ExportError(path, f"num_experts {counts!r} lists fewer MoE layers than group {group} names")
+    per_layer = dict(zip(prefixes, counts, strict=False))
+    planned: list[_Planned] = []
+    for rank in range(ep):
+        ranks = list(range(rank, world, ep))
+        part = _zero12_params(
+            param_shapes, [flats[r] for r in ranks], [names[r] for r in ranks], paddings, edp, source, [group]
+        )
+        for tensor in part:
+            prefix, _, rest = tensor.name.partition(_MOE_EXPERTS)
+            if not rest:
+                raise ExportError(path, f"{tensor.name!r} is in expert group {group} but names no expert")
+            index, _, tail = rest.partition(".")
+            experts = per_layer[prefix]
+            if type(experts) is not int or experts % ep or not index.isdigit():
+                raise ExportError(path, f"{tensor.name!r}: num_experts {experts!r} is no multiple of {ep} ranks")
+            name = f"{prefix}{_MOE_EXPERTS}{rank * (experts // ep) + int(index)}.{tail}"
+            planned.append(replace(tensor, name=name, origin="expert"))
+    return planned
+
+
+def _plan_frozen(
+    source: _Source, model_names: Sequence[str], models: Sequence[Checkpoint], frozen: dict[str, Any]
+) -> list[_Planned]:
+    """Frozen parameters: every model file's ``frozen_param_fragments`` joined (one file below
+    ZeRO-3, whose fragment is the whole parameter), cut to ``frozen_param_shapes``."""
+    planned: list[_Planned] = []
+    path = models[0].path
+    for name, shape_value in frozen.items():
+        shape = _shape(shape_value, path, f"frozen_param_shapes[{name!r}]")
+        pieces: list[tuple[FileSpan, int]] = []
+        dtypes = set()
+        for model_name, checkpoint in zip(model_names, models, strict=True):
+            fragments = _get(checkpoint.data, "frozen_param_fragments", checkpoint.path, dict)
+            fragment = _get(fragments, name, checkpoint.path, TensorInfo, "frozen_param_fragments ")
+            pieces.append(source.span(model_name, fragment, f"frozen_param_fragments[{name!r}]"))
+            dtypes.add(fragment.dtype)
+        if len(dtypes) != 1:
+            raise ExportError(path, f"frozen_param_fragments[{name!r}] differ in dtype across ranks: {sorted(dtypes)}")
+        dtype = dtypes.pop()
+        numel = math.prod(shape)
+        if sum(n for _, n in pieces) < numel:
+            raise ExportError(path, f"frozen_param_fragments[{name!r}] hold fewer than the {numel} elements of {shape}")
+        planned.append(_t(name, shape, dtype, _cut(pieces, 0, numel, ITEMSIZE[dtype]), "frozen"))
+    return planned
+
+
+def _plan_universal(source: _Source) -> tuple[list[_Planned], dict[str, str]]:
+    """A ``ds_to_universal`` folder: every ``zero/<name>/fp32.pt`` (merged across every rank
+    already), in the module's order, then the rest by name; buffers and frozen parameters it
+    has no file for (ZeRO-3 sources) from the model states copied beside it; tied aliases left out."""
+    files = {
+        f.name.param: f
+        for f in source.layout.of_kind(FileKind.UNIVERSAL_PARAM_STATE)
+        if f.name.state == "fp32" and f.name.param is not None
+    }
+    model_files = sorted(
+        source.layout.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES),
+        key=lambda f: (f.name.mp_rank or 0, f.name.dp_rank or 0),
+    )
+    model_files = [f for f in model_files if (f.name.mp_rank or 0) == 0]
+    if not files or not model_files:
+        raise ExportError(source.layout.path, "is a universal checkpoint folder without zero/*/fp32.pt or model states")
+    models = [source.checkpoint(f.relpath) for f in model_files]
+    model = models[0].data
+    module = _get(model, "module", models[0].path, (dict, type(None))) or {}
+    shared = model.get("shared_params") or {}
+    aliases = {alias: owner for alias, owner in shared.items() if owner in files}
+    order = [n for n in module if n in files] + sorted(n for n in files if n not in module)
+    planned: list[_Planned] = []
+    buffers = set(model.get("buffer_names") or [])
+    for name, tensor in module.items():
+        if name in buffers and name not in files:
+            span, _ = source.span(model_files[0].relpath, tensor, f"module[{name!r}]")
+            planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "buffer"))
+    frozen = {k: v for k, v in (model.get("frozen_param_shapes") or {}).items() if k not in files}
+    planned += _plan_frozen(source, [f.relpath for f in model_files], models, frozen)
+    shapes = {n: v for group in model.get("param_shapes") or [] for n, v in group.items()}
+    for name in order:
+        if name in aliases:
+            continue
+        file = files[name]
+        checkpoint = source.checkpoint(file.relpath)
+        value = checkpoint.data
+        tensor = value.get("param") if isinstance(value, dict) else value  # ZeRO-3 writes a bare tensor
+        if not isinstance(tensor, TensorInfo):
+            raise ExportError(checkpoint.path, f"holds {type(tensor).__name__}, not a parameter")
+        span, _ = source.span(file.relpath, tensor, "['param']")
+        shape = tensor.shape
+        if len(shape) == 1 and name in shapes:  # ZeRO-3's flat tensor: the shape from param_shapes
+            known = _shape(shapes[name], models[0].path, f"param_shapes {name!r}")
+            shape = known if math.prod(known) == tensor.numel else shape
+        planned.append(_t(name, shape, tensor.dtype, (span,), "trainable"))
+    return planned, aliases
+
+
+def _plan_tensor_parallel(
+    source: _Source, ranks: Sequence[int], info: dict[str, Any]
+) -> tuple[list[_Planned], dict[str, str], str]:
+    """Every tensor-parallel rank planned alone, then merged as ``ds_to_universal``'s
+    ``merge_tp_slices`` merges: replicated (rank 0's), averaged, two sub-parameters concatenated
+    on dim 0, row parallel on dim 1, else dim 0; vocabulary padding cut after."""
+    path = source.path(naming.model_states(ranks[0]))
+    for key in ("parameter_with_sub_params", "affine_map", "autotp_unsupported_parameter_patterns"):
+        if info.get(key):
+            raise ExportError(
+                path, f"universal_checkpoint_info[{key!r}]: merging it is not supported yet; use --tp-rank K"
+            )
+    per_rank = []
+    kind = ""
+    aliases: dict[str, str] = {}
+    for rank in ranks:
+        optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == rank]
+        if not optim:
+            raise ExportError(source.path(naming.optim_states(0, rank)), "is missing: no optimizer shard of this rank")
+        planned, aliases, kind = _plan_zero(source, optim, rank)
+        if kind == "zero-3":
+            raise ExportError(source.layout.path, "is a ZeRO-3 tensor-parallel checkpoint: not exported yet")
+        per_rank.append({p.name: p for p in planned})
+    names = list(per_rank[0])
+    for rank, planned_rank in zip(ranks, per_rank, strict=True):
+        if set(planned_rank) != set(names):
+            missing = sorted(set(names) ^ set(planned_rank))[:3]
+            raise ExportError(source.path(naming.model_states(rank)), f"names other parameters than rank 0: {missing}")
+
+    def pattern(key: str, name: str) -> bool:
+        matched = [p for p in info.get(key) or [] if re.match(p, name)]
+        if len(matched) > 1:
+            raise ExportError(path, f"universal_checkpoint_info[{key!r}]: {matched} all match {name!r}")
+        return bool(matched)
+
+    merged: list[_Planned] = []
+    for name in names:
+        slices = [planned_rank[name] for planned_rank in per_rank]
+        shape, dtype, origin = slices[0].shape, slices[0].source_dtype, slices[0].origin
+        itemsize = ITEMSIZE[dtype]
+        entry: ExportTensor
+        if origin == "buffer" or pattern("tp_replicated_parameter_patterns", name):
+            entry = slices[0]
+        elif pattern("parameter_to_average_patterns", name):
+            if any(s.shape != shape for s in slices):
+                raise ExportError(path, f"{name!r} is averaged, but its shapes differ across ranks")
+            entry = _t(name, shape, dtype, (), origin, tuple(s.sources for s in slices))
+        elif pattern("parameter_with_2_sub_params_cat_dim_0", name):
+            halves = [_chunk2(s, itemsize) for s in slices]
+            joined = [span for h in halves for span in h[0]] + [span for h in halves for span in h[1]]
+            rows = sum(s.shape[0] for s in slices)
+            entry = _t(name, (rows, *shape[1:]), dtype, _coalesce(joined), origin)
+        else:
+            dim = 1 if pattern("parameter_with_row_parallelism_patterns", name) else 0
+            entry = _t(name, *_concatenate(slices, dim, itemsize, path), origin)
+        if pattern("vocabulary_parameter_patterns", name):
+            entry = _cut_vocabulary(entry, info.get("original_vocab_size"), path)
+        merged.append(entry)
+    return merged, aliases, f"{kind} tp"
+
+
+def _chunk2(planned: _Planned, itemsize: int) -> tuple[list[FileSpan], list[FileSpan]]:
+    """``torch.chunk(t, 2, dim=0)``: the first ceil(rows / 2) rows, then the rest, as spans."""
+    shape, spans = planned.shape, planned.sources
+    row = math.prod(shape[1:])
+    first = -(-shape[0] // 2) * row
+    pieces = [(s, s.length // itemsize) for s in spans]
+    return list(_cut(pieces, 0, first, itemsize)), list(_cut(pieces, first, math.prod(shape) - first, itemsize))
+
+
+def _concatenate(
+    slices: Sequence[_Planned], dim: int, itemsize: int, path: str
+) -> tuple[tuple[int, ...], str, tuple[FileSpan, ...]]:
+    """``torch.cat(slices, dim)`` as spans: for each index before ``dim``, each rank's block in turn."""
+    shapes = [s.shape for s in slices]
+    first = shapes[0]
+    if len(first) <= dim or any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :]
+                                for s in shapes):  # fmt: skip
+        raise ExportError(path, f"{slices[0].name!r}: shapes {shapes} cannot be concatenated on dim {dim}")
+    outer = math.prod(first[:dim])
+    blocks = [math.prod(s[dim:]) for s in shapes]
+    pieces = [[(span, span.length // itemsize) for span in s.sources] for s in slices]
+    spans = [
+        span
+        for o in range(outer)
+        for rank, block in enumerate(blocks)
+        for span in _cut(pieces[rank], o * block, block, itemsize)
+    ]
+    shape = (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
+    return shape, slices[0].source_dtype, _coalesce(spans)
+
+
+def _cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
+    """``param[:original_vocab_size]`` (ds_to_universal strips the vocabulary padding)."""
+    shape, itemsize = entry.shape, ITEMSIZE[entry.source_dtype]
+    if type(vocab) is not int or not 0 < vocab <= shape[0]:
+        raise ExportError(
+            path, f"universal_checkpoint_info['original_vocab_size'] {vocab!r} does not fit {entry.name!r} {shape}"
+        )
+    count = vocab * math.prod(shape[1:])
+
+    def cut(spans: tuple[FileSpan, ...]) -> tuple[FileSpan, ...]:
+        return _cut([(s, s.length // itemsize) for s in spans], 0, count, itemsize)
+
+    mean_of = tuple(cut(spans) for spans in entry.mean_of)
+    return replace(entry, shape=(vocab, *shape[1:]), sources=cut(entry.sources), mean_of=mean_of)
+
+
+def _coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
+    """Adjacent ranges of one file joined into one."""
+    out: list[FileSpan] = []
+    for span in spans:
+        if out and out[-1].path == span.path and out[-1].offset + out[-1].length == span.offset:
+            out[-1] = FileSpan(span.path, out[-1].offset, out[-1].length + span.length)
+        elif span.length:
+            out.append(span)
+    return tuple(out)
+
+
+def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]) -> list[_Planned]:
+    """Every stage's trained parameters (named as the pipeline module names them: ``<layer>.<key>``),
+    then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO)."""
+    planned: list[_Planned] = []
+    for stage in stages:
+        optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == stage]
+        if optim:
+            stage_tensors, aliases, _ = _plan_zero(source, optim, stage)
+            if aliases:
+                raise ExportError(
+                    source.path(naming.model_states(stage)), "pipeline with tied parameters: not exported yet"
+                )
+            planned += stage_tensors
+    known = {p.name for p in planned}
+    for layer in sorted(layers, key=lambda f: f.name.layer):
+        checkpoint = source.checkpoint(layer.relpath)
+        state = checkpoint.data
+        if not isinstance(state, dict):
+            raise ExportError(checkpoint.path, f"holds {type(state).__name__}, not a layer's state dict")
+        for key, tensor in state.items():
+            name = f"{layer.name.layer}.{key}"
+            if name not in known:
+                span, _ = source.span(layer.relpath, tensor, f"[{key!r}]")
+                planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "module"))
+                known.add(name)
+    return planned
+
+
+def _plan_experts(source: _Source, experts: Sequence[Any]) -> list[_Planned]:
+    """Every expert of every MoE layer, from the expert files, under the names they hold."""
+    planned: list[_Planned] = []
+    for expert in sorted(experts, key=lambda f: (f.name.layer if f.name.layer is not None else -1, f.name.expert)):
+        checkpoint = source.checkpoint(expert.relpath)
+        if not isinstance(checkpoint.data, dict):
+            raise ExportError(checkpoint.path, f"holds {type(checkpoint.data).__name__}, not an expert's state dict")
+        for name, tensor in checkpoint.data.items():
+            span, _ = source.span(expert.relpath, tensor, f"[{name!r}]")
+            planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "expert"))
+    return planned
+
+
+def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
+    """Elements ``[start, start + count)`` of the vector the pieces make when joined."""
+    out = []
+    at = 0
+    for span, numel in pieces:
+        lo, hi = max(start, at), min(start + count, at + numel)
+        if lo < hi:
+            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize))
+        at += numel
+        if at >= start + count:
+            break
+    return tuple(out)
+
+
+def _zero12_params(
+    param_shapes: list[Any],
+    flats: list[list[tuple[FileSpan, int]]],
+    names: list[str],
+    paddings: Any,
+    world: int,
+    source: _Source,
+    groups: Sequence[int],
+) -> list[_Planned]:
+    planned: list[_Planned] = []
+    if len(param_shapes) != len(flats[0]):
+        raise ExportError(
+            source.path(names[0]),
+            f"holds {len(flats[0])} fp32 groups, param_shapes lists {len(param_shapes)}",
+        )
+    for group in groups:
+        shapes = param_shapes[group]
+        pieces = [rank[group] for rank in flats]
+        available = sum(n for _, n in pieces)
+        group_paddings = paddings[group] if isinstance(paddings, list) else None
+        if group_paddings is not None and len(group_paddings) != len(shapes):
+            raise ExportError(source.path(names[0]), f"param_alignment_paddings[{group}] does not match param_shapes")
+        offset = 0
+        for index, (name, shape_value) in enumerate(shapes.items()):
+            shape = _shape(shape_value, source.path(names[0]), f"param_shapes[{group}][{name!r}]")
+            numel = math.prod(shape)
+            if offset + numel > available:
+                raise ExportError(
+                    source.path(names[-1]),
+                    f"single_partition_of_fp32_groups[{group}] is too short: the {world} partitions hold "
+                    f"{available} elements, param_shapes needs {offset + numel} up to {name!r}",
+                )
+            planned.append(_t(name, shape, "float32", _cut(pieces, offset, numel, 4), "trainable"))
+            offset += numel + (group_paddings[index] if group_paddings is not None else 0)
+        align = 2 * world
+        if align * math.ceil(offset / align) != align * math.ceil(available / align):
+            raise ExportError(
+                source.path(names[0]),
+                f"single_partition_of_fp32_groups[{group}]: param_shapes use {offset} of {available} elements",
+            )
+    return planned
+
+
+def _zero3_params(
+    param_shapes: list[Any], flats: list[list[tuple[FileSpan, int]]], names: list[str], path: str, source: _Source
+) -> list[_Planned]:
+    world = len(flats)
+    merged = {name: shape for group in param_shapes for name, shape in group.items()}
+    per_rank = [sum(n for _, n in rank) for rank in flats]
+    planned: list[_Planned] = []
+    offset = 0
+    for name, shape_value in merged.items():
+        shape = _shape(shape_value, path, f"param_shapes {name!r}")
+        numel = math.prod(shape)
+        part = math.ceil(numel / world)
+        for rank, size in enumerate(per_rank):
+            if offset + part > size:
+                raise ExportError(
+                    source.path(names[rank]),
+                    f"fp32_flat_groups is too short: {size} elements; param_shapes need {offset + part} to {name!r}",
+                )
+        joined = [(span, span.length // 4) for rank in flats for span in _cut(rank, offset, part, 4)]
+        planned.append(_t(name, shape, "float32", _cut(joined, 0, numel, 4), "trainable"))
+        offset += part
+    if offset != per_rank[0]:
+        raise ExportError(
+            source.path(names[0]), f"fp32_flat_groups: param_shapes use {offset} of {per_rank[0]} elements"
+        )
+    return planned
+
+
+def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:
+    """Split as huggingface_hub's ``split_state_dict_into_shards_factory`` does."""
+    blocks: list[list[ExportTensor]] = []
+    current: list[ExportTensor] = []
+    size = 0
+    for tensor in tensors:
+        if tensor.nbytes > limit:
+            blocks.append([tensor])  # a tensor larger than the limit gets a shard of its own
+            continue
+        if current and size + tensor.nbytes > limit:
+            blocks.append(current)
+            current, size = [], 0
+        current.append(tensor)
+        size += tensor.nbytes
+    if current or not blocks:
+        blocks.append(current)
+    if len(blocks) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i:05d}-of-{len(blocks):05d}.safetensors" for i in range(1, len(blocks) + 1)]
+    return tuple(
+        ExportShard(name, tuple(t.name for t in block), sum(t.nbytes for t in block))
+        for name, block in zip(names, blocks, strict=True)
+    )

@@ -1,0 +1,213 @@
+"""A small safetensors writer: a header, then each tensor's bytes streamed into place.
+
+The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length
+``N``, ``N`` bytes of JSON (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, ...,
+"__metadata__": {str: str}}``, padded with spaces so the data starts 8-byte aligned), then the
+tensors' bytes back to back, offsets counted from the end of the header. Because every size is
+known before any byte is copied, the header is written first and each tensor is then streamed
+from wherever its bytes are, one bounded chunk at a time. A file is written under a temporary
+name in the target folder and renamed only when complete, so a crash, Ctrl-C or a full disk
+never leaves a partial file under the final name. No torch, no numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import BinaryIO, Final
+
+__all__ = ["CHUNK_BYTES", "DTYPES", "Entry", "copy_range", "header_bytes", "write_file"]
+
+# torch's dtype names -> safetensors' (safetensors/src/tensor.rs Dtype).
+DTYPES: Final[dict[str, str]] = {
+    "bool": "BOOL",
+    "uint8": "U8",
+    "int8": "I8",
+    "int16": "I16",
+    "uint16": "U16",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int32": "I32",
+    "uint32": "U32",
+    "float32": "F32",
+    "float64": "F64",
+    "int64": "I64",
+    "uint64": "U64",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "complex64": "C64",
+}
+ITEMSIZE: Final[dict[str, int]] = {
+    "bool": 1,
+    "uint8": 1,
+    "int8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "int32": 4,
+    "uint32": 4,
+    "float32": 4,
+    "float64": 8,
+    "int64": 8,
+    "uint64": 8,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "complex64": 8,
+}
+# Bytes moved per read/write: large enough for disk speed, small enough to bound memory.
+CHUNK_BYTES: Final = 8 << 20
+_ALIGN: Final = 8
+_TEMP_PREFIX: Final = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One tensor of a file to write: its header fields and how to produce its bytes."""
+
+    name: str
+    dtype: str
+    """torch's dtype name (``"float32"``, ``"bfloat16"``)."""
+    shape: tuple[int, ...]
+    write: Callable[[BinaryIO], None]
+    """Writes exactly :attr:`nbytes` bytes to the stream it is given."""
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
+
+
+def header_bytes(entries: Sequence[Entry], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The length prefix and JSON header of a file holding ``entries`` in this order."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for entry in entries:
+        if entry.dtype not in DTYPES:
+            raise ValueError(f"{entry.name}: safetensors has no dtype for {entry.dtype!r}")
+        if entry.name in header or entry.name == "__metadata__":
+            raise ValueError(f"{entry.name}: the name appears twice")
+        header[entry.name] = {
+            "dtype": DTYPES[entry.dtype],
+            "shape": list(entry.shape),
+            "data_offsets": [offset, offset + entry.nbytes],
+        }
+        offset += entry.nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % _ALIGN)
+    return len(text).to_bytes(8, "little") + text
+
+
+def copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
+    """Append ``length`` bytes of the file at ``path``, from ``offset``, to ``out``.
+
+    In the kernel where it can (``os.copy_file_range``), else through one bounded buffer.
+    An ``OSError`` from the source carries ``filename=path``; one from writing carries none.
+    ``EOFError(path, reason)`` if the file ends before the range does.
+    """
+    out.flush()
+    try:
+        source = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except OSError as error:
+        error.filename = path
+        raise
+    with source:
+        copied = _copy_in_kernel(source.fileno(), out, offset, length)
+        if copied < length:
+            buffer = bytearray(min(CHUNK_BYTES, length - copied))
+            view = memoryview(buffer)
+            while copied < length:
+                try:
+                    source.seek(offset + copied)
+                    n = source.readinto(view[: min(len(buffer), length - copied)])
+                except OSError as error:
+                    error.filename = path
+                    raise
+                if not n:
+                    break
+                out.write(view[:n])
+                copied += n
+    if copied != length:
+        raise EOFError(path, f"ends after byte {offset + copied}; {length} bytes were expected from byte {offset}")
+
+
+# copy_file_range cannot serve this pair of files: copy through a buffer instead.
+_NOT_IN_KERNEL: Final = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM, errno.EBADF}
+)
+
+
+def _copy_in_kernel(source: int, out: BinaryIO, offset: int, length: int) -> int:
+    copy = getattr(os, "copy_file_range", None)
+    copied = 0
+    if copy is None:
+        return 0
+    try:
+        while copied < length:
+            n: int = copy(source, out.fileno(), min(length - copied, 1 << 30), offset + copied)
+            if n == 0:
+                break
+            copied += n
+    except OSError as error:
+        if error.errno not in _NOT_IN_KERNEL:
+            raise  # a full disk, an I/O error: not something a slower copy would fix
+    finally:
+        out.seek(0, os.SEEK_END)  # the stream's cached position follows the descriptor's
+    return copied
+
+
+def temp_path(path: str) -> str:
+    """The temporary name ``path`` is written under before the rename."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f"{_TEMP_PREFIX}{base}.{os.getpid()}")
+
+
+def write_file(
+    path: str,
+    entries: Sequence[Entry],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    fsync: bool = True,
+) -> int:
+    """Write a safetensors file at ``path``; return its size.
+
+    The bytes go to a temporary file next to ``path``, renamed over ``path`` only when every
+    tensor is written (and, with ``fsync``, on disk). On any error the temporary file is
+    removed and the error re-raised; ``path`` is untouched. ``progress(nbytes)`` is called
+    after each tensor with the bytes it added.
+    """
+    head = header_bytes(entries, metadata)
+    temp = temp_path(path)
+    try:
+        with open(temp, "wb") as out:
+            out.write(head)
+            end = len(head)
+            for entry in entries:
+                entry.write(out)
+                end += entry.nbytes
+                out.flush()
+                if out.tell() != end:
+                    raise OSError(
+                        f"{path}: tensor {entry.name!r} wrote {out.tell() - end + entry.nbytes} bytes, "
+                        f"its header says {entry.nbytes}"
+                    )
+                if progress is not None:
+                    progress(entry.nbytes)
+            if fsync:
+                os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return end

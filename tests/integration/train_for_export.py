@@ -1,0 +1,66 @@
+"""Train a model with tied, frozen and odd-sized parameters with DeepSpeed on the CPU, and save it.
+
+Run once per rank, with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set:
+``python train_for_export.py SAVE_DIR STAGE PRECISION``. The model (``build_model``) has a
+buffer, a frozen layer, an embedding tied to the output layer (``shared_params``), and sizes
+that are no multiple of the data-parallel degree, so partitions carry padding. Used by
+tests/test_export_deepspeed.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import torch
+
+
+class Tied(torch.nn.Module):  # type: ignore[misc]  # torch is untyped for mypy here (mypy.ini)
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(13, 7)
+        self.fc1 = torch.nn.Linear(7, 11)
+        self.frozen = torch.nn.Linear(11, 7)
+        self.head = torch.nn.Linear(7, 13, bias=False)
+        self.head.weight = self.emb.weight  # tied
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 7))
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.emb(tokens)
+        x = self.frozen(torch.relu(self.fc1(x))) * self.scale.to(x.dtype)
+        return self.head(x)
+
+
+def build_model() -> Tied:
+    torch.manual_seed(0)
+    return Tied()
+
+
+def main(save_dir: str, stage: int, precision: str) -> None:
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    model = build_model()
+    config = {
+        "train_micro_batch_size_per_gpu": 2,
+        "gradient_accumulation_steps": 1,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": precision == "bf16"},
+    }
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=parameters, config=config)
+    torch.manual_seed(1 + int(os.environ.get("RANK", "0")))
+    for _ in range(3):
+        loss = engine(torch.randint(0, 13, (2, 5))).float().pow(2).mean()
+        engine.backward(loss)
+        engine.step()
+    engine.save_checkpoint(save_dir, tag="step3")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
