@@ -1,31 +1,27 @@
 """Where a tensor's bytes are: the byte range of its storage record inside the checkpoint file.
 
 torch writes every storage record of its zip format *stored* (uncompressed), so a contiguous
-tensor is one run of bytes in the file: the record's local header offset, plus the header's
-30 bytes, its name and its extra field, plus the tensor's storage offset. The local header is
-read and checked against the central directory (name, sizes, method) before an offset is
-trusted, so a zip whose two directories disagree is refused rather than misread.
+tensor is one run of bytes in the file: where the record's data start (after its local header,
+name and extra field), plus the tensor's storage offset. The archive is read as ``torch.load``
+reads it (``_zip``, miniz's rules, refusing what readers disagree on), so the bytes exported are
+the bytes torch would load.
 """
 
 from __future__ import annotations
 
-import struct
-import zipfile
+import os
 from dataclasses import dataclass
 
 from ._errors import CorruptCheckpointError, ReadError
+from ._limits import Limits
 from ._reader import Checkpoint
 from ._torch import TensorInfo
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import BinaryIO, Final
+from ._zip import Archive, Member, open_archive
 
 __all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span"]
 
-_LOCAL_SIGNATURE: Final = b"PK\x03\x04"
-_LOCAL_HEADER: Final = 30
-_FLAG_ENCRYPTED: Final = 0x1
+_STORED = 0
+_FLAG_ENCRYPTED = 0x1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,57 +47,44 @@ def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
     """The byte range of every storage record of a zip-format checkpoint, by storage key.
 
     Raises :class:`~ckptkeys.CorruptCheckpointError` naming the file when a record is
-    compressed, encrypted, or its local header disagrees with the central directory.
+    missing, compressed, encrypted or shorter than the pickle says, or the file changed since
+    it was read.
     """
     name = checkpoint.path
     if checkpoint.format != "zip":
         raise CorruptCheckpointError(name, "is in torch's legacy format: its tensors cannot be located without torch")
     try:
-        with open(name, "rb") as stream, zipfile.ZipFile(stream) as archive:
-            members = archive.infolist()
-            pickles = [m for m in members if m.filename.count("/") == 1 and m.filename.endswith("/data.pkl")]
-            if len(pickles) != 1:
-                raise CorruptCheckpointError(name, "changed since it was read: no single <archive>/data.pkl")
-            prefix = pickles[0].filename[: -len("data.pkl")] + "data/"
-            wanted = {prefix + key: key for key in checkpoint.storages}
+        with open(name, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size != checkpoint.size:
+                raise CorruptCheckpointError(name, f"changed since it was read ({checkpoint.size} bytes, now {size})")
+            archive = open_archive(name, stream, size, Limits())
+            if archive.defects:
+                raise CorruptCheckpointError(name, archive.defects[0])
             spans: dict[str, FileSpan] = {}
-            for member in members:
-                key = wanted.get(member.filename)
-                if key is not None:
-                    spans[key] = _member_span(name, stream, member, checkpoint.size)
+            for key, storage in checkpoint.storages.items():
+                member = archive.find(f"data/{key}")
+                where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{key}"
+                if member is None:
+                    raise CorruptCheckpointError(name, f"{where} is missing from the archive")
+                span = spans[key] = _member_span(archive, member, where)
+                if span.length < storage.nbytes:
+                    raise CorruptCheckpointError(
+                        name, f"{where} holds {span.length} bytes, the pickle says {storage.nbytes}"
+                    )
     except ReadError:
         raise
-    except (OSError, zipfile.BadZipFile, ValueError, struct.error) as error:
-        raise CorruptCheckpointError(name, f"cannot locate its storage records: {error}") from None
-    for key, storage in checkpoint.storages.items():
-        span = spans.get(key)
-        if span is None:
-            raise CorruptCheckpointError(name, f"storage record {prefix}{key} is missing from the archive")
-        if span.length < storage.nbytes:
-            raise CorruptCheckpointError(
-                name, f"storage record {prefix}{key} holds {span.length} bytes, the pickle says {storage.nbytes}"
-            )
+    except OSError as error:
+        raise CorruptCheckpointError(name, f"cannot locate its storage records: {error.strerror or error}") from None
     return spans
 
 
-def _member_span(name: str, file: BinaryIO, member: zipfile.ZipInfo, size: int) -> FileSpan:
-    where = f"storage record {member.filename}"
-    if member.compress_type != zipfile.ZIP_STORED or member.compress_size != member.file_size:
-        raise CorruptCheckpointError(name, f"{where} is compressed; torch writes its records stored")
-    if member.flag_bits & _FLAG_ENCRYPTED:
-        raise CorruptCheckpointError(name, f"{where} is encrypted")
-    file.seek(member.header_offset)
-    header = file.read(_LOCAL_HEADER)
-    if len(header) < _LOCAL_HEADER or not header.startswith(_LOCAL_SIGNATURE):
-        raise CorruptCheckpointError(name, f"{where}: no local file header at offset {member.header_offset}")
-    method, name_length, extra_length = struct.unpack_from("<H", header, 8)[0], *struct.unpack_from("<HH", header, 26)
-    local_name = file.read(name_length)
-    if local_name.decode("utf-8", "replace") != member.filename or method != zipfile.ZIP_STORED:
-        raise CorruptCheckpointError(name, f"{where}: the local header disagrees with the central directory")
-    offset = member.header_offset + _LOCAL_HEADER + name_length + extra_length
-    if offset + member.file_size > size:
-        raise CorruptCheckpointError(name, f"{where} extends past the end of the file (truncated?)")
-    return FileSpan(name, offset, member.file_size)
+def _member_span(archive: Archive, member: Member, where: str) -> FileSpan:
+    if member.method != _STORED or member.compressed_size != member.size:
+        raise CorruptCheckpointError(archive.path, f"{where} is compressed; torch writes its records stored")
+    if member.flags & _FLAG_ENCRYPTED:
+        raise CorruptCheckpointError(archive.path, f"{where} is encrypted")
+    return FileSpan(archive.path, archive.data_offset(member), member.size)
 
 
 def tensor_span(checkpoint: Checkpoint, tensor: TensorInfo, spans: dict[str, FileSpan] | None = None) -> FileSpan:

@@ -118,13 +118,7 @@ class Archive:
             raise CorruptCheckpointError(
                 self.path, f"zip member {member.name!r} uses compression method {member.method}"
             )
-        header = self._at(member.header_offset, _LOCAL_SIZE)
-        if len(header) < _LOCAL_SIZE or not header.startswith(LOCAL_SIGNATURE):
-            raise CorruptCheckpointError(self.path, f"zip member {member.name!r} has no local header")
-        fields = _LOCAL.unpack(header)
-        start = member.header_offset + _LOCAL_SIZE + fields[9] + fields[10]
-        if start + member.compressed_size > self.size:
-            raise CorruptCheckpointError(self.path, f"zip member {member.name!r} extends past the end of the file")
+        start = self.data_offset(member)
         if member.method == _STORED:
             raw = self._at(start, member.size)  # miniz reads the uncompressed size of a stored member
             if len(raw) != member.size:
@@ -147,6 +141,17 @@ class Archive:
                 self.path, f"zip member {member.name!r} inflates to a size other than the {member.size} bytes declared"
             )
         return data
+
+    def data_offset(self, member: Member) -> int:
+        """Where the member's data start, as miniz finds them: after the local header's own name and extra field."""
+        header = self._at(member.header_offset, _LOCAL_SIZE)
+        if len(header) < _LOCAL_SIZE or not header.startswith(LOCAL_SIGNATURE):
+            raise CorruptCheckpointError(self.path, f"zip member {member.name!r} has no local header")
+        fields = _LOCAL.unpack(header)
+        start: int = member.header_offset + _LOCAL_SIZE + fields[9] + fields[10]
+        if start + member.compressed_size > self.size:
+            raise CorruptCheckpointError(self.path, f"zip member {member.name!r} extends past the end of the file")
+        return start
 
     def _at(self, offset: int, n: int) -> bytes:
         return _read_at(self.stream, offset, n)
