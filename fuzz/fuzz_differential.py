@@ -26,7 +26,6 @@ with atheris.instrument_imports():
     from ckptkeys._limits import Limits
 
 import torch  # noqa: F401  (imported before the clock: the oracle loads with it)
-
 from tests import differential
 
 warnings.simplefilter("ignore")

@@ -16,8 +16,8 @@ import pickle
 import struct
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["Case", "build_cases"]
 
@@ -97,8 +97,7 @@ def _local(name: bytes, data: bytes, *, method: int = 0, crc: int | None = None,
     crc = zlib.crc32(data) if crc is None else crc
     written = local_name if local_name is not None else name
     return (
-        struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, method, 0, 0, crc, len(stored), len(data),
-                    len(written), 0)  # fmt: skip
+        struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, method, 0, 0, crc, len(stored), len(data), len(written), 0)
         + written
         + stored
     )
@@ -109,8 +108,28 @@ def _central(name: bytes, data: bytes, offset: int, *, method: int = 0, crc: int
     stored = raw if raw is not None else data
     crc = zlib.crc32(data) if crc is None else crc
     return (
-        struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, version, 0, 0, method, 0, 0, crc, len(stored),
-                    len(data), len(name), 0, 0, 0, 0, 0, offset)  # fmt: skip
+        struct.pack(
+            "<4s4B4HL2L5H2L",
+            b"PK\x01\x02",
+            20,
+            0,
+            version,
+            0,
+            0,
+            method,
+            0,
+            0,
+            crc,
+            len(stored),
+            len(data),
+            len(name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
         + name
     )
 
@@ -156,11 +175,11 @@ def _concat(payload: bytes, benign: bytes) -> bytes:
     p_offsets = _write_locals(out, p_members)
     out += b"\0" * 4096  # room, so the shifted offsets stay inside the file
     b_offsets = _write_locals(out, b_members)
-    p_dir = b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets))
+    p_dir = b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets, strict=True))
     size = len(p_dir)
     p_at = len(out)
     shift = size  # zipfile: concat = end_at - size - offset = size
-    b_dir = b"".join(_central(n, d, o - shift) for (n, d), o in zip(b_members, b_offsets))
+    b_dir = b"".join(_central(n, d, o - shift) for (n, d), o in zip(b_members, b_offsets, strict=True))
     assert len(b_dir) == size
     return bytes(out + p_dir + b_dir + _end(len(p_members), size, p_at))
 
@@ -172,9 +191,9 @@ def _zip64_twice(payload: bytes, benign: bytes) -> bytes:
     p_offsets = _write_locals(out, p_members)
     b_offsets = _write_locals(out, b_members)
     p_dir_at = len(out)
-    out += b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets))
+    out += b"".join(_central(n, d, o) for (n, d), o in zip(p_members, p_offsets, strict=True))
     b_dir_at = len(out)
-    out += b"".join(_central(n, d, o) for (n, d), o in zip(b_members, b_offsets))
+    out += b"".join(_central(n, d, o) for (n, d), o in zip(b_members, b_offsets, strict=True))
     size = b_dir_at - p_dir_at
 
     def record(at: int) -> bytes:

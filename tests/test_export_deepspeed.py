@@ -17,8 +17,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
-import subprocess
 import sys
 from typing import Any
 
@@ -27,7 +25,7 @@ import pytest
 import ckptkeys
 from ckptkeys import ExportError, export, plan_export
 
-from .conftest import FIXTURES, ROOT
+from .conftest import FIXTURES, ROOT, launch_ranks
 
 pytestmark = pytest.mark.deepspeed
 
@@ -157,32 +155,8 @@ def test_short_partition_names_the_file(name: str, shard: str, key: str, tmp_pat
 # -- checkpoints DeepSpeed writes here -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _train(save: pathlib.Path, world: int, stage: int, precision: str) -> None:
-    port = str(_free_port())
-    ranks = []
-    for rank in range(world):
-        env = dict(
-            os.environ,
-            DS_ACCELERATOR="cpu",
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-        )
-        command = [sys.executable, str(SCRIPT), str(save), str(stage), precision]
-        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for process in ranks:
-        output, _ = process.communicate(timeout=900)
-        assert process.returncode == 0, output[-3000:]
+    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world)
 
 
 RUNS = [(2, 1, "bf16"), (2, 2, "bf16"), (2, 3, "bf16"), (2, 2, "fp32")]
@@ -299,16 +273,7 @@ def test_tensor_parallel_export_equals_ds_to_universal(tmp_path: pathlib.Path) -
     from .conftest import ds_to_universal
 
     save = tmp_path / "save"
-    port = str(_free_port())
-    ranks = []
-    for rank in range(2):
-        env = dict(os.environ, DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
-        command = [sys.executable, str(TP_SCRIPT), str(save)]
-        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for process in ranks:
-        output, _ = process.communicate(timeout=900)
-        assert process.returncode == 0, output[-3000:]
+    launch_ranks([sys.executable, str(TP_SCRIPT), str(save)], 2)
     done = ds_to_universal(save / "step3", tmp_path / "universal")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for dtype in ("fp32", "bf16"):
@@ -356,16 +321,7 @@ def test_moe_bf16_export_is_the_fp32_masters_of_every_expert(ep_size: int, tmp_p
     cast to bf16 they are those weights bit for bit, every expert under its global name.
     """
     save = tmp_path / "save"
-    port = str(_free_port())
-    ranks = []
-    for rank in range(2):
-        env = dict(os.environ, DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)  # fmt: skip
-        command = [sys.executable, str(MOE_SCRIPT), str(save), str(ep_size), "bf16"]
-        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for process in ranks:
-        output, _ = process.communicate(timeout=900)
-        assert process.returncode == 0, output[-3000:]
+    launch_ranks([sys.executable, str(MOE_SCRIPT), str(save), str(ep_size), "bf16"], 2)
     plan = export(save, tmp_path / "out")
     ours = _load(tmp_path / "out")
     tag = save / "step3"

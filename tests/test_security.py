@@ -29,7 +29,9 @@ CASES = build_cases("/nonexistent-canaries")
 REFUSALS = ("AmbiguousFileError", "UnsupportedFormatError")
 
 
-def inspect_json(path: pathlib.Path, capsys: pytest.CaptureFixture[str], command: str = "inspect") -> tuple[int, dict[str, Any]]:
+def inspect_json(
+    path: pathlib.Path, capsys: pytest.CaptureFixture[str], command: str = "inspect"
+) -> tuple[int, dict[str, Any]]:
     status = _cli.main([command, "--json", str(path)])
     return status, json.loads(capsys.readouterr().out)
 

@@ -57,7 +57,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Case, pathlib.
     subprocess.run(
         [sys.executable, "-c", _LOAD_ALL, *map(str, paths)], cwd=root, capture_output=True, check=True, timeout=600
     )
-    return list(zip(built, paths))
+    return list(zip(built, paths, strict=True))
 
 
 def test_torch_runs_what_each_case_says_and_ckptkeys_flags_it(

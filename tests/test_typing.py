@@ -22,7 +22,7 @@ TARGETS = ["3.10", "3.11", "3.12", "3.13"]
 BAD = sorted(path.name for path in CASES.glob("bad_*.py"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mypy(target: str) -> tuple[str, int]:
     """mypy's output over every case file, for this target, against this checkout's src/."""
     previous = os.environ.get("MYPYPATH")

@@ -13,8 +13,6 @@ import contextlib
 import io
 import os
 import pathlib
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -22,7 +20,7 @@ import pytest
 import ckptkeys
 from ckptkeys.writing import universal_checkpoint_info
 
-from .conftest import ROOT, ds_to_universal
+from .conftest import ROOT, ds_to_universal, launch_ranks
 
 pytestmark = pytest.mark.deepspeed
 
@@ -36,40 +34,8 @@ PARAMETERS = ["0.weight", "0.bias", "2.weight", "2.bias"]
 MISSING_INFO = "Required universal_checkpoint_info state is missing in checkpoint"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _train(save: pathlib.Path, world: int, stage: int, precision: str) -> None:
-    port = str(_free_port())
-    ranks = []
-    for rank in range(world):
-        env = dict(
-            os.environ,
-            DS_ACCELERATOR="cpu",
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-        )
-        command = [sys.executable, str(SCRIPT), str(save), str(stage), precision]
-        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for process in ranks:
-        try:
-            output, _ = process.communicate(timeout=900)
-        finally:
-            for other in ranks:
-                if other.poll() is None and process.returncode not in (None, 0):
-                    other.kill()
-        outputs.append((process.returncode, output))
-    for returncode, output in outputs:
-        assert returncode == 0, output[-3000:]
+    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world)
 
 
 @pytest.mark.parametrize(("world", "stage", "precision"), RUNS, ids=[f"ws{w}-z{s}-{p}" for w, s, p in RUNS])

@@ -80,7 +80,6 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousFileError",
     "AUTOEP_PLACEMENT_VERSION",
     "AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION",
     "AUTOEP_ZERO12_REQUIRED_FIELDS",
@@ -88,6 +87,7 @@ __all__ = [
     "GROUPS",
     "UNIVERSAL_CHECKPOINT_VERSION_VALUE",
     "AffineMapKeys",
+    "AmbiguousFileError",
     "AutoEPKeys",
     "AutoEPParamKeys",
     "AutoEPPlacementKeys",

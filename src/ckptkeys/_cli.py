@@ -313,7 +313,9 @@ def _no_save(path: str, name: str) -> str:
     return f"no save {name!r}; the saves are: {', '.join(s.name for s in scan_run(path).saves)}"
 
 
-def _fail(args: argparse.Namespace, status: int, error: str, message: str, facts: dict[str, object] | None = None) -> int:
+def _fail(
+    args: argparse.Namespace, status: int, error: str, message: str, facts: dict[str, object] | None = None
+) -> int:
     """Report a failure: one line on stderr, and with --json one document on stdout too."""
     print(f"ckptkeys {args.command}: {message}", file=sys.stderr)
     if getattr(args, "json", False):

@@ -71,14 +71,59 @@ TORCH_ALLOWED_GLOBALS: Final = frozenset(
         ),
         *(
             f"torch.{dtype}"
-            for dtype in (
-                "bfloat16 bits16 bits1x8 bits2x4 bits4x2 bits8 bool complex128 complex32 complex64 float16 float32 "
-                "float4_e2m1fn_x2 float64 float8_e4m3fn float8_e4m3fnuz float8_e5m2 float8_e5m2fnuz float8_e8m0fnu "
-                "int1 int16 int2 int3 int32 int4 int5 int6 int64 int7 int8 qint32 qint8 quint2x4 quint4x2 quint8 "
-                "uint1 uint16 uint2 uint3 uint32 uint4 uint5 uint6 uint64 uint7 uint8 "
-                "per_channel_affine per_channel_affine_float_qparams per_channel_symmetric per_tensor_affine "
-                "per_tensor_symmetric"
-            ).split()
+            for dtype in [
+                "bfloat16",
+                "bits16",
+                "bits1x8",
+                "bits2x4",
+                "bits4x2",
+                "bits8",
+                "bool",
+                "complex128",
+                "complex32",
+                "complex64",
+                "float16",
+                "float32",
+                "float4_e2m1fn_x2",
+                "float64",
+                "float8_e4m3fn",
+                "float8_e4m3fnuz",
+                "float8_e5m2",
+                "float8_e5m2fnuz",
+                "float8_e8m0fnu",
+                "int1",
+                "int16",
+                "int2",
+                "int3",
+                "int32",
+                "int4",
+                "int5",
+                "int6",
+                "int64",
+                "int7",
+                "int8",
+                "qint32",
+                "qint8",
+                "quint2x4",
+                "quint4x2",
+                "quint8",
+                "uint1",
+                "uint16",
+                "uint2",
+                "uint3",
+                "uint32",
+                "uint4",
+                "uint5",
+                "uint6",
+                "uint64",
+                "uint7",
+                "uint8",
+                "per_channel_affine",
+                "per_channel_affine_float_qparams",
+                "per_channel_symmetric",
+                "per_tensor_affine",
+                "per_tensor_symmetric",
+            ]
         ),
         *(
             f"{module}.{kind}{suffix}"
@@ -86,7 +131,11 @@ TORCH_ALLOWED_GLOBALS: Final = frozenset(
             for kind in ("BFloat16", "Bool", "Byte", "Char", "Double", "Float", "Half", "Int", "Long", "Short")
             for suffix in ("Storage", "Tensor")
         ),
-        *(f"{module}.{kind}Storage" for module in ("torch", "torch.cuda") for kind in ("ComplexDouble", "ComplexFloat")),
+        *(
+            f"{module}.{kind}Storage"
+            for module in ("torch", "torch.cuda")
+            for kind in ("ComplexDouble", "ComplexFloat")
+        ),
         *(f"torch.{kind}Storage" for kind in ("QInt32", "QInt8", "QUInt2x4", "QUInt4x2", "QUInt8")),
         *(
             f"{module}.{kind}Tensor"
@@ -185,7 +234,10 @@ def _code_execution(ref: GlobalRef) -> str | None:
     parts = ref.module.split(".")
     if parts[0] in _CODE_EXECUTION_MODULES:
         return f"module {parts[0]} runs code or touches the system"
-    if (parts[0] == "builtins" and ref.name in _CODE_EXECUTION_BUILTINS) or (ref.module, ref.name) in _CODE_EXECUTION_GLOBALS:
+    if (parts[0] == "builtins" and ref.name in _CODE_EXECUTION_BUILTINS) or (
+        ref.module,
+        ref.name,
+    ) in _CODE_EXECUTION_GLOBALS:
         return f"{ref.qualname} runs code, reaches any object or opens files"
     for part in (*parts[1:], ref.name):
         if part in _CODE_EXECUTION_NAMES:

@@ -115,11 +115,12 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         storage = _storage_record(name, pid, 5)
         record = archive.find(f"data/{storage.key}")
         if record is None:
-            raise CorruptCheckpointError(name, f"storage record {folder}/data/{storage.key} is missing from the archive")
-        if record.size < storage.nbytes:
-            defects.append(
-                f"storage record {folder}/data/{storage.key} holds {record.size} bytes, the pickle says {storage.nbytes}"
+            raise CorruptCheckpointError(
+                name, f"storage record {folder}/data/{storage.key} is missing from the archive"
             )
+        if record.size < storage.nbytes:
+            record_name = f"{folder}/data/{storage.key}"
+            defects.append(f"storage record {record_name} holds {record.size} bytes, the pickle says {storage.nbytes}")
         return storages.setdefault(storage.key, storage)
 
     result = unpickle(
@@ -168,7 +169,7 @@ def _refuse_tar(name: str, stream: BinaryIO) -> None:
             first = archive.next()  # the member tarfile.open just read
     except tarfile.TarError:  # torch then goes on to the legacy pickles, as we do
         return
-    except Exception:  # noqa: BLE001 - torch.load fails on such a file before unpickling anything
+    except Exception:
         return
     finally:
         stream.seek(0)
@@ -230,8 +231,10 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
                     name,
                     f"the {what} pickle's last frame runs on past its STOP",
                     (
-                        f"torch.load (C pickle on the file) may read the next pickle from byte {result.frame_end}, "
-                        "where the frame ends",
+                        (
+                            f"torch.load (C pickle on the file) may read the next pickle from byte {result.frame_end}, "
+                            "where the frame ends"
+                        ),
                         f"a reader that stops at STOP reads it from byte {result.end}",
                     ),
                 ),

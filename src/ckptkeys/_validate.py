@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from . import _frameworks, schema
 from ._converters import Verdict, readiness
-from ._globals import globals_problems, read_error_problems
 from ._errors import NotACheckpointError, ReadError
+from ._globals import globals_problems
 from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
 from ._limits import Limits
 from ._pickle import Opaque

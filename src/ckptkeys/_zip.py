@@ -22,6 +22,7 @@ naming both readings) what readers can disagree on:
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                 directory_end = record_at
     if entries > limits.max_zip_members:  # before a byte of the directory is parsed
         raise LimitError(path, "max_zip_members", limits.max_zip_members)
-    if entries != entries_here or (disk | cdir_disk) != 0 and (disk, cdir_disk) != (1, 1):
+    if entries != entries_here or ((disk | cdir_disk) != 0 and (disk, cdir_disk) != (1, 1)):
         raise CorruptCheckpointError(path, "broken zip archive: multi-disk archives are not supported")
     if cdir_size < entries * _CENTRAL_SIZE or cdir_offset + cdir_size > size:
         raise CorruptCheckpointError(path, "broken zip archive: the central directory does not fit in the file")
@@ -327,8 +328,10 @@ def _defects(members: list[Member], size: int) -> list[str]:
             found.append(f"zip member name {name!r:.80} holds a NUL byte")
         elif name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
             found.append(f"zip member name {name!r} points outside the archive")
-    spans = sorted((m.header_offset, m.header_offset + _LOCAL_SIZE + m.compressed_size, i) for i, m in enumerate(members))
-    for (_, end, first), (next_start, _, second) in zip(spans, spans[1:]):
+    spans = sorted(
+        (m.header_offset, m.header_offset + _LOCAL_SIZE + m.compressed_size, i) for i, m in enumerate(members)
+    )
+    for (_, end, first), (next_start, _, second) in itertools.pairwise(spans):
         if end > next_start:
             found.append(f"zip members {members[first].name!r} and {members[second].name!r} overlap")
     return found
