@@ -54,43 +54,70 @@ def _free_port() -> int:
 _PORT_RACE = ("Address already in use", "EADDRINUSE")
 
 
-def launch_ranks(command: list[str], world: int, *, timeout: float = 900) -> list[str]:
+def _launch_flake(returncode: int | None, output: str) -> bool:
+    """A rank that lost its port, or that the C++ runtime aborted (a signal, not a Python error):
+    DeepSpeed's CPU runtime on gloo does that now and then ("terminate called without an active
+    exception", SIGABRT), whatever the script it runs."""
+    return any(marker in output for marker in _PORT_RACE) or (returncode is not None and returncode < 0)
+
+
+def launch_ranks(
+    command: list[str], world: int, *, output: pathlib.Path | None = None, timeout: float = 900
+) -> list[str]:
     """Run ``command`` as ``world`` ranks of one job on gloo (``DS_ACCELERATOR=cpu``), as a launcher would.
 
     Asserts every rank exits 0 (with the end of a failing rank's output) and returns the outputs.
-    When a rank lost the rendezvous port to another process, the job is run once more on a new port.
+    When a rank lost the rendezvous port, or the runtime aborted it with a signal, the job is run
+    once more, on a new port, after removing ``output`` (the folder the job writes). A Python
+    error in a rank is never retried.
     """
+    import shutil
+    import tempfile
+    import time
+
     for attempt in range(2):
+        if attempt and output is not None:
+            shutil.rmtree(output, ignore_errors=True)
         port = str(_free_port())
-        ranks = []
-        for rank in range(world):
-            env = dict(
-                os.environ,
-                DS_ACCELERATOR="cpu",
-                RANK=str(rank),
-                LOCAL_RANK=str(rank),
-                WORLD_SIZE=str(world),
-                LOCAL_WORLD_SIZE=str(world),
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=port,
-            )
-            ranks.append(
-                subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            )
-        results: list[tuple[int | None, str]] = []
-        for process in ranks:
-            try:
-                output, _ = process.communicate(timeout=timeout)
-            finally:
-                if process.returncode not in (None, 0):
-                    for other in ranks:
-                        if other.poll() is None:
-                            other.kill()
-            results.append((process.returncode, output))
-        failed = [output for code, output in results if code != 0]
-        if failed and attempt == 0 and any(marker in out for out in failed for marker in _PORT_RACE):
+        with tempfile.TemporaryDirectory() as logs:
+            ranks = []
+            for rank in range(world):
+                env = dict(
+                    os.environ,
+                    DS_ACCELERATOR="cpu",
+                    RANK=str(rank),
+                    LOCAL_RANK=str(rank),
+                    WORLD_SIZE=str(world),
+                    LOCAL_WORLD_SIZE=str(world),
+                    MASTER_ADDR="127.0.0.1",
+                    MASTER_PORT=port,
+                )
+                with open(os.path.join(logs, str(rank)), "w") as log:  # a file: no pipe to fill up
+                    ranks.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+            # Wait for all; once one rank fails (or time runs out) the others, who would wait for
+            # it in a collective forever, are killed.
+            deadline = time.monotonic() + timeout
+            killed: set[int] = set()
+            while None in (codes := [process.poll() for process in ranks]):  # poll every rank, every time
+                if time.monotonic() > deadline or any(code not in (None, 0) for code in codes):
+                    for rank, process in enumerate(ranks):
+                        if process.poll() is None:
+                            process.kill()
+                            killed.add(rank)
+                    break
+                time.sleep(0.1)
+            results = []
+            for rank, process in enumerate(ranks):
+                process.wait()
+                with open(os.path.join(logs, str(rank))) as log:
+                    results.append((process.returncode, log.read()))
+        failed = [(code, text) for code, text in results if code != 0]
+        if failed and attempt == 0 and all(_launch_flake(code, text) for code, text in failed):
+            print(f"launch_ranks: retrying {command[1:2]} after {[code for code, _ in failed]}", file=sys.stderr)
             continue
-        for code, output in results:
-            assert code == 0, output[-3000:]
-        return [output for _, output in results]
+        # The ranks that failed on their own first: their output says why, not the ones killed after.
+        for rank in sorted(range(world), key=lambda rank: rank in killed):
+            code, text = results[rank]
+            assert code == 0, text[-3000:]
+        return [text for _, text in results]
     raise AssertionError("unreachable")

@@ -156,7 +156,7 @@ def test_short_partition_names_the_file(name: str, shard: str, key: str, tmp_pat
 
 
 def _train(save: pathlib.Path, world: int, stage: int, precision: str) -> None:
-    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world)
+    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world, output=save)
 
 
 RUNS = [(2, 1, "bf16"), (2, 2, "bf16"), (2, 3, "bf16"), (2, 2, "fp32")]
@@ -273,7 +273,7 @@ def test_tensor_parallel_export_equals_ds_to_universal(tmp_path: pathlib.Path) -
     from .conftest import ds_to_universal
 
     save = tmp_path / "save"
-    launch_ranks([sys.executable, str(TP_SCRIPT), str(save)], 2)
+    launch_ranks([sys.executable, str(TP_SCRIPT), str(save)], 2, output=save)
     done = ds_to_universal(save / "step3", tmp_path / "universal")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for dtype in ("fp32", "bf16"):
@@ -321,7 +321,7 @@ def test_moe_bf16_export_is_the_fp32_masters_of_every_expert(ep_size: int, tmp_p
     cast to bf16 they are those weights bit for bit, every expert under its global name.
     """
     save = tmp_path / "save"
-    launch_ranks([sys.executable, str(MOE_SCRIPT), str(save), str(ep_size), "bf16"], 2)
+    launch_ranks([sys.executable, str(MOE_SCRIPT), str(save), str(ep_size), "bf16"], 2, output=save)
     plan = export(save, tmp_path / "out")
     ours = _load(tmp_path / "out")
     tag = save / "step3"

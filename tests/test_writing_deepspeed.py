@@ -35,7 +35,7 @@ MISSING_INFO = "Required universal_checkpoint_info state is missing in checkpoin
 
 
 def _train(save: pathlib.Path, world: int, stage: int, precision: str) -> None:
-    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world)
+    launch_ranks([sys.executable, str(SCRIPT), str(save), str(stage), precision], world, output=save)
 
 
 @pytest.mark.parametrize(("world", "stage", "precision"), RUNS, ids=[f"ws{w}-z{s}-{p}" for w, s, p in RUNS])
