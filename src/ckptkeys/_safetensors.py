@@ -19,6 +19,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from ._torch import DTYPE_ITEMSIZE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -45,24 +47,8 @@ DTYPES: Final[dict[str, str]] = {
     "float8_e5m2": "F8_E5M2",
     "complex64": "C64",
 }
-ITEMSIZE: Final[dict[str, int]] = {
-    "bool": 1,
-    "uint8": 1,
-    "int8": 1,
-    "int16": 2,
-    "uint16": 2,
-    "float16": 2,
-    "bfloat16": 2,
-    "int32": 4,
-    "uint32": 4,
-    "float32": 4,
-    "float64": 8,
-    "int64": 8,
-    "uint64": 8,
-    "float8_e4m3fn": 1,
-    "float8_e5m2": 1,
-    "complex64": 8,
-}
+# Element sizes of those dtypes: torch's own (one table, in _torch).
+ITEMSIZE: Final[dict[str, int]] = {name: DTYPE_ITEMSIZE[name] for name in DTYPES}
 # Bytes moved per read/write: large enough for disk speed, small enough to bound memory.
 CHUNK_BYTES: Final = 8 << 20
 _ALIGN: Final = 8
