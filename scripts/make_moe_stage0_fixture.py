@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import socket
-import subprocess
 import sys
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -64,34 +62,14 @@ def train(save_dir: str) -> None:
     engine.save_checkpoint(save_dir, tag="global_step3")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def main() -> None:
     """Start the ranks, then drop the zero_to_fp32.py copy DeepSpeed puts beside the save."""
     if OUT.exists():
         shutil.rmtree(OUT)
-    port = str(_free_port())
-    ranks = []
-    for rank in range(WORLD):
-        env = dict(
-            os.environ,
-            DS_ACCELERATOR="cpu",
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(WORLD),
-            LOCAL_WORLD_SIZE=str(WORLD),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-        )
-        ranks.append(subprocess.Popen([sys.executable, __file__, "--rank", str(OUT)], env=env))
-    codes = [process.wait(timeout=900) for process in ranks]
-    if any(codes):
-        raise SystemExit(f"a rank failed: exit statuses {codes}")
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import launch_ranks  # the launcher of the DeepSpeed-backed tests
+
+    launch_ranks([sys.executable, __file__, "--rank", str(OUT)], WORLD, output=OUT)
     (OUT / "zero_to_fp32.py").unlink(missing_ok=True)
     for path in sorted(OUT.rglob("*")):
         print(f"{path.relative_to(ROOT)}  {path.stat().st_size if path.is_file() else ''}")
