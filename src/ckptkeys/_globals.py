@@ -245,13 +245,15 @@ def _code_execution(ref: GlobalRef) -> str | None:
     return None
 
 
+def _allowed(ref: GlobalRef) -> bool:
+    return ref.qualname in TORCH_ALLOWED_GLOBALS and _weights_only_view(ref) == (ref.module, ref.name)
+
+
 def classify(ref: GlobalRef) -> GlobalClass:
     """``"allowed"``, ``"code-execution"`` or ``"refused"``: see the module's text."""
     if _code_execution(ref) is not None:
         return "code-execution"
-    if ref.qualname in TORCH_ALLOWED_GLOBALS and _weights_only_view(ref) == (ref.module, ref.name):
-        return "allowed"
-    return "refused"
+    return "allowed" if _allowed(ref) else "refused"
 
 
 def explain(ref: GlobalRef) -> str:
@@ -260,7 +262,7 @@ def explain(ref: GlobalRef) -> str:
     why = _code_execution(ref)
     if why is not None:
         return f"{ref.qualname}{renamed}: code execution on torch.load(weights_only=False): {why}"
-    if classify(ref) == "allowed":
+    if _allowed(ref):  # not code execution: known above
         return f"{ref.qualname}{renamed}: allowed by torch.load(weights_only=True)"
     return (
         f"{ref.qualname}{renamed}: refused by torch.load(weights_only=True); with weights_only=False torch imports it "
