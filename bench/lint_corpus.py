@@ -31,7 +31,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-from ckptkeys import _registry
+from ckptkeys._keys import _registry
 from ckptkeys.lint import lint_source
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "lint_corpus"

@@ -8,7 +8,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from ckptkeys import _render  # noqa: E402
+from ckptkeys._keys import _render  # noqa: E402
 
 GENERATED = {
     ROOT / "docs" / "keys.md": _render.render_markdown,

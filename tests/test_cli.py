@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys import _render
+from ckptkeys._keys import _render
 from ckptkeys._cli import main
 
 

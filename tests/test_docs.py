@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ckptkeys import _render
+from ckptkeys._keys import _render
 
 from . import doc_examples
 from .conftest import ROOT

@@ -41,7 +41,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_shim_import_builds_no_registry() -> None:
-    code = "import sys, ckptkeys.constants; print('ckptkeys._registry' in sys.modules, 'enum' in sys.modules)"
+    code = "import sys, ckptkeys.constants; print('ckptkeys._keys._registry' in sys.modules, 'enum' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-X", "frozen_modules=on", "-c", code], capture_output=True, text=True, check=True
     )

@@ -139,7 +139,7 @@ def test_members_are_immutable_singletons() -> None:
 def test_backport_matches_stdlib_strenum() -> None:
     if sys.version_info >= (3, 11):
         assert issubclass(KeyGroup, enum.StrEnum)
-    from ckptkeys._strenum import StrEnum
+    from ckptkeys._keys._strenum import StrEnum
 
     class Plain(StrEnum):
         A = "a"

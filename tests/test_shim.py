@@ -11,7 +11,7 @@ import pytest
 
 import ckptkeys
 import ckptkeys.constants as shim
-from ckptkeys import _render
+from ckptkeys._keys import _render
 
 from .conftest import ROOT, reference_constants
 

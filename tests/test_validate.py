@@ -14,7 +14,7 @@ import pytest
 
 import ckptkeys
 from ckptkeys import OptimizerKeys, Problem, Severity, schema
-from ckptkeys._registry import GROUPS
+from ckptkeys._keys._registry import GROUPS
 
 from .conftest import DATA, FIXTURES
 

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from ._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
     from ._limits import Limits
     from ._pickle import GlobalRef, Opaque
-    from ._plain import plain
+    from ._keys._plain import plain
     from ._problems import Problem, Severity
     from ._reader import Checkpoint, read
-    from ._registry import (
+    from ._keys._registry import (
         AUTOEP_PLACEMENT_VERSION,
         AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION,
         AUTOEP_ZERO12_REQUIRED_FIELDS,
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
         member_for_constant,
         members_for,
     )
-    from ._strenum import KeyGroup
+    from ._keys._strenum import KeyGroup
     from ._torch import StorageInfo, TensorInfo
     from ._validate import (
         FileReport,
@@ -176,8 +176,8 @@ _ELSEWHERE = {
     "StorageInfo": "_torch",
     "TensorInfo": "_torch",
     "Limits": "_limits",
-    "KeyGroup": "_strenum",
-    "plain": "_plain",
+    "KeyGroup": "_keys._strenum",
+    "plain": "_keys._plain",
     "Layout": "_layout",
     "LayoutFile": "_layout",
     "TagLayout": "_layout",
@@ -207,7 +207,7 @@ _ELSEWHERE = {
     "plan_export": "_export",
     "write_export": "_export_write",
 }
-_LAZY = {name: _ELSEWHERE.get(name, "_registry") for name in __all__ if name not in _EAGER}
+_LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}
 
 if not TYPE_CHECKING:  # a module __getattr__ would make every misspelt name type-check
 

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import _registry, _render
+from ._keys import _registry, _render
 from ._errors import ReadError
-from ._strenum import KeyGroup
+from ._keys._strenum import KeyGroup
 
 __all__ = ["main"]
 

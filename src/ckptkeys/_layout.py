@@ -22,7 +22,7 @@ from ._limits import Limits
 from ._pickle import Opaque
 from ._problems import Problem, Severity
 from ._reader import Checkpoint, read
-from ._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
+from ._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from ._torch import TensorInfo
 from .naming import CheckpointName, FileKind
 

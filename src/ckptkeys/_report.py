@@ -15,7 +15,7 @@ from ._layout import LayoutFile, TagLayout
 from ._pickle import GlobalRef, Opaque
 from ._problems import Problem
 from ._reader import Checkpoint
-from ._registry import ModuleKeys
+from ._keys._registry import ModuleKeys
 from ._torch import TensorInfo
 from ._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
 from .naming import FileKind

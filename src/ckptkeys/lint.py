@@ -19,8 +19,8 @@ import sys
 import tokenize
 from dataclasses import dataclass, field
 
-from . import _registry
-from ._strenum import KeyGroup
+from ._keys import _registry
+from ._keys._strenum import KeyGroup
 from .naming import CheckpointName, FileKind, parse
 
 TYPE_CHECKING = False

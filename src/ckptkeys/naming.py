@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ._registry import NamingKeys as _N
+from ._keys._registry import NamingKeys as _N
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

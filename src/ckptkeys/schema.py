@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 from typing_extensions import NotRequired
 
-from ._registry import (
+from ._keys._registry import (
     ModuleKeys,
     OptimFileKeys,
     OptimizerKeys,
@@ -26,7 +26,7 @@ from ._registry import (
     UniversalParamKeys,
     VocabKeys,
 )
-from ._strenum import KeyGroup
+from ._keys._strenum import KeyGroup
 
 __all__ = [
     "SPECS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from ._errors import UnknownKeyError
+from .._errors import UnknownKeyError
 from ._strenum import KeyGroup
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; type checkers treat this as True

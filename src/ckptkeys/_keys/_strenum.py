@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import sys
 
-from ._errors import UnknownKeyError
+from .._errors import UnknownKeyError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; type checkers treat this as True
 if TYPE_CHECKING:

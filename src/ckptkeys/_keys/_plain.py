@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import enum
 
-from ._errors import StructureError
+from .._errors import StructureError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; type checkers treat this as True
 if TYPE_CHECKING:
