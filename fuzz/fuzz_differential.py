@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 with atheris.instrument_imports():
     import ckptkeys
-    from ckptkeys import _globals, _pickle, _reader, _torch, _zip  # noqa: F401  (instrumented)
-    from ckptkeys._limits import Limits
+    from ckptkeys._read import _globals, _pickle, _reader, _torch, _zip  # noqa: F401  (instrumented)
+    from ckptkeys._read._limits import Limits
 
 import torch  # noqa: F401  (imported before the clock: the oracle loads with it)
 from tests import differential

@@ -15,8 +15,8 @@ import atheris
 
 with atheris.instrument_imports():
     import ckptkeys
-    from ckptkeys import _pickle, _reader
-    from ckptkeys._limits import Limits
+    from ckptkeys._read import _pickle, _reader
+    from ckptkeys._read._limits import Limits
 
 # Small limits keep every input cheap; the limits' own checks are part of what is fuzzed.
 LIMITS = Limits(max_pickle_bytes=1 << 20, max_objects=100_000, max_memo=100_000, max_string_bytes=1 << 16)

@@ -22,7 +22,7 @@ import types
 from typing import Any
 
 import ckptkeys
-from ckptkeys import _globals
+from ckptkeys._read import _globals
 
 
 class _Stub:

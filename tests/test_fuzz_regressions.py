@@ -8,8 +8,9 @@ import pathlib
 
 import pytest
 
-from ckptkeys import ReadError, _pickle, _reader
-from ckptkeys._limits import Limits
+from ckptkeys import ReadError
+from ckptkeys._read import _pickle, _reader
+from ckptkeys._read._limits import Limits
 
 from .conftest import DATA
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import ckptkeys
 from ckptkeys import CorruptCheckpointError, LimitError, Limits, ReadError
-from ckptkeys._pickle import _check_depth, unpickle
+from ckptkeys._read._pickle import _check_depth, unpickle
 
 from .conftest import DATA, FIXTURES
 
@@ -143,7 +143,7 @@ def test_mutated_pickles(seed: bytes, flips: list[tuple[int, int]], data: st.Dat
 @settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([*sorted((DATA / "malicious").glob("*.pt")), GOOD]), st.integers(0, 5000), st.integers(0, 255))
 def test_mutated_archives(path: pathlib.Path, position: int, value: int) -> None:
-    from ckptkeys import _reader
+    from ckptkeys._read import _reader
 
     raw = bytearray(path.read_bytes())
     raw[position % len(raw)] = value

@@ -28,8 +28,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     import ckptkeys
-    from ckptkeys import _pickle, _reader, _report, _validate  # everything a read or inspect uses
-    import ckptkeys._layout, ckptkeys.naming, ckptkeys.schema, ckptkeys._converters, ckptkeys._torch
+    from ckptkeys import _report, _validate  # everything a read or inspect uses
+    from ckptkeys._read import _pickle, _reader
+    import ckptkeys._layout, ckptkeys.naming, ckptkeys.schema, ckptkeys._converters, ckptkeys._read._torch
     import zipfile, zlib, struct, codecs, difflib
     import encodings.raw_unicode_escape, encodings.latin_1, encodings.cp437  # zipfile decodes names with cp437
 

@@ -366,7 +366,7 @@ def test_mutated_checkpoints_give_a_result_or_a_read_error(tmp_path: pathlib.Pat
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_pickles_give_a_result_or_a_read_error(payload: bytes) -> None:
-    from ckptkeys._pickle import unpickle
+    from ckptkeys._read._pickle import unpickle
 
     with contextlib.suppress(ReadError):
         unpickle(b"\x80\x02" + payload)

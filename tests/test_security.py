@@ -18,9 +18,9 @@ import pytest
 
 import ckptkeys
 from ckptkeys import _cli
-from ckptkeys._globals import classify
-from ckptkeys._pickle import GlobalRef, find_class
-from ckptkeys._torch import legacy_find_class, zip_find_class
+from ckptkeys._read._globals import classify
+from ckptkeys._read._pickle import GlobalRef, find_class
+from ckptkeys._read._torch import legacy_find_class, zip_find_class
 
 from .conftest import FIXTURES
 from .security_cases import Case, build_cases
@@ -147,7 +147,7 @@ def test_machine_agrees_with_c_pickle(data: bytes) -> None:
     # where ckptkeys stopped and torch went on (differential fuzzing found these).
     import pickle
 
-    from ckptkeys._pickle import unpickle
+    from ckptkeys._read._pickle import unpickle
 
     assert unpickle(data).value == pickle.loads(data)
 

@@ -19,7 +19,8 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys import _cli, _globals, _torch
+from ckptkeys import _cli
+from ckptkeys._read import _globals, _torch
 
 from . import differential
 from .conftest import DATA

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
     from ._export_write import OutputExistsError, export, write_export
     from ._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
-    from ._limits import Limits
-    from ._pickle import GlobalRef, Opaque
+    from ._read._limits import Limits
+    from ._read._pickle import GlobalRef, Opaque
     from ._keys._plain import plain
     from ._problems import Problem, Severity
-    from ._reader import Checkpoint, read
+    from ._read._reader import Checkpoint, read
     from ._keys._registry import (
         AUTOEP_PLACEMENT_VERSION,
         AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION,
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
         members_for,
     )
     from ._keys._strenum import KeyGroup
-    from ._torch import StorageInfo, TensorInfo
+    from ._read._torch import StorageInfo, TensorInfo
     from ._validate import (
         FileReport,
         RunReport,
@@ -169,13 +169,13 @@ _EAGER = {
     "__version__",
 }
 _ELSEWHERE = {
-    "Checkpoint": "_reader",
-    "read": "_reader",
-    "GlobalRef": "_pickle",
-    "Opaque": "_pickle",
-    "StorageInfo": "_torch",
-    "TensorInfo": "_torch",
-    "Limits": "_limits",
+    "Checkpoint": "_read._reader",
+    "read": "_read._reader",
+    "GlobalRef": "_read._pickle",
+    "Opaque": "_read._pickle",
+    "StorageInfo": "_read._torch",
+    "TensorInfo": "_read._torch",
+    "Limits": "_read._limits",
     "KeyGroup": "_keys._strenum",
     "plain": "_keys._plain",
     "Layout": "_layout",

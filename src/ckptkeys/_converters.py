@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from . import _frameworks
-from ._pickle import Opaque
+from ._read._pickle import Opaque
 from ._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPatternKeys, SubParamKeys, UniversalKeys
 from .naming import FileKind
 

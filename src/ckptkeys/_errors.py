@@ -6,7 +6,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._pickle import GlobalRef
+    from ._read._pickle import GlobalRef
 
 __all__ = [
     "AmbiguousFileError",

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 from . import _frameworks, naming
 from ._errors import NotACheckpointError, ReadError
-from ._globals import globals_problems, read_error_problems
-from ._limits import Limits
-from ._pickle import Opaque
+from ._read._globals import globals_problems, read_error_problems
+from ._read._limits import Limits
+from ._read._pickle import Opaque
 from ._problems import Problem, Severity
-from ._reader import Checkpoint, read
+from ._read._reader import Checkpoint, read
 from ._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
-from ._torch import TensorInfo
+from ._read._torch import TensorInfo
 from .naming import CheckpointName, FileKind
 
 TYPE_CHECKING = False

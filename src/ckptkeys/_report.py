@@ -10,13 +10,13 @@ import os
 
 from ._converters import Verdict
 from ._errors import ReadError
-from ._globals import classify, explain, read_error_problems
+from ._read._globals import classify, explain, read_error_problems
 from ._layout import LayoutFile, TagLayout
-from ._pickle import GlobalRef, Opaque
+from ._read._pickle import GlobalRef, Opaque
 from ._problems import Problem
-from ._reader import Checkpoint
+from ._read._reader import Checkpoint
 from ._keys._registry import ModuleKeys
-from ._torch import TensorInfo
+from ._read._torch import TensorInfo
 from ._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
 from .naming import FileKind
 

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 
 from ._errors import CorruptCheckpointError, ReadError
-from ._limits import Limits
-from ._reader import Checkpoint
-from ._torch import TensorInfo
-from ._zip import Archive, Member, open_archive
+from ._read._limits import Limits
+from ._read._reader import Checkpoint
+from ._read._torch import TensorInfo
+from ._read._zip import Archive, Member, open_archive
 
 __all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span"]
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from . import _frameworks, schema
 from ._converters import Verdict, readiness
 from ._errors import NotACheckpointError, ReadError
-from ._globals import globals_problems
+from ._read._globals import globals_problems
 from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
-from ._limits import Limits
-from ._pickle import Opaque
+from ._read._limits import Limits
+from ._read._pickle import Opaque
 from ._problems import Problem, Severity
-from ._reader import Checkpoint, read
+from ._read._reader import Checkpoint, read
 from ._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
-from ._torch import TensorInfo
+from ._read._torch import TensorInfo
 from .naming import (
     CheckpointName,
     FileKind,

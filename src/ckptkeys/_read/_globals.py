@@ -1,7 +1,7 @@
 """What the globals a pickle names mean for ``torch.load``: allowed, refused, or code execution.
 
 Reading records every global a pickle names, resolved as the real unpickler resolves it
-(:func:`ckptkeys._pickle.find_class`: Python 2 names renamed, dotted names walked, torch's own
+(:func:`ckptkeys._read._pickle.find_class`: Python 2 names renamed, dotted names walked, torch's own
 renaming). This module judges them, on that resolution:
 
 - ``"allowed"``: ``torch.load(weights_only=True)`` accepts it without ``add_safe_globals``:
@@ -20,8 +20,8 @@ renaming). This module judges them, on that resolution:
 
 from __future__ import annotations
 
-from ._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
-from ._problems import Problem, Severity
+from .._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
+from .._problems import Problem, Severity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

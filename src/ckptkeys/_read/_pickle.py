@@ -20,7 +20,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ._errors import CorruptCheckpointError, LimitError, ReadError
+from .._errors import CorruptCheckpointError, LimitError, ReadError
 from ._limits import Limits
 
 TYPE_CHECKING = False

@@ -18,7 +18,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
+from .._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
 from ._limits import Limits
 from ._pickle import GlobalRef, Unpickled, unpickle
 from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
