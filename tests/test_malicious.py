@@ -28,9 +28,10 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     import ckptkeys
-    from ckptkeys import _report, _validate  # everything a read or inspect uses
+    from ckptkeys import _report  # everything a read or inspect uses
+    from ckptkeys._check import _validate
     from ckptkeys._read import _pickle, _reader
-    import ckptkeys._layout, ckptkeys.naming, ckptkeys.schema, ckptkeys._converters, ckptkeys._read._torch
+    import ckptkeys._check._layout, ckptkeys.naming, ckptkeys.schema, ckptkeys._check._converters, ckptkeys._read._torch
     import zipfile, zlib, struct, codecs, difflib
     import encodings.raw_unicode_escape, encodings.latin_1, encodings.cp437  # zipfile decodes names with cp437
 

@@ -185,7 +185,7 @@ def test_iterating_a_group_checks_membership() -> None:
 
 def test_moe_info_and_a_missing_last_expert(tmp_path: pathlib.Path) -> None:
     report = ckptkeys.validate_folder(FIXTURES / "moe_z2_fp32_ep2")
-    from ckptkeys._validate import moe_info
+    from ckptkeys._check._validate import moe_info
 
     assert moe_info(report.tags[0].layout) == {
         "num_experts": 2,
@@ -293,7 +293,7 @@ MOE_Z0 = DATA / "moe_z0_fp32_ep2"
 
 
 def test_moe_without_zero_ep_size_from_the_param_group() -> None:
-    from ckptkeys._validate import moe_info
+    from ckptkeys._check._validate import moe_info
 
     (tag,) = ckptkeys.validate_folder(MOE_Z0).tags
     assert tag.layout.zero_stage == 0
@@ -359,7 +359,7 @@ def test_every_problem_code_is_documented() -> None:
     """Every code the sources can give: problems, the files a layout expects, converter verdicts."""
     import re
 
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (DATA.parent.parent / "src" / "ckptkeys").glob("*.py"))
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (DATA.parent.parent / "src" / "ckptkeys").rglob("*.py"))
     codes = set(re.findall(r'Problem\(\s*(?:E|W|INFO|Severity\.\w+),\s*"([a-z0-9-]+)"', source))
     codes |= set(re.findall(r'\("(missing-[a-z-]+)", ', source))
     codes |= set(re.findall(r'Verdict\(\s*False,\s*"([a-z0-9-]+)"', source))

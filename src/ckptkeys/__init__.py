@@ -24,14 +24,14 @@ from ._errors import (
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
-    from ._converters import Verdict
+    from ._check._converters import Verdict
     from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
     from ._export_write import OutputExistsError, export, write_export
-    from ._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
+    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
     from ._read._limits import Limits
     from ._read._pickle import GlobalRef, Opaque
     from ._keys._plain import plain
-    from ._problems import Problem, Severity
+    from ._check._problems import Problem, Severity
     from ._read._reader import Checkpoint, read
     from ._keys._registry import (
         AUTOEP_PLACEMENT_VERSION,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     )
     from ._keys._strenum import KeyGroup
     from ._read._torch import StorageInfo, TensorInfo
-    from ._validate import (
+    from ._check._validate import (
         FileReport,
         RunReport,
         TagReport,
@@ -178,26 +178,26 @@ _ELSEWHERE = {
     "Limits": "_read._limits",
     "KeyGroup": "_keys._strenum",
     "plain": "_keys._plain",
-    "Layout": "_layout",
-    "LayoutFile": "_layout",
-    "TagLayout": "_layout",
-    "scan": "_layout",
-    "scan_run": "_layout",
-    "Run": "_layout",
-    "Save": "_layout",
-    "Problem": "_problems",
-    "Severity": "_problems",
-    "TagReport": "_validate",
-    "ValidationReport": "_validate",
-    "validate": "_validate",
-    "validate_folder": "_validate",
-    "validate_file": "_validate",
-    "validate_path": "_validate",
-    "validate_run": "_validate",
-    "validate_tag": "_validate",
-    "FileReport": "_validate",
-    "RunReport": "_validate",
-    "Verdict": "_converters",
+    "Layout": "_check._layout",
+    "LayoutFile": "_check._layout",
+    "TagLayout": "_check._layout",
+    "scan": "_check._layout",
+    "scan_run": "_check._layout",
+    "Run": "_check._layout",
+    "Save": "_check._layout",
+    "Problem": "_check._problems",
+    "Severity": "_check._problems",
+    "TagReport": "_check._validate",
+    "ValidationReport": "_check._validate",
+    "validate": "_check._validate",
+    "validate_folder": "_check._validate",
+    "validate_file": "_check._validate",
+    "validate_path": "_check._validate",
+    "validate_run": "_check._validate",
+    "validate_tag": "_check._validate",
+    "FileReport": "_check._validate",
+    "RunReport": "_check._validate",
+    "Verdict": "_check._converters",
     "ExportError": "_export",
     "ExportPlan": "_export",
     "ExportShard": "_export",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 from . import naming
 from ._errors import CkptKeysError, ReadError
-from ._layout import TagLayout, scan
+from ._check._layout import TagLayout, scan
 from ._read._pickle import Opaque
 from ._read._reader import Checkpoint, read
 from ._safetensors import DTYPES, ITEMSIZE

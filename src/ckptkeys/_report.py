@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 
-from ._converters import Verdict
+from ._check._converters import Verdict
 from ._errors import ReadError
 from ._read._globals import classify, explain, read_error_problems
-from ._layout import LayoutFile, TagLayout
+from ._check._layout import LayoutFile, TagLayout
 from ._read._pickle import GlobalRef, Opaque
-from ._problems import Problem
+from ._check._problems import Problem
 from ._read._reader import Checkpoint
 from ._keys._registry import ModuleKeys
 from ._read._torch import TensorInfo
-from ._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
+from ._check._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
 from .naming import FileKind
 
 TYPE_CHECKING = False

@@ -21,7 +21,7 @@ renaming). This module judges them, on that resolution:
 from __future__ import annotations
 
 from .._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
-from .._problems import Problem, Severity
+from .._check._problems import Problem, Severity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 from . import _frameworks
-from ._read._pickle import Opaque
-from ._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPatternKeys, SubParamKeys, UniversalKeys
-from .naming import FileKind
+from .._read._pickle import Opaque
+from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPatternKeys, SubParamKeys, UniversalKeys
+from ..naming import FileKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def _natural(file: LayoutFile) -> list[int | str]:
 
 
 def _autoep_zero3_partitioned(layers: Any) -> bool:
-    from ._keys._registry import AutoEPKeys
+    from .._keys._registry import AutoEPKeys
 
     return isinstance(layers, list) and any(
         isinstance(entry, dict)

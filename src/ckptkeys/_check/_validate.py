@@ -14,18 +14,19 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import _frameworks, schema
+from . import _frameworks
+from .. import schema
 from ._converters import Verdict, readiness
-from ._errors import NotACheckpointError, ReadError
-from ._read._globals import globals_problems
+from .._errors import NotACheckpointError, ReadError
+from .._read._globals import globals_problems
 from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
-from ._read._limits import Limits
-from ._read._pickle import Opaque
+from .._read._limits import Limits
+from .._read._pickle import Opaque
 from ._problems import Problem, Severity
-from ._read._reader import Checkpoint, read
-from ._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
-from ._read._torch import TensorInfo
-from .naming import (
+from .._read._reader import Checkpoint, read
+from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
+from .._read._torch import TensorInfo
+from ..naming import (
     CheckpointName,
     FileKind,
     expert_model_states,

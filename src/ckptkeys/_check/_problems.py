@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._keys._strenum import StrEnum
+from .._keys._strenum import StrEnum
 
 __all__ = ["Problem", "Severity"]
 
