@@ -13,8 +13,8 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys._keys import _render
 from ckptkeys._cli import main
+from ckptkeys._keys import _render
 
 
 def _script() -> list[str]:

@@ -25,14 +25,23 @@ from ._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._check._converters import Verdict
+    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
+    from ._check._problems import Problem, Severity
+    from ._check._validate import (
+        FileReport,
+        RunReport,
+        TagReport,
+        ValidationReport,
+        validate,
+        validate_file,
+        validate_folder,
+        validate_path,
+        validate_run,
+        validate_tag,
+    )
     from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
     from ._export_write import OutputExistsError, export, write_export
-    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
-    from ._read._limits import Limits
-    from ._read._pickle import GlobalRef, Opaque
     from ._keys._plain import plain
-    from ._check._problems import Problem, Severity
-    from ._read._reader import Checkpoint, read
     from ._keys._registry import (
         AUTOEP_PLACEMENT_VERSION,
         AUTOEP_ZERO3_EXPERT_STATE_FORMAT_VERSION,
@@ -63,19 +72,10 @@ if TYPE_CHECKING:
         members_for,
     )
     from ._keys._strenum import KeyGroup
+    from ._read._limits import Limits
+    from ._read._pickle import GlobalRef, Opaque
+    from ._read._reader import Checkpoint, read
     from ._read._torch import StorageInfo, TensorInfo
-    from ._check._validate import (
-        FileReport,
-        RunReport,
-        TagReport,
-        ValidationReport,
-        validate,
-        validate_file,
-        validate_folder,
-        validate_path,
-        validate_run,
-        validate_tag,
-    )
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._keys import _registry, _render
 from ._errors import ReadError
+from ._keys import _registry, _render
 from ._keys._strenum import KeyGroup
 
 __all__ = ["main"]

@@ -31,13 +31,13 @@ import re
 from dataclasses import dataclass, field, replace
 
 from . import naming
-from ._errors import CkptKeysError, ReadError
 from ._check._layout import TagLayout, scan
+from ._errors import CkptKeysError, ReadError
 from ._read._pickle import Opaque
 from ._read._reader import Checkpoint, read
+from ._read._torch import TensorInfo
 from ._safetensors import DTYPES, ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
-from ._read._torch import TensorInfo
 from .naming import FileKind
 
 TYPE_CHECKING = False

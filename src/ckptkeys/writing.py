@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._errors import CkptKeysError
-from ._keys._registry import UNIVERSAL_CHECKPOINT_VERSION_VALUE, ParamPatternKeys, SubParamKeys, UniversalKeys, VocabKeys
+from ._keys._registry import (
+    UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    ParamPatternKeys,
+    SubParamKeys,
+    UniversalKeys,
+    VocabKeys,
+)
 from .schema import SubParamEntry, UniversalCheckpointInfo
 
 __all__ = ["SUPPORTED_VERSIONS", "InvalidInfoError", "SubParam", "client_state", "universal_checkpoint_info"]

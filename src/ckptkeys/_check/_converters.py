@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import _frameworks
-from .._read._pickle import Opaque
 from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPatternKeys, SubParamKeys, UniversalKeys
+from .._read._pickle import Opaque
 from ..naming import FileKind
+from . import _frameworks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -15,17 +15,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import _frameworks
 from .. import naming
 from .._errors import NotACheckpointError, ReadError
-from .._read._globals import globals_problems, read_error_problems
+from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from .._read._limits import Limits
 from .._read._pickle import Opaque
-from ._problems import Problem, Severity
 from .._read._reader import Checkpoint, read
-from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
+from . import _frameworks
+from ._problems import Problem, Severity
+from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

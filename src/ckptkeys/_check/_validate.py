@@ -14,17 +14,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import _frameworks
 from .. import schema
-from ._converters import Verdict, readiness
 from .._errors import NotACheckpointError, ReadError
-from .._read._globals import globals_problems
-from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
+from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from .._read._limits import Limits
 from .._read._pickle import Opaque
-from ._problems import Problem, Severity
 from .._read._reader import Checkpoint, read
-from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from .._read._torch import TensorInfo
 from ..naming import (
     CheckpointName,
@@ -36,6 +31,11 @@ from ..naming import (
     parse,
     zero3_model_states,
 )
+from . import _frameworks
+from ._converters import Verdict, readiness
+from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
+from ._problems import Problem, Severity
+from ._security import globals_problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

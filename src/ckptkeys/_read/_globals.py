@@ -20,19 +20,15 @@ renaming). This module judges them, on that resolution:
 
 from __future__ import annotations
 
-from .._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
-from .._check._problems import Problem, Severity
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from typing import Final, Literal
 
     from ._pickle import GlobalRef
 
     GlobalClass = Literal["allowed", "code-execution", "refused"]
 
-__all__ = ["TORCH_ALLOWED_GLOBALS", "classify", "explain", "globals_problems", "read_error_problems"]
+__all__ = ["TORCH_ALLOWED_GLOBALS", "classify", "explain"]
 
 # torch 2.13's torch._weights_only_unpickler._get_allowed_globals(), every key (a test compares
 # it with the installed torch).
@@ -268,30 +264,3 @@ def explain(ref: GlobalRef) -> str:
         f"{ref.qualname}{renamed}: refused by torch.load(weights_only=True); with weights_only=False torch imports it "
         "and calls what the pickle says, which can run arbitrary code"
     )
-
-
-def globals_problems(path: str, refs: Iterable[GlobalRef]) -> list[Problem]:
-    """A ``code-execution`` error naming the file's code-execution globals, if it names any."""
-    dangerous = [ref for ref in refs if classify(ref) == "code-execution"]
-    if not dangerous:
-        return []
-    names = ", ".join(ref.qualname for ref in dangerous)
-    return [
-        Problem(
-            Severity.ERROR,
-            "code-execution",
-            f"the pickle names {names}: torch.load(weights_only=False) would run code; never load it that way",
-            path,
-        )
-    ]
-
-
-def read_error_problems(path: str, error: ReadError) -> list[Problem]:
-    """The problems of a file that could not be read: the refusal, and the globals named before it."""
-    if isinstance(error, AmbiguousFileError):
-        code = "ambiguous-file"
-    elif isinstance(error, UnsupportedFormatError):
-        code = "unsupported-format"
-    else:
-        code = "unreadable-file"
-    return [Problem(Severity.ERROR, code, error.reason, path), *globals_problems(path, error.globals)]

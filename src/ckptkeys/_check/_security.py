@@ -1,0 +1,47 @@
+"""Problems from what the reader saw of a file's globals: code execution, and files it refused.
+
+The reader classifies every global (:func:`ckptkeys._read._globals.classify`); this module turns
+that into the ``code-execution``, ``ambiguous-file``, ``unsupported-format`` and ``unreadable-file``
+problems that ``validate``, ``scan`` and ``inspect`` report.
+"""
+
+from __future__ import annotations
+
+from .._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
+from .._read._globals import classify
+from ._problems import Problem, Severity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .._read._pickle import GlobalRef
+
+__all__ = ["globals_problems", "read_error_problems"]
+
+
+def globals_problems(path: str, refs: Iterable[GlobalRef]) -> list[Problem]:
+    """A ``code-execution`` error naming the file's code-execution globals, if it names any."""
+    dangerous = [ref for ref in refs if classify(ref) == "code-execution"]
+    if not dangerous:
+        return []
+    names = ", ".join(ref.qualname for ref in dangerous)
+    return [
+        Problem(
+            Severity.ERROR,
+            "code-execution",
+            f"the pickle names {names}: torch.load(weights_only=False) would run code; never load it that way",
+            path,
+        )
+    ]
+
+
+def read_error_problems(path: str, error: ReadError) -> list[Problem]:
+    """The problems of a file that could not be read: the refusal, and the globals named before it."""
+    if isinstance(error, AmbiguousFileError):
+        code = "ambiguous-file"
+    elif isinstance(error, UnsupportedFormatError):
+        code = "unsupported-format"
+    else:
+        code = "unreadable-file"
+    return [Problem(Severity.ERROR, code, error.reason, path), *globals_problems(path, error.globals)]
