@@ -18,8 +18,9 @@ import pytest
 
 import ckptkeys
 from ckptkeys import _cli
+from ckptkeys._read._globalref import GlobalRef
 from ckptkeys._read._globals import classify
-from ckptkeys._read._pickle import GlobalRef, find_class
+from ckptkeys._read._pickle import find_class
 from ckptkeys._read._torch import legacy_find_class, zip_find_class
 
 from .conftest import FIXTURES

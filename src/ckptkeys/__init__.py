@@ -10,15 +10,13 @@ ckptkeys never imports torch, numpy or DeepSpeed; the registry itself is built o
 so ``import ckptkeys.constants`` costs well under a millisecond.
 """
 
-from ._errors import (
+from ._errors import CkptKeysError, StructureError, UnknownKeyError
+from ._read._errors import (
     AmbiguousFileError,
-    CkptKeysError,
     CorruptCheckpointError,
     LimitError,
     NotACheckpointError,
     ReadError,
-    StructureError,
-    UnknownKeyError,
     UnsupportedFormatError,
 )
 
@@ -72,8 +70,9 @@ if TYPE_CHECKING:
         members_for,
     )
     from ._keys._strenum import KeyGroup
+    from ._read._globalref import GlobalRef
     from ._read._limits import Limits
-    from ._read._pickle import GlobalRef, Opaque
+    from ._read._pickle import Opaque
     from ._read._reader import Checkpoint, read
     from ._read._torch import StorageInfo, TensorInfo
 
@@ -159,6 +158,7 @@ __all__ = [
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
 # milliseconds, which users of the legacy shim alone should never pay.
 _EAGER = {
+    "AmbiguousFileError",
     "CkptKeysError",
     "CorruptCheckpointError",
     "LimitError",
@@ -166,12 +166,13 @@ _EAGER = {
     "ReadError",
     "StructureError",
     "UnknownKeyError",
+    "UnsupportedFormatError",
     "__version__",
 }
 _ELSEWHERE = {
     "Checkpoint": "_read._reader",
     "read": "_read._reader",
-    "GlobalRef": "_read._pickle",
+    "GlobalRef": "_read._globalref",
     "Opaque": "_read._pickle",
     "StorageInfo": "_read._torch",
     "TensorInfo": "_read._torch",

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._errors import ReadError
 from ._keys import _registry, _render
 from ._keys._strenum import KeyGroup
+from ._read._errors import ReadError
 
 __all__ = ["main"]
 

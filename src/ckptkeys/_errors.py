@@ -1,24 +1,13 @@
-"""Exceptions. Every error ckptkeys raises on purpose derives from :class:`CkptKeysError`."""
+"""The root of ckptkeys' exceptions, and the errors of the key groups.
+
+Every error ckptkeys raises on purpose derives from :class:`CkptKeysError`. Each family lives
+beside its concept: reading errors in ``ckptkeys._read._errors``, export errors in
+``ckptkeys._export``; the package exports them all.
+"""
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-    from ._read._pickle import GlobalRef
-
-__all__ = [
-    "AmbiguousFileError",
-    "CkptKeysError",
-    "CorruptCheckpointError",
-    "LimitError",
-    "NotACheckpointError",
-    "ReadError",
-    "StructureError",
-    "UnknownKeyError",
-    "UnsupportedFormatError",
-]
+__all__ = ["CkptKeysError", "StructureError", "UnknownKeyError"]
 
 
 class CkptKeysError(Exception):
@@ -31,70 +20,3 @@ class UnknownKeyError(CkptKeysError, ValueError):
 
 class StructureError(CkptKeysError, ValueError):
     """A nested structure that cannot be processed (a cycle, for example)."""
-
-
-class ReadError(CkptKeysError):
-    """A file could not be read. ``path`` names it; ``reason`` says what is wrong.
-
-    ``globals`` lists every global the file's pickles named before reading stopped: ``torch.load``
-    would already have imported (and possibly called) them, so a refused file still shows them.
-    """
-
-    globals: tuple[GlobalRef, ...] = ()
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.reason), {"globals": self.globals})
-
-
-class NotACheckpointError(ReadError):
-    """The file is not a torch checkpoint (neither torch's zip format nor its legacy format)."""
-
-
-class CorruptCheckpointError(ReadError):
-    """The file looks like a checkpoint but is truncated, inconsistent or malformed."""
-
-
-class LimitError(ReadError):
-    """Reading the file would exceed one of the reader's :class:`~ckptkeys.Limits`."""
-
-    def __init__(self, path: str, limit: str, value: int) -> None:
-        super().__init__(
-            path,
-            f"exceeds the reader's limit {limit}={value} (raise it with Limits({limit}=...)); "
-            "the rest of the file was not read",
-        )
-        self.limit = limit
-        self.value = value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.limit, self.value), {"globals": self.globals})
-
-
-class AmbiguousFileError(CorruptCheckpointError):
-    """Readers disagree on what the file holds, so it is refused rather than read one way.
-
-    ``torch.load`` and other readers (Python's ``zipfile``, a streaming unpickler) would see
-    different content: ``interpretations`` names both, the first being what ``torch.load``
-    reads. torch.save never writes such a file; a doctored one can show a benign face to one
-    reader and a payload to the other.
-    """
-
-    def __init__(self, path: str, reason: str, interpretations: tuple[str, str]) -> None:
-        super().__init__(path, f"{reason}: {interpretations[0]}; {interpretations[1]}")
-        self.interpretations = interpretations
-        self.why = reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.why, self.interpretations), {"globals": self.globals})
-
-
-class UnsupportedFormatError(ReadError):
-    """A file ``torch.load`` reads in a format ckptkeys does not read (torch's pre-1.0 tar format).
-
-    It is refused, never read another way: torch would unpickle members ckptkeys cannot show.
-    """

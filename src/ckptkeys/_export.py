@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 
 from . import naming
 from ._check._layout import TagLayout, scan
-from ._errors import CkptKeysError, ReadError
+from ._errors import CkptKeysError
+from ._read._errors import ReadError
 from ._read._pickle import Opaque
 from ._read._reader import Checkpoint, read
 from ._read._torch import TensorInfo

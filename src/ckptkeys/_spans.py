@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ._errors import CorruptCheckpointError, ReadError
+from ._read._errors import CorruptCheckpointError, ReadError
 from ._read._limits import Limits
 from ._read._reader import Checkpoint
 from ._read._torch import TensorInfo

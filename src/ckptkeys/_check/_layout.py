@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, field
 
 from .. import naming
-from .._errors import NotACheckpointError, ReadError
 from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
+from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read

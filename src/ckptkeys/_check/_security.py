@@ -7,7 +7,7 @@ problems that ``validate``, ``scan`` and ``inspect`` report.
 
 from __future__ import annotations
 
-from .._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
+from .._read._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
 from .._read._globals import classify
 from ._problems import Problem, Severity
 
@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .._read._pickle import GlobalRef
+    from .._read._globalref import GlobalRef
 
 __all__ = ["globals_problems", "read_error_problems"]
 

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 
 from .. import schema
-from .._errors import NotACheckpointError, ReadError
 from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
+from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read

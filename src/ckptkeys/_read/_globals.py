@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final, Literal
 
-    from ._pickle import GlobalRef
+    from ._globalref import GlobalRef
 
     GlobalClass = Literal["allowed", "code-execution", "refused"]
 

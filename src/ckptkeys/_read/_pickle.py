@@ -20,7 +20,8 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .._errors import CorruptCheckpointError, LimitError, ReadError
+from ._errors import CorruptCheckpointError, LimitError, ReadError
+from ._globalref import GlobalRef
 from ._limits import Limits
 
 TYPE_CHECKING = False
@@ -32,34 +33,9 @@ if TYPE_CHECKING:
     PersistentLoad = Callable[[Any], Any]
     FindClass = Callable[[str, str, int], "GlobalRef"]
 
-__all__ = ["GlobalRef", "Opaque", "PersistentRef", "Unpickled", "find_class", "unpickle"]
+__all__ = ["Opaque", "PersistentRef", "Unpickled", "find_class", "unpickle"]
 
 HIGHEST_PROTOCOL: Final = 5
-
-
-@dataclass(frozen=True, slots=True)
-class GlobalRef:
-    """A global (class or function) a pickle names: never imported, only recorded.
-
-    ``module`` and ``name`` are what the real unpickler would import and look up, after the
-    renaming it applies (see :func:`find_class`); a ``name`` with dots is an attribute path it
-    walks (protocol 4 and later). ``written`` holds the names as the pickle writes them where
-    they differ.
-    """
-
-    module: str
-    name: str
-    written: tuple[str, str] | None = None
-
-    @property
-    def qualname(self) -> str:
-        """``module.name``, as ``torch.serialization.add_safe_globals`` error messages show it."""
-        return f"{self.module}.{self.name}"
-
-    def __repr__(self) -> str:
-        if self.written is not None:
-            return f"GlobalRef({self.qualname}, written {self.written[0]}.{self.written[1]})"
-        return f"GlobalRef({self.qualname})"
 
 
 def find_class(module: str, name: str, protocol: int) -> GlobalRef:

@@ -18,9 +18,10 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from .._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
+from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
+from ._globalref import GlobalRef
 from ._limits import Limits
-from ._pickle import GlobalRef, Unpickled, unpickle
+from ._pickle import Unpickled, unpickle
 from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, open_archive
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ._pickle import GlobalRef, Opaque, find_class
+from ._globalref import GlobalRef
+from ._pickle import Opaque, find_class
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .._errors import AmbiguousFileError, CorruptCheckpointError, LimitError, NotACheckpointError
+from ._errors import AmbiguousFileError, CorruptCheckpointError, LimitError, NotACheckpointError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
