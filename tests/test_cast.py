@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ckptkeys._cast import cast_bytes
+from ckptkeys._export._cast import cast_bytes
 
 pytestmark = pytest.mark.deepspeed
 torch = pytest.importorskip("torch")

@@ -23,7 +23,7 @@ import pytest
 import ckptkeys
 from ckptkeys import ExportError, export, plan_export
 from ckptkeys._cli import main
-from ckptkeys._export import parse_size
+from ckptkeys._export._plan import parse_size
 
 from .conftest import FIXTURES
 
@@ -228,7 +228,7 @@ def test_file_truncated_after_planning_leaves_no_file(tmp_path: pathlib.Path) ->
 
 @needs_numpy
 def test_interrupted_write_leaves_no_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ckptkeys._safetensors import copy_range
+    from ckptkeys._export._safetensors import copy_range
 
     plan = plan_export(FIXTURES / "z2_bf16_ws2")
     calls = []
@@ -239,7 +239,7 @@ def test_interrupted_write_leaves_no_file(tmp_path: pathlib.Path, monkeypatch: p
             raise KeyboardInterrupt
         copy_range(*args)
 
-    monkeypatch.setattr("ckptkeys._export_write.copy_range", interrupted)
+    monkeypatch.setattr("ckptkeys._export._write.copy_range", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ckptkeys.write_export(plan, tmp_path)
     assert os.listdir(tmp_path) == []
@@ -488,7 +488,7 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: pathlib.Path, capsy
 @needs_numpy
 def test_progress_counts_every_output_byte_in_steps(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Copies report every step (64 MiB; 64 B here), casts every chunk: monotonic, ending at the total."""
-    monkeypatch.setattr("ckptkeys._export_write._COPY_STEP", 64)
+    monkeypatch.setattr("ckptkeys._export._write._COPY_STEP", 64)
     seen: list[tuple[int, int]] = []
     plan = export(FIXTURES / "z2_bf16_ws2", tmp_path, progress=lambda done, total: seen.append((done, total)))
     done = [d for d, _ in seen]

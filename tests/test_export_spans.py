@@ -14,9 +14,9 @@ import pathlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkeys._export import ExportTensor, _chunk2, _coalesce, _concatenate, _cut
-from ckptkeys._export_write import _chunks
-from ckptkeys._spans import FileSpan
+from ckptkeys._export._plan import ExportTensor, _chunk2, _coalesce, _concatenate, _cut
+from ckptkeys._export._spans import FileSpan
+from ckptkeys._export._write import _chunks
 
 ITEM = 4
 # One file of 4096 distinct 4-byte elements: element i is the bytes of i.

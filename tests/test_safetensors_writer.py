@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkeys._safetensors import ITEMSIZE, Entry, header_bytes, write_file
+from ckptkeys._export._safetensors import ITEMSIZE, Entry, header_bytes, write_file
 
 pytestmark = pytest.mark.deepspeed
 torch = pytest.importorskip("torch")

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
         validate_run,
         validate_tag,
     )
-    from ._export import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
-    from ._export_write import OutputExistsError, export, write_export
+    from ._export._plan import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+    from ._export._write import OutputExistsError, export, write_export
     from ._keys._plain import plain
     from ._keys._registry import (
         AUTOEP_PLACEMENT_VERSION,
@@ -199,14 +199,14 @@ _ELSEWHERE = {
     "FileReport": "_check._validate",
     "RunReport": "_check._validate",
     "Verdict": "_check._converters",
-    "ExportError": "_export",
-    "ExportPlan": "_export",
-    "ExportShard": "_export",
-    "ExportTensor": "_export",
-    "OutputExistsError": "_export_write",
-    "export": "_export_write",
-    "plan_export": "_export",
-    "write_export": "_export_write",
+    "ExportError": "_export._plan",
+    "ExportPlan": "_export._plan",
+    "ExportShard": "_export._plan",
+    "ExportTensor": "_export._plan",
+    "OutputExistsError": "_export._write",
+    "export": "_export._write",
+    "plan_export": "_export._plan",
+    "write_export": "_export._write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}
 

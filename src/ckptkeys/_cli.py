@@ -391,8 +391,8 @@ class _ByteProgress:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._export import ExportError, plan_export
-    from ._export_write import OutputExistsError, parse_shard, write_export
+    from ._export._plan import ExportError, plan_export
+    from ._export._write import OutputExistsError, parse_shard, write_export
 
     if args.json and not args.dry_run:
         print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)

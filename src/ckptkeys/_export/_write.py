@@ -12,7 +12,7 @@ import json
 import os
 import re
 
-from ._export import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+from ._plan import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
 from ._safetensors import ITEMSIZE, Entry, copy_range, temp_path, write_file
 from ._spans import FileSpan
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import BinaryIO, Final
 
-    from ._export import Dtype
+    from ._plan import Dtype
 
 __all__ = ["INDEX_FILE", "OutputExistsError", "existing_outputs", "export", "parse_shard", "write_export"]
 

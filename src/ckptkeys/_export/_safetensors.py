@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from ._read._torch import DTYPE_ITEMSIZE
+from .._read._torch import DTYPE_ITEMSIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

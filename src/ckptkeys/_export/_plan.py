@@ -30,16 +30,16 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
-from . import naming
-from ._check._layout import TagLayout, scan
-from ._errors import CkptKeysError
-from ._read._errors import ReadError
-from ._read._pickle import Opaque
-from ._read._reader import Checkpoint, read
-from ._read._torch import TensorInfo
+from .. import naming
+from .._check._layout import TagLayout, scan
+from .._errors import CkptKeysError
+from .._read._errors import ReadError
+from .._read._pickle import Opaque
+from .._read._reader import Checkpoint, read
+from .._read._torch import TensorInfo
+from ..naming import FileKind
 from ._safetensors import DTYPES, ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
-from .naming import FileKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ._read._errors import CorruptCheckpointError, ReadError
-from ._read._limits import Limits
-from ._read._reader import Checkpoint
-from ._read._torch import TensorInfo
-from ._read._zip import Archive, Member, open_archive
+from .._read._errors import CorruptCheckpointError, ReadError
+from .._read._limits import Limits
+from .._read._reader import Checkpoint
+from .._read._torch import TensorInfo
+from .._read._zip import Archive, Member, open_archive
 
 __all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span"]
 
