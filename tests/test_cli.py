@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys._cli import main
+from ckptkeys._cli._main import main
 from ckptkeys._keys import _render
 
 

@@ -22,7 +22,7 @@ import pytest
 
 import ckptkeys
 from ckptkeys import ExportError, export, plan_export
-from ckptkeys._cli import main
+from ckptkeys._cli._main import main
 from ckptkeys._export._plan import parse_size
 
 from .conftest import FIXTURES
@@ -381,7 +381,7 @@ def test_a_cast_without_numpy_says_how_to_install(tmp_path: pathlib.Path, monkey
 
 FULL_DISK = """
 import resource, signal, sys
-from ckptkeys._cli import main
+from ckptkeys._cli._main import main
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 sys.exit(main(["export", sys.argv[1], sys.argv[2], "-q", *sys.argv[3:]]))

@@ -146,7 +146,7 @@ def test_short_partition_names_the_file(name: str, shard: str, key: str, tmp_pat
     torch.save(state, path)
     with pytest.raises(ExportError, match=rf"{re.escape(shard)}: {key}.* too short"):
         plan_export(folder)
-    from ckptkeys._cli import main
+    from ckptkeys._cli._main import main
 
     assert main(["export", str(folder), str(tmp_path / "out"), "-q"]) == 1
     assert not (tmp_path / "out" / "model.safetensors").exists()

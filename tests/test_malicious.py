@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     import ckptkeys
-    from ckptkeys import _report  # everything a read or inspect uses
+    from ckptkeys._cli import _report  # everything a read or inspect uses
     from ckptkeys._check import _validate
     from ckptkeys._read import _pickle, _reader
     import ckptkeys._check._layout, ckptkeys.naming, ckptkeys.schema, ckptkeys._check._converters, ckptkeys._read._torch

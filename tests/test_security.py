@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import ckptkeys
-from ckptkeys import _cli
+from ckptkeys._cli import _main as _cli
 from ckptkeys._read._globalref import GlobalRef
 from ckptkeys._read._globals import classify
 from ckptkeys._read._pickle import find_class

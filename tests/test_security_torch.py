@@ -19,7 +19,7 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys import _cli
+from ckptkeys._cli import _main as _cli
 from ckptkeys._read import _globals, _torch
 
 from . import differential

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import os
 
-from ._check._converters import Verdict
-from ._check._layout import LayoutFile, TagLayout
-from ._check._problems import Problem
-from ._check._security import read_error_problems
-from ._check._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
-from ._keys._registry import ModuleKeys
-from ._read._errors import ReadError
-from ._read._globalref import GlobalRef
-from ._read._globals import classify, explain
-from ._read._pickle import Opaque
-from ._read._reader import Checkpoint
-from ._read._torch import TensorInfo
-from .naming import FileKind
+from .._check._converters import Verdict
+from .._check._layout import LayoutFile, TagLayout
+from .._check._problems import Problem
+from .._check._security import read_error_problems
+from .._check._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
+from .._keys._registry import ModuleKeys
+from .._read._errors import ReadError
+from .._read._globalref import GlobalRef
+from .._read._globals import classify, explain
+from .._read._pickle import Opaque
+from .._read._reader import Checkpoint
+from .._read._torch import TensorInfo
+from ..naming import FileKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ._check import _frameworks
+from .._check import _frameworks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._keys import _registry, _render
-from ._keys._strenum import KeyGroup
-from ._read._errors import ReadError
+from .._keys import _registry, _render
+from .._keys._strenum import KeyGroup
+from .._read._errors import ReadError
 
 __all__ = ["main"]
 
@@ -43,7 +43,7 @@ def version() -> str:
     try:
         return metadata.version("ckptkeys")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -130,7 +130,7 @@ def _codes(text: str | None) -> list[str] | None:
 def _lint(args: argparse.Namespace) -> int:
     import difflib
 
-    from . import lint
+    from .. import lint
 
     select, ignore = _codes(args.select), _codes(args.ignore)
     for code in (select or []) + (ignore or []):
@@ -308,7 +308,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
 
 
 def _no_save(path: str, name: str) -> str:
-    from ._check._layout import scan_run
+    from .._check._layout import scan_run
 
     return f"no save {name!r}; the saves are: {', '.join(s.name for s in scan_run(path).saves)}"
 
@@ -391,8 +391,8 @@ class _ByteProgress:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._export._plan import ExportError, plan_export
-    from ._export._write import OutputExistsError, parse_shard, write_export
+    from .._export._plan import ExportError, plan_export
+    from .._export._write import OutputExistsError, parse_shard, write_export
 
     if args.json and not args.dry_run:
         print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)
