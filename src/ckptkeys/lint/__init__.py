@@ -19,9 +19,9 @@ import sys
 import tokenize
 from dataclasses import dataclass, field
 
-from ._keys import _registry
-from ._keys._strenum import KeyGroup
-from .naming import CheckpointName, FileKind, parse
+from .._keys import _registry
+from .._keys._strenum import KeyGroup
+from ..naming import CheckpointName, FileKind, parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ class _Index:
     """Registry values, their members in registry order, and the pre-filters built from them."""
 
     def __init__(self) -> None:
-        from . import constants
+        from .. import constants
 
         members: dict[str, list[KeyGroup]] = {}
         for group in _registry.GROUPS:
