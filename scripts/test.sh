@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install ckptkeys with its test extras into one virtual environment per CPython 3.10-3.13
 # found on this machine (under .venvs/), and run the whole suite in each. On 3.11 it also
-# installs torch 2.13.0, DeepSpeed 0.19.8 (DS_BUILD_OPS=0) and safetensors for the cross-checks and
-# runs mypy --strict for each target version 3.10-3.13 over the code and the docs' examples. Set
-# CKPTKEYS_WITH_DEEPSPEED=0 to skip torch and DeepSpeed. Under CI=true every interpreter must
-# be present.
+# installs torch 2.13.0, DeepSpeed 0.19.8 (DS_BUILD_OPS=0) and safetensors for the cross-checks,
+# checks the import contracts of pyproject.toml (lint-imports) and runs mypy --strict for each
+# target version 3.10-3.13 over the code and the docs' examples. Set CKPTKEYS_WITH_DEEPSPEED=0 to
+# skip torch and DeepSpeed. Under CI=true every interpreter must be present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -54,6 +54,10 @@ for version in "${versions[@]}"; do
         }
     fi
     if [ "$version" = "3.11" ]; then
+        # The architecture (docs/development.md): the import contracts of pyproject.toml.
+        echo "-- lint-imports: the layers of src/ckptkeys"
+        contracts=$(cd "$root" && COLUMNS=200 "$venv/bin/lint-imports" --no-cache --no-logo 2>&1) || { echo "$contracts"; exit 1; }
+        echo "$contracts" | grep -E 'KEPT|BROKEN|^Contracts:' || true
         # mypy's view of StrEnum depends on the target version: check every one users run.
         # The docs' complete examples (marked <!-- mypy -->) are checked with the code.
         "$venv/bin/python" -m tests.doc_examples "$reports/examples" >/dev/null
