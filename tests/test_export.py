@@ -23,7 +23,7 @@ import pytest
 import ckptkeys
 from ckptkeys import ExportError, export, plan_export
 from ckptkeys._cli._main import main
-from ckptkeys._export._plan import parse_size
+from ckptkeys._export._types import parse_size
 
 from .conftest import FIXTURES
 

@@ -215,7 +215,7 @@ def test_shards_are_what_huggingface_hub_splits(limit: str) -> None:
 @pytest.mark.parametrize("text", ["5GB", "500MB", "1KB", "2.5GB", "3TB"])
 def test_sizes_parse_as_huggingface_hub_parses_them(text: str) -> None:
     base = pytest.importorskip("huggingface_hub.serialization._base")
-    from ckptkeys._export._plan import parse_size
+    from ckptkeys._export._types import parse_size
 
     assert parse_size(text) == base.parse_size_to_int(text)
 

@@ -14,8 +14,9 @@ import pathlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkeys._export._plan import ExportTensor, _chunk2, _coalesce, _concatenate, _cut
+from ckptkeys._export._ranges import _chunk2, _coalesce, _concatenate, _cut
 from ckptkeys._export._spans import FileSpan
+from ckptkeys._export._types import ExportTensor
 from ckptkeys._export._write import _chunks
 
 ITEM = 4

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
         validate_run,
         validate_tag,
     )
-    from ._export._plan import ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+    from ._export._entry import plan_export
+    from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
     from ._keys._plain import plain
     from ._keys._registry import (
@@ -199,13 +200,13 @@ _ELSEWHERE = {
     "FileReport": "_check._validate",
     "RunReport": "_check._validate",
     "Verdict": "_check._converters",
-    "ExportError": "_export._plan",
-    "ExportPlan": "_export._plan",
-    "ExportShard": "_export._plan",
-    "ExportTensor": "_export._plan",
+    "ExportError": "_export._types",
+    "ExportPlan": "_export._types",
+    "ExportShard": "_export._types",
+    "ExportTensor": "_export._types",
     "OutputExistsError": "_export._write",
     "export": "_export._write",
-    "plan_export": "_export._plan",
+    "plan_export": "_export._entry",
     "write_export": "_export._write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}

@@ -2,7 +2,7 @@
 
 Every error ckptkeys raises on purpose derives from :class:`CkptKeysError`. Each family lives
 beside its concept: reading errors in ``ckptkeys._read._errors``, export errors in
-``ckptkeys._export._plan``; the package exports them all.
+``ckptkeys._export._types``; the package exports them all.
 """
 
 from __future__ import annotations

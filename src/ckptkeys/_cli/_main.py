@@ -391,7 +391,8 @@ class _ByteProgress:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .._export._plan import ExportError, plan_export
+    from .._export._entry import plan_export
+    from .._export._types import ExportError
     from .._export._write import OutputExistsError, parse_shard, write_export
 
     if args.json and not args.dry_run:

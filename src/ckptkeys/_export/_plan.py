@@ -1,8 +1,8 @@
-"""``plan_export()``: what exporting a DeepSpeed checkpoint to safetensors writes, from its pickles.
+"""The planners, layout by layout: which bytes of which checkpoint files make each output tensor.
 
 The plan comes from the pickles alone (``read`` never touches a tensor byte): every output
 tensor's name, shape and dtype, the byte ranges of the checkpoint files that hold its values,
-in order, and the output files. ``_export_write`` writes it.
+in order, and the output files. ``_write`` writes it.
 
 Which data holds the weights, layout by layout (the names and values of DeepSpeed's
 ``zero_to_fp32``; docs/export.md has the table):
@@ -28,247 +28,35 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from .. import naming
-from .._check._layout import TagLayout, scan
-from .._errors import CkptKeysError
 from .._read._errors import ReadError
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read
 from .._read._torch import TensorInfo
 from ..naming import FileKind
-from ._safetensors import DTYPES, ITEMSIZE
+from ._ranges import _chunk2, _coalesce, _concatenate, _cut, _cut_vocabulary
+from ._safetensors import ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
+from ._types import ExportError, ExportTensor, _Planned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, Final, Literal
 
-__all__ = ["ExportError", "ExportPlan", "ExportShard", "ExportTensor", "parse_size", "plan_export"]
+    from .._check._layout import TagLayout
 
-Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
-DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
-_TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
-SINGLE_FILE: Final = "model.safetensors"
-# transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
-_UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
-
-
-class ExportError(CkptKeysError):
-    """A checkpoint that cannot be exported, or an output that must not be overwritten.
-
-    ``path`` names the file or folder; ``reason`` says what is wrong.
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
-
-
-@dataclass(frozen=True, slots=True)
-class ExportTensor:
-    """One output tensor: its name, shape and dtype, and where its values are."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    """The output dtype, torch's name (``"float32"``)."""
-    source_dtype: str
-    """The dtype of the bytes in :attr:`sources`."""
-    sources: tuple[FileSpan, ...]
-    """Byte ranges of checkpoint files; joined, they hold the tensor's elements in order."""
-    origin: Literal["trainable", "frozen", "buffer", "module", "expert"]
-    mean_of: tuple[tuple[FileSpan, ...], ...] = ()
-    """Tensor parallel, a parameter averaged on merging: the element-wise mean (in float32, as
-    ``sum(slices) / len(slices)``) of these byte ranges, one per rank; :attr:`sources` is empty."""
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * ITEMSIZE[self.dtype]
-
-
-@dataclass(frozen=True, slots=True)
-class ExportShard:
-    """One output file and the tensors it holds, in order."""
-
-    filename: str
-    tensors: tuple[str, ...]
-    nbytes: int
-    """Bytes of tensor data (the file adds its header)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportPlan:
-    """What :func:`export` writes, known before any tensor byte is read."""
-
-    checkpoint: str
-    """The tag folder."""
-    tag: str
-    layout: str
-    """``"zero-0"``, ``"zero-1/2"``, ``"zero-3"``, ``"pipeline"``, ``"zero-1/2 moe"``, ``"zero-1/2 tp"``
-    or ``"universal"``."""
-    precision: str | None
-    """The training precision (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
-    dtype: str
-    """The requested output dtype (``"fp32"``, ``"bf16"``, ``"fp16"``; ``"auto"`` resolved)."""
-    tensors: tuple[ExportTensor, ...]
-    shards: tuple[ExportShard, ...]
-    aliases: dict[str, str] = field(default_factory=dict)
-    """Tied parameters left out, each mapped to the name its values are written under."""
-    max_shard_size: int = 5 * 10**9
-
-    @property
-    def total_size(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
-
-    @property
-    def sharded(self) -> bool:
-        return len(self.shards) > 1
-
-    def index(self) -> dict[str, Any]:
-        """The ``model.safetensors.index.json`` document (written only when sharded)."""
-        weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
-        return {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
-        return {
-            "schema_version": 1,
-            "checkpoint": self.checkpoint,
-            "tag": self.tag,
-            "layout": self.layout,
-            "precision": self.precision,
-            "dtype": self.dtype,
-            "total_size": self.total_size,
-            "max_shard_size": self.max_shard_size,
-            "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
-            "tensors": [
-                {
-                    "name": t.name,
-                    "shape": list(t.shape),
-                    "dtype": t.dtype,
-                    "source_dtype": t.source_dtype,
-                    "bytes": t.nbytes,
-                    "origin": t.origin,
-                    "sources": [{"path": s.path, "offset": s.offset, "length": s.length} for s in t.sources],
-                    "mean_of": [
-                        [{"path": s.path, "offset": s.offset, "length": s.length} for s in spans] for spans in t.mean_of
-                    ],
-                }
-                for t in self.tensors
-            ],
-            "aliases": dict(self.aliases),
-        }
-
-
-def parse_size(size: int | str) -> int:
-    """A shard size as ``transformers`` spells it: ``"5GB"`` = 5 * 10**9 bytes, ``"500MiB"``, ``1000``.
-
-    As ``transformers.utils.hub.convert_file_size_to_int``: KB/MB/GB are powers of ten,
-    KiB/MiB/GiB powers of two, and a lowercase final ``b`` (``"5Gb"``) means bits. TB/TiB and
-    decimals (``"1.5GB"``, as ``huggingface_hub`` takes them) are accepted too.
-    """
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"the shard size must be positive, not {size}")
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
-    unit = match.group(2) if match else ""
-    if match is None or unit.upper() not in _UNITS:
-        raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
-    value = int(float(match.group(1)) * _UNITS[unit.upper()])
-    if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:
-        value //= 8  # "5Gb": gigabits
-    if value <= 0:
-        raise ValueError(f"the shard size must be positive, not {size!r}")
-    return value
-
-
-# -- planning ------------------------------------------------------------------------------
-
-
-def plan_export(
-    path: str | os.PathLike[str],
-    *,
-    tag: str | None = None,
-    dtype: Dtype = "fp32",
-    max_shard_size: int | str = "5GB",
-    tp_rank: int | None = None,
-) -> ExportPlan:
-    """The plan to export the checkpoint at ``path`` (a save folder or a tag folder).
-
-    ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
-    the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
-    ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
-    ``tp_rank`` exports one tensor-parallel rank's shard as it is. Raises
-    :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
-    """
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
-    limit = parse_size(max_shard_size)
-    layout = _tag_layout(os.fspath(path), tag)
-    source = _Source(layout)
-    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
-    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
-    experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
-    aliases: dict[str, str] = {}
-    if layout.universal:
-        tensors, aliases, kind = *_plan_universal(source), "universal"
-    elif layers:
-        if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
-            raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
-        tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
-    elif tp_rank is None and len(mp_ranks) > 1:
-        if experts:
-            raise ExportError(layout.path, "is a tensor-parallel mixture-of-experts checkpoint: not exported yet")
-        info = source.checkpoint(naming.model_states(mp_ranks[0])).data.get("universal_checkpoint_info")
-        if not isinstance(info, dict):
-            raise ExportError(
-                layout.path,
-                f"is tensor parallel ({len(mp_ranks)} mp_rank files) without universal_checkpoint_info, which "
-                "says how to merge them: export one rank's shard as it is with --tp-rank K (tp_rank=K), "
-                "or save the info with the checkpoint (docs/writing.md)",
-            )
-        tensors, aliases, kind = _plan_tensor_parallel(source, mp_ranks, info)
-    else:
-        mp = mp_ranks[0] if tp_rank is None else tp_rank
-        if mp not in mp_ranks:
-            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
-        optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
-        if optim:
-            tensors, aliases, kind = _plan_zero(source, optim, mp, experts=bool(experts))
-        else:
-            tensors, kind = _plan_zero0(source, mp), "zero-0"
-        if experts:
-            if kind == "zero-3":
-                raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
-            tensors += _expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
-            kind += " moe"
-    precision = layout.precision
-    if dtype == "auto":
-        dtype = precision or "fp32"
-    target = _TORCH_NAMES[dtype]
-    planned = []
-    for tensor in tensors:
-        out = target if tensor.source_dtype in _FLOATS else tensor.source_dtype
-        if out not in DTYPES:
-            raise ExportError(layout.path, f"tensor {tensor.name!r} has dtype {out}, which safetensors cannot hold")
-        planned.append(replace(tensor, dtype=out))
-    return ExportPlan(
-        layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
-    )
+__all__ = [
+    "_Source",
+    "_expert_file_leftovers",
+    "_plan_pipeline",
+    "_plan_tensor_parallel",
+    "_plan_universal",
+    "_plan_zero",
+    "_plan_zero0",
+]
 
 
 def _expert_file_leftovers(
@@ -287,24 +75,6 @@ def _expert_file_leftovers(
                 tensor.sources[0].path, f"{tensor.name!r} is {tensor.shape}, its partitions say {master.shape}"
             )
     return leftovers
-
-
-def _tag_layout(path: str, tag: str | None) -> TagLayout:
-    layout = scan(path)
-    if layout.kind == "tag":
-        if tag is not None and tag != layout.tags[0].name:
-            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")
-        chosen = layout.tags[0]
-    else:
-        name = tag if tag is not None else layout.latest
-        if name is None:
-            names = ", ".join(t.name for t in layout.tags) or "none"
-            raise ExportError(path, f"has no 'latest' file: choose a tag with --tag (tags: {names})")
-        try:
-            chosen = layout.tag(name)
-        except KeyError:
-            raise ExportError(path, f"has no tag folder {name!r}") from None
-    return scan(chosen.path, read=True).tags[0]
 
 
 class _Source:
@@ -360,9 +130,6 @@ def _shape(value: Any, path: str, what: str) -> tuple[int, ...]:
     if isinstance(value, (tuple, list)) and all(type(v) is int and v >= 0 for v in value):
         return tuple(value)
     raise ExportError(path, f"{what} is {value!r:.60}, not a shape")
-
-
-_Planned = ExportTensor  # while planning, dtype is still source_dtype; plan_export sets the output dtype
 
 
 def _t(
@@ -663,64 +430,6 @@ def _plan_tensor_parallel(
     return merged, aliases, f"{kind} tp"
 
 
-def _chunk2(planned: _Planned, itemsize: int) -> tuple[list[FileSpan], list[FileSpan]]:
-    """``torch.chunk(t, 2, dim=0)``: the first ceil(rows / 2) rows, then the rest, as spans."""
-    shape, spans = planned.shape, planned.sources
-    row = math.prod(shape[1:])
-    first = -(-shape[0] // 2) * row
-    pieces = [(s, s.length // itemsize) for s in spans]
-    return list(_cut(pieces, 0, first, itemsize)), list(_cut(pieces, first, math.prod(shape) - first, itemsize))
-
-
-def _concatenate(
-    slices: Sequence[_Planned], dim: int, itemsize: int, path: str
-) -> tuple[tuple[int, ...], str, tuple[FileSpan, ...]]:
-    """``torch.cat(slices, dim)`` as spans: for each index before ``dim``, each rank's block in turn."""
-    shapes = [s.shape for s in slices]
-    first = shapes[0]
-    if len(first) <= dim or any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :]
-                                for s in shapes):  # fmt: skip
-        raise ExportError(path, f"{slices[0].name!r}: shapes {shapes} cannot be concatenated on dim {dim}")
-    outer = math.prod(first[:dim])
-    blocks = [math.prod(s[dim:]) for s in shapes]
-    pieces = [[(span, span.length // itemsize) for span in s.sources] for s in slices]
-    spans = [
-        span
-        for o in range(outer)
-        for rank, block in enumerate(blocks)
-        for span in _cut(pieces[rank], o * block, block, itemsize)
-    ]
-    shape = (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
-    return shape, slices[0].source_dtype, _coalesce(spans)
-
-
-def _cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
-    """``param[:original_vocab_size]`` (ds_to_universal strips the vocabulary padding)."""
-    shape, itemsize = entry.shape, ITEMSIZE[entry.source_dtype]
-    if type(vocab) is not int or not 0 < vocab <= shape[0]:
-        raise ExportError(
-            path, f"universal_checkpoint_info['original_vocab_size'] {vocab!r} does not fit {entry.name!r} {shape}"
-        )
-    count = vocab * math.prod(shape[1:])
-
-    def cut(spans: tuple[FileSpan, ...]) -> tuple[FileSpan, ...]:
-        return _cut([(s, s.length // itemsize) for s in spans], 0, count, itemsize)
-
-    mean_of = tuple(cut(spans) for spans in entry.mean_of)
-    return replace(entry, shape=(vocab, *shape[1:]), sources=cut(entry.sources), mean_of=mean_of)
-
-
-def _coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
-    """Adjacent ranges of one file joined into one."""
-    out: list[FileSpan] = []
-    for span in spans:
-        if out and out[-1].path == span.path and out[-1].offset + out[-1].length == span.offset:
-            out[-1] = FileSpan(span.path, out[-1].offset, out[-1].length + span.length)
-        elif span.length:
-            out.append(span)
-    return tuple(out)
-
-
 def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]) -> list[_Planned]:
     """Every stage's trained parameters (named as the pipeline module names them: ``<layer>.<key>``),
     then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO)."""
@@ -760,20 +469,6 @@ def _plan_experts(source: _Source, experts: Sequence[Any]) -> list[_Planned]:
             span, _ = source.span(expert.relpath, tensor, f"[{name!r}]")
             planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "expert"))
     return planned
-
-
-def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
-    """Elements ``[start, start + count)`` of the vector the pieces make when joined."""
-    out = []
-    at = 0
-    for span, numel in pieces:
-        lo, hi = max(start, at), min(start + count, at + numel)
-        if lo < hi:
-            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize))
-        at += numel
-        if at >= start + count:
-            break
-    return tuple(out)
 
 
 def _zero12_params(
@@ -845,29 +540,3 @@ def _zero3_params(
             source.path(names[0]), f"fp32_flat_groups: param_shapes use {offset} of {per_rank[0]} elements"
         )
     return planned
-
-
-def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:
-    """Split as huggingface_hub's ``split_state_dict_into_shards_factory`` does."""
-    blocks: list[list[ExportTensor]] = []
-    current: list[ExportTensor] = []
-    size = 0
-    for tensor in tensors:
-        if tensor.nbytes > limit:
-            blocks.append([tensor])  # a tensor larger than the limit gets a shard of its own
-            continue
-        if current and size + tensor.nbytes > limit:
-            blocks.append(current)
-            current, size = [], 0
-        current.append(tensor)
-        size += tensor.nbytes
-    if current or not blocks:
-        blocks.append(current)
-    if len(blocks) == 1:
-        names = [SINGLE_FILE]
-    else:
-        names = [f"model-{i:05d}-of-{len(blocks):05d}.safetensors" for i in range(1, len(blocks) + 1)]
-    return tuple(
-        ExportShard(name, tuple(t.name for t in block), sum(t.nbytes for t in block))
-        for name, block in zip(names, blocks, strict=True)
-    )

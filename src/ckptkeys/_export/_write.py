@@ -12,16 +12,17 @@ import json
 import os
 import re
 
-from ._plan import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor, plan_export
+from ._entry import plan_export
 from ._safetensors import ITEMSIZE, Entry, copy_range, temp_path, write_file
 from ._spans import FileSpan
+from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import BinaryIO, Final
 
-    from ._plan import Dtype
+    from ._types import Dtype
 
 __all__ = ["INDEX_FILE", "OutputExistsError", "existing_outputs", "export", "parse_shard", "write_export"]
 

@@ -1,0 +1,145 @@
+"""``plan_export()``: the tag chosen, its layout handed to a planner (``_plan``), dtypes set, shards cut."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from .. import naming
+from .._check._layout import TagLayout, scan
+from ..naming import FileKind
+from ._plan import (
+    _expert_file_leftovers,
+    _plan_pipeline,
+    _plan_tensor_parallel,
+    _plan_universal,
+    _plan_zero,
+    _plan_zero0,
+    _Source,
+)
+from ._safetensors import DTYPES
+from ._types import _FLOATS, _TORCH_NAMES, DTYPE_CHOICES, SINGLE_FILE, ExportError, ExportPlan, ExportShard, parse_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._types import Dtype, ExportTensor
+
+__all__ = ["plan_export"]
+
+
+def plan_export(
+    path: str | os.PathLike[str],
+    *,
+    tag: str | None = None,
+    dtype: Dtype = "fp32",
+    max_shard_size: int | str = "5GB",
+    tp_rank: int | None = None,
+) -> ExportPlan:
+    """The plan to export the checkpoint at ``path`` (a save folder or a tag folder).
+
+    ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
+    the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
+    ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
+    ``tp_rank`` exports one tensor-parallel rank's shard as it is. Raises
+    :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
+    limit = parse_size(max_shard_size)
+    layout = _tag_layout(os.fspath(path), tag)
+    source = _Source(layout)
+    mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
+    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
+    experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
+    aliases: dict[str, str] = {}
+    if layout.universal:
+        tensors, aliases, kind = *_plan_universal(source), "universal"
+    elif layers:
+        if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
+            raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
+        tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
+    elif tp_rank is None and len(mp_ranks) > 1:
+        if experts:
+            raise ExportError(layout.path, "is a tensor-parallel mixture-of-experts checkpoint: not exported yet")
+        info = source.checkpoint(naming.model_states(mp_ranks[0])).data.get("universal_checkpoint_info")
+        if not isinstance(info, dict):
+            raise ExportError(
+                layout.path,
+                f"is tensor parallel ({len(mp_ranks)} mp_rank files) without universal_checkpoint_info, which "
+                "says how to merge them: export one rank's shard as it is with --tp-rank K (tp_rank=K), "
+                "or save the info with the checkpoint (docs/writing.md)",
+            )
+        tensors, aliases, kind = _plan_tensor_parallel(source, mp_ranks, info)
+    else:
+        mp = mp_ranks[0] if tp_rank is None else tp_rank
+        if mp not in mp_ranks:
+            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+        optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
+        if optim:
+            tensors, aliases, kind = _plan_zero(source, optim, mp, experts=bool(experts))
+        else:
+            tensors, kind = _plan_zero0(source, mp), "zero-0"
+        if experts:
+            if kind == "zero-3":
+                raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
+            tensors += _expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
+            kind += " moe"
+    precision = layout.precision
+    if dtype == "auto":
+        dtype = precision or "fp32"
+    target = _TORCH_NAMES[dtype]
+    planned = []
+    for tensor in tensors:
+        out = target if tensor.source_dtype in _FLOATS else tensor.source_dtype
+        if out not in DTYPES:
+            raise ExportError(layout.path, f"tensor {tensor.name!r} has dtype {out}, which safetensors cannot hold")
+        planned.append(replace(tensor, dtype=out))
+    return ExportPlan(
+        layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
+    )
+
+
+def _tag_layout(path: str, tag: str | None) -> TagLayout:
+    layout = scan(path)
+    if layout.kind == "tag":
+        if tag is not None and tag != layout.tags[0].name:
+            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")
+        chosen = layout.tags[0]
+    else:
+        name = tag if tag is not None else layout.latest
+        if name is None:
+            names = ", ".join(t.name for t in layout.tags) or "none"
+            raise ExportError(path, f"has no 'latest' file: choose a tag with --tag (tags: {names})")
+        try:
+            chosen = layout.tag(name)
+        except KeyError:
+            raise ExportError(path, f"has no tag folder {name!r}") from None
+    return scan(chosen.path, read=True).tags[0]
+
+
+def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:
+    """Split as huggingface_hub's ``split_state_dict_into_shards_factory`` does."""
+    blocks: list[list[ExportTensor]] = []
+    current: list[ExportTensor] = []
+    size = 0
+    for tensor in tensors:
+        if tensor.nbytes > limit:
+            blocks.append([tensor])  # a tensor larger than the limit gets a shard of its own
+            continue
+        if current and size + tensor.nbytes > limit:
+            blocks.append(current)
+            current, size = [], 0
+        current.append(tensor)
+        size += tensor.nbytes
+    if current or not blocks:
+        blocks.append(current)
+    if len(blocks) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i:05d}-of-{len(blocks):05d}.safetensors" for i in range(1, len(blocks) + 1)]
+    return tuple(
+        ExportShard(name, tuple(t.name for t in block), sum(t.nbytes for t in block))
+        for name, block in zip(names, blocks, strict=True)
+    )

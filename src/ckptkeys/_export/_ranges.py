@@ -1,0 +1,91 @@
+"""Byte-range arithmetic: torch's slicing, ``chunk`` and ``cat`` done on the byte ranges that hold a tensor."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ._safetensors import ITEMSIZE
+from ._spans import FileSpan
+from ._types import ExportError, ExportTensor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from ._types import _Planned
+
+__all__ = ["_chunk2", "_coalesce", "_concatenate", "_cut", "_cut_vocabulary"]
+
+
+def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
+    """Elements ``[start, start + count)`` of the vector the pieces make when joined."""
+    out = []
+    at = 0
+    for span, numel in pieces:
+        lo, hi = max(start, at), min(start + count, at + numel)
+        if lo < hi:
+            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize))
+        at += numel
+        if at >= start + count:
+            break
+    return tuple(out)
+
+
+def _coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
+    """Adjacent ranges of one file joined into one."""
+    out: list[FileSpan] = []
+    for span in spans:
+        if out and out[-1].path == span.path and out[-1].offset + out[-1].length == span.offset:
+            out[-1] = FileSpan(span.path, out[-1].offset, out[-1].length + span.length)
+        elif span.length:
+            out.append(span)
+    return tuple(out)
+
+
+def _chunk2(planned: _Planned, itemsize: int) -> tuple[list[FileSpan], list[FileSpan]]:
+    """``torch.chunk(t, 2, dim=0)``: the first ceil(rows / 2) rows, then the rest, as spans."""
+    shape, spans = planned.shape, planned.sources
+    row = math.prod(shape[1:])
+    first = -(-shape[0] // 2) * row
+    pieces = [(s, s.length // itemsize) for s in spans]
+    return list(_cut(pieces, 0, first, itemsize)), list(_cut(pieces, first, math.prod(shape) - first, itemsize))
+
+
+def _concatenate(
+    slices: Sequence[_Planned], dim: int, itemsize: int, path: str
+) -> tuple[tuple[int, ...], str, tuple[FileSpan, ...]]:
+    """``torch.cat(slices, dim)`` as spans: for each index before ``dim``, each rank's block in turn."""
+    shapes = [s.shape for s in slices]
+    first = shapes[0]
+    if len(first) <= dim or any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :]
+                                for s in shapes):  # fmt: skip
+        raise ExportError(path, f"{slices[0].name!r}: shapes {shapes} cannot be concatenated on dim {dim}")
+    outer = math.prod(first[:dim])
+    blocks = [math.prod(s[dim:]) for s in shapes]
+    pieces = [[(span, span.length // itemsize) for span in s.sources] for s in slices]
+    spans = [
+        span
+        for o in range(outer)
+        for rank, block in enumerate(blocks)
+        for span in _cut(pieces[rank], o * block, block, itemsize)
+    ]
+    shape = (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
+    return shape, slices[0].source_dtype, _coalesce(spans)
+
+
+def _cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
+    """``param[:original_vocab_size]`` (ds_to_universal strips the vocabulary padding)."""
+    shape, itemsize = entry.shape, ITEMSIZE[entry.source_dtype]
+    if type(vocab) is not int or not 0 < vocab <= shape[0]:
+        raise ExportError(
+            path, f"universal_checkpoint_info['original_vocab_size'] {vocab!r} does not fit {entry.name!r} {shape}"
+        )
+    count = vocab * math.prod(shape[1:])
+
+    def cut(spans: tuple[FileSpan, ...]) -> tuple[FileSpan, ...]:
+        return _cut([(s, s.length // itemsize) for s in spans], 0, count, itemsize)
+
+    mean_of = tuple(cut(spans) for spans in entry.mean_of)
+    return replace(entry, shape=(vocab, *shape[1:]), sources=cut(entry.sources), mean_of=mean_of)

@@ -1,0 +1,179 @@
+"""The plan's data types: the export error, an output tensor, an output file, the plan; sizes and dtypes."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from .._errors import CkptKeysError
+from ._safetensors import ITEMSIZE
+from ._spans import FileSpan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final, Literal
+
+__all__ = [
+    "DTYPE_CHOICES",
+    "SINGLE_FILE",
+    "_FLOATS",
+    "_TORCH_NAMES",
+    "Dtype",
+    "ExportError",
+    "ExportPlan",
+    "ExportShard",
+    "ExportTensor",
+    "_Planned",
+    "parse_size",
+]
+
+Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
+DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
+_TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
+SINGLE_FILE: Final = "model.safetensors"
+# transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
+_UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+class ExportError(CkptKeysError):
+    """A checkpoint that cannot be exported, or an output that must not be overwritten.
+
+    ``path`` names the file or folder; ``reason`` says what is wrong.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTensor:
+    """One output tensor: its name, shape and dtype, and where its values are."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    """The output dtype, torch's name (``"float32"``)."""
+    source_dtype: str
+    """The dtype of the bytes in :attr:`sources`."""
+    sources: tuple[FileSpan, ...]
+    """Byte ranges of checkpoint files; joined, they hold the tensor's elements in order."""
+    origin: Literal["trainable", "frozen", "buffer", "module", "expert"]
+    mean_of: tuple[tuple[FileSpan, ...], ...] = ()
+    """Tensor parallel, a parameter averaged on merging: the element-wise mean (in float32, as
+    ``sum(slices) / len(slices)``) of these byte ranges, one per rank; :attr:`sources` is empty."""
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * ITEMSIZE[self.dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportShard:
+    """One output file and the tensors it holds, in order."""
+
+    filename: str
+    tensors: tuple[str, ...]
+    nbytes: int
+    """Bytes of tensor data (the file adds its header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What :func:`export` writes, known before any tensor byte is read."""
+
+    checkpoint: str
+    """The tag folder."""
+    tag: str
+    layout: str
+    """``"zero-0"``, ``"zero-1/2"``, ``"zero-3"``, ``"pipeline"``, ``"zero-1/2 moe"``, ``"zero-1/2 tp"``
+    or ``"universal"``."""
+    precision: str | None
+    """The training precision (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
+    dtype: str
+    """The requested output dtype (``"fp32"``, ``"bf16"``, ``"fp16"``; ``"auto"`` resolved)."""
+    tensors: tuple[ExportTensor, ...]
+    shards: tuple[ExportShard, ...]
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Tied parameters left out, each mapped to the name its values are written under."""
+    max_shard_size: int = 5 * 10**9
+
+    @property
+    def total_size(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.shards) > 1
+
+    def index(self) -> dict[str, Any]:
+        """The ``model.safetensors.index.json`` document (written only when sharded)."""
+        weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
+        return {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
+        return {
+            "schema_version": 1,
+            "checkpoint": self.checkpoint,
+            "tag": self.tag,
+            "layout": self.layout,
+            "precision": self.precision,
+            "dtype": self.dtype,
+            "total_size": self.total_size,
+            "max_shard_size": self.max_shard_size,
+            "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "dtype": t.dtype,
+                    "source_dtype": t.source_dtype,
+                    "bytes": t.nbytes,
+                    "origin": t.origin,
+                    "sources": [{"path": s.path, "offset": s.offset, "length": s.length} for s in t.sources],
+                    "mean_of": [
+                        [{"path": s.path, "offset": s.offset, "length": s.length} for s in spans] for spans in t.mean_of
+                    ],
+                }
+                for t in self.tensors
+            ],
+            "aliases": dict(self.aliases),
+        }
+
+
+def parse_size(size: int | str) -> int:
+    """A shard size as ``transformers`` spells it: ``"5GB"`` = 5 * 10**9 bytes, ``"500MiB"``, ``1000``.
+
+    As ``transformers.utils.hub.convert_file_size_to_int``: KB/MB/GB are powers of ten,
+    KiB/MiB/GiB powers of two, and a lowercase final ``b`` (``"5Gb"``) means bits. TB/TiB and
+    decimals (``"1.5GB"``, as ``huggingface_hub`` takes them) are accepted too.
+    """
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"the shard size must be positive, not {size}")
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
+    unit = match.group(2) if match else ""
+    if match is None or unit.upper() not in _UNITS:
+        raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
+    value = int(float(match.group(1)) * _UNITS[unit.upper()])
+    if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:
+        value //= 8  # "5Gb": gigabits
+    if value <= 0:
+        raise ValueError(f"the shard size must be positive, not {size!r}")
+    return value
+
+
+_Planned = ExportTensor  # while planning, dtype is still source_dtype; plan_export sets the output dtype
