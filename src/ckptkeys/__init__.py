@@ -23,13 +23,7 @@ from ._read._errors import (
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
     from ._check._converters import Verdict
-    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
-    from ._check._problems import Problem, Severity
-    from ._check._validate import (
-        FileReport,
-        RunReport,
-        TagReport,
-        ValidationReport,
+    from ._check._entry import (
         validate,
         validate_file,
         validate_folder,
@@ -37,6 +31,9 @@ if TYPE_CHECKING:
         validate_run,
         validate_tag,
     )
+    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
+    from ._check._problems import Problem, Severity
+    from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
     from ._export._entry import plan_export
     from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
@@ -189,16 +186,16 @@ _ELSEWHERE = {
     "Save": "_check._layout",
     "Problem": "_check._problems",
     "Severity": "_check._problems",
-    "TagReport": "_check._validate",
-    "ValidationReport": "_check._validate",
-    "validate": "_check._validate",
-    "validate_folder": "_check._validate",
-    "validate_file": "_check._validate",
-    "validate_path": "_check._validate",
-    "validate_run": "_check._validate",
-    "validate_tag": "_check._validate",
-    "FileReport": "_check._validate",
-    "RunReport": "_check._validate",
+    "TagReport": "_check._reports",
+    "ValidationReport": "_check._reports",
+    "validate": "_check._entry",
+    "validate_folder": "_check._entry",
+    "validate_file": "_check._entry",
+    "validate_path": "_check._entry",
+    "validate_run": "_check._entry",
+    "validate_tag": "_check._entry",
+    "FileReport": "_check._reports",
+    "RunReport": "_check._reports",
     "Verdict": "_check._converters",
     "ExportError": "_export._types",
     "ExportPlan": "_export._types",

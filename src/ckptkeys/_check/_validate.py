@@ -1,10 +1,8 @@
-"""``validate()``: problems of one dict, one file, or a whole checkpoint folder.
+"""A tag's problems: each file's dict checked (``_dicts``), then the files against each other.
 
-Per dict, the keys are checked against :mod:`ckptkeys.schema` (missing, wrong type,
-unknown), for the DeepSpeed version that wrote it. Per folder, the files are checked against
-each other (ranks, partition counts, world sizes, stage, precision, versions, the fp32
-partitions' sizes against ``param_shapes``) and each converter's readiness is a problem when
-it will fail.
+Per folder, the files are checked against each other (ranks, partition counts, world sizes,
+stage, precision, versions, the fp32 partitions' sizes against ``param_shapes``) and each
+converter's readiness is a problem when it will fail. ``moe_info`` reads a tag's MoE layout.
 """
 
 from __future__ import annotations
@@ -12,235 +10,32 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 
-from .. import schema
 from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
-from .._read._errors import NotACheckpointError, ReadError
-from .._read._limits import Limits
 from .._read._pickle import Opaque
-from .._read._reader import Checkpoint, read
 from .._read._torch import TensorInfo
 from ..naming import (
-    CheckpointName,
     FileKind,
     expert_model_states,
     expert_optim_states,
     model_states,
     optim_states,
-    parse,
     zero3_model_states,
 )
 from . import _frameworks
-from ._converters import Verdict, readiness
-from ._layout import Layout, LayoutFile, Run, TagLayout, scan, scan_run
+from ._converters import readiness
+from ._dicts import _check_file, _client_state
+from ._layout import LayoutFile, TagLayout
 from ._problems import Problem, Severity
-from ._security import globals_problems
+from ._reports import TagReport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any, Final
 
-__all__ = [
-    "FileReport",
-    "RunReport",
-    "TagReport",
-    "ValidationReport",
-    "check_dict",
-    "validate",
-    "validate_file",
-    "validate_folder",
-    "validate_path",
-    "validate_run",
-    "validate_tag",
-]
+__all__ = ["_validate_tag", "moe_info"]
 
-E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
-
-_VERSION: Final = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def _version(value: Any) -> tuple[int, int, int] | None:
-    match = _VERSION.match(value) if isinstance(value, str) else None
-    if match is None:
-        return None
-    return (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
-
-
-# -- one dict ---------------------------------------------------------------------------------------
-
-
-def check_dict(
-    state: Any, kind: schema.DictKind, *, file: str | None = None, key_path: str = "", ds_version: Any = None
-) -> list[Problem]:
-    """Problems of ``state`` as a dict of ``kind``, nested dicts included.
-
-    ``ds_version`` (taken from ``state`` when it has one) decides which keys are required.
-    """
-    prefix = f"{key_path}/" if key_path else ""
-    if not isinstance(state, dict):
-        return [
-            Problem(
-                E, "wrong-type", f"a {kind.name} must be a dict, not {type(state).__name__}", file, key_path or None
-            )
-        ]
-    version = _version(state.get("ds_version", ds_version))
-    problems: list[Problem] = []
-    known = {spec.key.value: spec for spec in kind.keys}
-    for spec in kind.keys:
-        where = prefix + spec.key
-        if spec.key not in state:
-            required = _version(spec.required_from) if spec.required_from else None
-            if required is not None and (version is None or version >= required):
-                since = f" (written since DeepSpeed {spec.required_from})" if required > (0, 0, 0) else ""
-                problems.append(Problem(E, "missing-key", f"the {kind.name} has no '{spec.key}'{since}", file, where))
-            continue
-        value = state[spec.key]
-        if spec.types and not isinstance(value, spec.types):
-            problems.append(
-                Problem(
-                    E,
-                    "wrong-type",
-                    f"'{spec.key}' is {type(value).__name__}, expected {_type_names(spec.types)}",
-                    file,
-                    where,
-                )
-            )
-    for key in state:
-        if isinstance(key, str) and key in known:
-            continue
-        if kind.open:
-            problems.append(
-                Problem(
-                    INFO, "client-state-key", f"{key!r} is not a DeepSpeed key (client_state?)", file, prefix + str(key)
-                )
-            )
-        else:
-            problems.append(
-                Problem(W, "unknown-key", f"{key!r} is not a key of a {kind.name}", file, prefix + str(key))
-            )
-    problems += _nested(state, kind, file, prefix, version)
-    return problems
-
-
-def _nested(state: dict[Any, Any], kind: schema.DictKind, file: str | None, prefix: str, version: Any) -> list[Problem]:
-    problems: list[Problem] = []
-    as_text = ".".join(map(str, version)) if version else None
-    if kind is schema.MODEL_STATES:
-        for key, nested_kind in (
-            (ModuleKeys.CHECKPOINT_PARALLEL_DIMS, schema.PARALLEL_DIMENSIONS),
-            (ModuleKeys.UNIVERSAL_CHECKPOINT_INFO, schema.UNIVERSAL_INFO),
-        ):
-            if isinstance(state.get(key), dict):
-                problems += check_dict(state[key], nested_kind, file=file, key_path=prefix + key, ds_version=as_text)
-        optimizer = state.get(ModuleKeys.OPTIMIZER)
-        if isinstance(optimizer, dict) and OptimizerKeys.CUR_SCALE in optimizer:
-            problems += check_dict(
-                optimizer,
-                schema.FP16_WRAPPER_STATE,
-                file=file,
-                key_path=prefix + ModuleKeys.OPTIMIZER,
-                ds_version=as_text,
-            )
-    elif kind is schema.OPTIM_STATES_FILE:
-        inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
-        if isinstance(inner, dict):
-            problems += check_dict(
-                inner,
-                schema.optimizer_state_kind(inner),
-                file=file,
-                key_path=prefix + OptimFileKeys.OPTIMIZER_STATE_DICT,
-                ds_version=as_text,
-            )
-    elif kind is schema.UNIVERSAL_INFO:
-        entries = state.get("parameter_with_sub_params")
-        for index, entry in enumerate(entries if isinstance(entries, list) else []):
-            problems += check_dict(
-                entry, schema.SUB_PARAM_ENTRY, file=file, key_path=f"{prefix}parameter_with_sub_params[{index}]"
-            )
-    return problems
-
-
-_FILE_KINDS: Final = {
-    FileKind.MODEL_STATES: schema.MODEL_STATES,
-    FileKind.ZERO3_MODEL_STATES: schema.MODEL_STATES,
-    FileKind.OPTIM_STATES: schema.OPTIM_STATES_FILE,
-}
-
-
-def _check_file(file: LayoutFile, data: Any) -> list[Problem]:
-    kind = _FILE_KINDS.get(file.name.kind)
-    if kind is not None:
-        return check_dict(data, kind, file=file.path)
-    if file.name.kind is FileKind.UNIVERSAL_OPTIMIZER_STATE:
-        return check_dict(data, schema.UNIVERSAL_OPTIMIZER_STATE, file=file.path)
-    if file.name.kind is FileKind.UNIVERSAL_PARAM_STATE and isinstance(data, dict):
-        return check_dict(data, schema.UNIVERSAL_PARAM_FILE, file=file.path)
-    if file.name.kind in (FileKind.LAYER_MODEL_STATES, FileKind.EXPERT_MODEL_STATES) and not isinstance(data, dict):
-        return [Problem(E, "wrong-type", f"a {file.name.kind.value} file must hold a state dict", file.path)]
-    return []
-
-
-# -- a tag ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TagReport:
-    """A validated tag: its layout, its problems (scan's included) and the converters' verdicts."""
-
-    layout: TagLayout
-    problems: tuple[Problem, ...]
-    converters: dict[str, Verdict]
-
-    @property
-    def all_problems(self) -> tuple[Problem, ...]:
-        return self.problems
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationReport:
-    """A validated save folder (or tag folder): one report per tag, and the folder's own problems."""
-
-    layout: Layout
-    tags: tuple[TagReport, ...]
-    problems: tuple[Problem, ...]
-
-    @property
-    def all_problems(self) -> tuple[Problem, ...]:
-        return self.problems + tuple(p for tag in self.tags for p in tag.problems)
-
-
-@dataclass(frozen=True, slots=True)
-class FileReport:
-    """One validated checkpoint file."""
-
-    path: str
-    name: CheckpointName | None
-    """What the file's name says (``None`` for a name DeepSpeed does not write)."""
-    checkpoint: Checkpoint
-    problems: tuple[Problem, ...]
-
-    @property
-    def all_problems(self) -> tuple[Problem, ...]:
-        return self.problems
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """A validated run: its saves, newest first, and a report for each save that was validated."""
-
-    run: Run
-    saves: tuple[ValidationReport, ...]
-    """The newest save only, unless every save or one named save was asked for."""
-
-    @property
-    def all_problems(self) -> tuple[Problem, ...]:
-        return tuple(p for save in self.saves for p in save.all_problems)
+E, W = Severity.ERROR, Severity.WARNING
 
 
 def _validate_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
@@ -275,37 +70,6 @@ def _client_framework(tag: TagLayout) -> str | None:
         found = _frameworks.client_state_framework(state)
         return found[0] if found else None
     return None
-
-
-def _client_state(problems: list[Problem]) -> list[Problem]:
-    """One ``client-state-key`` per key however many files hold it; a framework's client state as one problem."""
-    keys = [p.key_path for p in problems if p.code == "client-state-key"]
-    found = _frameworks.client_state_framework(keys)
-    known = set(found[1]) if found else set()
-    kept: list[Problem] = []
-    seen: set[str | None] = set()
-    files: list[str] = []
-    for problem in problems:
-        if problem.code != "client-state-key":
-            kept.append(problem)
-        elif problem.key_path in known:
-            if problem.file not in files and problem.file is not None:
-                files.append(problem.file)
-        elif problem.key_path not in seen:
-            seen.add(problem.key_path)
-            kept.append(problem)
-    if found:
-        framework, framework_keys = found
-        where = f" ({len(files)} model-states files)" if len(files) > 1 else ""
-        kept.append(
-            Problem(
-                INFO,
-                "framework-client-state",
-                f"{_frameworks.NAMES.get(framework, framework)}'s client state{where}: {', '.join(framework_keys)}",
-                files[0] if files else None,
-            )
-        )
-    return kept
 
 
 def _data(tag: TagLayout, files: tuple[LayoutFile, ...]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
@@ -702,145 +466,3 @@ def _param_shapes(
                 )
             )
     return problems
-
-
-# -- entry points: a file, a tag folder, a save folder, a run -------------------------------------
-
-
-def validate_file(
-    path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None
-) -> FileReport:
-    """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
-    if given, else as its name says, else as its keys suggest (model states or an
-    optimizer-states file). Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
-    """
-    root = os.fspath(path)
-    checkpoint = read(root, limits=limits)
-    name = parse(root)
-    if kind:
-        problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
-    elif name is None:
-        problems = check_dict(checkpoint.data, _guess(checkpoint.data), file=root)
-    else:
-        problems = _check_file(LayoutFile(root, os.path.basename(root), name, checkpoint.size), checkpoint.data)
-    problems = globals_problems(root, checkpoint.globals) + problems
-    return FileReport(root, name, checkpoint, tuple(_client_state(problems)))
-
-
-def validate_tag(
-    path: str | os.PathLike[str],
-    *,
-    limits: Limits | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> TagReport:
-    """Scan the tag folder at ``path``, read every file, and validate it.
-
-    Raises :class:`~ckptkeys.NotACheckpointError` if ``path`` is not a tag folder.
-    """
-    layout = scan(path, read=True, limits=limits, progress=progress)
-    if layout.kind != "tag":
-        raise NotACheckpointError(layout.path, "is a save folder, not a tag folder (validate_folder takes it)")
-    return _validate_tag(layout.tags[0])
-
-
-def validate_folder(
-    path: str | os.PathLike[str],
-    *,
-    limits: Limits | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> ValidationReport:
-    """Scan ``path`` (a save folder, or a tag folder as a save of one tag), read every file, and validate each tag.
-
-    Raises :class:`~ckptkeys.ReadError` if ``path`` cannot be listed, and
-    :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint.
-    """
-    return _validate_save(path, None, limits, progress)
-
-
-def _validate_save(
-    path: str | os.PathLike[str],
-    framework: str | None,
-    limits: Limits | None,
-    progress: Callable[[int, int], None] | None,
-) -> ValidationReport:
-    layout = scan(path, read=True, limits=limits, progress=progress)
-    framework = layout.framework or framework
-    return ValidationReport(layout, tuple(_validate_tag(tag, framework) for tag in layout.tags), layout.problems)
-
-
-def validate_run(
-    path: str | os.PathLike[str],
-    *,
-    save: str | None = None,
-    all_saves: bool = False,
-    limits: Limits | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> RunReport:
-    """Find the saves of the run folder at ``path`` and validate the newest (``save``: the one
-    so named; ``all_saves``: every one). Raises :class:`~ckptkeys.NotACheckpointError` if no
-    subfolder is a save folder, and ``KeyError`` for a ``save`` the run does not have.
-    """
-    run = scan_run(path)
-    if save is not None:
-        chosen: tuple[str, ...] = (run.save(save).path,)
-    else:
-        chosen = tuple(s.path for s in run.saves) if all_saves else (run.saves[0].path,)
-    return RunReport(run, tuple(_validate_save(p, run.framework, limits, progress) for p in chosen))
-
-
-def validate_path(
-    path: str | os.PathLike[str],
-    *,
-    kind: str | None = None,
-    save: str | None = None,
-    all_saves: bool = False,
-    limits: Limits | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> FileReport | ValidationReport | RunReport:
-    """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
-
-    ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
-    they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
-    cannot be read, or holds no checkpoint.
-    """
-    root = os.fspath(path)
-    if not os.path.exists(root):
-        raise ReadError(root, "does not exist")
-    if not os.path.isdir(root):
-        if save is not None or all_saves:
-            raise ValueError(f"{root}: a file, not a run folder: it has no saves to choose from")
-        return validate_file(root, kind=kind, limits=limits)
-    if kind:
-        raise ValueError(f"{root}: a folder: kind applies to one file")
-    try:
-        layout = scan(root)
-    except NotACheckpointError:
-        return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)
-    if save is not None or all_saves:
-        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
-    return validate_folder(root, limits=limits, progress=progress)
-
-
-def validate(
-    target: str | os.PathLike[str] | dict[Any, Any], *, kind: str | None = None, limits: Limits | None = None
-) -> list[Problem]:
-    """The problems of a checkpoint: a run, a save or tag folder, one file, or one dict.
-
-    A dict (from :func:`ckptkeys.read` or ``torch.load``) is checked as ``kind`` (a
-    :data:`ckptkeys.schema.SPECS` name such as ``"model states"``), or as model states or an
-    optimizer-states file as its keys suggest. A path is validated by :func:`validate_path`,
-    as ``ckptkeys validate PATH`` does: a file as its name (or ``kind``) says, a folder with
-    every check, a run by its newest save. Problems come in the order they were found. A bad
-    checkpoint raises nothing (an unreadable file in a folder is an ``unreadable-file`` error);
-    a PATH that is not a checkpoint at all (it does not exist, a file that cannot be read, a
-    folder that holds none) raises :class:`~ckptkeys.ReadError`, where the command exits with 2.
-    """
-    if isinstance(target, dict):
-        return _client_state(check_dict(target, schema.spec_for(kind) if kind else _guess(target)))
-    return list(validate_path(target, kind=kind, limits=limits).all_problems)
-
-
-def _guess(state: Any) -> schema.DictKind:
-    if isinstance(state, dict) and OptimFileKeys.OPTIMIZER_STATE_DICT in state and ModuleKeys.MODULE not in state:
-        return schema.OPTIM_STATES_FILE
-    return schema.MODEL_STATES

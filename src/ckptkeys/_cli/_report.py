@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 
 from .._check._converters import Verdict
+from .._check._entry import validate_path
 from .._check._layout import LayoutFile, TagLayout
 from .._check._problems import Problem
+from .._check._reports import FileReport, RunReport, TagReport, ValidationReport
 from .._check._security import read_error_problems
-from .._check._validate import FileReport, RunReport, TagReport, ValidationReport, moe_info, validate_path
+from .._check._validate import moe_info
 from .._keys._registry import ModuleKeys
 from .._read._errors import ReadError
 from .._read._globalref import GlobalRef

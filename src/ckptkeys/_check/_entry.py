@@ -1,0 +1,164 @@
+"""``validate()`` and ``validate_path()``: a dict, a file, a tag or save folder, or a run, read and validated."""
+
+from __future__ import annotations
+
+import os
+
+from .. import schema
+from .._read._errors import NotACheckpointError, ReadError
+from .._read._limits import Limits
+from .._read._reader import read
+from ..naming import parse
+from ._dicts import _check_file, _client_state, _guess, check_dict
+from ._layout import LayoutFile, scan, scan_run
+from ._problems import Problem
+from ._reports import FileReport, RunReport, TagReport, ValidationReport
+from ._security import globals_problems
+from ._validate import _validate_tag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = [
+    "validate",
+    "validate_file",
+    "validate_folder",
+    "validate_path",
+    "validate_run",
+    "validate_tag",
+]
+
+
+def validate_file(
+    path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None
+) -> FileReport:
+    """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
+    if given, else as its name says, else as its keys suggest (model states or an
+    optimizer-states file). Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
+    """
+    root = os.fspath(path)
+    checkpoint = read(root, limits=limits)
+    name = parse(root)
+    if kind:
+        problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
+    elif name is None:
+        problems = check_dict(checkpoint.data, _guess(checkpoint.data), file=root)
+    else:
+        problems = _check_file(LayoutFile(root, os.path.basename(root), name, checkpoint.size), checkpoint.data)
+    problems = globals_problems(root, checkpoint.globals) + problems
+    return FileReport(root, name, checkpoint, tuple(_client_state(problems)))
+
+
+def validate_tag(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TagReport:
+    """Scan the tag folder at ``path``, read every file, and validate it.
+
+    Raises :class:`~ckptkeys.NotACheckpointError` if ``path`` is not a tag folder.
+    """
+    layout = scan(path, read=True, limits=limits, progress=progress)
+    if layout.kind != "tag":
+        raise NotACheckpointError(layout.path, "is a save folder, not a tag folder (validate_folder takes it)")
+    return _validate_tag(layout.tags[0])
+
+
+def validate_folder(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Scan ``path`` (a save folder, or a tag folder as a save of one tag), read every file, and validate each tag.
+
+    Raises :class:`~ckptkeys.ReadError` if ``path`` cannot be listed, and
+    :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint.
+    """
+    return _validate_save(path, None, limits, progress)
+
+
+def _validate_save(
+    path: str | os.PathLike[str],
+    framework: str | None,
+    limits: Limits | None,
+    progress: Callable[[int, int], None] | None,
+) -> ValidationReport:
+    layout = scan(path, read=True, limits=limits, progress=progress)
+    framework = layout.framework or framework
+    return ValidationReport(layout, tuple(_validate_tag(tag, framework) for tag in layout.tags), layout.problems)
+
+
+def validate_run(
+    path: str | os.PathLike[str],
+    *,
+    save: str | None = None,
+    all_saves: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunReport:
+    """Find the saves of the run folder at ``path`` and validate the newest (``save``: the one
+    so named; ``all_saves``: every one). Raises :class:`~ckptkeys.NotACheckpointError` if no
+    subfolder is a save folder, and ``KeyError`` for a ``save`` the run does not have.
+    """
+    run = scan_run(path)
+    if save is not None:
+        chosen: tuple[str, ...] = (run.save(save).path,)
+    else:
+        chosen = tuple(s.path for s in run.saves) if all_saves else (run.saves[0].path,)
+    return RunReport(run, tuple(_validate_save(p, run.framework, limits, progress) for p in chosen))
+
+
+def validate_path(
+    path: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    save: str | None = None,
+    all_saves: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FileReport | ValidationReport | RunReport:
+    """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
+
+    ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
+    they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
+    cannot be read, or holds no checkpoint.
+    """
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise ReadError(root, "does not exist")
+    if not os.path.isdir(root):
+        if save is not None or all_saves:
+            raise ValueError(f"{root}: a file, not a run folder: it has no saves to choose from")
+        return validate_file(root, kind=kind, limits=limits)
+    if kind:
+        raise ValueError(f"{root}: a folder: kind applies to one file")
+    try:
+        layout = scan(root)
+    except NotACheckpointError:
+        return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)
+    if save is not None or all_saves:
+        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
+    return validate_folder(root, limits=limits, progress=progress)
+
+
+def validate(
+    target: str | os.PathLike[str] | dict[Any, Any], *, kind: str | None = None, limits: Limits | None = None
+) -> list[Problem]:
+    """The problems of a checkpoint: a run, a save or tag folder, one file, or one dict.
+
+    A dict (from :func:`ckptkeys.read` or ``torch.load``) is checked as ``kind`` (a
+    :data:`ckptkeys.schema.SPECS` name such as ``"model states"``), or as model states or an
+    optimizer-states file as its keys suggest. A path is validated by :func:`validate_path`,
+    as ``ckptkeys validate PATH`` does: a file as its name (or ``kind``) says, a folder with
+    every check, a run by its newest save. Problems come in the order they were found. A bad
+    checkpoint raises nothing (an unreadable file in a folder is an ``unreadable-file`` error);
+    a PATH that is not a checkpoint at all (it does not exist, a file that cannot be read, a
+    folder that holds none) raises :class:`~ckptkeys.ReadError`, where the command exits with 2.
+    """
+    if isinstance(target, dict):
+        return _client_state(check_dict(target, schema.spec_for(kind) if kind else _guess(target)))
+    return list(validate_path(target, kind=kind, limits=limits).all_problems)
