@@ -139,9 +139,9 @@ def corpus() -> None:
 
 
 def _walked(text: str, path: str) -> bool:
-    from ckptkeys import lint
+    from ckptkeys.lint._linter import _index
 
-    return lint._index().prefilter.search(text) is not None
+    return _index().prefilter.search(text) is not None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1265 @@
+"""The whole linter: codes, evidence, the AST walk, the fix and the files (split up next).
+
+The public face is ``ckptkeys.lint`` (its ``__init__``); docs/lint.md has the rules and every code.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import re
+import sys
+import tokenize
+from dataclasses import dataclass, field
+
+from .._keys import _registry
+from .._keys._strenum import KeyGroup
+from ..naming import CheckpointName, FileKind, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Final
+
+CODES: Final[dict[str, str]] = {
+    "CK001": "the file cannot be read or decoded, or does not parse as Python",
+    "CK101": "checkpoint key in a subscript: d['key']",
+    "CK102": "checkpoint key passed to get, pop or setdefault",
+    "CK103": "checkpoint key in an `in` / `not in` test",
+    "CK104": "checkpoint key as a dict-display key: {'key': ...}",
+    "CK105": "checkpoint key compared with == or != to a key variable",
+    "CK106": "checkpoint key as a key= keyword argument",
+    "CK107": "checkpoint keys in a collection of keys: ['module', 'optimizer', ...]",
+    "CK201": "checkpoint file name rebuilt from naming pieces (f-string, +, % or .format)",
+    "CK202": "literal checkpoint file name (or the 'latest' file as a path)",
+    "CK203": "checkpoint tag built, written or parsed by hand: f'global_step{step}'",
+    "CK204": "checkpoint file names matched by hand: name.endswith('_model_states.pt')",
+    "CK301": "import from deepspeed.checkpoint.constants",
+    "CK302": "import of key constants from the deepspeed.checkpoint package",
+    "CK303": "hand-copied DeepSpeed constant: ZERO_FILE_PREFIX = 'zero_pp_rank_'",
+}
+
+# Registry values that other code also uses as keys of its own (a DeepSpeed *config*, an
+# optimizer's state, Megatron's arguments, a log dict): reported only with evidence that the
+# code around them is about DeepSpeed checkpoints. Every value without `_`, `.` or `-` is one too.
+_COMMON: Final = frozenset(
+    {
+        "lr_scheduler",
+        "param_groups",
+        "exp_avg",
+        "exp_avg_sq",
+        "zero_stage",
+        "global_steps",
+        "global_samples",
+        "skipped_steps",
+        "dp_world_size",
+        "mp_world_size",
+        "num_experts",
+        "num_local_experts",
+        "ep_size",
+        "ep_rank",
+        "tp_size",
+        "tp_rank",
+        "etp_size",
+        "etp_rank",
+        "pp_degree",
+        "tp_degree",
+        "padded_vocab_size",
+        "original_vocab_size",
+        "clip_grad",
+        "cur_scale",
+        "cur_iter",
+        "scale_factor",
+        "scale_window",
+        "min_scale",
+        "delayed_shift",
+        "loss_scaler",
+        "dynamic_loss_scale",
+        "data_sampler",
+        "random_ltd",
+        "module_path",
+        "cat_dim",
+        "partition_dim",
+        "partition_count",
+        "checkpoint_format",
+        "moe_layer_id",
+        "shared_params",
+        "logical_shape",
+        "local_experts",
+        "expert_placement",
+    }
+)
+_SEPARATOR: Final = re.compile(r"[_.\-]")
+# Pieces of a string that names a DeepSpeed checkpoint file: evidence for the keys beside it.
+_DS_FILE_TEXT: Final = re.compile(r"model_states|optim_states|zero_pp_rank_|expp_rank_")
+# A DeepSpeed file name's ending: a string that ends so and starts with a placeholder is its tail.
+_DS_TAIL: Final = re.compile(r"(?:_model_states|-model_states|_optim_states|optim_states)\.pt$")
+# A DeepSpeed file name's beginning: a string that starts so and goes on with a placeholder is its head.
+_DS_HEAD: Final = re.compile(r"(?:bf16_|fp16_)?zero_pp_rank_\0|expp_rank_\0")
+# Functions (DeepSpeed's own, and ckptkeys.naming) that return a DeepSpeed checkpoint file name.
+_DS_NAME_FUNCTIONS: Final = frozenset(
+    {
+        "get_model_state_file",
+        "get_model_state_files",
+        "get_optim_files",
+        "get_checkpoint_files",
+        "get_zero_ckpt_name_for_rank",
+        "get_model_ckpt_name_for_rank",
+        "get_layer_ckpt_name_for_rank",
+        "_get_ckpt_name",
+        "_get_zero_ckpt_name",
+        "_get_optimizer_ckpt_name",
+        "_get_expert_ckpt_name",
+        "_get_layer_ckpt_name",
+        "model_states",
+        "zero3_model_states",
+        "optim_states",
+        "layer_model_states",
+        "expert_model_states",
+        "expert_optim_states",
+    }
+)
+# Names of mappings that hold a DeepSpeed checkpoint (evidence) and of those that do not.
+_DS_NAME: Final = re.compile(
+    r"model_states(?!_?dict)|optim_states(?!_?dict)|deepspeed|(?:^|[^a-z])ds_(?:checkpoint|ckpt|sd|state)"
+    r"|zero_(?:checkpoint|ckpt|sd)",
+    re.IGNORECASE,
+)
+_OTHER_NAME: Final = re.compile(
+    r"config|cfg|(?:^|[^a-z])conf(?:[^a-z]|$)|kwargs|(?:^|[^a-z])args(?:[^a-z]|$)|(?:^|[^a-z])logs?(?:[^a-z]|$)"
+    r"|log_dict|metric|stats|hparams|wandb|tensorboard",
+    re.IGNORECASE,
+)
+# Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
+# checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
+# keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
+_OTHER_FORMAT_KEYS: Final = frozenset(
+    {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
+)
+# Pieces specific enough that a built string holding one may be a checkpoint file name.
+_FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
+# (str.__str__: the plain value, typed str on every Python version mypy checks)
+_TAG_PREFIX: Final = str.__str__(_registry.NamingKeys.DEFAULT_TAG_PREFIX)
+_LATEST_FILE: Final = str.__str__(_registry.NamingKeys.LATEST)
+_LATEST: Final = frozenset({_LATEST_FILE, str.__str__(_registry.NamingKeys.LATEST_UNIVERSAL)})
+# Calls whose string argument parses or matches a name: str methods, globbing, regular expressions.
+_PARSING_CALLS: Final = frozenset(
+    {
+        "replace",
+        "startswith",
+        "endswith",
+        "split",
+        "rsplit",
+        "partition",
+        "rpartition",
+        "removeprefix",
+        "lstrip",
+        "strip",
+        "find",
+        "rfind",
+        "index",
+        "glob",
+        "rglob",
+        "iglob",
+        "fnmatch",
+        "match",
+        "fullmatch",
+        "search",
+        "compile",
+        "sub",
+        "findall",
+    }
+)
+# Calls whose string argument is a path.
+_PATH_CALLS: Final = frozenset({"join", "Path", "PurePath", "open", "exists", "isfile", "isdir", "remove", "unlink"})
+# Methods whose first argument is a key, and those among them that store it in the mapping.
+_KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
+_STORING_METHODS: Final = frozenset({"setdefault"})
+_IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
+_CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
+_CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
+_SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One loose string (or import) and the registry spelling to use instead."""
+
+    path: str
+    line: int
+    """1-based line of the start of the offending expression."""
+    col: int
+    """1-based column, in characters."""
+    code: str
+    message: str
+    value: str | None = None
+    """The string literal's value (``None`` for imports and strings built from parts)."""
+    candidates: tuple[str, ...] = ()
+    """Registry members with that value, most likely first: ``("OptimizerKeys.ZERO_STAGE",)``."""
+    replacement: str | None = None
+    """What ``fix_source`` writes in place of the expression; ``None`` if it is not fixable."""
+    imports: tuple[str, ...] = ()
+    """Names ``fix_source`` imports from ``ckptkeys`` for the replacement."""
+    evidence: str = ""
+    """Why it was reported: what in the code around it shows it is about DeepSpeed checkpoints."""
+    _span: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
+    # (line, byte col, end line, end byte col): where fix_source writes
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col} {self.code} {self.message}"
+
+    @property
+    def fixable(self) -> bool:
+        return self.replacement is not None
+
+
+# -- the registry, indexed by value ------------------------------------------------------------
+
+
+class _Index:
+    """Registry values, their members in registry order, and the pre-filters built from them."""
+
+    def __init__(self) -> None:
+        from .. import constants
+
+        members: dict[str, list[KeyGroup]] = {}
+        for group in _registry.GROUPS:
+            for member in group:
+                members.setdefault(member.value, []).append(member)
+        self.members = members
+        self.group_of_value = {value: {type(m).__name__ for m in found} for value, found in members.items()}
+        # Values that are only file-name pieces ("global_step", "latest", "mp_rank_"): never keys.
+        self.naming_only = {value for value, groups in self.group_of_value.items() if groups == {"NamingKeys"}}
+        naming = sorted(_registry.NamingKeys, key=lambda m: -len(m.value))
+        self.naming = [(str.__str__(m), f"NamingKeys.{m.name}") for m in naming]
+        # DeepSpeed's constant names and their values (deepspeed.checkpoint.constants)
+        self.constant_names = frozenset(constants.__all__)
+        self.constants: dict[str, str] = {
+            name: getattr(constants, name) for name in constants.__all__ if type(getattr(constants, name)) is str
+        }
+        quoted = "|".join(re.escape(v) for v in sorted(members, key=len, reverse=True))
+        # A file is only walked if one of these appears in its text at all.
+        self.prefilter = re.compile(
+            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|{_TAG_PREFIX}|deepspeed\.checkpoint"""
+            r"""|from\s+\.+\s*constants\s+import|['"]latest"""
+        )
+
+    def common(self, value: str) -> bool:
+        return value in _COMMON or not _SEPARATOR.search(value)
+
+
+_INDEX: _Index | None = None
+
+
+def _index() -> _Index:
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = _Index()
+    return _INDEX
+
+
+def _physical_lines(source: str) -> list[str]:
+    """The lines as Python counts them (\\n, \\r\\n or \\r; not form feeds), with their endings."""
+    return io.StringIO(source, newline="").readlines()
+
+
+def decode_source(raw: bytes) -> tuple[str, str]:
+    """The text of a Python file and its encoding (PEP 263 declaration or BOM; UTF-8 by default).
+
+    Raises :class:`SyntaxError` for an unknown or wrong encoding declaration and
+    :class:`UnicodeDecodeError` for bytes that are not in the encoding.
+    """
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+    return raw.decode(encoding), encoding
+
+
+# -- finding ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A registry-valued literal in a key position (or a collection), before the context is known."""
+
+    node: ast.Constant
+    value: str
+    code: str
+    store: bool  # the key would be stored in the mapping: the fix writes ``Member.value``
+    scope: ast.AST  # the innermost function, or the module
+    holder: str  # the source of the mapping (or the name the dict/collection is assigned to)
+    group: ast.AST | None = None  # the dict display or collection it is one key of
+
+
+def _key_literal(node: ast.AST | None) -> ast.Constant | None:
+    if isinstance(node, ast.Constant) and type(node.value) is str:
+        return node
+    return None
+
+
+def _is_key_name(node: ast.AST) -> bool:
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+    return name is not None and (name.lower() == "k" or "key" in name.lower())
+
+
+def _is_literal_type(node: ast.AST) -> bool:
+    """``Literal`` or ``typing.Literal``: ``Literal["module"]`` is a type, not a look-up."""
+    return (isinstance(node, ast.Name) and node.id == "Literal") or (
+        isinstance(node, ast.Attribute) and node.attr == "Literal"
+    )
+
+
+def _call_name(node: ast.AST) -> str | None:
+    """``join`` for ``os.path.join(...)``, ``glob`` for ``glob(...)``: the called name."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name):
+            return func.id
+        if isinstance(func, ast.Attribute):
+            return func.attr
+    return None
+
+
+def _template(node: ast.AST) -> str | None:
+    """The text of a string built from parts, ``\\0`` for each placeholder (``None``: not one)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        text = "".join(
+            v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "\0" for v in node.values
+        )
+        return re.sub(r"\{[^{}]*\}", "\0", text)  # doubled braces: a template filled in later
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts: list[ast.AST] = []
+        stack: list[ast.AST] = [node]
+        while stack:  # flatten a + b + c
+            item = stack.pop()
+            if isinstance(item, ast.BinOp) and isinstance(item.op, ast.Add):
+                stack += [item.right, item.left]
+            else:
+                parts.append(item)
+        texts = [_template(p) if isinstance(p, (ast.Constant, ast.JoinedStr)) else None for p in parts]
+        if all(t is None for t in texts):
+            return None
+        return "".join("\0" if t is None else t for t in texts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and _key_literal(node.left):
+        return re.sub(r"%[-#0 +]*\d*(?:\.\d+)?[sdifxXr]", "\0", node.left.value)  # type: ignore[attr-defined]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and _key_literal(node.func.value)
+    ):
+        return re.sub(r"\{[^{}]*\}", "\0", node.func.value.value)  # type: ignore[attr-defined]
+    return None
+
+
+_BUILDERS: Final = (  # (pieces that must all appear, the naming function to suggest)
+    (("expp_rank_",), "expert_optim_states(ep_rank, mp_rank)"),
+    (("expert_", "model_states"), "expert_model_states(expert, mp_rank, layer)"),
+    (("layer_", "-model_states"), "layer_model_states(layer, mp_rank)"),
+    (("-model_", "-model_states"), "layer_model_states(layer, mp_rank)"),
+    (("zero_pp_rank_", "optim_states"), "optim_states(dp_rank, mp_rank, precision)"),
+    (("zero_pp_rank_", "model_states"), "zero3_model_states(dp_rank, mp_rank)"),
+    (("mp_rank_", "model_states"), "model_states(mp_rank)"),
+)
+
+
+def _naming_members(text: str) -> list[str]:
+    """NamingKeys members whose values appear in ``text``, longest first, none inside another."""
+    found: list[tuple[str, str]] = []
+    for value, name in _index().naming:
+        if value in text and not any(value in longer for longer, _ in found) and len(value) > 3:
+            found.append((value, name))
+    return [name for _, name in found]
+
+
+def _is_ds_file_name(template: str) -> bool:
+    """Whether a built string's text (``\\0`` for placeholders) is a DeepSpeed file name or its tail."""
+    base = template.replace("\\", "/").rsplit("/", 1)[-1]
+    if "\0" not in base or any(c.isspace() for c in base):
+        return False
+    base = base.replace("*", "\0")  # a glob pattern
+    if parse(base.replace("\0", "0")) is not None:
+        return True
+    rest = base.lstrip("\0")  # what follows a leading placeholder (a prefix, a path)
+    if parse(rest.replace("\0", "0")) is not None or _DS_HEAD.match(rest):
+        return True
+    # a tail: "{prefix}_mp_rank_{mp}_model_states.pt", "-model_{mp:02}-model_states.pt"
+    return (rest != base or rest[:1] in "_-") and bool(_DS_TAIL.search(rest)) and "\0" in rest
+
+
+def _call_for(record: CheckpointName) -> str | None:
+    kind, mp = record.kind, record.mp_rank
+    if kind is FileKind.MODEL_STATES:
+        return f"model_states({mp})"
+    if kind is FileKind.ZERO3_MODEL_STATES:
+        return f"zero3_model_states({record.dp_rank}, {mp})"
+    if kind is FileKind.OPTIM_STATES:
+        precision = f", {record.precision!r}" if record.precision else ""
+        return f"optim_states({record.dp_rank}, {mp}{precision})"
+    if kind is FileKind.LAYER_MODEL_STATES:
+        return f"layer_model_states({record.layer}{'' if mp is None else f', {mp}'})"
+    if kind is FileKind.EXPERT_MODEL_STATES:
+        return f"expert_model_states({record.expert}, {mp}{'' if record.layer is None else f', {record.layer}'})"
+    if kind is FileKind.EXPERT_OPTIM_STATES:
+        return f"expert_optim_states({record.ep_rank}, {mp})"
+    return None
+
+
+def _unparse(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except (ValueError, RecursionError):  # pragma: no cover - ast.unparse of a parsed tree
+        return ""
+
+
+_FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+class _Linter:
+    def __init__(self, source: str, path: str) -> None:
+        self.source = source
+        self.path = path
+        self.lines = [line.rstrip("\r\n") for line in _physical_lines(source)]
+        self.findings: list[Finding] = []
+        self.parents: dict[int, ast.AST] = {}
+        self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
+        self.other_format: dict[int, str] = {}  # scope id -> a key of another format used there
+        self.built: set[int] = set()  # ids of string-building nodes (and their literal parts) already judged
+        self.tag_scopes: set[int] = set()  # ids of scopes that build or parse a tag by hand
+
+    def column(self, line: int, byte_col: int) -> int:
+        if 0 < line <= len(self.lines):
+            return len(self.lines[line - 1].encode("utf-8")[:byte_col].decode("utf-8", "replace")) + 1
+        return byte_col + 1
+
+    def span(self, node: ast.AST) -> tuple[int, int, int, int]:
+        start_line, start_col = node.lineno, node.col_offset  # type: ignore[attr-defined]
+        end_line, end_col = node.end_lineno, node.end_col_offset  # type: ignore[attr-defined]
+        return start_line, start_col, end_line or start_line, end_col if end_col is not None else start_col
+
+    def add(self, node: ast.AST, code: str, message: str, **extra: object) -> None:
+        line, col, *_ = self.span(node)
+        self.findings.append(
+            Finding(self.path, line, self.column(line, col), code, message, _span=self.span(node), **extra)  # type: ignore[arg-type]
+        )
+
+    # -- context ------------------------------------------------------------------------------
+
+    def scope(self, node: ast.AST) -> ast.AST:
+        """The innermost function holding ``node``, or the module."""
+        parent = self.parents.get(id(node))
+        while parent is not None and not isinstance(parent, _FUNCTIONS):
+            parent = self.parents.get(id(parent))
+        return parent if parent is not None else self.tree
+
+    def outside_deepspeed(self, node: ast.AST) -> bool:
+        """In the branch of an ``if`` that runs without DeepSpeed (``if not args.deepspeed:``)."""
+        child, parent = node, self.parents.get(id(node))
+        while parent is not None:
+            if isinstance(parent, ast.If) and child is not parent.test:
+                test = parent.test
+                negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+                mentions = self.deepspeed_tests.get(id(test))
+                if mentions is None:
+                    mentions = self.deepspeed_tests[id(test)] = "deepspeed" in _unparse(test).lower()
+                if mentions:
+                    in_body = any(child is n for n in parent.body)
+                    if in_body == negated:
+                        return True
+            child, parent = parent, self.parents.get(id(parent))
+        return False
+
+    def assigned_name(self, node: ast.AST) -> str:
+        """The name a display is assigned, passed or returned as: ``x = {...}``, ``f(x={...})``."""
+        parent = self.parents.get(id(node))
+        if isinstance(parent, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+            return " ".join(_unparse(t) for t in targets)
+        if isinstance(parent, ast.keyword):
+            return parent.arg or ""
+        if isinstance(parent, ast.Dict):  # a nested dict: the key it is stored under
+            for key, value in zip(parent.keys, parent.values, strict=True):
+                if value is node and isinstance(key, ast.Constant):
+                    return str(key.value)
+        return ""
+
+    # -- the walk -----------------------------------------------------------------------------
+
+    def run(self) -> list[Finding]:
+        index = _index()
+        if not index.prefilter.search(self.source):
+            return []
+        try:
+            tree = ast.parse(self.source, self.path)
+        except (SyntaxError, ValueError) as error:  # ValueError: null bytes
+            line = getattr(error, "lineno", None) or 1
+            self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
+            return self.findings
+        self.tree = tree
+        parents = self.parents
+        candidates: list[_Candidate] = []
+        functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        members = index.members
+        # scope id -> why its code is about DeepSpeed checkpoint files (a file name, a call)
+        self.file_evidence: dict[int, str] = {}
+        calls: list[tuple[ast.AST, str]] = []
+        nodes: list[ast.AST] = [tree]
+        for node in nodes:  # breadth first, as ast.walk; parents known before their children
+            for child in ast.iter_child_nodes(node):
+                parents[id(child)] = node
+                nodes.append(child)
+            kind = type(node)
+            literal: ast.Constant | None = None
+            holder: ast.AST | None = None
+            if kind is ast.Subscript:
+                if not _is_literal_type(node.value):  # type: ignore[attr-defined]
+                    literal = _key_literal(node.slice)  # type: ignore[attr-defined]
+                code, store, holder = "CK101", isinstance(node.ctx, ast.Store), node.value  # type: ignore[attr-defined]
+            elif kind is ast.Call:
+                func = node.func  # type: ignore[attr-defined]
+                if isinstance(func, ast.Attribute) and func.attr in _KEY_METHODS and node.args:  # type: ignore[attr-defined]
+                    literal = _key_literal(node.args[0])  # type: ignore[attr-defined]
+                    code, store, holder = "CK102", func.attr in _STORING_METHODS, func.value
+                for keyword in node.keywords:  # type: ignore[attr-defined]
+                    found = _key_literal(keyword.value) if keyword.arg == "key" else None
+                    if found is not None and found.value in members:
+                        candidates.append(_Candidate(found, found.value, "CK106", True, self.scope(found), ""))
+                name = _call_name(node)
+                if name is not None:
+                    calls.append((node, name))
+                if func.__class__ is ast.Attribute and func.attr == "format":
+                    self.built_string(node)
+            elif kind is ast.Compare:
+                left, ops, right = node.left, node.ops, node.comparators  # type: ignore[attr-defined]
+                if len(ops) == 1 and isinstance(ops[0], (ast.In, ast.NotIn)):
+                    literal, code, store, holder = _key_literal(left), "CK103", False, right[0]
+                elif len(ops) == 1 and isinstance(ops[0], (ast.Eq, ast.NotEq)):
+                    if _is_key_name(right[0]):
+                        literal, code, store = _key_literal(left), "CK105", False
+                    elif _is_key_name(left):
+                        literal, code, store = _key_literal(right[0]), "CK105", False
+            elif kind is ast.Dict:
+                name = self.assigned_name(node)
+                for key in node.keys:  # type: ignore[attr-defined]
+                    found = _key_literal(key)
+                    if found is not None and found.value in _OTHER_FORMAT_KEYS:
+                        self.other_format_key(found)
+                    if found is not None and found.value in members:
+                        candidates.append(_Candidate(found, found.value, "CK104", True, self.scope(found), name, node))
+            elif kind is ast.List or kind is ast.Tuple or kind is ast.Set:
+                self.collection(node, candidates)
+            elif kind is ast.JoinedStr or kind is ast.BinOp:
+                self.built_string(node)
+            elif kind is ast.Constant:
+                value = node.value  # type: ignore[attr-defined]
+                if type(value) is str:
+                    self.literal(node, value)  # type: ignore[arg-type]
+            elif kind is ast.ImportFrom or kind is ast.Import:
+                self.constants_import(node)
+            elif kind is ast.Assign:
+                self.copied_constant(node)  # type: ignore[arg-type]
+            elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+                functions.append(node)  # type: ignore[arg-type]
+            if literal is not None and literal.value in _OTHER_FORMAT_KEYS:
+                self.other_format_key(literal)
+            if literal is not None and literal.value in members:
+                where = _unparse(holder) if holder is not None else ""
+                candidates.append(_Candidate(literal, literal.value, code, store, self.scope(literal), where))
+        # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
+        named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
+        for call, name in calls:
+            scope = self.scope(call)
+            if id(scope) in self.file_evidence:
+                continue
+            if name in _DS_NAME_FUNCTIONS:
+                self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
+            elif name in named and scope is not self.tree:
+                self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
+        for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
+            if id(self.scope(call)) in self.tag_scopes:
+                for argument in call.args:  # type: ignore[attr-defined]
+                    if isinstance(argument, ast.Constant) and argument.value in _LATEST:
+                        self.latest(argument, "passed beside a checkpoint tag built by hand")
+        self.keys(candidates)
+        self.findings.sort(key=lambda f: (f.line, f.col, f.code))
+        return self.findings
+
+    def other_format_key(self, node: ast.Constant) -> None:
+        """A key only another format writes: nothing beside it in its function is DeepSpeed's."""
+        if not self.outside_deepspeed(node):  # (Megatron's keys in `if not args.deepspeed:` are expected)
+            self.other_format.setdefault(id(self.scope(node)), str(node.value))
+
+    def note_file_name(self, node: ast.AST, text: str) -> None:
+        scope = self.scope(node)
+        self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def collection(self, node: ast.AST, candidates: list[_Candidate]) -> None:
+        """A list, tuple or set of at least two strings, two of them checkpoint keys."""
+        elements = node.elts  # type: ignore[attr-defined]
+        index = _index()
+        if len(elements) < 2 or not all(_key_literal(e) for e in elements):
+            return
+        keys = [e for e in elements if e.value in index.members and e.value not in index.naming_only]
+        if len(keys) < 2:
+            return
+        parent = self.parents.get(id(node))
+        if isinstance(parent, ast.Subscript) and parent.slice is node:
+            return  # d["a", "b"]: one tuple key, not a collection
+        name = self.assigned_name(node)
+        for element in keys:
+            candidates.append(_Candidate(element, element.value, "CK107", True, self.scope(element), name, node))
+
+    def keys(self, candidates: list[_Candidate]) -> None:
+        index = _index()
+        kept: list[_Candidate] = []
+        distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
+        for candidate in candidates:
+            if candidate.value in index.naming_only:
+                continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
+            if self.outside_deepspeed(candidate.node) or _OTHER_NAME.search(candidate.holder):
+                continue
+            if id(candidate.scope) in self.other_format:
+                continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
+            kept.append(candidate)
+            if not index.common(candidate.value):
+                distinctive.setdefault(id(candidate.scope), candidate.value)
+        by_group: dict[int, list[_Candidate]] = {}
+        for candidate in kept:
+            if candidate.group is not None:
+                by_group.setdefault(id(candidate.group), []).append(candidate)
+        by_scope: dict[int, list[str]] = {}
+        for candidate in kept:
+            by_scope.setdefault(id(candidate.scope), []).append(candidate.value)
+        reported: list[tuple[_Candidate, str, tuple[str, ...], str | None, str]] = []
+        for candidate in kept:
+            value = candidate.value
+            if not index.common(value):
+                evidence = f"{value!r} is a DeepSpeed checkpoint key no other format uses"
+                if candidate.code == "CK107":
+                    evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
+            else:
+                evidence = self.evidence(candidate, distinctive, by_group)
+                if not evidence:
+                    continue
+            around = [v for v in by_scope[id(candidate.scope)] if v != value]
+            found = index.members[value]
+            # Rank the members by how many other keys of the same scope their group holds.
+            score = {
+                type(m).__name__: sum(1 for v in around if type(m).__name__ in index.group_of_value[v]) for m in found
+            }
+            ranked = sorted(found, key=lambda m: -score[type(m).__name__])
+            names = tuple(f"{type(m).__name__}.{m.name}" for m in ranked)
+            best = score[type(ranked[0]).__name__]
+            unambiguous = len(ranked) == 1 or best > score[type(ranked[1]).__name__]
+            replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
+            if len(names) == 1:
+                use = f"use {names[0]}"
+            elif unambiguous:
+                use = f"use {names[0]} (by the keys around it; or {', '.join(names[1:])})"
+            else:
+                use = f"use one of {', '.join(names)}"
+            reported.append((candidate, evidence, names, replacement, use))
+        # A dict display or collection is rewritten whole or not at all: never half literal.
+        unfixable: dict[int, str] = {}
+        for candidate, _evidence, _names, replacement, _use in reported:
+            if candidate.group is not None and replacement is None:
+                unfixable.setdefault(id(candidate.group), candidate.value)
+        for candidate, evidence, names, replacement, use in reported:
+            value = candidate.value
+            blocker = unfixable.get(id(candidate.group)) if candidate.group is not None else None
+            if candidate.store and replacement:
+                use += "; .value keeps a plain str in what is saved"
+            if blocker is not None and replacement is not None:
+                replacement = None
+                use += f" (not fixed: {blocker!r} beside it is ambiguous, and a half-rewritten display would mix"
+                use += " spellings)"
+            what = "checkpoint keys" if candidate.code == "CK107" else "checkpoint key"
+            self.add(
+                candidate.node,
+                candidate.code,
+                f"{value!r} is {'one of a collection of ' if candidate.code == 'CK107' else 'a '}{what}: {use}",
+                value=value,
+                candidates=names,
+                replacement=replacement,
+                imports=(names[0].split(".")[0],) if replacement else (),
+                evidence=evidence,
+            )
+
+    def evidence(
+        self, candidate: _Candidate, distinctive: dict[int, str], by_group: dict[int, list[_Candidate]]
+    ) -> str:
+        """Why a common word (``module``, ``optimizer``, ``step``) is a DeepSpeed key here; "" if nothing shows it."""
+        value = candidate.value
+        index = _index()
+        if candidate.group is not None:
+            for other in by_group.get(id(candidate.group), []):
+                if not index.common(other.value):
+                    return f"a common word, beside the DeepSpeed key {other.value!r} in the same display"
+        where = "function" if candidate.scope is not self.tree else "module's top level"
+        other_key = distinctive.get(id(candidate.scope))
+        if other_key is not None and other_key != value:
+            return f"a common word, in a {where} that also uses the DeepSpeed key {other_key!r}"
+        why = self.file_evidence.get(id(candidate.scope))
+        if why:
+            return f"a common word, in a {where} that {why}"
+        name = _DS_NAME.search(candidate.holder)
+        if name is not None:
+            return f"a common word, in a mapping named {candidate.holder!r}"
+        return ""
+
+    # -- file names and tags ------------------------------------------------------------------
+
+    def built_string(self, node: ast.AST) -> None:
+        if id(node) in self.built:
+            return
+        template = _template(node)
+        if template is None or isinstance(node, ast.Constant):
+            return
+        for inner in ast.walk(node):  # a + b + c and the f-strings in it: one finding, for the whole
+            if inner is not node and isinstance(inner, (ast.BinOp, ast.JoinedStr, ast.Constant)):
+                self.built.add(id(inner))
+        if "\0" not in template or any(c.isspace() for c in template):
+            return  # no placeholder, or a sentence (a message that mentions a name)
+        if _DS_FILE_TEXT.search(template):
+            self.note_file_name(node, template.replace("\0", "{}"))
+        if template.startswith(_TAG_PREFIX + "\0"):
+            self.tag_scopes.add(id(self.scope(node)))
+            self.add(
+                node,
+                "CK203",
+                'checkpoint tag built by hand: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
+                evidence=f"a string that starts with DeepSpeed's tag prefix {_TAG_PREFIX!r} and a placeholder",
+            )
+            return
+        if not _is_ds_file_name(template):
+            return
+        names = _naming_members(template)
+        builder = next((call for needed, call in _BUILDERS if all(p in template for p in needed)), None)
+        use = f"use ckptkeys.naming.{builder}" if builder else "use the NamingKeys members"
+        self.add(
+            node,
+            "CK201",
+            f"file name rebuilt from {', '.join(names) or 'naming pieces'}: {use}",
+            evidence=f"{template.replace(chr(0), '{}')!r} is a DeepSpeed checkpoint file name (or its tail)",
+        )
+
+    def literal(self, node: ast.Constant, value: str) -> None:
+        """A plain string: a file name, a tag, 'latest' as a path."""
+        if id(node) in self.built or any(c.isspace() for c in value) or not value:
+            return
+        if _DS_FILE_TEXT.search(value):
+            self.note_file_name(node, value)
+        parent = self.parents.get(id(node))
+        if value.endswith(".pt") and "states" in value:
+            record = parse(os.path.basename(value))
+            call = _call_for(record) if record is not None else None
+            if call is not None:
+                self.add(
+                    node,
+                    "CK202",
+                    f"{value!r} is a checkpoint file name: use ckptkeys.naming.{call}",
+                    value=value,
+                    evidence="the string parses as a DeepSpeed checkpoint file name",
+                )
+                return
+        if _DS_FILE_TEXT.search(value):
+            matcher = self.matcher(node, parent)
+            if matcher:
+                pieces = _naming_members(value)
+                self.add(
+                    node,
+                    "CK204",
+                    f"checkpoint file names matched by hand with {value!r}: use ckptkeys.naming.parse"
+                    + (f" or {', '.join(pieces)}" if pieces else ""),
+                    value=value,
+                    evidence=f"a piece of DeepSpeed's file names given to {matcher}",
+                )
+            return
+        if value.startswith(_TAG_PREFIX):
+            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+            if rest.isdigit():
+                message = (
+                    f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
+                )
+                evidence = "DeepSpeed's tag prefix followed by a step number"
+            elif matcher:
+                message = f"checkpoint tags parsed by hand with {value!r}: use NamingKeys.DEFAULT_TAG_PREFIX"
+                evidence = f"DeepSpeed's tag prefix given to {matcher}"
+            else:
+                return
+            self.tag_scopes.add(id(self.scope(node)))
+            self.add(node, "CK203", message, value=value, evidence=evidence)
+            return
+        if value in _LATEST and (
+            (isinstance(parent, ast.Call) and _call_name(parent) in _PATH_CALLS and node in parent.args)
+            or (isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div))
+        ):
+            self.latest(node, "a path to the file that names the latest tag")
+
+    def matcher(self, node: ast.Constant, parent: ast.AST | None, *, tests: bool = True) -> str:
+        """What matches names against ``node``: ``endswith()``, ``glob()``, ``re.fullmatch()``, an
+        ``in`` test (not for the tag prefix: ``"global_step" in checkpoint`` is a dict's key)."""
+        if isinstance(parent, ast.Call) and _call_name(parent) in _PARSING_CALLS and node in parent.args:
+            return f"{_call_name(parent)}()"
+        if (
+            tests
+            and isinstance(parent, ast.Compare)
+            and parent.left is node
+            and isinstance(parent.ops[0], (ast.In, ast.NotIn))
+        ):
+            return "an `in` test"
+        return ""
+
+    def latest(self, node: ast.Constant, why: str) -> None:
+        if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
+            return
+        member = "LATEST" if node.value == _LATEST_FILE else "LATEST_UNIVERSAL"
+        self.add(
+            node,
+            "CK202",
+            f"{node.value!r} is DeepSpeed's tag file: use NamingKeys.{member}",
+            value=node.value,
+            evidence=why,
+        )
+
+    # -- constants ----------------------------------------------------------------------------
+
+    def copied_constant(self, node: ast.Assign) -> None:
+        """``ZERO_FILE_PREFIX = 'zero_pp_rank_'`` at module (or class) level."""
+        if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+            return
+        literal = _key_literal(node.value)
+        if literal is None or isinstance(self.scope(node), _FUNCTIONS):
+            return
+        name, value = node.targets[0].id, literal.value
+        index = _index()
+        if not _CONSTANT_NAME.fullmatch(name) or value not in index.members:
+            return
+        if self.path.replace("\\", "/").endswith("deepspeed/checkpoint/constants.py"):
+            return  # where DeepSpeed defines them
+        deepspeed_name = index.constants.get(name) == value
+        kind = "file-name piece" if value in index.naming_only else "key"
+        if index.common(value) and not deepspeed_name and not (name == value.upper() and "_" in value):
+            return  # OPTIMIZER = "optimizer": a word any code may name
+        found = index.members[value]
+        names = tuple(f"{type(m).__name__}.{m.name}" for m in found)
+        replacement = f"{names[0]}.value" if len(names) == 1 else None
+        use = f"use {names[0]}" if len(names) == 1 else f"use one of {', '.join(names)}"
+        if deepspeed_name:
+            use += f" (or ckptkeys.constants.{name})"
+        self.add(
+            literal,
+            "CK303",
+            f"{name} = {value!r} copies a DeepSpeed constant: {use}",
+            value=value,
+            candidates=names,
+            replacement=replacement,
+            imports=(names[0].split(".")[0],) if replacement else (),
+            evidence=(
+                f"{name} is DeepSpeed's own name for {value!r}"
+                if deepspeed_name
+                else f"a module-level constant holding the DeepSpeed {kind} {value!r}"
+            ),
+        )
+
+    # -- imports ------------------------------------------------------------------------------
+
+    def constants_import(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == _CONSTANTS_MODULE:
+                    fix = (
+                        f"import ckptkeys.constants as {alias.asname}"
+                        if alias.asname and len(node.names) == 1
+                        else None
+                    )
+                    self.add(
+                        node,
+                        "CK301",
+                        f"import of {_CONSTANTS_MODULE}: use ckptkeys.constants (same names, no torch) or the groups",
+                        replacement=fix,
+                        evidence=f"imports {_CONSTANTS_MODULE}",
+                    )
+            return
+        assert isinstance(node, ast.ImportFrom)
+        module = self.absolute(node)
+        if module == "deepspeed.checkpoint" and not any(a.name == "constants" for a in node.names):
+            self.package_import(node)
+            return
+        if module == _CONSTANTS_MODULE:
+            target = "ckptkeys.constants"
+        elif module == "deepspeed.checkpoint":
+            if len(node.names) != 1:
+                self.add(
+                    node,
+                    "CK301",
+                    "import of deepspeed.checkpoint.constants: use ckptkeys.constants",
+                    evidence="imports deepspeed.checkpoint.constants",
+                )
+                return
+            target = "ckptkeys"
+        else:
+            return
+        fix = self.rewritten_module(node, target)
+        self.add(
+            node,
+            "CK301",
+            f"import from {module}: use {target}{'.constants' if target == 'ckptkeys' else ''} "
+            "(same names and values, no torch) or the key groups",
+            replacement=fix,
+            evidence=f"imports {_CONSTANTS_MODULE}",
+        )
+
+    def package_import(self, node: ast.ImportFrom) -> None:
+        """``from deepspeed.checkpoint import ORIGINAL_VOCAB_SIZE``: the constants, through the package."""
+        names = [a.name for a in node.names]
+        index = _index()
+        constants = [n for n in names if n in index.constant_names]
+        if not constants:
+            return
+        others = [n for n in names if n not in index.constant_names]
+        if others:
+            use = f"import {', '.join(constants)} from ckptkeys.constants (keep {', '.join(others)} from DeepSpeed)"
+            fix = None
+        else:
+            use = "import them from ckptkeys.constants (same names and values, no torch) or use the key groups"
+            fix = self.rewritten_module(node, "ckptkeys.constants")
+        self.add(
+            node,
+            "CK302",
+            f"import of DeepSpeed's key constants {', '.join(constants)} from deepspeed.checkpoint: {use}",
+            replacement=fix,
+            evidence=f"{', '.join(constants)} {'is' if len(constants) == 1 else 'are'} in {_CONSTANTS_MODULE}",
+        )
+
+    def rewritten_module(self, node: ast.ImportFrom, target: str) -> str | None:
+        segment = self.segment(node)
+        spec = re.match(r"from\s+([.\w\s]+?)\s+import\b", segment or "")
+        # A relative import is DeepSpeed's own package importing its constants: rewriting it
+        # would stop the package from importing its submodule, so it is only reported.
+        if segment is None or spec is None or node.level:
+            return None
+        return segment[: spec.start(1)] + target + segment[spec.end(1) :]
+
+    def absolute(self, node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        package = os.path.dirname(os.path.abspath(self.path)).split(os.sep)
+        if node.level > 1:
+            package = package[: -(node.level - 1)]
+        return ".".join([*package[-2:], *([node.module] if node.module else [])])
+
+    def segment(self, node: ast.AST) -> str | None:
+        line, col, end_line, end_col = self.span(node)
+        lines = [text.encode("utf-8") for text in self.lines[line - 1 : end_line]]
+        if not lines:
+            return None
+        if len(lines) == 1:
+            return lines[0][col:end_col].decode("utf-8")
+        return b"\n".join([lines[0][col:], *lines[1:-1], lines[-1][:end_col]]).decode("utf-8")
+
+
+def _ignored(finding: Finding, lines: list[str]) -> bool:
+    if not 0 < finding.line <= len(lines):
+        return False
+    match = _IGNORE_COMMENT.search(lines[finding.line - 1])
+    if match is None:
+        return False
+    codes = match.group(1)
+    return codes is None or finding.code in {c.strip() for c in codes.split(",")}
+
+
+def _selected(code: str, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
+    if select is not None and not any(code.startswith(prefix) for prefix in select):
+        return False
+    return not (ignore is not None and any(code.startswith(prefix) for prefix in ignore))
+
+
+def lint_source(
+    source: str,
+    path: str = "<string>",
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+) -> list[Finding]:
+    """The findings in ``source`` (the text of the file at ``path``), in order of position.
+
+    ``select``/``ignore`` are code prefixes (``"CK1"``, ``"CK301"``); a line with a
+    ``# ckptkeys: ignore`` (or ``# ckptkeys: ignore[CK101]``) comment reports nothing (or
+    nothing of those codes).
+    """
+    select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
+    linter = _Linter(source, path)
+    return [f for f in linter.run() if _selected(f.code, select, ignore) and not _ignored(f, linter.lines)]
+
+
+# -- fixing -------------------------------------------------------------------------------------
+
+
+def fix_source(source: str, findings: Iterable[Finding]) -> tuple[str, list[Finding]]:
+    """``source`` with every fixable finding rewritten, and the findings that were fixed.
+
+    A replacement is only made where the text at the finding's position is exactly the
+    literal (or import) the finding is about. The ``from ckptkeys import ...`` the rewrites
+    need goes where isort and ruff would put it: merged into an existing one-line
+    ``from ckptkeys import``, else among the third-party imports in sorted order, else as a
+    section of its own after the standard-library imports. A module that imports DeepSpeed only
+    inside functions gets the import inside each function it rewrites, so it stays as lazy as it
+    was. Formatting and comments elsewhere are untouched.
+    """
+    findings = list(findings)
+    lines = _physical_lines(source)
+    encoded = [line.encode("utf-8") for line in lines]
+    edits: list[tuple[int, int, int, int, str, Finding]] = []
+    for finding in findings:
+        if finding.replacement is None or finding._span is None:
+            continue
+        if not _matches(encoded, finding):
+            continue
+        line, col, end_line, end_col = finding._span
+        edits.append((line, col, end_line, end_col, finding.replacement, finding))
+    if not edits:
+        return source, []
+    tree = ast.parse(source)
+    bound = _module_names(tree)
+    clashing = {n for *_, f in edits for n in f.imports if bound.get(n, "ckptkeys") != "ckptkeys"}
+    edits = [e for e in edits if not set(e[5].imports) & clashing]
+    # Where each edit's names are imported: the module, or (lazy modules) the outermost function.
+    lazy = _imports_deepspeed_lazily(tree)
+    targets: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef | None, set[str]]] = {}
+    kept = []
+    for edit in edits:
+        names = {n for n in edit[5].imports if n not in bound}
+        function = _outermost_function(tree, edit[0]) if lazy and names else None
+        if function is not None and function.body[0].lineno == function.lineno:
+            continue  # `def f(): return s["k"]`: no line to import on; left for the user
+        entry = targets.setdefault(id(function), (function, set()))
+        entry[1].update(names)
+        kept.append(edit)
+    insertions: list[tuple[int, bytes, bytes | None]] = []  # (0-based line, text, replaced line)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    for function, names in targets.values():
+        if not names:
+            continue
+        if function is None:
+            insertions.append(_module_import(tree, lines, sorted(names), newline, findings[0].path))
+        else:
+            insertions.append(_function_import(function, lines, sorted(names), newline))
+    kept.sort(key=lambda e: (e[0], e[1]), reverse=True)
+    # Bottom up, so that no edit moves the lines of those still to come; an insertion before a
+    # line comes after the edits on that line.
+    plan: list[
+        tuple[tuple[int, int], tuple[int, int, int, int, str, Finding] | None, tuple[int, bytes, bytes | None] | None]
+    ]
+    plan = [((e[0], e[1]), e, None) for e in kept] + [((i[0] + 1, -1), None, i) for i in insertions]
+    plan.sort(key=lambda item: item[0], reverse=True)
+    previous: tuple[int, int] | None = None
+    applied = []
+    for _, planned, insertion in plan:
+        if insertion is not None:
+            index, text, replaced = insertion
+            if replaced is not None:
+                encoded[index] = text
+                continue
+            if index and index <= len(encoded) and not encoded[index - 1].endswith((b"\n", b"\r")):
+                encoded[index - 1] += newline.encode("utf-8")
+            encoded[index:index] = [text]
+            continue
+        assert planned is not None
+        line, col, end_line, end_col, replacement, finding = planned
+        if previous is not None and (end_line, end_col) > previous:
+            continue  # overlapping edits (never produced today): keep the later one
+        first, last = encoded[line - 1], encoded[end_line - 1]
+        encoded[line - 1 : end_line] = [first[:col] + replacement.encode("utf-8") + last[end_col:]]
+        previous = (line, col)
+        applied.append(finding)
+    if not applied:
+        return source, []
+    applied.reverse()
+    return b"".join(encoded).decode("utf-8"), applied
+
+
+def _imports_deepspeed_lazily(tree: ast.Module) -> bool:
+    """Whether DeepSpeed is imported only inside functions (never at the module's top level)."""
+    top = inner = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+        else:
+            continue
+        if any(m == "deepspeed" or m.startswith("deepspeed.") for m in modules):
+            if _outermost_function(tree, node.lineno) is None:
+                top = True
+            else:
+                inner = True
+    return inner and not top
+
+
+def _outermost_function(tree: ast.Module, line: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    body: list[ast.stmt] = tree.body
+    while True:
+        for node in body:
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                if isinstance(node, _FUNCTIONS):
+                    return node
+                if isinstance(node, ast.ClassDef):
+                    body = node.body
+                    break
+                return None
+        else:
+            return None
+
+
+def _function_import(
+    function: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str], names: list[str], newline: str
+) -> tuple[int, bytes, bytes | None]:
+    """The import as the first statement of ``function`` (after its docstring)."""
+    body = function.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if len(body) > 1:
+            first = body[1]
+            index = first.lineno - 1
+        else:
+            index = first.end_lineno or first.lineno  # after the docstring
+    else:
+        index = first.lineno - 1
+    indent = " " * first.col_offset
+    text = f"{indent}from ckptkeys import {', '.join(names)}{newline}"
+    return index, text.encode("utf-8"), None
+
+
+def _section(node: ast.Import | ast.ImportFrom, path: str) -> str:
+    """isort's section of an import: future, stdlib, thirdparty or firstparty."""
+    if isinstance(node, ast.ImportFrom) and node.level:
+        return "firstparty"
+    module = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
+    top = module.split(".")[0]
+    if top == "__future__":
+        return "future"
+    if top in sys.stdlib_module_names:
+        return "stdlib"
+    folders = os.path.abspath(path).split(os.sep)[:-1]
+    return "firstparty" if top in folders else "thirdparty"
+
+
+def _module_import(
+    tree: ast.Module, lines: list[str], names: list[str], newline: str, path: str
+) -> tuple[int, bytes, bytes | None]:
+    """Where and what to insert (or which line to replace) for ``from ckptkeys import names``."""
+    statement = f"from ckptkeys import {', '.join(names)}"
+    imports: list[ast.Import | ast.ImportFrom] = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(node)
+        elif imports or not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            break
+    for node in imports:  # merge into `from ckptkeys import A` (one line, no comment, no alias)
+        if isinstance(node, ast.ImportFrom) and node.module == "ckptkeys" and not node.level:
+            text = lines[node.lineno - 1].rstrip("\r\n")
+            present = [a.name for a in node.names]
+            simple = node.end_lineno == node.lineno and not any(a.asname for a in node.names)
+            if simple and text.strip() == f"from ckptkeys import {', '.join(present)}":
+                indent = text[: len(text) - len(text.lstrip())]
+                merged = f"{indent}from ckptkeys import {', '.join(sorted({*present, *names}))}{newline}"
+                return node.lineno - 1, merged.encode(), lines[node.lineno - 1].encode()
+    sections = [(_section(node, path), node) for node in imports]
+    third = [node for section, node in sections if section == "thirdparty"]
+    if third:
+        froms = [n for n in third if isinstance(n, ast.ImportFrom)]
+        after = next((n for n in froms if (n.module or "").lower() > "ckptkeys"), None)
+        if after is not None:
+            return after.lineno - 1, f"{statement}{newline}".encode(), None
+        last = (froms or third)[-1]
+        return last.end_lineno or last.lineno, f"{statement}{newline}".encode(), None
+    before = [node for section, node in sections if section in ("future", "stdlib")]
+    if before:  # a section of its own after the standard-library (or __future__) imports
+        last = before[-1]
+        index = last.end_lineno or last.lineno
+        follows = lines[index] if index < len(lines) else ""
+        gap = newline if follows.strip() else ""
+        return index, f"{newline}{statement}{newline}{gap}".encode(), None
+    if imports:  # only first-party imports: before them
+        return imports[0].lineno - 1, f"{statement}{newline}{newline}".encode(), None
+    return _first_statement(tree, lines, statement, newline)
+
+
+def _first_statement(
+    tree: ast.Module, lines: list[str], statement: str, newline: str
+) -> tuple[int, bytes, bytes | None]:
+    """Before the first statement after the docstring and ``__future__`` imports (comments, a
+    shebang and a coding line stay above), apart from code that follows it."""
+    index = len(lines)
+    before_code = False
+    for node in tree.body:
+        is_docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is tree.body[0]
+        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        if not (is_docstring or is_future):
+            decorators = getattr(node, "decorator_list", [])
+            index = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+            before_code = not isinstance(node, (ast.Import, ast.ImportFrom))
+            break
+    return index, (f"{statement}{newline}" + (newline if before_code else "")).encode("utf-8"), None
+
+
+def _matches(encoded: list[bytes], finding: Finding) -> bool:
+    assert finding._span is not None
+    line, col, end_line, end_col = finding._span
+    if end_line > len(encoded):
+        return False
+    chunk = b"".join(encoded[line - 1 : end_line])
+    offset = sum(len(b) for b in encoded[line - 1 : end_line - 1])
+    try:
+        text = (chunk[col : offset + end_col]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if finding.code in ("CK301", "CK302"):
+        return text.startswith(("from", "import"))
+    try:
+        return bool(ast.literal_eval(text) == finding.value)
+    except (ValueError, SyntaxError):
+        return False
+
+
+def _module_names(tree: ast.Module) -> dict[str, str]:
+    """Top-level names and where they come from (``"ckptkeys"`` if imported from it)."""
+    names: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                names[alias.asname or alias.name] = (node.module or "") if not node.level else "."
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name.split(".")[0]] = alias.name
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = "<definition>"
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        names[name.id] = "<assignment>"
+    return names
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def iter_python_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+    """Every ``.py`` file under ``paths`` (files as given; folders walked, sorted, skipping
+    hidden folders, ``__pycache__``, ``node_modules`` and ``site-packages``)."""
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            yield path
+            continue
+        for folder, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield os.path.normpath(os.path.join(folder, name))
