@@ -8,14 +8,16 @@ hand, each hand-copied DeepSpeed constant, and each import of DeepSpeed's key co
 finding says why it was reported (:attr:`Finding.evidence`). :func:`fix_source` rewrites the
 findings whose target is unambiguous. docs/lint.md has the rules and every code.
 
-``_codes`` holds the codes and their messages (:data:`CODES`) and :class:`Finding`; ``_linter``
-holds the rest for now. It may import ``ckptkeys._keys``, ``ckptkeys.naming`` and
-``ckptkeys.constants``, nothing else of ckptkeys.
+``_codes`` holds the codes and their messages (:data:`CODES`) and :class:`Finding`; ``_files``
+finds the ``.py`` files under the paths given and decodes them; ``_linter`` holds the rest for
+now. It may import ``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing
+else of ckptkeys.
 """
 
 from __future__ import annotations
 
 from ._codes import CODES, Finding
-from ._linter import decode_source, fix_source, iter_python_files, lint_source
+from ._files import decode_source, iter_python_files
+from ._linter import fix_source, lint_source
 
 __all__ = ["CODES", "Finding", "decode_source", "fix_source", "iter_python_files", "lint_source"]

@@ -6,21 +6,20 @@ The public face is ``ckptkeys.lint`` (its ``__init__``); docs/lint.md has the ru
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import sys
-import tokenize
 from dataclasses import dataclass
 
 from .._keys import _registry
 from .._keys._strenum import KeyGroup
 from ..naming import CheckpointName, FileKind, parse
 from ._codes import Finding
+from ._files import _physical_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from typing import Final
 
 # Registry values that other code also uses as keys of its own (a DeepSpeed *config*, an
@@ -162,7 +161,6 @@ _STORING_METHODS: Final = frozenset({"setdefault"})
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 _CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
 _CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
-_SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
 
 
 # -- the registry, indexed by value ------------------------------------------------------------
@@ -208,21 +206,6 @@ def _index() -> _Index:
     if _INDEX is None:
         _INDEX = _Index()
     return _INDEX
-
-
-def _physical_lines(source: str) -> list[str]:
-    """The lines as Python counts them (\\n, \\r\\n or \\r; not form feeds), with their endings."""
-    return io.StringIO(source, newline="").readlines()
-
-
-def decode_source(raw: bytes) -> tuple[str, str]:
-    """The text of a Python file and its encoding (PEP 263 declaration or BOM; UTF-8 by default).
-
-    Raises :class:`SyntaxError` for an unknown or wrong encoding declaration and
-    :class:`UnicodeDecodeError` for bytes that are not in the encoding.
-    """
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-    return raw.decode(encoding), encoding
 
 
 # -- finding ------------------------------------------------------------------------------------
@@ -1196,21 +1179,3 @@ def _module_names(tree: ast.Module) -> dict[str, str]:
                     if isinstance(name, ast.Name):
                         names[name.id] = "<assignment>"
     return names
-
-
-# -- files --------------------------------------------------------------------------------------
-
-
-def iter_python_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
-    """Every ``.py`` file under ``paths`` (files as given; folders walked, sorted, skipping
-    hidden folders, ``__pycache__``, ``node_modules`` and ``site-packages``)."""
-    for path in paths:
-        path = os.fspath(path)
-        if not os.path.isdir(path):
-            yield path
-            continue
-        for folder, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    yield os.path.normpath(os.path.join(folder, name))
