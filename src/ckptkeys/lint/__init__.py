@@ -9,15 +9,16 @@ finding says why it was reported (:attr:`Finding.evidence`). :func:`fix_source` 
 findings whose target is unambiguous. docs/lint.md has the rules and every code.
 
 ``_codes`` holds the codes and their messages (:data:`CODES`) and :class:`Finding`; ``_files``
-finds the ``.py`` files under the paths given and decodes them; ``_linter`` holds the rest for
-now. It may import ``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing
-else of ckptkeys.
+finds the ``.py`` files under the paths given and decodes them; ``_fix`` rewrites the fixable
+findings and places the import they need; ``_linter`` holds the rest for now. It may import
+``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing else of ckptkeys.
 """
 
 from __future__ import annotations
 
 from ._codes import CODES, Finding
 from ._files import decode_source, iter_python_files
-from ._linter import fix_source, lint_source
+from ._fix import fix_source
+from ._linter import lint_source
 
 __all__ = ["CODES", "Finding", "decode_source", "fix_source", "iter_python_files", "lint_source"]
