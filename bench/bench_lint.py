@@ -139,7 +139,7 @@ def corpus() -> None:
 
 
 def _walked(text: str, path: str) -> bool:
-    from ckptkeys.lint._linter import _index
+    from ckptkeys.lint._evidence import _index
 
     return _index().prefilter.search(text) is not None
 

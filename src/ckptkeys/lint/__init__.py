@@ -9,8 +9,10 @@ finding says why it was reported (:attr:`Finding.evidence`). :func:`fix_source` 
 findings whose target is unambiguous. docs/lint.md has the rules and every code.
 
 ``_codes`` holds the codes and their messages (:data:`CODES`) and :class:`Finding`; ``_files``
-finds the ``.py`` files under the paths given and decodes them; ``_fix`` rewrites the fixable
-findings and places the import they need; ``_linter`` holds the rest for now. It may import
+finds the ``.py`` files under the paths given and decodes them; ``_evidence`` holds the evidence
+rules: DeepSpeed's checkpoint vocabulary (the registry by value, the common words, other formats'
+keys) and the recognisers of checkpoint file names; ``_fix`` rewrites the fixable findings and
+places the import they need; ``_linter`` holds the rest for now. It may import
 ``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing else of ckptkeys.
 """
 

@@ -1,0 +1,297 @@
+"""The evidence rules: DeepSpeed's checkpoint vocabulary and how to recognise it in code.
+
+The registry indexed by value (:func:`_index`), the words other code uses too (``_COMMON``), the
+keys of other formats, the names of mappings, calls and files that show code is about DeepSpeed
+checkpoints, and the recognisers of checkpoint file names built or written by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from .._keys import _registry
+from .._keys._strenum import KeyGroup
+from ..naming import CheckpointName, FileKind, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
+# Registry values that other code also uses as keys of its own (a DeepSpeed *config*, an
+# optimizer's state, Megatron's arguments, a log dict): reported only with evidence that the
+# code around them is about DeepSpeed checkpoints. Every value without `_`, `.` or `-` is one too.
+_COMMON: Final = frozenset(
+    {
+        "lr_scheduler",
+        "param_groups",
+        "exp_avg",
+        "exp_avg_sq",
+        "zero_stage",
+        "global_steps",
+        "global_samples",
+        "skipped_steps",
+        "dp_world_size",
+        "mp_world_size",
+        "num_experts",
+        "num_local_experts",
+        "ep_size",
+        "ep_rank",
+        "tp_size",
+        "tp_rank",
+        "etp_size",
+        "etp_rank",
+        "pp_degree",
+        "tp_degree",
+        "padded_vocab_size",
+        "original_vocab_size",
+        "clip_grad",
+        "cur_scale",
+        "cur_iter",
+        "scale_factor",
+        "scale_window",
+        "min_scale",
+        "delayed_shift",
+        "loss_scaler",
+        "dynamic_loss_scale",
+        "data_sampler",
+        "random_ltd",
+        "module_path",
+        "cat_dim",
+        "partition_dim",
+        "partition_count",
+        "checkpoint_format",
+        "moe_layer_id",
+        "shared_params",
+        "logical_shape",
+        "local_experts",
+        "expert_placement",
+    }
+)
+_SEPARATOR: Final = re.compile(r"[_.\-]")
+# Pieces of a string that names a DeepSpeed checkpoint file: evidence for the keys beside it.
+_DS_FILE_TEXT: Final = re.compile(r"model_states|optim_states|zero_pp_rank_|expp_rank_")
+# A DeepSpeed file name's ending: a string that ends so and starts with a placeholder is its tail.
+_DS_TAIL: Final = re.compile(r"(?:_model_states|-model_states|_optim_states|optim_states)\.pt$")
+# A DeepSpeed file name's beginning: a string that starts so and goes on with a placeholder is its head.
+_DS_HEAD: Final = re.compile(r"(?:bf16_|fp16_)?zero_pp_rank_\0|expp_rank_\0")
+# Functions (DeepSpeed's own, and ckptkeys.naming) that return a DeepSpeed checkpoint file name.
+_DS_NAME_FUNCTIONS: Final = frozenset(
+    {
+        "get_model_state_file",
+        "get_model_state_files",
+        "get_optim_files",
+        "get_checkpoint_files",
+        "get_zero_ckpt_name_for_rank",
+        "get_model_ckpt_name_for_rank",
+        "get_layer_ckpt_name_for_rank",
+        "_get_ckpt_name",
+        "_get_zero_ckpt_name",
+        "_get_optimizer_ckpt_name",
+        "_get_expert_ckpt_name",
+        "_get_layer_ckpt_name",
+        "model_states",
+        "zero3_model_states",
+        "optim_states",
+        "layer_model_states",
+        "expert_model_states",
+        "expert_optim_states",
+    }
+)
+# Names of mappings that hold a DeepSpeed checkpoint (evidence) and of those that do not.
+_DS_NAME: Final = re.compile(
+    r"model_states(?!_?dict)|optim_states(?!_?dict)|deepspeed|(?:^|[^a-z])ds_(?:checkpoint|ckpt|sd|state)"
+    r"|zero_(?:checkpoint|ckpt|sd)",
+    re.IGNORECASE,
+)
+_OTHER_NAME: Final = re.compile(
+    r"config|cfg|(?:^|[^a-z])conf(?:[^a-z]|$)|kwargs|(?:^|[^a-z])args(?:[^a-z]|$)|(?:^|[^a-z])logs?(?:[^a-z]|$)"
+    r"|log_dict|metric|stats|hparams|wandb|tensorboard",
+    re.IGNORECASE,
+)
+# Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
+# checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
+# keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
+_OTHER_FORMAT_KEYS: Final = frozenset(
+    {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
+)
+# Pieces specific enough that a built string holding one may be a checkpoint file name.
+_FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
+# (str.__str__: the plain value, typed str on every Python version mypy checks)
+_TAG_PREFIX: Final = str.__str__(_registry.NamingKeys.DEFAULT_TAG_PREFIX)
+_LATEST_FILE: Final = str.__str__(_registry.NamingKeys.LATEST)
+_LATEST: Final = frozenset({_LATEST_FILE, str.__str__(_registry.NamingKeys.LATEST_UNIVERSAL)})
+# Calls whose string argument parses or matches a name: str methods, globbing, regular expressions.
+_PARSING_CALLS: Final = frozenset(
+    {
+        "replace",
+        "startswith",
+        "endswith",
+        "split",
+        "rsplit",
+        "partition",
+        "rpartition",
+        "removeprefix",
+        "lstrip",
+        "strip",
+        "find",
+        "rfind",
+        "index",
+        "glob",
+        "rglob",
+        "iglob",
+        "fnmatch",
+        "match",
+        "fullmatch",
+        "search",
+        "compile",
+        "sub",
+        "findall",
+    }
+)
+# Calls whose string argument is a path.
+_PATH_CALLS: Final = frozenset({"join", "Path", "PurePath", "open", "exists", "isfile", "isdir", "remove", "unlink"})
+# DeepSpeed's module of key constants, and what a constant's name looks like.
+_CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
+_CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+# -- the registry, indexed by value ------------------------------------------------------------
+
+
+class _Index:
+    """Registry values, their members in registry order, and the pre-filters built from them."""
+
+    def __init__(self) -> None:
+        from .. import constants
+
+        members: dict[str, list[KeyGroup]] = {}
+        for group in _registry.GROUPS:
+            for member in group:
+                members.setdefault(member.value, []).append(member)
+        self.members = members
+        self.group_of_value = {value: {type(m).__name__ for m in found} for value, found in members.items()}
+        # Values that are only file-name pieces ("global_step", "latest", "mp_rank_"): never keys.
+        self.naming_only = {value for value, groups in self.group_of_value.items() if groups == {"NamingKeys"}}
+        naming = sorted(_registry.NamingKeys, key=lambda m: -len(m.value))
+        self.naming = [(str.__str__(m), f"NamingKeys.{m.name}") for m in naming]
+        # DeepSpeed's constant names and their values (deepspeed.checkpoint.constants)
+        self.constant_names = frozenset(constants.__all__)
+        self.constants: dict[str, str] = {
+            name: getattr(constants, name) for name in constants.__all__ if type(getattr(constants, name)) is str
+        }
+        quoted = "|".join(re.escape(v) for v in sorted(members, key=len, reverse=True))
+        # A file is only walked if one of these appears in its text at all.
+        self.prefilter = re.compile(
+            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|{_TAG_PREFIX}|deepspeed\.checkpoint"""
+            r"""|from\s+\.+\s*constants\s+import|['"]latest"""
+        )
+
+    def common(self, value: str) -> bool:
+        return value in _COMMON or not _SEPARATOR.search(value)
+
+
+_INDEX: _Index | None = None
+
+
+def _index() -> _Index:
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = _Index()
+    return _INDEX
+
+
+# -- strings: literals, strings built from parts, file names -----------------------------------
+
+
+def _key_literal(node: ast.AST | None) -> ast.Constant | None:
+    if isinstance(node, ast.Constant) and type(node.value) is str:
+        return node
+    return None
+
+
+def _template(node: ast.AST) -> str | None:
+    """The text of a string built from parts, ``\\0`` for each placeholder (``None``: not one)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        text = "".join(
+            v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "\0" for v in node.values
+        )
+        return re.sub(r"\{[^{}]*\}", "\0", text)  # doubled braces: a template filled in later
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts: list[ast.AST] = []
+        stack: list[ast.AST] = [node]
+        while stack:  # flatten a + b + c
+            item = stack.pop()
+            if isinstance(item, ast.BinOp) and isinstance(item.op, ast.Add):
+                stack += [item.right, item.left]
+            else:
+                parts.append(item)
+        texts = [_template(p) if isinstance(p, (ast.Constant, ast.JoinedStr)) else None for p in parts]
+        if all(t is None for t in texts):
+            return None
+        return "".join("\0" if t is None else t for t in texts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and _key_literal(node.left):
+        return re.sub(r"%[-#0 +]*\d*(?:\.\d+)?[sdifxXr]", "\0", node.left.value)  # type: ignore[attr-defined]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and _key_literal(node.func.value)
+    ):
+        return re.sub(r"\{[^{}]*\}", "\0", node.func.value.value)  # type: ignore[attr-defined]
+    return None
+
+
+_BUILDERS: Final = (  # (pieces that must all appear, the naming function to suggest)
+    (("expp_rank_",), "expert_optim_states(ep_rank, mp_rank)"),
+    (("expert_", "model_states"), "expert_model_states(expert, mp_rank, layer)"),
+    (("layer_", "-model_states"), "layer_model_states(layer, mp_rank)"),
+    (("-model_", "-model_states"), "layer_model_states(layer, mp_rank)"),
+    (("zero_pp_rank_", "optim_states"), "optim_states(dp_rank, mp_rank, precision)"),
+    (("zero_pp_rank_", "model_states"), "zero3_model_states(dp_rank, mp_rank)"),
+    (("mp_rank_", "model_states"), "model_states(mp_rank)"),
+)
+
+
+def _naming_members(text: str) -> list[str]:
+    """NamingKeys members whose values appear in ``text``, longest first, none inside another."""
+    found: list[tuple[str, str]] = []
+    for value, name in _index().naming:
+        if value in text and not any(value in longer for longer, _ in found) and len(value) > 3:
+            found.append((value, name))
+    return [name for _, name in found]
+
+
+def _is_ds_file_name(template: str) -> bool:
+    """Whether a built string's text (``\\0`` for placeholders) is a DeepSpeed file name or its tail."""
+    base = template.replace("\\", "/").rsplit("/", 1)[-1]
+    if "\0" not in base or any(c.isspace() for c in base):
+        return False
+    base = base.replace("*", "\0")  # a glob pattern
+    if parse(base.replace("\0", "0")) is not None:
+        return True
+    rest = base.lstrip("\0")  # what follows a leading placeholder (a prefix, a path)
+    if parse(rest.replace("\0", "0")) is not None or _DS_HEAD.match(rest):
+        return True
+    # a tail: "{prefix}_mp_rank_{mp}_model_states.pt", "-model_{mp:02}-model_states.pt"
+    return (rest != base or rest[:1] in "_-") and bool(_DS_TAIL.search(rest)) and "\0" in rest
+
+
+def _call_for(record: CheckpointName) -> str | None:
+    kind, mp = record.kind, record.mp_rank
+    if kind is FileKind.MODEL_STATES:
+        return f"model_states({mp})"
+    if kind is FileKind.ZERO3_MODEL_STATES:
+        return f"zero3_model_states({record.dp_rank}, {mp})"
+    if kind is FileKind.OPTIM_STATES:
+        precision = f", {record.precision!r}" if record.precision else ""
+        return f"optim_states({record.dp_rank}, {mp}{precision})"
+    if kind is FileKind.LAYER_MODEL_STATES:
+        return f"layer_model_states({record.layer}{'' if mp is None else f', {mp}'})"
+    if kind is FileKind.EXPERT_MODEL_STATES:
+        return f"expert_model_states({record.expert}, {mp}{'' if record.layer is None else f', {record.layer}'})"
+    if kind is FileKind.EXPERT_OPTIM_STATES:
+        return f"expert_optim_states({record.ep_rank}, {mp})"
+    return None
