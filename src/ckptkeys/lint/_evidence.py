@@ -2,13 +2,16 @@
 
 The registry indexed by value (:func:`_index`), the words other code uses too (``_COMMON``), the
 keys of other formats, the names of mappings, calls and files that show code is about DeepSpeed
-checkpoints, and the recognisers of checkpoint file names built or written by hand.
+checkpoints, and the recognisers of checkpoint file names built or written by hand; then the
+weighing of a key candidate (:class:`_Candidate`): why a common word is a DeepSpeed key where it
+stands, and which registry members it is, most likely first.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from dataclasses import dataclass
 
 from .._keys import _registry
 from .._keys._strenum import KeyGroup
@@ -295,3 +298,65 @@ def _call_for(record: CheckpointName) -> str | None:
     if kind is FileKind.EXPERT_OPTIM_STATES:
         return f"expert_optim_states({record.ep_rank}, {mp})"
     return None
+
+
+# -- weighing a key candidate ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A registry-valued literal in a key position (or a collection), before the context is known."""
+
+    node: ast.Constant
+    value: str
+    code: str
+    store: bool  # the key would be stored in the mapping: the fix writes ``Member.value``
+    scope: ast.AST  # the innermost function, or the module
+    holder: str  # the source of the mapping (or the name the dict/collection is assigned to)
+    group: ast.AST | None = None  # the dict display or collection it is one key of
+
+
+def _common_word_evidence(
+    candidate: _Candidate,
+    distinctive: dict[int, str],
+    by_group: dict[int, list[_Candidate]],
+    file_evidence: dict[int, str],
+    module: ast.AST,
+) -> str:
+    """Why a common word (``module``, ``optimizer``, ``step``) is a DeepSpeed key here; "" if nothing shows it.
+
+    ``distinctive``: scope id -> a distinctive key used there; ``by_group``: display or collection
+    id -> its kept candidates; ``file_evidence``: scope id -> why its code is about DeepSpeed
+    checkpoint files; ``module``: the module's tree (the scope of its top level).
+    """
+    value = candidate.value
+    index = _index()
+    if candidate.group is not None:
+        for other in by_group.get(id(candidate.group), []):
+            if not index.common(other.value):
+                return f"a common word, beside the DeepSpeed key {other.value!r} in the same display"
+    where = "function" if candidate.scope is not module else "module's top level"
+    other_key = distinctive.get(id(candidate.scope))
+    if other_key is not None and other_key != value:
+        return f"a common word, in a {where} that also uses the DeepSpeed key {other_key!r}"
+    why = file_evidence.get(id(candidate.scope))
+    if why:
+        return f"a common word, in a {where} that {why}"
+    name = _DS_NAME.search(candidate.holder)
+    if name is not None:
+        return f"a common word, in a mapping named {candidate.holder!r}"
+    return ""
+
+
+def _ranked_members(value: str, around: list[str]) -> tuple[tuple[str, ...], bool]:
+    """The registry members with ``value``, most likely first (``"OptimizerKeys.ZERO_STAGE"``), and
+    whether the first is unambiguous, judged by ``around``: the other keys of the same scope."""
+    index = _index()
+    found = index.members[value]
+    # Rank the members by how many other keys of the same scope their group holds.
+    score = {type(m).__name__: sum(1 for v in around if type(m).__name__ in index.group_of_value[v]) for m in found}
+    ranked = sorted(found, key=lambda m: -score[type(m).__name__])
+    names = tuple(f"{type(m).__name__}.{m.name}" for m in ranked)
+    best = score[type(ranked[0]).__name__]
+    unambiguous = len(ranked) == 1 or best > score[type(ranked[1]).__name__]
+    return names, unambiguous

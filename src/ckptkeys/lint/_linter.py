@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass
 
 from ..naming import parse
 from ._codes import Finding
@@ -17,7 +16,6 @@ from ._evidence import (
     _CONSTANT_NAME,
     _CONSTANTS_MODULE,
     _DS_FILE_TEXT,
-    _DS_NAME,
     _DS_NAME_FUNCTIONS,
     _LATEST,
     _LATEST_FILE,
@@ -27,10 +25,13 @@ from ._evidence import (
     _PATH_CALLS,
     _TAG_PREFIX,
     _call_for,
+    _Candidate,
+    _common_word_evidence,
     _index,
     _is_ds_file_name,
     _key_literal,
     _naming_members,
+    _ranked_members,
     _template,
 )
 from ._files import _physical_lines
@@ -47,19 +48,6 @@ _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\
 
 
 # -- finding ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Candidate:
-    """A registry-valued literal in a key position (or a collection), before the context is known."""
-
-    node: ast.Constant
-    value: str
-    code: str
-    store: bool  # the key would be stored in the mapping: the fix writes ``Member.value``
-    scope: ast.AST  # the innermost function, or the module
-    holder: str  # the source of the mapping (or the name the dict/collection is assigned to)
-    group: ast.AST | None = None  # the dict display or collection it is one key of
 
 
 def _is_key_name(node: ast.AST) -> bool:
@@ -320,19 +308,11 @@ class _Linter:
                 if candidate.code == "CK107":
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
-                evidence = self.evidence(candidate, distinctive, by_group)
+                evidence = _common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
-            found = index.members[value]
-            # Rank the members by how many other keys of the same scope their group holds.
-            score = {
-                type(m).__name__: sum(1 for v in around if type(m).__name__ in index.group_of_value[v]) for m in found
-            }
-            ranked = sorted(found, key=lambda m: -score[type(m).__name__])
-            names = tuple(f"{type(m).__name__}.{m.name}" for m in ranked)
-            best = score[type(ranked[0]).__name__]
-            unambiguous = len(ranked) == 1 or best > score[type(ranked[1]).__name__]
+            names, unambiguous = _ranked_members(value, around)
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
                 use = f"use {names[0]}"
@@ -366,28 +346,6 @@ class _Linter:
                 imports=(names[0].split(".")[0],) if replacement else (),
                 evidence=evidence,
             )
-
-    def evidence(
-        self, candidate: _Candidate, distinctive: dict[int, str], by_group: dict[int, list[_Candidate]]
-    ) -> str:
-        """Why a common word (``module``, ``optimizer``, ``step``) is a DeepSpeed key here; "" if nothing shows it."""
-        value = candidate.value
-        index = _index()
-        if candidate.group is not None:
-            for other in by_group.get(id(candidate.group), []):
-                if not index.common(other.value):
-                    return f"a common word, beside the DeepSpeed key {other.value!r} in the same display"
-        where = "function" if candidate.scope is not self.tree else "module's top level"
-        other_key = distinctive.get(id(candidate.scope))
-        if other_key is not None and other_key != value:
-            return f"a common word, in a {where} that also uses the DeepSpeed key {other_key!r}"
-        why = self.file_evidence.get(id(candidate.scope))
-        if why:
-            return f"a common word, in a {where} that {why}"
-        name = _DS_NAME.search(candidate.holder)
-        if name is not None:
-            return f"a common word, in a mapping named {candidate.holder!r}"
-        return ""
 
     # -- file names and tags ------------------------------------------------------------------
 
