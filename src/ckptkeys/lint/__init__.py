@@ -8,12 +8,20 @@ hand, each hand-copied DeepSpeed constant, and each import of DeepSpeed's key co
 finding says why it was reported (:attr:`Finding.evidence`). :func:`fix_source` rewrites the
 findings whose target is unambiguous. docs/lint.md has the rules and every code.
 
-``_codes`` holds the codes and their messages (:data:`CODES`) and :class:`Finding`; ``_files``
-finds the ``.py`` files under the paths given and decodes them; ``_evidence`` holds the evidence
-rules: DeepSpeed's checkpoint vocabulary (the registry by value, the common words, other formats'
-keys) and the recognisers of checkpoint file names; ``_fix`` rewrites the fixable findings and
-places the import they need; ``_linter`` holds the rest for now. It may import
-``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing else of ckptkeys.
+The modules, one job each (each imports only those above it):
+
+- ``_codes``: the codes and their messages (:data:`CODES`) and :class:`Finding`.
+- ``_files``: the ``.py`` files under the paths given (:func:`iter_python_files`), their text
+  decoded (:func:`decode_source`), and their lines as Python counts them.
+- ``_evidence``: the evidence rules: DeepSpeed's checkpoint vocabulary (the registry by value,
+  the common words, other formats' keys, the names that show code is about DeepSpeed
+  checkpoints), the recognisers of checkpoint file names, and the weighing of a key candidate.
+- ``_linter``: the walk of the syntax tree that finds the candidates and reports the findings
+  (:func:`lint_source`, with ``--select``/``--ignore`` and ``# ckptkeys: ignore``).
+- ``_fix``: the rewrite of the fixable findings, and where the import they need goes
+  (:func:`fix_source`).
+
+It may import ``ckptkeys._keys``, ``ckptkeys.naming`` and ``ckptkeys.constants``, nothing else of ckptkeys.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""The whole linter: codes, evidence, the AST walk, the fix and the files (split up next).
+"""The walk: the syntax tree of one file read for key candidates, built names and imports, and the findings.
 
-The public face is ``ckptkeys.lint`` (its ``__init__``); docs/lint.md has the rules and every code.
+:class:`_Linter` walks the tree once, notes the candidates (a registry value in a key position or
+a collection) and the evidence around them (file names, calls, other formats' keys, ``if``
+branches without DeepSpeed), then reports what the rules of ``_evidence`` let through.
+:func:`lint_source` runs it with ``--select``/``--ignore`` and ``# ckptkeys: ignore`` comments.
 """
 
 from __future__ import annotations
