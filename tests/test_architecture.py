@@ -172,3 +172,23 @@ def test_every_source_path_in_docs_exists() -> None:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for found in re.findall(r"src/ckptkeys/[\w/]+\.py", path.read_text(encoding="utf-8")):
             assert (ROOT / found).is_file(), f"{path.name}: {found}"
+
+
+def test_the_architecture_table_names_every_private_module() -> None:
+    """docs/development.md's table lists each room's modules: exactly the files in the room."""
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    rooms: dict[str, set[str]] = {}
+    for row in re.findall(r"^\| (.+) \|$", section, re.MULTILINE):
+        cells = [cell.strip() for cell in row.split(" | ")]
+        room = re.match(r"`([\w/]+)`", cells[0])
+        if room is None or not (room.group(1).endswith("/") or room.group(1) == "lint"):
+            continue
+        listed = re.sub(r"\([^()]*\)", "", cells[2])  # the modules, without what they hold
+        rooms[room.group(1).rstrip("/")] = set(re.findall(r"`(_\w+)`", listed))
+    on_disk = {
+        folder.name: {path.stem for path in folder.glob("*.py") if path.stem != "__init__"}
+        for folder in PACKAGE.iterdir()
+        if (folder / "__init__.py").is_file()
+    }
+    assert rooms == on_disk
