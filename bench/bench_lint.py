@@ -139,9 +139,9 @@ def corpus() -> None:
 
 
 def _walked(text: str, path: str) -> bool:
-    from ckptkeys.lint._evidence import _index
+    from ckptkeys.lint._evidence import registry_index
 
-    return _index().prefilter.search(text) is not None
+    return registry_index().prefilter.search(text) is not None
 
 
 if __name__ == "__main__":

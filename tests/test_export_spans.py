@@ -14,7 +14,7 @@ import pathlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkeys._export._ranges import _chunk2, _coalesce, _concatenate, _cut
+from ckptkeys._export._ranges import chunk2, coalesce, concatenate, cut_range
 from ckptkeys._export._spans import FileSpan
 from ckptkeys._export._types import ExportTensor
 from ckptkeys._export._write import _chunks
@@ -52,13 +52,13 @@ def test_cut_is_a_slice_of_the_joined_runs(pieces: list[tuple[FileSpan, int]], d
     joined = [e for span, _ in pieces for e in _elements([span])]
     start = data.draw(st.integers(0, len(joined)))
     count = data.draw(st.integers(0, len(joined) - start))
-    assert _elements(_cut(pieces, start, count, ITEM)) == joined[start : start + count]
+    assert _elements(cut_range(pieces, start, count, ITEM)) == joined[start : start + count]
 
 
 @given(st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 30)), max_size=8))
 def test_coalesce_keeps_the_bytes_and_joins_neighbours(runs: list[tuple[int, int]]) -> None:
     spans = [FileSpan("f", a * ITEM, min(n, 4096 - a) * ITEM) for a, n in runs]
-    joined = _coalesce(spans)
+    joined = coalesce(spans)
     assert _read(joined) == _read(spans)
     for left, right in itertools.pairwise(joined):
         assert left.offset + left.length != right.offset or left.path != right.path
@@ -98,7 +98,7 @@ def test_concatenate_is_torch_cat(shape: list[int], dim: int, sizes: list[int], 
         start = data.draw(st.integers(0, 4096 - math.prod(rank_shape)))
         slices.append(_tensor(f"r{rank}", rank_shape, start))
         parts.append(_nested(list(range(start, start + math.prod(rank_shape))), rank_shape))
-    merged_shape, _, spans = _concatenate(slices, dim, ITEM, "path")
+    merged_shape, _, spans = concatenate(slices, dim, ITEM, "path")
     assert merged_shape == (*shape[:dim], sum(sizes), *shape[dim + 1 :])
     assert _nested(_elements(spans), merged_shape) == _cat(parts, dim)
 
@@ -107,7 +107,7 @@ def test_concatenate_is_torch_cat(shape: list[int], dim: int, sizes: list[int], 
 def test_chunk2_is_torch_chunk(rows: int, columns: int, start: int) -> None:
     """torch.chunk(t, 2): the first ceil(rows / 2) rows, then the rest."""
     tensor = _tensor("t", (rows, columns), start)
-    first, second = _chunk2(tensor, ITEM)
+    first, second = chunk2(tensor, ITEM)
     split = -(-rows // 2) * columns
     everything = list(range(start, start + rows * columns))
     assert _elements(first) == everything[:split]

@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["_check_file", "_client_state", "_guess", "check_dict"]
+__all__ = ["check_dict", "check_file", "client_state_problems", "guess_kind"]
 
 E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -131,7 +131,7 @@ _FILE_KINDS: Final = {
 }
 
 
-def _check_file(file: LayoutFile, data: Any) -> list[Problem]:
+def check_file(file: LayoutFile, data: Any) -> list[Problem]:
     kind = _FILE_KINDS.get(file.name.kind)
     if kind is not None:
         return check_dict(data, kind, file=file.path)
@@ -144,7 +144,7 @@ def _check_file(file: LayoutFile, data: Any) -> list[Problem]:
     return []
 
 
-def _client_state(problems: list[Problem]) -> list[Problem]:
+def client_state_problems(problems: list[Problem]) -> list[Problem]:
     """One ``client-state-key`` per key however many files hold it; a framework's client state as one problem."""
     keys = [p.key_path for p in problems if p.code == "client-state-key"]
     found = _frameworks.client_state_framework(keys)
@@ -175,7 +175,7 @@ def _client_state(problems: list[Problem]) -> list[Problem]:
     return kept
 
 
-def _guess(state: Any) -> schema.DictKind:
+def guess_kind(state: Any) -> schema.DictKind:
     if isinstance(state, dict) and OptimFileKeys.OPTIMIZER_STATE_DICT in state and ModuleKeys.MODULE not in state:
         return schema.OPTIM_STATES_FILE
     return schema.MODEL_STATES

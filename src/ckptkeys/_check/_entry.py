@@ -9,12 +9,12 @@ from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._reader import read
 from ..naming import parse
-from ._dicts import _check_file, _client_state, _guess, check_dict
+from ._dicts import check_dict, check_file, client_state_problems, guess_kind
 from ._layout import LayoutFile, scan, scan_run
 from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
 from ._security import globals_problems
-from ._validate import _validate_tag
+from ._validate import check_tag
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,11 +44,11 @@ def validate_file(
     if kind:
         problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
     elif name is None:
-        problems = check_dict(checkpoint.data, _guess(checkpoint.data), file=root)
+        problems = check_dict(checkpoint.data, guess_kind(checkpoint.data), file=root)
     else:
-        problems = _check_file(LayoutFile(root, os.path.basename(root), name, checkpoint.size), checkpoint.data)
+        problems = check_file(LayoutFile(root, os.path.basename(root), name, checkpoint.size), checkpoint.data)
     problems = globals_problems(root, checkpoint.globals) + problems
-    return FileReport(root, name, checkpoint, tuple(_client_state(problems)))
+    return FileReport(root, name, checkpoint, tuple(client_state_problems(problems)))
 
 
 def validate_tag(
@@ -64,7 +64,7 @@ def validate_tag(
     layout = scan(path, read=True, limits=limits, progress=progress)
     if layout.kind != "tag":
         raise NotACheckpointError(layout.path, "is a save folder, not a tag folder (validate_folder takes it)")
-    return _validate_tag(layout.tags[0])
+    return check_tag(layout.tags[0])
 
 
 def validate_folder(
@@ -89,7 +89,7 @@ def _validate_save(
 ) -> ValidationReport:
     layout = scan(path, read=True, limits=limits, progress=progress)
     framework = layout.framework or framework
-    return ValidationReport(layout, tuple(_validate_tag(tag, framework) for tag in layout.tags), layout.problems)
+    return ValidationReport(layout, tuple(check_tag(tag, framework) for tag in layout.tags), layout.problems)
 
 
 def validate_run(
@@ -160,5 +160,5 @@ def validate(
     folder that holds none) raises :class:`~ckptkeys.ReadError`, where the command exits with 2.
     """
     if isinstance(target, dict):
-        return _client_state(check_dict(target, schema.spec_for(kind) if kind else _guess(target)))
+        return client_state_problems(check_dict(target, schema.spec_for(kind) if kind else guess_kind(target)))
     return list(validate_path(target, kind=kind, limits=limits).all_problems)

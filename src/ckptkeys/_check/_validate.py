@@ -24,7 +24,7 @@ from ..naming import (
 )
 from . import _frameworks
 from ._converters import readiness
-from ._dicts import _check_file, _client_state
+from ._dicts import check_file, client_state_problems
 from ._layout import LayoutFile, TagLayout
 from ._problems import Problem, Severity
 from ._reports import TagReport
@@ -33,18 +33,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["_validate_tag", "moe_info"]
+__all__ = ["check_tag", "moe_info"]
 
 E, W = Severity.ERROR, Severity.WARNING
 
 
-def _validate_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
+def check_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
     problems = list(tag.problems)
     for file in tag.files:
         checkpoint = tag.checkpoints.get(file.relpath)
         if checkpoint is not None:
-            problems += _check_file(file, checkpoint.data)
-    problems = _client_state(problems)
+            problems += check_file(file, checkpoint.data)
+    problems = client_state_problems(problems)
     problems += _cross_file(tag)
     converters = readiness(tag, framework=framework or _client_framework(tag))
     for name, verdict in converters.items():

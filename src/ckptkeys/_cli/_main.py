@@ -131,7 +131,7 @@ def _lint(args: argparse.Namespace) -> int:
     import difflib
 
     from .. import lint
-    from ..lint._linter import _selected
+    from ..lint._codes import selected
 
     select, ignore = _codes(args.select), _codes(args.ignore)
     for code in (select or []) + (ignore or []):
@@ -152,7 +152,7 @@ def _lint(args: argparse.Namespace) -> int:
         except (OSError, SyntaxError, UnicodeDecodeError) as error:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
-            remaining += [unreadable] if _selected("CK001", select, ignore) else []
+            remaining += [unreadable] if selected("CK001", select, ignore) else []
             continue
         findings = lint.lint_source(source, path, select=select, ignore=ignore)
         if (args.fix or args.diff) and any(f.fixable for f in findings):

@@ -9,16 +9,16 @@ from .. import naming
 from .._check._layout import TagLayout, scan
 from ..naming import FileKind
 from ._plan import (
-    _expert_file_leftovers,
-    _plan_pipeline,
-    _plan_tensor_parallel,
-    _plan_universal,
-    _plan_zero,
-    _plan_zero0,
-    _Source,
+    Source,
+    expert_file_leftovers,
+    plan_pipeline,
+    plan_tensor_parallel,
+    plan_universal,
+    plan_zero,
+    plan_zero0,
 )
 from ._safetensors import DTYPES
-from ._types import _FLOATS, _TORCH_NAMES, DTYPE_CHOICES, SINGLE_FILE, ExportError, ExportPlan, ExportShard, parse_size
+from ._types import DTYPE_CHOICES, FLOATS, SINGLE_FILE, TORCH_NAMES, ExportError, ExportPlan, ExportShard, parse_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,17 +49,17 @@ def plan_export(
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
     limit = parse_size(max_shard_size)
     layout = _tag_layout(os.fspath(path), tag)
-    source = _Source(layout)
+    source = Source(layout)
     mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
     layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
     experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
     aliases: dict[str, str] = {}
     if layout.universal:
-        tensors, aliases, kind = *_plan_universal(source), "universal"
+        tensors, aliases, kind = *plan_universal(source), "universal"
     elif layers:
         if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
             raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
-        tensors, kind = _plan_pipeline(source, mp_ranks, layers), "pipeline"
+        tensors, kind = plan_pipeline(source, mp_ranks, layers), "pipeline"
     elif tp_rank is None and len(mp_ranks) > 1:
         if experts:
             raise ExportError(layout.path, "is a tensor-parallel mixture-of-experts checkpoint: not exported yet")
@@ -71,28 +71,28 @@ def plan_export(
                 "says how to merge them: export one rank's shard as it is with --tp-rank K (tp_rank=K), "
                 "or save the info with the checkpoint (docs/writing.md)",
             )
-        tensors, aliases, kind = _plan_tensor_parallel(source, mp_ranks, info)
+        tensors, aliases, kind = plan_tensor_parallel(source, mp_ranks, info)
     else:
         mp = mp_ranks[0] if tp_rank is None else tp_rank
         if mp not in mp_ranks:
             raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
         optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
         if optim:
-            tensors, aliases, kind = _plan_zero(source, optim, mp, experts=bool(experts))
+            tensors, aliases, kind = plan_zero(source, optim, mp, experts=bool(experts))
         else:
-            tensors, kind = _plan_zero0(source, mp), "zero-0"
+            tensors, kind = plan_zero0(source, mp), "zero-0"
         if experts:
             if kind == "zero-3":
                 raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
-            tensors += _expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
+            tensors += expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
             kind += " moe"
     precision = layout.precision
     if dtype == "auto":
         dtype = precision or "fp32"
-    target = _TORCH_NAMES[dtype]
+    target = TORCH_NAMES[dtype]
     planned = []
     for tensor in tensors:
-        out = target if tensor.source_dtype in _FLOATS else tensor.source_dtype
+        out = target if tensor.source_dtype in FLOATS else tensor.source_dtype
         if out not in DTYPES:
             raise ExportError(layout.path, f"tensor {tensor.name!r} has dtype {out}, which safetensors cannot hold")
         planned.append(replace(tensor, dtype=out))

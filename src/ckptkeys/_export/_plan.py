@@ -36,10 +36,10 @@ from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read
 from .._read._torch import TensorInfo
 from ..naming import FileKind
-from ._ranges import _chunk2, _coalesce, _concatenate, _cut, _cut_vocabulary
+from ._ranges import chunk2, coalesce, concatenate, cut_range, cut_vocabulary
 from ._safetensors import ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
-from ._types import ExportError, ExportTensor, _Planned
+from ._types import ExportError, ExportTensor, Planned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,18 +49,18 @@ if TYPE_CHECKING:
     from .._check._layout import TagLayout
 
 __all__ = [
-    "_Source",
-    "_expert_file_leftovers",
-    "_plan_pipeline",
-    "_plan_tensor_parallel",
-    "_plan_universal",
-    "_plan_zero",
-    "_plan_zero0",
+    "Source",
+    "expert_file_leftovers",
+    "plan_pipeline",
+    "plan_tensor_parallel",
+    "plan_universal",
+    "plan_zero",
+    "plan_zero0",
 ]
 
 
-def _expert_file_leftovers(
-    source: _Source, experts: Sequence[Any], planned: Sequence[ExportTensor]
+def expert_file_leftovers(
+    source: Source, experts: Sequence[Any], planned: Sequence[ExportTensor]
 ) -> list[ExportTensor]:
     """The expert files' tensors that no optimizer partition holds (frozen, or ZeRO-0); the
     others must agree in shape with the masters planned from the partitions."""
@@ -77,7 +77,7 @@ def _expert_file_leftovers(
     return leftovers
 
 
-class _Source:
+class Source:
     """The tag's files, read on demand, with the byte ranges of their storage records."""
 
     def __init__(self, layout: TagLayout) -> None:
@@ -143,21 +143,21 @@ def _t(
     return ExportTensor(name, shape, dtype, dtype, spans, origin, mean_of)
 
 
-def _plan_zero0(source: _Source, mp: int) -> list[_Planned]:
+def plan_zero0(source: Source, mp: int) -> list[Planned]:
     name = naming.model_states(mp)
     checkpoint = source.checkpoint(name)
     module = _get(checkpoint.data, "module", checkpoint.path, dict)
     buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     for key, tensor in module.items():
         span, _ = source.span(name, tensor, f"module[{key!r}]")
         planned.append(_t(key, tensor.shape, tensor.dtype, (span,), "buffer" if key in buffers else "module"))
     return planned
 
 
-def _plan_zero(
-    source: _Source, optim: Sequence[Any], mp: int, *, experts: bool = False
-) -> tuple[list[_Planned], dict[str, str], str]:
+def plan_zero(
+    source: Source, optim: Sequence[Any], mp: int, *, experts: bool = False
+) -> tuple[list[Planned], dict[str, str], str]:
     """ZeRO-1/2/3 of one model-parallel rank: buffers, frozen and trainable parameters.
 
     With ``experts``, groups partitioned over fewer ranks than the others (expert groups,
@@ -201,7 +201,7 @@ def _plan_zero(
     models = [source.checkpoint(n) for n in model_names]
     model = models[0].data
     path = models[0].path
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     module = _get(model, "module", path, (dict, type(None))) or {}  # None under the pipeline engine
     buffer_names = set(_get(model, "buffer_names", path, list))
     for name, tensor in module.items():
@@ -243,7 +243,7 @@ _MOE_EXPERTS: Final = ".deepspeed_moe.experts.deepspeed_experts."
 
 
 def _expert_masters(
-    source: _Source,
+    source: Source,
     model: dict[str, Any],
     param_shapes: list[Any],
     flats: list[list[tuple[FileSpan, int]]],
@@ -251,7 +251,7 @@ def _expert_masters(
     paddings: Any,
     group: int,
     edp: int,
-) -> list[_Planned]:
+) -> list[Planned]:
     """The fp32 master weights of an expert group (partitioned over ``edp`` < all ranks).
 
     DeepSpeed's expert-parallel groups are consecutive ranks (``ep = ranks / edp`` of them),
@@ -275,7 +275,7 @@ def _expert_masters(
     if len(counts) < len(prefixes):
         raise ExportError(path, f"num_experts {counts!r} lists fewer MoE layers than group {group} names")
     per_layer = dict(zip(prefixes, counts, strict=False))
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     for rank in range(ep):
         ranks = list(range(rank, world, ep))
         part = _zero12_params(
@@ -295,11 +295,11 @@ def _expert_masters(
 
 
 def _plan_frozen(
-    source: _Source, model_names: Sequence[str], models: Sequence[Checkpoint], frozen: dict[str, Any]
-) -> list[_Planned]:
+    source: Source, model_names: Sequence[str], models: Sequence[Checkpoint], frozen: dict[str, Any]
+) -> list[Planned]:
     """Frozen parameters: every model file's ``frozen_param_fragments`` joined (one file below
     ZeRO-3, whose fragment is the whole parameter), cut to ``frozen_param_shapes``."""
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     path = models[0].path
     for name, shape_value in frozen.items():
         shape = _shape(shape_value, path, f"frozen_param_shapes[{name!r}]")
@@ -316,11 +316,11 @@ def _plan_frozen(
         numel = math.prod(shape)
         if sum(n for _, n in pieces) < numel:
             raise ExportError(path, f"frozen_param_fragments[{name!r}] hold fewer than the {numel} elements of {shape}")
-        planned.append(_t(name, shape, dtype, _cut(pieces, 0, numel, ITEMSIZE[dtype]), "frozen"))
+        planned.append(_t(name, shape, dtype, cut_range(pieces, 0, numel, ITEMSIZE[dtype]), "frozen"))
     return planned
 
 
-def _plan_universal(source: _Source) -> tuple[list[_Planned], dict[str, str]]:
+def plan_universal(source: Source) -> tuple[list[Planned], dict[str, str]]:
     """A ``ds_to_universal`` folder: every ``zero/<name>/fp32.pt`` (merged across every rank
     already), in the module's order, then the rest by name; buffers and frozen parameters it
     has no file for (ZeRO-3 sources) from the model states copied beside it; tied aliases left out."""
@@ -342,7 +342,7 @@ def _plan_universal(source: _Source) -> tuple[list[_Planned], dict[str, str]]:
     shared = model.get("shared_params") or {}
     aliases = {alias: owner for alias, owner in shared.items() if owner in files}
     order = [n for n in module if n in files] + sorted(n for n in files if n not in module)
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     buffers = set(model.get("buffer_names") or [])
     for name, tensor in module.items():
         if name in buffers and name not in files:
@@ -369,9 +369,9 @@ def _plan_universal(source: _Source) -> tuple[list[_Planned], dict[str, str]]:
     return planned, aliases
 
 
-def _plan_tensor_parallel(
-    source: _Source, ranks: Sequence[int], info: dict[str, Any]
-) -> tuple[list[_Planned], dict[str, str], str]:
+def plan_tensor_parallel(
+    source: Source, ranks: Sequence[int], info: dict[str, Any]
+) -> tuple[list[Planned], dict[str, str], str]:
     """Every tensor-parallel rank planned alone, then merged as ``ds_to_universal``'s
     ``merge_tp_slices`` merges: replicated (rank 0's), averaged, two sub-parameters concatenated
     on dim 0, row parallel on dim 1, else dim 0; vocabulary padding cut after."""
@@ -388,7 +388,7 @@ def _plan_tensor_parallel(
         optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == rank]
         if not optim:
             raise ExportError(source.path(naming.optim_states(0, rank)), "is missing: no optimizer shard of this rank")
-        planned, aliases, kind = _plan_zero(source, optim, rank)
+        planned, aliases, kind = plan_zero(source, optim, rank)
         if kind == "zero-3":
             raise ExportError(source.layout.path, "is a ZeRO-3 tensor-parallel checkpoint: not exported yet")
         per_rank.append({p.name: p for p in planned})
@@ -404,7 +404,7 @@ def _plan_tensor_parallel(
             raise ExportError(path, f"universal_checkpoint_info[{key!r}]: {matched} all match {name!r}")
         return bool(matched)
 
-    merged: list[_Planned] = []
+    merged: list[Planned] = []
     for name in names:
         slices = [planned_rank[name] for planned_rank in per_rank]
         shape, dtype, origin = slices[0].shape, slices[0].source_dtype, slices[0].origin
@@ -417,27 +417,27 @@ def _plan_tensor_parallel(
                 raise ExportError(path, f"{name!r} is averaged, but its shapes differ across ranks")
             entry = _t(name, shape, dtype, (), origin, tuple(s.sources for s in slices))
         elif pattern("parameter_with_2_sub_params_cat_dim_0", name):
-            halves = [_chunk2(s, itemsize) for s in slices]
+            halves = [chunk2(s, itemsize) for s in slices]
             joined = [span for h in halves for span in h[0]] + [span for h in halves for span in h[1]]
             rows = sum(s.shape[0] for s in slices)
-            entry = _t(name, (rows, *shape[1:]), dtype, _coalesce(joined), origin)
+            entry = _t(name, (rows, *shape[1:]), dtype, coalesce(joined), origin)
         else:
             dim = 1 if pattern("parameter_with_row_parallelism_patterns", name) else 0
-            entry = _t(name, *_concatenate(slices, dim, itemsize, path), origin)
+            entry = _t(name, *concatenate(slices, dim, itemsize, path), origin)
         if pattern("vocabulary_parameter_patterns", name):
-            entry = _cut_vocabulary(entry, info.get("original_vocab_size"), path)
+            entry = cut_vocabulary(entry, info.get("original_vocab_size"), path)
         merged.append(entry)
     return merged, aliases, f"{kind} tp"
 
 
-def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]) -> list[_Planned]:
+def plan_pipeline(source: Source, stages: Sequence[int], layers: Sequence[Any]) -> list[Planned]:
     """Every stage's trained parameters (named as the pipeline module names them: ``<layer>.<key>``),
     then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO)."""
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     for stage in stages:
         optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == stage]
         if optim:
-            stage_tensors, aliases, _ = _plan_zero(source, optim, stage)
+            stage_tensors, aliases, _ = plan_zero(source, optim, stage)
             if aliases:
                 raise ExportError(
                     source.path(naming.model_states(stage)), "pipeline with tied parameters: not exported yet"
@@ -458,9 +458,9 @@ def _plan_pipeline(source: _Source, stages: Sequence[int], layers: Sequence[Any]
     return planned
 
 
-def _plan_experts(source: _Source, experts: Sequence[Any]) -> list[_Planned]:
+def _plan_experts(source: Source, experts: Sequence[Any]) -> list[Planned]:
     """Every expert of every MoE layer, from the expert files, under the names they hold."""
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     for expert in sorted(experts, key=lambda f: (f.name.layer if f.name.layer is not None else -1, f.name.expert)):
         checkpoint = source.checkpoint(expert.relpath)
         if not isinstance(checkpoint.data, dict):
@@ -477,10 +477,10 @@ def _zero12_params(
     names: list[str],
     paddings: Any,
     world: int,
-    source: _Source,
+    source: Source,
     groups: Sequence[int],
-) -> list[_Planned]:
-    planned: list[_Planned] = []
+) -> list[Planned]:
+    planned: list[Planned] = []
     if len(param_shapes) != len(flats[0]):
         raise ExportError(
             source.path(names[0]),
@@ -503,7 +503,7 @@ def _zero12_params(
                     f"single_partition_of_fp32_groups[{group}] is too short: the {world} partitions hold "
                     f"{available} elements, param_shapes needs {offset + numel} up to {name!r}",
                 )
-            planned.append(_t(name, shape, "float32", _cut(pieces, offset, numel, 4), "trainable"))
+            planned.append(_t(name, shape, "float32", cut_range(pieces, offset, numel, 4), "trainable"))
             offset += numel + (group_paddings[index] if group_paddings is not None else 0)
         align = 2 * world
         if align * math.ceil(offset / align) != align * math.ceil(available / align):
@@ -515,12 +515,12 @@ def _zero12_params(
 
 
 def _zero3_params(
-    param_shapes: list[Any], flats: list[list[tuple[FileSpan, int]]], names: list[str], path: str, source: _Source
-) -> list[_Planned]:
+    param_shapes: list[Any], flats: list[list[tuple[FileSpan, int]]], names: list[str], path: str, source: Source
+) -> list[Planned]:
     world = len(flats)
     merged = {name: shape for group in param_shapes for name, shape in group.items()}
     per_rank = [sum(n for _, n in rank) for rank in flats]
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     offset = 0
     for name, shape_value in merged.items():
         shape = _shape(shape_value, path, f"param_shapes {name!r}")
@@ -532,8 +532,8 @@ def _zero3_params(
                     source.path(names[rank]),
                     f"fp32_flat_groups is too short: {size} elements; param_shapes need {offset + part} to {name!r}",
                 )
-        joined = [(span, span.length // 4) for rank in flats for span in _cut(rank, offset, part, 4)]
-        planned.append(_t(name, shape, "float32", _cut(joined, 0, numel, 4), "trainable"))
+        joined = [(span, span.length // 4) for rank in flats for span in cut_range(rank, offset, part, 4)]
+        planned.append(_t(name, shape, "float32", cut_range(joined, 0, numel, 4), "trainable"))
         offset += part
     if offset != per_rank[0]:
         raise ExportError(

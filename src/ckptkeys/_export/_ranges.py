@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from ._types import _Planned
+    from ._types import Planned
 
-__all__ = ["_chunk2", "_coalesce", "_concatenate", "_cut", "_cut_vocabulary"]
+__all__ = ["chunk2", "coalesce", "concatenate", "cut_range", "cut_vocabulary"]
 
 
-def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
+def cut_range(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsize: int) -> tuple[FileSpan, ...]:
     """Elements ``[start, start + count)`` of the vector the pieces make when joined."""
     out = []
     at = 0
@@ -33,7 +33,7 @@ def _cut(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, itemsiz
     return tuple(out)
 
 
-def _coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
+def coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
     """Adjacent ranges of one file joined into one."""
     out: list[FileSpan] = []
     for span in spans:
@@ -44,17 +44,18 @@ def _coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
     return tuple(out)
 
 
-def _chunk2(planned: _Planned, itemsize: int) -> tuple[list[FileSpan], list[FileSpan]]:
+def chunk2(planned: Planned, itemsize: int) -> tuple[list[FileSpan], list[FileSpan]]:
     """``torch.chunk(t, 2, dim=0)``: the first ceil(rows / 2) rows, then the rest, as spans."""
     shape, spans = planned.shape, planned.sources
     row = math.prod(shape[1:])
     first = -(-shape[0] // 2) * row
     pieces = [(s, s.length // itemsize) for s in spans]
-    return list(_cut(pieces, 0, first, itemsize)), list(_cut(pieces, first, math.prod(shape) - first, itemsize))
+    rest = math.prod(shape) - first
+    return list(cut_range(pieces, 0, first, itemsize)), list(cut_range(pieces, first, rest, itemsize))
 
 
-def _concatenate(
-    slices: Sequence[_Planned], dim: int, itemsize: int, path: str
+def concatenate(
+    slices: Sequence[Planned], dim: int, itemsize: int, path: str
 ) -> tuple[tuple[int, ...], str, tuple[FileSpan, ...]]:
     """``torch.cat(slices, dim)`` as spans: for each index before ``dim``, each rank's block in turn."""
     shapes = [s.shape for s in slices]
@@ -69,13 +70,13 @@ def _concatenate(
         span
         for o in range(outer)
         for rank, block in enumerate(blocks)
-        for span in _cut(pieces[rank], o * block, block, itemsize)
+        for span in cut_range(pieces[rank], o * block, block, itemsize)
     ]
     shape = (*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])
-    return shape, slices[0].source_dtype, _coalesce(spans)
+    return shape, slices[0].source_dtype, coalesce(spans)
 
 
-def _cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
+def cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
     """``param[:original_vocab_size]`` (ds_to_universal strips the vocabulary padding)."""
     shape, itemsize = entry.shape, ITEMSIZE[entry.source_dtype]
     if type(vocab) is not int or not 0 < vocab <= shape[0]:
@@ -85,7 +86,7 @@ def _cut_vocabulary(entry: ExportTensor, vocab: Any, path: str) -> ExportTensor:
     count = vocab * math.prod(shape[1:])
 
     def cut(spans: tuple[FileSpan, ...]) -> tuple[FileSpan, ...]:
-        return _cut([(s, s.length // itemsize) for s in spans], 0, count, itemsize)
+        return cut_range([(s, s.length // itemsize) for s in spans], 0, count, itemsize)
 
     mean_of = tuple(cut(spans) for spans in entry.mean_of)
     return replace(entry, shape=(vocab, *shape[1:]), sources=cut(entry.sources), mean_of=mean_of)

@@ -16,22 +16,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DTYPE_CHOICES",
+    "FLOATS",
     "SINGLE_FILE",
-    "_FLOATS",
-    "_TORCH_NAMES",
+    "TORCH_NAMES",
     "Dtype",
     "ExportError",
     "ExportPlan",
     "ExportShard",
     "ExportTensor",
-    "_Planned",
+    "Planned",
     "parse_size",
 ]
 
 Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
 DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
-_TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
+TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 SINGLE_FILE: Final = "model.safetensors"
 # transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
 _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -176,4 +176,4 @@ def parse_size(size: int | str) -> int:
     return value
 
 
-_Planned = ExportTensor  # while planning, dtype is still source_dtype; plan_export sets the output dtype
+Planned = ExportTensor  # while planning, dtype is still source_dtype; plan_export sets the output dtype

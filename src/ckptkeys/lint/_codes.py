@@ -1,4 +1,6 @@
-"""The codes ``ckptkeys lint`` reports (:data:`CODES`, with their messages) and a finding (:class:`Finding`)."""
+"""The codes ``ckptkeys lint`` reports (:data:`CODES`, with their messages), a finding (:class:`Finding`),
+and which codes ``--select``/``--ignore`` let through (:func:`selected`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Final
 
 CODES: Final[dict[str, str]] = {
@@ -57,3 +60,10 @@ class Finding:
     @property
     def fixable(self) -> bool:
         return self.replacement is not None
+
+
+def selected(code: str, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
+    """Whether ``--select``/``--ignore`` (code prefixes; ``None``: not given) let ``code`` through."""
+    if select is not None and not any(code.startswith(prefix) for prefix in select):
+        return False
+    return not (ignore is not None and any(code.startswith(prefix) for prefix in ignore))

@@ -1,9 +1,9 @@
 """The evidence rules: DeepSpeed's checkpoint vocabulary and how to recognise it in code.
 
-The registry indexed by value (:func:`_index`), the words other code uses too (``_COMMON``), the
+The registry indexed by value (:func:`registry_index`), the words other code uses too (``_COMMON``), the
 keys of other formats, the names of mappings, calls and files that show code is about DeepSpeed
 checkpoints, and the recognisers of checkpoint file names built or written by hand; then the
-weighing of a key candidate (:class:`_Candidate`): why a common word is a DeepSpeed key where it
+weighing of a key candidate (:class:`Candidate`): why a common word is a DeepSpeed key where it
 stands, and which registry members it is, most likely first.
 """
 
@@ -73,13 +73,13 @@ _COMMON: Final = frozenset(
 )
 _SEPARATOR: Final = re.compile(r"[_.\-]")
 # Pieces of a string that names a DeepSpeed checkpoint file: evidence for the keys beside it.
-_DS_FILE_TEXT: Final = re.compile(r"model_states|optim_states|zero_pp_rank_|expp_rank_")
+DS_FILE_TEXT: Final = re.compile(r"model_states|optim_states|zero_pp_rank_|expp_rank_")
 # A DeepSpeed file name's ending: a string that ends so and starts with a placeholder is its tail.
 _DS_TAIL: Final = re.compile(r"(?:_model_states|-model_states|_optim_states|optim_states)\.pt$")
 # A DeepSpeed file name's beginning: a string that starts so and goes on with a placeholder is its head.
 _DS_HEAD: Final = re.compile(r"(?:bf16_|fp16_)?zero_pp_rank_\0|expp_rank_\0")
 # Functions (DeepSpeed's own, and ckptkeys.naming) that return a DeepSpeed checkpoint file name.
-_DS_NAME_FUNCTIONS: Final = frozenset(
+DS_NAME_FUNCTIONS: Final = frozenset(
     {
         "get_model_state_file",
         "get_model_state_files",
@@ -107,7 +107,7 @@ _DS_NAME: Final = re.compile(
     r"|zero_(?:checkpoint|ckpt|sd)",
     re.IGNORECASE,
 )
-_OTHER_NAME: Final = re.compile(
+OTHER_NAME: Final = re.compile(
     r"config|cfg|(?:^|[^a-z])conf(?:[^a-z]|$)|kwargs|(?:^|[^a-z])args(?:[^a-z]|$)|(?:^|[^a-z])logs?(?:[^a-z]|$)"
     r"|log_dict|metric|stats|hparams|wandb|tensorboard",
     re.IGNORECASE,
@@ -115,17 +115,17 @@ _OTHER_NAME: Final = re.compile(
 # Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
 # checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
 # keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
-_OTHER_FORMAT_KEYS: Final = frozenset(
+OTHER_FORMAT_KEYS: Final = frozenset(
     {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
 )
 # Pieces specific enough that a built string holding one may be a checkpoint file name.
 _FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
 # (str.__str__: the plain value, typed str on every Python version mypy checks)
-_TAG_PREFIX: Final = str.__str__(_registry.NamingKeys.DEFAULT_TAG_PREFIX)
-_LATEST_FILE: Final = str.__str__(_registry.NamingKeys.LATEST)
-_LATEST: Final = frozenset({_LATEST_FILE, str.__str__(_registry.NamingKeys.LATEST_UNIVERSAL)})
+TAG_PREFIX: Final = str.__str__(_registry.NamingKeys.DEFAULT_TAG_PREFIX)
+LATEST_FILE: Final = str.__str__(_registry.NamingKeys.LATEST)
+LATEST_NAMES: Final = frozenset({LATEST_FILE, str.__str__(_registry.NamingKeys.LATEST_UNIVERSAL)})
 # Calls whose string argument parses or matches a name: str methods, globbing, regular expressions.
-_PARSING_CALLS: Final = frozenset(
+PARSING_CALLS: Final = frozenset(
     {
         "replace",
         "startswith",
@@ -153,10 +153,10 @@ _PARSING_CALLS: Final = frozenset(
     }
 )
 # Calls whose string argument is a path.
-_PATH_CALLS: Final = frozenset({"join", "Path", "PurePath", "open", "exists", "isfile", "isdir", "remove", "unlink"})
+PATH_CALLS: Final = frozenset({"join", "Path", "PurePath", "open", "exists", "isfile", "isdir", "remove", "unlink"})
 # DeepSpeed's module of key constants, and what a constant's name looks like.
-_CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
-_CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
+CONSTANTS_MODULE: Final = "deepspeed.checkpoint.constants"
+CONSTANT_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 # -- the registry, indexed by value ------------------------------------------------------------
@@ -186,7 +186,7 @@ class _Index:
         quoted = "|".join(re.escape(v) for v in sorted(members, key=len, reverse=True))
         # A file is only walked if one of these appears in its text at all.
         self.prefilter = re.compile(
-            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|{_TAG_PREFIX}|deepspeed\.checkpoint"""
+            rf"""['"](?:{quoted})['"]|{_FILE_NAME_PIECE.pattern}|{TAG_PREFIX}|deepspeed\.checkpoint"""
             r"""|from\s+\.+\s*constants\s+import|['"]latest"""
         )
 
@@ -197,7 +197,7 @@ class _Index:
 _INDEX: _Index | None = None
 
 
-def _index() -> _Index:
+def registry_index() -> _Index:
     global _INDEX
     if _INDEX is None:
         _INDEX = _Index()
@@ -207,13 +207,13 @@ def _index() -> _Index:
 # -- strings: literals, strings built from parts, file names -----------------------------------
 
 
-def _key_literal(node: ast.AST | None) -> ast.Constant | None:
+def key_literal(node: ast.AST | None) -> ast.Constant | None:
     if isinstance(node, ast.Constant) and type(node.value) is str:
         return node
     return None
 
 
-def _template(node: ast.AST) -> str | None:
+def built_template(node: ast.AST) -> str | None:
     """The text of a string built from parts, ``\\0`` for each placeholder (``None``: not one)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
@@ -231,23 +231,23 @@ def _template(node: ast.AST) -> str | None:
                 stack += [item.right, item.left]
             else:
                 parts.append(item)
-        texts = [_template(p) if isinstance(p, (ast.Constant, ast.JoinedStr)) else None for p in parts]
+        texts = [built_template(p) if isinstance(p, (ast.Constant, ast.JoinedStr)) else None for p in parts]
         if all(t is None for t in texts):
             return None
         return "".join("\0" if t is None else t for t in texts)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and _key_literal(node.left):
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and key_literal(node.left):
         return re.sub(r"%[-#0 +]*\d*(?:\.\d+)?[sdifxXr]", "\0", node.left.value)  # type: ignore[attr-defined]
     if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "format"
-        and _key_literal(node.func.value)
+        and key_literal(node.func.value)
     ):
         return re.sub(r"\{[^{}]*\}", "\0", node.func.value.value)  # type: ignore[attr-defined]
     return None
 
 
-_BUILDERS: Final = (  # (pieces that must all appear, the naming function to suggest)
+BUILDERS: Final = (  # (pieces that must all appear, the naming function to suggest)
     (("expp_rank_",), "expert_optim_states(ep_rank, mp_rank)"),
     (("expert_", "model_states"), "expert_model_states(expert, mp_rank, layer)"),
     (("layer_", "-model_states"), "layer_model_states(layer, mp_rank)"),
@@ -258,16 +258,16 @@ _BUILDERS: Final = (  # (pieces that must all appear, the naming function to sug
 )
 
 
-def _naming_members(text: str) -> list[str]:
+def naming_members(text: str) -> list[str]:
     """NamingKeys members whose values appear in ``text``, longest first, none inside another."""
     found: list[tuple[str, str]] = []
-    for value, name in _index().naming:
+    for value, name in registry_index().naming:
         if value in text and not any(value in longer for longer, _ in found) and len(value) > 3:
             found.append((value, name))
     return [name for _, name in found]
 
 
-def _is_ds_file_name(template: str) -> bool:
+def is_ds_file_name(template: str) -> bool:
     """Whether a built string's text (``\\0`` for placeholders) is a DeepSpeed file name or its tail."""
     base = template.replace("\\", "/").rsplit("/", 1)[-1]
     if "\0" not in base or any(c.isspace() for c in base):
@@ -282,7 +282,7 @@ def _is_ds_file_name(template: str) -> bool:
     return (rest != base or rest[:1] in "_-") and bool(_DS_TAIL.search(rest)) and "\0" in rest
 
 
-def _call_for(record: CheckpointName) -> str | None:
+def call_for(record: CheckpointName) -> str | None:
     kind, mp = record.kind, record.mp_rank
     if kind is FileKind.MODEL_STATES:
         return f"model_states({mp})"
@@ -304,7 +304,7 @@ def _call_for(record: CheckpointName) -> str | None:
 
 
 @dataclass(slots=True)
-class _Candidate:
+class Candidate:
     """A registry-valued literal in a key position (or a collection), before the context is known."""
 
     node: ast.Constant
@@ -316,10 +316,10 @@ class _Candidate:
     group: ast.AST | None = None  # the dict display or collection it is one key of
 
 
-def _common_word_evidence(
-    candidate: _Candidate,
+def common_word_evidence(
+    candidate: Candidate,
     distinctive: dict[int, str],
-    by_group: dict[int, list[_Candidate]],
+    by_group: dict[int, list[Candidate]],
     file_evidence: dict[int, str],
     module: ast.AST,
 ) -> str:
@@ -330,7 +330,7 @@ def _common_word_evidence(
     checkpoint files; ``module``: the module's tree (the scope of its top level).
     """
     value = candidate.value
-    index = _index()
+    index = registry_index()
     if candidate.group is not None:
         for other in by_group.get(id(candidate.group), []):
             if not index.common(other.value):
@@ -348,10 +348,10 @@ def _common_word_evidence(
     return ""
 
 
-def _ranked_members(value: str, around: list[str]) -> tuple[tuple[str, ...], bool]:
+def ranked_members(value: str, around: list[str]) -> tuple[tuple[str, ...], bool]:
     """The registry members with ``value``, most likely first (``"OptimizerKeys.ZERO_STAGE"``), and
     whether the first is unambiguous, judged by ``around``: the other keys of the same scope."""
-    index = _index()
+    index = registry_index()
     found = index.members[value]
     # Rank the members by how many other keys of the same scope their group holds.
     score = {type(m).__name__: sum(1 for v in around if type(m).__name__ in index.group_of_value[v]) for m in found}

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 _SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
 
 
-def _physical_lines(source: str) -> list[str]:
+def physical_lines(source: str) -> list[str]:
     """The lines as Python counts them (\\n, \\r\\n or \\r; not form feeds), with their endings."""
     return io.StringIO(source, newline="").readlines()
 

@@ -7,8 +7,8 @@ import os
 import sys
 
 from ._codes import Finding
-from ._files import _physical_lines
-from ._linter import _FUNCTIONS
+from ._files import physical_lines
+from ._linter import FUNCTIONS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def fix_source(source: str, findings: Iterable[Finding]) -> tuple[str, list[Find
     was. Formatting and comments elsewhere are untouched.
     """
     findings = list(findings)
-    lines = _physical_lines(source)
+    lines = physical_lines(source)
     encoded = [line.encode("utf-8") for line in lines]
     edits: list[tuple[int, int, int, int, str, Finding]] = []
     for finding in findings:
@@ -121,7 +121,7 @@ def _outermost_function(tree: ast.Module, line: int) -> ast.FunctionDef | ast.As
     while True:
         for node in body:
             if node.lineno <= line <= (node.end_lineno or node.lineno):
-                if isinstance(node, _FUNCTIONS):
+                if isinstance(node, FUNCTIONS):
                     return node
                 if isinstance(node, ast.ClassDef):
                     body = node.body

@@ -13,31 +13,31 @@ import os
 import re
 
 from ..naming import parse
-from ._codes import Finding
+from ._codes import Finding, selected
 from ._evidence import (
-    _BUILDERS,
-    _CONSTANT_NAME,
-    _CONSTANTS_MODULE,
-    _DS_FILE_TEXT,
-    _DS_NAME_FUNCTIONS,
-    _LATEST,
-    _LATEST_FILE,
-    _OTHER_FORMAT_KEYS,
-    _OTHER_NAME,
-    _PARSING_CALLS,
-    _PATH_CALLS,
-    _TAG_PREFIX,
-    _call_for,
-    _Candidate,
-    _common_word_evidence,
-    _index,
-    _is_ds_file_name,
-    _key_literal,
-    _naming_members,
-    _ranked_members,
-    _template,
+    BUILDERS,
+    CONSTANT_NAME,
+    CONSTANTS_MODULE,
+    DS_FILE_TEXT,
+    DS_NAME_FUNCTIONS,
+    LATEST_FILE,
+    LATEST_NAMES,
+    OTHER_FORMAT_KEYS,
+    OTHER_NAME,
+    PARSING_CALLS,
+    PATH_CALLS,
+    TAG_PREFIX,
+    Candidate,
+    built_template,
+    call_for,
+    common_word_evidence,
+    is_ds_file_name,
+    key_literal,
+    naming_members,
+    ranked_members,
+    registry_index,
 )
-from ._files import _physical_lines
+from ._files import physical_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,14 +83,14 @@ def _unparse(node: ast.AST) -> str:
         return ""
 
 
-_FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 class _Linter:
     def __init__(self, source: str, path: str) -> None:
         self.source = source
         self.path = path
-        self.lines = [line.rstrip("\r\n") for line in _physical_lines(source)]
+        self.lines = [line.rstrip("\r\n") for line in physical_lines(source)]
         self.findings: list[Finding] = []
         self.parents: dict[int, ast.AST] = {}
         self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
@@ -119,7 +119,7 @@ class _Linter:
     def scope(self, node: ast.AST) -> ast.AST:
         """The innermost function holding ``node``, or the module."""
         parent = self.parents.get(id(node))
-        while parent is not None and not isinstance(parent, _FUNCTIONS):
+        while parent is not None and not isinstance(parent, FUNCTIONS):
             parent = self.parents.get(id(parent))
         return parent if parent is not None else self.tree
 
@@ -157,7 +157,7 @@ class _Linter:
     # -- the walk -----------------------------------------------------------------------------
 
     def run(self) -> list[Finding]:
-        index = _index()
+        index = registry_index()
         if not index.prefilter.search(self.source):
             return []
         try:
@@ -168,7 +168,7 @@ class _Linter:
             return self.findings
         self.tree = tree
         parents = self.parents
-        candidates: list[_Candidate] = []
+        candidates: list[Candidate] = []
         functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
         members = index.members
         # scope id -> why its code is about DeepSpeed checkpoint files (a file name, a call)
@@ -184,17 +184,17 @@ class _Linter:
             holder: ast.AST | None = None
             if kind is ast.Subscript:
                 if not _is_literal_type(node.value):  # type: ignore[attr-defined]
-                    literal = _key_literal(node.slice)  # type: ignore[attr-defined]
+                    literal = key_literal(node.slice)  # type: ignore[attr-defined]
                 code, store, holder = "CK101", isinstance(node.ctx, ast.Store), node.value  # type: ignore[attr-defined]
             elif kind is ast.Call:
                 func = node.func  # type: ignore[attr-defined]
                 if isinstance(func, ast.Attribute) and func.attr in _KEY_METHODS and node.args:  # type: ignore[attr-defined]
-                    literal = _key_literal(node.args[0])  # type: ignore[attr-defined]
+                    literal = key_literal(node.args[0])  # type: ignore[attr-defined]
                     code, store, holder = "CK102", func.attr in _STORING_METHODS, func.value
                 for keyword in node.keywords:  # type: ignore[attr-defined]
-                    found = _key_literal(keyword.value) if keyword.arg == "key" else None
+                    found = key_literal(keyword.value) if keyword.arg == "key" else None
                     if found is not None and found.value in members:
-                        candidates.append(_Candidate(found, found.value, "CK106", True, self.scope(found), ""))
+                        candidates.append(Candidate(found, found.value, "CK106", True, self.scope(found), ""))
                 name = _call_name(node)
                 if name is not None:
                     calls.append((node, name))
@@ -203,20 +203,20 @@ class _Linter:
             elif kind is ast.Compare:
                 left, ops, right = node.left, node.ops, node.comparators  # type: ignore[attr-defined]
                 if len(ops) == 1 and isinstance(ops[0], (ast.In, ast.NotIn)):
-                    literal, code, store, holder = _key_literal(left), "CK103", False, right[0]
+                    literal, code, store, holder = key_literal(left), "CK103", False, right[0]
                 elif len(ops) == 1 and isinstance(ops[0], (ast.Eq, ast.NotEq)):
                     if _is_key_name(right[0]):
-                        literal, code, store = _key_literal(left), "CK105", False
+                        literal, code, store = key_literal(left), "CK105", False
                     elif _is_key_name(left):
-                        literal, code, store = _key_literal(right[0]), "CK105", False
+                        literal, code, store = key_literal(right[0]), "CK105", False
             elif kind is ast.Dict:
                 name = self.assigned_name(node)
                 for key in node.keys:  # type: ignore[attr-defined]
-                    found = _key_literal(key)
-                    if found is not None and found.value in _OTHER_FORMAT_KEYS:
+                    found = key_literal(key)
+                    if found is not None and found.value in OTHER_FORMAT_KEYS:
                         self.other_format_key(found)
                     if found is not None and found.value in members:
-                        candidates.append(_Candidate(found, found.value, "CK104", True, self.scope(found), name, node))
+                        candidates.append(Candidate(found, found.value, "CK104", True, self.scope(found), name, node))
             elif kind is ast.List or kind is ast.Tuple or kind is ast.Set:
                 self.collection(node, candidates)
             elif kind is ast.JoinedStr or kind is ast.BinOp:
@@ -231,25 +231,25 @@ class _Linter:
                 self.copied_constant(node)  # type: ignore[arg-type]
             elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
                 functions.append(node)  # type: ignore[arg-type]
-            if literal is not None and literal.value in _OTHER_FORMAT_KEYS:
+            if literal is not None and literal.value in OTHER_FORMAT_KEYS:
                 self.other_format_key(literal)
             if literal is not None and literal.value in members:
                 where = _unparse(holder) if holder is not None else ""
-                candidates.append(_Candidate(literal, literal.value, code, store, self.scope(literal), where))
+                candidates.append(Candidate(literal, literal.value, code, store, self.scope(literal), where))
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         for call, name in calls:
             scope = self.scope(call)
             if id(scope) in self.file_evidence:
                 continue
-            if name in _DS_NAME_FUNCTIONS:
+            if name in DS_NAME_FUNCTIONS:
                 self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
         for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
             if id(self.scope(call)) in self.tag_scopes:
                 for argument in call.args:  # type: ignore[attr-defined]
-                    if isinstance(argument, ast.Constant) and argument.value in _LATEST:
+                    if isinstance(argument, ast.Constant) and argument.value in LATEST_NAMES:
                         self.latest(argument, "passed beside a checkpoint tag built by hand")
         self.keys(candidates)
         self.findings.sort(key=lambda f: (f.line, f.col, f.code))
@@ -266,11 +266,11 @@ class _Linter:
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def collection(self, node: ast.AST, candidates: list[_Candidate]) -> None:
+    def collection(self, node: ast.AST, candidates: list[Candidate]) -> None:
         """A list, tuple or set of at least two strings, two of them checkpoint keys."""
         elements = node.elts  # type: ignore[attr-defined]
-        index = _index()
-        if len(elements) < 2 or not all(_key_literal(e) for e in elements):
+        index = registry_index()
+        if len(elements) < 2 or not all(key_literal(e) for e in elements):
             return
         keys = [e for e in elements if e.value in index.members and e.value not in index.naming_only]
         if len(keys) < 2:
@@ -280,30 +280,30 @@ class _Linter:
             return  # d["a", "b"]: one tuple key, not a collection
         name = self.assigned_name(node)
         for element in keys:
-            candidates.append(_Candidate(element, element.value, "CK107", True, self.scope(element), name, node))
+            candidates.append(Candidate(element, element.value, "CK107", True, self.scope(element), name, node))
 
-    def keys(self, candidates: list[_Candidate]) -> None:
-        index = _index()
-        kept: list[_Candidate] = []
+    def keys(self, candidates: list[Candidate]) -> None:
+        index = registry_index()
+        kept: list[Candidate] = []
         distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
         for candidate in candidates:
             if candidate.value in index.naming_only:
                 continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
-            if self.outside_deepspeed(candidate.node) or _OTHER_NAME.search(candidate.holder):
+            if self.outside_deepspeed(candidate.node) or OTHER_NAME.search(candidate.holder):
                 continue
             if id(candidate.scope) in self.other_format:
                 continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
             kept.append(candidate)
             if not index.common(candidate.value):
                 distinctive.setdefault(id(candidate.scope), candidate.value)
-        by_group: dict[int, list[_Candidate]] = {}
+        by_group: dict[int, list[Candidate]] = {}
         for candidate in kept:
             if candidate.group is not None:
                 by_group.setdefault(id(candidate.group), []).append(candidate)
         by_scope: dict[int, list[str]] = {}
         for candidate in kept:
             by_scope.setdefault(id(candidate.scope), []).append(candidate.value)
-        reported: list[tuple[_Candidate, str, tuple[str, ...], str | None, str]] = []
+        reported: list[tuple[Candidate, str, tuple[str, ...], str | None, str]] = []
         for candidate in kept:
             value = candidate.value
             if not index.common(value):
@@ -311,11 +311,11 @@ class _Linter:
                 if candidate.code == "CK107":
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
-                evidence = _common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
+                evidence = common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
-            names, unambiguous = _ranked_members(value, around)
+            names, unambiguous = ranked_members(value, around)
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
                 use = f"use {names[0]}"
@@ -355,7 +355,7 @@ class _Linter:
     def built_string(self, node: ast.AST) -> None:
         if id(node) in self.built:
             return
-        template = _template(node)
+        template = built_template(node)
         if template is None or isinstance(node, ast.Constant):
             return
         for inner in ast.walk(node):  # a + b + c and the f-strings in it: one finding, for the whole
@@ -363,21 +363,21 @@ class _Linter:
                 self.built.add(id(inner))
         if "\0" not in template or any(c.isspace() for c in template):
             return  # no placeholder, or a sentence (a message that mentions a name)
-        if _DS_FILE_TEXT.search(template):
+        if DS_FILE_TEXT.search(template):
             self.note_file_name(node, template.replace("\0", "{}"))
-        if template.startswith(_TAG_PREFIX + "\0"):
+        if template.startswith(TAG_PREFIX + "\0"):
             self.tag_scopes.add(id(self.scope(node)))
             self.add(
                 node,
                 "CK203",
                 'checkpoint tag built by hand: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
-                evidence=f"a string that starts with DeepSpeed's tag prefix {_TAG_PREFIX!r} and a placeholder",
+                evidence=f"a string that starts with DeepSpeed's tag prefix {TAG_PREFIX!r} and a placeholder",
             )
             return
-        if not _is_ds_file_name(template):
+        if not is_ds_file_name(template):
             return
-        names = _naming_members(template)
-        builder = next((call for needed, call in _BUILDERS if all(p in template for p in needed)), None)
+        names = naming_members(template)
+        builder = next((call for needed, call in BUILDERS if all(p in template for p in needed)), None)
         use = f"use ckptkeys.naming.{builder}" if builder else "use the NamingKeys members"
         self.add(
             node,
@@ -390,12 +390,12 @@ class _Linter:
         """A plain string: a file name, a tag, 'latest' as a path."""
         if id(node) in self.built or any(c.isspace() for c in value) or not value:
             return
-        if _DS_FILE_TEXT.search(value):
+        if DS_FILE_TEXT.search(value):
             self.note_file_name(node, value)
         parent = self.parents.get(id(node))
         if value.endswith(".pt") and "states" in value:
             record = parse(os.path.basename(value))
-            call = _call_for(record) if record is not None else None
+            call = call_for(record) if record is not None else None
             if call is not None:
                 self.add(
                     node,
@@ -405,10 +405,10 @@ class _Linter:
                     evidence="the string parses as a DeepSpeed checkpoint file name",
                 )
                 return
-        if _DS_FILE_TEXT.search(value):
+        if DS_FILE_TEXT.search(value):
             matcher = self.matcher(node, parent)
             if matcher:
-                pieces = _naming_members(value)
+                pieces = naming_members(value)
                 self.add(
                     node,
                     "CK204",
@@ -418,8 +418,8 @@ class _Linter:
                     evidence=f"a piece of DeepSpeed's file names given to {matcher}",
                 )
             return
-        if value.startswith(_TAG_PREFIX):
-            rest, matcher = value[len(_TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+        if value.startswith(TAG_PREFIX):
+            rest, matcher = value[len(TAG_PREFIX) :], self.matcher(node, parent, tests=False)
             if rest.isdigit():
                 message = (
                     f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
@@ -433,8 +433,8 @@ class _Linter:
             self.tag_scopes.add(id(self.scope(node)))
             self.add(node, "CK203", message, value=value, evidence=evidence)
             return
-        if value in _LATEST and (
-            (isinstance(parent, ast.Call) and _call_name(parent) in _PATH_CALLS and node in parent.args)
+        if value in LATEST_NAMES and (
+            (isinstance(parent, ast.Call) and _call_name(parent) in PATH_CALLS and node in parent.args)
             or (isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div))
         ):
             self.latest(node, "a path to the file that names the latest tag")
@@ -442,7 +442,7 @@ class _Linter:
     def matcher(self, node: ast.Constant, parent: ast.AST | None, *, tests: bool = True) -> str:
         """What matches names against ``node``: ``endswith()``, ``glob()``, ``re.fullmatch()``, an
         ``in`` test (not for the tag prefix: ``"global_step" in checkpoint`` is a dict's key)."""
-        if isinstance(parent, ast.Call) and _call_name(parent) in _PARSING_CALLS and node in parent.args:
+        if isinstance(parent, ast.Call) and _call_name(parent) in PARSING_CALLS and node in parent.args:
             return f"{_call_name(parent)}()"
         if (
             tests
@@ -456,7 +456,7 @@ class _Linter:
     def latest(self, node: ast.Constant, why: str) -> None:
         if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
             return
-        member = "LATEST" if node.value == _LATEST_FILE else "LATEST_UNIVERSAL"
+        member = "LATEST" if node.value == LATEST_FILE else "LATEST_UNIVERSAL"
         self.add(
             node,
             "CK202",
@@ -471,12 +471,12 @@ class _Linter:
         """``ZERO_FILE_PREFIX = 'zero_pp_rank_'`` at module (or class) level."""
         if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
             return
-        literal = _key_literal(node.value)
-        if literal is None or isinstance(self.scope(node), _FUNCTIONS):
+        literal = key_literal(node.value)
+        if literal is None or isinstance(self.scope(node), FUNCTIONS):
             return
         name, value = node.targets[0].id, literal.value
-        index = _index()
-        if not _CONSTANT_NAME.fullmatch(name) or value not in index.members:
+        index = registry_index()
+        if not CONSTANT_NAME.fullmatch(name) or value not in index.members:
             return
         if self.path.replace("\\", "/").endswith("deepspeed/checkpoint/constants.py"):
             return  # where DeepSpeed defines them
@@ -510,7 +510,7 @@ class _Linter:
     def constants_import(self, node: ast.AST) -> None:
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name == _CONSTANTS_MODULE:
+                if alias.name == CONSTANTS_MODULE:
                     fix = (
                         f"import ckptkeys.constants as {alias.asname}"
                         if alias.asname and len(node.names) == 1
@@ -519,9 +519,9 @@ class _Linter:
                     self.add(
                         node,
                         "CK301",
-                        f"import of {_CONSTANTS_MODULE}: use ckptkeys.constants (same names, no torch) or the groups",
+                        f"import of {CONSTANTS_MODULE}: use ckptkeys.constants (same names, no torch) or the groups",
                         replacement=fix,
-                        evidence=f"imports {_CONSTANTS_MODULE}",
+                        evidence=f"imports {CONSTANTS_MODULE}",
                     )
             return
         assert isinstance(node, ast.ImportFrom)
@@ -529,7 +529,7 @@ class _Linter:
         if module == "deepspeed.checkpoint" and not any(a.name == "constants" for a in node.names):
             self.package_import(node)
             return
-        if module == _CONSTANTS_MODULE:
+        if module == CONSTANTS_MODULE:
             target = "ckptkeys.constants"
         elif module == "deepspeed.checkpoint":
             if len(node.names) != 1:
@@ -550,13 +550,13 @@ class _Linter:
             f"import from {module}: use {target}{'.constants' if target == 'ckptkeys' else ''} "
             "(same names and values, no torch) or the key groups",
             replacement=fix,
-            evidence=f"imports {_CONSTANTS_MODULE}",
+            evidence=f"imports {CONSTANTS_MODULE}",
         )
 
     def package_import(self, node: ast.ImportFrom) -> None:
         """``from deepspeed.checkpoint import ORIGINAL_VOCAB_SIZE``: the constants, through the package."""
         names = [a.name for a in node.names]
-        index = _index()
+        index = registry_index()
         constants = [n for n in names if n in index.constant_names]
         if not constants:
             return
@@ -572,7 +572,7 @@ class _Linter:
             "CK302",
             f"import of DeepSpeed's key constants {', '.join(constants)} from deepspeed.checkpoint: {use}",
             replacement=fix,
-            evidence=f"{', '.join(constants)} {'is' if len(constants) == 1 else 'are'} in {_CONSTANTS_MODULE}",
+            evidence=f"{', '.join(constants)} {'is' if len(constants) == 1 else 'are'} in {CONSTANTS_MODULE}",
         )
 
     def rewritten_module(self, node: ast.ImportFrom, target: str) -> str | None:
@@ -612,12 +612,6 @@ def _ignored(finding: Finding, lines: list[str]) -> bool:
     return codes is None or finding.code in {c.strip() for c in codes.split(",")}
 
 
-def _selected(code: str, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
-    if select is not None and not any(code.startswith(prefix) for prefix in select):
-        return False
-    return not (ignore is not None and any(code.startswith(prefix) for prefix in ignore))
-
-
 def lint_source(
     source: str,
     path: str = "<string>",
@@ -633,4 +627,4 @@ def lint_source(
     """
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
     linter = _Linter(source, path)
-    return [f for f in linter.run() if _selected(f.code, select, ignore) and not _ignored(f, linter.lines)]
+    return [f for f in linter.run() if selected(f.code, select, ignore) and not _ignored(f, linter.lines)]
