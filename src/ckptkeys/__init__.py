@@ -31,9 +31,10 @@ if TYPE_CHECKING:
         validate_run,
         validate_tag,
     )
-    from ._check._layout import Layout, LayoutFile, Run, Save, TagLayout, scan, scan_run
+    from ._check._layout import Layout, LayoutFile, TagLayout, scan
     from ._check._problems import Problem, Severity
     from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
+    from ._check._runs import Run, Save, scan_run
     from ._export._entry import plan_export
     from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
@@ -181,9 +182,9 @@ _ELSEWHERE = {
     "LayoutFile": "_check._layout",
     "TagLayout": "_check._layout",
     "scan": "_check._layout",
-    "scan_run": "_check._layout",
-    "Run": "_check._layout",
-    "Save": "_check._layout",
+    "scan_run": "_check._runs",
+    "Run": "_check._runs",
+    "Save": "_check._runs",
     "Problem": "_check._problems",
     "Severity": "_check._problems",
     "TagReport": "_check._reports",

@@ -10,9 +10,10 @@ from .._read._limits import Limits
 from .._read._reader import read
 from ..naming import parse
 from ._dicts import check_dict, check_file, client_state_problems, guess_kind
-from ._layout import LayoutFile, scan, scan_run
+from ._layout import LayoutFile, scan
 from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
+from ._runs import scan_run
 from ._security import globals_problems
 from ._validate import check_tag
 

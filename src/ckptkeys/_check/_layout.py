@@ -24,6 +24,7 @@ from .._read._reader import Checkpoint, read
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
+from ._folders import POINTER_KINDS, Entry, is_tag_folder, list_entries, read_pointer
 from ._problems import Problem, Severity
 from ._security import globals_problems, read_error_problems
 
@@ -32,10 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, Final, Literal
 
-__all__ = ["Layout", "LayoutFile", "Run", "Save", "TagLayout", "scan", "scan_run"]
+__all__ = ["Layout", "LayoutFile", "TagLayout", "scan"]
 
-# The pointer files are a few bytes; anything longer is not a tag name.
-_MAX_POINTER_BYTES: Final = 4096
 # DeepSpeed's ds_config precision sections, in the order the engine checks them.
 _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
 _FLOAT_DTYPES: Final = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -118,14 +117,6 @@ class Layout:
         return self.problems + tuple(p for tag in self.tags for p in tag.problems)
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    name: str
-    path: str
-    is_dir: bool
-    size: int
-
-
 def scan(
     path: str | os.PathLike[str],
     *,
@@ -148,20 +139,20 @@ def scan(
         raise ReadError(root, "is a file, not a checkpoint folder (ckptkeys.read() reads one file)")
     boundary = os.path.realpath(root)
     problems: list[Problem] = []
-    entries = _entries(root, boundary, problems)
-    if _is_tag_folder(root, entries, boundary):
+    entries = list_entries(root, boundary, problems)
+    if is_tag_folder(root, entries, boundary):
         tag = _scan_tag(os.path.basename(os.path.normpath(root)), root, entries, boundary, read, limits, progress)
         return Layout(root, "tag", None, None, (tag,), tuple(problems))
 
     tags = []
     for entry in entries:
         if entry.is_dir:
-            children = _entries(entry.path, boundary, problems)
-            if _is_tag_folder(entry.path, children, boundary):
+            children = list_entries(entry.path, boundary, problems)
+            if is_tag_folder(entry.path, children, boundary):
                 tags.append(_scan_tag(entry.name, entry.path, children, boundary, read, limits, progress))
     names = {entry.name: entry for entry in entries}
-    latest = _pointer(root, names.get(NamingKeys.LATEST), problems)
-    latest_universal = _pointer(root, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
+    latest = read_pointer(root, names.get(NamingKeys.LATEST), problems)
+    latest_universal = read_pointer(root, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
     if not tags and latest is None and latest_universal is None:
         raise NotACheckpointError(root, "holds no DeepSpeed checkpoint: no checkpoint files and no tag folders")
     tag_names = {tag.name for tag in tags}
@@ -183,184 +174,16 @@ def scan(
     )
 
 
-# -- a run: a folder of save folders ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Save:
-    """One save folder of a run."""
-
-    name: str
-    path: str
-    step: int | None
-    """The training step, from the folder's name (``checkpoint-500``, ``epoch=0-step=4.ckpt``;
-    Accelerate's ``checkpoint_N`` gives the save's number) or ``trainer_state.json``."""
-    mtime: float
-    """When the folder's ``latest`` file (else the folder) was last written."""
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """A folder whose subfolders are save folders: a Trainer ``output_dir``, a Lightning
-    ``dirpath``, Accelerate's ``checkpoints/``."""
-
-    path: str
-    framework: str | None
-    saves: tuple[Save, ...]
-    """Newest first: by step where every save has one, else by time."""
-    framework_files: tuple[str, ...]
-    """Files beside the saves that a framework writes (the final ``model.safetensors``, ``config.json``, ...)."""
-    other_entries: tuple[str, ...]
-    """Everything else in the folder (subfolders with a ``/``)."""
-
-    def save(self, name: str) -> Save:
-        """The save called ``name``; ``KeyError`` if there is none."""
-        for save in self.saves:
-            if save.name == name:
-                return save
-        raise KeyError(name)
-
-
-def scan_run(path: str | os.PathLike[str]) -> Run:
-    """The saves of the run folder at ``path``, newest first; no checkpoint file is read.
-
-    Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
-    :class:`~ckptkeys.NotACheckpointError` if none of its subfolders is a save folder.
-    """
-    root = os.fspath(path)
-    if not os.path.isdir(root):
-        raise ReadError(root, "does not exist" if not os.path.exists(root) else "is a file, not a folder")
-    boundary = os.path.realpath(root)
-    problems: list[Problem] = []
-    saves: list[Save] = []
-    framework_files: list[str] = []
-    others: list[str] = []
-    for entry in _entries(root, boundary, problems):
-        if entry.is_dir and _is_save_folder(entry.path, boundary):
-            saves.append(Save(entry.name, entry.path, _frameworks.save_step(entry.path), _mtime(entry.path)))
-        elif not entry.is_dir and _frameworks.is_framework_file(entry.name):
-            framework_files.append(entry.name)
-        else:
-            others.append(entry.name + "/" if entry.is_dir else entry.name)
-    if not saves:
-        raise NotACheckpointError(
-            root, "holds no DeepSpeed checkpoint: no checkpoint files, no tag folders and no save folders"
-        )
-    if all(save.step is not None for save in saves):
-        saves.sort(key=lambda save: (save.step, save.mtime, save.name), reverse=True)
-    else:
-        saves.sort(key=lambda save: (save.mtime, save.name), reverse=True)
-    names = {_frameworks.framework_of_save_name(save.name) for save in saves}
-    framework = names.pop() if len(names) == 1 else None
-    return Run(root, framework, tuple(saves), tuple(framework_files), tuple(others))
-
-
-def _is_save_folder(path: str, boundary: str) -> bool:
-    """A folder with a ``latest`` pointer or a tag folder in it (not itself a tag folder)."""
-    try:
-        entries = _entries(path, boundary, [])
-    except ReadError:
-        return False
-    if _is_tag_folder(path, entries, boundary):
-        return False
-    for entry in entries:
-        if not entry.is_dir and entry.name in (NamingKeys.LATEST, NamingKeys.LATEST_UNIVERSAL):
-            return True
-        if entry.is_dir:
-            try:
-                if _is_tag_folder(entry.path, _entries(entry.path, boundary, []), boundary):
-                    return True
-            except ReadError:
-                continue
-    return False
-
-
-def _mtime(path: str) -> float:
-    for candidate in (os.path.join(path, NamingKeys.LATEST), path):
-        try:
-            return os.stat(candidate).st_mtime
-        except OSError:
-            continue
-    return 0.0
-
-
-# -- the file system ---------------------------------------------------------------------------
-
-
-def _entries(folder: str, boundary: str, problems: list[Problem]) -> list[_Entry]:
-    """The entries of ``folder``, sorted; symlinks that lead out of ``boundary`` are skipped."""
-    try:
-        with os.scandir(folder) as it:
-            raw = sorted(it, key=lambda e: e.name)
-    except OSError as error:
-        raise ReadError(folder, f"cannot be listed: {error.strerror or error}") from None
-    entries = []
-    for entry in raw:
-        try:
-            if entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                if os.path.commonpath([target, boundary]) != boundary:
-                    problems.append(
-                        Problem(
-                            Severity.WARNING,
-                            "symlink-outside",
-                            f"skipped: a symlink to {target}, outside the scanned folder",
-                            entry.path,
-                        )
-                    )
-                    continue
-            is_dir = entry.is_dir()
-            size = 0 if is_dir else entry.stat().st_size
-        except OSError as error:  # a dangling link, a file removed while scanning
-            problems.append(Problem(Severity.WARNING, "unlistable-entry", f"skipped: {error.strerror}", entry.path))
-            continue
-        entries.append(_Entry(entry.name, entry.path, is_dir, size))
-    return entries
-
-
-def _is_tag_folder(path: str, entries: list[_Entry], boundary: str) -> bool:
-    for entry in entries:
-        if entry.is_dir:
-            if entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER and os.path.isfile(
-                os.path.join(entry.path, NamingKeys.UNIVERSAL_OPTIMIZER_STATE_FILE)
-            ):
-                return True
-        else:
-            parsed = naming.parse(entry.name)
-            if parsed is not None and parsed.kind not in _POINTER_KINDS:
-                return True
-    return False
-
-
-_POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, FileKind.RECOVERY_SCRIPT})
-
-
-def _pointer(root: str, entry: _Entry | None, problems: list[Problem]) -> str | None:
-    if entry is None or entry.is_dir:
-        return None
-    try:
-        with open(entry.path, "rb") as stream:
-            raw = stream.read(_MAX_POINTER_BYTES + 1)
-        text = raw.decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(Problem(Severity.ERROR, "latest-unreadable", f"cannot be read: {error}", entry.path))
-        return None
-    if len(raw) > _MAX_POINTER_BYTES or not text or "\n" in text or os.sep in text:
-        problems.append(Problem(Severity.ERROR, "latest-unreadable", "does not hold a tag name", entry.path))
-        return None
-    return text
-
-
 # -- one tag -------------------------------------------------------------------------------------
 
 
-def _tag_files(entries: list[_Entry], boundary: str, problems: list[Problem]) -> tuple[list[LayoutFile], list[str]]:
+def _tag_files(entries: list[Entry], boundary: str, problems: list[Problem]) -> tuple[list[LayoutFile], list[str]]:
     files: list[LayoutFile] = []
     others: list[str] = []
     for entry in entries:
         if entry.is_dir and entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER:
-            for child in _entries(entry.path, boundary, problems):
-                inner = _entries(child.path, boundary, problems) if child.is_dir else [child]
+            for child in list_entries(entry.path, boundary, problems):
+                inner = list_entries(child.path, boundary, problems) if child.is_dir else [child]
                 for leaf in inner:
                     if leaf.is_dir:
                         continue
@@ -374,9 +197,9 @@ def _tag_files(entries: list[_Entry], boundary: str, problems: list[Problem]) ->
     return files, others
 
 
-def _add(files: list[LayoutFile], others: list[str], entry: _Entry, relpath: str) -> None:
+def _add(files: list[LayoutFile], others: list[str], entry: Entry, relpath: str) -> None:
     parsed = naming.parse(relpath)
-    if parsed is None or parsed.kind in _POINTER_KINDS:
+    if parsed is None or parsed.kind in POINTER_KINDS:
         others.append(relpath)
     else:
         files.append(LayoutFile(entry.path, relpath, parsed, entry.size))
@@ -401,7 +224,7 @@ def _order(file: LayoutFile) -> tuple[Any, ...]:
 def _scan_tag(
     name: str,
     path: str,
-    entries: list[_Entry],
+    entries: list[Entry],
     boundary: str,
     read_files: bool,
     limits: Limits | None,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from .._read._reader import Checkpoint
 from ..naming import CheckpointName
 from ._converters import Verdict
-from ._layout import Layout, Run, TagLayout
+from ._layout import Layout, TagLayout
 from ._problems import Problem
+from ._runs import Run
 
 __all__ = ["FileReport", "RunReport", "TagReport", "ValidationReport"]
 

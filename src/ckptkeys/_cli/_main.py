@@ -309,7 +309,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
 
 
 def _no_save(path: str, name: str) -> str:
-    from .._check._layout import scan_run
+    from .._check._runs import scan_run
 
     return f"no save {name!r}; the saves are: {', '.join(s.name for s in scan_run(path).saves)}"
 

@@ -1,0 +1,113 @@
+"""``scan_run()``: a run, a folder of save folders (a Trainer ``output_dir``, a Lightning
+``dirpath``, Accelerate's ``checkpoints/``), its saves newest first; no checkpoint file is read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .._keys._registry import NamingKeys
+from .._read._errors import NotACheckpointError, ReadError
+from . import _frameworks
+from ._folders import is_tag_folder, list_entries
+from ._problems import Problem
+
+__all__ = ["Run", "Save", "scan_run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """One save folder of a run."""
+
+    name: str
+    path: str
+    step: int | None
+    """The training step, from the folder's name (``checkpoint-500``, ``epoch=0-step=4.ckpt``;
+    Accelerate's ``checkpoint_N`` gives the save's number) or ``trainer_state.json``."""
+    mtime: float
+    """When the folder's ``latest`` file (else the folder) was last written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A folder whose subfolders are save folders: a Trainer ``output_dir``, a Lightning
+    ``dirpath``, Accelerate's ``checkpoints/``."""
+
+    path: str
+    framework: str | None
+    saves: tuple[Save, ...]
+    """Newest first: by step where every save has one, else by time."""
+    framework_files: tuple[str, ...]
+    """Files beside the saves that a framework writes (the final ``model.safetensors``, ``config.json``, ...)."""
+    other_entries: tuple[str, ...]
+    """Everything else in the folder (subfolders with a ``/``)."""
+
+    def save(self, name: str) -> Save:
+        """The save called ``name``; ``KeyError`` if there is none."""
+        for save in self.saves:
+            if save.name == name:
+                return save
+        raise KeyError(name)
+
+
+def scan_run(path: str | os.PathLike[str]) -> Run:
+    """The saves of the run folder at ``path``, newest first; no checkpoint file is read.
+
+    Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
+    :class:`~ckptkeys.NotACheckpointError` if none of its subfolders is a save folder.
+    """
+    root = os.fspath(path)
+    if not os.path.isdir(root):
+        raise ReadError(root, "does not exist" if not os.path.exists(root) else "is a file, not a folder")
+    boundary = os.path.realpath(root)
+    problems: list[Problem] = []
+    saves: list[Save] = []
+    framework_files: list[str] = []
+    others: list[str] = []
+    for entry in list_entries(root, boundary, problems):
+        if entry.is_dir and _is_save_folder(entry.path, boundary):
+            saves.append(Save(entry.name, entry.path, _frameworks.save_step(entry.path), _mtime(entry.path)))
+        elif not entry.is_dir and _frameworks.is_framework_file(entry.name):
+            framework_files.append(entry.name)
+        else:
+            others.append(entry.name + "/" if entry.is_dir else entry.name)
+    if not saves:
+        raise NotACheckpointError(
+            root, "holds no DeepSpeed checkpoint: no checkpoint files, no tag folders and no save folders"
+        )
+    if all(save.step is not None for save in saves):
+        saves.sort(key=lambda save: (save.step, save.mtime, save.name), reverse=True)
+    else:
+        saves.sort(key=lambda save: (save.mtime, save.name), reverse=True)
+    names = {_frameworks.framework_of_save_name(save.name) for save in saves}
+    framework = names.pop() if len(names) == 1 else None
+    return Run(root, framework, tuple(saves), tuple(framework_files), tuple(others))
+
+
+def _is_save_folder(path: str, boundary: str) -> bool:
+    """A folder with a ``latest`` pointer or a tag folder in it (not itself a tag folder)."""
+    try:
+        entries = list_entries(path, boundary, [])
+    except ReadError:
+        return False
+    if is_tag_folder(path, entries, boundary):
+        return False
+    for entry in entries:
+        if not entry.is_dir and entry.name in (NamingKeys.LATEST, NamingKeys.LATEST_UNIVERSAL):
+            return True
+        if entry.is_dir:
+            try:
+                if is_tag_folder(entry.path, list_entries(entry.path, boundary, []), boundary):
+                    return True
+            except ReadError:
+                continue
+    return False
+
+
+def _mtime(path: str) -> float:
+    for candidate in (os.path.join(path, NamingKeys.LATEST), path):
+        try:
+            return os.stat(candidate).st_mtime
+        except OSError:
+            continue
+    return 0.0
