@@ -11,14 +11,6 @@ so ``import ckptkeys.constants`` costs well under a millisecond.
 """
 
 from ._errors import CkptKeysError, StructureError, UnknownKeyError
-from ._read._errors import (
-    AmbiguousFileError,
-    CorruptCheckpointError,
-    LimitError,
-    NotACheckpointError,
-    ReadError,
-    UnsupportedFormatError,
-)
 
 TYPE_CHECKING = False  # type checkers treat this as True and see the names below
 if TYPE_CHECKING:
@@ -69,6 +61,14 @@ if TYPE_CHECKING:
         members_for,
     )
     from ._keys._strenum import KeyGroup
+    from ._read._errors import (
+        AmbiguousFileError,
+        CorruptCheckpointError,
+        LimitError,
+        NotACheckpointError,
+        ReadError,
+        UnsupportedFormatError,
+    )
     from ._read._globalref import GlobalRef
     from ._read._limits import Limits
     from ._read._pickle import Opaque
@@ -156,19 +156,14 @@ __all__ = [
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
 # milliseconds, which users of the legacy shim alone should never pay.
-_EAGER = {
-    "AmbiguousFileError",
-    "CkptKeysError",
-    "CorruptCheckpointError",
-    "LimitError",
-    "NotACheckpointError",
-    "ReadError",
-    "StructureError",
-    "UnknownKeyError",
-    "UnsupportedFormatError",
-    "__version__",
-}
+_EAGER = {"CkptKeysError", "StructureError", "UnknownKeyError", "__version__"}
 _ELSEWHERE = {
+    "AmbiguousFileError": "_read._errors",
+    "CorruptCheckpointError": "_read._errors",
+    "LimitError": "_read._errors",
+    "NotACheckpointError": "_read._errors",
+    "ReadError": "_read._errors",
+    "UnsupportedFormatError": "_read._errors",
     "Checkpoint": "_read._reader",
     "read": "_read._reader",
     "GlobalRef": "_read._globalref",
