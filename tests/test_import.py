@@ -46,3 +46,10 @@ def test_shim_import_builds_no_registry() -> None:
         [sys.executable, "-X", "frozen_modules=on", "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split()[0] == "False"
+
+
+def test_import_loads_only_the_root_errors() -> None:
+    """`import ckptkeys` runs two modules; every other name is imported on first use."""
+    code = "import sys, ckptkeys; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ckptkeys'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['ckptkeys', 'ckptkeys._errors']"
