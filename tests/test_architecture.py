@@ -199,3 +199,10 @@ def test_the_architecture_table_names_every_private_module() -> None:
         if (folder / "__init__.py").is_file()
     }
     assert rooms == on_disk
+
+
+def test_every_folder_of_code_is_a_package() -> None:
+    """A folder of modules without ``__init__.py`` would be left out of the wheel (packages.find)."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert folders, PACKAGE
+    assert sorted(str(f.relative_to(PACKAGE)) for f in folders if not (f / "__init__.py").is_file()) == []
