@@ -20,7 +20,9 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from .conftest import ROOT
+from .doc_examples import markdown_files, python_blocks
+
 PACKAGE = ROOT / "src" / "ckptkeys"
 PUBLIC_MODULES: tuple[str, ...] = ("ckptkeys", "ckptkeys.constants", "ckptkeys.lint", "ckptkeys.naming")
 PUBLIC_MODULES += ("ckptkeys.schema", "ckptkeys.writing")
@@ -112,9 +114,8 @@ def test_every_public_name_imports() -> None:
 def _documented_imports() -> list[tuple[str, str]]:
     """(file, statement) for every import of ckptkeys in the README and docs' Python blocks."""
     found: list[tuple[str, str]] = []
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        text = path.read_text(encoding="utf-8")
-        for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+    for path in markdown_files():
+        for _, block in python_blocks(path):
             try:
                 tree = ast.parse(block)
             except SyntaxError:  # a fragment: take its one-line imports
@@ -161,7 +162,7 @@ def _resolve(dotted: str) -> object:
 
 def test_every_dotted_name_in_docs_and_docstrings_resolves() -> None:
     """`ckptkeys.x.y` in the docs and in the sources' text names something that exists."""
-    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(PACKAGE.rglob("*.py"))]
+    files = [*markdown_files(), *sorted(PACKAGE.rglob("*.py"))]
     names: dict[str, str] = {}
     for path in files:
         for name in re.findall(r"\bckptkeys(?:\.[A-Za-z_]\w*)+", path.read_text(encoding="utf-8")):
@@ -176,7 +177,7 @@ def test_every_dotted_name_in_docs_and_docstrings_resolves() -> None:
 
 def test_every_source_path_in_docs_exists() -> None:
     """`src/ckptkeys/...py` paths the docs give are files of the tree."""
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for path in markdown_files():
         for found in re.findall(r"src/ckptkeys/[\w/]+\.py", path.read_text(encoding="utf-8")):
             assert (ROOT / found).is_file(), f"{path.name}: {found}"
 
