@@ -1,14 +1,20 @@
 """The file system of a checkpoint folder: its entries listed inside the folder given, tag folders
-recognised by their files, and the ``latest`` pointer files read."""
+recognised by their files, and the ``latest`` pointer files read.
+
+Only folders and regular files are listed: a symlink leading out of the folder, a FIFO, a device or
+a socket is skipped with a warning, and what is read is opened by ``_read._files``, which checks
+again on the opened file (a name can be swapped between listing and reading)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from .. import naming
 from .._keys._registry import NamingKeys
 from .._read._errors import ReadError
+from .._read._files import kind_of, read_small
 from ..naming import FileKind
 from ._problems import Problem, Severity
 
@@ -53,11 +59,21 @@ def list_entries(folder: str, boundary: str, problems: list[Problem]) -> list[En
                     )
                     continue
             is_dir = entry.is_dir()
-            size = 0 if is_dir else entry.stat().st_size
+            info = None if is_dir else entry.stat()
         except OSError as error:  # a dangling link, a file removed while scanning
             problems.append(Problem(Severity.WARNING, "unlistable-entry", f"skipped: {error.strerror}", entry.path))
             continue
-        entries.append(Entry(entry.name, entry.path, is_dir, size))
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            problems.append(
+                Problem(
+                    Severity.WARNING,
+                    "special-file",
+                    f"skipped: is {kind_of(info.st_mode)}, not a regular file",
+                    entry.path,
+                )
+            )
+            continue
+        entries.append(Entry(entry.name, entry.path, is_dir, 0 if info is None else info.st_size))
     return entries
 
 
@@ -78,17 +94,19 @@ def is_tag_folder(path: str, entries: list[Entry], boundary: str) -> bool:
 POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, FileKind.RECOVERY_SCRIPT})
 
 
-def read_pointer(root: str, entry: Entry | None, problems: list[Problem]) -> str | None:
+def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) -> str | None:
+    """The tag a pointer file (``latest``) names; a problem and ``None`` if it names none."""
     if entry is None or entry.is_dir:
         return None
     try:
-        with open(entry.path, "rb") as stream:
-            raw = stream.read(_MAX_POINTER_BYTES + 1)
-        text = raw.decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_small(entry.path, boundary=boundary, max_bytes=_MAX_POINTER_BYTES).decode("utf-8").strip()
+    except ReadError as error:
+        problems.append(Problem(Severity.ERROR, "latest-unreadable", error.reason, entry.path))
+        return None
+    except UnicodeDecodeError as error:
         problems.append(Problem(Severity.ERROR, "latest-unreadable", f"cannot be read: {error}", entry.path))
         return None
-    if len(raw) > _MAX_POINTER_BYTES or not text or "\n" in text or os.sep in text:
+    if not text or "\n" in text or os.sep in text:
         problems.append(Problem(Severity.ERROR, "latest-unreadable", "does not hold a tag name", entry.path))
         return None
     return text

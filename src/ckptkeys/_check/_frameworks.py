@@ -14,6 +14,8 @@ import json
 import os
 import re
 
+from .._read._files import read_small
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACCELERATE",
     "LIGHTNING",
+    "MAX_STATE_BYTES",
     "NAMES",
     "TRANSFORMERS",
     "client_state_framework",
@@ -75,7 +78,10 @@ _STEP_NAMES: Final = (
     (LIGHTNING, re.compile(r".*\bstep=(\d+).*\.ckpt")),
     (None, re.compile(r"global_step(\d+)")),
 )
-_MAX_STATE_BYTES: Final = 64 * 1024 * 1024
+# trainer_state.json grows by ~150 bytes per logged step (1,054 bytes at step 2, 1,356 at step 4 in
+# fixtures-clients/hf_trainer_z2_bf16, logging every step): 16 MiB holds ~110,000 logged steps,
+# a million steps logged every 10. Larger is not a Trainer's file and is not parsed.
+MAX_STATE_BYTES: Final = 16 << 20
 
 
 def is_framework_file(name: str) -> bool:
@@ -109,19 +115,24 @@ def client_state_framework(keys: Iterable[object]) -> tuple[str, tuple[str, ...]
     return None
 
 
-def save_step(path: str) -> int | None:
-    """The training step of the save folder at ``path``: from its name, else from ``trainer_state.json``."""
+def save_step(path: str, boundary: str | None = None) -> int | None:
+    """The training step of the save folder at ``path``: from its name, else from ``trainer_state.json``.
+
+    ``trainer_state.json`` is read only if it is a regular file of at most :data:`MAX_STATE_BYTES`
+    inside ``boundary``: otherwise :class:`~ckptkeys.ReadError` names it and says why. A save
+    without one, or with one that holds no step, has no step (``None``).
+    """
     name = os.path.basename(os.path.normpath(path))
     for _, pattern in _STEP_NAMES:
         match = pattern.fullmatch(name)
         if match:
             return int(match.group(1))
     state = os.path.join(path, "trainer_state.json")
+    if not os.path.lexists(state):
+        return None
+    raw = read_small(state, boundary=boundary, max_bytes=MAX_STATE_BYTES)
     try:
-        if os.path.getsize(state) > _MAX_STATE_BYTES:
-            return None
-        with open(state, encoding="utf-8") as stream:
-            step = json.load(stream).get("global_step")
-    except (OSError, ValueError, AttributeError):
+        step = json.loads(raw.decode("utf-8")).get("global_step")
+    except (ValueError, AttributeError, RecursionError):
         return None
     return step if type(step) is int and step >= 0 else None

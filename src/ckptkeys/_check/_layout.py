@@ -151,8 +151,8 @@ def scan(
             if is_tag_folder(entry.path, children, boundary):
                 tags.append(_scan_tag(entry.name, entry.path, children, boundary, read, limits, progress))
     names = {entry.name: entry for entry in entries}
-    latest = read_pointer(root, names.get(NamingKeys.LATEST), problems)
-    latest_universal = read_pointer(root, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
+    latest = read_pointer(boundary, names.get(NamingKeys.LATEST), problems)
+    latest_universal = read_pointer(boundary, names.get(NamingKeys.LATEST_UNIVERSAL), problems)
     if not tags and latest is None and latest_universal is None:
         raise NotACheckpointError(root, "holds no DeepSpeed checkpoint: no checkpoint files and no tag folders")
     tag_names = {tag.name for tag in tags}

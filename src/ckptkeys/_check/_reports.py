@@ -65,4 +65,4 @@ class RunReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
-        return tuple(p for save in self.saves for p in save.all_problems)
+        return self.run.problems + tuple(p for save in self.saves for p in save.all_problems)

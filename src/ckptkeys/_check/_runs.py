@@ -10,7 +10,7 @@ from .._keys._registry import NamingKeys
 from .._read._errors import NotACheckpointError, ReadError
 from . import _frameworks
 from ._folders import is_tag_folder, list_entries
-from ._problems import Problem
+from ._problems import Problem, Severity
 
 __all__ = ["Run", "Save", "scan_run"]
 
@@ -41,6 +41,8 @@ class Run:
     """Files beside the saves that a framework writes (the final ``model.safetensors``, ``config.json``, ...)."""
     other_entries: tuple[str, ...]
     """Everything else in the folder (subfolders with a ``/``)."""
+    problems: tuple[Problem, ...] = ()
+    """Entries skipped while listing (symlinks out, FIFOs, devices) and side files that could not be read."""
 
     def save(self, name: str) -> Save:
         """The save called ``name``; ``KeyError`` if there is none."""
@@ -66,7 +68,7 @@ def scan_run(path: str | os.PathLike[str]) -> Run:
     others: list[str] = []
     for entry in list_entries(root, boundary, problems):
         if entry.is_dir and _is_save_folder(entry.path, boundary):
-            saves.append(Save(entry.name, entry.path, _frameworks.save_step(entry.path), _mtime(entry.path)))
+            saves.append(Save(entry.name, entry.path, _step(entry.path, boundary, problems), _mtime(entry.path)))
         elif not entry.is_dir and _frameworks.is_framework_file(entry.name):
             framework_files.append(entry.name)
         else:
@@ -81,7 +83,17 @@ def scan_run(path: str | os.PathLike[str]) -> Run:
         saves.sort(key=lambda save: (save.mtime, save.name), reverse=True)
     names = {_frameworks.framework_of_save_name(save.name) for save in saves}
     framework = names.pop() if len(names) == 1 else None
-    return Run(root, framework, tuple(saves), tuple(framework_files), tuple(others))
+    return Run(root, framework, tuple(saves), tuple(framework_files), tuple(others), tuple(problems))
+
+
+def _step(path: str, boundary: str, problems: list[Problem]) -> int | None:
+    try:
+        return _frameworks.save_step(path, boundary)
+    except ReadError as error:
+        problems.append(
+            Problem(Severity.WARNING, "unreadable-side-file", f"{error.reason}: the save's step is unknown", error.path)
+        )
+        return None
 
 
 def _is_save_folder(path: str, boundary: str) -> bool:

@@ -252,7 +252,8 @@ def build_report(
                 ],
             }
         )
-        all_problems = [p for r in reported.values() for p in _problems(r)]
+        document["problems"] = [_problem(p) for p in run.problems]
+        all_problems = document["problems"] + [p for r in reported.values() for p in _problems(r)]
     elif isinstance(result, ValidationReport):
         document = _document(command, path, result.layout.kind)
         document.update(_folder(result, depth))

@@ -19,6 +19,7 @@ import tarfile
 from dataclasses import dataclass
 
 from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
+from ._files import open_regular
 from ._globalref import GlobalRef
 from ._limits import Limits
 from ._pickle import Unpickled, unpickle
@@ -73,7 +74,7 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
     name = os.fspath(path)
     limits = limits or Limits()
     try:
-        with open(name, "rb") as stream:
+        with open_regular(name) as stream:  # a FIFO or device is refused, never waited on
             size = os.fstat(stream.fileno()).st_size
             head = stream.read(len(LOCAL_SIGNATURE))
             if head == LOCAL_SIGNATURE:  # torch.serialization._is_zipfile
@@ -84,8 +85,6 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
             return _read_legacy(name, stream, size, limits)
     except ReadError:
         raise
-    except IsADirectoryError:
-        raise ReadError(name, "is a directory, not a checkpoint file") from None
     except OSError as error:
         raise ReadError(name, f"cannot be read: {error.strerror or error}") from None
 

@@ -1,0 +1,225 @@
+"""The file system is hostile too: FIFOs, devices, symlinks out and huge files in a folder, and
+names planted in an export's output folder.
+
+Everything that could hang (a FIFO opened for reading blocks until a writer comes) runs in a
+subprocess with a timeout: a hang is a ``TimeoutExpired`` failure, not a stuck suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+import ckptkeys
+from ckptkeys import ReadError
+from ckptkeys._read._files import open_regular, read_small
+
+from .conftest import DATA, FIXTURES, ROOT
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+TRAINER = DATA / "clients" / "hf_trainer_z2_bf16"
+# A hang guard, not a timing: every command here finishes in well under a second when it works.
+_HANG: float = 120
+
+
+def in_subprocess(code: str) -> Any:
+    """Run ``code`` (which prints one JSON document) in a fresh interpreter; its document."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONIOENCODING="utf-8")
+    command = [sys.executable, "-c", textwrap.dedent(code)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=_HANG, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _copy(tmp_path: pathlib.Path, folder: str) -> pathlib.Path:
+    target = tmp_path / folder
+    shutil.copytree(FIXTURES / folder, target)
+    return target
+
+
+# -- opening one file -----------------------------------------------------------------------------
+
+
+@needs_fifo
+def test_read_of_a_fifo_is_a_read_error_not_a_hang(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "mp_rank_00_model_states.pt"
+    os.mkfifo(fifo)
+    found = in_subprocess(
+        f"""
+        import json, ckptkeys
+        try:
+            ckptkeys.read({str(fifo)!r})
+        except ckptkeys.ReadError as error:
+            print(json.dumps([type(error).__name__, error.path, error.reason]))
+        """
+    )
+    assert found == ["ReadError", str(fifo), "is a FIFO, not a regular file"]
+
+
+def test_read_of_a_device_or_a_folder_names_what_it_is(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "null.pt").symlink_to(os.devnull)
+    with pytest.raises(ReadError, match=r"null\.pt: is a character device, not a regular file"):
+        ckptkeys.read(tmp_path / "null.pt")
+    with pytest.raises(ReadError, match="is a directory, not a regular file"):
+        ckptkeys.read(tmp_path)
+
+
+def test_open_regular_refuses_a_symlink_out_of_the_boundary(tmp_path: pathlib.Path) -> None:
+    inside, outside = tmp_path / "run", tmp_path / "secret"
+    inside.mkdir()
+    outside.write_text("42")
+    (inside / "out").symlink_to(outside)
+    (inside / "real").write_text("7")
+    (inside / "in").symlink_to(inside / "real")
+    boundary = os.path.realpath(inside)
+    with pytest.raises(ReadError, match=r"out: leads outside the folder .* \(to .*secret\): not followed"):
+        open_regular(str(inside / "out"), boundary=boundary)
+    assert read_small(str(inside / "in"), boundary=boundary, max_bytes=10) == b"7"  # a symlink inside: followed
+    assert read_small(str(inside / "out"), boundary=None, max_bytes=10) == b"42"  # no boundary: the caller's path
+
+
+def test_read_small_refuses_a_file_above_its_cap_without_reading_it(tmp_path: pathlib.Path) -> None:
+    huge = tmp_path / "trainer_state.json"
+    with open(huge, "wb") as stream:
+        stream.truncate(1 << 40)  # sparse: a terabyte that takes no disk
+    with pytest.raises(ReadError, match=rf"trainer_state\.json: is larger than 4096 bytes \({1 << 40} bytes\)"):
+        read_small(str(huge), boundary=None, max_bytes=4096)
+    huge.write_bytes(b"x" * 4096)
+    assert len(read_small(str(huge), boundary=None, max_bytes=4096)) == 4096
+
+
+def test_a_device_node_inside_the_folder_is_refused(tmp_path: pathlib.Path) -> None:
+    node = tmp_path / "latest"
+    try:
+        os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+    except (PermissionError, AttributeError, OSError) as error:
+        pytest.skip(f"cannot make a device node here: {error}")
+    with pytest.raises(ReadError, match="is a character device, not a regular file"):
+        read_small(str(node), boundary=os.path.realpath(tmp_path), max_bytes=4096)
+
+
+# -- a folder: scan, validate, inspect --------------------------------------------------------------
+
+
+@needs_fifo
+def test_fifos_in_a_save_folder_are_skipped_and_named(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z1_bf16_ws1")
+    (root / "latest").unlink()
+    os.mkfifo(root / "latest")
+    os.mkfifo(root / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    found = in_subprocess(
+        f"""
+        import json, os, ckptkeys
+        problems = ckptkeys.validate({str(root)!r})
+        print(json.dumps(sorted((p.code, os.path.basename(p.file), p.message) for p in problems)))
+        """
+    )
+    assert ["special-file", "latest", "skipped: is a FIFO, not a regular file"] in found
+    assert [
+        "special-file",
+        "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",
+        "skipped: is a FIFO, not a regular file",
+    ] in found
+
+
+@needs_fifo
+def test_inspect_of_a_folder_with_fifos_returns(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    os.mkfifo(root / "global_step3" / "zero_pp_rank_5_mp_rank_00_optim_states.pt")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONIOENCODING="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "inspect", "--json", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=_HANG,
+        check=False,
+    )
+    codes = {p["code"] for tag in json.loads(result.stdout)["tags"] for p in tag["problems"]}
+    codes |= {p["code"] for p in json.loads(result.stdout)["problems"]}
+    assert "special-file" in codes
+
+
+def test_a_pointer_file_is_read_only_if_regular_and_small(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z1_bf16_ws1")
+    with open(root / "latest", "wb") as stream:
+        stream.truncate(1 << 30)
+    problems = [(p.code, p.message) for p in ckptkeys.scan(root).all_problems]
+    assert problems == [("latest-unreadable", "is larger than 4096 bytes (1073741824 bytes)")]
+
+
+def _run_without_step_names(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A Trainer run whose saves are renamed, so that the step comes from trainer_state.json."""
+    run = tmp_path / "run"
+    shutil.copytree(TRAINER, run)
+    (run / "checkpoint-2").rename(run / "early")
+    (run / "checkpoint-4").rename(run / "late")
+    return run
+
+
+def test_trainer_state_gives_the_step_of_a_save_without_one_in_its_name(tmp_path: pathlib.Path) -> None:
+    run = ckptkeys.scan_run(_run_without_step_names(tmp_path))
+    assert [(s.name, s.step) for s in run.saves] == [("late", 4), ("early", 2)]
+    assert run.problems == ()
+
+
+@pytest.mark.parametrize("plant", ["symlink-out", "dev-zero", "fifo", "huge"])
+def test_a_hostile_trainer_state_is_a_problem_not_a_step_nor_a_hang(plant: str, tmp_path: pathlib.Path) -> None:
+    if plant == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    run = _run_without_step_names(tmp_path)
+    state = run / "late" / "trainer_state.json"
+    state.unlink()
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"global_step": 999}')
+    if plant == "symlink-out":
+        state.symlink_to(secret)
+    elif plant == "dev-zero":
+        state.symlink_to("/dev/zero")
+    elif plant == "fifo":
+        os.mkfifo(state)
+    else:
+        with open(state, "wb") as stream:
+            stream.truncate(17 << 20)  # just above the cap, sparse
+    found = in_subprocess(
+        f"""
+        import json, ckptkeys
+        run = ckptkeys.scan_run({str(run)!r})
+        print(json.dumps([[[s.name, s.step] for s in run.saves], [[p.code, p.file, p.message] for p in run.problems]]))
+        """
+    )
+    saves, problems = found
+    assert ["late", None] in saves and ["early", 2] in saves  # never 999: the secret is not read
+    reasons = {
+        "symlink-out": "leads outside the folder",
+        "dev-zero": "leads outside the folder",
+        "fifo": "is a FIFO, not a regular file",
+        "huge": f"is larger than {16 << 20} bytes",
+    }
+    assert [(code, file) for code, file, _ in problems] == [("unreadable-side-file", str(state))]
+    assert reasons[plant] in problems[0][2] and problems[0][2].endswith("the save's step is unknown")
+
+
+@needs_fifo
+def test_validate_run_reports_the_run_s_problems(tmp_path: pathlib.Path) -> None:
+    run = _run_without_step_names(tmp_path)
+    state = run / "late" / "trainer_state.json"
+    state.unlink()
+    os.mkfifo(state)
+    found = in_subprocess(
+        f"""
+        import json, ckptkeys
+        report = ckptkeys.validate_run({str(run)!r})
+        print(json.dumps([p.code for p in report.all_problems]))
+        """
+    )
+    assert "unreadable-side-file" in found
