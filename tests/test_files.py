@@ -21,7 +21,7 @@ import pytest
 
 import ckptkeys
 from ckptkeys import ReadError
-from ckptkeys._read._files import open_regular, read_small
+from ckptkeys._read._files import create_new, open_regular, read_small
 
 from .conftest import DATA, FIXTURES, ROOT
 
@@ -223,3 +223,50 @@ def test_validate_run_reports_the_run_s_problems(tmp_path: pathlib.Path) -> None
         """
     )
     assert "unreadable-side-file" in found
+
+
+# -- export: no planted name redirects a write ------------------------------------------------------
+
+
+def test_create_new_never_opens_an_existing_name(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"])
+    monkeypatch.setattr("secrets.token_hex", lambda _: next(names))
+    (tmp_path / ".tmp-model.safetensors.aaaaaaaaaaaa").symlink_to(victim)  # a symlink planted under the name
+    (tmp_path / ".tmp-model.safetensors.bbbbbbbbbbbb").symlink_to(tmp_path / "absent")  # dangling, still refused
+    temp, stream = create_new(str(tmp_path / "model.safetensors"))
+    with stream:
+        stream.write(b"new")
+    assert temp == str(tmp_path / ".tmp-model.safetensors.cccccccccccc")
+    assert victim.read_bytes() == b"precious"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.lstat(temp).st_mode) == 0o666 & ~umask  # what open(path, "wb") gives
+
+
+def test_create_new_gives_up_when_every_name_is_taken(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("secrets.token_hex", lambda _: "taken")
+    (tmp_path / ".tmp-x.taken").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="no free temporary name"):
+        create_new(str(tmp_path / "x"))
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_export_replaces_a_planted_symlink_and_never_writes_through_it(sharded: bool, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    size = 400 if sharded else "5GB"
+    shards = [s.filename for s in ckptkeys.plan_export(FIXTURES / "z2_bf16_ws2", max_shard_size=size).shards]
+    names = [shards[0], "model.safetensors.index.json"] if sharded else ["model.safetensors"]
+    for name in names:
+        (out / name).symlink_to(victim)
+    with pytest.raises(ckptkeys.ExportError, match="already exists"):
+        ckptkeys.export(FIXTURES / "z2_bf16_ws2", out, max_shard_size=size)
+    ckptkeys.export(FIXTURES / "z2_bf16_ws2", out, overwrite=True, max_shard_size=size)
+    assert victim.read_bytes() == b"precious"
+    for name in names:
+        assert stat.S_ISREG(os.lstat(out / name).st_mode), name  # the link itself was replaced
+    assert sorted(os.listdir(out)) == sorted(shards + (["model.safetensors.index.json"] if sharded else []))

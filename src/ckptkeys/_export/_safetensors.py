@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from .._read._files import create_new
 from .._read._torch import DTYPE_ITEMSIZE
 
 TYPE_CHECKING = False
@@ -52,7 +53,6 @@ ITEMSIZE: Final[dict[str, int]] = {name: DTYPE_ITEMSIZE[name] for name in DTYPES
 # Bytes moved per read/write: large enough for disk speed, small enough to bound memory.
 CHUNK_BYTES: Final = 8 << 20
 _ALIGN: Final = 8
-_TEMP_PREFIX: Final = ".tmp-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +151,6 @@ def _copy_in_kernel(source: int, out: BinaryIO, offset: int, length: int) -> int
     return copied
 
 
-def temp_path(path: str) -> str:
-    """The temporary name ``path`` is written under before the rename."""
-    folder, base = os.path.split(path)
-    return os.path.join(folder, f"{_TEMP_PREFIX}{base}.{os.getpid()}")
-
-
 def write_file(
     path: str,
     entries: Sequence[Entry],
@@ -167,15 +161,21 @@ def write_file(
 ) -> int:
     """Write a safetensors file at ``path``; return its size.
 
-    The bytes go to a temporary file next to ``path``, renamed over ``path`` only when every
-    tensor is written (and, with ``fsync``, on disk). On any error the temporary file is
+    The bytes go to a new temporary file next to ``path`` (``create_new``: no entry planted
+    under its name is opened or written through), renamed over ``path`` only when every tensor
+    is written (and, with ``fsync``, on disk). The rename replaces the entry ``path`` itself:
+    a symlink there is replaced, never written through. On any error the temporary file is
     removed and the error re-raised; ``path`` is untouched. ``progress(nbytes)`` is called
     after each tensor with the bytes it added.
     """
     head = header_bytes(entries, metadata)
-    temp = temp_path(path)
     try:
-        with open(temp, "wb") as out:
+        temp, out = create_new(path)
+    except OSError as error:
+        error.filename = path  # the output cannot be created: name it, not the temporary name
+        raise
+    try:
+        with out:
             out.write(head)
             end = len(head)
             for entry in entries:

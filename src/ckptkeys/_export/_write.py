@@ -13,7 +13,8 @@ import os
 import re
 
 from ._entry import plan_export
-from ._safetensors import ITEMSIZE, Entry, copy_range, temp_path, write_file
+from .._read._files import create_new
+from ._safetensors import ITEMSIZE, Entry, copy_range, write_file
 from ._spans import FileSpan
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor
 
@@ -130,18 +131,21 @@ def write_export(
                 os.unlink(os.path.join(out, name))
     if with_index:
         index = os.path.join(out, INDEX_FILE)
-        temp = temp_path(index)
         try:
-            with open(temp, "w", encoding="utf-8") as stream:
-                stream.write(json.dumps(plan.index(), indent=2, sort_keys=True) + "\n")
+            temp, stream = create_new(index)
+        except OSError as error:
+            raise ExportError(index, f"cannot be written: {error.strerror or error}") from None
+        try:
+            with stream:
+                stream.write((json.dumps(plan.index(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
                 if fsync:
                     stream.flush()
                     os.fsync(stream.fileno())
-            os.replace(temp, index)
+            os.replace(temp, index)  # replaces the name itself: a symlink there is never written through
         except OSError as error:
             raise ExportError(index, f"cannot be written: {error.strerror or error}") from None
         finally:
-            if os.path.exists(temp):
+            if os.path.lexists(temp):
                 os.unlink(temp)
         written.append(index)
     return written
