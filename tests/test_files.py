@@ -270,3 +270,120 @@ def test_export_replaces_a_planted_symlink_and_never_writes_through_it(sharded: 
     for name in names:
         assert stat.S_ISREG(os.lstat(out / name).st_mode), name  # the link itself was replaced
     assert sorted(os.listdir(out)) == sorted(shards + (["model.safetensors.index.json"] if sharded else []))
+
+
+# -- bounded by what exists: no loop runs to a number written in a file ------------------------------
+
+
+def _codes_in_subprocess(root: pathlib.Path, doctor: dict[str, Any] | None = None, export: bool = False) -> Any:
+    """``validate(root)`` (or ``plan_export``) in a fresh interpreter, every dict of every file read
+    with the keys of ``doctor`` set to its values: a doctored copy of the fixture, in memory."""
+    return in_subprocess(
+        f"""
+        import json, os, ckptkeys
+        import ckptkeys._check._layout as layout
+        import ckptkeys._export._plan as plan
+
+        DOCTOR = json.loads({json.dumps(json.dumps(doctor or {}))})
+        real = layout.read
+
+        def walk(value):
+            if isinstance(value, dict):
+                for key in list(value):
+                    if key in DOCTOR:
+                        value[key] = DOCTOR[key]
+                    else:
+                        walk(value[key])
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        def doctored(path, *, limits=None):
+            checkpoint = real(path, limits=limits)
+            walk(checkpoint.data)
+            return checkpoint
+
+        layout.read = plan.read = doctored
+        if {export!r}:
+            try:
+                ckptkeys.plan_export({str(root)!r})
+            except ckptkeys.ExportError as error:
+                print(json.dumps(str(error)))
+        else:
+            problems = ckptkeys.validate({str(root)!r})
+            print(json.dumps([[p.code, os.path.basename(p.file), p.key_path, p.message] for p in problems]))
+        """
+    )
+
+
+def _beyond(found: list[list[Any]]) -> list[tuple[str, str | None]]:
+    return [(file, key) for code, file, key, _ in found if code == "count-beyond-files"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "name"),
+    [
+        ("z2_bf16_ws2", "bf16_zero_pp_rank_999999999_mp_rank_00_optim_states.pt"),
+        ("z2_bf16_ws2", "mp_rank_999999999_model_states.pt"),
+        ("z3_bf16_ws2", "zero_pp_rank_999999999_mp_rank_00_model_states.pt"),
+        ("moe_z2_fp32_ep2", "layer_0_expert_999999999_mp_rank_00_model_states.pt"),
+        ("moe_z2_fp32_ep2", "expp_rank_999999999_mp_rank_00_optim_states.pt"),
+    ],
+)
+def test_a_rank_in_a_file_name_far_beyond_the_files_is_one_problem(
+    fixture: str, name: str, tmp_path: pathlib.Path
+) -> None:
+    root = _copy(tmp_path, fixture)
+    (root / "global_step3" / name).touch()  # one empty file
+    found = _codes_in_subprocess(root)
+    assert _beyond(found) == [(name, None)]
+    message = next(m for code, _, _, m in found if code == "count-beyond-files")
+    assert "1000000000 files" in message or "999999999" in message
+    assert not [m for code, _, _, m in found if code.startswith("missing-")]
+
+
+def test_a_few_missing_ranks_are_still_listed(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    (root / "global_step3" / "bf16_zero_pp_rank_5_mp_rank_00_optim_states.pt").touch()
+    missing = [p.file for p in ckptkeys.scan(root).all_problems if p.code == "missing-rank"]
+    assert [os.path.basename(f or "") for f in missing] == [
+        f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (2, 3, 4)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "doctor", "file", "key"),
+    [
+        (
+            "z2_bf16_ws2",
+            {"mp_world_size": 10**9, "checkpoint_parallel_dimensions": None},
+            "mp_rank_00_model_states.pt",
+            "mp_world_size",
+        ),
+        (
+            "z2_bf16_ws2",
+            {"dp_world_size": 10**9, "partition_count": [10**9]},
+            "mp_rank_00_model_states.pt",
+            "dp_world_size",
+        ),
+        ("moe_z2_fp32_ep2", {"num_experts": [10**9]}, "mp_rank_00_model_states.pt", "num_experts"),
+    ],
+)
+def test_a_count_in_a_pickle_far_beyond_the_files_is_one_problem(
+    fixture: str, doctor: dict[str, Any], file: str, key: str, tmp_path: pathlib.Path
+) -> None:
+    found = _codes_in_subprocess(FIXTURES / fixture, doctor)
+    assert _beyond(found) == [(file, key)]
+    assert not [m for code, _, _, m in found if code.startswith("missing-")]
+
+
+def test_an_ep_size_far_beyond_the_files_is_one_problem() -> None:
+    found = _codes_in_subprocess(DATA / "moe_z0_fp32_ep2", {"name": "ep_size_1000000000"})
+    assert _beyond(found) == [("global_step3", None)]
+    assert "ep_size_1000000000" in next(m for code, _, _, m in found if code == "count-beyond-files")
+
+
+def test_export_of_a_partition_count_far_beyond_the_files_stops_at_the_first_missing_rank() -> None:
+    found = _codes_in_subprocess(FIXTURES / "z2_bf16_ws2", {"partition_count": [10**9]}, export=True)
+    assert found.endswith("bf16_zero_pp_rank_2_mp_rank_00_optim_states.pt: is missing: partition_count is "
+                          "1000000000, rank 2's optimizer shard is not in the folder")  # fmt: skip

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, Final, Literal
 
-__all__ = ["Layout", "LayoutFile", "TagLayout", "scan"]
+__all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "scan"]
 
 # DeepSpeed's ds_config precision sections, in the order the engine checks them.
 _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
@@ -318,37 +318,104 @@ def _ranks(values: Iterable[int | None]) -> set[int]:
     return {value for value in values if value is not None}
 
 
+MAX_MISSING: Final = 1024
+"""Missing files listed per check at most. A count a name or a pickle claims (``zero_pp_rank_999999999``,
+``mp_world_size`` of 10**9) that would make more files missing than this is one ``count-beyond-files``
+problem naming the file (and key) instead: no loop runs to a number written in a file."""
+
+
+class MissingBudget:
+    """How many more missing files a check may list; every loop over claimed ranks asks it first.
+
+    ``fits(claimed, present)``: whether a group of ``claimed`` files, ``present`` of which exist,
+    may be enumerated (its loop then runs at most ``present`` + :data:`MAX_MISSING` times).
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_MISSING
+
+    def fits(self, claimed: int, present: int) -> bool:
+        missing = max(claimed - present, 0)
+        if missing > self.left:
+            return False
+        self.left -= missing
+        return True
+
+
+def beyond_files(what: str, claimed: int, present: int, file: str, key_path: str | None = None) -> Problem:
+    """The problem of a count that claims far more files than exist (see :data:`MAX_MISSING`)."""
+    return Problem(
+        Severity.ERROR,
+        "count-beyond-files",
+        f"{what} says {claimed} files, the folder has {present} of them: "
+        f"more than {MAX_MISSING} missing, not listed one by one",
+        file,
+        key_path,
+    )
+
+
+def _highest(files: list[LayoutFile], rank: Callable[[CheckpointName], int | None]) -> LayoutFile:
+    return max(files, key=lambda f: rank(f.name) or 0)
+
+
 def _missing_files(
     path: str, by_kind: dict[FileKind, list[LayoutFile]], mp_world: int | None, dp_world: int | None, prefixes: set[Any]
 ) -> Iterator[Problem]:
-    """Files the names of their siblings say must exist."""
+    """Files the names of their siblings say must exist (as many as exist, plus at most MAX_MISSING)."""
     present = {f.relpath for files in by_kind.values() for f in files}
     expected: list[tuple[str, str]] = []  # (code, relpath)
+    budget = MissingBudget()
     optim = by_kind.get(FileKind.OPTIM_STATES, [])
     zero3 = by_kind.get(FileKind.ZERO3_MODEL_STATES, [])
+    model = by_kind.get(FileKind.MODEL_STATES, [])
+    mp_files = model + zero3 + optim
+    mp_present = len({f.name.mp_rank for f in mp_files})
+    if mp_world is not None and not budget.fits(mp_world, mp_present):
+        top = _highest(mp_files, lambda n: n.mp_rank)
+        yield beyond_files(f"mp_rank {top.name.mp_rank} in the name", mp_world, mp_present, top.path)
+        mp_world = None
     if mp_world is not None:
-        if not zero3 and (by_kind.get(FileKind.MODEL_STATES) or optim):
+        if not zero3 and (model or optim):
             expected += [("missing-model-states", naming.model_states(mp)) for mp in range(mp_world)]
         if dp_world is not None and (optim or zero3):
-            prefix = next(iter(prefixes)) if len(prefixes) == 1 else None
-            for mp in range(mp_world):
-                for dp in range(dp_world):
-                    if zero3:
-                        expected.append(("missing-model-states", naming.zero3_model_states(dp, mp)))
-                    if prefix is not None:
-                        expected.append(("missing-rank", naming.optim_states(dp, mp, prefix)))
+            grid = optim + zero3
+            if budget.fits(mp_world * dp_world * (1 + bool(zero3)), len(grid)):
+                prefix = next(iter(prefixes)) if len(prefixes) == 1 else None
+                for mp in range(mp_world):
+                    for dp in range(dp_world):
+                        if zero3:
+                            expected.append(("missing-model-states", naming.zero3_model_states(dp, mp)))
+                        if prefix is not None:
+                            expected.append(("missing-rank", naming.optim_states(dp, mp, prefix)))
+            else:
+                top = _highest(grid, lambda n: n.dp_rank)
+                claim = f"zero_pp_rank {top.name.dp_rank} in the name"
+                yield beyond_files(claim, mp_world * dp_world, len(grid), top.path)
     experts = by_kind.get(FileKind.EXPERT_MODEL_STATES, [])
     for layer in sorted({f.name.layer for f in experts}, key=lambda v: -1 if v is None else v):
         in_layer = [f for f in experts if f.name.layer == layer]
         count = max(f.name.expert or 0 for f in in_layer) + 1
-        for mp in sorted(_ranks(f.name.mp_rank for f in in_layer)):
+        mp_ranks = sorted(_ranks(f.name.mp_rank for f in in_layer))
+        if not budget.fits(count * len(mp_ranks), len(in_layer)):
+            top = _highest(in_layer, lambda n: n.expert)
+            yield beyond_files(f"expert {top.name.expert} in the name", count * len(mp_ranks), len(in_layer), top.path)
+            continue
+        for mp in mp_ranks:
             for expert in range(count):
                 expected.append(("missing-expert", naming.expert_model_states(expert, mp, layer)))
     expert_optim = by_kind.get(FileKind.EXPERT_OPTIM_STATES, [])
     if expert_optim:
         ep_world = max(f.name.ep_rank or 0 for f in expert_optim) + 1
-        for mp in range(mp_world or 1):
-            expected += [("missing-expert-optim", naming.expert_optim_states(r, mp)) for r in range(ep_world)]
+        if budget.fits((mp_world or 1) * ep_world, len(expert_optim)):
+            for mp in range(mp_world or 1):
+                expected += [("missing-expert-optim", naming.expert_optim_states(r, mp)) for r in range(ep_world)]
+        else:
+            top = _highest(expert_optim, lambda n: n.ep_rank)
+            yield beyond_files(
+                f"expp_rank {top.name.ep_rank} in the name", (mp_world or 1) * ep_world, len(expert_optim), top.path
+            )
     if FileKind.UNIVERSAL_PARAM_STATE in by_kind and FileKind.UNIVERSAL_OPTIMIZER_STATE not in by_kind:
         expected.append(("missing-universal-state", naming.build(CheckpointName(FileKind.UNIVERSAL_OPTIMIZER_STATE))))
     for code, relpath in expected:

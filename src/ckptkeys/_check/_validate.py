@@ -25,7 +25,7 @@ from ..naming import (
 from . import _frameworks
 from ._converters import readiness
 from ._dicts import check_file, client_state_problems
-from ._layout import LayoutFile, TagLayout
+from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files
 from ._problems import Problem, Severity
 from ._reports import TagReport
 
@@ -114,7 +114,7 @@ def _cross_file(tag: TagLayout) -> list[Problem]:
         degrees = [d for k in ParallelDimsKeys if isinstance(dims, dict) and type(d := dims.get(k)) is int]
         witness = math.prod(degrees) if len(degrees) == len(ParallelDimsKeys) else mp_world
         if mp_world == witness and mp_world > found_mp:
-            problems += _missing_mp_ranks(tag, mp_world, dp_ranks)
+            problems += _missing_mp_ranks(tag, model_file, mp_world, dp_ranks)
         elif mp_world != len(names_mp):
             problems.append(
                 Problem(
@@ -198,7 +198,7 @@ def _data_parallel(
             )
     if declared is not None and model_file is not None and declared != found:
         if declared in partition_counts:
-            problems += _missing_shards(tag, declared, dp_ranks)
+            problems += _missing_shards(tag, model_file, declared, dp_ranks)
         else:
             problems.append(
                 Problem(
@@ -212,11 +212,19 @@ def _data_parallel(
     return problems
 
 
-def _missing_mp_ranks(tag: TagLayout, mp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
+def _missing_mp_ranks(
+    tag: TagLayout, model_file: LayoutFile, mp_world: int, dp_ranks: set[int | None]
+) -> list[Problem]:
     """The files of model-parallel ranks below mp_world_size that the folder lacks."""
     present = {f.relpath for f in tag.files}
     zero3 = bool(tag.of_kind(FileKind.ZERO3_MODEL_STATES))
     prefixes = {f.name.precision or "" for f in tag.of_kind(FileKind.OPTIM_STATES)}
+    per_mp = (0 if zero3 else 1) + len(dp_ranks) * (bool(zero3) + (len(prefixes) == 1))
+    kinds = (FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES, FileKind.OPTIM_STATES)
+    have = len(tag.of_kind(*kinds))
+    if not MissingBudget().fits(mp_world * per_mp, have):
+        key = f"{ModuleKeys.MP_WORLD_SIZE}"
+        return [beyond_files(key, mp_world * per_mp, have, model_file.path, key)]
     expected: list[tuple[str, str]] = []
     for mp in range(mp_world):
         if not zero3:
@@ -233,7 +241,9 @@ def _missing_mp_ranks(tag: TagLayout, mp_world: int, dp_ranks: set[int | None]) 
     ]
 
 
-def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
+def _missing_shards(
+    tag: TagLayout, model_file: LayoutFile, dp_world: int, dp_ranks: set[int | None]
+) -> list[Problem]:
     """Optimizer shards of ranks below dp_world_size that the folder lacks (names cannot tell the last ones)."""
     present = {f.relpath for f in tag.files}
     problems = []
@@ -242,7 +252,11 @@ def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) ->
     if len(prefixes) != 1:
         return []
     prefix = prefixes.pop()
-    for mp in sorted({f.name.mp_rank or 0 for f in shards}):
+    mp_ranks = sorted({f.name.mp_rank or 0 for f in shards})
+    if not MissingBudget().fits(dp_world * len(mp_ranks), len(shards)):
+        key = f"{ModuleKeys.DP_WORLD_SIZE}"
+        return [beyond_files(key, dp_world * len(mp_ranks), len(shards), model_file.path, key)]
+    for mp in mp_ranks:
         for dp in range(dp_world):
             name = optim_states(dp, mp, prefix)
             if name not in present and not any(
@@ -259,7 +273,7 @@ def _missing_shards(tag: TagLayout, dp_world: int, dp_ranks: set[int | None]) ->
     return problems
 
 
-_EP_GROUP_NAME: Final = re.compile(r"ep_size_(\d+)")
+_EP_GROUP_NAME: Final = re.compile(r"ep_size_(\d{1,18})")  # int() of any digits: ValueError past 4300
 
 
 def moe_info(tag: TagLayout) -> dict[str, Any] | None:
@@ -323,6 +337,9 @@ def _expert_optimizer_files(tag: TagLayout) -> list[Problem]:
     names = {f.relpath for f in present}
     already = {p.file for p in tag.problems}
     mp_ranks = sorted({f.name.mp_rank or 0 for f in tag.of_kind(FileKind.MODEL_STATES)} or {0})
+    if not MissingBudget().fits(ep_size * len(mp_ranks), len(present)):
+        claim = f"the MoE param group's name ep_size_{ep_size}"
+        return [beyond_files(claim, ep_size * len(mp_ranks), len(present), tag.path)]
     problems = []
     for mp in mp_ranks:
         for rank in range(ep_size):
@@ -349,8 +366,14 @@ def _experts(tag: TagLayout, model_state: dict[Any, Any]) -> list[Problem]:
         return []
     present = {f.relpath for f in experts}
     already = {p.file for p in tag.problems}
+    mp_ranks = sorted({f.name.mp_rank or 0 for f in experts})
+    claimed = sum(count for count in per_layer if type(count) is int and count > 0) * len(mp_ranks)
+    if not MissingBudget().fits(claimed, len(experts)):
+        key = f"{ModuleKeys.NUM_EXPERTS}"
+        model_file = tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES)[:1] or experts[:1]
+        return [beyond_files(key, claimed, len(experts), model_file[0].path, key)]
     problems = []
-    for mp in sorted({f.name.mp_rank or 0 for f in experts}):
+    for mp in mp_ranks:
         for layer, count in enumerate(per_layer):
             for expert in range(count if type(count) is int else 0):
                 name = expert_model_states(expert, mp, layer)
