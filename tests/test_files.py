@@ -387,3 +387,29 @@ def test_export_of_a_partition_count_far_beyond_the_files_stops_at_the_first_mis
     found = _codes_in_subprocess(FIXTURES / "z2_bf16_ws2", {"partition_count": [10**9]}, export=True)
     assert found.endswith("bf16_zero_pp_rank_2_mp_rank_00_optim_states.pt: is missing: partition_count is "
                           "1000000000, rank 2's optimizer shard is not in the folder")  # fmt: skip
+
+
+@needs_fifo
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_export_of_a_source_swapped_for_a_fifo_after_planning_fails_naming_it(
+    dtype: str, tmp_path: pathlib.Path
+) -> None:
+    if dtype != "fp32":
+        pytest.importorskip("numpy")
+    root = _copy(tmp_path, "z2_bf16_ws2")
+    shard = root / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    found = in_subprocess(
+        f"""
+        import json, os, ckptkeys
+        plan = ckptkeys.plan_export({str(root)!r}, dtype={dtype!r})
+        os.unlink({str(shard)!r})
+        os.mkfifo({str(shard)!r})
+        try:
+            ckptkeys.write_export(plan, {str(tmp_path / "out")!r})
+        except ckptkeys.ExportError as error:
+            print(json.dumps([error.path, str(error), sorted(os.listdir({str(tmp_path / "out")!r}))]))
+        """
+    )
+    assert found[0] == str(shard)
+    assert found[1].endswith("is a FIFO, not a regular file")
+    assert found[2] == []  # no temporary file left behind

@@ -19,7 +19,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from .._read._files import create_new
+from .._read._errors import ReadError
+from .._read._files import create_new, open_regular
 from .._read._torch import DTYPE_ITEMSIZE
 
 TYPE_CHECKING = False
@@ -102,10 +103,9 @@ def copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
     """
     out.flush()
     try:
-        source = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
-    except OSError as error:
-        error.filename = path
-        raise
+        source = open_regular(path)  # a FIFO swapped in since the plan was made is refused, not waited on
+    except ReadError as error:
+        raise OSError(errno.EINVAL, error.reason.removeprefix("cannot be read: "), path) from None
     with source:
         copied = _copy_in_kernel(source.fileno(), out, offset, length)
         if copied < length:

@@ -9,10 +9,12 @@ the bytes torch would load.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
 from .._read._errors import CorruptCheckpointError, ReadError
+from .._read._files import open_regular
 from .._read._limits import Limits
 from .._read._reader import Checkpoint
 from .._read._torch import TensorInfo
@@ -54,7 +56,7 @@ def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
     if checkpoint.format != "zip":
         raise CorruptCheckpointError(name, "is in torch's legacy format: its tensors cannot be located without torch")
     try:
-        with open(name, "rb") as stream:
+        with io.BufferedReader(open_regular(name)) as stream:  # a FIFO swapped in since read(): refused
             size = os.fstat(stream.fileno()).st_size
             if size != checkpoint.size:
                 raise CorruptCheckpointError(name, f"changed since it was read ({checkpoint.size} bytes, now {size})")

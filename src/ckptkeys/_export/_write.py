@@ -13,7 +13,8 @@ import os
 import re
 
 from ._entry import plan_export
-from .._read._files import create_new
+from .._read._errors import ReadError
+from .._read._files import create_new, open_regular
 from ._safetensors import ITEMSIZE, Entry, copy_range, write_file
 from ._spans import FileSpan
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor
@@ -216,9 +217,9 @@ def _chunks(spans: Sequence[FileSpan], itemsize: int, *, exact: int | None = Non
 
 def _source(path: str, offset: int) -> io.FileIO:
     try:
-        stream = open(path, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
-    except OSError as error:
-        raise ExportError(path, f"cannot be read: {error.strerror or error}") from None
+        stream = open_regular(path)  # a FIFO swapped in since the plan was made is refused, not waited on
+    except ReadError as error:
+        raise ExportError(path, error.reason) from None
     try:
         stream.seek(offset)
         return stream

@@ -16,6 +16,7 @@ name redirects the bytes.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
 import stat
@@ -24,7 +25,6 @@ from ._errors import ReadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import io
     from typing import Final
 
 __all__ = ["TEMP_PREFIX", "create_new", "kind_of", "open_regular", "read_small"]
@@ -56,8 +56,9 @@ def kind_of(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-def open_regular(path: str, *, boundary: str | None = None, max_bytes: int | None = None) -> io.BufferedReader:
-    """``path`` opened for reading, if it is a regular file (inside ``boundary``, if given).
+def open_regular(path: str, *, boundary: str | None = None, max_bytes: int | None = None) -> io.FileIO:
+    """``path`` opened for reading (unbuffered: wrap it in ``io.BufferedReader`` for small reads),
+    if it is a regular file (inside ``boundary``, if given).
 
     Raises :class:`ReadError` naming ``path``: it "is a FIFO, not a regular file" (or a device,
     a socket, a directory), it "leads outside the folder", it "is larger than N bytes"
@@ -85,7 +86,7 @@ def open_regular(path: str, *, boundary: str | None = None, max_bytes: int | Non
             raise ReadError(path, f"is larger than {max_bytes} bytes ({info.st_size} bytes)")
         if _NONBLOCK:
             os.set_blocking(fd, True)
-        return open(fd, "rb")  # noqa: SIM115 (the caller closes it)
+        return open(fd, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
     except BaseException:
         os.close(fd)
         raise
@@ -96,7 +97,7 @@ def read_small(path: str, *, boundary: str | None, max_bytes: int) -> bytes:
 
     A file that grows past ``max_bytes`` while it is read is refused like one that was larger.
     """
-    with open_regular(path, boundary=boundary, max_bytes=max_bytes) as stream:
+    with io.BufferedReader(open_regular(path, boundary=boundary, max_bytes=max_bytes)) as stream:
         try:
             data = stream.read(max_bytes + 1)
         except OSError as error:

@@ -13,6 +13,7 @@ torch reads it (``_zip``). Storage records are never read.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import tarfile
@@ -74,7 +75,7 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
     name = os.fspath(path)
     limits = limits or Limits()
     try:
-        with open_regular(name) as stream:  # a FIFO or device is refused, never waited on
+        with io.BufferedReader(open_regular(name)) as stream:  # a FIFO or device is refused, never waited on
             size = os.fstat(stream.fileno()).st_size
             head = stream.read(len(LOCAL_SIGNATURE))
             if head == LOCAL_SIGNATURE:  # torch.serialization._is_zipfile
