@@ -413,3 +413,11 @@ def test_export_of_a_source_swapped_for_a_fifo_after_planning_fails_naming_it(
     assert found[0] == str(shard)
     assert found[1].endswith("is a FIFO, not a regular file")
     assert found[2] == []  # no temporary file left behind
+
+
+def test_export_onto_a_folder_named_like_its_output_names_the_output(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    (out / "model.safetensors").mkdir(parents=True)
+    with pytest.raises(ckptkeys.ExportError, match=r"out[\\/]model\.safetensors: cannot be written: "):
+        ckptkeys.export(FIXTURES / "z2_bf16_ws2", out, overwrite=True)
+    assert os.listdir(out) == ["model.safetensors"]  # no temporary file left

@@ -191,7 +191,11 @@ def write_file(
                     progress(entry.nbytes)
             if fsync:
                 os.fsync(out.fileno())
-        os.replace(temp, path)
+        try:
+            os.replace(temp, path)
+        except OSError as error:  # a folder under the final name: name the output, not the temporary file
+            error.filename, error.filename2 = path, None
+            raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
