@@ -223,6 +223,16 @@ def test_validate_run_reports_the_run_s_problems(tmp_path: pathlib.Path) -> None
         """
     )
     assert "unreadable-side-file" in found
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONIOENCODING="utf-8")
+    for form in ((), ("--json",)):
+        command = [sys.executable, "-m", "ckptkeys", "validate", *form, str(run)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=_HANG, check=False)
+        if form:
+            document = json.loads(result.stdout)
+            assert [p["code"] for p in document["problems"]] == ["unreadable-side-file"]
+            assert document["summary"]["warning"] >= 1
+        else:
+            assert f"unreadable-side-file: {state}: is a FIFO, not a regular file" in result.stdout
 
 
 # -- export: no planted name redirects a write ------------------------------------------------------

@@ -45,6 +45,8 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
         out.append(f"  {save['name']:<{width}}  {step}{shown}")
     if document["framework_files"]:
         out.append(f"framework files: {', '.join(document['framework_files'])}")
+    if document["problems"]:  # the run folder's own (a trainer_state.json not read, entries skipped)
+        out += _problems_text({"problems": document["problems"], "tags": []}, paint)
     for save in document["saves"]:
         if save["report"] is not None:
             out.append("")
