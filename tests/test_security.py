@@ -27,7 +27,7 @@ from .conftest import FIXTURES
 from .security_cases import Case, build_cases
 
 CASES = build_cases("/nonexistent-canaries")
-REFUSALS = ("AmbiguousFileError", "UnsupportedFormatError")
+REFUSALS = ("AmbiguousFileError", "UnsupportedFormatError", "TorchScriptArchiveError")
 
 
 def inspect_json(

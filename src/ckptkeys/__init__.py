@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         LimitError,
         NotACheckpointError,
         ReadError,
+        TorchScriptArchiveError,
         UnsupportedFormatError,
     )
     from ._read._globalref import GlobalRef
@@ -127,6 +128,7 @@ __all__ = [
     "TagLayout",
     "TagReport",
     "TensorInfo",
+    "TorchScriptArchiveError",
     "UniversalKeys",
     "UniversalParamKeys",
     "UniversalStateKeys",
@@ -163,6 +165,7 @@ _ELSEWHERE = {
     "LimitError": "_read._errors",
     "NotACheckpointError": "_read._errors",
     "ReadError": "_read._errors",
+    "TorchScriptArchiveError": "_read._errors",
     "UnsupportedFormatError": "_read._errors",
     "Checkpoint": "_read._reader",
     "read": "_read._reader",

@@ -1,13 +1,15 @@
 """Problems from what the reader saw of a file's globals: code execution, and files it refused.
 
 The reader classifies every global (:func:`ckptkeys._read._globals.classify`); this module turns
-that into the ``code-execution``, ``ambiguous-file``, ``unsupported-format`` and ``unreadable-file``
-problems that ``validate``, ``scan`` and ``inspect`` report.
+that into the ``code-execution``, ``torchscript-archive``, ``ambiguous-file``, ``unsupported-format``
+and ``unreadable-file`` problems that ``validate``, ``scan`` and ``inspect`` report. A TorchScript
+archive is refused by the reader (``torch.load`` runs its compiled code, whatever its pickle
+names), and is a security problem of its own, like a code-execution global.
 """
 
 from __future__ import annotations
 
-from .._read._errors import AmbiguousFileError, ReadError, UnsupportedFormatError
+from .._read._errors import AmbiguousFileError, ReadError, TorchScriptArchiveError, UnsupportedFormatError
 from .._read._globals import classify
 from ._problems import Problem, Severity
 
@@ -38,7 +40,9 @@ def globals_problems(path: str, refs: Iterable[GlobalRef]) -> list[Problem]:
 
 def read_error_problems(path: str, error: ReadError) -> list[Problem]:
     """The problems of a file that could not be read: the refusal, and the globals named before it."""
-    if isinstance(error, AmbiguousFileError):
+    if isinstance(error, TorchScriptArchiveError):  # before its base class: torch runs its code
+        code = "torchscript-archive"
+    elif isinstance(error, AmbiguousFileError):
         code = "ambiguous-file"
     elif isinstance(error, UnsupportedFormatError):
         code = "unsupported-format"

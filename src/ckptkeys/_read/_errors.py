@@ -16,6 +16,7 @@ __all__ = [
     "LimitError",
     "NotACheckpointError",
     "ReadError",
+    "TorchScriptArchiveError",
     "UnsupportedFormatError",
 ]
 
@@ -85,3 +86,27 @@ class UnsupportedFormatError(ReadError):
 
     It is refused, never read another way: torch would unpickle members ckptkeys cannot show.
     """
+
+
+class TorchScriptArchiveError(UnsupportedFormatError):
+    """A TorchScript archive: ``torch.load`` hands it to ``torch.jit.load``, which runs its code.
+
+    torch recognises one by a record ``<folder>/constants.pkl`` (``_is_torchscript_zip``);
+    ``torch.jit.load`` then compiles the archive's ``code/`` and runs it (a class's
+    ``__setstate__``, for one, which can create and write files). What ``data.pkl`` holds says
+    nothing about that, so the file is refused unread, whatever it holds: a security problem,
+    not a malformed file. ``record`` is the member's name.
+    """
+
+    def __init__(self, path: str, record: str) -> None:
+        super().__init__(
+            path,
+            f"is a TorchScript archive (it holds {record!r:.120}): torch.load hands it to torch.jit.load, "
+            "which compiles the archive's code/ and runs it (a TorchScript __setstate__ can write files); "
+            "its data.pkl says nothing about what runs. Never torch.load or torch.jit.load it unless you "
+            "trust its source; ckptkeys does not read TorchScript",
+        )
+        self.record = record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.record), {"globals": self.globals})

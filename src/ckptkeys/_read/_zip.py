@@ -15,6 +15,12 @@ naming both readings) what readers can disagree on:
 - the archive's folder is the first member's, and every member must be in it
   (``PyTorchStreamReader``); a member is looked up in it with ASCII case ignored (miniz): two
   members whose names differ only in case are refused;
+- an archive with a record ``<folder>/constants.pkl`` (exactly as ``PyTorchStreamReader.getAllRecords``
+  names it: case counts, the name cut at 511 bytes and at a NUL byte) is a TorchScript archive:
+  ``torch.load`` hands it to ``torch.jit.load``, which runs its code, so it is refused unread
+  (:class:`~ckptkeys.TorchScriptArchiveError`);
+- a member miniz "extracts" without writing a byte (a directory, or 0 compressed bytes) while it
+  declares some: torch would read an uninitialised buffer, so it is refused;
 - as in miniz, CRC-32s, "version needed" and the local header's copy of the name are not
   checked (torch loads such files); a member's data starts after the local header's own name
   and extra field.
@@ -27,7 +33,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ._errors import AmbiguousFileError, CorruptCheckpointError, LimitError, NotACheckpointError
+from ._errors import (
+    AmbiguousFileError,
+    CorruptCheckpointError,
+    LimitError,
+    NotACheckpointError,
+    TorchScriptArchiveError,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,6 +76,10 @@ _DEFLATED: Final = 8
 # General-purpose flags miniz will not extract: encrypted, compressed patch data, strong encryption.
 _UNREADABLE_FLAGS: Final = 0x0001 | 0x0020 | 0x0040
 _DOS_DIRECTORY: Final = 0x10
+# torch.serialization._is_torchscript_zip: the record that makes torch.load call torch.jit.load.
+_TORCHSCRIPT_RECORD: Final = b"constants.pkl"
+# PyTorchStreamReader.getAllRecords reads each name into MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE (512) bytes.
+_MAX_RECORD_NAME: Final = 511
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +125,20 @@ class Archive:
         """The member's bytes as miniz extracts them (stored or deflated), at most ``limit``."""
         if member.size > limit:
             raise LimitError(self.path, what, limit)
-        if member.is_directory:
-            # miniz "extracts" a directory entry as nothing and torch would unpickle an
-            # uninitialised buffer: there is no content to show.
+        if member.size and (member.is_directory or not member.compressed_size):
+            # mz_zip_reader_extract_to_mem returns at once, writing nothing, for a directory or
+            # a member of 0 compressed bytes, and PyTorchStreamReader::getRecord hands torch the
+            # buffer it allocated for the declared size: whatever that memory held.
+            kind = "is marked as a directory" if member.is_directory else "declares 0 compressed bytes"
+            raise AmbiguousFileError(
+                self.path,
+                f"zip member {member.name!r} {kind} and {member.size} bytes",
+                (
+                    f"torch (miniz) extracts none of them and reads an uninitialised buffer of {member.size} bytes",
+                    "no reader can know those bytes",
+                ),
+            )
+        if member.is_directory:  # an empty record torch reads as b"": no pickle, no byte order
             raise CorruptCheckpointError(self.path, f"zip member {member.name!r} is marked as a directory")
         if member.flags & _UNREADABLE_FLAGS:
             raise CorruptCheckpointError(self.path, f"zip member {member.name!r} is encrypted or a patch")
@@ -236,6 +263,25 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
     members = _parse_directory(path, directory, entries)
     if not members:
         raise NotACheckpointError(path, "is an empty zip archive: not a torch checkpoint")
+    first = members[0].raw_name
+    slash = first.find(b"/")
+    if slash < 0:  # PyTorchStreamReader's constructor refuses it too
+        raise NotACheckpointError(path, f"is a zip archive whose first member {members[0].name!r} is in no folder")
+    folder = first[: slash + 1]
+    if b"\0" in folder:
+        # PyTorchStreamReader compares names with the folder as C strings, up to that NUL byte:
+        # what torch takes for a record (a TorchScript one included) then depends on stale bytes.
+        raise AmbiguousFileError(
+            path,
+            f"the archive's folder name {first[:slash]!r:.80} holds a NUL byte",
+            (
+                "torch (PyTorchStreamReader) compares member names with it only up to the NUL",
+                "a reader of the whole name sees other records",
+            ),
+        )
+    script = _torchscript_record(members, folder)
+    if script is not None:  # torch.load dispatches before it reads anything else
+        raise TorchScriptArchiveError(path, script.name)
     index: dict[bytes, Member] = {}
     for member in members:
         key = member.raw_name.lower()  # ASCII only, as miniz's MZ_TOLOWER
@@ -251,17 +297,40 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                 ),
             )
     defects = _defects(members, size)
-    first = members[0].raw_name
-    slash = first.find(b"/")
-    if slash < 0:
-        raise NotACheckpointError(path, f"is a zip archive whose first member {members[0].name!r} is in no folder")
-    folder = first[: slash + 1]
     for member in members:  # PyTorchStreamReader refuses the archive otherwise (case counts here)
         if not member.raw_name.startswith(folder):
             raise CorruptCheckpointError(
                 path, f"zip member {member.name!r} is outside the archive's folder {members[0].name[:slash]!r}"
             )
     return Archive(path, stream, size, members, first[:slash], index, defects)
+
+
+def _torchscript_record(members: list[Member], folder: bytes) -> Member | None:
+    """The member that makes ``torch.load`` take the archive for TorchScript, as torch finds it.
+
+    ``torch.serialization._is_torchscript_zip`` asks whether ``"constants.pkl"`` is among
+    ``PyTorchStreamReader.getAllRecords()``: each name copied into a 512-byte C buffer (cut at
+    511 bytes and at a NUL byte), the folder stripped, and compared exactly (case counts, no
+    nested path). ``getAllRecords`` throws on a name outside the folder and its caller on a name
+    that is not UTF-8; ``torch.load`` then fails before running anything, and so no member counts.
+    """
+    found = None
+    for member in members:
+        name = member.raw_name[:_MAX_RECORD_NAME]
+        nul = name.find(b"\0")
+        if nul >= 0:
+            name = name[:nul]
+        if not name.startswith(folder):
+            return None
+        record = name[len(folder) :]
+        if record == _TORCHSCRIPT_RECORD:
+            found = found or member
+        elif not record.isascii():
+            try:
+                record.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return found
 
 
 def _parse_directory(path: str, directory: bytes, entries: int) -> list[Member]:
@@ -321,6 +390,10 @@ def _defects(members: list[Member], size: int) -> list[str]:
             member.size and not member.compressed_size
         ):
             found.append(f"zip member {name!r:.80} declares inconsistent sizes")
+        elif member.is_directory and member.size:
+            # miniz extracts a directory as nothing: a storage record read from it would hold
+            # whatever torch's freshly allocated buffer held.
+            found.append(f"zip member {name!r:.80} is marked as a directory, yet declares {member.size} bytes")
         if member.header_offset + _LOCAL_SIZE + member.compressed_size > size:
             found.append(f"zip member {name!r:.80} extends past the end of the file")
         parts = name.replace("\\", "/").split("/")
