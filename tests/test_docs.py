@@ -154,3 +154,17 @@ def test_misplaced_marker_or_open_block_is_an_error(tmp_path: pathlib.Path, text
 )
 def test_is_complete(code: str, complete: bool) -> None:
     assert doc_examples.is_complete(code) is complete
+
+
+def test_torch_load_branch_table_names_tests_that_exist() -> None:
+    """docs/security.md's table of torch.load's branches: each row names a test that exists, or says why none."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    table = text[text.index("### Every branch of `torch.load`") : text.index("**Coverage.**")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 25
+    for row in rows:
+        cell = row.rstrip().removesuffix("|").rsplit("|", 1)[-1].strip()
+        named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", cell)
+        assert named or cell.startswith("none: "), row[:80]
+        for file, test in named:
+            assert re.search(rf"^def {test}\(", (ROOT / file).read_text(encoding="utf-8"), re.M), f"{file}::{test}"
