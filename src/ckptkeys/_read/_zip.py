@@ -279,7 +279,8 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                 "a reader of the whole name sees other records",
             ),
         )
-    script = _torchscript_record(members, folder)
+    # Every name is in the directory's bytes: one search spares the walk over a torch.save archive.
+    script = _torchscript_record(members, folder) if _TORCHSCRIPT_RECORD in directory else None
     if script is not None:  # torch.load dispatches before it reads anything else
         raise TorchScriptArchiveError(path, script.name)
     index: dict[bytes, Member] = {}
