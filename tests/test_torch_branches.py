@@ -306,3 +306,19 @@ def test_persistent_id_of_bytes_is_read_like_torch_or_refused(legacy: bool, tmp_
     except ckptkeys.ReadError:
         return  # refused: never read another way
     assert checkpoint.data["w"].shape == (len(expected),)
+
+
+@pytest.mark.parametrize("change", ["no-version-record", "bad-storage-alignment"])
+def test_file_torch_refuses_before_its_pickle_is_still_shown(change: str, tmp_path: pathlib.Path) -> None:
+    """PyTorchStreamReader wants a version record, _load an int in .storage_alignment: ckptkeys shows the pickle."""
+    saved, path = tmp_path / "saved.pt", tmp_path / "file.pt"
+    torch.save({"w": torch.arange(4.0)}, saved)
+    with zipfile.ZipFile(saved) as old, zipfile.ZipFile(path, "w") as new:
+        for info in old.infolist():
+            if change == "no-version-record" and info.filename.endswith("/version"):
+                continue
+            bad = change == "bad-storage-alignment" and info.filename.endswith("/.storage_alignment")
+            new.writestr(info.filename, b"sixty-four" if bad else old.read(info))
+    with pytest.raises((RuntimeError, ValueError)):
+        torch.load(path, weights_only=True)
+    assert ckptkeys.read(path).data["w"].shape == (4,)  # more than torch shows, never less
