@@ -3,8 +3,10 @@
 ``torch.load`` knows three container formats and tells them apart as it does here: a file
 that starts with a zip local header is torch's zip format (torch >= 1.6): ``<folder>/data.pkl``
 holds the pickled structure, ``<folder>/data/<key>`` one record per storage,
-``<folder>/byteorder`` the byte order. Any other file torch first tries as its pre-1.0 *tar*
-format, which is refused here (:class:`~ckptkeys.UnsupportedFormatError`), then as the *legacy*
+``<folder>/byteorder`` the byte order; a zip with a ``<folder>/constants.pkl`` record is a
+TorchScript archive, which torch hands to ``torch.jit.load`` to compile and run, and is
+refused unread (:class:`~ckptkeys.TorchScriptArchiveError`). Any other file torch first tries
+as its pre-1.0 *tar* format, which is refused here (:class:`~ckptkeys.UnsupportedFormatError`), then as the *legacy*
 format: five pickles in a row (magic number, protocol version, system info, the structure, the
 storage keys) followed by the raw storages. Every pickle torch would unpickle is read by the inert
 machine in ``_pickle``, and the globals of all of them are reported; the zip directory is read as
@@ -68,7 +70,8 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
     written. Errors derive from :class:`~ckptkeys.ReadError` and name the file:
     :class:`~ckptkeys.NotACheckpointError`, :class:`~ckptkeys.CorruptCheckpointError` (and its
     :class:`~ckptkeys.AmbiguousFileError`, for a file readers disagree on),
-    :class:`~ckptkeys.UnsupportedFormatError` (torch's tar format), :class:`~ckptkeys.LimitError`,
+    :class:`~ckptkeys.UnsupportedFormatError` (torch's tar format; its
+    :class:`~ckptkeys.TorchScriptArchiveError`, a TorchScript archive), :class:`~ckptkeys.LimitError`,
     or ``ReadError`` itself when the file cannot be opened. An error raised after a pickle named
     globals carries them in ``globals``: ``torch.load`` would have imported them before failing.
     """
