@@ -322,3 +322,28 @@ def test_file_torch_refuses_before_its_pickle_is_still_shown(change: str, tmp_pa
     with pytest.raises((RuntimeError, ValueError)):
         torch.load(path, weights_only=True)
     assert ckptkeys.read(path).data["w"].shape == (4,)  # more than torch shows, never less
+
+
+_DEEPSPEED_LOAD = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+try:
+    TorchCheckpointEngine().load(sys.argv[1], map_location="cpu")
+except BaseException:
+    pass
+"""
+
+
+@pytest.mark.deepspeed
+def test_deepspeed_checkpoint_engine_runs_a_torchscript_payload(tmp_path: pathlib.Path) -> None:
+    """DeepSpeed's own engine loads with weights_only=False: the payload beside a benign data.pkl runs."""
+    pytest.importorskip("deepspeed")
+    variant = next(v for v in torchscript_variants(str(tmp_path)) if v.name == "benign-data")
+    path = tmp_path / "mp_rank_00_model_states.pt"
+    path.write_bytes(variant.data)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    subprocess.run([sys.executable, "-c", _DEEPSPEED_LOAD, str(path)], cwd=tmp_path, env=env, check=True, timeout=600)
+    assert (tmp_path / "benign-data").exists()
+    with pytest.raises(ckptkeys.TorchScriptArchiveError):
+        ckptkeys.read(path)
