@@ -347,3 +347,15 @@ def test_deepspeed_checkpoint_engine_runs_a_torchscript_payload(tmp_path: pathli
     assert (tmp_path / "benign-data").exists()
     with pytest.raises(ckptkeys.TorchScriptArchiveError):
         ckptkeys.read(path)
+
+
+def test_deflate_stream_longer_than_declared_gives_torch_the_declared_bytes(tmp_path: pathlib.Path) -> None:
+    """The fuzzer's finding: torch unpickles the first bytes of an over-long deflate stream; ckptkeys reads them too."""
+    from .test_torchscript import deflated_past_its_size
+
+    path = tmp_path / "file.pt"
+    path.write_bytes(deflated_past_its_size())
+    assert torch.load(path, weights_only=True) == {"a": 1}
+    with pytest.raises(ckptkeys.CorruptCheckpointError, match="inflates to more than") as raised:
+        ckptkeys.read(path)
+    assert [ref.qualname for ref in raised.value.globals] == ["collections.OrderedDict"]

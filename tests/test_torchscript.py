@@ -9,6 +9,7 @@ Without torch; tests/test_torch_branches.py checks the same bytes against torch.
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import pickle
@@ -130,3 +131,19 @@ def test_pickle_of_zero_compressed_bytes_is_refused(tmp_path: pathlib.Path) -> N
 def test_empty_directory_entry_is_harmless(tmp_path: pathlib.Path) -> None:
     members = [(b"archive/data.pkl", pickle.dumps({"a": 1}, protocol=2)), (b"archive/data/", b"")]
     assert ckptkeys.read(_write(tmp_path, zip_archive(members))).data == {"a": 1}
+
+
+
+def deflated_past_its_size() -> bytes:
+    """A zip whose deflated data.pkl inflates to a pickle and more bytes than its entry declares."""
+    pkl = pickle.dumps(collections.OrderedDict(a=1), protocol=2)
+    members = [(b"archive/data.pkl", pkl + b"\xc9 bytes past the declared size"), (b"archive/version", b"3\n")]
+    return mark_central(zip_archive(members, method=8), b"archive/data.pkl", size=len(pkl))
+
+
+def test_deflate_stream_longer_than_declared_is_read_as_miniz_reads_it(tmp_path: pathlib.Path) -> None:
+    """miniz fills torch's buffer of the declared size and stops: the pickle is those bytes, then the refusal."""
+    with pytest.raises(ckptkeys.CorruptCheckpointError, match="inflates to more than") as raised:
+        ckptkeys.read(_write(tmp_path, deflated_past_its_size()))
+    assert not isinstance(raised.value, ckptkeys.AmbiguousFileError)
+    assert [ref.qualname for ref in raised.value.globals] == ["collections.OrderedDict"]  # what torch resolves

@@ -131,12 +131,16 @@ def torchscript_variants(canary_folder: str) -> list[Variant]:
     return variants
 
 
-def mark_central(data: bytes, name: bytes, *, external: int | None = None, compressed: int | None = None) -> bytes:
-    """``data`` with the central directory entry of ``name`` changed: external attributes, compressed size."""
+def mark_central(
+    data: bytes, name: bytes, *, external: int | None = None, compressed: int | None = None, size: int | None = None
+) -> bytes:
+    """``data`` with the central directory entry of ``name`` changed: external attributes, sizes."""
     at = data.rindex(b"PK\x01\x02", 0, data.rindex(name))
     out = bytearray(data)
     if compressed is not None:
         struct.pack_into("<L", out, at + 20, compressed)
+    if size is not None:
+        struct.pack_into("<L", out, at + 24, size)
     if external is not None:
         struct.pack_into("<L", out, at + 38, external)
     return bytes(out)

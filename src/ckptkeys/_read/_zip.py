@@ -164,9 +164,16 @@ class Archive:
                 f"zip member {member.name!r} is a deflate stream zlib refuses ({error})",
                 ("torch (miniz's inflater) may inflate it all the same", "zlib, and ckptkeys, cannot"),
             ) from None
-        if len(data) != member.size:
+        if len(data) > member.size:
+            # miniz inflates into torch's buffer of the declared size and stops when it is full
+            # (TINFL_STATUS_HAS_MORE_OUTPUT sets no zip error, and getRecord checks only that):
+            # torch reads the first bytes, so they are read too, and the file refused after.
+            declared = f"the {member.size} bytes declared"
+            self.defects.append(f"zip member {member.name!r:.80} inflates to more than {declared}")
+            return data[: member.size]
+        if len(data) != member.size:  # miniz: MZ_ZIP_UNEXPECTED_DECOMPRESSED_SIZE, torch fails
             raise CorruptCheckpointError(
-                self.path, f"zip member {member.name!r} inflates to a size other than the {member.size} bytes declared"
+                self.path, f"zip member {member.name!r} inflates to fewer than the {member.size} bytes declared"
             )
         return data
 
