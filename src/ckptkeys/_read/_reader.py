@@ -54,8 +54,9 @@ class Checkpoint:
     :class:`TensorInfo` for tensors and :class:`Opaque` records for every other object."""
     globals: tuple[GlobalRef, ...]
     """Every global the pickle names, in order of first mention (what ``torch.load`` would import)."""
-    storages: dict[str, StorageInfo]
-    """The storage records the tensors refer to, by key."""
+    storages: dict[Any, StorageInfo]
+    """The storages the tensors refer to, by their key as pickled (``StorageInfo.pickled_key``):
+    torch's own dict of them, so keys ``2`` and ``'2'`` are two storages of one record."""
     format: Literal["zip", "legacy"]
     size: int
     """The file's size in bytes."""
@@ -110,22 +111,30 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
             raise CorruptCheckpointError(name, f"unknown byte order {raw!r:.40}")
         byteorder = _BYTEORDERS[raw]
     data = archive.read(pickle_member, limits.max_pickle_bytes, "max_pickle_bytes")
-    storages: dict[str, StorageInfo] = {}
+    # torch.load's loaded_storages: by the key exactly as pickled (2 and '2' are two storages,
+    # read from the one record data/2, each with its own dtype); empty storages are not kept.
+    storages: dict[Any, StorageInfo] = {}
+    loaded: dict[Any, StorageInfo] = {}
     # What torch may not check is found, the pickle is still read to its end for its globals,
     # and then the file is refused with the first defect.
     defects = list(archive.defects)
 
     def persistent_load(pid: Any) -> StorageInfo:
-        storage = _storage_record(name, pid, 5)
+        key, storage = _storage_record(name, pid, 5)
+        found = loaded.get(key)
+        if found is not None:
+            return found
         record = archive.find(f"data/{storage.key}")
         if record is None:
             raise CorruptCheckpointError(
                 name, f"storage record {folder}/data/{storage.key} is missing from the archive"
             )
-        if record.size < storage.nbytes:
+        if record.size != storage.nbytes:  # torch.load refuses a record of any other size
             record_name = f"{folder}/data/{storage.key}"
             defects.append(f"storage record {record_name} holds {record.size} bytes, the pickle says {storage.nbytes}")
-        return storages.setdefault(storage.key, storage)
+        if storage.nbytes:
+            loaded[key] = storage
+        return storages.setdefault(key, storage)
 
     result = unpickle(
         data,
@@ -142,23 +151,44 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
     return Checkpoint(name, result.value, result.globals, storages, "zip", size, byteorder)
 
 
-def _storage_record(name: str, pid: Any, length: int) -> StorageInfo:
-    """A storage persistent id: ('storage', StorageClass, key, location, numel[, view])."""
-    if not isinstance(pid, tuple) or len(pid) != length or pid[0] != "storage":
+# Types of storage key whose record name (f"data/{key}") is known without running anything.
+_KEY_TYPES: Final = (str, int, float, bytes, type(None))
+
+
+def _storage_record(name: str, pid: Any, length: int) -> tuple[Any, StorageInfo]:
+    """A storage persistent id, ('storage', StorageClass, key, location, numel[, view]), read as
+    torch's ``persistent_load`` reads it: the key as pickled (for its ``loaded_storages``) and the
+    storage. torch decodes a bytes type name or location as ASCII, uses the key itself as the
+    dict key and ``f"data/{key}"`` as the record name (a C string in its zip reader: it ends at
+    the first NUL)."""
+    if not isinstance(pid, tuple) or len(pid) != length:
         raise CorruptCheckpointError(name, f"persistent id {pid!r:.80} is not a storage record")
-    _, storage_type, key, location, numel = pid[:5]
+    typename, storage_type, key, location, numel = pid[:5]
+    try:
+        typename = _ascii(typename)
+        location = _ascii(location)
+    except UnicodeDecodeError:
+        raise CorruptCheckpointError(name, f"persistent id {pid!r:.80} holds bytes that are not ASCII") from None
+    if typename != "storage":
+        raise CorruptCheckpointError(name, f"persistent id {pid!r:.80} is not a storage record")
     dtype = storage_dtype(storage_type)
     if dtype is None:
         raise CorruptCheckpointError(name, f"persistent id names {storage_type!r:.60}, not a torch storage class")
-    # torch looks the record up as f"data/{key}" in the archive (never as a path on disk): an
-    # int key names a record as well as a str one.
-    if type(key) is int:
-        key = str(key)
-    if not isinstance(key, str) or not key:
-        raise CorruptCheckpointError(name, f"storage key {key!r:.60} is not a record name")
-    if not isinstance(location, str) or type(numel) is not int or numel < 0:
-        raise CorruptCheckpointError(name, f"storage record {key!r} has a bad location or size")
-    return StorageInfo(key, dtype, numel, location)
+    if not isinstance(key, _KEY_TYPES):
+        raise CorruptCheckpointError(name, f"storage key {key!r:.60} is a {type(key).__name__}: its record is unknown")
+    record = str(key).split("\x00", 1)[0]  # str() is f"{key}" for these types (b'2' for bytes)
+    try:
+        record.encode("utf-8")
+    except UnicodeEncodeError:  # torch's zip reader takes UTF-8: the encoding fails there too
+        raise CorruptCheckpointError(name, f"storage key {key!r:.60} cannot be a record name") from None
+    if not isinstance(location, str) or not isinstance(numel, int) or numel < 0:
+        raise CorruptCheckpointError(name, f"storage record {record!r} has a bad location or size")
+    return key, StorageInfo(record, dtype, int(numel), location, key)
+
+
+def _ascii(value: Any) -> Any:
+    # torch.serialization._maybe_decode_ascii
+    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 # -- tar -------------------------------------------------------------------------------------
@@ -203,15 +233,15 @@ def _read_legacy(name: str, stream: BinaryIO, size: int, limits: Limits) -> Chec
 def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: Limits) -> Checkpoint:
     stop = min(size, limits.max_pickle_bytes)  # the storages follow the pickles; only the pickles must fit
     named: dict[GlobalRef, None] = {}
-    storages: dict[str, StorageInfo] = {}
+    storages: dict[Any, StorageInfo] = {}
 
     def persistent_load(pid: Any) -> Any:
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
             # A module class saved with its source (torch < 1.6 pickling whole nn.Modules):
             # torch.load returns the class, named by a global the pickle already reported.
             return pid[1]
-        storage = _storage_record(name, pid, 6)
-        return storages.setdefault(storage.key, storage)
+        key, storage = _storage_record(name, pid, 6)
+        return storages.setdefault(key, storage)  # torch's deserialized_objects, by the key as pickled
 
     def next_pickle(start: int, what: str, **options: Any) -> Unpickled:
         # torch.load runs pickle.load on the file five times; each pickle's globals are reported,
@@ -273,10 +303,11 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
         raise _with_globals(
             CorruptCheckpointError(name, "legacy format: the storage key list is not a list of strings"), named
         )
-    missing = sorted(set(storages) - set(keys))
+    listed = set(keys)
+    missing = [key for key in storages if not isinstance(key, str) or key not in listed]
     if missing:
         raise _with_globals(
-            CorruptCheckpointError(name, f"storage records {missing[:5]} are missing from the file"), named
+            CorruptCheckpointError(name, f"storage records {missing[:5]!r:.200} are missing from the file"), named
         )
     return Checkpoint(name, main.value, tuple(named), storages, "legacy", size, byteorder)
 

@@ -146,16 +146,28 @@ class StorageInfo:
     """A storage record of a checkpoint: where a tensor's bytes are, never the bytes."""
 
     key: str
-    """The record's name in the archive (``<archive>/data/<key>``)."""
+    """The record's name in the archive (``<archive>/data/<key>``): the pickled key as torch
+    formats it (``f"{key}"``), up to a NUL (torch's zip reader takes a C string)."""
     dtype: str
     numel: int
     """Elements of ``dtype`` in the record."""
     location: str
     """The device it was saved from (``"cpu"``, ``"cuda:0"``)."""
+    pickled_key: Any = None
+    """The key as the pickle holds it (``"2"``, ``2``, ``b"2"``): the key of torch's dict of
+    loaded storages, so ``2`` and ``"2"`` are two storages of one record, each of its own dtype."""
 
     @property
     def nbytes(self) -> int:
         return self.numel * DTYPE_ITEMSIZE[self.dtype]
+
+    @property
+    def swap_size(self) -> int:
+        """The bytes ``torch.load`` reverses in place when the file's byte order is not the
+        machine's (``UntypedStorage.byteswap``): the element size, half of it for complex
+        dtypes (each of the two numbers alone); 1 means nothing is swapped."""
+        size = DTYPE_ITEMSIZE[self.dtype]
+        return max(size // 2, 1) if self.dtype.startswith("complex") else size
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +190,11 @@ class TensorInfo:
     """Saved as a ``torch.nn.Parameter``."""
     subclass: GlobalRef | None = None
     """A tensor subclass other than ``Parameter`` that the pickle names, if any."""
+    altered_by: str | None = None
+    """What in the pickle makes the values ``torch.load`` gives differ from the storage's
+    bytes, or makes its rebuild fail: negation or conjugation metadata, a pickled state that
+    sets an attribute of ``torch.Tensor`` (``data``), a subclass; ``None`` when the values are
+    the bytes. Export refuses such a tensor."""
 
     @property
     def numel(self) -> int:
@@ -241,16 +258,35 @@ def _rebuild_tensor(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Ten
 def _rebuild_tensor_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
     if kwargs or len(args) not in (6, 7):
         raise ValueError("expected (storage, offset, size, stride, requires_grad, hooks[, metadata])")
-    return _tensor(*args[:5])
+    return _with_metadata(_tensor(*args[:5]), args[6] if len(args) == 7 else None)
 
 
 def _rebuild_tensor_v3(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
     if kwargs or len(args) not in (7, 8):
         raise ValueError("expected (storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])")
     storage, offset, size, stride, requires_grad = args[:5]
-    return _tensor(storage, offset, size, stride, requires_grad, dtype=_dtype_name(args[6]))
+    tensor = _tensor(storage, offset, size, stride, requires_grad, dtype=_dtype_name(args[6]))
+    return _with_metadata(tensor, args[7] if len(args) == 8 else None)
 
 
+# The keys torch._C._set_tensor_metadata acts on (torch._utils.get_tensor_metadata writes them):
+# a negative or conjugate view, whose values torch gives negated or conjugated.
+_METADATA_BITS: Final = ("neg", "conj")
+
+
+def _with_metadata(tensor: TensorInfo, metadata: Any) -> TensorInfo:
+    # torch: `if metadata: set_tensor_metadata(tensor, metadata)`, which asserts a dict and hands
+    # it to C++ as a map of str to bool; other keys are ignored.
+    if not metadata:
+        return tensor
+    if not isinstance(metadata, dict):
+        return replace(tensor, altered_by=f"its rebuild metadata is a {type(metadata).__name__}, not a dict")
+    if not all(type(k) is str and isinstance(v, int) for k, v in metadata.items()):
+        return replace(tensor, altered_by=f"its rebuild metadata {metadata!r:.60} is not a dict of str to bool")
+    bits = [k for k in _METADATA_BITS if k in metadata]
+    if bits:
+        return replace(tensor, altered_by=f"its rebuild metadata sets {', '.join(bits)} (a {bits[0]} view)")
+    return tensor
 def _rebuild_meta(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
     if kwargs or len(args) != 4:
         raise ValueError("expected (dtype, size, stride, requires_grad)")
@@ -258,13 +294,48 @@ def _rebuild_meta(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Tenso
     return TensorInfo(_dtype_name(dtype), _ints(size, "size"), _ints(stride, "stride"), 0, None, bool(requires_grad))
 
 
-def _rebuild_parameter(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo | Opaque:
-    if kwargs or len(args) not in (3, 4):
-        raise ValueError("expected (data, requires_grad, hooks[, state])")
-    data, requires_grad = args[0], args[1]
+def _rebuild_parameter(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) != 3:
+        raise ValueError("expected (data, requires_grad, hooks)")
+    return _parameter(args[0], args[1])
+
+
+def _rebuild_parameter_with_state(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
+    if kwargs or len(args) != 4:
+        raise ValueError("expected (data, requires_grad, hooks, state)")
+    return _with_state(_parameter(args[0], args[1]), args[3])
+
+
+def _parameter(data: Any, requires_grad: Any) -> TensorInfo:
     if not isinstance(data, TensorInfo):
         raise ValueError(f"the data argument is {type(data).__name__}, not a tensor")
     return replace(data, is_parameter=True, requires_grad=bool(requires_grad))
+
+
+def _with_state(tensor: TensorInfo, state: Any) -> TensorInfo:
+    """What ``torch._utils._set_obj_state`` does with ``state``: a dict, or a (dict, slots) pair,
+    whose items are set as attributes. Plain attributes leave the values alone; an attribute
+    ``torch.Tensor`` has (``data``, ``grad``, ``__class__``...) may change them, and a state
+    torch cannot apply makes the load fail."""
+    from ._tensor_attributes import TENSOR_ATTRIBUTES
+
+    if isinstance(state, tuple):
+        if len(state) != 2:
+            return replace(tensor, altered_by=f"its pickled state is a tuple of {len(state)}, not (dict, slots)")
+        parts = state
+    else:
+        parts = (state, None)
+    for part in parts:
+        if not part:  # torch skips an empty or None part
+            continue
+        if not isinstance(part, dict):
+            return replace(tensor, altered_by=f"its pickled state holds a {type(part).__name__}, not a dict")
+        for name in part:
+            if type(name) is not str:
+                return replace(tensor, altered_by=f"its pickled state sets {name!r:.40}, not an attribute name")
+            if name in TENSOR_ATTRIBUTES:
+                return replace(tensor, altered_by=f"its pickled state sets torch.Tensor's attribute {name!r}")
+    return tensor
 
 
 _PARAMETER: Final = GlobalRef("torch.nn.parameter", "Parameter")
@@ -272,19 +343,24 @@ _PLAIN_TENSORS: Final = frozenset({GlobalRef("torch", "Tensor"), GlobalRef("torc
 
 
 def _rebuild_from_type_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> Any:
-    # (func, new_type, args, state): torch calls func(*args), then casts to new_type.
+    # (func, new_type, args, state): torch calls func(*args), casts the result to new_type, then
+    # applies state (with new_type's own __setstate__ if it has one: only a subclass can).
     if kwargs or len(args) != 4:
         raise ValueError("expected (func, new_type, args, state)")
-    func, new_type, func_args, _state = args
+    func, new_type, func_args, state = args
     interpret = TORCH_INTERPRETERS.get((func.module, func.name)) if isinstance(func, GlobalRef) else None
     if interpret is None or not isinstance(func_args, tuple):
         return Opaque(GlobalRef("torch._tensor", "_rebuild_from_type_v2"), args)
     tensor = interpret(func_args, None)
-    if not isinstance(tensor, TensorInfo) or new_type in _PLAIN_TENSORS:
+    if not isinstance(tensor, TensorInfo):
         return tensor
     if new_type == _PARAMETER:
-        return replace(tensor, is_parameter=True)
-    return replace(tensor, subclass=new_type if isinstance(new_type, GlobalRef) else None)
+        tensor = replace(tensor, is_parameter=True)
+    elif new_type not in _PLAIN_TENSORS:
+        named = new_type if isinstance(new_type, GlobalRef) else None
+        what = new_type.qualname if named is not None else type(new_type).__name__
+        return replace(tensor, subclass=named, altered_by=tensor.altered_by or f"it is rebuilt as {what}")
+    return tensor if tensor.altered_by else _with_state(tensor, state)
 
 
 def _size(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> tuple[int, ...]:
@@ -299,7 +375,7 @@ TORCH_INTERPRETERS: Final[dict[tuple[str, str], Interpreter]] = {
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_meta_tensor_no_storage"): _rebuild_meta,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch.tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,  # torch < 1.9 module name
     ("torch", "Size"): _size,
