@@ -97,11 +97,14 @@ class Source:
         found = self.layout.checkpoints.get(name)
         return found if found is not None else read(self.path(name))  # read() raises what went wrong
 
-    def span(self, name: str, tensor: Any, what: str) -> tuple[FileSpan, int]:
-        """The bytes of ``tensor`` (found at ``what`` in file ``name``) and its element count."""
+    def span(self, name: str, tensor: Any, what: str, dtype: str | None = None) -> tuple[FileSpan, int]:
+        """The bytes of ``tensor`` (found at ``what`` in file ``name``) and its element count;
+        ``dtype``, when given, is the one the planner reads the bytes as."""
         checkpoint = self.checkpoint(name)
         if not isinstance(tensor, TensorInfo):
             raise ExportError(checkpoint.path, f"{what} is {type(tensor).__name__}, not a tensor")
+        if dtype is not None and tensor.dtype != dtype:
+            raise ExportError(checkpoint.path, f"{what} is {tensor.dtype}, not the {dtype} DeepSpeed writes")
         spans = self._spans.get(name)
         if spans is None:
             spans = self._spans[name] = record_spans(checkpoint)
@@ -191,7 +194,9 @@ def plan_zero(
     for name in names:
         checkpoint = source.checkpoint(name)
         groups = _get(_get(checkpoint.data, "optimizer_state_dict", checkpoint.path, dict), key, checkpoint.path, list)
-        flats.append([source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]") for i, g in enumerate(groups)])
+        flats.append(
+            [source.span(name, g, f"optimizer_state_dict[{key!r}][{i}]", "float32") for i, g in enumerate(groups)]
+        )
         if len(flats[-1]) != len(flats[0]):
             raise ExportError(checkpoint.path, f"{key} has {len(flats[-1])} groups, rank 0 has {len(flats[0])}")
     if stage == 3:

@@ -26,7 +26,7 @@ def cut_range(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, it
     for span, numel in pieces:
         lo, hi = max(start, at), min(start + count, at + numel)
         if lo < hi:
-            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize))
+            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize, span.swap))
         at += numel
         if at >= start + count:
             break
@@ -37,8 +37,9 @@ def coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
     """Adjacent ranges of one file joined into one."""
     out: list[FileSpan] = []
     for span in spans:
-        if out and out[-1].path == span.path and out[-1].offset + out[-1].length == span.offset:
-            out[-1] = FileSpan(span.path, out[-1].offset, out[-1].length + span.length)
+        last = out[-1] if out else None
+        if last and (last.path, last.swap) == (span.path, span.swap) and last.offset + last.length == span.offset:
+            out[-1] = FileSpan(span.path, last.offset, last.length + span.length, span.swap)
         elif span.length:
             out.append(span)
     return tuple(out)

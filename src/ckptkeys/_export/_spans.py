@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass
 
 from .._read._errors import CorruptCheckpointError, ReadError
@@ -20,7 +21,7 @@ from .._read._reader import Checkpoint
 from .._read._torch import TensorInfo
 from .._read._zip import Archive, Member, open_archive
 
-__all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span"]
+__all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span", "value_problem"]
 
 _STORED = 0
 _FLAG_ENCRYPTED = 0x1
@@ -33,6 +34,9 @@ class FileSpan:
     path: str
     offset: int
     length: int
+    swap: int = 1
+    """Reverse every ``swap`` bytes, from ``offset``, to get the values torch gives (a big-endian
+    file: torch.load byte-swaps its storages); 1 copies the bytes as they are."""
 
 
 def is_contiguous(tensor: TensorInfo) -> bool:
@@ -64,7 +68,9 @@ def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
             if archive.defects:
                 raise CorruptCheckpointError(name, archive.defects[0])
             spans: dict[str, FileSpan] = {}
-            for key, storage in checkpoint.storages.items():
+            # By record name: two storages torch tells apart (keys 2 and '2') may share a record.
+            for storage in checkpoint.storages.values():
+                key = storage.key
                 member = archive.find(f"data/{key}")
                 where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{key}"
                 if member is None:
@@ -94,10 +100,14 @@ def tensor_span(checkpoint: Checkpoint, tensor: TensorInfo, spans: dict[str, Fil
 
     ``spans`` (from :func:`record_spans`) saves reopening the archive for every tensor.
     Raises :class:`~ckptkeys.CorruptCheckpointError` naming the file for a tensor without
-    storage (meta device) or one that is not contiguous.
+    storage (meta device), one that is not contiguous, and one whose values torch.load would
+    not take from its bytes as they are (:func:`value_problem`).
     """
     if tensor.storage is None:
         raise CorruptCheckpointError(checkpoint.path, f"a {tensor!r} has no storage (meta device): no bytes to copy")
+    problem = value_problem(checkpoint, tensor)
+    if problem is not None:
+        raise CorruptCheckpointError(checkpoint.path, f"a {tensor!r}: {problem}: not exported")
     if not is_contiguous(tensor):
         raise CorruptCheckpointError(
             checkpoint.path, f"a {tensor!r} with stride {tensor.stride} is not contiguous: not exported"
@@ -108,4 +118,25 @@ def tensor_span(checkpoint: Checkpoint, tensor: TensorInfo, spans: dict[str, Fil
         raise CorruptCheckpointError(
             checkpoint.path, f"a {tensor!r} reaches past the end of storage record {tensor.storage.key!r}"
         )
-    return FileSpan(record.path, record.offset + start, tensor.nbytes)
+    swap = tensor.storage.swap_size if checkpoint.byteorder != sys.byteorder else 1
+    return FileSpan(record.path, record.offset + start, tensor.nbytes, swap)
+
+
+def value_problem(checkpoint: Checkpoint, tensor: TensorInfo) -> str | None:
+    """Why the values ``torch.load`` gives for ``tensor`` are not its bytes copied (byte-swapped
+    for a big-endian file), or ``None``.
+
+    torch byte-swaps a storage of a file whose byte order is not the machine's in units of the
+    *storage's* element size: the tensor's elements must be whole units (a tensor of another
+    dtype than its storage may not be). What the rebuild applies after (``TensorInfo.altered_by``:
+    negation or conjugation, a pickled state replacing ``data``, a subclass) is never applied here.
+    """
+    if tensor.altered_by is not None:
+        return tensor.altered_by
+    storage = tensor.storage
+    if storage is not None and checkpoint.byteorder != sys.byteorder and tensor.itemsize % storage.swap_size:
+        return (
+            f"torch byte-swaps its {storage.dtype} storage {storage.key!r} ({checkpoint.byteorder}-endian file) "
+            f"in units of {storage.swap_size} bytes, which split its {tensor.dtype} elements"
+        )
+    return None

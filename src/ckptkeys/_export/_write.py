@@ -160,6 +160,10 @@ def _entry(tensor: ExportTensor, advance: Callable[[int], None]) -> Entry:
             _write_mean(tensor, out, advance)
         elif tensor.dtype == tensor.source_dtype:
             for span in tensor.sources:  # in steps, so a tensor of gigabytes still shows progress
+                if span.swap > 1:  # a big-endian file: read, swap, write
+                    for chunk in _chunks((span,), ITEMSIZE[tensor.source_dtype]):
+                        advance(out.write(chunk))
+                    continue
                 for start in range(span.offset, span.offset + span.length, _COPY_STEP):
                     length = min(_COPY_STEP, span.offset + span.length - start)
                     copy_range(span.path, start, length, out)
@@ -193,7 +197,8 @@ def _write_mean(tensor: ExportTensor, out: BinaryIO, advance: Callable[[int], No
 
 
 def _chunks(spans: Sequence[FileSpan], itemsize: int, *, exact: int | None = None) -> Iterator[memoryview]:
-    """The spans' bytes, in chunks that keep a cast's temporaries in the CPU cache.
+    """The spans' bytes, in chunks that keep a cast's temporaries in the CPU cache, each span's
+    byte-swapped as it says (``FileSpan.swap``).
 
     With ``exact``, every chunk but the last is ``exact`` bytes, whatever the span boundaries
     (to walk several span lists in step).
@@ -206,6 +211,10 @@ def _chunks(spans: Sequence[FileSpan], itemsize: int, *, exact: int | None = Non
             left = span.length
             while left:
                 n = _read(stream, span, view[filled : filled + min(step - filled, left)])
+                if span.swap > 1:
+                    # Whole units: a span, a step and every read are whole elements, of a size
+                    # the swap unit divides (value_problem refuses the rest).
+                    _swap(view[filled : filled + n], span.swap)
                 left -= n
                 filled += n
                 if exact is None or filled == step:
@@ -213,6 +222,13 @@ def _chunks(spans: Sequence[FileSpan], itemsize: int, *, exact: int | None = Non
                     filled = 0
     if filled:
         yield view[:filled]
+
+
+def _swap(view: memoryview, unit: int) -> None:
+    """Reverse every ``unit`` bytes of ``view`` in place (``UntypedStorage._byteswap``)."""
+    data = view.tobytes()
+    for i in range(unit):
+        view[i::unit] = data[unit - 1 - i :: unit]
 
 
 def _source(path: str, offset: int) -> io.FileIO:
