@@ -80,10 +80,15 @@ def test_a_file_without_a_byteorder_record_is_little_endian(tmp_path: pathlib.Pa
     assert _export(_plain("float32", VALUES, byteorder=None), tmp_path)["w"][2] == VALUES
 
 
-def test_swap_reverses_every_unit_in_place() -> None:
-    view = memoryview(bytearray(b"abcdefgh"))
-    _swap(view[2:6], 2)
-    assert bytes(view) == b"abdcfegh"
+@pytest.mark.parametrize(
+    ("unit", "length", "expected"), [(2, 4, b"abdcfegh"), (4, 4, b"abfedcgh"), (8, 8, b"abcdefgh"[::-1]), (3, 3, b"abedcfgh")]
+)
+def test_swap_reverses_every_unit_in_place(unit: int, length: int, expected: bytes) -> None:
+    data = bytearray(b"abcdefgh")
+    view = memoryview(data)
+    start = 0 if length == 8 else 2
+    _swap(view[start : start + length], unit)
+    assert bytes(data) == expected
 
 
 def test_keys_2_and_str_2_are_two_storages_of_one_record(tmp_path: pathlib.Path) -> None:

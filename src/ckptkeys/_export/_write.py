@@ -7,6 +7,7 @@ name renamed when complete (``_safetensors``). The index comes last.
 
 from __future__ import annotations
 
+import array
 import io
 import json
 import os
@@ -34,6 +35,8 @@ _METADATA: Final = {"format": "pt"}
 # Source bytes per cast step: small enough for numpy's temporaries to stay in the CPU cache
 # (8 MiB steps cast 3x slower on the bench machine), large enough to amortise Python's overhead.
 _CAST_CHUNK: Final = 256 << 10
+# array typecodes by item size, for swapping the units torch swaps (2, 4 and 8 bytes).
+_SWAP_CODES: Final = {array.array(code).itemsize: code for code in "QLIH"}
 # Bytes copied between progress reports (in the kernel, so the step costs nothing measurable).
 _COPY_STEP: Final = 64 << 20
 
@@ -226,6 +229,13 @@ def _chunks(spans: Sequence[FileSpan], itemsize: int, *, exact: int | None = Non
 
 def _swap(view: memoryview, unit: int) -> None:
     """Reverse every ``unit`` bytes of ``view`` in place (``UntypedStorage._byteswap``)."""
+    code = _SWAP_CODES.get(unit)
+    if code is not None:  # array's byteswap runs in C: 8x faster than the slices below
+        values = array.array(code)
+        values.frombytes(view)
+        values.byteswap()
+        view[:] = memoryview(values).cast("B")
+        return
     data = view.tobytes()
     for i in range(unit):
         view[i::unit] = data[unit - 1 - i :: unit]
