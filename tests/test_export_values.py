@@ -240,3 +240,12 @@ def test_offsets_and_strides_of_size_one_dimensions_are_exported(
     case = Case([Storage("0", "float32", 4)], {"w": Tensor(0, offset, shape, stride)}, {"0": VALUES})
     expected = VALUES[elements.start * 4 : elements.stop * 4]
     assert _export(case, tmp_path)["w"] == ("F32", list(shape), expected)
+
+
+def test_the_plan_says_which_sources_are_swapped(tmp_path: pathlib.Path) -> None:
+    documents = {}
+    for order in (b"big", b"little"):
+        tag = tmp_path / order.decode() / "global_step1"
+        _plain("float32", VALUES, byteorder=order).write(tag)
+        documents[order] = ckptkeys.plan_export(tag).as_dict()["tensors"][0]["sources"][0]["swap"]
+    assert documents == {b"big": 4 if sys.byteorder == "little" else 1, b"little": 1 if sys.byteorder == "little" else 4}

@@ -142,15 +142,17 @@ class ExportPlan:
                     "source_dtype": t.source_dtype,
                     "bytes": t.nbytes,
                     "origin": t.origin,
-                    "sources": [{"path": s.path, "offset": s.offset, "length": s.length} for s in t.sources],
-                    "mean_of": [
-                        [{"path": s.path, "offset": s.offset, "length": s.length} for s in spans] for spans in t.mean_of
-                    ],
+                    "sources": [_span(s) for s in t.sources],
+                    "mean_of": [[_span(s) for s in spans] for spans in t.mean_of],
                 }
                 for t in self.tensors
             ],
             "aliases": dict(self.aliases),
         }
+
+
+def _span(span: FileSpan) -> dict[str, Any]:
+    return {"path": span.path, "offset": span.offset, "length": span.length, "swap": span.swap}
 
 
 def parse_size(size: int | str) -> int:
