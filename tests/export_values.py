@@ -85,7 +85,7 @@ class Storage:
 class Tensor:
     storage: int
     """Index into :attr:`Case.storages`."""
-    offset: int
+    offset: int | TextInt
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     dtype: str | None = None
@@ -94,6 +94,7 @@ class Tensor:
     wrap: str = "tensor"
     """``tensor``, ``parameter``, ``parameter_state``, ``from_type`` (a plain Tensor), ``subclass``."""
     state: Any = None
+    requires_grad: bool = False
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Case:
         pid = _Pid((storage.typename, Global("torch", cls), storage.key, storage.location, storage.numel))
         hooks: collections.OrderedDict[str, Any] = collections.OrderedDict()
         size = _Call(Global("torch", "Size"), (tensor.shape,))
-        args: tuple[Any, ...] = (pid, tensor.offset, size, tensor.stride, False, hooks)
+        args: tuple[Any, ...] = (pid, tensor.offset, size, tensor.stride, tensor.requires_grad, hooks)
         if tensor.dtype is None:
             func = Global("torch._utils", "_rebuild_tensor_v2")
         else:
@@ -153,6 +154,14 @@ class Case:
         return state
 
 
+class TextInt:
+    """An int written as the text opcode ``INT`` (``I<text>\\n``), in any protocol: how C pickle
+    and ckptkeys parse the text (``010``: C's strtol reads octal 8) is then part of the test."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 class _Pid:
     def __init__(self, pid: tuple[Any, ...]) -> None:
         self.pid = pid
@@ -179,6 +188,11 @@ class _Pickler(pickle._Pickler):
         self.memoize(obj)  # type: ignore[attr-defined]
 
     dispatch[Global] = save_marker  # type: ignore[assignment]
+
+    def save_text_int(self, obj: TextInt) -> None:
+        self.write(b"I" + obj.text.encode() + b"\n")  # type: ignore[attr-defined]
+
+    dispatch[TextInt] = save_text_int  # type: ignore[assignment]
 
     def persistent_id(self, obj: Any) -> Any:
         return obj.pid if isinstance(obj, _Pid) else None
@@ -223,8 +237,9 @@ def swapped(data: bytes, unit: int) -> bytes:
 # -- random cases ----------------------------------------------------------------------------
 
 
-def random_case(seed: int) -> Case:
-    """A file of 1-4 tensors over 1-3 storages, drawn from ``seed``."""
+def random_case(seed: int, *, text_ints: bool = False) -> Case:
+    """A file of 1-4 tensors over 1-3 storages, drawn from ``seed``; with ``text_ints``, some
+    storage offsets are written as text (``I010\\n``: octal to C pickle)."""
     rng = random.Random(seed)
     storages: list[Storage] = []
     for index in range(rng.randint(1, 3)):
@@ -274,6 +289,9 @@ def random_case(seed: int) -> Case:
         elements = nbytes // itemsize
         shape, stride, offset = _view(rng, elements)
         tensor = Tensor(which, offset, shape, stride, view_dtype)
+        tensor.requires_grad = rng.random() < 0.1
+        if text_ints and rng.random() < 0.2:
+            tensor.offset = TextInt(rng.choice([f"{offset}", f"0{offset:o}", f"+{offset}", f"0{offset}"]))
         roll = rng.random()
         if roll < 0.1:
             tensor.metadata = rng.choice([{"neg": True}, {"conj": True}, {"other": True}, {}, {"neg": False}])

@@ -249,3 +249,22 @@ def test_the_plan_says_which_sources_are_swapped(tmp_path: pathlib.Path) -> None
         _plain("float32", VALUES, byteorder=order).write(tag)
         documents[order] = ckptkeys.plan_export(tag).as_dict()["tensors"][0]["sources"][0]["swap"]
     assert documents == {b"big": 4 if sys.byteorder == "little" else 1, b"little": 1 if sys.byteorder == "little" else 4}
+
+
+@pytest.mark.parametrize(
+    ("storage", "tensor"),
+    [(Storage("0", "int32", 4), Tensor(0, 0, (4,), (1,), requires_grad=True)),  # only floats and complex
+     (Storage("0", "uint8", 16, untyped=True), Tensor(0, 0, (4,), (1,), dtype="float32", requires_grad=True))],
+)  # fmt: skip
+def test_a_rebuild_torch_load_fails_on_is_refused(storage: Storage, tensor: Tensor, tmp_path: pathlib.Path) -> None:
+    # _rebuild_tensor_v3 makes torch.empty(..., requires_grad=True) and then set_()s it in place,
+    # which torch refuses for a leaf that requires grad: torch 2.13 cannot load such a file.
+    tag = tmp_path / "ckpt" / "global_step1"
+    Case([storage], {"w": tensor}, {"0": VALUES}).write(tag)
+    with pytest.raises(ckptkeys.CorruptCheckpointError, match="requires_grad"):
+        ckptkeys.read(tag / FILE)
+
+
+def test_a_float_tensor_that_requires_grad_is_exported(tmp_path: pathlib.Path) -> None:
+    case = Case([Storage("0", "float32", 4)], {"w": Tensor(0, 0, (4,), (1,), requires_grad=True)}, {"0": VALUES})
+    assert _export(case, tmp_path)["w"][2] == VALUES

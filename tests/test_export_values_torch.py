@@ -98,6 +98,13 @@ CASES = {
     "transposed view": _one(Storage("0", "float32", 4), Tensor(0, 0, (2, 2), (1, 2)), {"0": VALUES}),
     "zero stride": _one(Storage("0", "float32", 4), Tensor(0, 1, (3, 2), (0, 1)), {"0": VALUES}),
     "offset": _one(Storage("0", "float32", 4), Tensor(0, 2, (2,), (1,)), {"0": VALUES}),
+    "int tensor that requires grad": _one(
+        Storage("0", "int32", 4), Tensor(0, 0, (4,), (1,), requires_grad=True), {"0": VALUES}
+    ),
+    "_v3 tensor that requires grad": _one(
+        Storage("0", "uint8", 16, untyped=True), Tensor(0, 0, (4,), (1,), dtype="float32", requires_grad=True),
+        {"0": VALUES},
+    ),
 }
 
 
@@ -112,7 +119,8 @@ def test_export_is_torchs_value_or_a_refusal(name: str, tmp_path: pathlib.Path) 
     ("name", "expected"),
     [("big-endian float32", "exported"), ("keys 2 and '2'", "exported"), ("neg metadata", "refused"),
      ("state replaces data", "refused"), ("subclass", "refused"), ("transposed view", "refused"),
-     ("record longer than the pickle says", "both_failed"), ("conj metadata", "refused")],
+     ("record longer than the pickle says", "both_failed"), ("conj metadata", "refused"),
+     ("int tensor that requires grad", "both_failed"), ("_v3 tensor that requires grad", "both_failed")],
 )  # fmt: skip
 def test_the_outcome_is_the_one_expected(name: str, expected: str, tmp_path: pathlib.Path) -> None:
     outcome = _check(CASES[name], tmp_path)

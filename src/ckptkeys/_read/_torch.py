@@ -242,11 +242,19 @@ def _tensor(
     if not isinstance(requires_grad, bool):
         raise ValueError(f"requires_grad {requires_grad!r} is not a bool")
     dtype = dtype or storage.dtype
+    _check_grad(dtype, requires_grad)
     if math.prod(shape):  # the last element a view reaches must lie inside its storage
         last = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
         if (last + 1) * DTYPE_ITEMSIZE[dtype] > storage.nbytes:
             raise ValueError(f"a tensor of shape {shape} reaches past the end of storage {storage.key!r}")
     return TensorInfo(dtype, shape, strides, offset, storage, requires_grad)
+
+
+def _check_grad(dtype: str, requires_grad: Any) -> None:
+    # torch sets requires_grad on the rebuilt tensor (Parameter(data, requires_grad) too), which
+    # fails for any dtype that is not floating point or complex.
+    if requires_grad and not dtype.startswith(("float", "bfloat", "complex")):
+        raise ValueError(f"requires_grad on a {dtype} tensor, which torch.load refuses")
 
 
 def _rebuild_tensor(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
@@ -265,6 +273,8 @@ def _rebuild_tensor_v3(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> 
     if kwargs or len(args) not in (7, 8):
         raise ValueError("expected (storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])")
     storage, offset, size, stride, requires_grad = args[:5]
+    if requires_grad:  # torch.empty(..., requires_grad=True).set_(...): an in-place op on such a leaf fails
+        raise ValueError("requires_grad is set, and torch.load's _rebuild_tensor_v3 then fails (set_ on a leaf)")
     tensor = _tensor(storage, offset, size, stride, requires_grad, dtype=_dtype_name(args[6]))
     return _with_metadata(tensor, args[7] if len(args) == 8 else None)
 
@@ -309,6 +319,7 @@ def _rebuild_parameter_with_state(args: tuple[Any, ...], kwargs: dict[Any, Any] 
 def _parameter(data: Any, requires_grad: Any) -> TensorInfo:
     if not isinstance(data, TensorInfo):
         raise ValueError(f"the data argument is {type(data).__name__}, not a tensor")
+    _check_grad(data.dtype, requires_grad)
     return replace(data, is_parameter=True, requires_grad=bool(requires_grad))
 
 
