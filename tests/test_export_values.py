@@ -268,3 +268,15 @@ def test_a_rebuild_torch_load_fails_on_is_refused(storage: Storage, tensor: Tens
 def test_a_float_tensor_that_requires_grad_is_exported(tmp_path: pathlib.Path) -> None:
     case = Case([Storage("0", "float32", 4)], {"w": Tensor(0, 0, (4,), (1,), requires_grad=True)}, {"0": VALUES})
     assert _export(case, tmp_path)["w"][2] == VALUES
+
+
+def test_an_empty_storage_is_read_again_with_each_mentions_dtype(tmp_path: pathlib.Path) -> None:
+    # torch keeps no empty storage in loaded_storages: a key mentioned again is loaded again, with
+    # the dtype that mention names (found by fuzz/fuzz_export_values.py: int32 was written as F32).
+    case = Case(
+        [Storage("0", "float32", 0), Storage("0", "int32", 0)],
+        {"a": Tensor(0, 0, (0,), (1,)), "b": Tensor(1, 0, (0,), (1,))},
+        {"0": b""},
+    )
+    written = _export(case, tmp_path)
+    assert (written["a"][0], written["b"][0]) == ("F32", "I32")

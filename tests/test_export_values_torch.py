@@ -98,6 +98,11 @@ CASES = {
     "transposed view": _one(Storage("0", "float32", 4), Tensor(0, 0, (2, 2), (1, 2)), {"0": VALUES}),
     "zero stride": _one(Storage("0", "float32", 4), Tensor(0, 1, (3, 2), (0, 1)), {"0": VALUES}),
     "offset": _one(Storage("0", "float32", 4), Tensor(0, 2, (2,), (1,)), {"0": VALUES}),
+    "empty storage mentioned twice": Case(
+        [Storage("0", "float32", 0), Storage("0", "int32", 0)],
+        {"a": Tensor(0, 0, (0,), (1,)), "b": Tensor(1, 0, (0,), (1,))},
+        {"0": b""},
+    ),
     "int tensor that requires grad": _one(
         Storage("0", "int32", 4), Tensor(0, 0, (4,), (1,), requires_grad=True), {"0": VALUES}
     ),

@@ -134,7 +134,8 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
             defects.append(f"storage record {record_name} holds {record.size} bytes, the pickle says {storage.nbytes}")
         if storage.nbytes:
             loaded[key] = storage
-        return storages.setdefault(key, storage)
+        storages.setdefault(key, storage)
+        return storage  # an empty one is read again at every mention, with that mention's dtype
 
     result = unpickle(
         data,
