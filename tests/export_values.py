@@ -264,7 +264,8 @@ def random_case(seed: int, *, text_ints: bool = False) -> Case:
             nbytes = storages[-1].numel * DTYPES[storages[-1].dtype][1]
             dtype = rng.choice([d for d, (_, size) in DTYPES.items() if nbytes % size == 0])
             untyped = DTYPES[dtype][0] is None
-            storage = Storage(key, "uint8" if untyped else dtype, nbytes // (1 if untyped else DTYPES[dtype][1]), untyped)
+            count = nbytes if untyped else nbytes // DTYPES[dtype][1]
+            storage = Storage(key, "uint8" if untyped else dtype, count, untyped)
         if rng.random() < 0.05:
             storage.typename = b"storage"
         if rng.random() < 0.05:
@@ -309,7 +310,8 @@ def random_case(seed: int, *, text_ints: bool = False) -> Case:
         names = list(tensors)
         tensors[names[0]].wrap = rng.choice(["parameter_state", "from_type"])
         tensors[names[0]].state = {"data": "@" + names[1]}
-    return Case(storages, tensors, records, b"big" if big else rng.choice([b"little", None]), rng.choice([2, 2, 3, 4, 5]))
+    byteorder = b"big" if big else rng.choice([b"little", None])
+    return Case(storages, tensors, records, byteorder, rng.choice([2, 2, 3, 4, 5]))
 
 
 def _view(rng: random.Random, elements: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
@@ -486,7 +488,7 @@ def safetensors_file(path: pathlib.Path) -> dict[str, tuple[str, list[int], byte
     header = json.loads(raw[8 : 8 + size])
     header.pop("__metadata__", None)
     body = raw[8 + size :]
-    return {name: (h["dtype"], h["shape"], body[h["data_offsets"][0] : h["data_offsets"][1]]) for name, h in header.items()}
+    return {name: (h["dtype"], h["shape"], body[slice(*h["data_offsets"])]) for name, h in header.items()}
 
 
 _SAFETENSORS = {"float32": "F32", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",

@@ -81,7 +81,8 @@ def test_a_file_without_a_byteorder_record_is_little_endian(tmp_path: pathlib.Pa
 
 
 @pytest.mark.parametrize(
-    ("unit", "length", "expected"), [(2, 4, b"abdcfegh"), (4, 4, b"abfedcgh"), (8, 8, b"abcdefgh"[::-1]), (3, 3, b"abedcfgh")]
+    ("unit", "length", "expected"),
+    [(2, 4, b"abdcfegh"), (4, 4, b"abfedcgh"), (8, 8, b"abcdefgh"[::-1]), (3, 3, b"abedcfgh")],
 )
 def test_swap_reverses_every_unit_in_place(unit: int, length: int, expected: bytes) -> None:
     data = bytearray(b"abcdefgh")
@@ -230,8 +231,9 @@ def test_views_that_are_not_one_run_are_refused(
 
 @pytest.mark.parametrize(
     ("shape", "stride", "offset", "elements"),
-    [((2,), (1,), 2, slice(2, 4)), ((1, 3), (7, 1), 1, slice(1, 4)), ((2, 1), (1, 5), 0, slice(0, 2)), ((), (), 3, slice(3, 4))],
-)
+    [((2,), (1,), 2, slice(2, 4)), ((1, 3), (7, 1), 1, slice(1, 4)), ((2, 1), (1, 5), 0, slice(0, 2)),
+     ((), (), 3, slice(3, 4))],
+)  # fmt: skip
 def test_offsets_and_strides_of_size_one_dimensions_are_exported(
     shape: tuple[int, ...], stride: tuple[int, ...], offset: int, elements: slice, tmp_path: pathlib.Path
 ) -> None:
@@ -248,7 +250,8 @@ def test_the_plan_says_which_sources_are_swapped(tmp_path: pathlib.Path) -> None
         tag = tmp_path / order.decode() / "global_step1"
         _plain("float32", VALUES, byteorder=order).write(tag)
         documents[order] = ckptkeys.plan_export(tag).as_dict()["tensors"][0]["sources"][0]["swap"]
-    assert documents == {b"big": 4 if sys.byteorder == "little" else 1, b"little": 1 if sys.byteorder == "little" else 4}
+    little = sys.byteorder == "little"
+    assert documents == {b"big": 4 if little else 1, b"little": 1 if little else 4}
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,8 @@ def test_torch_save_of_a_neg_view_is_refused_and_its_base_exported(tmp_path: pat
     tag = tmp_path / "ckpt" / "global_step1"
     tag.mkdir(parents=True)
     base = torch.tensor([1.0, -2.0, 3.0])
-    torch.save({"module": {"neg": base._neg_view(), "base": base}, "buffer_names": []}, tag / "mp_rank_00_model_states.pt")
+    module = {"neg": base._neg_view(), "base": base}
+    torch.save({"module": module, "buffer_names": []}, tag / "mp_rank_00_model_states.pt")
     outcome = check(tag, tmp_path / "out")
     assert outcome.findings == []
     assert outcome.refused is not None
