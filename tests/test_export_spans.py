@@ -11,6 +11,7 @@ import itertools
 import math
 import pathlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,15 @@ def test_concatenate_is_torch_cat(shape: list[int], dim: int, sizes: list[int], 
     merged_shape, _, spans = concatenate(slices, dim, ITEM, "path")
     assert merged_shape == (*shape[:dim], sum(sizes), *shape[dim + 1 :])
     assert _nested(_elements(spans), merged_shape) == _cat(parts, dim)
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((10**12, 0), 1), ((10**12, 3, 0), 1), ((5, 10**12, 0), 2)])
+def test_concatenate_of_empty_slices_does_not_loop_to_the_claimed_shape(shape: tuple[int, ...], dim: int) -> None:
+    """A pickle's (10**12, 0) empty slices: the result without a loop over 10**12 indices."""
+    slices = [_tensor("r0", shape, 0), _tensor("r1", shape, 0)]
+    merged_shape, _, spans = concatenate(slices, dim, ITEM, "path")
+    assert merged_shape == (*shape[:dim], 2 * shape[dim], *shape[dim + 1 :])
+    assert spans == ()
 
 
 @given(st.integers(1, 9), st.integers(1, 4), st.integers(0, 3000))

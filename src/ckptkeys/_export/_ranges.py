@@ -67,9 +67,11 @@ def concatenate(
     outer = math.prod(first[:dim])
     blocks = [math.prod(s[dim:]) for s in shapes]
     pieces = [[(span, span.length // itemsize) for span in s.sources] for s in slices]
+    # The loop runs once per index before ``dim`` only where there are bytes to cut: a pickle can
+    # claim (10**9, 0) for an empty tensor, and ``outer`` must not be a number the file wrote.
     spans = [
         span
-        for o in range(outer)
+        for o in range(outer if any(blocks) else 0)
         for rank, block in enumerate(blocks)
         for span in cut_range(pieces[rank], o * block, block, itemsize)
     ]
