@@ -87,6 +87,32 @@ def test_open_regular_refuses_a_symlink_out_of_the_boundary(tmp_path: pathlib.Pa
     assert read_small(str(inside / "out"), boundary=None, max_bytes=10) == b"42"  # no boundary: the caller's path
 
 
+def test_scan_refuses_a_file_swapped_for_a_symlink_out_after_listing(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag's file replaced by a symlink out of the folder between listing and reading is not read."""
+    from ckptkeys._check import _folders, _layout
+
+    tag = next(p for p in _copy(tmp_path, "z1_bf16_ws1").iterdir() if p.is_dir())
+    secret = tmp_path / "secret.pt"
+    victim = next(p for p in sorted(tag.iterdir()) if p.name.endswith("_model_states.pt"))
+    shutil.copy(victim, secret)
+    listed = _folders.list_entries
+
+    def list_then_swap(*args: Any, **kwargs: Any) -> Any:
+        entries = listed(*args, **kwargs)
+        if victim.is_file() and not victim.is_symlink():
+            victim.unlink()
+            victim.symlink_to(secret)
+        return entries
+
+    monkeypatch.setattr(_layout, "list_entries", list_then_swap)
+    layout = ckptkeys.scan(tag, read=True)
+    problems = [p for p in (*layout.problems, *layout.tags[0].problems) if p.file == str(victim)]
+    assert any("leads outside the folder" in p.message for p in problems), problems
+    assert not layout.tags[0].checkpoints.get(victim.name)
+
+
 def test_read_small_refuses_a_file_above_its_cap_without_reading_it(tmp_path: pathlib.Path) -> None:
     huge = tmp_path / "trainer_state.json"
     with open(huge, "wb") as stream:
@@ -295,7 +321,7 @@ def _codes_in_subprocess(root: pathlib.Path, doctor: dict[str, Any] | None = Non
         import ckptkeys._export._plan as plan
 
         DOCTOR = json.loads({json.dumps(json.dumps(doctor or {}))})
-        real = layout.read
+        real, real_inside = plan.read, layout.read_inside
 
         def walk(value):
             if isinstance(value, dict):
@@ -313,7 +339,12 @@ def _codes_in_subprocess(root: pathlib.Path, doctor: dict[str, Any] | None = Non
             walk(checkpoint.data)
             return checkpoint
 
-        layout.read = plan.read = doctored
+        def doctored_inside(path, boundary, *, limits=None):
+            checkpoint = real_inside(path, boundary, limits=limits)
+            walk(checkpoint.data)
+            return checkpoint
+
+        plan.read, layout.read_inside = doctored, doctored_inside
         if {export!r}:
             try:
                 ckptkeys.plan_export({str(root)!r})

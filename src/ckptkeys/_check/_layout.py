@@ -20,7 +20,7 @@ from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKe
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
-from .._read._reader import Checkpoint, read
+from .._read._reader import Checkpoint, read_inside
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -272,7 +272,7 @@ def _scan_tag(
     if read_files:
         for done, file in enumerate(files, start=1):
             try:
-                checkpoint = checkpoints[file.relpath] = read(file.path, limits=limits)
+                checkpoint = checkpoints[file.relpath] = read_inside(file.path, boundary, limits=limits)
             except ReadError as error:
                 read_errors[file.relpath] = error
                 problems += read_error_problems(file.path, error)

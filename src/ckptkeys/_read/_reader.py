@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, Final, Literal
 
-__all__ = ["Checkpoint", "read"]
+__all__ = ["Checkpoint", "read", "read_inside"]
 
 # torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 LEGACY_MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
@@ -76,10 +76,18 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
     or ``ReadError`` itself when the file cannot be opened. An error raised after a pickle named
     globals carries them in ``globals``: ``torch.load`` would have imported them before failing.
     """
+    return read_inside(path, None, limits=limits)
+
+
+def read_inside(path: str | os.PathLike[str], boundary: str | None, *, limits: Limits | None = None) -> Checkpoint:
+    """:func:`read`, opening ``path`` only if its real path lies inside the folder ``boundary``
+    (a real path): a folder's file replaced by a symlink out of it after the folder was listed is
+    refused when it is opened, not read."""
     name = os.fspath(path)
     limits = limits or Limits()
     try:
-        with io.BufferedReader(open_regular(name)) as stream:  # a FIFO or device is refused, never waited on
+        # A FIFO or device is refused, never waited on; a symlink out of ``boundary`` is not followed.
+        with io.BufferedReader(open_regular(name, boundary=boundary)) as stream:
             size = os.fstat(stream.fileno()).st_size
             head = stream.read(len(LOCAL_SIGNATURE))
             if head == LOCAL_SIGNATURE:  # torch.serialization._is_zipfile
