@@ -269,3 +269,36 @@ def test_declared_member_count_is_checked_before_zipfile_parses(tmp_path: pathli
     # Only the declared count is too high (zipfile itself would list the few real members).
     with pytest.raises(LimitError, match="max_zip_members=1000"):
         ckptkeys.read(path, limits=Limits(max_zip_members=1000))
+
+
+@pytest.mark.parametrize("kind", [list, tuple, dict])
+def test_shared_references_are_walked_once_by_the_command(kind: type, tmp_path: pathlib.Path) -> None:
+    """40 levels of ten references to the level below (a file of a few KB, 10**40 paths): inspect returns.
+
+    The structure ckptkeys.read returns is a graph, as torch's is: the command's summaries visit
+    each object once. The subprocess timeout is a hang guard, not a timing.
+    """
+    import pickle
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    from .security_cases import _records, zip_archive
+
+    level: object = []
+    for _ in range(40):
+        level = {str(i): level for i in range(10)} if kind is dict else kind([level] * 10)
+    path = tmp_path / "shared.pt"
+    path.write_bytes(zip_archive(_records(pickle.dumps({"module": level, "tensor_count": 0}, protocol=2))))
+    assert path.stat().st_size < 8192
+    for options in ([], ["--json"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ckptkeys", "inspect", *options, str(path)],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode in (0, 1), result.stderr
+        assert "module" in result.stdout

@@ -75,9 +75,19 @@ def _tree(value: Any, depth: int, indent: str = "") -> Iterator[str]:
 
 
 def _tensors(value: Any) -> Iterator[TensorInfo]:
+    """Each tensor object of the structure once, as torch.load gives it (one object per memo entry).
+
+    The structure is a graph: a pickle can reference one container many times (40 levels of ten
+    references each is a 1 KB file), so every container is visited once, by identity.
+    """
     stack = [value]
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
+        if isinstance(item, (TensorInfo, dict, list, tuple, Opaque)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, TensorInfo):
             yield item
         elif isinstance(item, dict):
