@@ -281,6 +281,18 @@ def build_cases(canaries: str) -> list[Case]:
     add("legacy-in-storage-keys", "legacy", True, lambda c: legacy(keys=plain(c)))
     add("legacy-frame-past-stop", "legacy", True, lambda c: _framed_magic(plain(c)))
     add("legacy-protocol-0-first", "legacy", True, lambda c: _call("os", "system", _touch(c)) + b"." + legacy())
+    # the magic number and protocol version as values only running the pickle gives: torch compares
+    # what they are and reads on to the object pickle
+    computed_magic = _proto(2) + b"cbuiltins\nint\n(" + _text(f"{MAGIC:x}") + b"K\x10tR."
+    add("legacy-magic-computed", "legacy", True, lambda c: legacy(magic=computed_magic, main=plain(c)))
+    magic_global = _proto(2) + b"ctorch.serialization\nMAGIC_NUMBER\n."
+    add("legacy-magic-global", "legacy", True, lambda c: legacy(magic=magic_global, main=plain(c)))
+    computed_version = _proto(2) + b"cbuiltins\nint\n(" + _text("1001") + b"tR."
+    add("legacy-version-computed", "legacy", True, lambda c: legacy(version=computed_version, main=plain(c)))
+    # protocol-0 INT as C pickle reads it (strtol, base 0): hexadecimal and octal literals
+    hex_magic = f"I{MAGIC:#x}\n.".encode()
+    add("legacy-magic-hex", "legacy", True, lambda c: legacy(magic=hex_magic, main=plain(c)))
+    add("legacy-version-octal", "legacy", True, lambda c: legacy(version=b"I01751\n.", main=plain(c)))
     # 3. tar
     add("tar-polyglot", "tar", True, lambda c: _tar_polyglot(plain(c)))
     add("tar-plain", "tar", True, lambda c: _tar_only(plain(c)))

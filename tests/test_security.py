@@ -24,7 +24,7 @@ from ckptkeys._read._pickle import find_class
 from ckptkeys._read._torch import legacy_find_class, zip_find_class
 
 from .conftest import FIXTURES
-from .security_cases import Case, build_cases
+from .security_cases import Case, _call, build_cases, legacy
 
 CASES = build_cases("/nonexistent-canaries")
 REFUSALS = ("AmbiguousFileError", "UnsupportedFormatError", "TorchScriptArchiveError")
@@ -70,10 +70,28 @@ def test_payload_in_a_tag_folder_is_an_error(
 def test_refusal_keeps_the_globals_read_before_it(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "file.pt"
     path.write_bytes(next(c for c in CASES if c.name == "legacy-in-magic").data)
-    with pytest.raises(ckptkeys.NotACheckpointError) as raised:
+    with pytest.raises(ckptkeys.CorruptCheckpointError, match="magic number is the result of a call of os.system") as raised:
         ckptkeys.read(path)
     assert [classify(ref) for ref in raised.value.globals] == ["code-execution"]
     assert raised.value.globals[0].qualname == "os.system"
+
+
+@pytest.mark.parametrize("name", ["legacy-magic-computed", "legacy-magic-global", "legacy-version-computed"])
+def test_a_computed_magic_number_or_version_reads_on_to_the_object_pickle(name: str, tmp_path: pathlib.Path) -> None:
+    """torch compares what the call (or global) gives: it may go on, so every pickle is read for its globals."""
+    path = tmp_path / "file.pt"
+    path.write_bytes(next(c for c in CASES if c.name == name).data)
+    with pytest.raises(ckptkeys.CorruptCheckpointError, match="which torch.load computes") as raised:
+        ckptkeys.read(path)
+    assert GlobalRef("os", "system") in raised.value.globals
+
+
+def test_a_magic_number_of_another_value_stops_as_torch_does(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "file.pt"
+    path.write_bytes(legacy(magic=b"\x80\x02K\x05.", main=b"\x80\x02" + _call("os", "system", "true") + b"."))
+    with pytest.raises(ckptkeys.NotACheckpointError, match="no torch magic number") as raised:
+        ckptkeys.read(path)
+    assert raised.value.globals == ()
 
 
 def test_every_legacy_pickle_is_read(tmp_path: pathlib.Path) -> None:

@@ -25,7 +25,7 @@ from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointE
 from ._files import open_regular
 from ._globalref import GlobalRef
 from ._limits import Limits
-from ._pickle import Unpickled, unpickle
+from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
 from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, open_archive
 
@@ -285,13 +285,22 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
             )
         return result
 
+    # torch compares the first two pickles' values with its constants and stops where they differ.
+    # A value ckptkeys does not compute (a call's result, a global such as
+    # torch.serialization.MAGIC_NUMBER itself) may well be equal: then torch reads on, so every
+    # pickle is read here too, for its globals, and the file is refused at the end.
+    undecided: list[str] = []
     header = next_pickle(0, "magic-number")
-    if header.value != LEGACY_MAGIC_NUMBER:
+    if _computed(header.value):
+        undecided.append(f"its magic number is {_computed(header.value)}")
+    elif header.value != LEGACY_MAGIC_NUMBER:
         raise _with_globals(
             NotACheckpointError(name, "is a pickle, but not a torch checkpoint (no torch magic number)"), named
         )
     version = next_pickle(header.end, "protocol-version")
-    if version.value != LEGACY_PROTOCOL_VERSION:
+    if _computed(version.value):
+        undecided.append(f"its protocol version is {_computed(version.value)}")
+    elif version.value != LEGACY_PROTOCOL_VERSION:
         raise _with_globals(
             CorruptCheckpointError(name, f"legacy format with unknown protocol version {version.value!r:.60}"), named
         )
@@ -318,7 +327,27 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
         raise _with_globals(
             CorruptCheckpointError(name, f"storage records {missing[:5]!r:.200} are missing from the file"), named
         )
+    if undecided:
+        raise _with_globals(
+            CorruptCheckpointError(
+                name,
+                f"{undecided[0]}, which torch.load computes (running what the pickle names) and compares "
+                "with its own; every pickle of the file was read for its globals",
+            ),
+            named,
+        )
     return Checkpoint(name, main.value, tuple(named), storages, "legacy", size, byteorder)
+
+
+def _computed(value: Any) -> str:
+    """What a pickled value is when only running the pickle tells its value (else "")."""
+    if isinstance(value, Opaque):
+        return f"the result of a call of {value.qualname}"
+    if isinstance(value, GlobalRef):
+        return f"the global {value.qualname}"
+    if isinstance(value, PersistentRef):
+        return "a persistent id"
+    return ""
 
 
 def _with_globals(error: ReadError, named: dict[GlobalRef, None]) -> ReadError:
