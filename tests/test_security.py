@@ -119,6 +119,11 @@ def test_names_resolve_as_c_pickle() -> None:
         (GlobalRef("torch", "os.system"), "code-execution"),
         (GlobalRef("torch", "_utils._rebuild_tensor_v2"), "code-execution"),  # dotted: walked, never allowed
         (GlobalRef("torch._utils", "_import_dotted_name"), "code-execution"),
+        # TorchScript reached from a pickle (the red team's second round): compiles and runs code
+        (GlobalRef("torch._C", "import_ir_module_from_buffer"), "code-execution"),
+        (GlobalRef("torch._C", "CompilationUnit"), "code-execution"),
+        (GlobalRef("torch.jit._serialization", "_load_for_lite_interpreter"), "code-execution"),
+        (GlobalRef("torch.fx.graph_module", "reduce_graph_module"), "code-execution"),
         (GlobalRef("torch", "save"), "code-execution"),
         (GlobalRef("torch.storage", "_load_from_bytes"), "code-execution"),
         (GlobalRef("subprocess", "getoutput", ("commands", "getoutput")), "code-execution"),

@@ -11,7 +11,8 @@ renaming). This module judges them, on that resolution:
   small table and never walks a dotted name, would see the same global.
 - ``"code-execution"``: a well-known way to run code or touch the system on load: modules such as
   ``os``, ``subprocess``, ``pickle`` or ``importlib``, builtins such as ``eval`` and ``getattr``,
-  torch's own ``load``/``save``/``_import_dotted_name``, and every dotted name (the unpickler
+  torch's own ``load``/``save``/``_import_dotted_name``, its compilers and their loaders (``torch._C``,
+  ``torch.jit``, ``torch.fx``: TorchScript importers, GraphModules that exec source), and every dotted name (the unpickler
   walks attributes from the module and can reach any object, ``torch._utils.torch.os.system``).
   A list of gadgets is never complete: it names what is known, it proves nothing safe.
 - ``"refused"``: everything else. ``weights_only=True`` refuses it; ``weights_only=False``
@@ -208,6 +209,13 @@ _CODE_EXECUTION_NAMES: Final = frozenset(
         "run_path", "run_module", "import_module", "__import__", "__builtins__", "__globals__", "__subclasses__",
         "_import_dotted_name", "load_inline", "cpp_extension", "runstring", "load", "loads", "save",
         "_load_from_bytes", "hub", "package", "os", "sys", "subprocess", "pickle", "builtins", "importlib",
+        # torch's compilers and their loaders: torch._C's raw bindings hold TorchScript's importers
+        # (import_ir_module_from_buffer compiles an archive's code and runs its __setstate__s),
+        # torch.jit compiles and runs TorchScript, torch.fx's GraphModule pickles exec Python source.
+        "_C", "jit", "fx", "_dynamo", "_inductor", "compiler", "import_ir_module", "import_ir_module_from_buffer",
+        "_load_for_lite_interpreter", "_load_for_lite_interpreter_from_buffer", "CompilationUnit",
+        "_forward_from_src", "_exec_with_source", "reduce_graph_module", "reduce_package_graph_module", "exec",
+        "eval",
     }
 )  # fmt: skip
 
