@@ -17,8 +17,13 @@ import torch
 OUT = pathlib.Path(__file__).resolve().parent.parent / "src" / "ckptkeys" / "_read" / "_tensor_attributes.py"
 
 
+# Names a class gains in a process as it is used: copyreg caches ``__slotnames__`` on a class the first
+# time one of its instances is pickled. Always listed, so the list is the same in every process.
+PROCESS_DEPENDENT = frozenset({"__slotnames__"})
+
+
 def source() -> str:
-    names = sorted(set(dir(torch.Tensor)) | set(dir(torch.nn.Parameter)))
+    names = sorted(set(dir(torch.Tensor)) | set(dir(torch.nn.Parameter)) | PROCESS_DEPENDENT)
     body = "".join(f'        "{name}",\n' for name in names)
     version = torch.__version__.split("+")[0]
     return (

@@ -106,6 +106,7 @@ TENSOR_ATTRIBUTES: Final = frozenset(
         "__setitem__",
         "__setstate__",
         "__sizeof__",
+        "__slotnames__",
         "__str__",
         "__sub__",
         "__subclasshook__",
