@@ -34,6 +34,14 @@ DEFAULT_MAX_STRING_BYTES: Final = 64 * MiB
 DEFAULT_MAX_LINE_BYTES: Final = 1 * MiB
 # Digits of one integer literal (or bytes of a LONG1/LONG4): int() of huge literals is quadratic.
 DEFAULT_MAX_INT_DIGITS: Final = 4_300
+# Memory the inert structure of one pickle may take, as the machine counts it while reading:
+# every object it makes, stack slot, memo entry and container item is charged with CPython's
+# size for it (see _pickle), and nothing is given back. The object and memo counts alone let a
+# 19 KB deflated pickle of 20M EMPTY_DICT or MEMOIZE opcodes build 1.4 GB in 9-14 s; under this
+# limit such a bomb ends within about 1.5 s and 400 MB. Measured: the largest pickle of the test
+# fixtures charges 0.14 MB, the ~1 GB ZeRO-2 bench checkpoint's 0.08 MB; a state dict of 30,000
+# tensors (a 3.5 MB data.pkl) 64 MB, about 2.1 KB a tensor: 128 MiB is some 60,000 tensors.
+DEFAULT_MAX_STRUCTURE_BYTES: Final = 128 * MiB
 # Members of one zip archive: one per tensor storage, so a 100k-tensor file has ~100k.
 DEFAULT_MAX_ZIP_MEMBERS: Final = 2_000_000
 
@@ -50,6 +58,7 @@ class Limits:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_int_digits: int = DEFAULT_MAX_INT_DIGITS
     max_zip_members: int = DEFAULT_MAX_ZIP_MEMBERS
+    max_structure_bytes: int = DEFAULT_MAX_STRUCTURE_BYTES
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -16,6 +16,7 @@ import _compat_pickle  # the Python 2 renaming tables C pickle itself loads
 import codecs
 import itertools
 import mmap
+import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -117,6 +118,23 @@ class Unpickled:
 # _rebuild_from_type_v2 wraps another interpreter's record): 3 + 1 + 3, rounded up.
 _CALL_CONTAINERS: Final = 8
 
+# What the structure costs, charged against Limits.max_structure_bytes: CPython's sizes
+# (sys.getsizeof on 64-bit CPython 3.11, rounded up) for what each opcode makes. A reference
+# (a stack slot, a list or tuple item) is charged when pushed; what a container adds per item
+# is charged when it grows.
+_REF_BYTES: Final = 8
+_DICT_BYTES: Final = 184  # a dict with its first table (64 empty): why counting objects is not enough
+_LIST_BYTES: Final = 88  # a list with its first four slots (56 empty)
+_SET_BYTES: Final = 216
+_TUPLE_BYTES: Final = 40  # plus a reference per item
+_PAIR_BYTES: Final = 48  # one dict entry (hash, key, value) with the table's spare room
+_SET_ITEM_BYTES: Final = 40  # likewise for a set
+_MEMO_BYTES: Final = 80  # a new memo entry: its int key and its dict entry (1.4 GB for 20M measured)
+_STR_BYTES: Final = 64  # a str or bytes object, plus its length
+_INT_BYTES: Final = 32  # an int too large to be cached, plus the bytes of its digits
+_GLOBAL_BYTES: Final = 160  # a GlobalRef and its two names, plus their length
+_CALL_BYTES: Final = 256  # an Opaque record (slots, items list, dict_items dict) or a rebuilt value
+
 _MARK: Final = object()  # stands on the stack where MARK put it (we keep marks in a metastack)
 
 _UNSIGNED_1: Final = struct.Struct("<B")
@@ -125,6 +143,24 @@ _SIGNED_4: Final = struct.Struct("<i")
 _UNSIGNED_4: Final = struct.Struct("<I")
 _UNSIGNED_8: Final = struct.Struct("<Q")
 _DOUBLE_BE: Final = struct.Struct(">d")
+
+# Values whose behaviour under C pickle's APPEND, SETITEM, ADDITEMS, BUILD, ... the machine
+# knows exactly: what it does not know (an Opaque record, a global, a rebuilt tensor, a storage)
+# may have the method C pickle calls, so an opcode on it is a defect read on from, not a stop.
+_PLAIN_TYPES: Final = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset, OrderedDict}
+)
+
+# C's `long` (strtol's range, in INT): 8 bytes on Linux and macOS, 4 on Windows.
+_C_LONG_BITS: Final = struct.calcsize("l") * 8
+# Bytes C's isspace() skips (the C locale), as strtol and PyLong_FromString do.
+_C_SPACE: Final = b" \t\n\v\f\r"
+_DIGITS: Final = {8: b"01234567", 10: b"0123456789", 16: b"0123456789abcdefABCDEF"}
+# What PyOS_string_to_double (FLOAT) reads: a decimal float, or inf/infinity/nan, any case, no
+# spaces and no underscores (float() allows both), the longest prefix that parses.
+_C_DOUBLE: Final = re.compile(
+    rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:infinity|inf|nan))"
+)
 
 # Calls that only build data from their arguments: safe to evaluate, and worth evaluating.
 _LATIN1_ENCODINGS: Final = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "ascii", "utf-8", "utf8"})
@@ -197,11 +233,14 @@ class _Machine:
         self.data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         self.size = stop
         self.pos = 0
+        self.opcode_pos = 0  # where the opcode being run starts, for defects
         self.proto = 0  # as C pickle: the last PROTO opcode's, 0 before any
         self.frame_end: int | None = None
         self.find_class = find_class
-        # Calls the interpreters could not evaluate: reported once the whole pickle is read.
-        self.defects: list[CorruptCheckpointError] = []
+        # What the machine cannot follow where C pickle goes on (a call the interpreters could not
+        # evaluate, a BUILD on an object it made, ...): recorded with an inert stand-in, and
+        # reported once the whole pickle is read, so every global after it is seen.
+        self.defects: list[ReadError] = []
         self.source = source
         self.limits = limits
         self.interpreters = interpreters
@@ -211,6 +250,10 @@ class _Machine:
         self.memo: dict[int, Any] = {}
         self.globals: dict[GlobalRef, None] = {}
         self.objects = 0
+        self.max_objects = limits.max_objects
+        # Bytes the structure holds so far, as estimated (see _REF_BYTES): bounded by the limit.
+        self.spent = 0
+        self.max_bytes = limits.max_structure_bytes
         # Nesting depth of every tuple and frozenset made so far, by id: hashing one (as a
         # dict key or set element) recurses in C, and a deep enough one crashes the process.
         self.depths: dict[int, int] = {}
@@ -220,6 +263,10 @@ class _Machine:
         self.containers = 0
 
     def immutable(self, container: tuple[Any, ...] | frozenset[Any]) -> None:
+        if type(container) is tuple:
+            self.charge(_TUPLE_BYTES + _REF_BYTES * len(container))
+        else:
+            self.charge(_SET_BYTES + _SET_ITEM_BYTES * len(container))
         depths = self.depths
         depth = 1
         for item in container:  # only tuples and frozensets nest inside a hashable value
@@ -232,6 +279,7 @@ class _Machine:
             raise LimitError(self.source, "max_depth", self.limits.max_depth)
         if depth > 1:  # absent means 1: most tuples hold only names and numbers
             depths[id(container)] = depth
+            self.spent += _MEMO_BYTES
         self.containers += 1
         self.push(container)
 
@@ -240,6 +288,10 @@ class _Machine:
     def fail(self, message: str, opcode_pos: int | None = None) -> CorruptCheckpointError:
         where = f" at byte {opcode_pos}" if opcode_pos is not None else ""
         return CorruptCheckpointError(self.source, f"pickle{where}: {message}")
+
+    def defect(self, message: str) -> None:
+        """Record what C pickle would go on from but the machine cannot follow; read on."""
+        self.defects.append(self.fail(message, self.opcode_pos))
 
     def read(self, n: int) -> bytes:
         end = self.pos + n
@@ -263,14 +315,24 @@ class _Machine:
     def sized(self, n: int) -> bytes:
         if n > self.limits.max_string_bytes:
             raise LimitError(self.source, "max_string_bytes", self.limits.max_string_bytes)
+        self.charge(_STR_BYTES + n)
         return self.read(n)
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` more of structure against ``Limits.max_structure_bytes``."""
+        self.spent += nbytes
+        if self.spent > self.max_bytes:
+            raise LimitError(self.source, "max_structure_bytes", self.max_bytes)
 
     # -- the stack --------------------------------------------------------------------------
 
     def push(self, value: Any) -> None:
         self.objects += 1
-        if self.objects > self.limits.max_objects:
-            raise LimitError(self.source, "max_objects", self.limits.max_objects)
+        self.spent += _REF_BYTES
+        if self.objects > self.max_objects or self.spent > self.max_bytes:
+            if self.objects > self.max_objects:
+                raise LimitError(self.source, "max_objects", self.max_objects)
+            raise LimitError(self.source, "max_structure_bytes", self.max_bytes)
         self.stack.append(value)
 
     def pop(self) -> Any:
@@ -291,11 +353,16 @@ class _Machine:
         return items
 
     def memo_put(self, index: int, value: Any) -> None:
-        if index < 0:
-            raise self.fail("negative memo index")
-        if index not in self.memo and len(self.memo) >= self.limits.max_memo:
-            raise LimitError(self.source, "max_memo", self.limits.max_memo)
-        self.memo[index] = value
+        memo = self.memo
+        if index not in memo:
+            if index < 0:
+                raise self.fail("negative memo index")
+            if len(memo) >= self.limits.max_memo:
+                raise LimitError(self.source, "max_memo", self.limits.max_memo)
+            self.spent += _MEMO_BYTES
+            if self.spent > self.max_bytes:
+                raise LimitError(self.source, "max_structure_bytes", self.max_bytes)
+        memo[index] = value
 
     def memo_get(self, index: int) -> Any:
         try:
@@ -306,19 +373,27 @@ class _Machine:
     # -- calls ------------------------------------------------------------------------------
 
     def note_global(self, module: str, name: str) -> GlobalRef:
+        self.charge(_GLOBAL_BYTES + len(module) + len(name))
         ref = self.find_class(module, name, self.proto)
         self.globals.setdefault(ref, None)
         return ref
 
     def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> Any:
         self.containers += _CALL_CONTAINERS
+        self.charge(_CALL_BYTES)
         if not isinstance(args, tuple):
             if isinstance(args, list):  # INST/OBJ collect args from the stack
                 args = tuple(args)
-            else:
+            elif type(args) in _PLAIN_TYPES:  # C pickle stops too: "argument list must be a tuple"
                 raise self.fail(f"{opcode}: arguments are {type(args).__name__}, not a tuple")
+            else:  # a record of a call that may return a tuple: C pickle may go on
+                self.defect(f"{opcode}: arguments are an object the reader cannot evaluate ({args!r:.80})")
+                return Opaque(func, (args,), None)
         if kwargs is not None and not isinstance(kwargs, dict):
-            raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
+            if type(kwargs) in _PLAIN_TYPES:
+                raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
+            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({kwargs!r:.80})")
+            return Opaque(func, args, {"**": kwargs})
         if isinstance(func, GlobalRef):
             interpret = self.interpreters.get((func.module, func.name)) or BUILTIN_INTERPRETERS.get(
                 (func.module, func.name)
@@ -326,10 +401,14 @@ class _Machine:
             if interpret is not None:
                 try:
                     return interpret(args, kwargs)
+                except LimitError:
+                    raise
+                except ReadError as error:  # an interpreter's own refusal, naming the file
+                    self.defects.append(error)
                 except (ValueError, TypeError, OverflowError) as error:
                     # The real call may succeed or fail otherwise: read on (an inert record in
                     # its place), so every later global is seen, and refuse the file at the end.
-                    self.defects.append(self.fail(f"{opcode} of {func.qualname}: {error}"))
+                    self.defect(f"{opcode} of {func.qualname}: {error}")
         return Opaque(func, args, kwargs)
 
     # -- the run ----------------------------------------------------------------------------
@@ -342,6 +421,7 @@ class _Machine:
             start = self.pos
             code = data[start]
             self.pos = start + 1
+            self.opcode_pos = start
             handler = dispatch.get(code)
             if handler is None:
                 raise self.fail(f"unknown opcode 0x{code:02x}", start)
@@ -379,28 +459,88 @@ def _frame(m: _Machine) -> None:
     m.frame_end = m.pos + length
 
 
-def _int(m: _Machine) -> None:
+def _text_line(m: _Machine) -> bytes:
+    # C pickle's bad_readline: a text opcode's argument is at least one byte before its newline.
     line = m.readline()
-    if line == b"00":
-        m.push(False)
-    elif line == b"01":
-        m.push(True)
+    if not line:
+        raise m.fail("a text opcode's line is empty")
+    return line
+
+
+def _int(m: _Machine) -> None:
+    # As C's load_int: strtol(line, base 0), which reads a prefix (leading spaces, a sign, 0x
+    # hex, 0 octal: "010" is 8) and must stop at the newline or a NUL byte; where it does not, or
+    # the value does not fit a C long, the line is PyLong_FromString(line, base 0) instead.
+    # Exactly two bytes reading 0 or 1 ("00", "01", " 1", "+0", "1\0") are False and True.
+    line = _text_line(m)
+    _check_digits(m, line)
+    value, end = _strtol(line)
+    if value is not None and (end == len(line) or line[end] == 0):
+        m.push(bool(value) if len(line) == 2 and value in (0, 1) else value)
     else:
-        m.push(_parse_int(m, line))
+        m.push(_pylong(m, line, 0, "INT"))
 
 
-def _parse_int(m: _Machine, line: bytes) -> int:
+def _check_digits(m: _Machine, line: bytes) -> None:
     if len(line) > m.limits.max_int_digits:
         raise LimitError(m.source, "max_int_digits", m.limits.max_int_digits)
+    m.charge(_INT_BYTES + len(line))
+
+
+def _strtol(line: bytes) -> tuple[int | None, int]:
+    """C's strtol(line, &end, 0): the value (None on overflow) and where it stopped."""
+    size = len(line)
+    i = 0
+    while i < size and line[i] in _C_SPACE:
+        i += 1
+    negative = False
+    if i < size and line[i] in b"+-":
+        negative = line[i] == 45  # "-"
+        i += 1
+    base = 10
+    if i < size and line[i] == 48:  # "0": octal, or hex if "0x" and a hex digit follow
+        base = 8
+        if i + 2 < size and line[i + 1] in b"xX" and line[i + 2] in _DIGITS[16]:
+            base = 16
+            i += 2
+    digits = _DIGITS[base]
+    first = i
+    while i < size and line[i] in digits:
+        i += 1
+    if i == first:  # no number: strtol stops at the very start
+        return 0, 0
+    value = int(line[first:i], base)
+    value = -value if negative else value
+    bound = 1 << (_C_LONG_BITS - 1)
+    return (value if -bound <= value < bound else None), i
+
+
+def _pylong(m: _Machine, line: bytes, base: int, opcode: str) -> int:
+    """PyLong_FromString(line, NULL, base) on C pickle's NUL-terminated copy of the line."""
+    # int() of bytes is PyLong_FromString that must read to the end: the same rules (spaces
+    # around, a sign, underscores between digits, base 0's prefixes and no leading zeros), once
+    # the line is cut where C sees its end, at the first NUL byte.
     try:
-        return int(line, 10)
+        return int(line.split(b"\0", 1)[0], base)
     except ValueError:
-        raise m.fail(f"bad integer literal {line[:40]!r}") from None
+        raise m.fail(f"{opcode}: bad integer literal {line[:40]!r}") from None
 
 
 def _long(m: _Machine) -> None:
-    line = m.readline()
-    m.push(_parse_int(m, line[:-1] if line.endswith(b"L") else line))
+    # As C's load_long: one trailing "L" is dropped, then PyLong_FromString(line, base 0).
+    line = _text_line(m)
+    _check_digits(m, line)
+    m.push(_pylong(m, line[:-1] if line.endswith(b"L") else line, 0, "LONG"))
+
+
+def _memo_index(m: _Machine, opcode: str) -> int:
+    # As C's load_put and load_get: PyLong_FromString(line, base 10), as a Py_ssize_t.
+    line = _text_line(m)
+    _check_digits(m, line)
+    index = _pylong(m, line, 10, opcode)
+    if not -(1 << 63) <= index < 1 << 63:
+        raise m.fail(f"{opcode}: memo index {index} does not fit a Py_ssize_t")
+    return index
 
 
 def _binint(m: _Machine) -> None:
@@ -433,29 +573,40 @@ def _long4(m: _Machine) -> None:
 
 
 def _float(m: _Machine) -> None:
-    line = m.readline()
-    try:
-        m.push(float(line))
-    except ValueError:
-        raise m.fail(f"bad float literal {line[:40]!r}") from None
+    # As C's load_float: PyOS_string_to_double reads the longest prefix that is a float, which
+    # must end at the newline or a NUL byte; a finite literal too large for a double is an
+    # OverflowError there (float() would say inf).
+    line = _text_line(m)
+    m.charge(_INT_BYTES)
+    match = _C_DOUBLE.match(line)
+    end = match.end() if match else 0
+    if not match or (end < len(line) and line[end] != 0):
+        raise m.fail(f"FLOAT: bad float literal {line[:40]!r}")
+    value = float(match.group())
+    if value in (float("inf"), float("-inf")) and b"n" not in match.group().lower():
+        raise m.fail(f"FLOAT: {line[:40]!r} is too large for a double")
+    m.push(value)
 
 
 def _binfloat(m: _Machine) -> None:
     m.push(_DOUBLE_BE.unpack(m.read(8))[0])
 
 
-def _decode_str(m: _Machine, raw: bytes) -> str | bytes:
-    # Python 2 str: torch.load decodes these as UTF-8; undecodable ones stay bytes.
+def _decode_str(m: _Machine, raw: bytes) -> str:
+    # Python 2 str: torch.load unpickles with encoding="utf-8" (errors "strict"): one that is not
+    # UTF-8 stops it (UnicodeDecodeError), and the machine.
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
+    except UnicodeDecodeError as error:
+        raise m.fail(f"a Python 2 string is not UTF-8: {error.reason}") from None
 
 
 def _string(m: _Machine) -> None:
+    # As C's load_string: quoted alike at both ends, then the bytes escapes (PyBytes_DecodeEscape).
     line = m.readline()
     if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
         raise m.fail("STRING argument is not quoted")
+    m.charge(_STR_BYTES + len(line))
     m.push(_decode_str(m, codecs.escape_decode(line[1:-1])[0]))
 
 
@@ -481,6 +632,7 @@ def _unicode(m: _Machine) -> None:
     line = m.readline()
     if len(line) > m.limits.max_string_bytes:
         raise LimitError(m.source, "max_string_bytes", m.limits.max_string_bytes)
+    m.charge(_STR_BYTES + len(line))
     m.push(line.decode("raw-unicode-escape"))
 
 
@@ -521,8 +673,12 @@ def _readonly_buffer(m: _Machine) -> None:
     top = m.top()
     if isinstance(top, bytearray):
         m.stack[-1] = bytes(top)
-    elif not isinstance(top, bytes):
+    elif isinstance(top, bytes):
+        pass
+    elif type(top) in _PLAIN_TYPES:  # no buffer: memoryview() fails in C pickle too
         raise m.fail(f"READONLY_BUFFER on a {type(top).__name__}")
+    else:  # an object the reader did not build may be a buffer: C pickle may go on
+        m.defect(f"READONLY_BUFFER on {_describe(top)}, which the reader cannot evaluate")
 
 
 def _none(m: _Machine) -> None:
@@ -561,7 +717,7 @@ def _dup(m: _Machine) -> None:
 
 def _empty_tuple(m: _Machine) -> None:
     m.containers += 1  # measured as one level by the depth pass
-    m.push(())
+    m.push(())  # a shared singleton: only the reference costs
 
 
 def _tuple(m: _Machine) -> None:
@@ -581,21 +737,35 @@ def _tuple_n(n: int) -> Callable[[_Machine], None]:
 
 def _empty_list(m: _Machine) -> None:
     m.containers += 1
+    m.spent += _LIST_BYTES
     m.push([])
 
 
 def _list(m: _Machine) -> None:
     m.containers += 1
+    m.spent += _LIST_BYTES
     m.push(m.pop_mark())
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, Opaque):
+        return f"the result of {value.qualname}"
+    if isinstance(value, GlobalRef):
+        return f"the global {value.qualname}"
+    return f"a {type(value).__name__}"
+
+
 def _extend(m: _Machine, target: Any, items: list[Any]) -> None:
-    if isinstance(target, list):
+    # C's do_append: list.extend, else the target's own extend() or append().
+    m.charge(_REF_BYTES * len(items))
+    if type(target) is list:
         target.extend(items)
     elif isinstance(target, Opaque):
         target.items.extend(items)
-    else:
+    elif type(target) in _PLAIN_TYPES and type(target) is not bytearray:  # no extend, no append
         raise m.fail(f"APPEND to a {type(target).__name__}")
+    else:  # a global (sys.path is a list), a rebuilt value, a bytearray: its method runs in C
+        m.defect(f"APPEND to {_describe(target)}: torch calls its extend() or append()")
 
 
 def _append(m: _Machine) -> None:
@@ -612,6 +782,7 @@ def _appends(m: _Machine) -> None:
 
 def _empty_dict(m: _Machine) -> None:
     m.containers += 1
+    m.spent += _DICT_BYTES
     m.push({})
 
 
@@ -623,19 +794,27 @@ def _pairs_of(m: _Machine, items: list[Any]) -> list[tuple[Any, Any]]:
 
 def _dict(m: _Machine) -> None:
     m.containers += 1
-    m.push(dict(_pairs_of(m, m.pop_mark())))
+    pairs = _pairs_of(m, m.pop_mark())
+    m.charge(_DICT_BYTES + _PAIR_BYTES * len(pairs))
+    m.push(dict(pairs))
 
 
 def _assign(m: _Machine, target: Any, pairs: list[tuple[Any, Any]]) -> None:
+    # C's do_setitems: PyObject_SetItem(target, key, value) for each pair, in order.
+    m.charge(_PAIR_BYTES * len(pairs))
+    kind = type(target)
     if isinstance(target, dict):
         target.update(pairs)
     elif isinstance(target, Opaque):
         target.dict_items.update(pairs)
-    elif isinstance(target, list) and all(type(k) in (int, bool) and -len(target) <= k < len(target) for k, _ in pairs):
+    elif kind is list and all(type(k) in (int, bool) and -len(target) <= k < len(target) for k, _ in pairs):
         for key, value in pairs:  # C pickle's SETITEM is __setitem__: a list takes an index
             target[key] = value
-    else:
-        raise m.fail(f"SETITEM on a {type(target).__name__}")
+    elif kind in _PLAIN_TYPES and kind is not bytearray and all(type(k) in _PLAIN_TYPES for k, _ in pairs):
+        # No __setitem__ (a tuple, a str, ...), or a list given a key it refuses: C stops too.
+        raise m.fail(f"SETITEM on a {kind.__name__}")
+    else:  # a global (os.environ), a tensor, a storage, or a key that may be an index
+        m.defect(f"SETITEM on {_describe(target)}: torch calls its __setitem__")
 
 
 def _setitem(m: _Machine) -> None:
@@ -653,6 +832,7 @@ def _setitems(m: _Machine) -> None:
 
 def _empty_set(m: _Machine) -> None:
     m.containers += 1
+    m.spent += _SET_BYTES
     m.push(set())
 
 
@@ -661,12 +841,15 @@ def _additems(m: _Machine) -> None:
     target = m.top()
     if not items:  # as C pickle: an empty MARK adds nothing, whatever is below it
         return
-    if isinstance(target, set):
+    m.charge(_SET_ITEM_BYTES * len(items))
+    if type(target) is set:
         target.update(items)
     elif isinstance(target, Opaque):
         target.items.extend(items)
-    else:
+    elif type(target) in _PLAIN_TYPES:  # no add(): C stops too
         raise m.fail(f"ADDITEMS on a {type(target).__name__}")
+    else:
+        m.defect(f"ADDITEMS on {_describe(target)}: torch calls its add()")
 
 
 def _frozenset(m: _Machine) -> None:
@@ -674,7 +857,7 @@ def _frozenset(m: _Machine) -> None:
 
 
 def _get(m: _Machine) -> None:
-    m.push(m.memo_get(_parse_int(m, m.readline())))
+    m.push(m.memo_get(_memo_index(m, "GET")))
 
 
 def _binget(m: _Machine) -> None:
@@ -686,7 +869,8 @@ def _long_binget(m: _Machine) -> None:
 
 
 def _put(m: _Machine) -> None:
-    m.memo_put(_parse_int(m, m.readline()), m.top())
+    index = _memo_index(m, "PUT")
+    m.memo_put(index, m.top())
 
 
 def _binput(m: _Machine) -> None:
@@ -701,26 +885,33 @@ def _memoize(m: _Machine) -> None:
     m.memo_put(len(m.memo), m.top())
 
 
-def _name_line(m: _Machine) -> str:
-    line = m.readline()
+def _name_line(m: _Machine, encoding: str) -> str:
+    # As C's load_global (UTF-8) and load_inst (ASCII): a non-empty line, decoded strictly.
+    line = _text_line(m)
     try:
-        return line.decode("utf-8")
+        return line.decode(encoding)
     except UnicodeDecodeError:
-        raise m.fail("a global's name is not UTF-8") from None
+        raise m.fail(f"a global's name is not {encoding}") from None
 
 
 def _global(m: _Machine) -> None:
-    module = _name_line(m)
-    name = _name_line(m)
+    module = _name_line(m, "utf-8")
+    name = _name_line(m, "utf-8")
     m.push(m.note_global(module, name))
 
 
 def _stack_global(m: _Machine) -> None:
     name = m.pop()
     module = m.pop()
-    if not isinstance(module, str) or not isinstance(name, str):
+    if type(module) is str and type(name) is str:
+        m.push(m.note_global(module, name))
+    elif type(module) in _PLAIN_TYPES and type(name) in _PLAIN_TYPES:  # C pickle: "requires str"
         raise m.fail(f"STACK_GLOBAL with non-string names ({type(module).__name__}, {type(name).__name__})")
-    m.push(m.note_global(module, name))
+    else:
+        # Names made by a call the reader did not run (a str method, getattr, ...): torch resolves
+        # a global no one can name without running the pickle. Refused at the end; read on.
+        m.defect(f"STACK_GLOBAL with names the reader cannot evaluate ({module!r:.60}, {name!r:.60})")
+        m.push(Opaque(GlobalRef("<unknown>", "<unknown>"), (module, name)))
 
 
 def _reduce(m: _Machine) -> None:
@@ -743,8 +934,8 @@ def _newobj_ex(m: _Machine) -> None:
 
 
 def _inst(m: _Machine) -> None:
-    module = _name_line(m)
-    name = _name_line(m)
+    module = _name_line(m, "ascii")
+    name = _name_line(m, "ascii")
     args = m.pop_mark()
     m.push(m.call(m.note_global(module, name), args, None, "INST"))
 
@@ -759,24 +950,49 @@ def _obj(m: _Machine) -> None:
 def _build(m: _Machine) -> None:
     state = m.pop()
     target = m.top()
+    kind = type(target)
     if isinstance(target, Opaque):
         # Stored as data, never applied: no __setstate__, no __dict__ update, no setattr.
         m.containers += 1  # a second BUILD nests the states in a tuple
+        m.charge(_TUPLE_BYTES)
         target.state = state if target.state is None else (target.state, state)
-    elif isinstance(target, OrderedDict) and _is_attribute_dict(state):
-        # A torch state_dict carries its per-module versions as the attribute `_metadata`;
-        # torch.load restores it, and so do we: into the instance dict of an OrderedDict this
-        # reader made itself. Special names (`__setstate__`, `__deepcopy__`, ...) are refused:
-        # code that copies or pickles the result looks some of them up on the instance.
-        if any(key.startswith("__") for key in state):
-            raise m.fail("BUILD would set special attributes on a dict")
-        vars(target).update(state)
-    elif state is not None and not (_is_attribute_dict(state) and not state):
-        raise m.fail(f"BUILD on a {type(target).__name__}")
-
-
-def _is_attribute_dict(state: Any) -> bool:
-    return isinstance(state, dict) and all(isinstance(key, str) for key in state)
+        return
+    if kind is not OrderedDict and kind not in _PLAIN_TYPES:
+        # A tensor, a storage, a global: torch calls its __setstate__ (Tensor.__setstate__ can
+        # replace the data) or sets its attributes, and goes on; the machine does not follow.
+        what = "a tensor" if kind.__name__ == "TensorInfo" else _describe(target)
+        setter = "Tensor.__setstate__" if what == "a tensor" else "its __setstate__"
+        m.defect(f"BUILD on {what}: torch calls {setter}, which can replace its data")
+        return
+    # No __setstate__ (a plain value, an OrderedDict): C's load_build takes (state, slotstate)
+    # from a pair, updates the instance __dict__ with state and setattr()s slotstate.
+    # from a pair, updates the instance __dict__ with state and setattr()s slotstate (which must
+    # then be a dict, even an empty one: None is refused).
+    slots: Any = _MARK  # no slot state
+    if type(state) is tuple and len(state) == 2:
+        state, slots = state
+    if any(part is not _MARK and type(part) not in _PLAIN_TYPES for part in (state, slots)):
+        m.defect(f"BUILD on a {kind.__name__} with a state the reader cannot evaluate")
+        return
+    if slots is not _MARK and not isinstance(slots, dict):
+        raise m.fail(f"BUILD on a {kind.__name__}: the slot state is no dict")
+    if slots is _MARK:
+        slots = {}
+    if state is None and not slots:
+        return  # nothing to set: C pickle goes on, as the machine
+    if kind is not OrderedDict or not isinstance(state, (dict, type(None))):
+        # A plain value has no __dict__; a state that is no dict is refused: C stops too.
+        raise m.fail(f"BUILD on a {kind.__name__}")
+    # A torch state_dict carries its per-module versions as the attribute `_metadata`; torch.load
+    # restores it, and so do we: into the instance dict of an OrderedDict this reader made
+    # itself. Other names (special ones such as `__setstate__` that code copying or pickling
+    # the result looks up on the instance, keys that are no identifiers) are not set: torch sets
+    # them and goes on, so they are defects.
+    attributes = {**(state or {}), **slots}
+    if all(type(key) is str and not key.startswith("__") for key in attributes):
+        vars(target).update(attributes)
+    else:
+        m.defect("BUILD would set special or non-string attributes on a dict")
 
 
 def _persid(m: _Machine) -> None:
@@ -794,9 +1010,19 @@ def _binpersid(m: _Machine) -> None:
 
 def _persistent(m: _Machine, pid: Any) -> Any:
     m.containers += 1
+    m.charge(_CALL_BYTES)
     if m.persistent_load is None:
         return PersistentRef(pid)
-    return m.persistent_load(pid)
+    try:
+        return m.persistent_load(pid)
+    except LimitError:
+        raise
+    except ReadError as error:
+        # A persistent id the hook refuses (not a storage record, a missing record): torch's
+        # persistent_load may still return something, or run what the id names, and read on.
+        # So does the machine, with the raw id in its place; the file is refused at the end.
+        m.defects.append(error)
+        return PersistentRef(pid)
 
 
 def _ext(m: _Machine) -> None:
@@ -916,7 +1142,13 @@ def unpickle(
     )
     machine.pos = start
     try:
-        value = machine.run()
+        try:
+            value = machine.run()
+        except ReadError:
+            if not machine.defects:
+                raise
+            # The first problem in the file is reported: what made reading stop came later.
+            raise machine.defects[0] from None
         if machine.defects:
             raise machine.defects[0]
         if machine.containers > limits.max_depth:
