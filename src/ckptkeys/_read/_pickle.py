@@ -15,8 +15,8 @@ from __future__ import annotations
 import _compat_pickle  # the Python 2 renaming tables C pickle itself loads
 import codecs
 import itertools
+import math
 import mmap
-import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -156,11 +156,6 @@ _C_LONG_BITS: Final = struct.calcsize("l") * 8
 # Bytes C's isspace() skips (the C locale), as strtol and PyLong_FromString do.
 _C_SPACE: Final = b" \t\n\v\f\r"
 _DIGITS: Final = {8: b"01234567", 10: b"0123456789", 16: b"0123456789abcdefABCDEF"}
-# What PyOS_string_to_double (FLOAT) reads: a decimal float, or inf/infinity/nan, any case, no
-# spaces and no underscores (float() allows both), the longest prefix that parses.
-_C_DOUBLE: Final = re.compile(
-    rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:infinity|inf|nan))"
-)
 
 # Calls that only build data from their arguments: safe to evaluate, and worth evaluating.
 _LATIN1_ENCODINGS: Final = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "ascii", "utf-8", "utf8"})
@@ -233,7 +228,6 @@ class _Machine:
         self.data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         self.size = stop
         self.pos = 0
-        self.opcode_pos = 0  # where the opcode being run starts, for defects
         self.proto = 0  # as C pickle: the last PROTO opcode's, 0 before any
         self.frame_end: int | None = None
         self.find_class = find_class
@@ -264,9 +258,10 @@ class _Machine:
 
     def immutable(self, container: tuple[Any, ...] | frozenset[Any]) -> None:
         if type(container) is tuple:
-            self.charge(_TUPLE_BYTES + _REF_BYTES * len(container))
+            self.spent += _TUPLE_BYTES + _REF_BYTES * len(container)
         else:
-            self.charge(_SET_BYTES + _SET_ITEM_BYTES * len(container))
+            self.spent += _SET_BYTES + _SET_ITEM_BYTES * len(container)
+        # (checked by the push below)
         depths = self.depths
         depth = 1
         for item in container:  # only tuples and frozensets nest inside a hashable value
@@ -289,9 +284,13 @@ class _Machine:
         where = f" at byte {opcode_pos}" if opcode_pos is not None else ""
         return CorruptCheckpointError(self.source, f"pickle{where}: {message}")
 
-    def defect(self, message: str) -> None:
-        """Record what C pickle would go on from but the machine cannot follow; read on."""
-        self.defects.append(self.fail(message, self.opcode_pos))
+    def defect(self, message: str, at: int | None = None) -> None:
+        """Record what C pickle would go on from but the machine cannot follow; read on.
+
+        ``at`` is where the opcode starts; by default the byte before the current position, which
+        it is for every opcode without an argument (BUILD, APPEND, SETITEM, REDUCE, ...).
+        """
+        self.defects.append(self.fail(message, self.pos - 1 if at is None else at))
 
     def read(self, n: int) -> bytes:
         end = self.pos + n
@@ -315,7 +314,7 @@ class _Machine:
     def sized(self, n: int) -> bytes:
         if n > self.limits.max_string_bytes:
             raise LimitError(self.source, "max_string_bytes", self.limits.max_string_bytes)
-        self.charge(_STR_BYTES + n)
+        self.spent += _STR_BYTES + n  # checked when the string is pushed
         return self.read(n)
 
     def charge(self, nbytes: int) -> None:
@@ -373,26 +372,26 @@ class _Machine:
     # -- calls ------------------------------------------------------------------------------
 
     def note_global(self, module: str, name: str) -> GlobalRef:
-        self.charge(_GLOBAL_BYTES + len(module) + len(name))
+        self.spent += _GLOBAL_BYTES + len(module) + len(name)  # checked when the global is pushed
         ref = self.find_class(module, name, self.proto)
         self.globals.setdefault(ref, None)
         return ref
 
-    def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> Any:
+    def call(self, func: Any, args: Any, kwargs: Any, opcode: str, at: int | None = None) -> Any:
         self.containers += _CALL_CONTAINERS
-        self.charge(_CALL_BYTES)
+        self.spent += _CALL_BYTES  # checked when the result is pushed
         if not isinstance(args, tuple):
             if isinstance(args, list):  # INST/OBJ collect args from the stack
                 args = tuple(args)
             elif type(args) in _PLAIN_TYPES:  # C pickle stops too: "argument list must be a tuple"
                 raise self.fail(f"{opcode}: arguments are {type(args).__name__}, not a tuple")
             else:  # a record of a call that may return a tuple: C pickle may go on
-                self.defect(f"{opcode}: arguments are an object the reader cannot evaluate ({args!r:.80})")
+                self.defect(f"{opcode}: arguments are an object the reader cannot evaluate ({args!r:.80})", at)
                 return Opaque(func, (args,), None)
         if kwargs is not None and not isinstance(kwargs, dict):
             if type(kwargs) in _PLAIN_TYPES:
                 raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
-            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({kwargs!r:.80})")
+            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({kwargs!r:.80})", at)
             return Opaque(func, args, {"**": kwargs})
         if isinstance(func, GlobalRef):
             interpret = self.interpreters.get((func.module, func.name)) or BUILTIN_INTERPRETERS.get(
@@ -408,7 +407,7 @@ class _Machine:
                 except (ValueError, TypeError, OverflowError) as error:
                     # The real call may succeed or fail otherwise: read on (an inert record in
                     # its place), so every later global is seen, and refuse the file at the end.
-                    self.defect(f"{opcode} of {func.qualname}: {error}")
+                    self.defect(f"{opcode} of {func.qualname}: {error}", at)
         return Opaque(func, args, kwargs)
 
     # -- the run ----------------------------------------------------------------------------
@@ -421,7 +420,6 @@ class _Machine:
             start = self.pos
             code = data[start]
             self.pos = start + 1
-            self.opcode_pos = start
             handler = dispatch.get(code)
             if handler is None:
                 raise self.fail(f"unknown opcode 0x{code:02x}", start)
@@ -578,14 +576,50 @@ def _float(m: _Machine) -> None:
     # OverflowError there (float() would say inf).
     line = _text_line(m)
     m.charge(_INT_BYTES)
-    match = _C_DOUBLE.match(line)
-    end = match.end() if match else 0
-    if not match or (end < len(line) and line[end] != 0):
+    end = _double_end(line)
+    if not end or (end < len(line) and line[end] != 0):
         raise m.fail(f"FLOAT: bad float literal {line[:40]!r}")
-    value = float(match.group())
-    if value in (float("inf"), float("-inf")) and b"n" not in match.group().lower():
+    literal = line[:end]
+    value = float(literal)
+    if math.isinf(value) and b"n" not in literal.lower():
         raise m.fail(f"FLOAT: {line[:40]!r} is too large for a double")
     m.push(value)
+
+
+def _double_end(line: bytes) -> int:
+    """Where PyOS_string_to_double stops reading ``line`` (0: no float at all).
+
+    It reads a sign, then inf, infinity or nan in any case, or decimal digits with one point and
+    an exponent: no spaces and no underscores (float() allows both), the longest prefix.
+    """
+    size = len(line)
+    i = 1 if line[:1] in (b"+", b"-") else 0
+    word = line[i : i + 8].lower()
+    if word == b"infinity":
+        return i + 8
+    if word[:3] in (b"inf", b"nan"):
+        return i + 3
+    digits = _DIGITS[10]
+    first = i
+    while i < size and line[i] in digits:
+        i += 1
+    count = i - first
+    if i < size and line[i] == 46:  # "."
+        i += 1
+        fraction = i
+        while i < size and line[i] in digits:
+            i += 1
+        count += i - fraction
+    if not count:
+        return 0
+    if i < size and line[i] in b"eE":  # an exponent, if digits follow
+        j = i + 2 if i + 1 < size and line[i + 1] in b"+-" else i + 1
+        exponent = j
+        while j < size and line[j] in digits:
+            j += 1
+        if j > exponent:
+            i = j
+    return i
 
 
 def _binfloat(m: _Machine) -> None:
@@ -934,10 +968,11 @@ def _newobj_ex(m: _Machine) -> None:
 
 
 def _inst(m: _Machine) -> None:
+    start = m.pos - 1
     module = _name_line(m, "ascii")
     name = _name_line(m, "ascii")
     args = m.pop_mark()
-    m.push(m.call(m.note_global(module, name), args, None, "INST"))
+    m.push(m.call(m.note_global(module, name), args, None, "INST", start))
 
 
 def _obj(m: _Machine) -> None:
