@@ -7,7 +7,8 @@ kwargs), and ``BUILD`` stores the state in the record. Nothing named in the pick
 imported, called, or looked up as an attribute. A small table of *interpreters* turns the
 calls that only build data (an ``OrderedDict``, ``_codecs.encode`` of a latin-1 string,
 torch's tensor rebuilds) into plain values; the interpreters are pure functions of the
-pickled arguments.
+pickled arguments. Text opcodes (protocol 0) are parsed as C pickle parses them, and what the
+structure takes is charged, in bytes, against ``Limits.max_structure_bytes``.
 """
 
 from __future__ import annotations
@@ -1159,8 +1160,13 @@ def unpickle(
     (the default is C pickle's own rule). Reading starts at offset ``start`` and never goes past
     ``stop`` (default: the end of ``data``); what follows ``STOP`` is left alone (see ``end``).
 
-    A :class:`ReadError` raised while reading carries, in ``globals``, every global named
-    before it: an unpickler that stops there has already imported them.
+    Where C pickle (torch.load) goes on from a step the machine cannot follow (a BUILD on a
+    rebuilt tensor, an APPEND to a global, a persistent id the hook refuses, ...), the machine
+    keeps an inert stand-in and reads on, and the first such step is raised once the pickle is
+    read: every global is seen. Only what stops C pickle too (truncation, an unknown opcode, a
+    stack underflow, ...) or a limit stops reading early. A :class:`ReadError` raised carries,
+    in ``globals``, every global named before reading stopped: an unpickler that stops there has
+    already imported them.
     """
     limits = limits or Limits()
     stop = len(data) if stop is None else min(stop, len(data))
