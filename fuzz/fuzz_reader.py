@@ -19,7 +19,9 @@ with atheris.instrument_imports():
     from ckptkeys._read._limits import Limits
 
 # Small limits keep every input cheap; the limits' own checks are part of what is fuzzed.
-LIMITS = Limits(max_pickle_bytes=1 << 20, max_objects=100_000, max_memo=100_000, max_string_bytes=1 << 16)
+LIMITS = Limits(
+    max_pickle_bytes=1 << 20, max_objects=100_000, max_memo=100_000, max_string_bytes=1 << 16, max_structure_bytes=1 << 23
+)
 
 
 def test_one_input(data: bytes) -> None:

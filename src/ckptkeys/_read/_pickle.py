@@ -387,12 +387,12 @@ class _Machine:
             elif type(args) in _PLAIN_TYPES:  # C pickle stops too: "argument list must be a tuple"
                 raise self.fail(f"{opcode}: arguments are {type(args).__name__}, not a tuple")
             else:  # a record of a call that may return a tuple: C pickle may go on
-                self.defect(f"{opcode}: arguments are an object the reader cannot evaluate ({args!r:.80})", at)
+                self.defect(f"{opcode}: arguments are an object the reader cannot evaluate ({_describe(args)})", at)
                 return Opaque(func, (args,), None)
         if kwargs is not None and not isinstance(kwargs, dict):
             if type(kwargs) in _PLAIN_TYPES:
                 raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
-            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({kwargs!r:.80})", at)
+            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({_describe(kwargs)})", at)
             return Opaque(func, args, {"**": kwargs})
         if isinstance(func, GlobalRef):
             interpret = self.interpreters.get((func.module, func.name)) or BUILTIN_INTERPRETERS.get(
@@ -783,6 +783,7 @@ def _list(m: _Machine) -> None:
 
 
 def _describe(value: Any) -> str:
+    # Never repr(): a record may hold a structure nested deeper than repr() can recurse.
     if isinstance(value, Opaque):
         return f"the result of {value.qualname}"
     if isinstance(value, GlobalRef):
@@ -805,7 +806,12 @@ def _extend(m: _Machine, target: Any, items: list[Any]) -> None:
 
 def _append(m: _Machine) -> None:
     value = m.pop()
-    _extend(m, m.top(), [value])
+    target = m.top()
+    if type(target) is list:  # the common case, inline: the slot is checked at the next push
+        m.spent += _REF_BYTES
+        target.append(value)
+    else:
+        _extend(m, target, [value])
 
 
 def _appends(m: _Machine) -> None:
@@ -945,7 +951,7 @@ def _stack_global(m: _Machine) -> None:
     else:
         # Names made by a call the reader did not run (a str method, getattr, ...): torch resolves
         # a global no one can name without running the pickle. Refused at the end; read on.
-        m.defect(f"STACK_GLOBAL with names the reader cannot evaluate ({module!r:.60}, {name!r:.60})")
+        m.defect(f"STACK_GLOBAL with names the reader cannot evaluate ({_describe(module)}, {_describe(name)})")
         m.push(Opaque(GlobalRef("<unknown>", "<unknown>"), (module, name)))
 
 
