@@ -3,8 +3,8 @@
 Run: ``python bench/bench_bombs.py [--src DIR] [--ops N]``. Each bomb is a torch-zip archive whose
 ``data.pkl`` is deflated (built with ``tests/security_cases.py``'s writer): a protocol-4 pickle of
 ``N`` repetitions of one cheap opcode (``MEMOIZE`` on one object, ``EMPTY_DICT``, ``EMPTY_LIST``,
-``NONE``, a ``REDUCE`` of a memoized global, ``EMPTY_LIST``/``APPEND`` chains nested, and a
-list of ``EMPTY_DICT``), ending
+``NONE``, a ``REDUCE`` of a memoized global, a list of ``EMPTY_LIST``, ``EMPTY_LIST`` nested
+by ``APPEND``, a list of ``EMPTY_DICT``), ending
 in ``STOP``. Each file is read in a fresh interpreter (``--src`` is the tree to import); printed:
 the archive's size, the outcome (the error's limit, or ``ok``), the wall time and the child's peak
 RSS. Figures are printed, never asserted.
@@ -50,7 +50,8 @@ def bombs(ops: int) -> dict[str, bytes]:
         "EMPTY_SET": head + b"\x8f" * ops + b".",
         "NONE": head + b"N" * ops + b".",
         "REDUCE": head + global_ + b"0" + b"h\x00)R" * (ops // 4) + b".",
-        "nested lists": head + b"]" + b"]a" * (ops // 2) + b".",
+        "list of lists": head + b"]" + b"]a" * (ops // 2) + b".",
+        "nested lists": head + b"]" * (ops // 2) + b"a" * (ops // 2 - 1) + b".",
         "list of dicts": head + b"]" + b"}a" * (ops // 2) + b".",
     }
 

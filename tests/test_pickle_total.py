@@ -136,3 +136,13 @@ def test_first_defect_is_reported_even_when_reading_stops_later() -> None:
     with pytest.raises(CorruptCheckpointError, match="BUILD on a tensor") as caught:
         unpickle(data, interpreters=TORCH_INTERPRETERS)
     assert SYSTEM in caught.value.globals
+
+
+def test_defect_on_a_deep_record_is_worded_without_repr() -> None:
+    # REDUCE whose arguments are builtins.list(<50,000 nested lists>): the message names the
+    # record; repr() of it would recurse past the interpreter's limit (RecursionError).
+    nested = b"]" * 50_000 + b"a" * 49_999
+    data = b"\x80\x02cos\nsystem\ncbuiltins\nlist\n(" + nested + b"tRR."
+    with pytest.raises(CorruptCheckpointError, match=r"cannot evaluate \(the result of builtins.list\)") as caught:
+        unpickle(data)
+    assert SYSTEM in caught.value.globals
