@@ -267,7 +267,8 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
         )
     stream.seek(cdir_offset)
     directory = stream.read(cdir_size)
-    members = _parse_directory(path, directory, entries)
+    unusable: list[str] = []
+    members = _parse_directory(path, directory, entries, unusable)
     if not members:
         raise NotACheckpointError(path, "is an empty zip archive: not a torch checkpoint")
     first = members[0].raw_name
@@ -304,7 +305,8 @@ def open_archive(path: str, stream: BinaryIO, size: int, limits: Limits) -> Arch
                     "another reader the first or the last one" if same else "a case-sensitive reader the one asked for",
                 ),
             )
-    defects = _defects(members, size)
+    defects = [f"zip member {name!r:.80} has no usable ZIP64 extra field" for name in unusable]
+    defects += _defects(members, size)
     for member in members:  # PyTorchStreamReader refuses the archive otherwise (case counts here)
         if not member.raw_name.startswith(folder):
             raise CorruptCheckpointError(
@@ -341,7 +343,7 @@ def _torchscript_record(members: list[Member], folder: bytes) -> Member | None:
     return found
 
 
-def _parse_directory(path: str, directory: bytes, entries: int) -> list[Member]:
+def _parse_directory(path: str, directory: bytes, entries: int, unusable: list[str]) -> list[Member]:
     members: list[Member] = []
     at = 0
     for _ in range(entries):
@@ -358,17 +360,24 @@ def _parse_directory(path: str, directory: bytes, entries: int) -> list[Member]:
         name = directory[at + _CENTRAL_SIZE : at + _CENTRAL_SIZE + name_len]
         if _MAX32 in (compressed, plain, offset):
             extra = directory[at + _CENTRAL_SIZE + name_len : at + _CENTRAL_SIZE + name_len + extra_len]
-            plain, compressed, offset = _zip64_sizes(path, name, extra, plain, compressed, offset)
+            sizes = _zip64_sizes(extra, plain, compressed, offset)
+            if sizes is None:
+                # miniz keeps the 32-bit values (and fails on the member only when it is read):
+                # torch unpickles data.pkl first, so its globals are read before the refusal.
+                unusable.append(name.decode("utf-8", "replace"))
+            else:
+                plain, compressed, offset = sizes
         is_directory = name.endswith(b"/") or bool(external & _DOS_DIRECTORY)
         members.append(Member(name, method, flags, compressed, plain, offset, is_directory))
         at += total
     return members
 
 
-def _zip64_sizes(
-    path: str, name: bytes, extra: bytes, plain: int, compressed: int, offset: int
-) -> tuple[int, int, int]:
-    """The 64-bit sizes and offset of the ZIP64 extra field, for the 32-bit fields that say 0xFFFFFFFF."""
+def _zip64_sizes(extra: bytes, plain: int, compressed: int, offset: int) -> tuple[int, int, int] | None:
+    """The 64-bit sizes and offset of the ZIP64 extra field, for the 32-bit fields that say 0xFFFFFFFF.
+
+    None if there is no such field, or it is too short.
+    """
     at = 0
     while at + 4 <= len(extra):
         tag, length = struct.unpack_from("<HH", extra, at)
@@ -386,7 +395,7 @@ def _zip64_sizes(
                 return values[0], values[1], values[2]
             break
         at += 4 + length
-    raise CorruptCheckpointError(path, f"zip member {name!r:.80} has no usable ZIP64 extra field")
+    return None
 
 
 def _defects(members: list[Member], size: int) -> list[str]:
