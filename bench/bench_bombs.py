@@ -1,11 +1,12 @@
 """Benchmark: what a small hostile zip costs ``ckptkeys.read``: time and peak memory.
 
-Run: ``python bench/bench_bombs.py [--src DIR] [--ops N]``. Each bomb is a torch-zip archive whose
+Run: ``python bench/bench_bombs.py [--src DIR] [--ops N] [--inflate-ratio R]``. Each bomb is a torch-zip archive whose
 ``data.pkl`` is deflated (built with ``tests/security_cases.py``'s writer): a protocol-4 pickle of
 ``N`` repetitions of one cheap opcode (``MEMOIZE`` on one object, ``EMPTY_DICT``, ``EMPTY_LIST``,
 ``NONE``, a ``REDUCE`` of a memoized global, a list of ``EMPTY_LIST``, ``EMPTY_LIST`` nested
-by ``APPEND``, a list of ``EMPTY_DICT``), ending
-in ``STOP``. Each file is read in a fresh interpreter (``--src`` is the tree to import); printed:
+by ``APPEND``, a list of ``EMPTY_DICT``; ``PROTO`` and ``NONE``+``POP``, which make nothing), ending
+in ``STOP``. With the default limits each is refused for its inflation (``max_inflate_ratio``);
+``--inflate-ratio 1000000`` lifts that limit to measure what the rest of the limits do. Each file is read in a fresh interpreter (``--src`` is the tree to import); printed:
 the archive's size, the outcome (the error's limit, or ``ok``), the wall time and the child's peak
 RSS. Figures are printed, never asserted.
 """
@@ -27,16 +28,22 @@ CHILD = """
 import resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import ckptkeys
+limits = ckptkeys.Limits(max_inflate_ratio=int(sys.argv[3])) if len(sys.argv) > 3 else None
 start = time.perf_counter()
 try:
-    ckptkeys.read(sys.argv[2])
+    ckptkeys.read(sys.argv[2], limits=limits)
     outcome = "ok"
 except ckptkeys.LimitError as error:
     outcome = "LimitError " + error.limit
 except ckptkeys.ReadError as error:
     outcome = type(error).__name__ + ": " + error.reason[:60]
 elapsed = time.perf_counter() - start
-print(f"{outcome}|{elapsed:.2f}|{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+try:  # this process image's own peak (ru_maxrss keeps the parent's from before exec)
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{outcome}|{elapsed:.2f}|{peak / 1024:.0f}")
 """
 
 
@@ -53,6 +60,8 @@ def bombs(ops: int) -> dict[str, bytes]:
         "list of lists": head + b"]" + b"]a" * (ops // 2) + b".",
         "nested lists": head + b"]" * (ops // 2) + b"a" * (ops // 2 - 1) + b".",
         "list of dicts": head + b"]" + b"}a" * (ops // 2) + b".",
+        "PROTO": b"\x80\x04" * ops + b"}.",
+        "NONE-POP": head + b"N0" * (ops // 2) + b"}.",
     }
 
 
@@ -60,12 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", type=pathlib.Path, default=ROOT / "src")
     parser.add_argument("--ops", type=int, default=20_000_000)
+    parser.add_argument("--inflate-ratio", type=int, help="Limits(max_inflate_ratio=...) for the reads")
     args = parser.parse_args()
+    ratio = [] if args.inflate_ratio is None else [str(args.inflate_ratio)]
     with tempfile.TemporaryDirectory() as folder:
-        for name, pkl in bombs(args.ops).items():
+        for name in bombs(0):  # built one at a time
             path = pathlib.Path(folder) / "bomb.pt"
-            path.write_bytes(zip_archive(_records(pkl), method=8))
-            command = [sys.executable, "-c", CHILD, str(args.src), str(path)]
+            path.write_bytes(zip_archive(_records(bombs(args.ops)[name]), method=8))
+            command = [sys.executable, "-c", CHILD, str(args.src), str(path), *ratio]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             outcome, elapsed, rss = (result.stdout.strip() or f"crash {result.returncode}||").split("|")
             print(f"{name:14} {path.stat().st_size / 1e3:7.1f} KB  {outcome:40} {elapsed:>6} s  {rss:>6} MB")

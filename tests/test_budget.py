@@ -2,18 +2,21 @@
 
 A deflated data.pkl of 20M one-byte opcodes is a 19 KB file; counting objects and memo entries
 let it build 1.4 GB. Each bomb here ends in a LimitError naming ``max_structure_bytes`` (never
-a timing assertion: bench/bench_bombs.py measures time and memory).
+a timing assertion: bench/bench_bombs.py measures time and memory). Reading also costs time by
+the pickle's size, and opcodes that make nothing are charged nothing: a deflated data.pkl may
+inflate at most ``max_inflate_ratio`` times its compressed size beyond its first MiB.
 """
 
 from __future__ import annotations
 
 import pathlib
+import pickle
 
 import pytest
 
 import ckptkeys
 from ckptkeys import LimitError, Limits
-from ckptkeys._read._limits import DEFAULT_MAX_STRUCTURE_BYTES
+from ckptkeys._read._limits import DEFAULT_MAX_INFLATE_RATIO, DEFAULT_MAX_STRUCTURE_BYTES, INFLATE_ALLOWANCE
 from ckptkeys._read._pickle import unpickle
 
 from .conftest import FIXTURES
@@ -59,9 +62,39 @@ def test_19_kb_zip_bomb_under_the_default(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "bomb.pt"
     path.write_bytes(zip_archive(_records(HEAD + b"N" + b"\x94" * 20_000_000 + b"."), method=8))
     assert path.stat().st_size < 25_000
-    with pytest.raises(LimitError, match="max_structure_bytes") as caught:
+    with pytest.raises(LimitError, match="max_inflate_ratio") as caught:  # it inflates 1000 times
         ckptkeys.read(path)
+    assert caught.value.value == DEFAULT_MAX_INFLATE_RATIO
+    with pytest.raises(LimitError, match="max_structure_bytes") as caught:  # the budget ends it too
+        ckptkeys.read(path, limits=Limits(max_inflate_ratio=10**6))
     assert caught.value.value == DEFAULT_MAX_STRUCTURE_BYTES
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x80\x02" * 45_000_000, b"N0" * 19_000_000],  # opcodes that make nothing: no budget counts them
+    ids=["PROTO", "NONE-POP"],
+)
+def test_small_deflated_opcode_bomb_is_refused_by_its_inflation(body: bytes, tmp_path: pathlib.Path) -> None:
+    """The red team's 37-88 KB zips of 38-90 MB pickles (14-22 s to read): refused before inflating."""
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(zip_archive(_records(body + b"}."), method=8))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(LimitError, match="max_inflate_ratio=100"):
+        ckptkeys.read(path)
+
+
+def test_deflated_pickles_within_the_ratio_or_the_allowance_are_read(tmp_path: pathlib.Path) -> None:
+    import random
+
+    rng = random.Random(19)
+    varied = pickle.dumps({"values": [rng.random() for _ in range(200_000)]}, protocol=2)  # ~1.8 MB, ~1.1x
+    repetitive = pickle.dumps({"names": ["module.layer.weight"] * 50_000}, protocol=2)  # < 1 MiB, deflates far
+    for i, data in enumerate((varied, repetitive)):
+        path = tmp_path / f"{i}.pt"
+        path.write_bytes(zip_archive(_records(data), method=8))
+        assert ckptkeys.read(path).data.keys() in ({"values"}, {"names"})
+    assert len(varied) > INFLATE_ALLOWANCE and len(repetitive) < INFLATE_ALLOWANCE
 
 
 def test_budget_error_carries_the_globals() -> None:

@@ -38,10 +38,17 @@ DEFAULT_MAX_INT_DIGITS: Final = 4_300
 # every object it makes, stack slot, memo entry and container item is charged with CPython's
 # size for it (see _pickle), and nothing is given back. The object and memo counts alone let a
 # 19 KB deflated pickle of 20M EMPTY_DICT or MEMOIZE opcodes build 1.4 GB in 9-14 s; under this
-# limit such a bomb ends within about 1.5 s and 400 MB. Measured: the largest pickle of the test
+# limit such a bomb ends within about 3 s and 400 MB (bench/bench_bombs.py --inflate-ratio
+# 1000000: max_inflate_ratio refuses each first). Measured: the largest pickle of the test
 # fixtures charges 0.14 MB, the ~1 GB ZeRO-2 bench checkpoint's 0.08 MB; a state dict of 30,000
-# tensors (a 3.5 MB data.pkl) 64 MB, about 2.1 KB a tensor: 128 MiB is some 60,000 tensors.
-DEFAULT_MAX_STRUCTURE_BYTES: Final = 128 * MiB
+# tensors (a 3.5 MB data.pkl) 64 MB, about 2.1 KB a tensor: 256 MiB is some 120,000 tensors.
+DEFAULT_MAX_STRUCTURE_BYTES: Final = 256 * MiB
+# How many times its compressed size a deflated data.pkl may inflate to, beyond its first MiB
+# (INFLATE_ALLOWANCE, always allowed). torch.save stores data.pkl uncompressed; another writer's
+# deflate shrinks a real pickle 2-5 times (4.6 for a state dict of 30,000 tensors). Reading costs
+# time by the inflated size: 20M one-byte opcodes deflate to 19-90 KB and took 5-22 s to read.
+DEFAULT_MAX_INFLATE_RATIO: Final = 100
+INFLATE_ALLOWANCE: Final = 1 * MiB
 # Members of one zip archive: one per tensor storage, so a 100k-tensor file has ~100k.
 DEFAULT_MAX_ZIP_MEMBERS: Final = 2_000_000
 
@@ -59,6 +66,7 @@ class Limits:
     max_int_digits: int = DEFAULT_MAX_INT_DIGITS
     max_zip_members: int = DEFAULT_MAX_ZIP_MEMBERS
     max_structure_bytes: int = DEFAULT_MAX_STRUCTURE_BYTES
+    max_inflate_ratio: int = DEFAULT_MAX_INFLATE_RATIO
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -21,10 +21,17 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from ._errors import AmbiguousFileError, CorruptCheckpointError, NotACheckpointError, ReadError, UnsupportedFormatError
+from ._errors import (
+    AmbiguousFileError,
+    CorruptCheckpointError,
+    LimitError,
+    NotACheckpointError,
+    ReadError,
+    UnsupportedFormatError,
+)
 from ._files import open_regular
 from ._globalref import GlobalRef
-from ._limits import Limits
+from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
 from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, open_archive
@@ -40,6 +47,8 @@ LEGACY_MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION: Final = 1001
 # Bytes shown in the error for a file that is no checkpoint.
 _SNIFF_BYTES: Final = 8
+# The zip compression method of a deflated member.
+_DEFLATED: Final = 8
 # The byte orders torch.load accepts in <folder>/byteorder, exactly.
 _BYTEORDERS: Final = {b"little": "little", b"big": "big"}
 
@@ -118,6 +127,11 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         if raw not in _BYTEORDERS:
             raise CorruptCheckpointError(name, f"unknown byte order {raw!r:.40}")
         byteorder = _BYTEORDERS[raw]
+    # Reading costs time by the pickle's size: a deflated one must not be a small file's bomb. Its
+    # declared size bounds what is inflated (miniz stops there, and so does _zip).
+    inflatable = max(INFLATE_ALLOWANCE, limits.max_inflate_ratio * pickle_member.compressed_size)
+    if pickle_member.method == _DEFLATED and inflatable < pickle_member.size <= limits.max_pickle_bytes:
+        raise LimitError(name, "max_inflate_ratio", limits.max_inflate_ratio)
     data = archive.read(pickle_member, limits.max_pickle_bytes, "max_pickle_bytes")
     # torch.load's loaded_storages: by the key exactly as pickled (2 and '2' are two storages,
     # read from the one record data/2, each with its own dtype); empty storages are not kept.
