@@ -187,8 +187,9 @@ def _safe_serialization(tag: TagLayout, model_files: tuple[LayoutFile, ...]) -> 
                 False,
                 "tied-weights",
                 f"tied weights ({pairs}) share memory and safetensors refuses them: run zero_to_fp32 without "
-                "--safe_serialization (a pytorch_model.bin), or load the model with load_state_dict_from_zero_checkpoint "
-                "and save it with the model's save_pretrained or safetensors.torch.save_model, which drop the copies",
+                "--safe_serialization (a pytorch_model.bin), or load the model with "
+                "load_state_dict_from_zero_checkpoint and save it with the model's save_pretrained or "
+                "safetensors.torch.save_model, which drop the copies",
             )
     return _READY
 

@@ -32,9 +32,7 @@ __all__ = [
 ]
 
 
-def validate_file(
-    path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None
-) -> FileReport:
+def validate_file(path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None) -> FileReport:
     """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
     if given, else as its name says, else as its keys suggest (model states or an
     optimizer-states file). Raises :class:`~ckptkeys.ReadError` if the file cannot be read.

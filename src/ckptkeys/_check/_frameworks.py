@@ -54,7 +54,10 @@ _FILES: Final = {
     ),
 }
 # The file that tells a save folder's framework.
-_MARKERS: Final = ((TRANSFORMERS, re.compile(r"trainer_state\.json")), (ACCELERATE, re.compile(r"random_states_\d+\.pkl")))
+_MARKERS: Final = (
+    (TRANSFORMERS, re.compile(r"trainer_state\.json")),
+    (ACCELERATE, re.compile(r"random_states_\d+\.pkl")),
+)
 
 # Client state a framework merges into the model states; the first key marks the framework.
 CLIENT_STATE: Final = {

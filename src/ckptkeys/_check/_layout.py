@@ -169,9 +169,7 @@ def scan(
     files = [entry.name for entry in entries if not entry.is_dir]
     framework = _frameworks.framework_of_files(files) or _frameworks.framework_of_save_name(os.path.basename(root))
     framework_files = tuple(name for name in files if _frameworks.is_framework_file(name))
-    return Layout(
-        root, "save", latest, latest_universal, tuple(tags), tuple(problems), framework, framework_files
-    )
+    return Layout(root, "save", latest, latest_universal, tuple(tags), tuple(problems), framework, framework_files)
 
 
 # -- one tag -------------------------------------------------------------------------------------

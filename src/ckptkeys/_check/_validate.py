@@ -241,9 +241,7 @@ def _missing_mp_ranks(
     ]
 
 
-def _missing_shards(
-    tag: TagLayout, model_file: LayoutFile, dp_world: int, dp_ranks: set[int | None]
-) -> list[Problem]:
+def _missing_shards(tag: TagLayout, model_file: LayoutFile, dp_world: int, dp_ranks: set[int | None]) -> list[Problem]:
     """Optimizer shards of ranks below dp_world_size that the folder lacks (names cannot tell the last ones)."""
     present = {f.relpath for f in tag.files}
     problems = []

@@ -65,7 +65,6 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-
 class _UsageError(Exception):
     """An argument error found by argparse: its message and the usage line of the (sub)command."""
 

@@ -37,6 +37,7 @@ def _global(ref: GlobalRef) -> dict[str, Any]:
     written = f"{ref.written[0]}.{ref.written[1]}" if ref.written else None
     return {"name": ref.qualname, "class": classify(ref), "written": written, "explanation": explain(ref)}
 
+
 SCHEMA_VERSION: Final = 1
 
 # -- structure --------------------------------------------------------------------------------------
@@ -257,8 +258,7 @@ def build_report(
                 "framework": run.framework,
                 "framework_files": list(run.framework_files),
                 "saves": [
-                    {"name": s.name, "path": s.path, "step": s.step, "report": reported.get(s.path)}
-                    for s in run.saves
+                    {"name": s.name, "path": s.path, "step": s.step, "report": reported.get(s.path)} for s in run.saves
                 ],
             }
         )

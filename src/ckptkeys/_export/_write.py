@@ -13,9 +13,9 @@ import json
 import os
 import re
 
-from ._entry import plan_export
 from .._read._errors import ReadError
 from .._read._files import create_new, open_regular
+from ._entry import plan_export
 from ._safetensors import ITEMSIZE, Entry, copy_range, write_file
 from ._spans import FileSpan
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor

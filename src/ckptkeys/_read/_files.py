@@ -86,7 +86,7 @@ def open_regular(path: str, *, boundary: str | None = None, max_bytes: int | Non
             raise ReadError(path, f"is larger than {max_bytes} bytes ({info.st_size} bytes)")
         if _NONBLOCK:
             os.set_blocking(fd, True)
-        return open(fd, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
+        return open(fd, "rb", buffering=0)
     except BaseException:
         os.close(fd)
         raise
@@ -124,7 +124,7 @@ def create_new(path: str) -> tuple[str, io.BufferedWriter]:
         except FileExistsError:
             continue
         try:
-            return temp, open(fd, "wb")  # noqa: SIM115 (the caller closes it)
+            return temp, open(fd, "wb")
         except BaseException:
             os.close(fd)
             raise

@@ -11,9 +11,10 @@ renaming). This module judges them, on that resolution:
   small table and never walks a dotted name, would see the same global.
 - ``"code-execution"``: a well-known way to run code or touch the system on load: modules such as
   ``os``, ``subprocess``, ``pickle`` or ``importlib``, builtins such as ``eval`` and ``getattr``,
-  torch's own ``load``/``save``/``_import_dotted_name``, its compilers and their loaders (``torch._C``,
-  ``torch.jit``, ``torch.fx``: TorchScript importers, GraphModules that exec source), and every dotted name (the unpickler
-  walks attributes from the module and can reach any object, ``torch._utils.torch.os.system``).
+  torch's own ``load``/``save``/``_import_dotted_name``, its compilers and their loaders
+  (``torch._C``, ``torch.jit``, ``torch.fx``: TorchScript importers, GraphModules that exec
+  source), and every dotted name (the unpickler walks attributes from the module and can reach
+  any object, ``torch._utils.torch.os.system``).
   A list of gadgets is never complete: it names what is known, it proves nothing safe.
 - ``"refused"``: everything else. ``weights_only=True`` refuses it; ``weights_only=False``
   imports it and calls what the pickle says, which can run arbitrary code.

@@ -22,6 +22,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from ._cnumbers import double_end, strtol
 from ._errors import CorruptCheckpointError, LimitError, ReadError
 from ._globalref import GlobalRef
 from ._limits import Limits
@@ -152,11 +153,6 @@ _PLAIN_TYPES: Final = frozenset(
     {type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset, OrderedDict}
 )
 
-# C's `long` (strtol's range, in INT): 8 bytes on Linux and macOS, 4 on Windows.
-_C_LONG_BITS: Final = struct.calcsize("l") * 8
-# Bytes C's isspace() skips (the C locale), as strtol and PyLong_FromString do.
-_C_SPACE: Final = b" \t\n\v\f\r"
-_DIGITS: Final = {8: b"01234567", 10: b"0123456789", 16: b"0123456789abcdefABCDEF"}
 
 # Calls that only build data from their arguments: safe to evaluate, and worth evaluating.
 _LATIN1_ENCODINGS: Final = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "ascii", "utf-8", "utf8"})
@@ -392,7 +388,9 @@ class _Machine:
         if kwargs is not None and not isinstance(kwargs, dict):
             if type(kwargs) in _PLAIN_TYPES:
                 raise self.fail(f"{opcode}: keyword arguments are {type(kwargs).__name__}, not a dict")
-            self.defect(f"{opcode}: keyword arguments are an object the reader cannot evaluate ({_describe(kwargs)})", at)
+            self.defect(
+                f"{opcode}: keyword arguments are an object the reader cannot evaluate ({_describe(kwargs)})", at
+            )
             return Opaque(func, args, {"**": kwargs})
         if isinstance(func, GlobalRef):
             interpret = self.interpreters.get((func.module, func.name)) or BUILTIN_INTERPRETERS.get(
@@ -473,7 +471,7 @@ def _int(m: _Machine) -> None:
     # Exactly two bytes reading 0 or 1 ("00", "01", " 1", "+0", "1\0") are False and True.
     line = _text_line(m)
     _check_digits(m, line)
-    value, end = _strtol(line)
+    value, end = strtol(line)
     if value is not None and (end == len(line) or line[end] == 0):
         m.push(bool(value) if len(line) == 2 and value in (0, 1) else value)
     else:
@@ -484,34 +482,6 @@ def _check_digits(m: _Machine, line: bytes) -> None:
     if len(line) > m.limits.max_int_digits:
         raise LimitError(m.source, "max_int_digits", m.limits.max_int_digits)
     m.charge(_INT_BYTES + len(line))
-
-
-def _strtol(line: bytes) -> tuple[int | None, int]:
-    """C's strtol(line, &end, 0): the value (None on overflow) and where it stopped."""
-    size = len(line)
-    i = 0
-    while i < size and line[i] in _C_SPACE:
-        i += 1
-    negative = False
-    if i < size and line[i] in b"+-":
-        negative = line[i] == 45  # "-"
-        i += 1
-    base = 10
-    if i < size and line[i] == 48:  # "0": octal, or hex if "0x" and a hex digit follow
-        base = 8
-        if i + 2 < size and line[i + 1] in b"xX" and line[i + 2] in _DIGITS[16]:
-            base = 16
-            i += 2
-    digits = _DIGITS[base]
-    first = i
-    while i < size and line[i] in digits:
-        i += 1
-    if i == first:  # no number: strtol stops at the very start
-        return 0, 0
-    value = int(line[first:i], base)
-    value = -value if negative else value
-    bound = 1 << (_C_LONG_BITS - 1)
-    return (value if -bound <= value < bound else None), i
 
 
 def _pylong(m: _Machine, line: bytes, base: int, opcode: str) -> int:
@@ -577,7 +547,7 @@ def _float(m: _Machine) -> None:
     # OverflowError there (float() would say inf).
     line = _text_line(m)
     m.charge(_INT_BYTES)
-    end = _double_end(line)
+    end = double_end(line)
     if not end or (end < len(line) and line[end] != 0):
         raise m.fail(f"FLOAT: bad float literal {line[:40]!r}")
     literal = line[:end]
@@ -585,42 +555,6 @@ def _float(m: _Machine) -> None:
     if math.isinf(value) and b"n" not in literal.lower():
         raise m.fail(f"FLOAT: {line[:40]!r} is too large for a double")
     m.push(value)
-
-
-def _double_end(line: bytes) -> int:
-    """Where PyOS_string_to_double stops reading ``line`` (0: no float at all).
-
-    It reads a sign, then inf, infinity or nan in any case, or decimal digits with one point and
-    an exponent: no spaces and no underscores (float() allows both), the longest prefix.
-    """
-    size = len(line)
-    i = 1 if line[:1] in (b"+", b"-") else 0
-    word = line[i : i + 8].lower()
-    if word == b"infinity":
-        return i + 8
-    if word[:3] in (b"inf", b"nan"):
-        return i + 3
-    digits = _DIGITS[10]
-    first = i
-    while i < size and line[i] in digits:
-        i += 1
-    count = i - first
-    if i < size and line[i] == 46:  # "."
-        i += 1
-        fraction = i
-        while i < size and line[i] in digits:
-            i += 1
-        count += i - fraction
-    if not count:
-        return 0
-    if i < size and line[i] in b"eE":  # an exponent, if digits follow
-        j = i + 2 if i + 1 < size and line[i + 1] in b"+-" else i + 1
-        exponent = j
-        while j < size and line[j] in digits:
-            j += 1
-        if j > exponent:
-            i = j
-    return i
 
 
 def _binfloat(m: _Machine) -> None:

@@ -297,6 +297,8 @@ def _with_metadata(tensor: TensorInfo, metadata: Any) -> TensorInfo:
     if bits:
         return replace(tensor, altered_by=f"its rebuild metadata sets {', '.join(bits)} (a {bits[0]} view)")
     return tensor
+
+
 def _rebuild_meta(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> TensorInfo:
     if kwargs or len(args) != 4:
         raise ValueError("expected (dtype, size, stride, requires_grad)")

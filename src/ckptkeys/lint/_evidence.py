@@ -115,9 +115,7 @@ OTHER_NAME: Final = re.compile(
 # Keys of other formats that share DeepSpeed's words, never written by DeepSpeed: Megatron's own
 # checkpoint ("model", "opt_param_scheduler") and Megatron's FP16_Optimizer state, whose other
 # keys ("optimizer_state_dict", "loss_scaler", "overflow") DeepSpeed's optimizers inherited.
-OTHER_FORMAT_KEYS: Final = frozenset(
-    {"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"}
-)
+OTHER_FORMAT_KEYS: Final = frozenset({"model", "opt_param_scheduler", "first_closure_call_this_step", "fp32_from_fp16"})
 # Pieces specific enough that a built string holding one may be a checkpoint file name.
 _FILE_NAME_PIECE: Final = re.compile(r"mp_rank_|zero_pp_rank_|expp_rank_|[_-]optim_states|[_-]model_states|states\.pt")
 # (str.__str__: the plain value, typed str on every Python version mypy checks)
