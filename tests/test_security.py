@@ -124,6 +124,10 @@ def test_names_resolve_as_c_pickle() -> None:
         (GlobalRef("torch._C", "CompilationUnit"), "code-execution"),
         (GlobalRef("torch.jit._serialization", "_load_for_lite_interpreter"), "code-execution"),
         (GlobalRef("torch.fx.graph_module", "reduce_graph_module"), "code-execution"),
+        # the second red team of issue 19: a shell command, a file created, TorchScript loaded from bytes
+        (GlobalRef("pydoc", "pipepager"), "code-execution"),
+        (GlobalRef("logging", "FileHandler"), "code-execution"),
+        (GlobalRef("torch.distributed.nn.api.remote_module", "_recursive_script_module_receiver"), "code-execution"),
         (GlobalRef("torch", "save"), "code-execution"),
         (GlobalRef("torch.storage", "_load_from_bytes"), "code-execution"),
         (GlobalRef("subprocess", "getoutput", ("commands", "getoutput")), "code-execution"),
@@ -187,3 +191,56 @@ def test_legacy_module_persistent_id_is_read_on(tmp_path: pathlib.Path) -> None:
     checkpoint = ckptkeys.read(path)
     assert [ref.qualname for ref in checkpoint.globals] == ["models.Net", "os.system"]
     assert checkpoint.data[0] == GlobalRef("models", "Net")
+
+
+def _named(folder: pathlib.Path) -> set[str]:
+    """Every global the checkpoint files under ``folder`` name that torch's weights-only load refuses."""
+    from ckptkeys._read._torch import storage_dtype
+
+    names = set()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".pt", ".bin", ".pth", ".ckpt"):
+            try:
+                refs = ckptkeys.read(path).globals
+            except ckptkeys.ReadError as error:
+                refs = error.globals
+            names |= {ref.qualname for ref in refs if classify(ref) != "allowed" and not storage_dtype(ref)}
+    return names
+
+
+def test_deepspeed_data_globals_are_exactly_what_deepspeed_saves() -> None:
+    """The classes export trusts beside torch's allow-list: those DeepSpeed 0.19.8 pickles, no more."""
+    from ckptkeys._read._globals import DEEPSPEED_DATA_GLOBALS
+
+    assert _named(FIXTURES) == DEEPSPEED_DATA_GLOBALS
+
+
+def test_framework_data_globals_are_what_the_frameworks_save() -> None:
+    from ckptkeys._read._globals import DEEPSPEED_DATA_GLOBALS, FRAMEWORK_DATA_GLOBALS
+
+    seen = _named(FIXTURES.parent / "clients") - DEEPSPEED_DATA_GLOBALS
+    assert seen <= FRAMEWORK_DATA_GLOBALS
+    # numpy renamed numpy.core to numpy._core in 2.0: both spellings are numpy's array rebuild
+    assert FRAMEWORK_DATA_GLOBALS - seen <= {"numpy.core.multiarray._reconstruct"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "codes"),
+    [
+        (GlobalRef("builtins", "int"), ["unknown-global"]),
+        (GlobalRef("torch.nn.init", "zeros_"), ["unknown-global"]),
+        (GlobalRef("os", "system"), ["code-execution"]),
+        (GlobalRef("deepspeed.runtime.zero.config", "ZeroStageEnum"), []),
+        (GlobalRef("transformers.training_args", "TrainingArguments"), []),
+        (GlobalRef("torch", "UntypedStorage"), []),
+        (GlobalRef("torch._utils", "_rebuild_tensor_v2"), []),
+    ],
+)
+def test_a_refused_global_nobody_saves_is_a_warning(ref: GlobalRef, codes: list[str]) -> None:
+    from ckptkeys._check._security import globals_problems
+
+    problems = globals_problems("file.pt", [ref])
+    assert [p.code for p in problems] == codes
+    if codes == ["unknown-global"]:
+        assert problems[0].severity == ckptkeys.Severity.WARNING
+        assert ref.qualname in problems[0].message

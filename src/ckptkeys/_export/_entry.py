@@ -90,6 +90,15 @@ def plan_export(
     if dtype == "auto":
         dtype = precision or "fp32"
     target = TORCH_NAMES[dtype]
+    seen: set[str] = set()
+    for tensor in tensors:  # safetensors names are str, one per tensor: a pickle's keys may be neither
+        if type(tensor.name) is not str:
+            raise ExportError(
+                layout.path, f"a tensor's key {tensor.name!r:.60} is a {type(tensor.name).__name__}, not a str"
+            )
+        if tensor.name in seen:
+            raise ExportError(layout.path, f"two tensors are named {tensor.name!r} (keys such as 7 and '7')")
+        seen.add(tensor.name)
     planned = []
     for tensor in tensors:
         out = target if tensor.source_dtype in FLOATS else tensor.source_dtype

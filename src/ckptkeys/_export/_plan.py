@@ -39,6 +39,7 @@ from ..naming import FileKind
 from ._ranges import chunk2, coalesce, concatenate, cut_range, cut_vocabulary
 from ._safetensors import ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
+from ._trust import check_trusted
 from ._types import ExportError, ExportTensor, Planned
 
 TYPE_CHECKING = False
@@ -84,6 +85,7 @@ class Source:
         self.layout = layout
         self.by_name = {f.relpath: f for f in layout.files}
         self._spans: dict[str, dict[str, FileSpan]] = {}
+        self._trusted: set[str] = set()
 
     def has(self, name: str) -> bool:
         return name in self.by_name
@@ -95,7 +97,12 @@ class Source:
         if name not in self.by_name:
             raise ExportError(self.path(name), "is missing: the checkpoint is incomplete")
         found = self.layout.checkpoints.get(name)
-        return found if found is not None else read(self.path(name))  # read() raises what went wrong
+        if found is None:
+            found = read(self.path(name))  # read() raises what went wrong
+        if name not in self._trusted:
+            check_trusted(found)  # nothing in the file may change the tensors torch.load gives
+            self._trusted.add(name)
+        return found
 
     def span(self, name: str, tensor: Any, what: str, dtype: str | None = None) -> tuple[FileSpan, int]:
         """The bytes of ``tensor`` (found at ``what`` in file ``name``) and its element count;

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     GlobalClass = Literal["allowed", "code-execution", "refused"]
 
-__all__ = ["TORCH_ALLOWED_GLOBALS", "classify", "explain"]
+__all__ = ["DEEPSPEED_DATA_GLOBALS", "FRAMEWORK_DATA_GLOBALS", "TORCH_ALLOWED_GLOBALS", "classify", "explain"]
 
 # torch 2.13's torch._weights_only_unpickler._get_allowed_globals(), every key (a test compares
 # it with the installed torch).
@@ -143,6 +143,34 @@ TORCH_ALLOWED_GLOBALS: Final = frozenset(
     }
 )
 
+# The classes DeepSpeed 0.19.8 itself pickles into its checkpoint files (every configuration of
+# tests/data/fixtures; a test keeps it exact): "refused" by weights_only=True, but DeepSpeed's own
+# data (an enum, a loss scaler's numbers, a fragment's offsets), which touch no tensor.
+DEEPSPEED_DATA_GLOBALS: Final = frozenset(
+    {
+        "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+        "deepspeed.runtime.zero.config.ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment.fragment_address",
+    }
+)
+# What Hugging Face Trainer, Accelerate and Lightning pickle beside a DeepSpeed save (training
+# arguments, plugin configs, numpy random states: tests/data/clients): known, if not inert.
+FRAMEWORK_DATA_GLOBALS: Final = frozenset(
+    {
+        "accelerate.state.PartialState",
+        "accelerate.utils.dataclasses.DeepSpeedPlugin",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray._reconstruct",
+        "numpy.dtype",
+        "numpy.ndarray",
+        "transformers.integrations.deepspeed.HfDeepSpeedConfig",
+        "transformers.integrations.deepspeed.HfTrainerDeepSpeedConfig",
+        "transformers.trainer_pt_utils.AcceleratorConfig",
+        "transformers.training_args.TrainingArguments",
+    }
+)
+
 # The Python 2 renaming of torch's weights-only unpickler (torch._utils.IMPORT_MAPPING and
 # NAME_MAPPING), applied to every GLOBAL whatever the protocol: "allowed" requires that it
 # lands on the same global as the real unpickler.
@@ -187,7 +215,7 @@ _CODE_EXECUTION_MODULES: Final = frozenset(
         "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib", "multiprocessing",
         "concurrent", "asyncio", "threading", "_thread", "signal", "webbrowser", "pdb", "bdb", "timeit",
         "tempfile", "commands", "popen2", "site", "distutils", "setuptools", "pip", "urllib", "http", "ftplib",
-        "smtplib", "telnetlib", "requests",
+        "smtplib", "telnetlib", "requests", "pydoc", "logging",
     }
 )  # fmt: skip
 _CODE_EXECUTION_BUILTINS: Final = frozenset(
@@ -217,6 +245,8 @@ _CODE_EXECUTION_NAMES: Final = frozenset(
         "_load_for_lite_interpreter", "_load_for_lite_interpreter_from_buffer", "CompilationUnit",
         "_forward_from_src", "_exec_with_source", "reduce_graph_module", "reduce_package_graph_module", "exec",
         "eval",
+        # torch.distributed's RPC: a remote module's receiver torch.jit.loads the bytes it is given
+        "rpc", "remote_module", "_recursive_script_module_receiver",
     }
 )  # fmt: skip
 
