@@ -21,6 +21,7 @@ import pytest
 
 import ckptkeys
 from ckptkeys import ReadError
+from ckptkeys._read import _files
 from ckptkeys._read._files import create_new, open_regular, read_small
 
 from .conftest import DATA, FIXTURES, ROOT
@@ -268,7 +269,7 @@ def test_create_new_never_opens_an_existing_name(tmp_path: pathlib.Path, monkeyp
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"])
-    monkeypatch.setattr("secrets.token_hex", lambda _: next(names))
+    monkeypatch.setattr(_files, "_random_suffix", lambda: next(names))
     (tmp_path / ".tmp-model.safetensors.aaaaaaaaaaaa").symlink_to(victim)  # a symlink planted under the name
     (tmp_path / ".tmp-model.safetensors.bbbbbbbbbbbb").symlink_to(tmp_path / "absent")  # dangling, still refused
     temp, stream = create_new(str(tmp_path / "model.safetensors"))
@@ -282,7 +283,7 @@ def test_create_new_never_opens_an_existing_name(tmp_path: pathlib.Path, monkeyp
 
 
 def test_create_new_gives_up_when_every_name_is_taken(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("secrets.token_hex", lambda _: "taken")
+    monkeypatch.setattr(_files, "_random_suffix", lambda: "taken")
     (tmp_path / ".tmp-x.taken").write_bytes(b"")
     with pytest.raises(FileExistsError, match="no free temporary name"):
         create_new(str(tmp_path / "x"))

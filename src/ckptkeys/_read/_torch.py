@@ -330,8 +330,6 @@ def _with_state(tensor: TensorInfo, state: Any) -> TensorInfo:
     whose items are set as attributes. Plain attributes leave the values alone; an attribute
     ``torch.Tensor`` has (``data``, ``grad``, ``__class__``...) may change them, and a state
     torch cannot apply makes the load fail."""
-    from ._tensor_attributes import TENSOR_ATTRIBUTES
-
     if isinstance(state, tuple):
         if len(state) != 2:
             return replace(tensor, altered_by=f"its pickled state is a tuple of {len(state)}, not (dict, slots)")
@@ -343,6 +341,9 @@ def _with_state(tensor: TensorInfo, state: Any) -> TensorInfo:
             continue
         if not isinstance(part, dict):
             return replace(tensor, altered_by=f"its pickled state holds a {type(part).__name__}, not a dict")
+        # Imported only for a state that sets something (torch.save writes none): 751 names.
+        from ._tensor_attributes import TENSOR_ATTRIBUTES
+
         for name in part:
             if type(name) is not str:
                 return replace(tensor, altered_by=f"its pickled state sets {name!r:.40}, not an attribute name")
