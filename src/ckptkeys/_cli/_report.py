@@ -21,7 +21,7 @@ from .._read._globalref import GlobalRef
 from .._read._globals import classify, explain
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint
-from .._read._torch import TensorInfo
+from .._read._torch import TensorInfo, tensors_in
 from ..naming import FileKind
 
 TYPE_CHECKING = False
@@ -76,27 +76,7 @@ def _tree(value: Any, depth: int, indent: str = "") -> Iterator[str]:
 
 
 def _tensors(value: Any) -> Iterator[TensorInfo]:
-    """Each tensor object of the structure once, as torch.load gives it (one object per memo entry).
-
-    The structure is a graph: a pickle can reference one container many times (40 levels of ten
-    references each is a 1 KB file), so every container is visited once, by identity.
-    """
-    stack = [value]
-    seen: set[int] = set()
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (TensorInfo, dict, list, tuple, Opaque)):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-        if isinstance(item, TensorInfo):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, Opaque):
-            stack.extend((item.args, item.state, item.items, item.dict_items))
+    return (tensor for _, tensor in tensors_in(value))
 
 
 def _by_dtype(tensors: Iterator[TensorInfo]) -> dict[str, dict[str, int]]:

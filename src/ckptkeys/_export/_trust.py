@@ -14,15 +14,11 @@ data classes, which hold numbers and never touch a tensor.
 from __future__ import annotations
 
 from .._read._globals import DEEPSPEED_DATA_GLOBALS, classify
-from .._read._pickle import Opaque
-from .._read._torch import TensorInfo, storage_dtype
+from .._read._torch import storage_dtype, tensors_in
 from ._types import ExportError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from typing import Any
-
     from .._read._reader import Checkpoint
 
 __all__ = ["check_trusted"]
@@ -30,7 +26,7 @@ __all__ = ["check_trusted"]
 
 def check_trusted(checkpoint: Checkpoint) -> None:
     """Refuse (:class:`ExportError`, naming the file and what) a file whose values torch.load may change."""
-    for where, tensor in _tensors(checkpoint.data):
+    for where, tensor in tensors_in(checkpoint.data):
         if tensor.altered_by is not None:
             raise ExportError(
                 checkpoint.path,
@@ -51,29 +47,3 @@ def check_trusted(checkpoint: Checkpoint) -> None:
             "it gives (or run code); export reads only files whose globals are torch's weights-only allow-list "
             "or DeepSpeed's own data classes",
         )
-
-
-def _tensors(root: Any) -> Iterator[tuple[str, TensorInfo]]:
-    """Every tensor of the structure once (shared objects visited once), with a path to it."""
-    stack: list[tuple[str, Any]] = [("", root)]
-    seen: set[int] = set()
-    while stack:
-        where, item = stack.pop()
-        if isinstance(item, (TensorInfo, dict, list, tuple, Opaque)):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-        if isinstance(item, TensorInfo):
-            yield where or "the top level", item
-        elif isinstance(item, dict):  # as export names tensors: module['fc1.weight']
-            stack.extend((_key(where, key), value) for key, value in item.items())
-        elif isinstance(item, (list, tuple)):
-            stack.extend((f"{where}[{index}]", value) for index, value in enumerate(item))
-        elif isinstance(item, Opaque):
-            parts = (item.args, item.kwargs, item.state, item.items, item.dict_items)
-            stack.extend((f"{where}<{item.qualname}>", value) for value in parts)
-
-
-def _key(where: str, key: Any) -> str:
-    text = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
-    return f"{where}[{text}]" if where or not isinstance(key, str) else key

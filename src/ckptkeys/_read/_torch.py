@@ -16,6 +16,7 @@ from ._pickle import Opaque, find_class
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any, Final
 
     from ._pickle import Interpreter
@@ -28,6 +29,7 @@ __all__ = [
     "TensorInfo",
     "legacy_find_class",
     "storage_dtype",
+    "tensors_in",
     "zip_find_class",
 ]
 
@@ -394,3 +396,34 @@ TORCH_INTERPRETERS: Final[dict[tuple[str, str], Interpreter]] = {
     ("torch.tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,  # torch < 1.9 module name
     ("torch", "Size"): _size,
 }
+
+
+def tensors_in(root: Any) -> Iterator[tuple[str, TensorInfo]]:
+    """Every tensor of a read structure once, as torch.load gives it (one object per memo entry),
+    with where it is, as export names tensors: ``module['fc1.weight']``, ``optimizer[0]``.
+
+    The structure is a graph: a pickle can reference one container many times (40 levels of ten
+    references each is a 5 KB file of 10**40 paths), so every object is visited once, by identity.
+    """
+    stack: list[tuple[str, Any]] = [("", root)]
+    seen: set[int] = set()
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, (TensorInfo, dict, list, tuple, Opaque)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, TensorInfo):
+            yield where or "the top level", item
+        elif isinstance(item, dict):
+            stack.extend((_subscript(where, key), value) for key, value in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{index}]", value) for index, value in enumerate(item))
+        elif isinstance(item, Opaque):
+            parts = (item.args, item.kwargs, item.state, item.items, item.dict_items)
+            stack.extend((f"{where}<{item.qualname}>", value) for value in parts)
+
+
+def _subscript(where: str, key: Any) -> str:
+    text = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+    return f"{where}[{text}]" if where or not isinstance(key, str) else key
