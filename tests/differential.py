@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import pathlib
 import pickle
+import subprocess
+import sys
 import types
 from typing import Any
 
@@ -112,3 +116,28 @@ def allowed_claims_hold(refs: list[ckptkeys.GlobalRef]) -> list[str]:
         except Exception as error:
             wrong.append(f"{ref.qualname}: {error}")
     return wrong
+
+
+_LOAD_ALL = """
+import sys, warnings
+import torch
+warnings.simplefilter("ignore")
+for path in sys.argv[1:]:
+    try:
+        torch.load(path, weights_only=False)
+    except BaseException:
+        pass
+"""
+
+
+def torch_load_all(paths: list[pathlib.Path], cwd: pathlib.Path, **env: str) -> None:
+    """``torch.load(path, weights_only=False)`` of each file in one child interpreter run in ``cwd``
+    (where the payloads' canaries are written), its errors ignored: what a victim would run."""
+    subprocess.run(
+        [sys.executable, "-c", _LOAD_ALL, *map(str, paths)],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -28,18 +26,6 @@ from .security_cases import Case, build_cases
 from .test_security import flagged
 
 torch = pytest.importorskip("torch")
-
-_LOAD_ALL = """
-import sys, warnings
-import torch
-warnings.simplefilter("ignore")
-for path in sys.argv[1:]:
-    try:
-        torch.load(path, weights_only=False)
-    except BaseException:
-        pass
-"""
-
 
 def _checkpoints() -> list[pathlib.Path]:
     return sorted(p for p in DATA.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth", ".ckpt", ".bin"))
@@ -55,9 +41,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Case, pathlib.
         path = root / f"{case.name}.pt"
         path.write_bytes(case.data)
         paths.append(path)
-    subprocess.run(
-        [sys.executable, "-c", _LOAD_ALL, *map(str, paths)], cwd=root, capture_output=True, check=True, timeout=600
-    )
+    differential.torch_load_all(paths, root)
     return list(zip(built, paths, strict=True))
 
 

@@ -26,36 +26,13 @@ import ckptkeys
 from ckptkeys._cli import _main as _cli
 from ckptkeys._read import _globals
 
-from .conftest import DATA
 from . import differential
+from .conftest import DATA
 from .security_cases import zip_archive
 from .test_security import flagged
 from .torchscript_cases import Variant, mark_central, torchscript_variants
 
 torch = pytest.importorskip("torch")
-
-_LOAD_ALL = """
-import sys, warnings
-import torch
-warnings.simplefilter("ignore")
-for path in sys.argv[1:]:
-    try:
-        torch.load(path, weights_only=False)
-    except BaseException:
-        pass
-"""
-
-
-def _torch_load_all(paths: list[pathlib.Path], cwd: pathlib.Path, **env: str) -> None:
-    subprocess.run(
-        [sys.executable, "-c", _LOAD_ALL, *map(str, paths)],
-        cwd=cwd,
-        capture_output=True,
-        check=True,
-        timeout=600,
-        env={**os.environ, **env},
-    )
-
 
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Variant, pathlib.Path, bool]]:
@@ -69,7 +46,7 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Variant, pa
         path = root / f"{variant.name}.pt"
         path.write_bytes(variant.data)
         paths.append(path)
-    _torch_load_all(paths, root)
+    differential.torch_load_all(paths, root)
     ran = {p.name for p in canaries.iterdir()}
     canary_of = {"parameter-class": "parameter"}
     return [(v, p, canary_of.get(v.name, v.name) in ran) for v, p in zip(built, paths, strict=True)]
@@ -156,7 +133,7 @@ def test_jit_saved_module_runs_under_torch_load_and_is_flagged(
     script.write_text(_SCRIPTED, encoding="utf-8")  # torch.jit.script reads the class's source file
     subprocess.run([sys.executable, str(script), str(path), str(canary)], check=True, timeout=300, capture_output=True)
     assert not canary.exists()  # saving runs nothing
-    _torch_load_all([path], tmp_path)
+    differential.torch_load_all([path], tmp_path)
     assert canary.exists()  # torch.load -> torch.jit.load -> __setstate__
     status = _cli.main(["inspect", "--json", str(path)])
     document = json.loads(capsys.readouterr().out)
