@@ -91,7 +91,7 @@ def test_written_file_follows_the_format_and_the_plan(name: str, dtype: str, tmp
     plan = export(FIXTURES / name, tmp_path, dtype=dtype)
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     header, metadata, data = _parse(tmp_path / "model.safetensors")
-    assert metadata == {"format": "pt"}
+    assert metadata == {"format": "pt", "weights": "masters"}
     assert list(header) == [t.name for t in plan.tensors]
     for t in plan.tensors:
         entry = header[t.name]

@@ -7,24 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .._keys import _registry, _render
 from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
+from ._export import add_export, run_export
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 
 __all__ = ["main"]
-
-# Exit statuses (documented in docs/cli.md).
-EXIT_OK = 0
-EXIT_PROBLEMS = 1  # the checkpoint has at least one error problem
-EXIT_USAGE = 2  # bad arguments, or PATH itself does not exist or cannot be read
-# What each means, as the JSON documents of inspect and validate say it.
-EXIT_MEANINGS = {
-    EXIT_OK: "no error problem (warnings and info may exist)",
-    EXIT_PROBLEMS: "at least one error problem",
-    EXIT_USAGE: "usage error, or PATH does not exist, cannot be read or holds no checkpoint",
-}
 
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
@@ -118,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
     lint.add_argument("--json", action="store_true", help="one JSON document")
-    _add_export(commands)
+    add_export(commands)
     return parser
 
 
@@ -339,119 +330,6 @@ def _public(value: object) -> object:
     return value
 
 
-# -- export (docs/export.md) ------------------------------------------------------------------
-
-
-def _add_export(commands: argparse._SubParsersAction[_Parser]) -> None:
-    text = "write a checkpoint's weights as safetensors (model.safetensors, or shards and an index)"
-    command = commands.add_parser("export", help=text, description=text[0].upper() + text[1:] + ".")
-    command.add_argument("path", metavar="CHECKPOINT", help="save folder (its latest tag, or --tag) or tag folder")
-    command.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write into (created if absent)")
-    command.add_argument("--tag", help="the tag to export (default: the one 'latest' names)")
-    command.add_argument(
-        "--dtype",
-        choices=("fp32", "bf16", "fp16", "auto"),
-        default="fp32",
-        help="floating tensors' dtype: fp32 master weights (default), or auto = training precision",
-    )
-    command.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="shard above this (5GB; 500MB, 2GiB)")
-    command.add_argument("--tp-rank", type=int, metavar="K", help="tensor parallel: export rank K's shard as it is")
-    command.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
-    command.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
-    command.add_argument("--overwrite", action="store_true", help="replace an export already in OUT_DIR")
-    command.add_argument("--shard", metavar="K/N", help="job K of N: write only output files K, K+N, ...; no index")
-    command.add_argument("--index-only", action="store_true", help="write only model.safetensors.index.json")
-    command.add_argument("--no-fsync", action="store_true", help="rename files without flushing them to disk first")
-    command.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-
-
-class _ByteProgress:
-    """``exporting 1.2/4.0 GB, 850 MB/s`` on stderr, only on a terminal, at most 10 times a second."""
-
-    def __init__(self, enabled: bool) -> None:
-        import time
-
-        self.clock = time.monotonic
-        self.enabled = enabled and sys.stderr.isatty()
-        self.start = self.last = self.clock()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if self.enabled and (now - self.last >= 0.1 or done == total):
-            rate = done / max(now - self.start, 1e-9) / 1e6
-            sys.stderr.write(f"\rexporting {done / 1e9:.2f}/{total / 1e9:.2f} GB, {rate:.0f} MB/s\033[K")
-            sys.stderr.flush()
-            self.last, self.shown = now, True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
-def _export(args: argparse.Namespace) -> int:
-    from .._export._entry import plan_export
-    from .._export._types import ExportError
-    from .._export._write import OutputExistsError, parse_shard, write_export
-
-    if args.json and not args.dry_run:
-        print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        shard = parse_shard(args.shard) if args.shard is not None else None
-    except ValueError as error:
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    progress = _ByteProgress(not args.quiet)
-    try:
-        plan = plan_export(args.path, tag=args.tag, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                           tp_rank=args.tp_rank)  # fmt: skip
-        if args.dry_run:
-            if args.json:
-                print(json.dumps(plan.as_dict(), indent=2))
-            else:
-                sys.stdout.write(_render_plan(plan))
-            return EXIT_OK
-        written = write_export(
-            plan,
-            args.out_dir,
-            overwrite=args.overwrite,
-            progress=progress,
-            shard=shard,
-            index_only=args.index_only,
-            fsync=not args.no_fsync,
-        )
-    except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export
-        progress.close()
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ReadError, ExportError, ImportError, OSError) as error:
-        progress.close()
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    progress.close()
-    print(f"wrote {len(written)} file(s), {plan.total_size} bytes of tensors, to {args.out_dir}", file=sys.stderr)
-    return EXIT_OK
-
-
-def _render_plan(plan: Any) -> str:
-    lines = [
-        f"checkpoint  {plan.checkpoint} (tag {plan.tag}, {plan.layout}, trained in {plan.precision})",
-        f"output      {len(plan.tensors)} tensors, {plan.total_size} bytes, dtype {plan.dtype}, "
-        f"{len(plan.shards)} file(s)" + (" + model.safetensors.index.json" if plan.sharded else ""),
-    ]
-    for shard in plan.shards:
-        lines.append(f"  {shard.filename}  {shard.nbytes} bytes")
-        by_name = {t.name: t for t in plan.tensors}
-        for name in shard.tensors:
-            t = by_name[name]
-            lines.append(f"    {name}  {t.dtype}{list(t.shape)}  <- {t.source_dtype} ({t.origin})")
-    for alias, owner in plan.aliases.items():
-        lines.append(f"  tied: {alias} = {owner} (written once, as {owner})")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     arguments = sys.argv[1:] if argv is None else list(argv)
@@ -475,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lint":
             return _lint(args)
         if args.command == "export":
-            return _export(args)
+            return run_export(args)
         return _check(args)
     except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`
         sys.stderr.close()

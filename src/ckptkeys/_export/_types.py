@@ -108,6 +108,9 @@ class ExportPlan:
     aliases: dict[str, str] = field(default_factory=dict)
     """Tied parameters left out, each mapped to the name its values are written under."""
     max_shard_size: int = 5 * 10**9
+    weights: str = "masters"
+    """Which weights the floating tensors come from: ``"masters"`` (the fp32 master weights where
+    the checkpoint has them) or ``"module"`` (the module's weights as saved)."""
 
     @property
     def total_size(self) -> int:
@@ -122,6 +125,10 @@ class ExportPlan:
         weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
         return {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
 
+    def metadata(self) -> dict[str, str]:
+        """The ``__metadata__`` of every safetensors file written from this plan."""
+        return {"format": "pt", "weights": self.weights}
+
     def as_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
         return {
@@ -133,6 +140,7 @@ class ExportPlan:
             "dtype": self.dtype,
             "total_size": self.total_size,
             "max_shard_size": self.max_shard_size,
+            "weights": self.weights,
             "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
             "tensors": [
                 {

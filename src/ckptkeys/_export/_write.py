@@ -31,7 +31,6 @@ __all__ = ["INDEX_FILE", "OutputExistsError", "existing_outputs", "export", "par
 
 INDEX_FILE: Final = "model.safetensors.index.json"
 _SHARD_NAME: Final = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
-_METADATA: Final = {"format": "pt"}
 # Source bytes per cast step: small enough for numpy's temporaries to stay in the CPU cache
 # (8 MiB steps cast 3x slower on the bench machine), large enough to amortise Python's overhead.
 _CAST_CHUNK: Final = 256 << 10
@@ -121,7 +120,7 @@ def write_export(
         entries = [_entry(by_name[name], advance) for name in file.tensors]
         target = os.path.join(out, file.filename)
         try:
-            write_file(target, entries, _METADATA, fsync=fsync)
+            write_file(target, entries, plan.metadata(), fsync=fsync)
         except OSError as error:  # a source that cannot be read names itself; else the output
             name = error.filename if isinstance(error.filename, str) else target
             raise ExportError(name, f"{'cannot be read' if name != target else 'cannot be written'}: "
