@@ -46,10 +46,11 @@ for version in "${versions[@]}"; do
         pip_quiet "$venv/bin/python" -m pip install -q torch==2.13.0
         DS_BUILD_OPS=0 pip_quiet "$venv/bin/python" -m pip install -q deepspeed==0.19.8
         # References for ckptkeys export (tests/test_export_deepspeed.py): safetensors' loader, and
-        # huggingface_hub's shard split (zero_to_fp32 --safe_serialization needs it too).
-        pip_quiet "$venv/bin/python" -m pip install -q safetensors==0.7.0 huggingface_hub==2.4.0
-        "$venv/bin/python" -c 'import torch, deepspeed, safetensors, huggingface_hub' 2>/dev/null || {
-            echo "error: torch/DeepSpeed/safetensors/huggingface_hub did not install" >&2
+        # huggingface_hub's shard split (zero_to_fp32 --safe_serialization needs it too), and
+        # transformers (the version that wrote tests/data/clients) to load exports with from_pretrained.
+        pip_quiet "$venv/bin/python" -m pip install -q transformers==5.24.0 safetensors==0.8.0 huggingface_hub==2.4.0
+        "$venv/bin/python" -c 'import torch, deepspeed, safetensors, huggingface_hub, transformers' 2>/dev/null || {
+            echo "error: torch/DeepSpeed/safetensors/huggingface_hub/transformers did not install" >&2
             exit 1
         }
     fi
