@@ -111,6 +111,9 @@ class ExportPlan:
     weights: str = "masters"
     """Which weights the floating tensors come from: ``"masters"`` (the fp32 master weights where
     the checkpoint has them) or ``"module"`` (the module's weights as saved)."""
+    side_files: tuple[str, ...] = ()
+    """Small files copied beside the weights (a Hugging Face save's ``config.json``, tokenizer
+    files), as paths; each is written under its base name."""
 
     @property
     def total_size(self) -> int:
@@ -141,6 +144,7 @@ class ExportPlan:
             "total_size": self.total_size,
             "max_shard_size": self.max_shard_size,
             "weights": self.weights,
+            "side_files": list(self.side_files),
             "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
             "tensors": [
                 {
