@@ -135,9 +135,8 @@ def validate_path(
         return validate_file(root, kind=kind, limits=limits)
     if kind:
         raise ValueError(f"{root}: a folder: kind applies to one file")
-    try:
-        layout = scan(root)
-    except NotACheckpointError:
+    layout = scan(root)
+    if layout.run is not None:
         return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)
     if save is not None or all_saves:
         raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")

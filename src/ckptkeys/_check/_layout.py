@@ -13,7 +13,7 @@ what DeepSpeed wrote. It never follows a symlink out of the folder it was given.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import naming
 from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
@@ -26,6 +26,7 @@ from ..naming import CheckpointName, FileKind
 from . import _frameworks
 from ._folders import POINTER_KINDS, Entry, is_tag_folder, list_entries, read_pointer
 from ._problems import Problem, Severity
+from ._runs import scan_run
 from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
@@ -103,6 +104,8 @@ class Layout:
     ``"accelerate"``, ``"lightning"``); ``None`` for DeepSpeed's own ``save_checkpoint``."""
     framework_files: tuple[str, ...] = ()
     """Files of the save folder that a framework writes beside the save (``trainer_state.json``, ...)."""
+    run: str | None = None
+    """The run folder ``scan`` was given, when it chose this save from it (its newest, or ``save``)."""
 
     def tag(self, name: str) -> TagLayout:
         """The tag called ``name``; ``KeyError`` if there is none."""
@@ -123,16 +126,38 @@ def scan(
     read: bool = False,
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
+    save: str | None = None,
 ) -> Layout:
-    """The layout of the save folder or tag folder at ``path``.
+    """The layout of the save folder or tag folder at ``path``, or of a run folder's newest save.
 
     With ``read=True`` every checkpoint file's pickle is read (never its tensors); a file
     that cannot be read is an ``unreadable-file`` problem, and the rest is still reported.
     ``progress(done, total)`` is called after each file read, per tag.
+
+    A run folder (a Trainer ``output_dir``, a Lightning ``dirpath``, Accelerate's
+    ``checkpoints/``: see :func:`scan_run`) gives the layout of its newest save, or of the save
+    called ``save``, as ``inspect`` and ``validate`` report it; :attr:`Layout.run` is then
+    ``path``. ``save`` for a save or tag folder raises ``ValueError``, a ``save`` the run does
+    not have ``KeyError``.
     Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
     :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint at all.
     """
     root = os.fspath(path)
+    try:
+        layout = _scan_folder(root, read, limits, progress)
+    except NotACheckpointError:
+        run = scan_run(root)  # its error names save folders too, when there are none
+        chosen = run.save(save) if save is not None else run.saves[0]
+        return replace(_scan_folder(chosen.path, read, limits, progress), run=root)
+    if save is not None:
+        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
+    return layout
+
+
+def _scan_folder(
+    root: str, read: bool, limits: Limits | None, progress: Callable[[int, int], None] | None
+) -> Layout:
+    """A save folder or a tag folder."""
     if not os.path.exists(root):
         raise ReadError(root, "does not exist")
     if not os.path.isdir(root):

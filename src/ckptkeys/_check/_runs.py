@@ -51,6 +51,10 @@ class Run:
                 return save
         raise KeyError(name)
 
+    def no_save(self, name: str) -> str:
+        """What ``inspect``, ``validate`` and ``export`` say of a ``--save NAME`` the run does not have."""
+        return f"no save {name!r}; the saves are: {', '.join(s.name for s in self.saves)}"
+
 
 def scan_run(path: str | os.PathLike[str]) -> Run:
     """The saves of the run folder at ``path``, newest first; no checkpoint file is read.

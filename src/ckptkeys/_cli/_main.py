@@ -301,7 +301,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
 def _no_save(path: str, name: str) -> str:
     from .._check._runs import scan_run
 
-    return f"no save {name!r}; the saves are: {', '.join(s.name for s in scan_run(path).saves)}"
+    return scan_run(path).no_save(name)
 
 
 def _fail(
