@@ -13,12 +13,25 @@ from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 __all__ = ["add_export", "run_export"]
 
 
+def _no_save(path: str, name: str) -> str:
+    from .._check._runs import scan_run
+
+    return scan_run(path).no_save(name)
+
+
 def add_export(commands: argparse._SubParsersAction[Any]) -> None:
     text = "write a checkpoint's weights as safetensors (model.safetensors, or shards and an index)"
     command = commands.add_parser("export", help=text, description=text[0].upper() + text[1:] + ".")
-    command.add_argument("path", metavar="CHECKPOINT", help="save folder (its latest tag, or --tag) or tag folder")
+    command.add_argument(
+        "path", metavar="CHECKPOINT", help="run folder (its newest save, or --save), save folder (its latest tag, "
+        "or --tag) or tag folder"
+    )  # fmt: skip
     command.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write into (created if absent)")
+    command.add_argument("--save", metavar="NAME", help="a run: export the save NAME (default: the newest)")
     command.add_argument("--tag", help="the tag to export (default: the one 'latest' names)")
+    command.add_argument(
+        "--strip-prefix", metavar="PREFIX", help="take PREFIX off every name (Lightning's module attribute: model.)"
+    )
     command.add_argument(
         "--dtype",
         choices=("fp32", "bf16", "fp16", "auto"),
@@ -77,7 +90,7 @@ def run_export(args: argparse.Namespace) -> int:
     progress = _ByteProgress(not args.quiet)
     try:
         plan = plan_export(args.path, tag=args.tag, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                           tp_rank=args.tp_rank)  # fmt: skip
+                           tp_rank=args.tp_rank, save=args.save, strip_prefix=args.strip_prefix)  # fmt: skip
         if args.dry_run:
             if args.json:
                 print(json.dumps(plan.as_dict(), indent=2))
@@ -93,6 +106,11 @@ def run_export(args: argparse.Namespace) -> int:
             index_only=args.index_only,
             fsync=not args.no_fsync,
         )
+    except KeyError as error:
+        if args.save is None or error.args != (args.save,):
+            raise
+        print(f"ckptkeys export: {args.path}: {_no_save(args.path, args.save)}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export
         progress.close()
         print(f"ckptkeys export: {error}", file=sys.stderr)
@@ -103,7 +121,18 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     progress.close()
     print(f"wrote {len(written)} file(s), {plan.total_size} bytes of tensors, to {args.out_dir}", file=sys.stderr)
+    for line in _name_notes(plan):
+        print(line, file=sys.stderr)
     return EXIT_OK
+
+
+def _name_notes(plan: Any) -> list[str]:
+    """The tied aliases written once, and the prefix every name shares (a suggestion to strip it)."""
+    lines = [f"{alias} = {owner}: written once; from_pretrained re-ties it" for alias, owner in plan.aliases.items()]
+    prefix = plan.common_prefix
+    if prefix is not None:
+        lines.append(f"every name starts with {prefix!r}: --strip-prefix {prefix} takes it off (a module attribute)")
+    return lines
 
 
 def _render_plan(plan: Any) -> str:
@@ -118,6 +147,7 @@ def _render_plan(plan: Any) -> str:
         for name in shard.tensors:
             t = by_name[name]
             lines.append(f"    {name}  {t.dtype}{list(t.shape)}  <- {t.source_dtype} ({t.origin})")
-    for alias, owner in plan.aliases.items():
-        lines.append(f"  tied: {alias} = {owner} (written once, as {owner})")
+    for path in plan.side_files:
+        lines.append(f"  side file: {path}")
+    lines += _name_notes(plan)
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 
 from .. import naming
-from .._check._layout import TagLayout, scan
+from .._check._layout import Layout, TagLayout, scan
 from ..naming import FileKind
 from ._plan import (
     Source,
@@ -17,7 +17,9 @@ from ._plan import (
     plan_zero,
     plan_zero0,
 )
+from ._names import strip_prefix as _strip_prefix
 from ._safetensors import DTYPES
+from ._side import find_side_files
 from ._types import DTYPE_CHOICES, FLOATS, SINGLE_FILE, TORCH_NAMES, ExportError, ExportPlan, ExportShard, parse_size
 
 TYPE_CHECKING = False
@@ -36,19 +38,28 @@ def plan_export(
     dtype: Dtype = "fp32",
     max_shard_size: int | str = "5GB",
     tp_rank: int | None = None,
+    save: str | None = None,
+    strip_prefix: str | None = None,
 ) -> ExportPlan:
-    """The plan to export the checkpoint at ``path`` (a save folder or a tag folder).
+    """The plan to export the checkpoint at ``path`` (a run folder, a save folder or a tag folder).
 
+    A run folder (a Trainer ``output_dir``, a Lightning ``dirpath``, Accelerate's ``checkpoints/``)
+    exports its newest save, or the one called ``save``, as :func:`~ckptkeys.scan` chooses it
+    (``KeyError`` for a ``save`` the run does not have, ``ValueError`` for ``save`` off a run).
     ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
     the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
     ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
-    ``tp_rank`` exports one tensor-parallel rank's shard as it is. Raises
+    ``tp_rank`` exports one tensor-parallel rank's shard as it is. ``strip_prefix`` takes a
+    module attribute's prefix off every name (Lightning's ``model.``; :attr:`ExportPlan.common_prefix`
+    suggests it). A Hugging Face save's ``config.json`` and tokenizer files become
+    :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
     :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
     """
     if dtype not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
     limit = parse_size(max_shard_size)
-    layout = _tag_layout(os.fspath(path), tag)
+    save_layout = scan(path, save=save)
+    layout = _tag_layout(save_layout, tag)
     source = Source(layout)
     mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
     layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
@@ -86,6 +97,8 @@ def plan_export(
                 raise ExportError(layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not exported yet")
             tensors += expert_file_leftovers(source, [f for f in experts if f.name.mp_rank == mp], tensors)
             kind += " moe"
+    if strip_prefix is not None:
+        tensors, aliases = _strip_prefix(layout.path, strip_prefix, tensors, aliases)
     precision = layout.precision
     if dtype == "auto":
         dtype = precision or "fp32"
@@ -106,12 +119,28 @@ def plan_export(
             raise ExportError(layout.path, f"tensor {tensor.name!r} has dtype {out}, which safetensors cannot hold")
         planned.append(replace(tensor, dtype=out))
     return ExportPlan(
-        layout.path, layout.name, kind, precision, dtype, tuple(planned), _shards(planned, limit), aliases, limit
+        layout.path,
+        layout.name,
+        kind,
+        precision,
+        dtype,
+        tuple(planned),
+        _shards(planned, limit),
+        aliases,
+        limit,
+        side_files=_side_files(save_layout),
     )
 
 
-def _tag_layout(path: str, tag: str | None) -> TagLayout:
-    layout = scan(path)
+def _side_files(layout: Layout) -> tuple[str, ...]:
+    """A save folder's side files, else its run folder's (a tag folder given alone has none)."""
+    if layout.kind != "save":
+        return ()
+    return find_side_files([layout.path] + ([layout.run] if layout.run is not None else []))
+
+
+def _tag_layout(layout: Layout, tag: str | None) -> TagLayout:
+    path = layout.path
     if layout.kind == "tag":
         if tag is not None and tag != layout.tags[0].name:
             raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")

@@ -12,6 +12,7 @@ from ._spans import FileSpan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any, Final, Literal
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "FLOATS",
     "SINGLE_FILE",
     "TORCH_NAMES",
+    "common_prefix",
     "Dtype",
     "ExportError",
     "ExportPlan",
@@ -123,6 +125,12 @@ class ExportPlan:
     def sharded(self) -> bool:
         return len(self.shards) > 1
 
+    @property
+    def common_prefix(self) -> str | None:
+        """The prefix ending in ``.`` that every tensor and alias name shares (a Lightning module's
+        attribute, ``model.``), or ``None``: what ``--strip-prefix`` (``strip_prefix=``) would take off."""
+        return common_prefix([t.name for t in self.tensors] + list(self.aliases))
+
     def index(self) -> dict[str, Any]:
         """The ``model.safetensors.index.json`` document (written only when sharded)."""
         weight_map = {name: shard.filename for shard in self.shards for name in shard.tensors}
@@ -145,6 +153,7 @@ class ExportPlan:
             "max_shard_size": self.max_shard_size,
             "weights": self.weights,
             "side_files": list(self.side_files),
+            "common_prefix": self.common_prefix,
             "shards": [{"filename": s.filename, "bytes": s.nbytes, "tensors": list(s.tensors)} for s in self.shards],
             "tensors": [
                 {
@@ -165,6 +174,26 @@ class ExportPlan:
 
 def _span(span: FileSpan) -> dict[str, Any]:
     return {"path": span.path, "offset": span.offset, "length": span.length, "swap": span.swap}
+
+
+def common_prefix(names: Iterable[str]) -> str | None:
+    """The longest prefix ending in ``.`` that every one of ``names`` (at least two) starts with, or ``None``.
+
+    Given the plan's tensor and alias names, it is the module attribute a Lightning save adds
+    (``model.``); the tied alias (``model.lm_head.weight``) keeps it from reaching into the model's
+    own first module when the other names all start there.
+    """
+    listed = [name for name in names if isinstance(name, str)]
+    if len(listed) < 2:
+        return None
+    shortest, longest = min(listed), max(listed)  # the common prefix of all is that of these two
+    end = 0
+    for a, b in zip(shortest, longest):
+        if a != b:
+            break
+        end += 1
+    cut = shortest.rfind(".", 0, end) + 1
+    return shortest[:cut] if cut else None
 
 
 def parse_size(size: int | str) -> int:

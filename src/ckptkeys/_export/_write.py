@@ -17,6 +17,7 @@ from .._read._errors import ReadError
 from .._read._files import create_new, open_regular
 from ._entry import plan_export
 from ._safetensors import ITEMSIZE, Entry, copy_range, write_file
+from ._side import MAX_SIDE_FILE_BYTES, open_side_file
 from ._spans import FileSpan
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, ExportTensor
 
@@ -105,6 +106,8 @@ def write_export(
             os.path.join(out, clashes[0]), "already exists: pass --overwrite (overwrite=True) to replace it"
         )
     os.makedirs(out, exist_ok=True)
+    if not partial or with_index:  # a job array's side files come with its index
+        _copy_side_files(plan, out, overwrite=overwrite, fsync=fsync)
     by_name = {t.name: t for t in plan.tensors}
     total = sum(f.nbytes for f in files)
     done = 0
@@ -152,6 +155,41 @@ def write_export(
                 os.unlink(temp)
         written.append(index)
     return written
+
+
+def _copy_side_files(plan: ExportPlan, out: str, *, overwrite: bool, fsync: bool) -> None:
+    """Copy ``plan.side_files`` into ``out`` under their base names, each by temp + fsync + rename.
+
+    An existing file of one of these names is refused unless ``overwrite``, before any is written.
+    """
+    targets = [(source, os.path.join(out, os.path.basename(source))) for source in plan.side_files]
+    for _, target in targets:
+        if os.path.lexists(target) and not overwrite:
+            raise OutputExistsError(target, "already exists: pass --overwrite (overwrite=True) to replace it")
+    for source, target in targets:
+        with open_side_file(source) as stream:
+            try:
+                data = stream.read(MAX_SIDE_FILE_BYTES + 1)
+            except OSError as error:
+                raise ExportError(source, f"cannot be read: {error.strerror or error}") from None
+        if len(data) > MAX_SIDE_FILE_BYTES:
+            raise ExportError(source, f"is larger than {MAX_SIDE_FILE_BYTES} bytes: not copied beside the weights")
+        try:
+            temp, writer = create_new(target)
+        except OSError as error:
+            raise ExportError(target, f"cannot be written: {error.strerror or error}") from None
+        try:
+            with writer:
+                writer.write(data)
+                if fsync:
+                    writer.flush()
+                    os.fsync(writer.fileno())
+            os.replace(temp, target)
+        except OSError as error:
+            raise ExportError(target, f"cannot be written: {error.strerror or error}") from None
+        finally:
+            if os.path.lexists(temp):
+                os.unlink(temp)
 
 
 def _entry(tensor: ExportTensor, advance: Callable[[int], None]) -> Entry:
@@ -275,6 +313,8 @@ def export(
     dtype: Dtype = "fp32",
     max_shard_size: int | str = "5GB",
     tp_rank: int | None = None,
+    save: str | None = None,
+    strip_prefix: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
@@ -285,6 +325,8 @@ def export(
 
     :func:`plan_export` with the same arguments, then :func:`write_export`.
     """
-    plan = plan_export(path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank)
+    plan = plan_export(
+        path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank, save=save, strip_prefix=strip_prefix
+    )
     write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync)
     return plan
