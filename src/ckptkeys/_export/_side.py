@@ -62,7 +62,8 @@ def find_side_files(folders: Sequence[str]) -> tuple[str, ...]:
     regular file inside its folder (a symlink out, a FIFO) or is larger than :data:`MAX_SIDE_FILE_BYTES`.
     """
     for folder in folders:
-        present = [os.path.join(folder, name) for name in SIDE_FILE_NAMES if os.path.lexists(os.path.join(folder, name))]
+        paths = [os.path.join(folder, name) for name in SIDE_FILE_NAMES]
+        present = [path for path in paths if os.path.lexists(path)]
         if present:
             for path in present:
                 open_side_file(path).close()
