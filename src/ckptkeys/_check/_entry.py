@@ -72,7 +72,8 @@ def validate_folder(
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Scan ``path`` (a save folder, or a tag folder as a save of one tag), read every file, and validate each tag.
+    """Scan ``path`` (a save folder, a tag folder as a save of one tag, or a run folder's newest save,
+    as :func:`scan` chooses it), read every file, and validate each tag.
 
     Raises :class:`~ckptkeys.ReadError` if ``path`` cannot be listed, and
     :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint.
