@@ -106,9 +106,10 @@ def run_export(args: argparse.Namespace) -> int:
             index_only=args.index_only,
             fsync=not args.no_fsync,
         )
-    except KeyError as error:
+    except KeyError as error:  # --save NAME the run lacks
         if args.save is None or error.args != (args.save,):
             raise
+        progress.close()
         print(f"ckptkeys export: {args.path}: {_no_save(args.path, args.save)}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export

@@ -167,9 +167,9 @@ def _copy_side_files(plan: ExportPlan, out: str, *, overwrite: bool, fsync: bool
         if os.path.lexists(target) and not overwrite:
             raise OutputExistsError(target, "already exists: pass --overwrite (overwrite=True) to replace it")
     for source, target in targets:
-        with open_side_file(source) as stream:
+        with io.BufferedReader(open_side_file(source)) as stream:
             try:
-                data = stream.read(MAX_SIDE_FILE_BYTES + 1)
+                data = stream.read(MAX_SIDE_FILE_BYTES + 1)  # buffered: reads on until then or the end
             except OSError as error:
                 raise ExportError(source, f"cannot be read: {error.strerror or error}") from None
         if len(data) > MAX_SIDE_FILE_BYTES:
