@@ -9,6 +9,7 @@ tests/test_runs_export_transformers.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -253,6 +254,21 @@ def test_side_file_already_in_out_dir_needs_overwrite(tmp_path: pathlib.Path) ->
     assert (out / "config.json").read_bytes() == (NEWEST / "config.json").read_bytes()
 
 
+def test_side_file_never_written_through_a_symlink_in_out_dir(tmp_path: pathlib.Path) -> None:
+    victim = tmp_path / "victim.json"
+    victim.write_text("untouched")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").symlink_to(victim)
+    with pytest.raises(ckptkeys.OutputExistsError):
+        ckptkeys.export(TRAINER, out)
+    ckptkeys.export(TRAINER, out, overwrite=True)
+    assert victim.read_text() == "untouched"
+    assert not (out / "config.json").is_symlink()
+    assert (out / "config.json").read_bytes() == (NEWEST / "config.json").read_bytes()
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
 def test_job_array_side_files_come_with_the_index(tmp_path: pathlib.Path) -> None:
     plan = plan_export(TRAINER, max_shard_size="40KB")
     assert plan.sharded
@@ -282,6 +298,15 @@ def test_strip_prefix_gives_the_bare_model_names() -> None:
     assert [t.name for t in stripped.tensors] == [t.name[len("m.") :] for t in plan.tensors]
     assert [t.sources for t in stripped.tensors] == [t.sources for t in plan.tensors]
     assert stripped.index()["weight_map"].keys() == {t.name for t in stripped.tensors}
+
+
+def test_export_api_takes_save_and_strip_prefix(tmp_path: pathlib.Path) -> None:
+    plan = ckptkeys.export(LIGHTNING, tmp_path / "out", save="epoch=0-step=2.ckpt", strip_prefix="m.")
+    assert plan.checkpoint == str(LIGHTNING / "epoch=0-step=2.ckpt" / "checkpoint")
+    raw = (tmp_path / "out" / "model.safetensors").read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert set(header) - {"__metadata__"} == {t.name for t in plan.tensors}
+    assert "transformer.wte.weight" in header and "lm_head.weight" not in header
 
 
 def test_strip_prefix_refuses_a_name_without_it(tmp_path: pathlib.Path) -> None:
