@@ -151,6 +151,13 @@ def test_side_files_of_a_trainer_save() -> None:
     assert plan_export(LIGHTNING).side_files == ()
 
 
+def test_side_files_are_the_trainers_files_to_inspect() -> None:
+    """inspect lists each side file among the framework's files, never as a stray entry."""
+    from ckptkeys._check._frameworks import is_framework_file
+
+    assert [name for name in SIDE_FILE_NAMES if not is_framework_file(name)] == []
+
+
 def test_side_files_come_from_the_run_when_the_save_has_none(tmp_path: pathlib.Path) -> None:
     run = trainer_copy(tmp_path)
     for name in ("config.json", "generation_config.json"):

@@ -45,8 +45,9 @@ _FILES: Final = {
     TRANSFORMERS: re.compile(
         r"trainer_state\.json|training_args\.bin|rng_state(_\d+)?\.pth|scheduler\.pt|optimizer\.pt|scaler\.pt"
         r"|(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?"
-        r"|(config|generation_config|adapter_config|preprocessor_config|tokenizer|tokenizer_config"
-        r"|special_tokens_map|added_tokens|vocab)\.json|merges\.txt|tokenizer\.model|chat_template\.jinja"
+        r"|(config|generation_config|adapter_config|preprocessor_config|processor_config|video_preprocessor_config"
+        r"|audio_tokenizer_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|vocab|chat_template)\.json"
+        r"|merges\.txt|vocab\.txt|(tokenizer|spiece|sentencepiece\.bpe)\.model|chat_template\.jinja"
     ),
     ACCELERATE: re.compile(
         r"random_states_\d+\.pkl|custom_checkpoint_\d+\.pkl|(scheduler|sampler|optimizer|dl_state_dict)(_\d+)?\.bin"
