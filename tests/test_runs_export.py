@@ -371,3 +371,10 @@ def test_export_options_are_documented() -> None:
         if option.startswith("--"):
             assert re.search(rf"^\|.*`{option}[ `]", table, re.MULTILINE), option  # in the options table
             assert f"[{option}" in heading or f"| {option}" in heading or f" {option}]" in heading, option
+
+
+def test_side_file_names_are_documented() -> None:
+    text = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
+    section = text[text.index("**Side files.**") : text.index("**`--strip-prefix PREFIX`.**")]
+    assert [name for name in SIDE_FILE_NAMES if f"`{name}`" not in section] == []
+    assert f"{MAX_SIDE_FILE_BYTES >> 20} MiB" in section
