@@ -115,8 +115,11 @@ def test_auto_is_the_training_precision_and_fp32_the_default() -> None:
     assert plan_export(FIXTURES / "z2_bf16_ws2", dtype="auto").dtype == "bf16"
     assert plan_export(FIXTURES / "z1_fp16_ws2", dtype="auto").dtype == "fp16"
     plan = plan_export(FIXTURES / "z0_fp16_ws1", dtype="auto")
-    # The fp16 weights are copied; the fp32 buffer follows --dtype, as zero_to_fp32's --dtype does.
-    assert {t.name for t in plan.tensors if t.dtype != t.source_dtype} == {"scale"}
+    # The fp32 masters are cast to fp16 (the module's bytes: tests/test_export_zero0_deepspeed.py),
+    # the frozen fp16 weights copied; the fp32 buffer follows --dtype, as zero_to_fp32's --dtype does.
+    cast = {t.name for t in plan.tensors if t.dtype != t.source_dtype}
+    assert cast == {"scale", "emb.weight", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert {t.name for t in plan.tensors if t.dtype == t.source_dtype == "float16"} == {"frozen.weight", "frozen.bias"}
 
 
 def test_non_float_buffers_keep_their_dtype() -> None:

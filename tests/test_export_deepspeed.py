@@ -91,15 +91,25 @@ def test_fixture_export_equals_zero_to_fp32(name: str, dtype: str, tmp_path: pat
 
 
 @pytest.mark.parametrize("name", ["z0_fp32_ws1", "z0_fp16_ws1"])
-def test_zero0_export_equals_the_module_weights(name: str, tmp_path: pathlib.Path) -> None:
+def test_zero0_export_equals_the_masters_and_cast_the_module_weights(name: str, tmp_path: pathlib.Path) -> None:
     with pytest.raises(TypeError):  # zero_to_fp32 cannot read ZeRO-0 (fixtures/README.md)
         _reference(FIXTURES / name)
     plan = export(FIXTURES / name, tmp_path / "fp32")
     ours = _load(tmp_path / "fp32")
-    module = _model_states(FIXTURES / name)["module"]
+    state = _model_states(FIXTURES / name)
+    module = state["module"]
     assert list(ours) == list(module)
+    # fp16: the wrapper's fp32 masters (fp32_groups, in the order of model.parameters() without the
+    # frozen ones); fp32: no wrapper, the module is the master (tests/test_export_zero0_deepspeed.py).
+    groups = state["optimizer"].get("fp32_groups", [])
+    trained = [t.name for t in plan.tensors if t.origin == "trainable"]
+    assert len(trained) == sum(len(g) for g in groups)
+    for key, master in zip(trained, [m for g in groups for m in g], strict=True):
+        _same_bits(ours[key], master, key)
     for key, tensor in module.items():
         _same_bits(ours[key].to(tensor.dtype), tensor, key)  # fp32 export cast back: the saved weights
+        if key not in trained:
+            _same_bits(ours[key], tensor.float(), key)  # frozen, buffers, fp32 runs: the module as saved
     export(FIXTURES / name, tmp_path / "auto", dtype="auto")
     auto = _load(tmp_path / "auto")
     for key, tensor in module.items():

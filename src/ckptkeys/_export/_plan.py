@@ -14,7 +14,8 @@ Which data holds the weights, layout by layout (the names and values of DeepSpee
 - frozen parameters from ``frozen_param_fragments`` (joined across ranks under ZeRO-3); ZeRO-1
   writes none (zero_to_fp32 then drops them), so there they come from the module;
 - buffers from the module (rank 0's model states);
-- ZeRO-0: the module's tensors as saved;
+- ZeRO-0: the fp16/bf16 optimizer wrappers' ``fp32_groups`` (``_zero0``, matched to the module's
+  parameters in order, by shape and value); frozen parameters, buffers and fp32 runs from the module;
 - pipeline: each stage as ZeRO-1/2, named ``<layer>.<key>``; the rest from the layer files;
 - MoE: expert groups from each expert-parallel rank's partitions, renamed to global experts;
 - tensor parallel: each rank as above, merged by ``universal_checkpoint_info`` as
@@ -41,6 +42,7 @@ from ._safetensors import ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
 from ._trust import check_trusted
 from ._types import ExportError, ExportTensor, Planned
+from ._zero0 import match_masters, module_candidates
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -154,14 +156,29 @@ def _t(
 
 
 def plan_zero0(source: Source, mp: int) -> list[Planned]:
+    """ZeRO-0: the fp16/bf16 optimizer wrappers' fp32 masters (``_zero0``) for the parameters they
+    optimize, in the module's order; the rest (frozen parameters, buffers, every tensor of an fp32
+    run) from the module as saved."""
     name = naming.model_states(mp)
     checkpoint = source.checkpoint(name)
     module = _get(checkpoint.data, "module", checkpoint.path, dict)
     buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
+
+    def span(tensor: Any, what: str) -> tuple[FileSpan, int]:
+        return source.span(name, tensor, what)
+
+    candidates = module_candidates(module, buffers, span)
+    masters = match_masters(checkpoint.path, checkpoint.data.get("optimizer"), candidates, span)
     planned: list[Planned] = []
     for key, tensor in module.items():
-        span, _ = source.span(name, tensor, f"module[{key!r}]")
-        planned.append(_t(key, tensor.shape, tensor.dtype, (span,), "buffer" if key in buffers else "module"))
+        if masters is not None and key in masters:
+            planned.append(masters[key])
+            continue
+        span_, _ = source.span(name, tensor, f"module[{key!r}]")
+        origin: Literal["buffer", "frozen", "module"] = "buffer" if key in buffers else "module"
+        if masters is not None and origin == "module":
+            origin = "frozen"  # not in the optimizer's groups
+        planned.append(_t(key, tensor.shape, tensor.dtype, (span_,), origin))
     return planned
 
 

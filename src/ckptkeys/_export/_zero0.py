@@ -1,0 +1,333 @@
+"""ZeRO-0's fp32 master weights: the fp16/bf16 optimizer wrappers' groups matched to the module's parameters.
+
+Without ZeRO, DeepSpeed 0.19.8 wraps the optimizer of an fp16 run, and of a bf16 run whose
+gradients accumulate in bf16 (``DDP_BFLOAT16``), in ``FP16_UnfusedOptimizer`` (any torch
+optimizer) or ``FP16_Optimizer`` (``FusedAdam``). Their ``state_dict``, saved as the model
+states' ``optimizer``, holds the fp32 master weights, and no parameter names:
+
+- ``fp32_groups``: per param group, one fp32 tensor per parameter, in the group's order;
+- ``fp32_groups_flat``: per param group, one flat fp32 tensor, the parameters joined in the
+  group's order without padding (``_flatten_dense_tensors``).
+
+Both hold only the parameters the wrapper optimizes (``is_optimized_parameter``: trainable,
+with elements), in the order of the param groups given to the optimizer. After every step the
+wrapper copies each master into its module parameter (``copy_``, round to nearest even), so the
+module's saved value is the master cast to the training dtype, bit for bit. That, with the
+shape, matches each master to its parameter: a frozen parameter shaped like a trained one is not
+in the groups, and its values tell it apart. Values are compared on a bounded sample (the first
+and the last :data:`SAMPLE` elements); a tie the sample cannot break is compared whole, and
+refused only when the parameters it could be would export different values.
+
+(A bf16 pipeline, or bf16 with fp32 gradient accumulation under ZeRO-1, uses ``BF16_Optimizer``,
+which writes ``bf16_zero_pp_rank_*_optim_states.pt`` shards with ZeRO-1's layout: those are
+planned as ZeRO-1/2.)
+"""
+
+from __future__ import annotations
+
+import array
+import io
+
+from .._read._errors import ReadError
+from .._read._files import open_regular
+from .._read._torch import TensorInfo
+from ._ranges import cut_range
+from ._spans import FileSpan
+from ._types import ExportError, ExportTensor, Planned
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, Final
+
+__all__ = ["SAMPLE", "Candidate", "match_masters", "module_candidates"]
+
+SAMPLE: Final = 4096
+"""Elements compared at each end of a master and its parameter (up to 2 x 4096 x 6 bytes read per
+parameter at plan time); a tie is compared whole."""
+_FLOATS: Final = frozenset({"float16", "bfloat16", "float32"})
+_ITEMSIZE: Final = {"float16": 2, "bfloat16": 2, "float32": 4}
+_SWAP_CODES: Final = {array.array(code).itemsize: code for code in "QLIH"}
+
+
+class Candidate:
+    """A module parameter a master may belong to: its keys (tied aliases share one tensor), shape,
+    dtype and bytes."""
+
+    __slots__ = ("dtype", "keys", "numel", "shape", "span")
+
+    def __init__(self, key: str, tensor: TensorInfo, span: FileSpan) -> None:
+        self.keys = [key]
+        self.shape = tensor.shape
+        self.dtype = tensor.dtype
+        self.numel = tensor.numel
+        self.span = span
+
+
+class _Master:
+    """One parameter's fp32 master: where it is in the optimizer state, its bytes, and (unfused) its shape."""
+
+    __slots__ = ("label", "pieces", "shape")
+
+    def __init__(self, label: str, pieces: tuple[tuple[FileSpan, int], ...], shape: tuple[int, ...] | None) -> None:
+        self.label = label
+        self.pieces = pieces
+        self.shape = shape
+
+
+def match_masters(
+    path: str,
+    optimizer: Any,
+    candidates: Sequence[Candidate],
+    span: Callable[[Any, str], tuple[FileSpan, int]],
+) -> dict[str, Planned] | None:
+    """The fp32 master of every optimized module parameter, by module key, or ``None`` when the
+    optimizer state holds no fp32 groups (fp32 training: the module is the master).
+
+    ``candidates`` are the module's parameters (buffers left out), ``span(tensor, what)`` the
+    bytes of a tensor of the model states. Raises :class:`ExportError` naming ``path`` and the
+    tensors when a master matches no parameter, or a tie remains that would change the export.
+    """
+    if not isinstance(optimizer, dict):
+        return None
+    if "fp32_groups" in optimizer:
+        key, flat = "fp32_groups", False
+    elif "fp32_groups_flat" in optimizer:
+        key, flat = "fp32_groups_flat", True
+    else:
+        return None
+    groups = optimizer[key]
+    if not isinstance(groups, list):
+        raise ExportError(path, f"optimizer[{key!r}] is {type(groups).__name__}, not the list DeepSpeed writes")
+    _check_counts(path, optimizer, groups, key, flat)
+    matcher = _Matcher(path, candidates)
+    if flat:
+        for g, tensor in enumerate(groups):
+            what = f"optimizer['fp32_groups_flat'][{g}]"
+            _float32(tensor, path, what)
+            matcher.cut_flat(what, span(tensor, what))
+    else:
+        for g, group in enumerate(groups):
+            if not isinstance(group, list):
+                raise ExportError(path, f"optimizer['fp32_groups'][{g}] is {type(group).__name__}, not a list")
+            for i, tensor in enumerate(group):
+                what = f"optimizer['fp32_groups'][{g}][{i}]"
+                _float32(tensor, path, what)
+                found, numel = span(tensor, what)
+                matcher.add(_Master(what, ((found, numel),), tensor.shape))
+        matcher.resolve()
+    masters: dict[str, Planned] = {}
+    for candidate, master in matcher.assigned.items():
+        spans = cut_range(master.pieces, 0, candidate.numel, 4)
+        for name in candidate.keys:
+            masters[name] = ExportTensor(name, candidate.shape, "float32", "float32", spans, "trainable")
+    return masters
+
+
+def _check_counts(path: str, optimizer: dict[Any, Any], groups: list[Any], key: str, flat: bool) -> None:
+    """The wrapped optimizer's param groups list what the fp32 groups hold: as many groups, and
+    per group one parameter per master (one flat parameter per group for ``fp32_groups_flat``)."""
+    inner = optimizer.get("optimizer_state_dict")
+    param_groups = inner.get("param_groups") if isinstance(inner, dict) else None
+    if not isinstance(param_groups, list):
+        return  # nothing to check against (an optimizer that keeps no param_groups)
+    if len(param_groups) != len(groups):
+        raise ExportError(
+            path, f"optimizer[{key!r}] holds {len(groups)} groups, optimizer_state_dict lists {len(param_groups)}"
+        )
+    for g, (group, masters) in enumerate(zip(param_groups, groups, strict=True)):
+        params = group.get("params") if isinstance(group, dict) else None
+        expected = 1 if flat else len(masters) if isinstance(masters, list) else None
+        if isinstance(params, list) and expected is not None and len(params) != expected:
+            raise ExportError(
+                path,
+                f"optimizer[{key!r}][{g}] holds {expected} master{'s' if expected != 1 else ''}, "
+                f"optimizer_state_dict['param_groups'][{g}] lists {len(params)} parameters",
+            )
+
+
+def _float32(tensor: Any, path: str, what: str) -> None:
+    if not isinstance(tensor, TensorInfo) or tensor.dtype != "float32":
+        found = tensor.dtype if isinstance(tensor, TensorInfo) else type(tensor).__name__
+        raise ExportError(path, f"{what} is {found}, not the float32 master DeepSpeed writes")
+
+
+class _Matcher:
+    """Masters assigned to candidates by shape and value (the bytes read once, on demand)."""
+
+    def __init__(self, path: str, candidates: Sequence[Candidate]) -> None:
+        self.path = path
+        self.candidates = [c for c in candidates if c.dtype in _FLOATS and c.numel > 0]
+        self.assigned: dict[Candidate, _Master] = {}
+        self.options: list[tuple[_Master, list[Candidate]]] = []
+        self._bytes: dict[tuple[FileSpan, ...], bytes] = {}
+
+    # -- bytes -------------------------------------------------------------------------------
+
+    def _read(self, spans: tuple[FileSpan, ...]) -> bytes:
+        found = self._bytes.get(spans)
+        if found is None:
+            found = self._bytes[spans] = b"".join(_read_span(s) for s in spans)
+        return found
+
+    def _ends(self, pieces: Sequence[tuple[FileSpan, int]], itemsize: int, numel: int, whole: bool) -> bytes:
+        """Elements ``[0, numel)`` of the joined pieces, or only the first and last SAMPLE of them."""
+        if whole or numel <= 2 * SAMPLE:
+            return self._read(cut_range(pieces, 0, numel, itemsize))
+        head = self._read(cut_range(pieces, 0, SAMPLE, itemsize))
+        return head + self._read(cut_range(pieces, numel - SAMPLE, SAMPLE, itemsize))
+
+    def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:
+        """The master, cast to the parameter's dtype, equals the parameter's bytes (at both ends, or whole)."""
+        from ._cast import cast_bytes
+
+        numel = candidate.numel
+        ours = self._ends(master.pieces, 4, numel, whole)
+        theirs = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, whole)
+        try:
+            return bytes(cast_bytes(ours, "float32", candidate.dtype)) == theirs
+        except ImportError:
+            raise ExportError(
+                self.path,
+                f"holds fp32 master weights without parameter names ({master.label}); they are matched to the "
+                "module's parameters by value, which needs numpy: pip install 'ckptkeys[export]'",
+            ) from None
+
+    def _upcast(self, master: _Master, candidate: Candidate) -> bool:
+        """The whole master is the parameter's value exactly (so exporting either writes the same bytes)."""
+        from ._cast import cast_bytes
+
+        numel = candidate.numel
+        module = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, True)
+        return bytes(cast_bytes(module, candidate.dtype, "float32")) == self._ends(master.pieces, 4, numel, True)
+
+    # -- matching ----------------------------------------------------------------------------
+
+    def add(self, master: _Master) -> None:
+        """A master of known shape (``fp32_groups``): every parameter of its shape and value."""
+        shaped = [c for c in self.candidates if c.shape == master.shape]
+        matching = [c for c in shaped if self._equal(master, c)]
+        if not matching:
+            self._no_match(master, shaped, f"shape {master.shape}")
+        self.options.append((master, matching))
+
+    def resolve(self) -> None:
+        """Masters with one free parameter left take it, until none is left; a tie that remains is
+        settled only if every way of settling it exports the same values."""
+        pending = list(self.options)
+        while pending:
+            free = [(m, [c for c in cs if c not in self.assigned]) for m, cs in pending]
+            for (master, left), (_, options) in zip(free, pending, strict=True):
+                if not left:
+                    taken = ", ".join(f"{c.keys[0]!r} ({self.assigned[c].label})" for c in options)
+                    raise ExportError(
+                        self.path, f"{master.label} matches only parameters other masters match: {taken}"
+                    )
+            single = [(m, left[0]) for m, left in free if len(left) == 1]
+            if single:
+                for master, candidate in single:
+                    if candidate in self.assigned:
+                        raise ExportError(
+                            self.path,
+                            f"{master.label} and {self.assigned[candidate].label} both match only "
+                            f"{candidate.keys[0]!r}: not this module's masters",
+                        )
+                    self.assigned[candidate] = master
+            else:
+                master, left = free[0]
+                self.assigned[self._settle(master, left)] = master
+            pending = [(m, cs) for m, cs in pending if m not in self.assigned.values()]
+
+    def _settle(self, master: _Master, tied: list[Candidate]) -> Candidate:
+        """A master that equals several parameters cast: harmless only if they hold the same
+        values and the master is exactly those values (any choice then exports the same bytes)."""
+        whole = [c for c in tied if self._equal(master, c, whole=True)]
+        if len(whole) == 1:
+            return whole[0]
+        if whole and all(self._upcast(master, c) for c in whole):
+            return whole[0]  # the first in the module's order, as the groups keep it
+        names = ", ".join(repr(c.keys[0]) for c in (whole or tied))
+        raise ExportError(
+            self.path,
+            f"{master.label} equals each of {names} cast to the training dtype, and they would export different "
+            "values: which parameter it is cannot be told (ambiguous): not exported",
+        )
+
+    def cut_flat(self, label: str, flat: tuple[FileSpan, int]) -> None:
+        """A flat group (``fp32_groups_flat``): cut, from its start, into the free parameters whose
+        values come next; the group must end where the last one ends."""
+        span, total = flat
+        offset = 0
+        while offset < total:
+            free = [c for c in self.candidates if c not in self.assigned and c.numel <= total - offset]
+            pieces = cut_range(((span, total),), offset, total - offset, 4)
+            here = tuple((s, s.length // 4) for s in pieces)
+            matching = []
+            for candidate in free:
+                master = _Master(f"{label}[{offset}:{offset + candidate.numel}]", here, candidate.shape)
+                if self._equal(master, candidate):
+                    matching.append((candidate, master))
+            if not matching:
+                self._no_match(_Master(f"{label} from element {offset}", here, None), [], f"{total - offset} elements")
+            if len(matching) == 1:
+                candidate, master = matching[0]
+            else:
+                shapes = {c.numel for c, _ in matching}
+                candidate = matching[0][0]
+                master = matching[0][1]
+                if len(shapes) > 1:
+                    names = ", ".join(repr(c.keys[0]) for c, _ in matching)
+                    raise ExportError(
+                        self.path,
+                        f"{label} from element {offset} equals each of {names} cast to the training dtype: where "
+                        "the next parameter ends cannot be told (ambiguous): not exported",
+                    )
+                candidate = self._settle(master, [c for c, _ in matching])
+                master = dict(matching)[candidate]
+            self.assigned[candidate] = master
+            offset += candidate.numel
+
+    def _no_match(self, master: _Master, shaped: list[Candidate], what: str) -> None:
+        if shaped:
+            names = ", ".join(repr(c.keys[0]) for c in shaped)
+            reason = f"differs from every module parameter of its {what} ({names}) cast to their dtype"
+        else:
+            reason = f"matches no free module parameter of its {what}"
+        raise ExportError(self.path, f"{master.label} {reason}: not this module's fp32 masters")
+
+
+def _read_span(span: FileSpan) -> bytes:
+    """The span's bytes, byte-swapped as it says."""
+    try:
+        with io.BufferedReader(open_regular(span.path)) as stream:
+            stream.seek(span.offset)
+            data = stream.read(span.length)
+    except ReadError as error:
+        raise ExportError(error.path, error.reason) from None
+    except OSError as error:
+        raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
+    if len(data) != span.length:
+        raise ExportError(span.path, f"is truncated: {span.length} bytes expected at offset {span.offset}")
+    if span.swap > 1:
+        swapped = array.array(_SWAP_CODES[span.swap], data)
+        swapped.byteswap()
+        data = swapped.tobytes()
+    return data
+
+
+def module_candidates(
+    module: dict[Any, Any], buffers: set[Any], span: Callable[[Any, str], tuple[FileSpan, int]]
+) -> list[Candidate]:
+    """The module's entries that are not buffers, tied aliases (one tensor, several keys) as one."""
+    by_place: dict[tuple[FileSpan, tuple[int, ...]], Candidate] = {}
+    for key, tensor in module.items():
+        if key in buffers or not isinstance(tensor, TensorInfo):
+            continue
+        found, _ = span(tensor, f"module[{key!r}]")
+        place = (found, tensor.shape)
+        if place in by_place:
+            by_place[place].keys.append(key)
+        else:
+            by_place[place] = Candidate(key, tensor, found)
+    return list(by_place.values())
+
