@@ -38,7 +38,7 @@ from ._types import ExportError, ExportTensor, Planned
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any, Final
+    from typing import Any, Final, NoReturn
 
 __all__ = ["SAMPLE", "Candidate", "match_masters", "module_candidates"]
 
@@ -116,6 +116,7 @@ def match_masters(
                 found, numel = span(tensor, what)
                 matcher.add(_Master(what, ((found, numel),), tensor.shape))
         matcher.resolve()
+    matcher.check_ties()
     masters: dict[str, Planned] = {}
     for candidate, master in matcher.assigned.items():
         spans = cut_range(master.pieces, 0, candidate.numel, 4)
@@ -160,6 +161,7 @@ class _Matcher:
         self.candidates = [c for c in candidates if c.dtype in _FLOATS and c.numel > 0]
         self.assigned: dict[Candidate, _Master] = {}
         self.options: list[tuple[_Master, list[Candidate]]] = []
+        self.ties: list[list[Candidate]] = []
         self._bytes: dict[tuple[FileSpan, ...], bytes] = {}
 
     # -- bytes -------------------------------------------------------------------------------
@@ -239,14 +241,35 @@ class _Matcher:
             pending = [(m, cs) for m, cs in pending if m not in self.assigned.values()]
 
     def _settle(self, master: _Master, tied: list[Candidate]) -> Candidate:
-        """A master that equals several parameters cast: harmless only if they hold the same
-        values and the master is exactly those values (any choice then exports the same bytes)."""
+        """A master that equals several parameters cast (on the sample): compared whole, one of them
+        may be left; else the tie is harmless only if they hold the same values and the master is
+        exactly those values (any choice then writes the same bytes): the first in the module's
+        order is taken, and :meth:`check_ties` makes sure no other master could take it instead."""
         whole = [c for c in tied if self._equal(master, c, whole=True)]
+        if not whole:
+            self._no_match(master, tied, f"shape {tied[0].shape}")
         if len(whole) == 1:
             return whole[0]
-        if whole and all(self._upcast(master, c) for c in whole):
-            return whole[0]  # the first in the module's order, as the groups keep it
-        names = ", ".join(repr(c.keys[0]) for c in (whole or tied))
+        if not all(self._upcast(master, c) for c in whole):
+            self._ambiguous(master, whole)
+        self.ties.append(whole)
+        return whole[0]
+
+    def check_ties(self) -> None:
+        """Every master that equals a parameter of a harmless tie, cast, must be that parameter's
+        value exactly too; else another assignment would write other bytes."""
+        for tie in self.ties:
+            for master in self.assigned.values():
+                for candidate in tie:
+                    if (
+                        master.shape == candidate.shape
+                        and self._equal(master, candidate, whole=True)
+                        and not self._upcast(master, candidate)
+                    ):
+                        self._ambiguous(master, tie)
+
+    def _ambiguous(self, master: _Master, tied: list[Candidate]) -> NoReturn:
+        names = ", ".join(repr(c.keys[0]) for c in tied)
         raise ExportError(
             self.path,
             f"{master.label} equals each of {names} cast to the training dtype, and they would export different "
@@ -259,35 +282,30 @@ class _Matcher:
         span, total = flat
         offset = 0
         while offset < total:
-            free = [c for c in self.candidates if c not in self.assigned and c.numel <= total - offset]
-            pieces = cut_range(((span, total),), offset, total - offset, 4)
-            here = tuple((s, s.length // 4) for s in pieces)
-            matching = []
-            for candidate in free:
-                master = _Master(f"{label}[{offset}:{offset + candidate.numel}]", here, candidate.shape)
-                if self._equal(master, candidate):
-                    matching.append((candidate, master))
+            here = tuple((s, s.length // 4) for s in cut_range(((span, total),), offset, total - offset, 4))
+            matching: dict[Candidate, _Master] = {}
+            for candidate in self.candidates:
+                if candidate not in self.assigned and candidate.numel <= total - offset:
+                    master = _Master(f"{label}[{offset}:{offset + candidate.numel}]", here, candidate.shape)
+                    if self._equal(master, candidate):
+                        matching[candidate] = master
             if not matching:
                 self._no_match(_Master(f"{label} from element {offset}", here, None), [], f"{total - offset} elements")
-            if len(matching) == 1:
-                candidate, master = matching[0]
-            else:
-                shapes = {c.numel for c, _ in matching}
-                candidate = matching[0][0]
-                master = matching[0][1]
-                if len(shapes) > 1:
-                    names = ", ".join(repr(c.keys[0]) for c, _ in matching)
+            first, master = next(iter(matching.items()))
+            if len(matching) > 1:
+                if len({c.numel for c in matching}) > 1:
+                    names = ", ".join(repr(c.keys[0]) for c in matching)
                     raise ExportError(
                         self.path,
                         f"{label} from element {offset} equals each of {names} cast to the training dtype: where "
                         "the next parameter ends cannot be told (ambiguous): not exported",
                     )
-                candidate = self._settle(master, [c for c, _ in matching])
-                master = dict(matching)[candidate]
-            self.assigned[candidate] = master
-            offset += candidate.numel
+                first = self._settle(master, list(matching))
+                master = matching[first]
+            self.assigned[first] = master
+            offset += first.numel
 
-    def _no_match(self, master: _Master, shaped: list[Candidate], what: str) -> None:
+    def _no_match(self, master: _Master, shaped: list[Candidate], what: str) -> NoReturn:
         if shaped:
             names = ", ".join(repr(c.keys[0]) for c in shaped)
             reason = f"differs from every module parameter of its {what} ({names}) cast to their dtype"
