@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import io
+import math
 
 from .._read._errors import ReadError
 from .._read._files import open_regular
@@ -113,8 +114,7 @@ def match_masters(
             for i, tensor in enumerate(group):
                 what = f"optimizer['fp32_groups'][{g}][{i}]"
                 _float32(tensor, path, what)
-                found, numel = span(tensor, what)
-                matcher.add(_Master(what, ((found, numel),), tensor.shape))
+                matcher.add(what, span(tensor, what), tensor.shape)
         matcher.resolve()
     matcher.check_ties()
     masters: dict[str, Planned] = {}
@@ -163,6 +163,7 @@ class _Matcher:
         self.options: list[tuple[_Master, list[Candidate]]] = []
         self.ties: list[list[Candidate]] = []
         self._bytes: dict[tuple[FileSpan, ...], bytes] = {}
+        self._index: dict[tuple[int, str], dict[bytes, list[Candidate]]] | None = None
 
     # -- bytes -------------------------------------------------------------------------------
 
@@ -179,21 +180,41 @@ class _Matcher:
         head = self._read(cut_range(pieces, 0, SAMPLE, itemsize))
         return head + self._read(cut_range(pieces, numel - SAMPLE, SAMPLE, itemsize))
 
-    def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:
-        """The master, cast to the parameter's dtype, equals the parameter's bytes (at both ends, or whole)."""
+    def _cast(self, master: _Master, numel: int, dtype: str, whole: bool) -> bytes:
+        """The master's first ``numel`` elements (both ends, or whole) cast to ``dtype``."""
         from ._cast import cast_bytes
 
-        numel = candidate.numel
-        ours = self._ends(master.pieces, 4, numel, whole)
-        theirs = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, whole)
         try:
-            return bytes(cast_bytes(ours, "float32", candidate.dtype)) == theirs
+            return bytes(cast_bytes(self._ends(master.pieces, 4, numel, whole), "float32", dtype))
         except ImportError:
             raise ExportError(
                 self.path,
                 f"holds fp32 master weights without parameter names ({master.label}); they are matched to the "
                 "module's parameters by value, which needs numpy: pip install 'ckptkeys[export]'",
             ) from None
+
+    def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:
+        """The master, cast to the parameter's dtype, equals the parameter's bytes (at both ends, or whole)."""
+        numel = candidate.numel
+        theirs = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, whole)
+        return self._cast(master, numel, candidate.dtype, whole) == theirs
+
+    def _matching(self, master: _Master, limit: int) -> list[Candidate]:
+        """The candidates of at most ``limit`` elements whose sampled bytes equal the master's first
+        elements cast, in the module's order: one cast and one look-up per size and dtype, so a
+        model of many same-shaped parameters costs no comparison of every pair."""
+        if self._index is None:
+            self._index = {}
+            for candidate in self.candidates:
+                numel, dtype = candidate.numel, candidate.dtype
+                sample = self._ends(((candidate.span, numel),), _ITEMSIZE[dtype], numel, False)
+                self._index.setdefault((numel, dtype), {}).setdefault(sample, []).append(candidate)
+        found: list[Candidate] = []
+        for (numel, dtype), by_sample in self._index.items():
+            if numel <= limit:
+                found += by_sample.get(self._cast(master, numel, dtype, False), [])
+        order = {c: i for i, c in enumerate(self.candidates)}
+        return sorted(found, key=order.__getitem__)
 
     def _upcast(self, master: _Master, candidate: Candidate) -> bool:
         """The whole master is the parameter's value exactly (so exporting either writes the same bytes)."""
@@ -205,12 +226,12 @@ class _Matcher:
 
     # -- matching ----------------------------------------------------------------------------
 
-    def add(self, master: _Master) -> None:
+    def add(self, label: str, found: tuple[FileSpan, int], shape: tuple[int, ...]) -> None:
         """A master of known shape (``fp32_groups``): every parameter of its shape and value."""
-        shaped = [c for c in self.candidates if c.shape == master.shape]
-        matching = [c for c in shaped if self._equal(master, c)]
+        master = _Master(label, (found,), shape)
+        matching = [c for c in self._matching(master, math.prod(shape)) if c.shape == shape]
         if not matching:
-            self._no_match(master, shaped, f"shape {master.shape}")
+            self._no_match(master, [c for c in self.candidates if c.shape == shape], f"shape {shape}")
         self.options.append((master, matching))
 
     def resolve(self) -> None:
@@ -283,12 +304,11 @@ class _Matcher:
         offset = 0
         while offset < total:
             here = tuple((s, s.length // 4) for s in cut_range(((span, total),), offset, total - offset, 4))
-            matching: dict[Candidate, _Master] = {}
-            for candidate in self.candidates:
-                if candidate not in self.assigned and candidate.numel <= total - offset:
-                    master = _Master(f"{label}[{offset}:{offset + candidate.numel}]", here, candidate.shape)
-                    if self._equal(master, candidate):
-                        matching[candidate] = master
+            matching = {
+                c: _Master(f"{label}[{offset}:{offset + c.numel}]", here, c.shape)
+                for c in self._matching(_Master(label, here, None), total - offset)
+                if c not in self.assigned
+            }
             if not matching:
                 self._no_match(_Master(f"{label} from element {offset}", here, None), [], f"{total - offset} elements")
             first, master = next(iter(matching.items()))
