@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ckptkeys import export
+from ckptkeys import ExportError, export
 
 from .conftest import FIXTURES, ROOT, launch_ranks
 
@@ -113,3 +113,19 @@ def test_the_shared_fixture_exports_its_masters(tmp_path: pathlib.Path) -> None:
         _same_bits(ours[name], master, name)
     for name in ("scale", "frozen.weight", "frozen.bias"):  # frozen.bias has fc2.bias's shape
         _same_bits(ours[name], state["module"][name].float(), name)
+
+
+def test_a_bf16_pipeline_at_stage_0_is_refused_naming_why(tmp_path: pathlib.Path) -> None:
+    """BF16_Optimizer's shards without param_shapes: not cut by guess, refused (docs/export.md)."""
+    out = tmp_path / "pipeline"
+    script = ROOT / "tests" / "integration" / "train_pipeline_zero0.py"
+    launch_ranks([sys.executable, str(script), str(out)], 2, output=out)
+    assert sorted(p.name for p in (out / "step3").glob("*optim_states.pt")) == [
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "bf16_zero_pp_rank_0_mp_rank_01_optim_states.pt",
+    ]
+    with pytest.raises(ExportError) as caught:
+        export(out, tmp_path / "out")
+    assert caught.value.path.endswith("mp_rank_00_model_states.pt")
+    assert "has no param_shapes: DeepSpeed writes none for BF16_Optimizer without ZeRO" in caught.value.reason
+    assert not (tmp_path / "out").exists()

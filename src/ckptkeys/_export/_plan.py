@@ -230,6 +230,12 @@ def plan_zero(
     models = [source.checkpoint(n) for n in model_names]
     model = models[0].data
     path = models[0].path
+    if model.get("param_shapes") is None and "param_slice_mappings" in state:
+        raise ExportError(
+            path,
+            "has no param_shapes: DeepSpeed writes none for BF16_Optimizer without ZeRO (a bf16 pipeline at "
+            "stage 0), so its fp32 partitions cannot be cut into parameters: not exported yet",
+        )
     planned: list[Planned] = []
     module = _get(model, "module", path, (dict, type(None))) or {}  # None under the pipeline engine
     buffer_names = set(_get(model, "buffer_names", path, list))
