@@ -129,3 +129,30 @@ def test_a_bf16_pipeline_at_stage_0_is_refused_naming_why(tmp_path: pathlib.Path
     assert caught.value.path.endswith("mp_rank_00_model_states.pt")
     assert "has no param_shapes: DeepSpeed writes none for BF16_Optimizer without ZeRO" in caught.value.reason
     assert not (tmp_path / "out").exists()
+
+
+def test_moe_at_stage_0_exports_every_ranks_expert_masters(tmp_path: pathlib.Path) -> None:
+    """bf16 MoE without ZeRO, experts parallel over two ranks: rank 0's masters are in the model
+    states' optimizer, rank 1's experts' in expp_rank_1's; every exported parameter is one of them."""
+    out = tmp_path / "moe"
+    script = ROOT / "tests" / "integration" / "train_moe_for_export.py"
+    launch_ranks([sys.executable, str(script), str(out), "2", "bf16", "0"], 2, output=out)
+    tag = out / "step3"
+    plan = export(out, tmp_path / "out")
+    ours = safetensors_torch.load_file(str(tmp_path / "out" / "model.safetensors"))
+    state = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=False)
+    rank1 = torch.load(tag / "expp_rank_1_mp_rank_00_optim_states.pt", weights_only=False)["optimizer"]
+    masters = [m for group in state["optimizer"]["fp32_groups"] for m in group]
+    moe_groups = [g for g, group in enumerate(rank1["optimizer_state_dict"]["param_groups"]) if group.get("moe")]
+    masters += [m for g in moe_groups for m in rank1["fp32_groups"][g]]
+    saved = dict(state["module"])
+    for file in sorted(tag.glob("layer_*_expert_*_model_states.pt")):
+        saved.update(torch.load(file, weights_only=False))
+    assert set(ours) == set(saved)
+    assert len(masters) == len(saved)  # no frozen parameters or buffers here
+    for name, tensor in saved.items():
+        assert [m for m in masters if m.shape == ours[name].shape and torch.equal(m, ours[name])], name
+        _same_bits(ours[name].to(torch.bfloat16), tensor, name)  # the module: the master cast
+    origins = {t.name: t.origin for t in plan.tensors}
+    assert {origins[n] for n in saved if ".deepspeed_experts." in n} == {"expert"}
+    assert {origins[n] for n in state["module"]} == {"trainable"}

@@ -1,9 +1,10 @@
 """Train a mixture-of-experts model with DeepSpeed on the CPU and save it.
 
 Run once per rank, with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set:
-``python train_moe_for_export.py SAVE_DIR EP_SIZE PRECISION``. One dense layer, a
+``python train_moe_for_export.py SAVE_DIR EP_SIZE PRECISION [STAGE]``. One dense layer, a
 ``deepspeed.moe.layer.MoE`` layer of four experts (expert parallel over ``EP_SIZE`` ranks),
-a head; ZeRO-2. Used by tests/test_export_deepspeed.py.
+a head; ZeRO-2, or ``STAGE``. Used by tests/test_export_deepspeed.py and
+tests/test_export_zero0_deepspeed.py (stage 0).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Model(torch.nn.Module):  # type: ignore[misc]  # torch is untyped for mypy
         return self.head(hidden)
 
 
-def main(save_dir: str, ep_size: int, precision: str) -> None:
+def main(save_dir: str, ep_size: int, precision: str, stage: int = 2) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     torch.manual_seed(0)
     model = Model(ep_size)
@@ -42,7 +43,7 @@ def main(save_dir: str, ep_size: int, precision: str) -> None:
         "train_micro_batch_size_per_gpu": 2,
         "gradient_accumulation_steps": 1,
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},
-        "zero_optimization": {"stage": 2},
+        "zero_optimization": {"stage": stage},
         "bf16": {"enabled": precision == "bf16"},
     }
     engine, *_ = deepspeed.initialize(model=model, model_parameters=parameters, config=config)
@@ -55,4 +56,4 @@ def main(save_dir: str, ep_size: int, precision: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *(int(a) for a in sys.argv[4:5]))

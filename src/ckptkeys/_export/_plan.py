@@ -42,11 +42,11 @@ from ._safetensors import ITEMSIZE
 from ._spans import FileSpan, record_spans, tensor_span
 from ._trust import check_trusted
 from ._types import ExportError, ExportTensor, Planned
-from ._zero0 import match_masters, module_candidates
+from ._zero0 import OptimizerState, has_masters, match_masters, module_candidates
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, Final, Literal
 
     from .._check._layout import TagLayout
@@ -158,27 +158,49 @@ def _t(
 def plan_zero0(source: Source, mp: int) -> list[Planned]:
     """ZeRO-0: the fp16/bf16 optimizer wrappers' fp32 masters (``_zero0``) for the parameters they
     optimize, in the module's order; the rest (frozen parameters, buffers, every tensor of an fp32
-    run) from the module as saved."""
+    run) from the module as saved. With MoE, the expert files' tensors are matched too (rank 0's
+    experts from the model states' optimizer, the others' from ``expp_rank_*``), in the files'
+    order; an expert no master is found for is left to :func:`expert_file_leftovers`."""
     name = naming.model_states(mp)
     checkpoint = source.checkpoint(name)
     module = _get(checkpoint.data, "module", checkpoint.path, dict)
     buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
 
-    def span(tensor: Any, what: str) -> tuple[FileSpan, int]:
-        return source.span(name, tensor, what)
+    def span_in(file: str) -> Callable[[Any, str], tuple[FileSpan, int]]:
+        return lambda tensor, what: source.span(file, tensor, what)
 
-    candidates = module_candidates(module, buffers, span)
-    masters = match_masters(checkpoint.path, checkpoint.data.get("optimizer"), candidates, span)
+    candidates = module_candidates(module, buffers, span_in(name))
+    states = [OptimizerState(checkpoint.path, checkpoint.data.get("optimizer"), span_in(name))]
+    experts = sorted(
+        (f for f in source.layout.of_kind(FileKind.EXPERT_MODEL_STATES) if f.name.mp_rank == mp),
+        key=lambda f: (f.name.layer if f.name.layer is not None else -1, f.name.expert),
+    )
+    expert_keys: list[str] = []
+    if experts and has_masters(states[0].optimizer):
+        for file in experts:
+            data = source.checkpoint(file.relpath).data
+            if not isinstance(data, dict):
+                raise ExportError(source.path(file.relpath), f"holds {type(data).__name__}, not an expert's state dict")
+            candidates += module_candidates(data, set(), span_in(file.relpath), "expert")
+            expert_keys += data
+        ranks = [f for f in source.layout.of_kind(FileKind.EXPERT_OPTIM_STATES) if f.name.mp_rank == mp]
+        for file in sorted(ranks, key=lambda f: f.name.ep_rank or 0):
+            if file.name.ep_rank != 0:  # rank 0's are the model states' own
+                state = source.checkpoint(file.relpath)
+                optimizer = _get(state.data, "optimizer", state.path, dict)
+                states.append(OptimizerState(state.path, optimizer, span_in(file.relpath), f"{file.relpath} ", True))
+    masters = match_masters(states, candidates)
     planned: list[Planned] = []
     for key, tensor in module.items():
         if masters is not None and key in masters:
             planned.append(masters[key])
             continue
-        span_, _ = source.span(name, tensor, f"module[{key!r}]")
+        span, _ = source.span(name, tensor, f"module[{key!r}]")
         origin: Literal["buffer", "frozen", "module"] = "buffer" if key in buffers else "module"
         if masters is not None and origin == "module":
             origin = "frozen"  # not in the optimizer's groups
-        planned.append(_t(key, tensor.shape, tensor.dtype, (span_,), origin))
+        planned.append(_t(key, tensor.shape, tensor.dtype, (span,), origin))
+    planned += [masters[key] for key in expert_keys if masters is not None and key in masters]
     return planned
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import io
 import math
+from dataclasses import dataclass
 
 from .._read._errors import ReadError
 from .._read._files import open_regular
@@ -39,9 +40,9 @@ from ._types import ExportError, ExportTensor, Planned
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any, Final, NoReturn
+    from typing import Any, Final, Literal, NoReturn
 
-__all__ = ["SAMPLE", "Candidate", "match_masters", "module_candidates"]
+__all__ = ["SAMPLE", "Candidate", "OptimizerState", "has_masters", "match_masters", "module_candidates"]
 
 SAMPLE: Final = 4096
 """Elements compared at each end of a master and its parameter (up to 2 x 4096 x 6 bytes read per
@@ -55,10 +56,11 @@ class Candidate:
     """A module parameter a master may belong to: its keys (tied aliases share one tensor), shape,
     dtype and bytes."""
 
-    __slots__ = ("dtype", "keys", "numel", "shape", "span")
+    __slots__ = ("dtype", "keys", "numel", "origin", "shape", "span")
 
-    def __init__(self, key: str, tensor: TensorInfo, span: FileSpan) -> None:
+    def __init__(self, key: str, tensor: TensorInfo, span: FileSpan, origin: Literal["trainable", "expert"]) -> None:
         self.keys = [key]
+        self.origin = origin
         self.shape = tensor.shape
         self.dtype = tensor.dtype
         self.numel = tensor.numel
@@ -76,62 +78,89 @@ class _Master:
         self.shape = shape
 
 
-def match_masters(
-    path: str,
-    optimizer: Any,
-    candidates: Sequence[Candidate],
-    span: Callable[[Any, str], tuple[FileSpan, int]],
-) -> dict[str, Planned] | None:
-    """The fp32 master of every optimized module parameter, by module key, or ``None`` when the
-    optimizer state holds no fp32 groups (fp32 training: the module is the master).
+@dataclass(frozen=True, slots=True)
+class OptimizerState:
+    """One file's saved optimizer wrapper state: the model states' ``optimizer`` or, with MoE, an
+    ``expp_rank_*`` file's, of which only the expert groups (``'moe': True``) are taken."""
 
-    ``candidates`` are the module's parameters (buffers left out), ``span(tensor, what)`` the
-    bytes of a tensor of the model states. Raises :class:`ExportError` naming ``path`` and the
-    tensors when a master matches no parameter, or a tie remains that would change the export.
+    path: str
+    optimizer: Any
+    span: Callable[[Any, str], tuple[FileSpan, int]]
+    """The bytes of a tensor of this file and its element count."""
+    label: str = ""
+    """Put before each master's place in an error: the file, when it is not the model states."""
+    experts_only: bool = False
+
+
+def match_masters(states: Sequence[OptimizerState], candidates: Sequence[Candidate]) -> dict[str, Planned] | None:
+    """The fp32 master of every optimized parameter, by key, or ``None`` when the first state holds
+    no fp32 groups (fp32 training: the module is the master).
+
+    ``candidates`` are the module's parameters (buffers left out) and the expert files' tensors.
+    Raises :class:`ExportError` naming the model states (``states[0].path``) and the tensors when
+    a master matches no parameter, or a tie remains that would change the export.
     """
-    if not isinstance(optimizer, dict):
+    if not has_masters(states[0].optimizer):
         return None
-    if "fp32_groups" in optimizer:
-        key, flat = "fp32_groups", False
-    elif "fp32_groups_flat" in optimizer:
-        key, flat = "fp32_groups_flat", True
-    else:
-        return None
-    groups = optimizer[key]
-    if not isinstance(groups, list):
-        raise ExportError(path, f"optimizer[{key!r}] is {type(groups).__name__}, not the list DeepSpeed writes")
-    _check_counts(path, optimizer, groups, key, flat)
+    path = states[0].path
     matcher = _Matcher(path, candidates)
-    if flat:
-        for g, tensor in enumerate(groups):
-            what = f"optimizer['fp32_groups_flat'][{g}]"
-            _float32(tensor, path, what)
-            matcher.cut_flat(what, span(tensor, what))
-    else:
+    for state in states:
+        found = _groups_key(state.optimizer)
+        if found is None:
+            raise ExportError(state.path, "holds no fp32 groups, but the model states' optimizer does")
+        key, flat = found
+        groups = state.optimizer[key]
+        if not isinstance(groups, list):
+            raise ExportError(
+                state.path, f"optimizer[{key!r}] is {type(groups).__name__}, not the list DeepSpeed writes"
+            )
+        moe = _check_counts(state.path, state.optimizer, groups, key, flat)
         for g, group in enumerate(groups):
+            if state.experts_only and g not in moe:
+                continue  # the dense groups again: every expert-parallel rank holds them
+            if flat:
+                what = f"{state.label}optimizer['fp32_groups_flat'][{g}]"
+                _float32(group, state.path, what)
+                matcher.cut_flat(what, state.span(group, what))
+                continue
             if not isinstance(group, list):
-                raise ExportError(path, f"optimizer['fp32_groups'][{g}] is {type(group).__name__}, not a list")
+                raise ExportError(state.path, f"optimizer['fp32_groups'][{g}] is {type(group).__name__}, not a list")
             for i, tensor in enumerate(group):
-                what = f"optimizer['fp32_groups'][{g}][{i}]"
-                _float32(tensor, path, what)
-                matcher.add(what, span(tensor, what), tensor.shape)
-        matcher.resolve()
+                what = f"{state.label}optimizer['fp32_groups'][{g}][{i}]"
+                _float32(tensor, state.path, what)
+                matcher.add(what, state.span(tensor, what), tensor.shape)
+    matcher.resolve()
     matcher.check_ties()
     masters: dict[str, Planned] = {}
     for candidate, master in matcher.assigned.items():
         spans = cut_range(master.pieces, 0, candidate.numel, 4)
         for name in candidate.keys:
-            masters[name] = ExportTensor(name, candidate.shape, "float32", "float32", spans, "trainable")
+            masters[name] = ExportTensor(name, candidate.shape, "float32", "float32", spans, candidate.origin)
     return masters
 
 
-def _check_counts(path: str, optimizer: dict[Any, Any], groups: list[Any], key: str, flat: bool) -> None:
+def has_masters(optimizer: Any) -> bool:
+    """The saved optimizer state is an fp16/bf16 wrapper's, with fp32 groups."""
+    return _groups_key(optimizer) is not None
+
+
+def _groups_key(optimizer: Any) -> tuple[str, bool] | None:
+    if isinstance(optimizer, dict):
+        if "fp32_groups" in optimizer:
+            return "fp32_groups", False
+        if "fp32_groups_flat" in optimizer:
+            return "fp32_groups_flat", True
+    return None
+
+
+def _check_counts(path: str, optimizer: dict[Any, Any], groups: list[Any], key: str, flat: bool) -> set[int]:
     """The wrapped optimizer's param groups list what the fp32 groups hold: as many groups, and
-    per group one parameter per master (one flat parameter per group for ``fp32_groups_flat``)."""
+    per group one parameter per master (one flat parameter per group for ``fp32_groups_flat``).
+    Returns the expert groups (``'moe': True``, as DeepSpeed's MoE param groups say)."""
     inner = optimizer.get("optimizer_state_dict")
     param_groups = inner.get("param_groups") if isinstance(inner, dict) else None
     if not isinstance(param_groups, list):
-        return  # nothing to check against (an optimizer that keeps no param_groups)
+        return set()  # nothing to check against (an optimizer that keeps no param_groups)
     if len(param_groups) != len(groups):
         raise ExportError(
             path, f"optimizer[{key!r}] holds {len(groups)} groups, optimizer_state_dict lists {len(param_groups)}"
@@ -145,6 +174,7 @@ def _check_counts(path: str, optimizer: dict[Any, Any], groups: list[Any], key: 
                 f"optimizer[{key!r}][{g}] holds {expected} master{'s' if expected != 1 else ''}, "
                 f"optimizer_state_dict['param_groups'][{g}] lists {len(params)} parameters",
             )
+    return {g for g, group in enumerate(param_groups) if isinstance(group, dict) and group.get("moe") is True}
 
 
 def _float32(tensor: Any, path: str, what: str) -> None:
@@ -354,9 +384,13 @@ def _read_span(span: FileSpan) -> bytes:
 
 
 def module_candidates(
-    module: dict[Any, Any], buffers: set[Any], span: Callable[[Any, str], tuple[FileSpan, int]]
+    module: dict[Any, Any],
+    buffers: set[Any],
+    span: Callable[[Any, str], tuple[FileSpan, int]],
+    origin: Literal["trainable", "expert"] = "trainable",
 ) -> list[Candidate]:
-    """The module's entries that are not buffers, tied aliases (one tensor, several keys) as one."""
+    """The module's entries that are not buffers, tied aliases (one tensor, several keys) as one;
+    ``origin`` is what a master found for one is (``"expert"`` for an expert file's tensors)."""
     by_place: dict[tuple[FileSpan, tuple[int, ...]], Candidate] = {}
     for key, tensor in module.items():
         if key in buffers or not isinstance(tensor, TensorInfo):
@@ -366,6 +400,6 @@ def module_candidates(
         if place in by_place:
             by_place[place].keys.append(key)
         else:
-            by_place[place] = Candidate(key, tensor, found)
+            by_place[place] = Candidate(key, tensor, found, origin)
     return list(by_place.values())
 
