@@ -18,9 +18,12 @@ in the groups, and its values tell it apart. Values are compared on a bounded sa
 and the last :data:`SAMPLE` elements); a tie the sample cannot break is compared whole, and
 refused only when the parameters it could be would export different values.
 
-(A bf16 pipeline, or bf16 with fp32 gradient accumulation under ZeRO-1, uses ``BF16_Optimizer``,
-which writes ``bf16_zero_pp_rank_*_optim_states.pt`` shards with ZeRO-1's layout: those are
-planned as ZeRO-1/2.)
+With MoE, each expert-parallel rank's wrapper state holds the dense masters and its own
+experts' (the param groups marked ``moe``): rank 0's in the model states, rank R's in
+``expp_rank_R_*_optim_states.pt``; the experts are matched to the expert files' tensors.
+
+(A bf16 pipeline without ZeRO gets ``BF16_Optimizer`` instead, which writes
+``bf16_zero_pp_rank_*_optim_states.pt`` shards but no ``param_shapes``: ``plan_zero`` refuses it.)
 """
 
 from __future__ import annotations
@@ -229,9 +232,9 @@ class _Matcher:
         theirs = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, whole)
         return self._cast(master, numel, candidate.dtype, whole) == theirs
 
-    def _matching(self, master: _Master, limit: int) -> list[Candidate]:
-        """The candidates of at most ``limit`` elements whose sampled bytes equal the master's first
-        elements cast, in the module's order: one cast and one look-up per size and dtype, so a
+    def _matching(self, master: _Master, limit: int, exact: bool = False) -> list[Candidate]:
+        """The candidates of at most ``limit`` elements (``exact``: of ``limit``) whose sampled bytes
+        equal the master's first elements cast, in the module's order: one cast and one look-up per size and dtype, so a
         model of many same-shaped parameters costs no comparison of every pair."""
         if self._index is None:
             self._index = {}
@@ -241,7 +244,7 @@ class _Matcher:
                 self._index.setdefault((numel, dtype), {}).setdefault(sample, []).append(candidate)
         found: list[Candidate] = []
         for (numel, dtype), by_sample in self._index.items():
-            if numel <= limit:
+            if numel == limit or (numel < limit and not exact):
                 found += by_sample.get(self._cast(master, numel, dtype, False), [])
         order = {c: i for i, c in enumerate(self.candidates)}
         return sorted(found, key=order.__getitem__)
@@ -259,7 +262,7 @@ class _Matcher:
     def add(self, label: str, found: tuple[FileSpan, int], shape: tuple[int, ...]) -> None:
         """A master of known shape (``fp32_groups``): every parameter of its shape and value."""
         master = _Master(label, (found,), shape)
-        matching = [c for c in self._matching(master, math.prod(shape)) if c.shape == shape]
+        matching = [c for c in self._matching(master, math.prod(shape), exact=True) if c.shape == shape]
         if not matching:
             self._no_match(master, [c for c in self.candidates if c.shape == shape], f"shape {shape}")
         self.options.append((master, matching))
