@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from ckptkeys import ExportError, plan_export
 from ckptkeys._export import _cast
 from ckptkeys._export._spans import tensor_span
 from ckptkeys._export._zero0 import SAMPLE
-from tests.export_values import Case, Storage, Tensor, _Pickler
+from tests.export_values import Case, Storage, Tensor, _Pickler, zip_file
 
 from .conftest import FIXTURES
 
@@ -72,6 +73,33 @@ class _Zero0(Case):
         }
         stream = io.BytesIO()
         _Pickler(stream, self.protocol).dump({"module": module, "buffer_names": self.buffers, "optimizer": optimizer})
+        return stream.getvalue()
+
+
+class _Tree(Case):
+    """Any other file of a tag: its pickle is ``build(call)``, where ``call(name)`` is the rebuild of
+    the tensor made from ``values[name]``."""
+
+    def __init__(self, filename: str, values: dict[str, Any], build: Callable[[Callable[[str], Any]], Any]) -> None:
+        super().__init__([], {})
+        self.filename = filename
+        self.build = build
+        for name, value in values.items():
+            key = str(len(self.storages))
+            self.storages.append(Storage(key, str(value.dtype), value.size))
+            stride = tuple(s // value.itemsize for s in value.strides)
+            self.tensors[name] = Tensor(len(self.storages) - 1, 0, value.shape, stride)
+            self.records[key] = value.tobytes()
+
+    def write(self, tag: pathlib.Path) -> pathlib.Path:
+        tag.mkdir(parents=True, exist_ok=True)
+        path = tag / self.filename
+        path.write_bytes(zip_file(self.pickle(), self.records, self.byteorder))
+        return path
+
+    def pickle(self) -> bytes:
+        stream = io.BytesIO()
+        _Pickler(stream, self.protocol).dump(self.build(lambda name: self._call(self.tensors[name])))
         return stream.getvalue()
 
 
@@ -265,3 +293,57 @@ def test_without_numpy_the_masters_are_refused_saying_so(
     fc, fc16 = _trained(rng, 4, 4)
     error = _refusal(_Zero0({"fc.weight": fc16}, [[fc]]), tmp_path)
     assert "needs numpy: pip install 'ckptkeys[export]'" in error.reason
+
+
+EXPERT = "moe.deepspeed_moe.experts.deepspeed_experts."
+
+
+def _moe(tmp_path: pathlib.Path, edit: bool = False) -> pathlib.Path:
+    """MoE without ZeRO, two experts over two expert-parallel ranks: rank 0's masters in the model
+    states' optimizer (and expp_rank_0's), rank 1's expert master only in expp_rank_1's."""
+    rng = np.random.default_rng(12)
+    dense, dense16 = _trained(rng, 3, 3)
+    experts = [_trained(rng, 3, 3) for _ in range(2)]
+    tag = tmp_path / "ckpt" / "global_step1"
+    _Zero0({"dense.weight": dense16}, [[dense], [experts[0][0]]]).write(tag)
+    for e, (_, value16) in enumerate(experts):
+        name = f"{EXPERT}{e}.weight"
+
+        def expert_file(call: Callable[[str], Any], name: str = name) -> Any:
+            return {name: call(name)}
+
+        _Tree(f"layer_0_expert_{e}_mp_rank_00_model_states.pt", {name: value16}, expert_file).write(tag)
+    for rank in range(2):
+        master = experts[rank][0].copy()
+        if edit and rank == 1:
+            master[0, 0] += np.float32(0.5)
+
+        def build(call: Callable[[str], Any]) -> Any:
+            groups = [{"params": [0], "name": "parameters"}, {"params": [1], "name": "ep_size_2", "moe": True}]
+            state = {"optimizer_state_dict": {"state": {}, "param_groups": groups}}
+            return {"optimizer": {**state, "fp32_groups": [[call("dense")], [call("expert")]]}}
+
+        values = {"dense": dense, "expert": master}
+        _Tree(f"expp_rank_{rank}_mp_rank_00_optim_states.pt", values, build).write(tag)
+    return tag
+
+
+def test_moe_experts_take_the_masters_of_their_expert_parallel_rank(tmp_path: pathlib.Path) -> None:
+    tag = _moe(tmp_path)
+    plan = plan_export(tag)
+    assert plan.layout == "zero-0 moe"
+    assert _origins(plan) == {
+        "dense.weight": ("trainable", "float32"),
+        f"{EXPERT}0.weight": ("expert", "float32"),
+        f"{EXPERT}1.weight": ("expert", "float32"),
+    }
+    paths = {t.name: {pathlib.Path(s.path).name for s in t.sources} for t in plan.tensors}
+    assert paths[f"{EXPERT}0.weight"] == {"mp_rank_00_model_states.pt"}
+    assert paths[f"{EXPERT}1.weight"] == {"expp_rank_1_mp_rank_00_optim_states.pt"}
+
+
+def test_an_expert_master_that_is_not_its_experts_value_is_refused(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ExportError) as caught:
+        plan_export(_moe(tmp_path, edit=True))
+    reason = caught.value.reason
+    assert "expp_rank_1_mp_rank_00_optim_states.pt optimizer['fp32_groups'][1][0] differs from every" in reason
