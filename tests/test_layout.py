@@ -171,7 +171,9 @@ def test_model_states_without_optimizer_shards(tmp_path: pathlib.Path) -> None:
     root = _copy(tmp_path, "z1_bf16_ws1")
     (root / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
     assert _codes(ckptkeys.scan(root)) == []  # from names alone it looks like ZeRO-0
-    assert _codes(ckptkeys.scan(root, read=True)) == [("error", "missing-optimizer-shards", "global_step3")]
+    assert _codes(ckptkeys.scan(root, read=True)) == [
+        ("error", "missing-optimizer-shards", "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    ]
 
 
 def test_optimizer_shards_without_model_states(tmp_path: pathlib.Path) -> None:

@@ -183,11 +183,13 @@ def _scan_folder(
     tag_names = {tag.name for tag in tags}
     for pointer, value in ((NamingKeys.LATEST, latest), (NamingKeys.LATEST_UNIVERSAL, latest_universal)):
         if value is not None and value not in tag_names:
+            empty = value in names and names[value].is_dir  # a save that did not finish, or files removed
+            what = "whose folder holds no checkpoint file" if empty else "which is not in the folder"
             problems.append(
                 Problem(
                     Severity.ERROR,
                     "latest-missing-tag",
-                    f"{pointer} names tag {value!r}, which is not in the folder",
+                    f"{pointer} names tag {value!r}, {what}",
                     os.path.join(root, pointer),
                 )
             )
@@ -311,14 +313,7 @@ def _scan_tag(
         pp_world = facts.get("pp_world_size", pp_world)
         tp_world = facts.get("tp_world_size", tp_world)
         if stage is not None and stage >= 1 and not optim and not universal and (model or zero3):
-            problems.append(
-                Problem(
-                    Severity.ERROR,
-                    "missing-optimizer-shards",
-                    f"ZeRO stage {stage} checkpoint without any *_optim_states.pt file",
-                    path,
-                )
-            )
+            problems += _no_optimizer_shards(path, model + zero3, stage, precision, dp_world)
     return TagLayout(
         name,
         path,
@@ -335,6 +330,30 @@ def _scan_tag(
         checkpoints,
         read_errors,
     )
+
+
+def _no_optimizer_shards(
+    path: str, models: list[LayoutFile], stage: int, precision: str | None, dp_world: int | None
+) -> list[Problem]:
+    """A ZeRO tag without any optimizer shard: each shard its model states imply, by name
+    (``dp_world_size`` ranks per model-parallel rank, ``bf16_`` prefixed under bf16), or the folder
+    when the count is unknown or claims more files than :class:`MissingBudget` lists."""
+    message = f"ZeRO stage {stage} checkpoint without any *_optim_states.pt file"
+    mp_ranks = sorted(_ranks(f.name.mp_rank for f in models)) or [0]
+    if dp_world is None or not MissingBudget().fits(dp_world * len(mp_ranks), 0):
+        return [Problem(Severity.ERROR, "missing-optimizer-shards", message, path)]
+    prefix = "bf16" if precision == "bf16" else ""
+    return [
+        Problem(
+            Severity.ERROR,
+            "missing-optimizer-shards",
+            f"{name} is missing: {message} (dp_world_size is {dp_world})",
+            os.path.join(path, name),
+        )
+        for mp in mp_ranks
+        for dp in range(dp_world)
+        for name in (naming.optim_states(dp, mp, prefix),)
+    ]
 
 
 def _ranks(values: Iterable[int | None]) -> set[int]:
@@ -399,6 +418,10 @@ def _missing_files(
         top = _highest(mp_files, lambda n: n.mp_rank)
         yield beyond_files(f"mp_rank {top.name.mp_rank} in the name", mp_world, mp_present, top.path)
         mp_world = None
+    others = [by_kind.get(k, []) for k in (FileKind.LAYER_MODEL_STATES, FileKind.EXPERT_MODEL_STATES)]
+    if mp_world is None and not zero3 and any(others) and FileKind.UNIVERSAL_PARAM_STATE not in by_kind:
+        # Layer or expert files alone: the model states of (at least) rank 0 are missing.
+        expected.append(("missing-model-states", naming.model_states(0)))
     if mp_world is not None:
         if not zero3 and (model or optim):
             expected += [("missing-model-states", naming.model_states(mp)) for mp in range(mp_world)]

@@ -23,6 +23,7 @@ from ..naming import (
     zero3_model_states,
 )
 from . import _frameworks
+from ._complete import completeness_problems
 from ._converters import readiness
 from ._dicts import check_file, client_state_problems
 from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files
@@ -46,6 +47,7 @@ def check_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
             problems += check_file(file, checkpoint.data)
     problems = client_state_problems(problems)
     problems += _cross_file(tag)
+    problems += completeness_problems(tag, problems)
     converters = readiness(tag, framework=framework or _client_framework(tag))
     for name, verdict in converters.items():
         if not verdict.ready and verdict.applicable:

@@ -71,6 +71,10 @@ class Checkpoint:
     """The file's size in bytes."""
     byteorder: str = "little"
     """The byte order the file declares (the zip's ``byteorder`` record, the legacy system info)."""
+    storages_end: int | None = None
+    """Legacy format: where the raw storages after the pickles end, as the pickles declare them
+    (an 8-byte size, then the bytes, per listed storage): beyond :attr:`size` when the file was cut
+    short. ``None`` for the zip format, whose records the zip directory locates."""
 
 
 def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Checkpoint:
@@ -330,7 +334,8 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
         persistent_load=persistent_load,
         find_class=legacy_find_class,
     )
-    keys = next_pickle(main.end, "storage-keys").value
+    key_list = next_pickle(main.end, "storage-keys")
+    keys, keys_end = key_list.value, key_list.end
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise _with_globals(
             CorruptCheckpointError(name, "legacy format: the storage key list is not a list of strings"), named
@@ -350,7 +355,10 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
             ),
             named,
         )
-    return Checkpoint(name, main.value, tuple(named), storages, "legacy", size, byteorder)
+    by_record = {storage.key: storage for storage in storages.values()}
+    # torch.load reads, for each listed key in turn, an int64 element count and the storage's bytes.
+    end = keys_end + sum(8 + by_record[key].nbytes for key in keys if key in by_record)
+    return Checkpoint(name, main.value, tuple(named), storages, "legacy", size, byteorder, end)
 
 
 def _computed(value: Any) -> str:
