@@ -39,6 +39,22 @@ if TYPE_CHECKING:
     import torch
 
 FILE = "mp_rank_00_model_states.pt"
+# Everything else DeepSpeed writes in a ZeRO-0 model-states file: export refuses a file that
+# validate reports incomplete, and these files are about tensor values, not completeness.
+ZERO0_STATE: dict[str, Any] = {
+    "optimizer": None,
+    "param_shapes": None,
+    "frozen_param_shapes": None,
+    "frozen_param_fragments": None,
+    "lr_scheduler": None,
+    "skipped_steps": 0,
+    "global_steps": 1,
+    "dp_world_size": 1,
+    "mp_world_size": 1,
+    "checkpoint_parallel_dimensions": {"pp_degree": 1, "tp_degree": 1},
+    "ds_config": "ds_config.json",  # a path, as DeepSpeed saves it when given one: the module then tells the precision
+    "ds_version": "0.19.8",
+}
 # dtype name -> (the legacy storage class torch.save names, or None: UntypedStorage and _v3; itemsize)
 DTYPES: dict[str, tuple[str | None, int]] = {
     "float32": ("FloatStorage", 4),
@@ -115,7 +131,7 @@ class Case:
     def pickle(self) -> bytes:
         module = collections.OrderedDict((name, self._call(t)) for name, t in self.tensors.items())
         stream = io.BytesIO()
-        _Pickler(stream, self.protocol).dump({"module": module, "buffer_names": []})
+        _Pickler(stream, self.protocol).dump({"module": module, "buffer_names": [], **ZERO0_STATE})
         return stream.getvalue()
 
     def _call(self, tensor: Tensor) -> _Call:
@@ -397,7 +413,7 @@ def torch_saved_case(seed: int, tag: pathlib.Path) -> pathlib.Path:
             value = value.as_subclass(ValueTensor)
         module[f"t{index}"] = value
     stream = io.BytesIO()
-    torch.save({"module": module, "buffer_names": []}, stream)
+    torch.save({"module": module, "buffer_names": [], **ZERO0_STATE}, stream)
     archive = zipfile.ZipFile(io.BytesIO(stream.getvalue()))
     members = {info.filename: archive.read(info) for info in archive.infolist()}
     folder = next(iter(members)).split("/")[0]

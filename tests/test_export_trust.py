@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import ckptkeys
-from tests.export_values import FILE, Case, Global, Storage, Tensor, _Call, _Pickler
+from tests.export_values import FILE, ZERO0_STATE, Case, Global, Storage, Tensor, _Call, _Pickler
 
 VALUES = struct.pack("<4f", 1.5, -2.0, 3.25, 1e-3)
 
@@ -33,7 +33,7 @@ class _Doctored(Case):
 
     def pickle(self) -> bytes:
         module = collections.OrderedDict((self.keys.get(n, n), self._call(t)) for n, t in self.tensors.items())
-        top: dict[str, Any] = {"module": module, "buffer_names": []}
+        top: dict[str, Any] = {"module": module, "buffer_names": [], **ZERO0_STATE}
         if self.extra is not None:
             top.update(self.extra(module))
         stream = io.BytesIO()

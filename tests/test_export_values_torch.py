@@ -22,6 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from tests.conftest import ROOT  # noqa: E402
 from tests.export_values import (  # noqa: E402
+    ZERO0_STATE,
     Case,
     Outcome,
     Storage,
@@ -143,7 +144,7 @@ def test_torch_save_of_a_neg_view_is_refused_and_its_base_exported(tmp_path: pat
     tag.mkdir(parents=True)
     base = torch.tensor([1.0, -2.0, 3.0])
     module = {"neg": base._neg_view(), "base": base}
-    torch.save({"module": module, "buffer_names": []}, tag / "mp_rank_00_model_states.pt")
+    torch.save({"module": module, "buffer_names": [], **ZERO0_STATE}, tag / "mp_rank_00_model_states.pt")
     outcome = check(tag, tmp_path / "out")
     assert outcome.findings == []
     assert outcome.refused is not None

@@ -425,10 +425,13 @@ def test_an_ep_size_far_beyond_the_files_is_one_problem() -> None:
     assert "ep_size_1000000000" in next(m for code, _, _, m in found if code == "count-beyond-files")
 
 
-def test_export_of_a_partition_count_far_beyond_the_files_stops_at_the_first_missing_rank() -> None:
+def test_export_of_a_partition_count_far_beyond_the_files_is_refused_naming_it() -> None:
+    # Export refuses what validate reports, before any planner loops over the ranks the count claims.
     found = _codes_in_subprocess(FIXTURES / "z2_bf16_ws2", {"partition_count": [10**9]}, export=True)
-    assert found.endswith("bf16_zero_pp_rank_2_mp_rank_00_optim_states.pt: is missing: partition_count is "
-                          "1000000000, rank 2's optimizer shard is not in the folder")  # fmt: skip
+    assert "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt: partition-count-mismatch " in found
+    assert "partition_count says 1000000000 data-parallel ranks, the folder has shards of 2" in found
+    assert found.endswith("(not exported: the checkpoint is incomplete or damaged; 1 more problem(s): "
+                          "ckptkeys validate lists them)")  # fmt: skip
 
 
 @needs_fifo

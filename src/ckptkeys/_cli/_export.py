@@ -40,6 +40,12 @@ def add_export(commands: argparse._SubParsersAction[Any]) -> None:
     )
     command.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="shard above this (5GB; 500MB, 2GiB)")
     command.add_argument("--tp-rank", type=int, metavar="K", help="tensor parallel: export rank K's shard as it is")
+    command.add_argument(
+        "--weights",
+        choices=("masters", "module"),
+        default="masters",
+        help="masters: the fp32 master weights (default); module: the module's weights as saved",
+    )
     command.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     command.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     command.add_argument("--overwrite", action="store_true", help="replace an export already in OUT_DIR")
@@ -90,7 +96,8 @@ def run_export(args: argparse.Namespace) -> int:
     progress = _ByteProgress(not args.quiet)
     try:
         plan = plan_export(args.path, tag=args.tag, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                           tp_rank=args.tp_rank, save=args.save, strip_prefix=args.strip_prefix)  # fmt: skip
+                           tp_rank=args.tp_rank, save=args.save, strip_prefix=args.strip_prefix,
+                           weights=args.weights)  # fmt: skip
         if args.dry_run:
             if args.json:
                 print(json.dumps(plan.as_dict(), indent=2))
@@ -121,7 +128,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     progress.close()
-    print(f"wrote {len(written)} file(s), {plan.total_size} bytes of tensors, to {args.out_dir}", file=sys.stderr)
+    summary = f"wrote {len(written)} file(s), {plan.total_size} bytes of tensors ({_weights_written(plan)})"
+    print(f"{summary}, to {args.out_dir}", file=sys.stderr)
     for line in _name_notes(plan):
         print(line, file=sys.stderr)
     return EXIT_OK
@@ -136,9 +144,17 @@ def _name_notes(plan: Any) -> list[str]:
     return lines
 
 
+def _weights_written(plan: Any) -> str:
+    """Which weights the plan writes, for the summary line and ``--dry-run``."""
+    if plan.weights == "module":
+        return "the module's weights as saved (--weights module)"
+    return "fp32 master weights"
+
+
 def _render_plan(plan: Any) -> str:
     lines = [
         f"checkpoint  {plan.checkpoint} (tag {plan.tag}, {plan.layout}, trained in {plan.precision})",
+        f"weights     {_weights_written(plan)}",
         f"output      {len(plan.tensors)} tensors, {plan.total_size} bytes, dtype {plan.dtype}, "
         f"{len(plan.shards)} file(s)" + (" + model.safetensors.index.json" if plan.sharded else ""),
     ]

@@ -11,6 +11,7 @@ from ..naming import FileKind
 from ._plan import (
     Source,
     expert_file_leftovers,
+    plan_module,
     plan_pipeline,
     plan_tensor_parallel,
     plan_universal,
@@ -18,15 +19,27 @@ from ._plan import (
     plan_zero0,
 )
 from ._names import strip_prefix as _strip_prefix
+from ._refuse import refuse_incomplete
 from ._safetensors import DTYPES
 from ._side import find_side_files
-from ._types import DTYPE_CHOICES, FLOATS, SINGLE_FILE, TORCH_NAMES, ExportError, ExportPlan, ExportShard, parse_size
+from ._types import (
+    DTYPE_CHOICES,
+    FLOATS,
+    SINGLE_FILE,
+    TORCH_NAMES,
+    WEIGHTS_CHOICES,
+    ExportError,
+    ExportPlan,
+    ExportShard,
+    parse_size,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._types import Dtype, ExportTensor
+    from .._check._problems import Problem
+    from ._types import Dtype, ExportTensor, Planned, Weights
 
 __all__ = ["plan_export"]
 
@@ -40,6 +53,7 @@ def plan_export(
     tp_rank: int | None = None,
     save: str | None = None,
     strip_prefix: str | None = None,
+    weights: Weights = "masters",
 ) -> ExportPlan:
     """The plan to export the checkpoint at ``path`` (a run folder, a save folder or a tag folder).
 
@@ -49,7 +63,11 @@ def plan_export(
     ``tag`` picks a tag of a save folder (default: the one ``latest`` names). ``dtype`` is
     the output dtype of floating tensors: ``"fp32"`` (the master weights), ``"bf16"``,
     ``"fp16"`` or ``"auto"`` (the training precision); other tensors keep theirs.
-    ``tp_rank`` exports one tensor-parallel rank's shard as it is. ``strip_prefix`` takes a
+    ``tp_rank`` exports one tensor-parallel rank's shard as it is. ``weights`` is where the
+    floating tensors come from: ``"masters"`` (the fp32 master weights where the checkpoint has
+    them) or ``"module"`` (the module's weights as saved, in their saved dtype; errors about the
+    optimizer state alone then do not refuse). Every ERROR ``validate`` reports for the tag
+    refuses it (docs/export.md). ``strip_prefix`` takes a
     module attribute's prefix off every name (Lightning's ``model.``; :attr:`ExportPlan.common_prefix`
     suggests it). A Hugging Face save's ``config.json`` and tokenizer files become
     :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
@@ -57,20 +75,25 @@ def plan_export(
     """
     if dtype not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
+    if weights not in WEIGHTS_CHOICES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}")
     limit = parse_size(max_shard_size)
     save_layout = scan(path, save=save)
-    layout = _tag_layout(save_layout, tag)
+    layout, folder_problems = _tag_layout(save_layout, tag)
+    refuse_incomplete(layout, folder_problems, weights)
     source = Source(layout)
     mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
     layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
     experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
     aliases: dict[str, str] = {}
-    if layout.universal:
+    if weights == "module":
+        tensors, aliases, kind = _plan_module(source, mp_ranks, tp_rank)
+    elif layout.universal:
         tensors, aliases, kind = *plan_universal(source), "universal"
     elif layers:
         if tp_rank is not None or (layout.tp_world_size or 1) > 1 or any(f.name.mp_rank for f in layers):
             raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
-        tensors, kind = plan_pipeline(source, mp_ranks, layers), "pipeline"
+        tensors, kind = plan_pipeline(source, mp_ranks, layers, masters=True), "pipeline"
     elif tp_rank is None and len(mp_ranks) > 1:
         if experts:
             raise ExportError(layout.path, "is a tensor-parallel mixture-of-experts checkpoint: not exported yet")
@@ -128,6 +151,7 @@ def plan_export(
         _shards(planned, limit),
         aliases,
         limit,
+        weights=weights,
         side_files=_side_files(save_layout),
     )
 
@@ -139,7 +163,22 @@ def _side_files(layout: Layout) -> tuple[str, ...]:
     return find_side_files([layout.path] + ([layout.run] if layout.run is not None else []))
 
 
-def _tag_layout(layout: Layout, tag: str | None) -> TagLayout:
+def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tuple[list[Planned], dict[str, str], str]:
+    """``weights="module"``: the module's weights as saved, one model-parallel rank (or every pipeline stage)."""
+    layout = source.layout
+    if len(mp_ranks) > 1 and tp_rank is None and not layout.of_kind(FileKind.LAYER_MODEL_STATES):
+        raise ExportError(
+            layout.path, f"is tensor parallel ({len(mp_ranks)} mp_rank files): --weights module exports one "
+            "rank's shard, choose it with --tp-rank K (tp_rank=K)"
+        )  # fmt: skip
+    mp = mp_ranks[0] if tp_rank is None else tp_rank
+    if mp not in mp_ranks:
+        raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+    return plan_module(source, mp)
+
+
+def _tag_layout(layout: Layout, tag: str | None) -> tuple[TagLayout, list[Problem]]:
+    """The tag to export, read, and the save folder's problems about it."""
     path = layout.path
     if layout.kind == "tag":
         if tag is not None and tag != layout.tags[0].name:
@@ -154,7 +193,9 @@ def _tag_layout(layout: Layout, tag: str | None) -> TagLayout:
             chosen = layout.tag(name)
         except KeyError:
             raise ExportError(path, f"has no tag folder {name!r}") from None
-    return scan(chosen.path, read=True).tags[0]
+    inside = os.path.join(chosen.path, "")
+    about = [p for p in layout.problems if p.file and (p.file == chosen.path or p.file.startswith(inside))]
+    return scan(chosen.path, read=True).tags[0], about
 
 
 def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:

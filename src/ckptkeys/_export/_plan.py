@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Source",
     "expert_file_leftovers",
+    "plan_module",
     "plan_pipeline",
     "plan_tensor_parallel",
     "plan_universal",
@@ -487,12 +488,25 @@ def plan_tensor_parallel(
     return merged, aliases, f"{kind} tp"
 
 
-def plan_pipeline(source: Source, stages: Sequence[int], layers: Sequence[Any]) -> list[Planned]:
+def plan_pipeline(source: Source, stages: Sequence[int], layers: Sequence[Any], *, masters: bool) -> list[Planned]:
     """Every stage's trained parameters (named as the pipeline module names them: ``<layer>.<key>``),
-    then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO)."""
+    then what only the layer files hold (buffers, frozen parameters, or everything without ZeRO).
+
+    With ``masters``, a stage's trained parameters come from its fp32 masters, never silently from
+    its layer files: a stage without optimizer shards is refused unless it trained without ZeRO in
+    fp32 (its layer files then hold the trained fp32 weights themselves).
+    """
     planned: list[Planned] = []
+    layout = source.layout
     for stage in stages:
-        optim = [f for f in source.layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == stage]
+        optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == stage]
+        if not optim and masters and (layout.zero_stage != 0 or layout.precision != "fp32"):
+            raise ExportError(
+                source.path(naming.optim_states(0, stage, "bf16" if layout.precision == "bf16" else "")),
+                f"is missing: pipeline stage {stage} (ZeRO stage {layout.zero_stage}, {layout.precision}) has no "
+                "optimizer shard, so no fp32 master weights; --weights module exports the layer files' weights "
+                "as saved",
+            )
         if optim:
             stage_tensors, aliases, _ = plan_zero(source, optim, stage)
             if aliases:
@@ -513,6 +527,38 @@ def plan_pipeline(source: Source, stages: Sequence[int], layers: Sequence[Any]) 
                 planned.append(_t(name, tensor.shape, tensor.dtype, (span,), "module"))
                 known.add(name)
     return planned
+
+
+def plan_module(source: Source, mp: int) -> tuple[list[Planned], dict[str, str], str]:
+    """``weights="module"``: the module's weights as saved, in their saved dtype: the model states'
+    ``module`` (tied aliases in ``shared_params`` left out) and the expert files of rank ``mp``, or
+    the layer files of a pipeline. ZeRO-3 and universal checkpoints save no usable module weights."""
+    layout = source.layout
+    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
+    if layers:
+        return plan_pipeline(source, (), layers, masters=False), {}, "pipeline"
+    if layout.universal or layout.zero_stage == 3:
+        kind = "a universal checkpoint" if layout.universal else "ZeRO-3"
+        raise ExportError(
+            layout.path, f"is {kind}, whose model states hold no module weights: export the masters (the default)"
+        )
+    name = naming.model_states(mp)
+    checkpoint = source.checkpoint(name)
+    module = _get(checkpoint.data, "module", checkpoint.path, dict)
+    buffers = set(_get(checkpoint.data, "buffer_names", checkpoint.path, list))
+    shared = checkpoint.data.get("shared_params") or {}
+    shared = shared if isinstance(shared, dict) else {}
+    planned: list[Planned] = []
+    for key, tensor in module.items():
+        if key not in shared:
+            span, _ = source.span(name, tensor, f"module[{key!r}]")
+            planned.append(_t(key, tensor.shape, tensor.dtype, (span,), "buffer" if key in buffers else "module"))
+    written = {p.name for p in planned}
+    aliases = {alias: owner for alias, owner in shared.items() if alias in module and owner in written}
+    experts = [f for f in layout.of_kind(FileKind.EXPERT_MODEL_STATES) if f.name.mp_rank == mp]
+    planned += expert_file_leftovers(source, experts, planned)
+    kind = "zero-0" if layout.zero_stage == 0 else "zero-1/2"
+    return planned, aliases, kind + (" moe" if experts else "")
 
 
 def _plan_experts(source: Source, experts: Sequence[Any]) -> list[Planned]:

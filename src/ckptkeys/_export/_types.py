@@ -21,17 +21,21 @@ __all__ = [
     "SINGLE_FILE",
     "TORCH_NAMES",
     "common_prefix",
+    "WEIGHTS_CHOICES",
     "Dtype",
     "ExportError",
     "ExportPlan",
     "ExportShard",
     "ExportTensor",
     "Planned",
+    "Weights",
     "parse_size",
 ]
 
 Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
 DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
+Weights = str  # "masters" | "module"
+WEIGHTS_CHOICES: Final = ("masters", "module")
 TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 SINGLE_FILE: Final = "model.safetensors"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import BinaryIO, Final
 
-    from ._types import Dtype
+    from ._types import Dtype, Weights
 
 __all__ = ["INDEX_FILE", "OutputExistsError", "existing_outputs", "export", "parse_shard", "write_export"]
 
@@ -315,6 +315,7 @@ def export(
     tp_rank: int | None = None,
     save: str | None = None,
     strip_prefix: str | None = None,
+    weights: Weights = "masters",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] | None = None,
@@ -326,7 +327,14 @@ def export(
     :func:`plan_export` with the same arguments, then :func:`write_export`.
     """
     plan = plan_export(
-        path, tag=tag, dtype=dtype, max_shard_size=max_shard_size, tp_rank=tp_rank, save=save, strip_prefix=strip_prefix
+        path,
+        tag=tag,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        tp_rank=tp_rank,
+        save=save,
+        strip_prefix=strip_prefix,
+        weights=weights,
     )
     write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync)
     return plan

@@ -1,0 +1,76 @@
+"""Whether a tag may be exported: the problems ``validate`` reports for it, and which of them refuse.
+
+Export runs validation's own check (``_check._validate.check_tag``, completeness included) on
+the tag it exports, so it refuses exactly what ``ckptkeys validate`` reports as an ERROR for
+that tag, plus the save folder's errors about that tag, whether or not the planner would read
+the file concerned: a missing file it does not read still means a save that did not finish.
+
+With ``weights="module"`` (the module's weights as saved, not the fp32 masters) the errors
+about the optimizer state alone do not refuse: those whose file is an optimizer-state file
+(``*_optim_states.pt``, ``expp_rank_*_optim_states.pt``, ``zero/optimizer_state.pt``,
+``zero/<name>/<state>.pt`` other than ``fp32.pt``), and those of :data:`OPTIMIZER_CODES`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._check._layout import TagLayout
+from .._check._problems import Problem, Severity
+from .._check._validate import check_tag
+from ..naming import FileKind, parse
+from ._types import ExportError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Final
+
+__all__ = ["OPTIMIZER_CODES", "refuse_incomplete"]
+
+OPTIMIZER_CODES: Final = frozenset(
+    {
+        "missing-optimizer-shards",  # no *_optim_states.pt at all (the folder, or each shard it implies)
+        "missing-rank",  # an optimizer shard of a rank
+        "missing-expert-optim",  # an expp_rank_*_optim_states.pt
+        "missing-universal-state",  # zero/optimizer_state.pt
+        "partition-count-mismatch",  # the shards' partition_count against the shards present
+        "param-shapes-mismatch",  # param_shapes against the fp32 partitions of the shards
+        "stage-mismatch",  # the shards' zero_stage, against each other or ds_config
+        "precision-mismatch",  # the shards' bf16_ prefix against ds_config
+    }
+)
+"""Error codes about the optimizer state alone, which ``weights="module"`` exports despite."""
+
+_OPTIMIZER_KINDS: Final = (FileKind.OPTIM_STATES, FileKind.EXPERT_OPTIM_STATES, FileKind.UNIVERSAL_OPTIMIZER_STATE)
+
+
+def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weights: str) -> None:
+    """Raise :class:`ExportError` naming the first ERROR ``validate`` reports for ``tag`` (and
+    ``folder_problems``, the save folder's problems about it) and how many more there are."""
+    report = check_tag(tag)
+    errors = [
+        p
+        for p in (*folder_problems, *report.problems)
+        if p.severity == Severity.ERROR and not (weights == "module" and _optimizer_only(p))
+    ]
+    if not errors:
+        return
+    first = errors[0]
+    more = f"; {len(errors) - 1} more problem(s): ckptkeys validate lists them" if len(errors) > 1 else ""
+    where = f" [{first.key_path}]" if first.key_path else ""
+    refusal = f"not exported: the checkpoint is incomplete or damaged{more}"
+    raise ExportError(first.file or tag.path, f"{first.code}{where}: {first.message} ({refusal})")
+
+
+def _optimizer_only(problem: Problem) -> bool:
+    if problem.code in OPTIMIZER_CODES:
+        return True
+    if problem.file is None:
+        return False
+    path = problem.file.replace(os.sep, "/")
+    # A universal checkpoint's files are named by their path inside the tag folder (zero/<name>/<state>.pt).
+    name = parse("zero/" + path.rsplit("/zero/", 1)[1] if "/zero/" in path else os.path.basename(path))
+    if name is None:
+        return False
+    return name.kind in _OPTIMIZER_KINDS or (name.kind == FileKind.UNIVERSAL_PARAM_STATE and name.state != "fp32")
