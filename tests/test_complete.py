@@ -182,6 +182,15 @@ def test_a_pipeline_without_zero_lacking_its_last_layer_file(tmp_path: pathlib.P
     assert "(4, 8)" in problem.message
 
 
+def test_a_layer_number_far_beyond_the_files_is_one_problem(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "pp2_z0_fp32")
+    layers = root / "global_step2"
+    shutil.copy(layers / "layer_03-model_states.pt", layers / "layer_999999999-model_states.pt")
+    problems = ckptkeys.validate(root)
+    assert _errors(problems) == [("count-beyond-files", "layer_999999999-model_states.pt")]
+    assert "layer 999999999 in the name says 1000000000 files" in _first_error(problems).message
+
+
 def test_a_layer_gap_is_named_once(tmp_path: pathlib.Path) -> None:
     root = _copy(tmp_path, "pp2_z0_fp32")
     (root / "global_step2" / "layer_00-model_states.pt").unlink()
