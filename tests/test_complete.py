@@ -318,6 +318,20 @@ def test_module_weights_of_zero2_are_the_module_as_saved(tmp_path: pathlib.Path)
         ckptkeys.plan_export(FIXTURES / "z2_bf16_ws2", weights="fp32")
 
 
+def test_module_weights_skip_a_cut_shard_but_not_a_hostile_one(tmp_path: pathlib.Path) -> None:
+    root = _copy(tmp_path, "fixtures/z2_bf16_ws2")
+    shard = root / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ExportError, match="unreadable-file"):
+        ckptkeys.plan_export(root)
+    assert ckptkeys.plan_export(root, weights="module").weights == "module"
+    # A pickle that calls os.system: what torch.load(weights_only=False) of the shard would run.
+    shard.write_bytes(b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+    assert "code-execution" in {p.code for p in ckptkeys.validate(root)}
+    with pytest.raises(ExportError, match="code-execution"):
+        ckptkeys.plan_export(root, weights="module")
+
+
 def test_module_weights_refuse_zero3(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ExportError, match="ZeRO-3, whose model states hold no module weights"):
         ckptkeys.plan_export(FIXTURES / "z3_bf16_ws2", weights="module")

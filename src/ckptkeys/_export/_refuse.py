@@ -8,7 +8,9 @@ the file concerned: a missing file it does not read still means a save that did 
 With ``weights="module"`` (the module's weights as saved, not the fp32 masters) the errors
 about the optimizer state alone do not refuse: those whose file is an optimizer-state file
 (``*_optim_states.pt``, ``expp_rank_*_optim_states.pt``, ``zero/optimizer_state.pt``,
-``zero/<name>/<state>.pt`` other than ``fp32.pt``), and those of :data:`OPTIMIZER_CODES`.
+``zero/<name>/<state>.pt`` other than ``fp32.pt``), and those of :data:`OPTIMIZER_CODES`;
+never a security problem (:data:`SECURITY_CODES`), whichever file it is in: a save holding a
+hostile file is not exported, even from files that are not.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Final
 
-__all__ = ["OPTIMIZER_CODES", "refuse_incomplete"]
+__all__ = ["OPTIMIZER_CODES", "SECURITY_CODES", "refuse_incomplete"]
 
 OPTIMIZER_CODES: Final = frozenset(
     {
@@ -41,6 +43,10 @@ OPTIMIZER_CODES: Final = frozenset(
     }
 )
 """Error codes about the optimizer state alone, which ``weights="module"`` exports despite."""
+
+SECURITY_CODES: Final = frozenset({"code-execution", "torchscript-archive", "ambiguous-file"})
+"""Error codes that refuse whatever the weights: what loading the file with torch would run, or
+a file readers disagree on (docs/security.md)."""
 
 _OPTIMIZER_KINDS: Final = (FileKind.OPTIM_STATES, FileKind.EXPERT_OPTIM_STATES, FileKind.UNIVERSAL_OPTIMIZER_STATE)
 
@@ -64,6 +70,8 @@ def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weight
 
 
 def _optimizer_only(problem: Problem) -> bool:
+    if problem.code in SECURITY_CODES:
+        return False
     if problem.code in OPTIMIZER_CODES:
         return True
     if problem.file is None:
