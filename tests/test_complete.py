@@ -332,6 +332,17 @@ def test_module_weights_skip_a_cut_shard_but_not_a_hostile_one(tmp_path: pathlib
         ckptkeys.plan_export(root, weights="module")
 
 
+def test_module_weights_of_tensor_parallel_take_one_rank() -> None:
+    with pytest.raises(ExportError, match=r"--weights module exports one rank's shard, choose it with --tp-rank K"):
+        ckptkeys.plan_export(FIXTURES / "tp2_z1_bf16", weights="module")
+    plan = ckptkeys.plan_export(FIXTURES / "tp2_z1_bf16", weights="module", tp_rank=1)
+    assert {t.sources[0].path for t in plan.tensors} == {
+        str(FIXTURES / "tp2_z1_bf16" / "global_step3" / "mp_rank_01_model_states.pt")
+    }
+    with pytest.raises(ExportError, match="is pipeline and tensor parallel: not exported yet"):
+        ckptkeys.plan_export(FIXTURES / "pp2_z1_bf16", weights="module", tp_rank=1)
+
+
 def test_module_weights_refuse_zero3(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ExportError, match="ZeRO-3, whose model states hold no module weights"):
         ckptkeys.plan_export(FIXTURES / "z3_bf16_ws2", weights="module")

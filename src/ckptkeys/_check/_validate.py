@@ -428,6 +428,16 @@ def _numel(shape: Any) -> int | None:
     return None
 
 
+def _odd_partition(sizes: list[tuple[LayoutFile, int]], *, short: bool) -> tuple[LayoutFile, int] | None:
+    """The one shard whose partition is shorter (``short``) or longer than all the others', which
+    DeepSpeed pads to one size: the damaged file, rather than the model states that list the shapes."""
+    if len(sizes) < 2:
+        return None
+    edge = max(n for _, n in sizes) if short else min(n for _, n in sizes)
+    odd = [(f, n) for f, n in sizes if n != edge]
+    return odd[0] if len(odd) == 1 and len({n for _, n in sizes}) == 2 else None
+
+
 def _param_shapes(
     tag: TagLayout, models: list[tuple[LayoutFile, dict[Any, Any]]], shards: list[tuple[LayoutFile, dict[Any, Any]]]
 ) -> list[Problem]:
@@ -447,8 +457,9 @@ def _param_shapes(
     key = OptimizerKeys.FP32_FLAT_GROUPS if tag.zero_stage == 3 else OptimizerKeys.SINGLE_PARTITION_OF_FP32_GROUPS
     totals = [0] * len(expected)
     paddings = [0] * len(expected)
+    per_shard: list[list[tuple[LayoutFile, int]]] = [[] for _ in expected]  # per group: each shard's partition
     counts: Any = None  # partition_count of the first shard: an int, or a list per group
-    for _, state in shards:
+    for shard, state in shards:
         inner = state.get(OptimFileKeys.OPTIMIZER_STATE_DICT)
         if not isinstance(inner, dict):
             return []
@@ -461,6 +472,7 @@ def _param_shapes(
             return []
         for index, tensor in enumerate(groups):
             totals[index] += tensor.numel
+            per_shard[index].append((shard, tensor.numel))
         alignment = inner.get(OptimizerKeys.PARAM_ALIGNMENT_PADDINGS)
         if isinstance(alignment, list):
             for index, group_padding in enumerate(alignment[: len(expected)]):
@@ -478,6 +490,22 @@ def _param_shapes(
         low = want * replicas
         high = low + paddings[index] + (len(shards) * len(shapes[index]) if tag.zero_stage == 3 else 0)
         if not low <= totals[index] <= high:
+            odd = _odd_partition(per_shard[index], short=totals[index] < low)
+            if odd is not None:
+                shard, numel = odd
+                others = {n for f, n in per_shard[index] if f is not shard}
+                problems.append(
+                    Problem(
+                        E,
+                        "param-shapes-mismatch",
+                        f"param group {index}: this shard's fp32 partition holds {numel} elements, the other "
+                        f"shards' {sorted(others)[0]} each: too {'short' if totals[index] < low else 'long'} for "
+                        f"the {want} elements param_shapes lists",
+                        shard.path,
+                        f"{OptimFileKeys.OPTIMIZER_STATE_DICT}/{key}[{index}]",
+                    )
+                )
+                continue
             problems.append(
                 Problem(
                     E,

@@ -166,7 +166,10 @@ def _side_files(layout: Layout) -> tuple[str, ...]:
 def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tuple[list[Planned], dict[str, str], str]:
     """``weights="module"``: the module's weights as saved, one model-parallel rank (or every pipeline stage)."""
     layout = source.layout
-    if len(mp_ranks) > 1 and tp_rank is None and not layout.of_kind(FileKind.LAYER_MODEL_STATES):
+    layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
+    if layers and (tp_rank is not None or any(f.name.mp_rank for f in layers)):
+        raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
+    if len(mp_ranks) > 1 and tp_rank is None and not layers:
         raise ExportError(
             layout.path, f"is tensor parallel ({len(mp_ranks)} mp_rank files): --weights module exports one "
             "rank's shard, choose it with --tp-rank K (tp_rank=K)"
