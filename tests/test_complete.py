@@ -150,6 +150,25 @@ def test_every_lost_or_cut_file_is_an_error_and_refuses_export(
     target.write_bytes(original)
 
 
+def test_a_zero_to_fp32_copy_changes_nothing(tmp_path: pathlib.Path) -> None:
+    """DeepSpeed copies its zero_to_fp32.py beside a save (the fixtures had it removed): a script,
+    no checkpoint file needs it; deleted or cut, validate and export see the same checkpoint."""
+    copy = tmp_path / "save"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", copy)
+    script = copy / "zero_to_fp32.py"
+    script.write_text("# zero_to_fp32.py, as DeepSpeed copies it beside the save\n" * 20)
+    intact = [(t.name, t.shape, t.dtype) for t in ckptkeys.plan_export(FIXTURES / "z2_bf16_ws2").tensors]
+    for cut in (None, 100, 0):
+        if cut is not None:
+            script.write_bytes(script.read_bytes()[:cut])
+        assert not _error_files(ckptkeys.validate(copy))
+        assert [(t.name, t.shape, t.dtype) for t in ckptkeys.plan_export(copy).tensors] == intact
+    script.unlink()
+    assert not _error_files(ckptkeys.validate(copy))
+    ckptkeys.export(copy, tmp_path / "out")
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_the_exemptions_name_files_that_exist() -> None:
     for checkpoint, names in (*UNCHANGED.items(), *UNCHANGED_WHEN_DELETED.items()):
         assert set(names) <= set(_files(checkpoint)), checkpoint
