@@ -22,7 +22,7 @@ from ckptkeys import ExportError, plan_export
 from ckptkeys._export import _cast
 from ckptkeys._export._spans import tensor_span
 from ckptkeys._export._zero0 import SAMPLE
-from tests.export_values import Case, Storage, Tensor, _Pickler, zip_file
+from tests.export_values import ZERO0_STATE, Case, Storage, Tensor, _Pickler, zip_file
 
 from .conftest import FIXTURES
 
@@ -68,11 +68,14 @@ class _Zero0(Case):
         optimizer = {
             "dynamic_loss_scale": True,
             "cur_scale": 256,
+            "cur_iter": 1,
             "optimizer_state_dict": {"state": {}, "param_groups": param_groups},
             "fp32_groups_flat" if self.flat else "fp32_groups": [m[0] for m in masters] if self.flat else masters,
         }
         stream = io.BytesIO()
-        _Pickler(stream, self.protocol).dump({"module": module, "buffer_names": self.buffers, "optimizer": optimizer})
+        # The keys DeepSpeed always writes (a file without them is refused as incomplete, as validate reports it).
+        state = {**ZERO0_STATE, "module": module, "buffer_names": self.buffers, "optimizer": optimizer}
+        _Pickler(stream, self.protocol).dump(state)
         return stream.getvalue()
 
 

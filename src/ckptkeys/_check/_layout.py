@@ -154,9 +154,7 @@ def scan(
     return layout
 
 
-def _scan_folder(
-    root: str, read: bool, limits: Limits | None, progress: Callable[[int, int], None] | None
-) -> Layout:
+def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callable[[int, int], None] | None) -> Layout:
     """A save folder or a tag folder."""
     if not os.path.exists(root):
         raise ReadError(root, "does not exist")

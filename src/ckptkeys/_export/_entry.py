@@ -8,6 +8,7 @@ from dataclasses import replace
 from .. import naming
 from .._check._layout import Layout, TagLayout, scan
 from ..naming import FileKind
+from ._names import strip_prefix as _strip_prefix
 from ._plan import (
     Source,
     expert_file_leftovers,
@@ -18,7 +19,6 @@ from ._plan import (
     plan_zero,
     plan_zero0,
 )
-from ._names import strip_prefix as _strip_prefix
 from ._refuse import refuse_incomplete
 from ._safetensors import DTYPES
 from ._side import find_side_files

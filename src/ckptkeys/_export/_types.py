@@ -20,7 +20,6 @@ __all__ = [
     "FLOATS",
     "SINGLE_FILE",
     "TORCH_NAMES",
-    "common_prefix",
     "WEIGHTS_CHOICES",
     "Dtype",
     "ExportError",
@@ -29,6 +28,7 @@ __all__ = [
     "ExportTensor",
     "Planned",
     "Weights",
+    "common_prefix",
     "parse_size",
 ]
 
@@ -192,7 +192,7 @@ def common_prefix(names: Iterable[str]) -> str | None:
         return None
     shortest, longest = min(listed), max(listed)  # the common prefix of all is that of these two
     end = 0
-    for a, b in zip(shortest, longest):
+    for a, b in zip(shortest, longest, strict=False):
         if a != b:
             break
         end += 1

@@ -276,9 +276,7 @@ class _Matcher:
             for (master, left), (_, options) in zip(free, pending, strict=True):
                 if not left:
                     taken = ", ".join(f"{c.keys[0]!r} ({self.assigned[c].label})" for c in options)
-                    raise ExportError(
-                        self.path, f"{master.label} matches only parameters other masters match: {taken}"
-                    )
+                    raise ExportError(self.path, f"{master.label} matches only parameters other masters match: {taken}")
             single = [(m, left[0]) for m, left in free if len(left) == 1]
             if single:
                 for master, candidate in single:
@@ -405,4 +403,3 @@ def module_candidates(
         else:
             by_place[place] = Candidate(key, tensor, found, origin)
     return list(by_place.values())
-
