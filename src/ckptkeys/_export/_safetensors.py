@@ -12,15 +12,15 @@ never leaves a partial file under the final name. No torch, no numpy.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 from .._read._errors import ReadError
-from .._read._files import create_new, open_regular
+from .._read._files import create_new, discard_temp, open_regular, temp_published
 from .._read._torch import DTYPE_ITEMSIZE
 
 TYPE_CHECKING = False
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import BinaryIO, Final
 
-__all__ = ["CHUNK_BYTES", "DTYPES", "Entry", "copy_range", "header_bytes", "write_file"]
+__all__ = ["CHUNK_BYTES", "DTYPES", "Entry", "copy_range", "header_bytes", "publish", "write_file", "write_temp"]
 
 # torch's dtype names -> safetensors' (safetensors/src/tensor.rs Dtype).
 DTYPES: Final[dict[str, str]] = {
@@ -168,6 +168,30 @@ def write_file(
     removed and the error re-raised; ``path`` is untouched. ``progress(nbytes)`` is called
     after each tensor with the bytes it added.
     """
+    temp, size = write_temp(path, entries, metadata, progress=progress, fsync=fsync)
+    try:
+        publish(temp, path)
+    except BaseException:
+        discard_temp(temp)
+        raise
+    return size
+
+
+def write_temp(
+    path: str,
+    entries: Sequence[Entry],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    fsync: bool = True,
+) -> tuple[str, int]:
+    """Write the safetensors file meant for ``path`` under a temporary name beside it; return that
+    name and the file's size.
+
+    The file stays open and locked (``create_new``) until :func:`publish` renames it or
+    ``discard_temp`` removes it, so that no other process takes it for a dead one's leftover;
+    on an error here it is removed and the error re-raised.
+    """
     head = header_bytes(entries, metadata)
     try:
         temp, out = create_new(path)
@@ -175,29 +199,36 @@ def write_file(
         error.filename = path  # the output cannot be created: name it, not the temporary name
         raise
     try:
-        with out:
-            out.write(head)
-            end = len(head)
-            for entry in entries:
-                entry.write(out)
-                end += entry.nbytes
-                out.flush()
-                if out.tell() != end:
-                    raise OSError(
-                        f"{path}: tensor {entry.name!r} wrote {out.tell() - end + entry.nbytes} bytes, "
-                        f"its header says {entry.nbytes}"
-                    )
-                if progress is not None:
-                    progress(entry.nbytes)
-            if fsync:
-                os.fsync(out.fileno())
-        try:
-            os.replace(temp, path)
-        except OSError as error:  # a folder under the final name: name the output, not the temporary file
-            error.filename, error.filename2 = path, None
-            raise
+        out.write(head)
+        end = len(head)
+        for entry in entries:
+            entry.write(out)
+            end += entry.nbytes
+            out.flush()
+            if out.tell() != end:
+                raise OSError(
+                    f"{path}: tensor {entry.name!r} wrote {out.tell() - end + entry.nbytes} bytes, "
+                    f"its header says {entry.nbytes}"
+                )
+            if progress is not None:
+                progress(entry.nbytes)
+        out.flush()
+        if fsync:
+            os.fsync(out.fileno())
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        discard_temp(temp)
         raise
-    return end
+    return temp, end
+
+
+def publish(temp: str, path: str) -> None:
+    """Rename the finished temporary file ``temp`` to ``path`` (replacing the entry there, never
+    writing through it), then release it. ``OSError`` names ``path``."""
+    if sys.platform == "win32":  # an open file cannot be renamed there (and there is no lock to keep)
+        temp_published(temp)
+    try:
+        os.replace(temp, path)
+    except OSError as error:  # a folder under the final name: name the output, not the temporary file
+        error.filename, error.filename2 = path, None
+        raise
+    temp_published(temp)
