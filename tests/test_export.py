@@ -91,7 +91,7 @@ def test_written_file_follows_the_format_and_the_plan(name: str, dtype: str, tmp
     plan = export(FIXTURES / name, tmp_path, dtype=dtype)
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     header, metadata, data = _parse(tmp_path / "model.safetensors")
-    assert metadata == {"format": "pt", "weights": "masters"}
+    assert metadata == {"format": "pt", "weights": "masters", "ckptkeys_plan": plan.identity()}
     assert list(header) == [t.name for t in plan.tensors]
     for t in plan.tensors:
         entry = header[t.name]
@@ -440,6 +440,10 @@ def test_jobs_of_a_sharded_export_write_disjoint_files_and_one_index(tmp_path: p
     # A job asked again refuses its own files, not the others'.
     assert main(["export", folder, str(out), "--max-shard-size", "300", "--shard", "1/2", "-q"]) == 2
     assert main(["export", folder, str(out), "--max-shard-size", "300", "--shard", "1/2", "--overwrite", "-q"]) == 0
+    # The job removed the index (which named the files it replaced) before replacing them: until
+    # the index job has run again, nothing is loadable, never a mix of old and new files.
+    assert sorted(os.listdir(out)) == sorted(n for n in os.listdir(tmp_path / "whole") if not n.endswith(".json"))
+    assert main(["export", folder, str(out), "--max-shard-size", "300", "--index-only", "--overwrite", "-q"]) == 0
     assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "whole"))
 
 

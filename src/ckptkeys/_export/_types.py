@@ -142,7 +142,37 @@ class ExportPlan:
 
     def metadata(self) -> dict[str, str]:
         """The ``__metadata__`` of every safetensors file written from this plan."""
-        return {"format": "pt", "weights": self.weights}
+        return {"format": "pt", "weights": self.weights, "ckptkeys_plan": self.identity()}
+
+    def identity(self) -> str:
+        """A digest of what makes the plan: the tensors (names, shapes, dtypes), their files, the
+        shard size, the weights, and the checkpoint files read (their paths relative to the tag
+        folder, and sizes). Jobs of a job array that mount the checkpoint at different paths agree;
+        a job run with another ``--max-shard-size``, dtype or checkpoint does not.
+
+        Raises :class:`ExportError` naming a source file that can no longer be found.
+        """
+        import hashlib
+        import json
+        import os
+
+        sources: dict[str, int] = {}
+        for tensor in self.tensors:
+            for span in (*tensor.sources, *(s for spans in tensor.mean_of for s in spans)):
+                if span.path not in sources:
+                    try:
+                        sources[span.path] = os.stat(span.path).st_size
+                    except OSError as error:
+                        raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
+        document = {
+            "tensors": [[t.name, list(t.shape), t.dtype, t.source_dtype] for t in self.tensors],
+            "shards": [[s.filename, list(s.tensors)] for s in self.shards],
+            "max_shard_size": self.max_shard_size,
+            "weights": self.weights,
+            "aliases": sorted(self.aliases.items()),
+            "sources": sorted([os.path.relpath(p, self.checkpoint).replace(os.sep, "/"), n] for p, n in sources.items()),
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (``ckptkeys export --dry-run --json``)."""
