@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -83,17 +85,25 @@ class _ByteProgress:
 def run_export(args: argparse.Namespace) -> int:
     from .._export._entry import plan_export
     from .._export._types import ExportError
-    from .._export._write import OutputExistsError, parse_shard, write_export
+    from .._export._write import OutputExistsError, OutputFolderError, parse_shard, write_export
 
     if args.json and not args.dry_run:
         print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)
+        return EXIT_USAGE
+    if args.shard is not None and args.index_only:
+        print("ckptkeys export: --shard and --index-only go separately: the shard jobs first, then one "
+              "--index-only job", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None
     except ValueError as error:
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a usage error
+        print(f"ckptkeys export: {args.path}: does not exist", file=sys.stderr)
+        return EXIT_USAGE
     progress = _ByteProgress(not args.quiet)
+    stale: list[str] = []
     try:
         plan = plan_export(args.path, tag=args.tag, dtype=args.dtype, max_shard_size=args.max_shard_size,
                            tp_rank=args.tp_rank, save=args.save, strip_prefix=args.strip_prefix,
@@ -112,6 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
             shard=shard,
             index_only=args.index_only,
             fsync=not args.no_fsync,
+            leftovers=stale.extend,
         )
     except KeyError as error:  # --save NAME the run lacks
         if args.save is None or error.args != (args.save,):
@@ -119,7 +130,13 @@ def run_export(args: argparse.Namespace) -> int:
         progress.close()
         print(f"ckptkeys export: {args.path}: {_no_save(args.path, args.save)}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OutputExistsError) as error:  # a bad --max-shard-size; OUT_DIR holds an export
+    except BrokenPipeError:  # `--dry-run | head`: main's to handle, not an error of the export
+        raise
+    except OutputExistsError as error:  # in the command's terms: the option as typed
+        progress.close()
+        print(f"ckptkeys export: {error.path}: already exists: pass --overwrite to replace it", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OutputFolderError) as error:  # a bad --max-shard-size; OUT_DIR a file, read-only
         progress.close()
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,11 +145,28 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     progress.close()
-    summary = f"wrote {len(written)} file(s), {plan.total_size} bytes of tensors ({_weights_written(plan)})"
-    print(f"{summary}, to {args.out_dir}", file=sys.stderr)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) an interrupted export had left in {args.out_dir}",
+              file=sys.stderr)  # fmt: skip
+    print(_summary(plan, written, shard, args.out_dir), file=sys.stderr)
     for line in _name_notes(plan):
         print(line, file=sys.stderr)
     return EXIT_OK
+
+
+def _summary(plan: Any, written: list[str], shard: tuple[int, int] | None, out_dir: str) -> str:
+    """What this job wrote: its files and their bytes (a ``--shard`` job's own, not the export's)."""
+    size = 0
+    for path in written:
+        with contextlib.suppress(OSError):
+            size += os.path.getsize(path)
+    names = [os.path.basename(p) for p in written]
+    listed = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
+    if shard is not None:
+        job = f" (job {shard[0]} of {shard[1]}: {len(written)} of the export's {len(plan.shards)} files)"
+    else:
+        job = ""
+    return f"wrote {len(written)} file(s), {size} bytes ({_weights_written(plan)}), to {out_dir}: {listed}{job}"
 
 
 def _name_notes(plan: Any) -> list[str]:

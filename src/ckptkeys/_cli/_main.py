@@ -347,14 +347,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print(json.dumps(document, indent=2))
         return EXIT_USAGE
+    from .._read._files import remove_live_temps, removed_temps
+    from ._signals import Interrupted, handled
+
+    removed_temps(reset=True)
+    with handled():  # the handlers stay (once) while an interruption is cleaned up
+        try:
+            status = _run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
+            return status
+        except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
+            _stdout_to_devnull()
+            return EXIT_OK
+        except Interrupted as interrupted:
+            removed = remove_live_temps()
+            what = f"; removed {removed} temporary file{'s' if removed != 1 else ''}" if removed else ""
+            try:
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                _stdout_to_devnull()
+            print(f"ckptkeys {args.command}: interrupted ({interrupted.name}){what}", file=sys.stderr)
+            return interrupted.status
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keys":
+        return _keys(args)
+    if args.command == "lint":
+        return _lint(args)
+    if args.command == "export":
+        return run_export(args)
+    return _check(args)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit cannot fail again
+    (and print "Exception ignored ... BrokenPipeError")."""
     try:
-        if args.command == "keys":
-            return _keys(args)
-        if args.command == "lint":
-            return _lint(args)
-        if args.command == "export":
-            return run_export(args)
-        return _check(args)
-    except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`
-        sys.stderr.close()
-        return EXIT_OK
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (a test's capture)
+        pass
