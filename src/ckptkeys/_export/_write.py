@@ -190,18 +190,15 @@ def write_export(
             text = (json.dumps(plan.index(), indent=2, sort_keys=True) + "\n").encode("utf-8")
             staged.append((_write_small(index, text, fsync), index))
         if staged:
-            _put_in_place(out, staged, old)
+            # The old export's files the new one does not replace (other shard counts), once it is in place.
+            stale_outputs = [name for name in old if name not in mine] if shard is None and not index_only else []
+            _put_in_place(out, staged, old, stale_outputs)
             written += [target for _, target in staged]
             staged = []
     except BaseException:
         for temp, _ in staged:
             discard_temp(temp)
         raise
-    if shard is None and not index_only:
-        for name in old:
-            path = os.path.join(out, name)
-            if name not in mine and not os.path.isdir(path):  # a folder is not something an export wrote
-                _remove(path)
     return written
 
 
@@ -284,14 +281,15 @@ def _remove(path: str) -> None:
         raise ExportError(path, f"cannot be removed: {error.strerror or error}") from None
 
 
-def _put_in_place(out: str, staged: list[tuple[str, str]], old: list[str]) -> None:
+def _put_in_place(out: str, staged: list[tuple[str, str]], old: list[str], stale: list[str]) -> None:
     """Rename the finished temporary files into place, the last one (the index, or
     ``model.safetensors``) last, so that the new export is loadable only once all of it is there.
 
     Loaders try ``model.safetensors`` first, then the index: an old one of either is removed
     before any file is renamed (unless the last rename alone replaces it, atomically), so the
     old export stops being loadable before any of its files is replaced. Signals wait until the
-    renames are done (they are few and quick), so an interrupted export is the old or the new.
+    renames are done (they are few and quick), so an interrupted export is the old or the new;
+    so are the removals of the old export's ``stale`` files, which nothing names any more.
     """
     entry = os.path.basename(staged[-1][1])
     with _signals_held():
@@ -300,6 +298,10 @@ def _put_in_place(out: str, staged: list[tuple[str, str]], old: list[str]) -> No
                 _remove(os.path.join(out, name))
         for temp, target in staged:
             _publish(temp, target)
+        for name in stale:  # then the old files nothing names any more
+            path = os.path.join(out, name)
+            if not os.path.isdir(path):  # a folder is not something an export wrote
+                _remove(path)
 
 
 @contextlib.contextmanager

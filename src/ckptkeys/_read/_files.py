@@ -21,6 +21,7 @@ process is still writing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -188,9 +189,11 @@ def create_new(path: str) -> tuple[str, io.BufferedWriter]:
             stream = open(fd, "wb")
             _Temps.live[temp] = stream
             return temp, stream
-        except BaseException:
+        except BaseException:  # a signal: the file is ours, and nobody else knows of it
             if temp not in _Temps.live:
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
             raise
     raise FileExistsError(errno.EEXIST, f"no free temporary name after {_TEMP_ATTEMPTS} attempts", path)
 
