@@ -144,6 +144,9 @@ def run_export(args: argparse.Namespace) -> int:
         progress.close()
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
+    except BaseException:  # a signal (main says so): its line must not follow the progress bar's
+        progress.close()
+        raise
     progress.close()
     if stale:
         print(f"removed {len(stale)} temporary file(s) an interrupted export had left in {args.out_dir}",
