@@ -176,6 +176,19 @@ def test_index_only_names_every_shard_not_as_planned(
     assert f"{names[0]} is missing" in capsys.readouterr().err
 
 
+def test_the_next_run_removes_a_killed_run_s_temporary_files_and_says_so(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("model.safetensors", "model-00002-of-00004.safetensors", "model.safetensors.index.json"):
+        (out / f".tmp-{name}.{os.urandom(6).hex()}").write_bytes(b"\0" * 100)  # what SIGKILL leaves
+    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"removed 3 temporary file(s) an interrupted export had left in {out}" in err
+    assert os.listdir(out) == ["model.safetensors"]
+
+
 def test_shard_and_index_only_together_are_a_usage_error(tmp_path: pathlib.Path) -> None:
     folder = str(FIXTURES / "z2_bf16_ws2")
     assert main(["export", folder, str(tmp_path), "--max-shard-size", "300", "--shard", "1/3", "--index-only"]) == 2

@@ -366,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.flush()
             except (BrokenPipeError, ValueError):
                 _stdout_to_devnull()
+            if sys.stderr.isatty():  # a progress line may be showing: the message replaces it
+                sys.stderr.write("\r\033[K")
             print(f"ckptkeys {args.command}: interrupted ({interrupted.name}){what}", file=sys.stderr)
             return interrupted.status
 
