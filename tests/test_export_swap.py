@@ -351,3 +351,23 @@ def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
     assert done.stderr == ""
     assert done.returncode == 0
+
+
+def test_a_signal_right_after_the_temporary_file_is_created_leaves_no_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python runs a signal handler right after a call returns: between ``os.open`` creating the
+    file and the assignment of its descriptor. The file is still removed."""
+    from ckptkeys._read import _files
+
+    real = os.open
+
+    def opened_then_interrupted(path: str, flags: int, mode: int = 0o777) -> int:
+        real(path, flags, mode)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "open", opened_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _files.create_new(str(tmp_path / "model.safetensors"))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []

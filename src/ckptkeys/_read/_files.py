@@ -178,20 +178,24 @@ def create_new(path: str) -> tuple[str, io.BufferedWriter]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
     for _ in range(_TEMP_ATTEMPTS):
         temp = os.path.join(folder, f"{TEMP_PREFIX}{base}.{_random_suffix()}")
+        fd = -1
         try:
             fd = os.open(temp, flags, 0o666)
-        except FileExistsError:
-            continue
-        try:
             if _lock(fd) is False or not _same_file(temp, fd):  # a cleaner holds it, or removed it
                 os.close(fd)
+                fd = -1
                 continue
             stream = open(fd, "wb")
             _Temps.live[temp] = stream
             return temp, stream
-        except BaseException:  # a signal: the file is ours, and nobody else knows of it
+        except FileExistsError:  # from os.open only: the name is taken
+            continue
+        except BaseException:
+            # A signal's exception can come between os.open's return and the assignment of fd
+            # (Python runs handlers right after a call): the name is ours, remove it either way.
             if temp not in _Temps.live:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
             raise
