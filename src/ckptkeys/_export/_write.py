@@ -2,7 +2,10 @@
 
 Each file is its header followed by the plan's byte ranges, copied in the kernel or one bounded
 chunk at a time (cast, or averaged, chunk by chunk where the plan says so), under a temporary
-name renamed when complete (``_safetensors``). The index comes last.
+name (``_safetensors``). All or nothing: the files of an export are renamed into place only
+when every one is complete, the index (or ``model.safetensors``) last, after the old export's
+entry points are gone (``_put_in_place``); a job array's ``--index-only`` job first checks the
+other jobs' shards against the plan (``_verify_shards``).
 """
 
 from __future__ import annotations
