@@ -371,3 +371,25 @@ def test_a_signal_right_after_the_temporary_file_is_created_leaves_no_file(
         _files.create_new(str(tmp_path / "model.safetensors"))
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
+
+
+def test_lint_fix_interrupted_leaves_the_source_whole(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed text goes to a new file renamed over the source: an interruption before the
+    rename leaves the source as it was (an in-place rewrite would have truncated it)."""
+    source = tmp_path / "train.py"
+    text = "x = s['param_shapes']\n"
+    source.write_text(text)
+    source.chmod(0o640)
+    real = os.replace
+
+    def interrupted(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["lint", "--fix", str(source)])
+    assert source.read_text() == text and os.listdir(tmp_path) == ["train.py"]
+    monkeypatch.setattr(os, "replace", real)
+    main(["lint", "--fix", str(source)])
+    assert source.read_text() != text and os.listdir(tmp_path) == ["train.py"]
+    assert source.stat().st_mode & 0o777 == 0o640

@@ -159,8 +159,7 @@ def _lint(args: argparse.Namespace) -> int:
                         )
                     )
                 else:
-                    with open(path, "w", encoding=encoding, newline="") as stream:
-                        stream.write(new)
+                    _rewrite(path, new.encode(encoding))
         remaining += findings
     if args.json:
         document = {
@@ -193,6 +192,42 @@ def _lint(args: argparse.Namespace) -> int:
     if args.diff:
         return EXIT_PROBLEMS if fixed else EXIT_OK
     return EXIT_PROBLEMS if remaining else EXIT_OK
+
+
+def _rewrite(path: str, data: bytes) -> None:
+    """Write ``data`` over the source file ``path`` whole or not at all: into a new file beside it,
+    renamed over it, so that Ctrl-C or SIGTERM during ``lint --fix`` never leaves a source file
+    truncated. Only a regular file of one link that this user owns is replaced so (its permission
+    bits kept); a symlink, a hard-linked file, another user's file, or one in a folder this user
+    cannot create files in is rewritten in place, as before, so that it stays what it is.
+    """
+    import stat
+
+    from .._read._files import create_new, discard_temp, temp_published
+
+    info = os.lstat(path)
+    owner = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    temp = None
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == owner:
+        try:
+            temp, stream = create_new(path)
+        except OSError:
+            temp = None
+    if temp is None:
+        with open(path, "wb") as plain:
+            plain.write(data)
+        return
+    try:
+        stream.write(data)
+        stream.flush()
+        os.chmod(temp, stat.S_IMODE(info.st_mode))
+        if sys.platform == "win32":  # an open file cannot be renamed there
+            temp_published(temp)
+        os.replace(temp, path)
+        temp_published(temp)
+    except BaseException:
+        discard_temp(temp)
+        raise
 
 
 def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | str:
