@@ -13,6 +13,7 @@ from .._keys import _registry, _render
 from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
 from ._export import add_export, run_export
+from ._signals import Interrupted
 from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 
 __all__ = ["main"]
@@ -382,29 +383,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print(json.dumps(document, indent=2))
         return EXIT_USAGE
-    from .._read._files import remove_live_temps, removed_temps
-    from ._signals import Interrupted, handled
+    from .._read._files import removed_temps
+    from ._signals import handled
 
     removed_temps(reset=True)
-    with handled():  # the handlers stay (once) while an interruption is cleaned up
-        try:
-            status = _run(args)
-            sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
-            return status
-        except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
-            _stdout_to_devnull()
-            return EXIT_OK
-        except Interrupted as interrupted:
-            removed = remove_live_temps()
-            what = f"; removed {removed} temporary file{'s' if removed != 1 else ''}" if removed else ""
+    try:
+        with handled():  # the handlers stay (once) while an interruption is cleaned up
             try:
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
+                status = _run(args)
+                sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
+                return status
+            except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
                 _stdout_to_devnull()
-            if sys.stderr.isatty():  # a progress line may be showing: the message replaces it
-                sys.stderr.write("\r\033[K")
-            print(f"ckptkeys {args.command}: interrupted ({interrupted.name}){what}", file=sys.stderr)
-            return interrupted.status
+                return EXIT_OK
+            except Interrupted as interrupted:
+                return _interrupted(args.command, interrupted)
+    except Interrupted as interrupted:  # while the handlers were being set or put back
+        return _interrupted(args.command, interrupted)
+
+
+def _interrupted(command: str, interrupted: Interrupted) -> int:
+    """Remove what this process was still writing; say so in one line; the signal's exit status."""
+    from .._read._files import remove_live_temps
+
+    removed = remove_live_temps()
+    what = f"; removed {removed} temporary file{'s' if removed != 1 else ''}" if removed else ""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _stdout_to_devnull()
+    if sys.stderr.isatty():  # a progress line may be showing: the message replaces it
+        sys.stderr.write("\r\033[K")
+    print(f"ckptkeys {command}: interrupted ({interrupted.name}){what}", file=sys.stderr)
+    return interrupted.status
 
 
 def _run(args: argparse.Namespace) -> int:
