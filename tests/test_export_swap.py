@@ -243,7 +243,9 @@ def test_a_shard_job_s_summary_counts_its_own_files(tmp_path: pathlib.Path, caps
     mine = sorted(os.listdir(tmp_path))
     size = sum(os.path.getsize(tmp_path / name) for name in mine)
     err = capsys.readouterr().err
-    assert err.startswith(f"wrote {len(mine)} file(s), {size} bytes, to {tmp_path}: {', '.join(mine[:4])}")
+    assert err.startswith(
+        f"wrote {len(mine)} file(s), {size} bytes (fp32 master weights), to {tmp_path}: {', '.join(mine[:4])}"
+    )
     assert "(job 2 of 3:" in err
 
 

@@ -174,7 +174,9 @@ class ExportPlan:
             "max_shard_size": self.max_shard_size,
             "weights": self.weights,
             "aliases": sorted(self.aliases.items()),
-            "sources": sorted([os.path.relpath(p, self.checkpoint).replace(os.sep, "/"), n] for p, n in sources.items()),
+            "sources": sorted(
+                [os.path.relpath(p, self.checkpoint).replace(os.sep, "/"), n] for p, n in sources.items()
+            ),
         }
         return blake2b(json.dumps(document, sort_keys=True).encode("utf-8"), digest_size=16).hexdigest()
 

@@ -149,9 +149,7 @@ def write_export(
     else:
         clashes = old + present
     if clashes and not overwrite:
-        raise OutputExistsError(
-            os.path.join(out, clashes[0]), "already exists: pass overwrite=True to replace it"
-        )
+        raise OutputExistsError(os.path.join(out, clashes[0]), "already exists: pass overwrite=True to replace it")
     for name in sorted(mine):
         target = os.path.join(out, name)
         if os.path.isdir(target) and not os.path.islink(target):

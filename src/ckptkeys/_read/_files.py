@@ -185,7 +185,7 @@ def create_new(path: str) -> tuple[str, io.BufferedWriter]:
                 os.close(fd)
                 fd = -1
                 continue
-            stream = open(fd, "wb")
+            stream = open(fd, "wb")  # noqa: SIM115  # the caller closes it (temp_published, discard_temp)
             _Temps.live[temp] = stream
             return temp, stream
         except FileExistsError:  # from os.open only: the name is taken
@@ -230,10 +230,8 @@ def discard_temp(temp: str) -> bool:
         _Temps.removed += 1
     finally:
         if stream is not None:
-            try:
+            with contextlib.suppress(OSError):  # a full disk refusing the buffered rest: the file is gone anyway
                 stream.close()
-            except OSError:  # a full disk refusing the buffered rest: the file is gone anyway
-                pass
     return removed
 
 
