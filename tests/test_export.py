@@ -244,7 +244,7 @@ def test_interrupted_write_leaves_no_file(tmp_path: pathlib.Path, monkeypatch: p
             raise KeyboardInterrupt
         copy_range(*args)
 
-    monkeypatch.setattr("ckptkeys._export._write.copy_range", interrupted)
+    monkeypatch.setattr("ckptkeys._export._tensor_bytes.copy_range", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ckptkeys.write_export(plan, tmp_path)
     assert os.listdir(tmp_path) == []
@@ -497,7 +497,7 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: pathlib.Path, capsy
 @needs_numpy
 def test_progress_counts_every_output_byte_in_steps(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Copies report every step (64 MiB; 64 B here), casts every chunk: monotonic, ending at the total."""
-    monkeypatch.setattr("ckptkeys._export._write._COPY_STEP", 64)
+    monkeypatch.setattr("ckptkeys._export._tensor_bytes._COPY_STEP", 64)
     seen: list[tuple[int, int]] = []
     plan = export(FIXTURES / "z2_bf16_ws2", tmp_path, progress=lambda done, total: seen.append((done, total)))
     done = [d for d, _ in seen]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ckptkeys._export._ranges import chunk2, coalesce, concatenate, cut_range
 from ckptkeys._export._spans import FileSpan
 from ckptkeys._export._types import ExportTensor
-from ckptkeys._export._write import _chunks
+from ckptkeys._export._tensor_bytes import _chunks
 
 ITEM = 4
 # One file of 4096 distinct 4-byte elements: element i is the bytes of i.

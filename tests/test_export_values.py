@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import ckptkeys
-from ckptkeys._export._write import _swap
+from ckptkeys._export._tensor_bytes import _swap
 from tests.export_values import FILE, Case, Storage, Tensor, safetensors_file, swapped
 
 VALUES = struct.pack("<4f", 1.5, -2.0, 3.25, 1e-3)
