@@ -273,9 +273,10 @@ COMMANDS = {
 
 def _run(code: str, *args: str, ignore: int | None = None, stdout: Any = subprocess.PIPE) -> Any:
     def child() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if ignore != signal.SIGINT else signal.SIG_IGN)
-        if ignore is not None:
-            signal.signal(ignore, signal.SIG_IGN)
+        # Whatever this process inherited (a background shell ignores SIGINT, nohup SIGHUP): the
+        # child starts with each signal at its default, or ignored where the test says so.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN if number == ignore else signal.SIG_DFL)
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run(

@@ -167,7 +167,10 @@ def _env() -> dict[str, str]:
 
 
 def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a child of a background shell inherits SIG_IGN
+    # A child of a background shell inherits SIGINT ignored, one under nohup SIGHUP: the signals
+    # the test sends must reach the command as a terminal or a scheduler sends them.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def _timed(argv: list[str]) -> float:
