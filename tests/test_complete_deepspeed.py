@@ -105,7 +105,8 @@ def test_a_stage_without_its_shard_exports_its_layer_weights_only_when_asked(tmp
     assert "(the module's weights as saved (--weights module))" in written.stderr
     path = str(tmp_path / "module" / "model.safetensors")
     with safetensors.safe_open(path, framework="pt") as opened:
-        assert opened.metadata() == {"format": "pt", "weights": "module"}
+        plan = ckptkeys.plan_export(root, weights="module", dtype="auto")
+        assert opened.metadata() == {"format": "pt", "weights": "module", "ckptkeys_plan": plan.identity()}
     ours = safetensors_torch.load_file(path)
     expected = _layers(root / "global_step2")
     assert set(ours) == set(expected)

@@ -191,10 +191,39 @@ def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callabl
                     os.path.join(root, pointer),
                 )
             )
+    by_name = {tag.name: tag for tag in tags}
+    if latest_universal is not None and latest_universal in by_name and not by_name[latest_universal].universal:
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                "latest-universal-not-universal",
+                f"{NamingKeys.LATEST_UNIVERSAL} names tag {latest_universal!r}, which is not a universal checkpoint "
+                "(no zero/ folder): the engine's load_universal would fail on it",
+                os.path.join(root, NamingKeys.LATEST_UNIVERSAL),
+            )
+        )
+    if tags and latest is None and NamingKeys.LATEST not in names and latest_universal is None:
+        newest = max(tags, key=lambda t: _tag_step(t.name))
+        problems.append(
+            Problem(
+                Severity.WARNING,
+                "no-latest",
+                f"no {NamingKeys.LATEST} file: DeepSpeed writes it after every file of a save, so the last save "
+                f"({newest.name!r}?) may not have finished, or was saved with save_latest=False; "
+                "load_checkpoint, zero_to_fp32 and ckptkeys export need the tag named (--tag)",
+                root,
+            )
+        )
     files = [entry.name for entry in entries if not entry.is_dir]
     framework = _frameworks.framework_of_files(files) or _frameworks.framework_of_save_name(os.path.basename(root))
     framework_files = tuple(name for name in files if _frameworks.is_framework_file(name))
     return Layout(root, "save", latest, latest_universal, tuple(tags), tuple(problems), framework, framework_files)
+
+
+def _tag_step(name: str) -> tuple[int, str]:
+    """A tag's order: the number at its end (``global_step12``), then its name."""
+    digits = len(name) - len(name.rstrip("0123456789"))
+    return (int(name[-digits:]) if 0 < digits <= 18 else -1, name)
 
 
 # -- one tag -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from .._read._errors import ReadError
+from ._signals import raise_swallowed
 from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 
 __all__ = ["add_export", "run_export"]
@@ -142,6 +143,7 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except (ReadError, ExportError, ImportError, OSError) as error:
         progress.close()
+        raise_swallowed()  # an error made of a signal's exception (a lazy import interrupted) is the signal
         print(f"ckptkeys export: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     except BaseException:  # a signal (main says so): its line must not follow the progress bar's

@@ -14,7 +14,7 @@ from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._signals import Interrupted
-from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE
 
 __all__ = ["main"]
 
@@ -384,18 +384,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(document, indent=2))
         return EXIT_USAGE
     from .._read._files import removed_temps
-    from ._signals import handled
+    from ._signals import handled, raise_swallowed
 
     removed_temps(reset=True)
     try:
         with handled():  # the handlers stay (once) while an interruption is cleaned up
             try:
                 status = _run(args)
+                raise_swallowed()  # a signal whose exception something turned into another outcome
                 sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
                 return status
             except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
                 _stdout_to_devnull()
                 return EXIT_OK
+            except OSError as error:
+                if error.filename is not None:  # a file's error a command did not handle: not ours to hide
+                    raise
+                _stdout_to_devnull()  # standard output cannot be written (a full disk, /dev/full)
+                print(f"ckptkeys {args.command}: cannot write to standard output: {error.strerror or error}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_OUTPUT
             except Interrupted as interrupted:
                 return _interrupted(args.command, interrupted)
     except Interrupted as interrupted:  # while the handlers were being set or put back

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Final
 
-__all__ = ["Interrupted", "handled"]
+__all__ = ["Interrupted", "handled", "raise_swallowed"]
 
 # The signals a user, a scheduler (SLURM, timeout) or a closed terminal sends to stop a command.
 NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -43,12 +43,27 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+class _Received:
+    """The signal whose :class:`Interrupted` was raised in this :func:`handled` block, if any."""
+
+    signum: int | None = None
+
+
+def raise_swallowed() -> None:
+    """Raise :class:`Interrupted` again if a signal's was raised and something on its way out
+    turned it into another error (numpy's import machinery makes an ImportError of any exception
+    raised while it imports), so that the command still ends as the signal says."""
+    if _Received.signum is not None:
+        raise Interrupted(_Received.signum)
+
+
 def _raise(signum: int, frame: object) -> None:
     # Once: a second Ctrl-C while the first one's cleanup runs must not cut that cleanup short.
     for name in NAMES:
         number = getattr(signal, name, None)
         if number is not None and signal.getsignal(number) is _raise:
             signal.signal(number, signal.SIG_IGN)
+    _Received.signum = signum
     raise Interrupted(signum)
 
 
@@ -58,6 +73,7 @@ def handled() -> Iterator[None]:
     handlers that were there before are back (``main()`` also runs inside test processes).
     Outside the main thread (where no handler can be set) nothing changes."""
     before: dict[int, object] = {}
+    _Received.signum = None
     try:
         for name in NAMES:
             number = getattr(signal, name, None)

@@ -145,8 +145,8 @@ class ExportPlan:
         return {"format": "pt", "weights": self.weights, "ckptkeys_plan": self.identity()}
 
     def identity(self) -> str:
-        """A digest of what makes the plan: the tensors (names, shapes, dtypes), their files, the
-        shard size, the weights, and the checkpoint files read (their paths relative to the tag
+        """A digest of what makes the plan: the tag, the tensors (names, shapes, dtypes), their files,
+        the shard size, the weights, and the checkpoint files read (their paths relative to the tag
         folder, and sizes). Jobs of a job array that mount the checkpoint at different paths agree;
         a job run with another ``--max-shard-size``, dtype or checkpoint does not.
 
@@ -169,6 +169,7 @@ class ExportPlan:
                     except OSError as error:
                         raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
         document = {
+            "tag": self.tag,  # two saves of one run have the same relative paths and sizes, not the same tag
             "tensors": [[t.name, list(t.shape), t.dtype, t.source_dtype] for t in self.tensors],
             "shards": [[s.filename, list(s.tensors)] for s in self.shards],
             "max_shard_size": self.max_shard_size,
