@@ -59,8 +59,9 @@ UNCHANGED_WHEN_DELETED = {  # deleted: nothing lost; cut, a damaged checkpoint f
     },
 }
 POINTERS = ("latest", "latest_universal")
-"""Deleting a pointer leaves every tag intact (validate has nothing to report); export without a tag
-then needs ``latest`` and refuses naming it. Truncated, a pointer names a tag that is not there."""
+"""Deleting a pointer leaves every tag intact (validate reports no error: a missing ``latest`` is the
+``no-latest`` warning); export without a tag then needs ``latest`` and refuses naming it. Truncated,
+a pointer names a tag that is not there."""
 
 
 def _tag_of(relpath: str) -> str | None:
@@ -126,7 +127,10 @@ def test_every_lost_or_cut_file_is_an_error_and_refuses_export(
     if how == "delete":
         target.unlink()
         if relpath in POINTERS:
-            assert os.path.normpath(target) not in _error_files(ckptkeys.validate(copy))
+            problems = ckptkeys.validate(copy)
+            assert os.path.normpath(target) not in _error_files(problems)
+            if relpath == "latest" and not (copy / "latest_universal").exists():
+                assert [p.severity for p in problems if p.code == "no-latest"] == ["warning"]
             if relpath == "latest":
                 with pytest.raises(ExportError, match="has no 'latest' file"):
                     ckptkeys.export(copy, tmp_path / "out")
