@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ._spans import FileSpan
 
-__all__ = ["tensor_entry"]
+__all__ = ["span_bytes", "tensor_entry"]
 
 # Source bytes per cast step: small enough for numpy's temporaries to stay in the CPU cache
 # (8 MiB steps cast 3x slower on the bench machine), large enough to amortise Python's overhead.
@@ -57,6 +57,11 @@ def tensor_entry(tensor: ExportTensor, advance: Callable[[int], None]) -> Entry:
                 advance(out.write(cast_bytes(chunk, tensor.source_dtype, tensor.dtype)))
 
     return Entry(tensor.name, tensor.dtype, tensor.shape, write)
+
+
+def span_bytes(spans: Sequence[FileSpan], itemsize: int) -> bytes:
+    """The bytes of ``spans``, joined and byte-swapped as each says (a few, for a check at plan time)."""
+    return b"".join(bytes(chunk) for chunk in _chunks(spans, itemsize))
 
 
 def _write_mean(tensor: ExportTensor, out: BinaryIO, advance: Callable[[int], None]) -> None:

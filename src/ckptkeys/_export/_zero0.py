@@ -28,16 +28,14 @@ experts' (the param groups marked ``moe``): rank 0's in the model states, rank R
 
 from __future__ import annotations
 
-import array
-import io
 import math
 from dataclasses import dataclass
 
-from .._read._errors import ReadError
-from .._read._files import open_regular
 from .._read._torch import TensorInfo
 from ._ranges import cut_range
+from ._safetensors import ITEMSIZE
 from ._spans import FileSpan
+from ._tensor_bytes import span_bytes
 from ._types import ExportError, ExportTensor, Planned
 
 TYPE_CHECKING = False
@@ -51,8 +49,6 @@ SAMPLE: Final = 4096
 """Elements compared at each end of a master and its parameter (up to 2 x 4096 x 6 bytes read per
 parameter at plan time); a tie is compared whole."""
 _FLOATS: Final = frozenset({"float16", "bfloat16", "float32"})
-_ITEMSIZE: Final = {"float16": 2, "bfloat16": 2, "float32": 4}
-_SWAP_CODES: Final = {array.array(code).itemsize: code for code in "QLIH"}
 
 
 class Candidate:
@@ -200,18 +196,18 @@ class _Matcher:
 
     # -- bytes -------------------------------------------------------------------------------
 
-    def _read(self, spans: tuple[FileSpan, ...]) -> bytes:
+    def _read(self, spans: tuple[FileSpan, ...], itemsize: int) -> bytes:
         found = self._bytes.get(spans)
         if found is None:
-            found = self._bytes[spans] = b"".join(_read_span(s) for s in spans)
+            found = self._bytes[spans] = span_bytes(spans, itemsize)
         return found
 
     def _ends(self, pieces: Sequence[tuple[FileSpan, int]], itemsize: int, numel: int, whole: bool) -> bytes:
         """Elements ``[0, numel)`` of the joined pieces, or only the first and last SAMPLE of them."""
         if whole or numel <= 2 * SAMPLE:
-            return self._read(cut_range(pieces, 0, numel, itemsize))
-        head = self._read(cut_range(pieces, 0, SAMPLE, itemsize))
-        return head + self._read(cut_range(pieces, numel - SAMPLE, SAMPLE, itemsize))
+            return self._read(cut_range(pieces, 0, numel, itemsize), itemsize)
+        head = self._read(cut_range(pieces, 0, SAMPLE, itemsize), itemsize)
+        return head + self._read(cut_range(pieces, numel - SAMPLE, SAMPLE, itemsize), itemsize)
 
     def _cast(self, master: _Master, numel: int, dtype: str, whole: bool) -> bytes:
         """The master's first ``numel`` elements (both ends, or whole) cast to ``dtype``."""
@@ -229,7 +225,7 @@ class _Matcher:
     def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:
         """The master, cast to the parameter's dtype, equals the parameter's bytes (at both ends, or whole)."""
         numel = candidate.numel
-        theirs = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, whole)
+        theirs = self._ends(((candidate.span, numel),), ITEMSIZE[candidate.dtype], numel, whole)
         return self._cast(master, numel, candidate.dtype, whole) == theirs
 
     def _matching(self, master: _Master, limit: int, exact: bool = False) -> list[Candidate]:
@@ -240,7 +236,7 @@ class _Matcher:
             self._index = {}
             for candidate in self.candidates:
                 numel, dtype = candidate.numel, candidate.dtype
-                sample = self._ends(((candidate.span, numel),), _ITEMSIZE[dtype], numel, False)
+                sample = self._ends(((candidate.span, numel),), ITEMSIZE[dtype], numel, False)
                 self._index.setdefault((numel, dtype), {}).setdefault(sample, []).append(candidate)
         found: list[Candidate] = []
         for (numel, dtype), by_sample in self._index.items():
@@ -254,7 +250,7 @@ class _Matcher:
         from ._cast import cast_bytes
 
         numel = candidate.numel
-        module = self._ends(((candidate.span, numel),), _ITEMSIZE[candidate.dtype], numel, True)
+        module = self._ends(((candidate.span, numel),), ITEMSIZE[candidate.dtype], numel, True)
         return bytes(cast_bytes(module, candidate.dtype, "float32")) == self._ends(master.pieces, 4, numel, True)
 
     # -- matching ----------------------------------------------------------------------------
@@ -363,25 +359,6 @@ class _Matcher:
         else:
             reason = f"matches no free module parameter of its {what}"
         raise ExportError(self.path, f"{master.label} {reason}: not this module's fp32 masters")
-
-
-def _read_span(span: FileSpan) -> bytes:
-    """The span's bytes, byte-swapped as it says."""
-    try:
-        with io.BufferedReader(open_regular(span.path)) as stream:
-            stream.seek(span.offset)
-            data = stream.read(span.length)
-    except ReadError as error:
-        raise ExportError(error.path, error.reason) from None
-    except OSError as error:
-        raise ExportError(span.path, f"cannot be read: {error.strerror or error}") from None
-    if len(data) != span.length:
-        raise ExportError(span.path, f"is truncated: {span.length} bytes expected at offset {span.offset}")
-    if span.swap > 1:
-        swapped = array.array(_SWAP_CODES[span.swap], data)
-        swapped.byteswap()
-        data = swapped.tobytes()
-    return data
 
 
 def module_candidates(
