@@ -12,7 +12,7 @@ import io
 import os
 
 from .._read._errors import ReadError
-from .._read._files import open_regular
+from .._read._files import open_regular, read_small
 from ._types import ExportError
 
 TYPE_CHECKING = False
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Final
 
-__all__ = ["MAX_SIDE_FILE_BYTES", "SIDE_FILE_NAMES", "find_side_files", "open_side_file"]
+__all__ = ["MAX_SIDE_FILE_BYTES", "SIDE_FILE_NAMES", "find_side_files", "open_side_file", "read_side_file"]
 
 SIDE_FILE_NAMES: Final = (
     # transformers 5.24 utils: CONFIG_NAME, GENERATION_CONFIG_NAME, PROCESSOR_NAME,
@@ -76,5 +76,14 @@ def open_side_file(path: str) -> io.FileIO:
     :data:`MAX_SIDE_FILE_BYTES`; else :class:`ExportError` naming it and saying why."""
     try:
         return open_regular(path, boundary=os.path.realpath(os.path.dirname(path)), max_bytes=MAX_SIDE_FILE_BYTES)
+    except ReadError as error:
+        raise ExportError(path, f"{error.reason}: not copied beside the weights") from None
+
+
+def read_side_file(path: str) -> bytes:
+    """The bytes of ``path``, read as :func:`open_side_file` allows (a file that grows past
+    :data:`MAX_SIDE_FILE_BYTES` while read is refused too); else :class:`ExportError` naming it."""
+    try:
+        return read_small(path, boundary=os.path.realpath(os.path.dirname(path)), max_bytes=MAX_SIDE_FILE_BYTES)
     except ReadError as error:
         raise ExportError(path, f"{error.reason}: not copied beside the weights") from None

@@ -21,7 +21,7 @@ from .._read._errors import ReadError
 from .._read._files import create_new, discard_temp, kind_of, open_regular, remove_stale_temps
 from ._entry import plan_export
 from ._safetensors import Entry, header_bytes, publish, write_temp
-from ._side import MAX_SIDE_FILE_BYTES, open_side_file
+from ._side import read_side_file
 from ._tensor_bytes import tensor_entry
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard
 
@@ -250,14 +250,7 @@ def _copy_side(source: str, target: str, fsync: bool) -> str:
 
     Read as ``_side`` allows: a regular file inside its folder, at most ``MAX_SIDE_FILE_BYTES``.
     """
-    with io.BufferedReader(open_side_file(source)) as stream:
-        try:
-            data = stream.read(MAX_SIDE_FILE_BYTES + 1)  # buffered: reads on until then or the end
-        except OSError as error:
-            raise ExportError(source, f"cannot be read: {error.strerror or error}") from None
-    if len(data) > MAX_SIDE_FILE_BYTES:
-        raise ExportError(source, f"is larger than {MAX_SIDE_FILE_BYTES} bytes: not copied beside the weights")
-    return _write_small(target, data, fsync)
+    return _write_small(target, read_side_file(source), fsync)
 
 
 def _publish(temp: str, target: str) -> None:
