@@ -1,7 +1,7 @@
 """The safetensors writer, read back by the safetensors package's own loader (needs torch).
 
 Random names (dots, unicode), dtypes, shapes (scalars, empty tensors) and metadata: every file
-``_safetensors.write_file`` writes loads with ``safetensors.torch.load_file`` /
+``_safetensors.write_temp`` writes (and ``publish`` renames) loads with ``safetensors.torch.load_file`` /
 ``safe_open`` to the same tensors, dtypes and metadata.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkeys._export._safetensors import ITEMSIZE, Entry, header_bytes, write_file
+from ckptkeys._export._safetensors import ITEMSIZE, Entry, header_bytes, publish, write_temp
 
 pytestmark = pytest.mark.deepspeed
 torch = pytest.importorskip("torch")
@@ -57,7 +57,8 @@ def test_written_files_load_with_safetensors(
         expected[name] = torch.tensor(list(raw), dtype=torch.uint8)  # the bytes, compared as bytes
     with tempfile.TemporaryDirectory() as tmp:
         path = str(pathlib.Path(tmp) / "model.safetensors")
-        size = write_file(path, entries, metadata or None, fsync=False)
+        temp, size = write_temp(path, entries, metadata or None, fsync=False)
+        publish(temp, path)
         assert size == pathlib.Path(path).stat().st_size
         loaded = safetensors_torch.load_file(path)
         with safetensors.safe_open(path, framework="pt") as handle:
@@ -80,5 +81,5 @@ def test_header_is_8_byte_aligned_and_parsed_by_safetensors() -> None:
 def test_a_short_writer_fails_and_leaves_nothing(tmp_path: pathlib.Path) -> None:
     entry = _entry("a", "float32", (4,), b"\0" * 8)  # 8 of the 16 bytes its header promises
     with pytest.raises(OSError, match="wrote 8 bytes, its header says 16"):
-        write_file(str(tmp_path / "model.safetensors"), [entry])
+        write_temp(str(tmp_path / "model.safetensors"), [entry])
     assert list(tmp_path.iterdir()) == []

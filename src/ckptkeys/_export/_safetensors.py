@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import BinaryIO, Final
 
-__all__ = ["CHUNK_BYTES", "DTYPES", "Entry", "copy_range", "header_bytes", "publish", "write_file", "write_temp"]
+__all__ = ["CHUNK_BYTES", "DTYPES", "Entry", "copy_range", "header_bytes", "publish", "write_temp"]
 
 # torch's dtype names -> safetensors' (safetensors/src/tensor.rs Dtype).
 DTYPES: Final[dict[str, str]] = {
@@ -149,32 +149,6 @@ def _copy_in_kernel(source: int, out: BinaryIO, offset: int, length: int) -> int
     finally:
         out.seek(0, os.SEEK_END)  # the stream's cached position follows the descriptor's
     return copied
-
-
-def write_file(
-    path: str,
-    entries: Sequence[Entry],
-    metadata: Mapping[str, str] | None = None,
-    *,
-    progress: Callable[[int], None] | None = None,
-    fsync: bool = True,
-) -> int:
-    """Write a safetensors file at ``path``; return its size.
-
-    The bytes go to a new temporary file next to ``path`` (``create_new``: no entry planted
-    under its name is opened or written through), renamed over ``path`` only when every tensor
-    is written (and, with ``fsync``, on disk). The rename replaces the entry ``path`` itself:
-    a symlink there is replaced, never written through. On any error the temporary file is
-    removed and the error re-raised; ``path`` is untouched. ``progress(nbytes)`` is called
-    after each tensor with the bytes it added.
-    """
-    temp, size = write_temp(path, entries, metadata, progress=progress, fsync=fsync)
-    try:
-        publish(temp, path)
-    except BaseException:
-        discard_temp(temp)
-        raise
-    return size
 
 
 def write_temp(
