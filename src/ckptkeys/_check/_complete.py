@@ -21,7 +21,7 @@ from .._read._limits import Limits
 from .._read._torch import TensorInfo
 from .._read._zip import open_archive
 from ..naming import CheckpointName, FileKind
-from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files
+from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files, read_dicts
 from ._problems import Problem, Severity
 
 TYPE_CHECKING = False
@@ -48,12 +48,7 @@ def completeness_problems(tag: TagLayout, reported: list[Problem]) -> list[Probl
 
 
 def _model_files(tag: TagLayout) -> list[tuple[LayoutFile, dict[Any, Any]]]:
-    found = []
-    for file in tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES):
-        checkpoint = tag.checkpoints.get(file.relpath)
-        if checkpoint is not None and isinstance(checkpoint.data, dict):
-            found.append((file, checkpoint.data))
-    return found
+    return read_dicts(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))
 
 
 # -- bytes ---------------------------------------------------------------------------------------

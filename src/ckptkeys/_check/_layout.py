@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, Final, Literal
 
-__all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "scan"]
+__all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "read_dicts", "scan"]
 
 # DeepSpeed's ds_config precision sections, in the order the engine checks them.
 _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
@@ -85,6 +85,16 @@ class TagLayout:
     def of_kind(self, *kinds: FileKind) -> tuple[LayoutFile, ...]:
         """The files of the given kinds, in layout order."""
         return tuple(f for f in self.files if f.name.kind in kinds)
+
+
+def read_dicts(tag: TagLayout, files: Iterable[LayoutFile]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
+    """Those of ``files`` that ``scan(read=True)`` read as a dict, with that dict, in order."""
+    found = []
+    for file in files:
+        checkpoint = tag.checkpoints.get(file.relpath)
+        if checkpoint is not None and isinstance(checkpoint.data, dict):
+            found.append((file, checkpoint.data))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from . import _frameworks
 from ._complete import completeness_problems
 from ._converters import readiness
 from ._dicts import check_file, client_state_problems
-from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files
+from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files, read_dicts
 from ._problems import Problem, Severity
 from ._reports import TagReport
 
@@ -68,19 +68,10 @@ def check_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
 
 def _client_framework(tag: TagLayout) -> str | None:
     """The framework whose client state the model states hold (Lightning's), if any."""
-    for _, state in _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
+    for _, state in read_dicts(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
         found = _frameworks.client_state_framework(state)
         return found[0] if found else None
     return None
-
-
-def _data(tag: TagLayout, files: tuple[LayoutFile, ...]) -> list[tuple[LayoutFile, dict[Any, Any]]]:
-    found = []
-    for file in files:
-        checkpoint = tag.checkpoints.get(file.relpath)
-        if checkpoint is not None and isinstance(checkpoint.data, dict):
-            found.append((file, checkpoint.data))
-    return found
 
 
 def _stage_of(value: Any) -> int | None:
@@ -91,8 +82,8 @@ def _stage_of(value: Any) -> int | None:
 
 def _cross_file(tag: TagLayout) -> list[Problem]:
     problems: list[Problem] = []
-    models = _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))
-    shards = _data(tag, tag.of_kind(FileKind.OPTIM_STATES))
+    models = read_dicts(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))
+    shards = read_dicts(tag, tag.of_kind(FileKind.OPTIM_STATES))
     names_mp = {
         f.name.mp_rank for f in tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES, FileKind.OPTIM_STATES)
     }
@@ -285,7 +276,7 @@ def moe_info(tag: TagLayout) -> dict[str, Any] | None:
     """
     experts = tag.of_kind(FileKind.EXPERT_MODEL_STATES)
     per_layer: list[int] | None = None
-    for _, state in _data(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
+    for _, state in read_dicts(tag, tag.of_kind(FileKind.MODEL_STATES, FileKind.ZERO3_MODEL_STATES))[:1]:
         value = state.get(ModuleKeys.NUM_EXPERTS)
         if isinstance(value, list) and all(type(n) is int for n in value):
             per_layer = value
@@ -313,7 +304,7 @@ def _ep_size(tag: TagLayout) -> int | None:
         (FileKind.EXPERT_OPTIM_STATES, (ModuleKeys.OPTIMIZER,)),
     )
     for kind, path in sources:
-        for _, state in _data(tag, tag.of_kind(kind))[:1]:
+        for _, state in read_dicts(tag, tag.of_kind(kind))[:1]:
             value: Any = state
             for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
