@@ -11,6 +11,7 @@ from .._read._reader import read
 from ..naming import parse
 from ._dicts import check_dict, check_file, client_state_problems, guess_kind
 from ._layout import LayoutFile, scan
+from ._plain_files import is_deepspeed_dict, plain_file_problem
 from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
 from ._runs import scan_run
@@ -35,13 +36,19 @@ __all__ = [
 def validate_file(path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None) -> FileReport:
     """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
     if given, else as its name says, else as its keys suggest (model states or an
-    optimizer-states file). Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
+    optimizer-states file). A file whose name DeepSpeed does not write and whose top-level dict
+    holds no key only DeepSpeed writes (a plain state dict, a pickled module, a trainer's
+    ``optimizer.pt``) is not checked against DeepSpeed's schema: it gets one ``not-deepspeed``
+    information saying what it holds. Its globals are checked as every file's are.
+    Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
     """
     root = os.fspath(path)
     checkpoint = read(root, limits=limits)
     name = parse(root)
     if kind:
         problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
+    elif name is None and not is_deepspeed_dict(checkpoint.data):
+        problems = [plain_file_problem(root, checkpoint.data)]
     elif name is None:
         problems = check_dict(checkpoint.data, guess_kind(checkpoint.data), file=root)
     else:

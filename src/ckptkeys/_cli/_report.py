@@ -75,6 +75,14 @@ def _tree(value: Any, depth: int, indent: str = "") -> Iterator[str]:
         yield from _tree(item, depth - 1, indent + "  ")
 
 
+def _file_tree(data: Any, depth: int) -> list[str]:
+    """A file's key tree; a file that holds no dict (a tensor, a list) is one line saying what it holds."""
+    lines = list(_tree(data, depth))
+    if lines or depth <= 0 or isinstance(data, dict) or (isinstance(data, Opaque) and isinstance(data.state, dict)):
+        return lines
+    return [_describe(data)]
+
+
 def _tensors(value: Any) -> Iterator[TensorInfo]:
     return (tensor for _, tensor in tensors_in(value))
 
@@ -252,7 +260,7 @@ def build_report(
         document = _document(command, path, "file")
         document["files"] = [_single_file(result)]
         document["problems"] = [_problem(p) for p in result.problems]
-        document["_trees"] = {os.path.basename(path): list(_tree(result.checkpoint.data, depth))}
+        document["_trees"] = {os.path.basename(path): _file_tree(result.checkpoint.data, depth)}
         all_problems = document["problems"]
     document["summary"] = {
         severity: sum(p["severity"] == severity for p in all_problems) for severity in ("error", "warning", "info")
@@ -311,6 +319,7 @@ def _single_file(result: FileReport) -> dict[str, Any]:
         "path": result.path,
         "relpath": os.path.basename(result.path),
         "kind": None,
+        "format": checkpoint.format,
         "size": checkpoint.size,
         "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
         "globals": [_global(r) for r in checkpoint.globals],
