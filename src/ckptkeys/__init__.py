@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._check._problems import Problem, Severity
     from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
     from ._check._runs import Run, Save, scan_run
+    from ._check._safetensors_files import SafetensorsReport
     from ._export._entry import plan_export
     from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
         LimitError,
         NotACheckpointError,
         ReadError,
+        SafetensorsHeaderError,
         TorchScriptArchiveError,
         UnsupportedFormatError,
     )
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from ._read._limits import Limits
     from ._read._pickle import Opaque
     from ._read._reader import Checkpoint, read
+    from ._read._safetensors import SafetensorsFile, SafetensorsTensor, read_safetensors
     from ._read._torch import StorageInfo, TensorInfo
 
 __version__ = "0.1.0"
@@ -120,6 +123,10 @@ __all__ = [
     "ReadError",
     "Run",
     "RunReport",
+    "SafetensorsFile",
+    "SafetensorsHeaderError",
+    "SafetensorsReport",
+    "SafetensorsTensor",
     "Save",
     "Severity",
     "StorageInfo",
@@ -145,6 +152,7 @@ __all__ = [
     "plain",
     "plan_export",
     "read",
+    "read_safetensors",
     "scan",
     "scan_run",
     "validate",
@@ -165,10 +173,14 @@ _ELSEWHERE = {
     "LimitError": "_read._errors",
     "NotACheckpointError": "_read._errors",
     "ReadError": "_read._errors",
+    "SafetensorsHeaderError": "_read._errors",
     "TorchScriptArchiveError": "_read._errors",
     "UnsupportedFormatError": "_read._errors",
     "Checkpoint": "_read._reader",
     "read": "_read._reader",
+    "SafetensorsFile": "_read._safetensors",
+    "SafetensorsTensor": "_read._safetensors",
+    "read_safetensors": "_read._safetensors",
     "GlobalRef": "_read._globalref",
     "Opaque": "_read._pickle",
     "StorageInfo": "_read._torch",
@@ -194,6 +206,7 @@ _ELSEWHERE = {
     "validate_run": "_check._entry",
     "validate_tag": "_check._entry",
     "FileReport": "_check._reports",
+    "SafetensorsReport": "_check._safetensors_files",
     "RunReport": "_check._reports",
     "Verdict": "_check._converters",
     "ExportError": "_export._types",

@@ -8,6 +8,7 @@ from .. import schema
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._reader import read
+from .._read._safetensors import is_safetensors
 from ..naming import parse
 from ._dicts import check_dict, check_file, client_state_problems, guess_kind
 from ._layout import LayoutFile, scan
@@ -15,6 +16,7 @@ from ._plain_files import is_deepspeed_dict, plain_file_problem
 from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
 from ._runs import scan_run
+from ._safetensors_files import SafetensorsReport, validate_safetensors
 from ._security import globals_problems
 from ._validate import check_tag
 
@@ -127,8 +129,12 @@ def validate_path(
     all_saves: bool = False,
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> FileReport | ValidationReport | RunReport:
+) -> FileReport | SafetensorsReport | ValidationReport | RunReport:
     """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
+
+    A file whose content is a safetensors header (whatever its name) is read by
+    :func:`~ckptkeys.read_safetensors` (a :class:`SafetensorsReport`); any other file by
+    :func:`validate_file`.
 
     ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
     they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
@@ -140,7 +146,14 @@ def validate_path(
     if not os.path.isdir(root):
         if save is not None or all_saves:
             raise ValueError(f"{root}: a file, not a run folder: it has no saves to choose from")
-        return validate_file(root, kind=kind, limits=limits)
+        if kind is None and is_safetensors(root):  # by content, whatever its name
+            return validate_safetensors(root)
+        try:
+            return validate_file(root, kind=kind, limits=limits)
+        except NotACheckpointError:
+            if kind is None and root.lower().endswith(".safetensors"):
+                validate_safetensors(root)  # a broken header: its reason, rather than "not a torch checkpoint"
+            raise
     if kind:
         raise ValueError(f"{root}: a folder: kind applies to one file")
     layout = scan(root)

@@ -13,6 +13,7 @@ from .._check._entry import validate_path
 from .._check._layout import LayoutFile, TagLayout
 from .._check._problems import Problem
 from .._check._reports import FileReport, RunReport, TagReport, ValidationReport
+from .._check._safetensors_files import SafetensorsReport
 from .._check._security import read_error_problems
 from .._check._validate import moe_info
 from .._keys._registry import ModuleKeys
@@ -23,6 +24,7 @@ from .._read._pickle import Opaque
 from .._read._reader import Checkpoint
 from .._read._torch import TensorInfo, tensors_in
 from ..naming import FileKind
+from ._report_safetensors import safetensors_entry, safetensors_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -256,6 +258,12 @@ def build_report(
         document = _document(command, path, result.layout.kind)
         document.update(_folder(result, depth))
         all_problems = _problems(document)
+    elif isinstance(result, SafetensorsReport):
+        document = _document(command, path, "file")
+        document["files"] = [safetensors_entry(result.file, os.path.basename(path))]
+        document["problems"] = [_problem(p) for p in result.problems]
+        document["_trees"] = {os.path.basename(path): safetensors_tree(result.file, depth)}
+        all_problems = document["problems"]
     else:
         document = _document(command, path, "file")
         document["files"] = [_single_file(result)]

@@ -146,9 +146,16 @@ def _file_summary(entry: dict[str, Any]) -> str:
 
 
 def _file_lines(entry: dict[str, Any]) -> list[str]:
-    out = [f"File {entry['relpath']}: {entry['kind'] or 'not a DeepSpeed file name'}, {_size(entry['size'])}"]
+    what = entry["kind"] or ("safetensors" if entry.get("format") == "safetensors" else "not a DeepSpeed file name")
+    out = [f"File {entry['relpath']}: {what}, {_size(entry['size'])}"]
     for dtype, t in (entry.get("tensors") or {}).items():
         out.append(f"  {dtype}: {t['count']} tensors, {t['numel']:,} elements, {_size(t['bytes'])}")
+    if entry.get("format") == "safetensors":
+        tensors = entry["tensors"].values()
+        out.append(
+            f"  total: {sum(t['count'] for t in tensors)} tensors, {sum(t['numel'] for t in tensors):,} elements, "
+            f"{_size(sum(t['bytes'] for t in tensors))}; header {_size(entry['safetensors']['header_size'])}"
+        )
     return out
 
 

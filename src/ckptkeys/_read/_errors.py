@@ -16,6 +16,7 @@ __all__ = [
     "LimitError",
     "NotACheckpointError",
     "ReadError",
+    "SafetensorsHeaderError",
     "TorchScriptArchiveError",
     "UnsupportedFormatError",
 ]
@@ -45,6 +46,21 @@ class NotACheckpointError(ReadError):
 
 class CorruptCheckpointError(ReadError):
     """The file looks like a checkpoint but is truncated, inconsistent or malformed."""
+
+
+class SafetensorsHeaderError(CorruptCheckpointError):
+    """A safetensors file whose header the format's own reader refuses (see ``read_safetensors``).
+
+    ``tensor`` names the tensor at fault, or is ``None`` for the header as a whole.
+    """
+
+    def __init__(self, path: str, reason: str, tensor: str | None = None) -> None:
+        super().__init__(path, reason if tensor is None else f"tensor {tensor!r:.200} {reason}")
+        self.tensor = tensor
+        self.why = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.why, self.tensor), {"globals": self.globals})
 
 
 class LimitError(ReadError):

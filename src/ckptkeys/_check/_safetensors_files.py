@@ -1,0 +1,51 @@
+"""A safetensors file validated: its header read and checked (``_read._safetensors``), and what it is.
+
+Nothing DeepSpeed-specific is asked of it. Every problem the format's rules can find is one the
+reader raises (:class:`~ckptkeys.SafetensorsHeaderError`): a file whose header breaks them is
+unreadable input, as a corrupt torch file is. A readable one gets the ``not-deepspeed``
+information a plain torch file gets, saying what it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+from .._read._safetensors import SafetensorsFile, read_safetensors
+from ._problems import Problem, Severity
+
+__all__ = ["SafetensorsReport", "describe_safetensors", "validate_safetensors"]
+
+
+@dataclass(frozen=True, slots=True)
+class SafetensorsReport:
+    """One validated safetensors file: its header, and what validation says of it."""
+
+    path: str
+    file: SafetensorsFile
+    problems: tuple[Problem, ...]
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return self.problems
+
+
+def describe_safetensors(file: SafetensorsFile) -> str:
+    """"a safetensors file of 4 tensors (F32 3, BF16 1)": the tensors, by dtype."""
+    count = len(file.tensors)
+    dtypes = Counter(t.dtype for t in file.tensors)
+    by_dtype = f" ({', '.join(f'{d} {n}' for d, n in sorted(dtypes.items()))})" if dtypes else ""
+    return f"a safetensors file of {count} tensor{'' if count == 1 else 's'}{by_dtype}"
+
+
+def validate_safetensors(path: str | os.PathLike[str]) -> SafetensorsReport:
+    """Read the safetensors file at ``path`` and say what it is (a ``not-deepspeed`` information).
+
+    Raises :class:`~ckptkeys.SafetensorsHeaderError` for a header the format refuses, and
+    :class:`~ckptkeys.ReadError` for a file that cannot be read.
+    """
+    root = os.fspath(path)
+    file = read_safetensors(root)
+    info = Problem(Severity.INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {describe_safetensors(file)}", root)
+    return SafetensorsReport(root, file, (info,))
