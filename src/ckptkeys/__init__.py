@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
     from ._check._runs import Run, Save, scan_run
     from ._check._safetensors_files import SafetensorsReport
+    from ._check._weights_folders import WeightsFolderReport, WeightsIndex
     from ._export._entry import plan_export
     from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
@@ -144,6 +145,8 @@ __all__ = [
     "ValidationReport",
     "Verdict",
     "VocabKeys",
+    "WeightsFolderReport",
+    "WeightsIndex",
     "__version__",
     "export",
     "iter_members",
@@ -207,6 +210,8 @@ _ELSEWHERE = {
     "validate_tag": "_check._entry",
     "FileReport": "_check._reports",
     "SafetensorsReport": "_check._safetensors_files",
+    "WeightsFolderReport": "_check._weights_folders",
+    "WeightsIndex": "_check._weights_folders",
     "RunReport": "_check._reports",
     "Verdict": "_check._converters",
     "ExportError": "_export._types",

@@ -17,6 +17,7 @@ from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
 from ._runs import scan_run
 from ._safetensors_files import SafetensorsReport, validate_safetensors
+from ._weights_folders import WeightsFolderReport, is_weights_folder, validate_weights_folder
 from ._security import globals_problems
 from ._validate import check_tag
 
@@ -129,12 +130,14 @@ def validate_path(
     all_saves: bool = False,
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> FileReport | SafetensorsReport | ValidationReport | RunReport:
+) -> FileReport | SafetensorsReport | ValidationReport | RunReport | WeightsFolderReport:
     """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
 
     A file whose content is a safetensors header (whatever its name) is read by
     :func:`~ckptkeys.read_safetensors` (a :class:`SafetensorsReport`); any other file by
-    :func:`validate_file`.
+    :func:`validate_file`. A folder with no DeepSpeed checkpoint but model weights
+    (``model.safetensors``, or shards and their ``*.index.json``, as ``save_pretrained`` and
+    ``ckptkeys export`` write them) is a :class:`WeightsFolderReport`.
 
     ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
     they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
@@ -156,7 +159,14 @@ def validate_path(
             raise
     if kind:
         raise ValueError(f"{root}: a folder: kind applies to one file")
-    layout = scan(root)
+    try:
+        layout = scan(root)
+    except NotACheckpointError:
+        if not is_weights_folder(root):
+            raise
+        if save is not None or all_saves:  # no DeepSpeed checkpoint, but model weights (save_pretrained, export)
+            raise ValueError(f"{root}: a folder of model weights, not a run folder: it has no saves to choose from") from None
+        return validate_weights_folder(root)
     if layout.run is not None:
         return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)
     if save is not None or all_saves:

@@ -14,6 +14,7 @@ from .._check._layout import LayoutFile, TagLayout
 from .._check._problems import Problem
 from .._check._reports import FileReport, RunReport, TagReport, ValidationReport
 from .._check._safetensors_files import SafetensorsReport
+from .._check._weights_folders import WeightsFolderReport
 from .._check._security import read_error_problems
 from .._check._validate import moe_info
 from .._keys._registry import ModuleKeys
@@ -24,7 +25,7 @@ from .._read._pickle import Opaque
 from .._read._reader import Checkpoint
 from .._read._torch import TensorInfo, tensors_in
 from ..naming import FileKind
-from ._report_safetensors import safetensors_entry, safetensors_tree
+from ._report_safetensors import safetensors_entry, safetensors_tree, weights_document
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -258,6 +259,10 @@ def build_report(
         document = _document(command, path, result.layout.kind)
         document.update(_folder(result, depth))
         all_problems = _problems(document)
+    elif isinstance(result, WeightsFolderReport):
+        document = _document(command, path, "weights")
+        document.update(weights_document(result, depth, _weights_file))
+        all_problems = document["problems"]
     elif isinstance(result, SafetensorsReport):
         document = _document(command, path, "file")
         document["files"] = [safetensors_entry(result.file, os.path.basename(path))]
@@ -317,6 +322,22 @@ def read_error(error: ReadError) -> dict[str, Any]:
     """What a file that could not be read still tells: the problem's code and the globals named before."""
     problems = read_error_problems(error.path, error)
     return {"code": problems[0].code, "globals": [_global(ref) for ref in error.globals]}
+
+
+def _weights_file(checkpoint: Checkpoint, relpath: str, depth: int) -> tuple[dict[str, Any], list[str]]:
+    """A torch weight file of a weights folder: its entry and key tree, as a single file's."""
+    entry = {
+        "path": checkpoint.path,
+        "relpath": relpath,
+        "kind": None,
+        "format": checkpoint.format,
+        "size": checkpoint.size,
+        "readable": True,
+        "top_level_keys": [str(k) for k in checkpoint.data] if isinstance(checkpoint.data, dict) else None,
+        "globals": [_global(r) for r in checkpoint.globals],
+        "tensors": _by_dtype(_tensors(checkpoint.data)),
+    }
+    return entry, _file_tree(checkpoint.data, depth)
 
 
 def _single_file(result: FileReport) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def _size(n: int) -> str:
 _COLORS: Final = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
 
 
-_KINDS: Final = {"save": "save folder", "tag": "tag folder", "file": "file", "run": "run"}
+_KINDS: Final = {"save": "save folder", "tag": "tag folder", "file": "file", "run": "run", "weights": "weights folder"}
 
 
 def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
@@ -69,11 +69,17 @@ def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], val
     for tag in document["tags"]:
         out.append("")
         out += _tag_text(tag, validate_only)
+    for index in (document.get("weights") or {}).get("indexes", ()):
+        total = f"{index['total_size']:,} bytes" if index["total_size"] is not None else "not given"
+        out.append(
+            f"Index {index['name']}: {index['tensors']} tensors in {len(index['shards'])} shards, total_size {total}"
+        )
     for entry in document.get("files", ()):
         out.append("")
         out += _file_lines(entry)
         if not validate_only:
-            for lines in document.get("_trees", {}).values():
+            lines = document.get("_trees", {}).get(entry["relpath"])
+            if lines is not None:
                 out.append("  keys:")
                 out += ["    " + line for line in lines]
             out += _globals_text([entry])

@@ -1,0 +1,247 @@
+"""A folder of model weights as ``save_pretrained`` and ``ckptkeys export`` write it, checked against its index.
+
+Such a folder holds ``model.safetensors``, or shards ``model-0000K-of-0000N.safetensors`` and the
+index ``model.safetensors.index.json`` (``{"metadata": {"total_size": ...}, "weight_map": {tensor:
+shard}}``); the same with torch files for ``pytorch_model.bin`` (``pytorch_model.bin.index.json``,
+``pytorch_model-0000K-of-0000N.bin``). It is no DeepSpeed checkpoint: :func:`validate_path` asks
+this module only about a folder :func:`scan` finds no checkpoint in. Each index is checked against
+its shards: a shard it names that is missing (an error naming one tensor that needs it), a tensor
+it maps to a shard that lacks it (an error), a tensor a shard holds that it does not list (a
+warning), ``total_size`` against the sum of the tensors' sizes (a warning). Every shard is read
+(safetensors headers as the format checks them; torch shards' pickles, with the security
+findings every torch file gets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from .._read._errors import NotACheckpointError, ReadError
+from .._read._files import read_small
+from .._read._reader import Checkpoint, read_inside
+from .._read._safetensors import SafetensorsFile, read_safetensors
+from .._read._torch import TensorInfo
+from ._problems import Problem, Severity
+from ._security import globals_problems, read_error_problems
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+__all__ = ["WeightsFolderReport", "WeightsIndex", "is_weights_folder", "validate_weights_folder"]
+
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+# What marks a weights folder: an index, or the one file an unsharded save_pretrained writes.
+_INDEX_SUFFIXES: Final = (".safetensors.index.json", ".bin.index.json")
+_SINGLE_FILES: Final = ("model.safetensors", "pytorch_model.bin")
+# A shard's name as transformers writes it: model-00001-of-00004.safetensors, pytorch_model-00001-of-00002.bin.
+_SHARD_NAME: Final = re.compile(r".+-\d{5}-of-\d{5}\.(?:safetensors|bin)")
+# An index is JSON naming every tensor once: 64 MiB is ~500,000 names of 100 characters.
+_MAX_INDEX_BYTES: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsIndex:
+    """One ``*.index.json`` of a weights folder, as read (``None`` fields where it lacks them)."""
+
+    name: str
+    """The index file's name in the folder."""
+    total_size: int | None
+    """``metadata.total_size``: the bytes of all tensors, as the writer counted them."""
+    metadata: dict[str, Any] | None
+    weight_map: dict[str, str]
+    """Tensor name to shard file name."""
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsFolderReport:
+    """A validated weights folder: its indexes, its weight files read, and the problems."""
+
+    path: str
+    indexes: tuple[WeightsIndex, ...]
+    files: dict[str, SafetensorsFile | Checkpoint]
+    """Every weight file read, by its name in the folder: shards, or the one unsharded file."""
+    problems: tuple[Problem, ...]
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return self.problems
+
+    def tensors(self, name: str) -> dict[str, int]:
+        """The tensors of the weight file ``name`` with each one's size in bytes."""
+        return _tensor_sizes(self.files[name])
+
+
+def _tensor_sizes(file: SafetensorsFile | Checkpoint) -> dict[str, int]:
+    if isinstance(file, SafetensorsFile):
+        return {t.name: t.nbytes for t in file.tensors}
+    data = file.data
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v.nbytes for k, v in data.items() if isinstance(v, TensorInfo)}
+
+
+def is_weights_folder(path: str) -> bool:
+    """Whether the folder at ``path`` holds an index or a ``model.safetensors``/``pytorch_model.bin``."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return any(n.endswith(_INDEX_SUFFIXES) for n in names) or any(n in names for n in _SINGLE_FILES)
+
+
+def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) -> WeightsIndex | None:
+    where = os.path.join(path, name)
+    try:
+        document = json.loads(read_small(where, boundary=boundary, max_bytes=_MAX_INDEX_BYTES))
+    except ReadError as error:
+        problems.append(Problem(E, "unreadable-index", error.reason, where))
+        return None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        problems.append(Problem(E, "unreadable-index", f"is not JSON: {str(error):.200}", where))
+        return None
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        problems.append(Problem(E, "unreadable-index", "has no weight_map of tensor names to file names", where))
+        return None
+    metadata = document.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else None
+    total = metadata.get("total_size") if metadata is not None else None
+    return WeightsIndex(name, total if type(total) is int else None, metadata, weight_map)
+
+
+def _read_weights(path: str, boundary: str) -> SafetensorsFile | Checkpoint:
+    if path.endswith(".safetensors"):
+        return read_safetensors(path, boundary=boundary)
+    return read_inside(path, boundary)
+
+
+def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport:
+    """Read the weights folder at ``path`` (shards and index, or one weight file) and check it.
+
+    Raises :class:`~ckptkeys.NotACheckpointError` if it holds no index, ``model.safetensors`` nor
+    ``pytorch_model.bin``, and :class:`~ckptkeys.ReadError` if it cannot be listed.
+    """
+    root = os.fspath(path)
+    boundary = os.path.realpath(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError as error:
+        raise ReadError(root, f"cannot be listed: {error.strerror or error}") from None
+    problems: list[Problem] = []
+    indexes = [
+        index
+        for name in names
+        if name.endswith(_INDEX_SUFFIXES)
+        and (index := _read_index(root, name, boundary, problems)) is not None
+    ]
+    if not indexes and not problems and not any(n in names for n in _SINGLE_FILES):
+        raise NotACheckpointError(root, "holds no checkpoint: no DeepSpeed files, no weights index and no model weights")
+    wanted: list[str] = []
+    for index in indexes:
+        wanted += [s for s in dict.fromkeys(index.weight_map.values()) if s not in wanted]
+    if not indexes:
+        wanted = [n for n in _SINGLE_FILES if n in names]
+    files: dict[str, SafetensorsFile | Checkpoint] = {}
+    for shard in sorted(wanted):
+        where = os.path.join(root, shard)
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            continue  # reported against its index below
+        if shard not in names:
+            continue
+        try:
+            files[shard] = _read_weights(where, boundary)
+        except ReadError as error:
+            problems += read_error_problems(where, error)
+            continue
+        found = files[shard]
+        if isinstance(found, Checkpoint):
+            problems += globals_problems(where, found.globals)
+    for index in indexes:
+        problems += _check_index(root, index, names, files)
+    listed = {shard for index in indexes for shard in index.weight_map.values()}
+    for name in names:
+        if indexes and _SHARD_NAME.fullmatch(name) and name not in listed:
+            problems.append(Problem(W, "unlisted-shard", "a weight file no index names", os.path.join(root, name)))
+    problems.append(Problem(INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {_describe(indexes, files)}", root))
+    return WeightsFolderReport(root, tuple(indexes), files, tuple(problems))
+
+
+def _check_index(
+    root: str, index: WeightsIndex, names: list[str], files: dict[str, SafetensorsFile | Checkpoint]
+) -> list[Problem]:
+    where = os.path.join(root, index.name)
+    problems: list[Problem] = []
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in index.weight_map.items():
+        by_shard.setdefault(shard, []).append(tensor)
+    sizes: dict[str, int] = {}
+    for shard, tensors in by_shard.items():
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            problems.append(
+                Problem(E, "missing-shard", f"maps {tensors[0]!r} to {shard!r}, not a file of this folder", where)
+            )
+            continue
+        if shard not in names:
+            problems.append(
+                Problem(
+                    E,
+                    "missing-shard",
+                    f"{shard} is missing: the index maps {len(tensors)} tensor(s) to it, {tensors[0]!r} first",
+                    os.path.join(root, shard),
+                    tensors[0],
+                )
+            )
+            continue
+        if shard not in files:
+            continue  # unreadable: already a problem
+        held = _tensor_sizes(files[shard])
+        sizes.update(held)
+        for tensor in tensors:
+            if tensor not in held:
+                problems.append(
+                    Problem(
+                        E,
+                        "shard-lacks-tensor",
+                        f"the index maps {tensor!r} to {shard}, which does not hold it",
+                        os.path.join(root, shard),
+                        tensor,
+                    )
+                )
+        for tensor in held:
+            if index.weight_map.get(tensor) != shard:
+                other = index.weight_map.get(tensor)
+                said = f"maps it to {other}" if other is not None else "does not list it"
+                problems.append(
+                    Problem(
+                        W, "unlisted-tensor", f"{shard} holds {tensor!r}; {index.name} {said}", os.path.join(root, shard), tensor
+                    )
+                )
+    complete = all(shard in files for shard in by_shard)
+    if index.total_size is not None and complete:
+        total = sum(sizes.get(tensor, 0) for tensor in index.weight_map)
+        if total != index.total_size:
+            problems.append(
+                Problem(
+                    W,
+                    "index-total-size",
+                    f"metadata.total_size is {index.total_size}, the tensors it maps hold {total} bytes",
+                    where,
+                    "metadata/total_size",
+                )
+            )
+    return problems
+
+
+def _describe(indexes: list[WeightsIndex], files: dict[str, SafetensorsFile | Checkpoint]) -> str:
+    tensors = sum(len(_tensor_sizes(f)) for f in files.values())
+    formats = sorted({"safetensors" if isinstance(f, SafetensorsFile) else "torch" for f in files.values()})
+    kind = " and ".join(formats) or "weight"
+    if indexes:
+        shards = len({s for index in indexes for s in index.weight_map.values()})
+        return f"a folder of {shards} {kind} shard(s) with {' and '.join(i.name for i in indexes)}, {tensors} tensors"
+    return f"a folder of model weights ({', '.join(files) or 'unreadable'}), {tensors} tensors"
