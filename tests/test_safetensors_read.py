@@ -323,3 +323,8 @@ def test_any_damage_is_read_or_a_header_error(
 
         json.loads(raw, object_pairs_hook=pairs)
         assert any(duplicated)
+
+
+def test_read_of_a_safetensors_file_says_what_it_is() -> None:
+    with pytest.raises(ckptkeys.NotACheckpointError, match="is a safetensors file, not a torch checkpoint"):
+        ckptkeys.read(TRAINER_WEIGHTS)

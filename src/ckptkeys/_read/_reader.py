@@ -33,6 +33,7 @@ from ._files import open_regular
 from ._globalref import GlobalRef
 from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
+from ._safetensors import looks_like_safetensors
 from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, open_archive
 
@@ -279,6 +280,10 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
             named.update(dict.fromkeys(error.globals))
             error.globals = tuple(named)
             if start == 0 and not error.globals and isinstance(error, CorruptCheckpointError):
+                if looks_like_safetensors(bytes(data[: _SNIFF_BYTES + 1]), size):
+                    raise NotACheckpointError(
+                        name, "is a safetensors file, not a torch checkpoint (read_safetensors reads its header)"
+                    ) from None
                 raise NotACheckpointError(
                     name,
                     "is not a torch checkpoint: neither a zip archive nor torch's legacy format "
