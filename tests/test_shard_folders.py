@@ -209,3 +209,22 @@ def test_a_folder_of_nothing_is_still_no_checkpoint(tmp_path: pathlib.Path) -> N
 def test_save_on_a_weights_folder_is_a_usage_error(sharded: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="a folder of model weights, not a run folder"):
         ckptkeys.validate_path(sharded, save="checkpoint-2")
+
+
+def test_what_save_pretrained_writes_is_healthy(tmp_path: pathlib.Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "whole")
+    sharded = ckptkeys.validate_path(tmp_path / "sharded")
+    assert isinstance(sharded, WeightsFolderReport)
+    assert [p.code for p in sharded.problems] == ["not-deepspeed"]
+    (index,) = sharded.indexes
+    assert len(sharded.files) > 1 and set(sharded.files) == set(index.weight_map.values())
+    whole = ckptkeys.validate_path(tmp_path / "whole")
+    assert isinstance(whole, WeightsFolderReport) and list(whole.files) == ["model.safetensors"]
+    assert whole.tensors("model.safetensors") == {
+        name: size for shard in sharded.files for name, size in sharded.tensors(shard).items()
+    }
