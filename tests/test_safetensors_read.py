@@ -328,3 +328,10 @@ def test_any_damage_is_read_or_a_header_error(
 def test_read_of_a_safetensors_file_says_what_it_is() -> None:
     with pytest.raises(ckptkeys.NotACheckpointError, match="is a safetensors file, not a torch checkpoint"):
         ckptkeys.read(TRAINER_WEIGHTS)
+
+
+def test_reprs_are_one_line() -> None:
+    file = read_safetensors(TRAINER_WEIGHTS)
+    assert repr(file) == f"<SafetensorsFile {str(TRAINER_WEIGHTS)!r}: 29 tensors, BF16, 64,768 bytes, metadata ['format']>"
+    report = ckptkeys.validate_path(TRAINER_WEIGHTS)
+    assert repr(report) == f"<SafetensorsReport {str(TRAINER_WEIGHTS)!r}: 29 tensors, 1 info>"

@@ -228,3 +228,13 @@ def test_what_save_pretrained_writes_is_healthy(tmp_path: pathlib.Path) -> None:
     assert whole.tensors("model.safetensors") == {
         name: size for shard in sharded.files for name, size in sharded.tensors(shard).items()
     }
+
+
+def test_reprs_are_one_line(sharded: pathlib.Path) -> None:
+    report = ckptkeys.validate_path(sharded)
+    assert isinstance(report, WeightsFolderReport)
+    shards = len(report.files)
+    assert repr(report) == f"<WeightsFolderReport {str(sharded)!r}: {shards} files, 1 index, 1 info>"
+    (index,) = report.indexes
+    total = _index(sharded)["metadata"]["total_size"]
+    assert repr(index) == f"<WeightsIndex {INDEX!r}: 28 tensors in {shards} shards, total_size {total:,}>"

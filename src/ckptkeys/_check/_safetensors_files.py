@@ -15,20 +15,35 @@ from dataclasses import dataclass
 from .._read._safetensors import SafetensorsFile, read_safetensors
 from ._problems import Problem, Severity
 
-__all__ = ["SafetensorsReport", "describe_safetensors", "validate_safetensors"]
+__all__ = ["SafetensorsReport", "describe_safetensors", "severities", "validate_safetensors"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class SafetensorsReport:
-    """One validated safetensors file: its header, and what validation says of it."""
+    """One validated safetensors file: its header, and what validation says of it.
+
+    Its repr is one line (file, tensors, problems by severity); the header is :attr:`file`.
+    """
 
     path: str
     file: SafetensorsFile
     problems: tuple[Problem, ...]
 
+    def __repr__(self) -> str:
+        count = len(self.file.tensors)
+        facts = f"{count:,} tensor{'' if count == 1 else 's'}, {severities(self.problems)}"
+        return f"<SafetensorsReport {self.path!r}: {facts}>"
+
     @property
     def all_problems(self) -> tuple[Problem, ...]:
         return self.problems
+
+
+def severities(problems: tuple[Problem, ...]) -> str:
+    """"1 error, 2 warnings, 1 info" (``"no problems"``): the reprs' summary of problems."""
+    counts = [(level, sum(p.severity == level for p in problems)) for level in Severity]
+    parts = [f"{n} {level}{'' if n == 1 or level is Severity.INFO else 's'}" for level, n in counts if n]
+    return ", ".join(parts) or "no problems"
 
 
 def describe_safetensors(file: SafetensorsFile) -> str:

@@ -25,6 +25,7 @@ from .._read._reader import Checkpoint, read_inside
 from .._read._safetensors import SafetensorsFile, read_safetensors
 from .._read._torch import TensorInfo
 from ._problems import Problem, Severity
+from ._safetensors_files import severities
 from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
@@ -44,9 +45,12 @@ _SHARD_NAME: Final = re.compile(r".+-\d{5}-of-\d{5}\.(?:safetensors|bin)")
 _MAX_INDEX_BYTES: Final = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class WeightsIndex:
-    """One ``*.index.json`` of a weights folder, as read (``None`` fields where it lacks them)."""
+    """One ``*.index.json`` of a weights folder, as read (``None`` fields where it lacks them).
+
+    Its repr is one line (name, tensors, shards, ``total_size``); the map is :attr:`weight_map`.
+    """
 
     name: str
     """The index file's name in the folder."""
@@ -56,16 +60,29 @@ class WeightsIndex:
     weight_map: dict[str, str]
     """Tensor name to shard file name."""
 
+    def __repr__(self) -> str:
+        shards = len(set(self.weight_map.values()))
+        total = "no total_size" if self.total_size is None else f"total_size {self.total_size:,}"
+        return f"<WeightsIndex {self.name!r}: {len(self.weight_map):,} tensors in {shards:,} shards, {total}>"
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class WeightsFolderReport:
-    """A validated weights folder: its indexes, its weight files read, and the problems."""
+    """A validated weights folder: its indexes, its weight files read, and the problems.
+
+    Its repr is one line (folder, files, indexes, problems by severity).
+    """
 
     path: str
     indexes: tuple[WeightsIndex, ...]
     files: dict[str, SafetensorsFile | Checkpoint]
     """Every weight file read, by its name in the folder: shards, or the one unsharded file."""
     problems: tuple[Problem, ...]
+
+    def __repr__(self) -> str:
+        files, indexes = len(self.files), len(self.indexes)
+        facts = f"{files} file{'' if files == 1 else 's'}, {indexes} index{'' if indexes == 1 else 'es'}"
+        return f"<WeightsFolderReport {self.path!r}: {facts}, {severities(self.problems)}>"
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:

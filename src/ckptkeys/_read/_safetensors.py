@@ -95,9 +95,12 @@ class SafetensorsTensor:
         return self.data_offsets[1] - self.data_offsets[0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class SafetensorsFile:
-    """A safetensors file's header, checked: its tensors in the header's order, and its metadata."""
+    """A safetensors file's header, checked: its tensors in the header's order, and its metadata.
+
+    Its repr is one line (file, tensors, dtypes, bytes); the tensors are :attr:`tensors`.
+    """
 
     path: str
     size: int
@@ -107,6 +110,15 @@ class SafetensorsFile:
     tensors: tuple[SafetensorsTensor, ...]
     metadata: dict[str, str] | None
     """``__metadata__``, or ``None`` where the header has none (or ``null``)."""
+
+    def __repr__(self) -> str:
+        count = len(self.tensors)
+        dtypes = "/".join(sorted({t.dtype for t in self.tensors}))
+        facts = [f"{count:,} tensor{'' if count == 1 else 's'}"] + ([dtypes] if dtypes else [])
+        facts.append(f"{sum(t.nbytes for t in self.tensors):,} bytes")
+        if self.metadata:
+            facts.append(f"metadata {sorted(self.metadata)}"[:80])
+        return f"<SafetensorsFile {self.path!r}: {', '.join(facts)}>"
 
     @property
     def data_start(self) -> int:
