@@ -335,3 +335,45 @@ def test_reprs_are_one_line() -> None:
     assert repr(file) == f"<SafetensorsFile {str(TRAINER_WEIGHTS)!r}: 29 tensors, BF16, 64,768 bytes, metadata ['format']>"
     report = ckptkeys.validate_path(TRAINER_WEIGHTS)
     assert repr(report) == f"<SafetensorsReport {str(TRAINER_WEIGHTS)!r}: 29 tensors, 1 info>"
+
+
+def test_a_file_torch_would_unpickle_too_is_refused_as_ambiguous(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A safetensors/pickle polyglot would hide what the pickle names: refused with the globals.
+
+    No such file is known (the length prefix is no pickle: torch.load and ckptkeys' reader both
+    stop at once, naming nothing, as the first test shows); the decision is tested by making the
+    torch reader see a pickle that names a global, or a whole checkpoint.
+    """
+    from ckptkeys._check import _safetensors_files
+    from ckptkeys._read._globalref import GlobalRef
+
+    path = _write(tmp_path, _bytes(GOOD, bytes(52)), "model.pt")
+    with pytest.raises(ckptkeys.NotACheckpointError, match="is a safetensors file"):
+        ckptkeys.read(path)  # what really happens: no pickle, no global
+    assert isinstance(ckptkeys.validate_path(path), ckptkeys.SafetensorsReport)
+
+    named = ckptkeys.CorruptCheckpointError(str(path), "truncated pickle")
+    named.globals = (GlobalRef("os", "system"),)
+
+    def fails(_: str) -> Any:
+        raise named
+
+    monkeypatch.setattr(_safetensors_files, "read", fails)
+    with pytest.raises(ckptkeys.AmbiguousFileError, match="torch.load and safetensors read it differently") as caught:
+        ckptkeys.validate_path(path)
+    assert caught.value.globals == named.globals
+    status, _, err = _run_cli("validate", str(path))
+    assert status == 2 and "os.system" in err
+
+    monkeypatch.setattr(_safetensors_files, "read", lambda _: ckptkeys.read(DATA / "plain" / "state_dict.pt"))
+    with pytest.raises(ckptkeys.AmbiguousFileError, match="is a torch checkpoint"):
+        ckptkeys.validate_path(path)
+
+
+def _run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()

@@ -12,6 +12,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
+from .._read._errors import AmbiguousFileError, NotACheckpointError, ReadError
+from .._read._reader import read
 from .._read._safetensors import SafetensorsFile, read_safetensors
 from ._problems import Problem, Severity
 
@@ -54,13 +56,47 @@ def describe_safetensors(file: SafetensorsFile) -> str:
     return f"a safetensors file of {count} tensor{'' if count == 1 else 's'}{by_dtype}"
 
 
+def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
+    """Refuse a file ``torch.load`` would read as a pickle too: shown as safetensors, it would hide
+    what the pickle names.
+
+    ``torch.load`` of a file that is no zip unpickles it from its first byte. A safetensors file's
+    length prefix is no pickle, and the reader says so (``NotACheckpointError``, no global named).
+    Anything else (a pickle that reads, names globals before failing, or a tar torch would open)
+    makes the file two things at once: :class:`~ckptkeys.AmbiguousFileError`, with the globals.
+    """
+    try:
+        read(path)
+    except NotACheckpointError as error:
+        if not error.globals:
+            return
+        refused: ReadError = error
+    except ReadError as error:
+        refused = error
+    else:
+        refused = ReadError(path, "is a torch checkpoint")
+    ambiguous = AmbiguousFileError(
+        path,
+        "torch.load and safetensors read it differently",
+        (
+            f"torch.load unpickles it ({refused.reason}; its pickle names "
+            f"{len(refused.globals)} global(s))",
+            f"safetensors reads a header of {len(file.tensors)} tensor(s)",
+        ),
+    )
+    ambiguous.globals = refused.globals
+    raise ambiguous
+
+
 def validate_safetensors(path: str | os.PathLike[str]) -> SafetensorsReport:
     """Read the safetensors file at ``path`` and say what it is (a ``not-deepspeed`` information).
 
-    Raises :class:`~ckptkeys.SafetensorsHeaderError` for a header the format refuses, and
-    :class:`~ckptkeys.ReadError` for a file that cannot be read.
+    Raises :class:`~ckptkeys.SafetensorsHeaderError` for a header the format refuses,
+    :class:`~ckptkeys.AmbiguousFileError` for a file ``torch.load`` would unpickle too (a
+    polyglot), and :class:`~ckptkeys.ReadError` for a file that cannot be read.
     """
     root = os.fspath(path)
     file = read_safetensors(root)
+    _not_a_torch_file(root, file)
     info = Problem(Severity.INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {describe_safetensors(file)}", root)
     return SafetensorsReport(root, file, (info,))
