@@ -196,11 +196,13 @@ def read_safetensors(path: str | os.PathLike[str], *, boundary: str | None = Non
 
 def _no_duplicates(path: str) -> Any:
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for key, value in items:
-            if key in found:
-                raise SafetensorsHeaderError(path, "is named twice in the header", tensor=key)
-            found[key] = value
+        found = dict(items)
+        if len(found) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    raise SafetensorsHeaderError(path, "is named twice in the header", tensor=key)
+                seen.add(key)
         return found
 
     return pairs
@@ -228,27 +230,17 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
         raise SafetensorsHeaderError(path, f"the header is not JSON: {str(error):.200}") from None
     if not isinstance(header, dict):
         raise SafetensorsHeaderError(path, f"the header is a JSON {type(header).__name__}, not an object")
-    _no_lone_surrogates(path, header)
+    if "\\u" in text:  # only an escape makes a surrogate: decoded UTF-8 holds none
+        _no_lone_surrogates(path, header)
     return header
 
 
-def _no_lone_surrogates(path: str, value: Any) -> None:
+def _no_lone_surrogates(path: str, header: dict[str, Any]) -> None:
     """Python's json takes a ``\\ud800`` escape with no partner; the crate's JSON reader refuses it."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack += list(item)
-            stack += list(item.values())
-        elif isinstance(item, list):
-            stack += item
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SafetensorsHeaderError(
-                    path, "the header is not JSON: a \\u escape is half of a surrogate pair"
-                ) from None
+    try:
+        json.dumps(header, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SafetensorsHeaderError(path, "the header is not JSON: a \\u escape is half of a surrogate pair") from None
 
 
 def _usize(value: Any) -> bool:
