@@ -15,6 +15,7 @@ refuses it), is not a finding. Replay one with ``--seed N``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,10 +27,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-import safetensors  # noqa: E402
+import safetensors
 
-from ckptkeys import SafetensorsHeaderError, read_safetensors  # noqa: E402
-from ckptkeys._read._safetensors import DTYPE_BITS  # noqa: E402
+from ckptkeys import SafetensorsHeaderError, read_safetensors
+from ckptkeys._read._safetensors import DTYPE_BITS
 
 
 def _valid(rng: random.Random) -> tuple[dict[str, Any], int]:
@@ -87,16 +88,17 @@ def make(seed: int) -> bytes:
     rng = random.Random(seed)
     header, size = _valid(rng)
     for _ in range(rng.choice((0, 0, 1, 2))):
-        try:
+        # An earlier edit may have taken what this one changes.
+        with contextlib.suppress(KeyError, TypeError, AttributeError, IndexError):
             _edit(rng, header)
-        except (KeyError, TypeError, AttributeError, IndexError):  # an earlier edit took what this one changes
-            pass
     text = json.dumps(header, ensure_ascii=rng.random() < 0.5).encode()
     if rng.random() < 0.8:
         text += b" " * (-len(text) % 8)
     content = bytearray(struct.pack("<Q", len(text)) + text + bytes(size))
     for _ in range(rng.choice((0, 0, 0, 1, 2))):
-        content[rng.randrange(len(content))] = rng.choice((0x20, 0x22, 0x2C, 0x30, 0x5C, 0x7B, 0x7D, 0xFF, rng.randrange(256)))
+        content[rng.randrange(len(content))] = rng.choice(
+            (0x20, 0x22, 0x2C, 0x30, 0x5C, 0x7B, 0x7D, 0xFF, rng.randrange(256))
+        )
     if rng.random() < 0.1:
         content = content[: rng.randrange(len(content) + 1)]
     elif rng.random() < 0.05:

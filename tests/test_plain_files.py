@@ -113,6 +113,7 @@ def test_a_renamed_deepspeed_file_is_still_checked_as_one(tmp_path: pathlib.Path
     data = ckptkeys.read(renamed).data
     assert is_deepspeed_dict(data)
     assert "not-deepspeed" not in _codes(renamed)
+
     def said(path: pathlib.Path) -> list[tuple[str, str, str | None]]:
         return [(p.code, p.message, p.key_path) for p in ckptkeys.validate(path)]
 

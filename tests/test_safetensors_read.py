@@ -102,9 +102,16 @@ def _broken(name: str) -> tuple[bytes, str, str | None]:
             "overlaps the one before",
             "b",
         ),
-        "backwards": (_bytes({"a": {**a, "data_offsets": [0, 0]}, "b": {**a, "data_offsets": [0, 8]}}, bytes(8)),
-                      "span 0", "a"),
-        "wrong-size": (_bytes({"a": {**a, "shape": [3]}}, bytes(8)), "(12 bytes), but its data_offsets [0, 8] span 8", "a"),
+        "backwards": (
+            _bytes({"a": {**a, "data_offsets": [0, 0]}, "b": {**a, "data_offsets": [0, 8]}}, bytes(8)),
+            "span 0",
+            "a",
+        ),
+        "wrong-size": (
+            _bytes({"a": {**a, "shape": [3]}}, bytes(8)),
+            "(12 bytes), but its data_offsets [0, 8] span 8",
+            "a",
+        ),
         "overflow": (_bytes({"a": {**a, "shape": [2**40, 2**40]}}, bytes(8)), "too large", "a"),
         "cut-short": (_bytes({"a": a}, bytes(6)), "cut short", None),
         "trailing-bytes": (_bytes({"a": a}, bytes(10)), "covered by no tensor", None),
@@ -332,7 +339,9 @@ def test_read_of_a_safetensors_file_says_what_it_is() -> None:
 
 def test_reprs_are_one_line() -> None:
     file = read_safetensors(TRAINER_WEIGHTS)
-    assert repr(file) == f"<SafetensorsFile {str(TRAINER_WEIGHTS)!r}: 29 tensors, BF16, 64,768 bytes, metadata ['format']>"
+    assert (
+        repr(file) == f"<SafetensorsFile {str(TRAINER_WEIGHTS)!r}: 29 tensors, BF16, 64,768 bytes, metadata ['format']>"
+    )
     report = ckptkeys.validate_path(TRAINER_WEIGHTS)
     assert repr(report) == f"<SafetensorsReport {str(TRAINER_WEIGHTS)!r}: 29 tensors, 1 info>"
 
@@ -361,7 +370,7 @@ def test_a_file_torch_would_unpickle_too_is_refused_as_ambiguous(
         raise named
 
     monkeypatch.setattr(_safetensors_files, "read", fails)
-    with pytest.raises(ckptkeys.AmbiguousFileError, match="torch.load and safetensors read it differently") as caught:
+    with pytest.raises(ckptkeys.AmbiguousFileError, match=r"torch\.load and safetensors read it differently") as caught:
         ckptkeys.validate_path(path)
     assert caught.value.globals == named.globals
     status, _, err = _run_cli("validate", str(path))

@@ -17,9 +17,9 @@ from ._problems import Problem
 from ._reports import FileReport, RunReport, TagReport, ValidationReport
 from ._runs import scan_run
 from ._safetensors_files import SafetensorsReport, validate_safetensors
-from ._weights_folders import WeightsFolderReport, is_weights_folder, validate_weights_folder
 from ._security import globals_problems
 from ._validate import check_tag
+from ._weights_folders import WeightsFolderReport, is_weights_folder, validate_weights_folder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -165,7 +165,9 @@ def validate_path(
         if not is_weights_folder(root):
             raise
         if save is not None or all_saves:  # no DeepSpeed checkpoint, but model weights (save_pretrained, export)
-            raise ValueError(f"{root}: a folder of model weights, not a run folder: it has no saves to choose from") from None
+            raise ValueError(
+                f"{root}: a folder of model weights, not a run folder: it has no saves to choose from"
+            ) from None
         return validate_weights_folder(root)
     if layout.run is not None:
         return validate_run(root, save=save, all_saves=all_saves, limits=limits, progress=progress)

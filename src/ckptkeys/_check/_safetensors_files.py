@@ -42,14 +42,14 @@ class SafetensorsReport:
 
 
 def severities(problems: tuple[Problem, ...]) -> str:
-    """"1 error, 2 warnings, 1 info" (``"no problems"``): the reprs' summary of problems."""
+    """The reprs' summary of problems: ``"1 error, 2 warnings, 1 info"``, or ``"no problems"``."""
     counts = [(level, sum(p.severity == level for p in problems)) for level in Severity]
     parts = [f"{n} {level}{'' if n == 1 or level is Severity.INFO else 's'}" for level, n in counts if n]
     return ", ".join(parts) or "no problems"
 
 
 def describe_safetensors(file: SafetensorsFile) -> str:
-    """"a safetensors file of 4 tensors (F32 3, BF16 1)": the tensors, by dtype."""
+    """What a safetensors file holds, by dtype: ``"a safetensors file of 4 tensors (BF16 1, F32 3)"``."""
     count = len(file.tensors)
     dtypes = Counter(t.dtype for t in file.tensors)
     by_dtype = f" ({', '.join(f'{d} {n}' for d, n in sorted(dtypes.items()))})" if dtypes else ""
@@ -79,8 +79,7 @@ def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
         path,
         "torch.load and safetensors read it differently",
         (
-            f"torch.load unpickles it ({refused.reason}; its pickle names "
-            f"{len(refused.globals)} global(s))",
+            f"torch.load unpickles it ({refused.reason}; its pickle names {len(refused.globals)} global(s))",
             f"safetensors reads a header of {len(file.tensors)} tensor(s)",
         ),
     )

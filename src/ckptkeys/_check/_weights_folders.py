@@ -119,7 +119,7 @@ def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) ->
         problems.append(Problem(E, "unreadable-index", error.reason, where))
         return None
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
-        problems.append(Problem(E, "unreadable-index", f"is not JSON: {str(error):.200}", where))
+        problems.append(Problem(E, "unreadable-index", f"is not JSON: {error!s:.200}", where))
         return None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
@@ -153,11 +153,12 @@ def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport
     indexes = [
         index
         for name in names
-        if name.endswith(_INDEX_SUFFIXES)
-        and (index := _read_index(root, name, boundary, problems)) is not None
+        if name.endswith(_INDEX_SUFFIXES) and (index := _read_index(root, name, boundary, problems)) is not None
     ]
     if not indexes and not problems and not any(n in names for n in _SINGLE_FILES):
-        raise NotACheckpointError(root, "holds no checkpoint: no DeepSpeed files, no weights index and no model weights")
+        raise NotACheckpointError(
+            root, "holds no checkpoint: no DeepSpeed files, no weights index and no model weights"
+        )
     wanted: list[str] = []
     for index in indexes:
         wanted += [s for s in dict.fromkeys(index.weight_map.values()) if s not in wanted]
@@ -235,7 +236,11 @@ def _check_index(
                 said = f"maps it to {other}" if other is not None else "does not list it"
                 problems.append(
                     Problem(
-                        W, "unlisted-tensor", f"{shard} holds {tensor!r}; {index.name} {said}", os.path.join(root, shard), tensor
+                        W,
+                        "unlisted-tensor",
+                        f"{shard} holds {tensor!r}; {index.name} {said}",
+                        os.path.join(root, shard),
+                        tensor,
                     )
                 )
     complete = all(shard in files for shard in by_shard)

@@ -14,9 +14,9 @@ from .._check._layout import LayoutFile, TagLayout
 from .._check._problems import Problem
 from .._check._reports import FileReport, RunReport, TagReport, ValidationReport
 from .._check._safetensors_files import SafetensorsReport
-from .._check._weights_folders import WeightsFolderReport
 from .._check._security import read_error_problems
 from .._check._validate import moe_info
+from .._check._weights_folders import WeightsFolderReport
 from .._keys._registry import ModuleKeys
 from .._read._errors import ReadError
 from .._read._globalref import GlobalRef

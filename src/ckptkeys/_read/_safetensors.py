@@ -227,7 +227,7 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise SafetensorsHeaderError(path, "the header nests too deep to be a safetensors header") from None
     except ValueError as error:  # JSONDecodeError, and int() of more than 4300 digits
-        raise SafetensorsHeaderError(path, f"the header is not JSON: {str(error):.200}") from None
+        raise SafetensorsHeaderError(path, f"the header is not JSON: {error!s:.200}") from None
     if not isinstance(header, dict):
         raise SafetensorsHeaderError(path, f"the header is a JSON {type(header).__name__}, not an object")
     if "\\u" in text:  # only an escape makes a surrogate: decoded UTF-8 holds none
@@ -249,9 +249,7 @@ def _usize(value: Any) -> bool:
 
 def _entries(path: str, header: dict[str, Any]) -> tuple[dict[str, str] | None, list[SafetensorsTensor]]:
     metadata = header.get("__metadata__")
-    if metadata is not None and not (
-        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
-    ):
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise SafetensorsHeaderError(path, "__metadata__ must map strings to strings")
     tensors = []
     for name, entry in header.items():
