@@ -223,6 +223,9 @@ def test_what_save_pretrained_writes_is_healthy(tmp_path: pathlib.Path) -> None:
     assert [p.code for p in sharded.problems] == ["not-deepspeed"]
     (index,) = sharded.indexes
     assert len(sharded.files) > 1 and set(sharded.files) == set(index.weight_map.values())
+    assert index.metadata is not None
+    status, out, _ = _run("inspect", str(tmp_path / "sharded"))
+    assert status == 0 and f"  metadata: total_parameters={index.metadata['total_parameters']}" in out
     whole = ckptkeys.validate_path(tmp_path / "whole")
     assert isinstance(whole, WeightsFolderReport) and list(whole.files) == ["model.safetensors"]
     assert whole.tensors("model.safetensors") == {

@@ -74,6 +74,9 @@ def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], val
         out.append(
             f"Index {index['name']}: {index['tensors']} tensors in {len(index['shards'])} shards, total_size {total}"
         )
+        others = {k: v for k, v in (index["metadata"] or {}).items() if k != "total_size"}
+        if others:
+            out.append("  metadata: " + ", ".join(f"{k}={v!r:.60}" for k, v in others.items()))
     for entry in document.get("files", ()):
         out.append("")
         out += _file_lines(entry)
