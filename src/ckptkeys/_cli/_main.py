@@ -77,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     keys = commands.add_parser("keys", help="print the key registry", description="Print the key registry.")
-    keys.add_argument("group", nargs="?", metavar="GROUP", help="one group, e.g. OptimizerKeys (default: all)")
+    keys.add_argument(
+        "group",
+        nargs="?",
+        metavar="GROUP|VALUE",
+        help="one group, e.g. OptimizerKeys, or the members whose value is VALUE, e.g. ds_version (default: all groups)",
+    )
     form = keys.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true", help="Markdown, as in docs/keys.md")
     form.add_argument("--json", action="store_true", help="one JSON document")
@@ -231,28 +236,63 @@ def _rewrite(path: str, data: bytes) -> None:
         raise
 
 
-def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | str:
-    """The groups to print, or an error message."""
+def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | None:
+    """The groups ``ckptkeys keys NAME`` prints (all without NAME), or None if NAME names no group (any case)."""
     if name is None:
         return _registry.GROUPS
     for group in _registry.GROUPS:
         if group.__name__.lower() == name.lower():
             return (group,)
+    return None
+
+
+def _members(value: str) -> tuple[KeyGroup, ...]:
+    """The members whose value is ``value`` (``ckptkeys.members_for``), else those whose value equals
+    it ignoring case (no two values of the registry differ only in case): empty if none."""
+    members = _registry.members_for(value)
+    if members:
+        return members
+    folded = value.casefold()
+    return tuple(member for member in _registry.iter_members() if member.value.casefold() == folded)
+
+
+def _unknown(name: str) -> str:
+    """The message for a NAME that is neither a group nor a key value."""
+    import difflib  # only on this error path
+
+    values = sorted({member.value for member in _registry.iter_members()})
+    close = difflib.get_close_matches(name, values, n=3, cutoff=0.6)
+    hint = f"; closest values: {', '.join(map(repr, close))}" if close else ""
     known = ", ".join(group.__name__ for group in _registry.GROUPS)
-    return f"unknown group {name!r}; the groups are: {known}"
+    return f"no group or key value {name!r}{hint}; the groups are: {known}"
 
 
 def _keys(args: argparse.Namespace) -> int:
     groups = _groups(args.group)
-    if isinstance(groups, str):
-        print(f"ckptkeys keys: {groups}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.markdown:
-        text = _render.render_markdown(groups)
-    elif args.json:
-        text = _render.render_json(groups)
+    if groups is None:  # not a group: a key value
+        members = _members(args.group)
+        if not members:
+            print(f"ckptkeys keys: {_unknown(args.group)}", file=sys.stderr)
+            return EXIT_USAGE
+        value = members[0].value
+        if args.markdown:
+            text = _render.render_members_markdown(value, members)
+        elif args.json:
+            text = _render.render_members_json(value, members)
+        else:
+            text = _render.render_members_text(value, members)
     else:
-        text = _render.render_text(groups)
+        # A group name wins over an equal key value (none exists today): the members are named.
+        also = _registry.members_for(args.group) if args.group is not None else ()
+        if also:
+            named = ", ".join(f"{member.group.__name__}.{member.name}" for member in also)
+            print(f"ckptkeys keys: {args.group!r} is also the value of {named}", file=sys.stderr)
+        if args.markdown:
+            text = _render.render_markdown(groups)
+        elif args.json:
+            text = _render.render_json(groups)
+        else:
+            text = _render.render_text(groups)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
