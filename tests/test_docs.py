@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 import re
 
 import pytest
@@ -168,3 +169,91 @@ def test_torch_load_branch_table_names_tests_that_exist() -> None:
         assert named or cell.startswith("none: "), row[:80]
         for file, test in named:
             assert re.search(rf"^def {test}\(", (ROOT / file).read_text(encoding="utf-8"), re.M), f"{file}::{test}"
+
+
+def _cells(row: str) -> int:
+    """The cells of a Markdown table row: split at pipes not escaped (GFM splits inside code spans too)."""
+    return len(re.split(r"(?<!\\)\|", row.strip().removeprefix("|").removesuffix("|")))
+
+
+def _tables(text: str) -> list[tuple[int, list[str], str]]:
+    """Every run of lines starting with ``|`` outside code fences: (line, rows, the line before it)."""
+    runs: list[tuple[int, list[str], str]] = []
+    fence = None
+    previous = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        opening = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if fence is None and opening:
+            fence = opening.group(1)
+        elif fence is not None and line.strip() == fence:
+            fence = None
+        elif fence is None and line.startswith("|"):
+            if runs and runs[-1][0] + len(runs[-1][1]) == number:
+                runs[-1][1].append(line)
+            else:
+                runs.append((number, [line], previous))
+        previous = line
+    return runs
+
+
+@pytest.mark.parametrize("path", doc_examples.markdown_files(), ids=lambda p: p.name)
+def test_tables_render(path: pathlib.Path) -> None:
+    # A table row after a paragraph, or a row with a cell too many or too few, does not render as
+    # a table (reader.md's error table once ended with a row cut off by a paragraph).
+    for line, rows, before in _tables(path.read_text(encoding="utf-8")):
+        where = f"{path.name}:{line}"
+        assert before.strip() == "", f"{where}: a table must follow a blank line"
+        assert len(rows) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", rows[1].strip()), f"{where}: no delimiter row"
+        widths = {_cells(row) for row in rows}
+        assert widths == {_cells(rows[0])}, f"{where}: rows of {sorted(widths)} cells"
+
+
+def test_table_check_finds_a_broken_table() -> None:
+    broken = "| A | B |\n|---|---|\n| 1 | 2 |\n\nA paragraph.\n| 3 | 4 |\n"
+    [(_, good, _), (line, rows, before)] = _tables(broken)
+    assert len(good) == 3 and (line, rows, before) == (6, ["| 3 | 4 |"], "A paragraph.")
+    assert _cells("| `a \\| b` | c |") == 2 and _cells("| a | b | c |") == 3
+
+
+def test_install_commands_name_the_checkout() -> None:
+    # ckptkeys is not on the package index: `pip install 'ckptkeys[export]'` fails; from a clone it is '.[export]'.
+    for path in doc_examples.markdown_files():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"ckptkeys\[", text), f"{path.name}: an extra named as if ckptkeys were on the index"
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda tmp: tmp / "missing", "unreadable-file"),
+        (lambda tmp: tmp, "unreadable-file"),  # a folder that holds no checkpoint
+        (lambda tmp: _write(tmp / "x.pt", b"hi\n"), "unreadable-file"),
+    ],
+    ids=["missing", "empty-folder", "not-a-checkpoint"],
+)
+def test_json_errors_carry_a_code_as_cli_md_says(
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[pathlib.Path], pathlib.Path],
+    code: str,
+) -> None:
+    # docs/cli.md: every ReadError's JSON error has `code` and `globals`, a missing PATH's too;
+    # a UsageError has neither.
+    import json
+
+    from ckptkeys._cli._main import main
+
+    doc = " ".join((ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    assert "Every `ReadError` (a PATH that does not exist, a file that could not be read, a folder that holds" in doc
+    path = str(make(tmp_path))
+    assert main(["validate", "--json", path]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["type"] != "UsageError" and (error["code"], error["globals"]) == (code, [])
+    assert main(["inspect", "--json", "--example", str(tmp_path)]) == 2  # PATH and --example: a UsageError
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["type"] == "UsageError" and "code" not in error and "globals" not in error
+
+
+def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path.write_bytes(data)
+    return path
