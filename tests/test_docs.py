@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 from collections.abc import Callable
 import re
@@ -79,13 +80,59 @@ def test_figures_are_the_last_benchmark_runs() -> None:
     assert f"A dict look-up with a member costs {member['ratio']} one with a plain `str`" in registry
 
 
+def _section(text: str, heading: str) -> str:
+    """The text under a ``## heading`` of a Markdown page, up to the next ``## ``."""
+    start = text.index(f"\n## {heading}\n") + len(heading) + 5
+    end = text.find("\n## ", start)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _shell_blocks(text: str) -> list[str]:
+    return re.findall(r"^```(?:sh|bash|console)\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, re.DOTALL)
-    assert len(blocks) >= 2
-    test_command = blocks[1].strip()
+    [test_command] = _shell_blocks(_section(readme, "Tests"))
+    assert test_command.strip() == "bash scripts/test.sh"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert test_command in ci
+    assert re.search(rf"^{re.escape(test_command.strip())}$", ci, re.MULTILINE)
+
+
+def test_readme_opens_with_purpose_then_commands_then_install() -> None:
+    # First contact: one sentence of purpose, the table of jobs, install in a venv, two commands.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", readme, re.MULTILINE)
+    assert headings[:3] == ["Which command do I need", "Install", "First commands"]
+    purpose = " ".join(readme.split("\n## ", 1)[0].removeprefix("# ckptkeys\n").split())
+    assert purpose.endswith(".") and purpose.count(". ") == 0 and "`" not in purpose, purpose
+    table = _section(readme, "Which command do I need")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| To ")]
+    jobs = [row.split(" | ")[0].removeprefix("| ") for row in rows]
+    assert jobs == ["inspect a checkpoint", "check a save before resuming from it", "get the weights out", "migrate code"]
+    from ckptkeys._cli._main import _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for row in rows:
+        command = re.search(r"`ckptkeys (\w+)", row)
+        assert command and command.group(1) in commands, row
+        assert re.search(r"\[\w+\.md\]\(docs/\w+\.md\)$", row.removesuffix(" |")), row
+    install = _section(readme, "Install")
+    assert "python3 -m venv .venv && .venv/bin/pip install ." in install
+    assert "'.[export]'" in install and "pipx install ." in install and "PEP 668" in install
+    [first] = _shell_blocks(_section(readme, "First commands"))
+    assert first.splitlines()[0].startswith("ckptkeys inspect --example ")
+    assert len(first.splitlines()) == 2
+
+
+def test_links_resolve() -> None:
+    checked = 0
+    for path in doc_examples.markdown_files():
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", text):
+            assert (path.parent / target).exists(), f"{path.name}: link to {target}"
+            checked += 1
+    assert checked > 40
 
 
 def test_complete_examples_are_exactly_the_marked_ones() -> None:
