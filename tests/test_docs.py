@@ -304,3 +304,82 @@ def test_json_errors_carry_a_code_as_cli_md_says(
 def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
     path.write_bytes(data)
     return path
+
+
+CHANGE_TYPES = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
+
+
+def _changelog(text: str) -> list[tuple[str, str | None]]:
+    """The releases of a Keep a Changelog 1.1.0 file, newest first: (version, date), Unreleased
+    first with no date; ValueError for a heading or section the format does not have."""
+    lines = text.splitlines()
+    if lines[:1] != ["# Changelog"] or "https://keepachangelog.com/en/1.1.0/" not in text:
+        raise ValueError("not a Keep a Changelog 1.1.0 file")
+    releases: list[tuple[str, str | None]] = []
+    section: str | None = None
+    items = 0
+    for line in [*lines[1:], "## [end]"]:
+        if line.startswith("#"):
+            if section is not None and items == 0:
+                raise ValueError(f"empty section: {section}")
+            section, items = None, 0
+        if line.startswith("## "):
+            if line == "## [end]":
+                break
+            found = re.fullmatch(r"## \[(Unreleased|\d+\.\d+\.\d+)\](?: - (\d{4}-\d{2}-\d{2}))?", line)
+            if not found or (found[1] == "Unreleased") != (found[2] is None):
+                raise ValueError(f"bad release heading: {line}")
+            if found[2] is not None:
+                import datetime
+
+                datetime.date.fromisoformat(found[2])
+            releases.append((found[1], found[2]))
+        elif line.startswith("### "):
+            if not releases or line[4:] not in CHANGE_TYPES:
+                raise ValueError(f"bad section: {line}")
+            section = line
+        elif line.startswith("#"):
+            raise ValueError(f"a heading the format does not have: {line}")
+        elif line.startswith("- "):
+            if section is None:
+                raise ValueError(f"an entry outside a section: {line}")
+            items += 1
+    if not releases or releases[0][0] != "Unreleased" or any(v == "Unreleased" for v, _ in releases[1:]):
+        raise ValueError("[Unreleased] must come first, once")
+    released = releases[1:]
+    versions = [tuple(int(part) for part in version.split(".")) for version, _ in released]
+    dates = [date for _, date in released]
+    if versions != sorted(versions, reverse=True) or len(set(versions)) != len(versions):
+        raise ValueError("versions must be newest first, each once")
+    if dates != sorted(dates, reverse=True):  # type: ignore[type-var]
+        raise ValueError("dates must be newest first")
+    return releases
+
+
+def test_changelog_newest_release_is_the_version() -> None:
+    import ckptkeys
+
+    releases = _changelog((ROOT / "CHANGELOG.md").read_text(encoding="utf-8"))
+    assert releases[1][0] == ckptkeys.__version__
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "[CHANGELOG.md](CHANGELOG.md)" in readme
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [0.1.0] - 2026-12-06\n### Added\n- x\n", "Unreleased"),
+        ("# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [Unreleased]\n## [0.1.0]\n", "bad release"),
+        ("# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [Unreleased]\n### Improved\n- x\n", "bad section"),
+        ("# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [Unreleased]\n### Added\n## [0.1.0] - 2026-12-06\n", "empty"),
+        (
+            "# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [Unreleased]\n"
+            "## [0.1.0] - 2026-12-06\n### Added\n- x\n## [0.2.0] - 2026-12-07\n### Added\n- y\n",
+            "newest first",
+        ),
+        ("# Changelog\nhttps://keepachangelog.com/en/1.1.0/\n## [Unreleased]\n## [0.1.0] - 2026-13-06\n", "month"),
+    ],
+)
+def test_changelog_check_refuses_what_the_format_lacks(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        _changelog(text)
