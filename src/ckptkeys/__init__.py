@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._check._problems import Problem, Severity
     from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
     from ._check._runs import Run, Save, scan_run
+    from ._check._select import Selection
     from ._export._entry import plan_export
     from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
     from ._export._write import OutputExistsError, export, write_export
@@ -121,6 +122,7 @@ __all__ = [
     "Run",
     "RunReport",
     "Save",
+    "Selection",
     "Severity",
     "StorageInfo",
     "StructureError",
@@ -185,6 +187,7 @@ _ELSEWHERE = {
     "Save": "_check._runs",
     "Problem": "_check._problems",
     "Severity": "_check._problems",
+    "Selection": "_check._select",
     "TagReport": "_check._reports",
     "ValidationReport": "_check._reports",
     "validate": "_check._entry",

@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         saves = command.add_mutually_exclusive_group()
         saves.add_argument("--all", action="store_true", dest="all_saves", help="a run: report every save")
         saves.add_argument("--save", metavar="NAME", help="a run: report the save NAME (default: the newest)")
+        _add_selection(command)
         if name == "inspect":
             command.add_argument("--depth", type=int, default=1, metavar="N", help="levels of the key trees (1)")
             command.add_argument(
@@ -117,6 +118,27 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("--json", action="store_true", help="one JSON document")
     add_export(commands)
     return parser
+
+
+def _add_selection(command: argparse.ArgumentParser) -> None:
+    """inspect's and validate's --select, --ignore, --fail-on, --require and where their defaults come from."""
+    from .._check._select import FAIL_ON
+
+    command.add_argument(
+        "--select", metavar="CODES", help="only these codes, prefixes (missing-) or groups (security), comma-separated"
+    )
+    command.add_argument("--ignore", metavar="CODES", help="not these codes, prefixes or groups, comma-separated")
+    command.add_argument(
+        "--fail-on", choices=FAIL_ON, help="exit 1 on a shown problem of this severity or worse (default: error)"
+    )
+    command.add_argument(
+        "--require",
+        metavar="CONVERTER[,CONVERTER]",
+        help="zero_to_fp32, ds_to_universal: that converter failing on a tag is an error",
+    )
+    config = command.add_mutually_exclusive_group()
+    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.validate] from this pyproject.toml")
+    config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
 
 
 def _codes(text: str | None) -> list[str] | None:
@@ -328,6 +350,12 @@ def _check(args: argparse.Namespace) -> int:
     usage = _check_usage(args)
     if usage is not None:
         return _fail(args, EXIT_USAGE, "UsageError", usage)
+    from ._config import ConfigError, selection
+
+    try:
+        chosen, config = selection(args)
+    except ConfigError as error:
+        return _fail(args, EXIT_USAGE, "UsageError", str(error))
     progress = _Progress(not args.quiet)
     try:
         document = build_report(
@@ -337,6 +365,7 @@ def _check(args: argparse.Namespace) -> int:
             save=args.save,
             all_saves=args.all_saves,
             progress=progress,
+            selection=chosen,
         )
     except ReadError as error:
         progress.close()
@@ -352,9 +381,13 @@ def _check(args: argparse.Namespace) -> int:
         message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"
         return _fail(args, EXIT_USAGE, "UsageError", message)
     progress.close()
-    status = EXIT_PROBLEMS if document["summary"]["error"] else EXIT_OK
+    document["selection"]["config"] = config
+    status = EXIT_PROBLEMS if document["_failed"] else EXIT_OK
     if args.json:
-        document["exit"] = {"status": status, "meaning": EXIT_MEANINGS[status]}
+        meaning = EXIT_MEANINGS[status]
+        if chosen.fail_on != "error":  # the meanings say what the default --fail-on error means
+            meaning = f"{'a' if status else 'no'} shown problem that fails with fail-on {chosen.fail_on}"
+        document["exit"] = {"status": status, "meaning": meaning}
         print(json.dumps(_public(document), indent=2, default=str))
     elif not (args.quiet and command == "validate"):
         sys.stdout.write(render_text(document, color=_color(), validate_only=command == "validate"))
