@@ -64,7 +64,7 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
 
 def _hidden(document: dict[str, Any]) -> list[str]:
     """How many problems the selection hides (--select, --ignore or the config's), if any."""
-    hidden = document["summary"].get("hidden", 0)
+    hidden = document["summary"]["hidden"]
     if not hidden:
         return []
     problems = f"{hidden} problem{'s' if hidden != 1 else ''}"
