@@ -169,7 +169,7 @@ def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callabl
     if not os.path.exists(root):
         raise ReadError(root, "does not exist")
     if not os.path.isdir(root):
-        raise ReadError(root, "is a file, not a checkpoint folder (ckptkeys.read() reads one file)")
+        raise ReadError(root, "is a file, not a checkpoint folder")
     boundary = os.path.realpath(root)
     problems: list[Problem] = []
     entries = list_entries(root, boundary, problems)
