@@ -14,12 +14,14 @@ from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._signals import Interrupted
-from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail
 
 __all__ = ["main"]
 
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
+# The commands, every one of which takes --json.
+COMMANDS = ("keys", "inspect", "validate", "lint", "export")
 # Show a progress line on a terminal when a folder has at least this many files.
 PROGRESS_MIN_FILES = 32
 
@@ -152,14 +154,14 @@ def _lint(args: argparse.Namespace) -> int:
     from ..lint._codes import selected
 
     select, ignore = _codes(args.select), _codes(args.ignore)
-    for code in (select or []) + (ignore or []):
-        if not any(known.startswith(code) for known in lint.CODES):
-            print(f"ckptkeys lint: unknown code {code!r}; the codes are {', '.join(lint.CODES)}", file=sys.stderr)
-            return EXIT_USAGE
+    for option, codes in (("--select", select), ("--ignore", ignore)):
+        for code in codes or []:
+            if not any(known.startswith(code) for known in lint.CODES):
+                return fail("lint", EXIT_USAGE, f"{option} {code}: unknown code; the codes are {', '.join(lint.CODES)}",
+                            json_too=args.json)  # fmt: skip
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
-        print(f"ckptkeys lint: {missing[0]}: does not exist", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("lint", EXIT_USAGE, f"{missing[0]}: does not exist", json_too=args.json, path=missing[0])
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
@@ -294,8 +296,7 @@ def _keys(args: argparse.Namespace) -> int:
     if groups is None:  # not a group: a key value
         members = _members(args.group)
         if not members:
-            print(f"ckptkeys keys: {_unknown(args.group)}", file=sys.stderr)
-            return EXIT_USAGE
+            return fail("keys", EXIT_USAGE, _unknown(args.group), json_too=args.json)
         value = members[0].value
         if args.markdown:
             text = _render.render_members_markdown(value, members)
@@ -403,7 +404,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
     if not args.path:
         return "PATH is required (or --example)"
     if getattr(args, "depth", 1) < 0:
-        return "--depth must be 0 or more"
+        return f"--depth {args.depth}: must be 0 or more"
     return None
 
 
@@ -417,17 +418,9 @@ def _fail(
     args: argparse.Namespace, status: int, error: str, message: str, facts: dict[str, object] | None = None
 ) -> int:
     """Report a failure: one line on stderr, and with --json one document on stdout too."""
-    print(f"ckptkeys {args.command}: {message}", file=sys.stderr)
-    if getattr(args, "json", False):
-        document = {
-            "schema_version": 1,
-            "command": args.command,
-            "path": getattr(args, "path", None),
-            "error": {"type": error, "message": message, **(facts or {})},
-            "exit": {"status": status, "meaning": EXIT_MEANINGS[status]},
-        }
-        print(json.dumps(document, indent=2))
-    return status
+    path = getattr(args, "path", None)
+    return fail(args.command, status, message, json_too=getattr(args, "json", False), path=path, error=error,
+                facts=facts)  # fmt: skip
 
 
 def _public(value: object) -> object:
@@ -445,13 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(arguments)
     except _UsageError as error:
-        sys.stderr.write(f"{error.usage}{error.prog}: error: {error}\n")
-        if "--json" in arguments and arguments[:1] in (["inspect"], ["validate"]):
+        # One line, as every error: the option as typed and what is wrong; --help has the usage.
+        message = str(error).removeprefix("argument ")
+        command = arguments[0] if arguments and arguments[0] in COMMANDS else None
+        prog = f"ckptkeys {command}" if command is not None else error.prog  # unrecognized arguments: the top's
+        sys.stderr.write(f"{prog}: {message} (usage: {prog} --help)\n")
+        if "--json" in arguments and command is not None:
             document = {
                 "schema_version": 1,
                 "command": arguments[0],
                 "path": None,
-                "error": {"type": "UsageError", "message": str(error)},
+                "error": {"type": "UsageError", "message": message},
                 "exit": {"status": EXIT_USAGE, "meaning": EXIT_MEANINGS[EXIT_USAGE]},
             }
             print(json.dumps(document, indent=2))

@@ -47,16 +47,21 @@ _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10*
 class ExportError(CkptKeysError):
     """A checkpoint that cannot be exported, or an output that must not be overwritten.
 
-    ``path`` names the file or folder; ``reason`` says what is wrong.
+    ``path`` names the file or folder; ``reason`` says what is wrong. ``option``, where an
+    argument is at fault or would resolve it, is that keyword argument of :func:`plan_export` /
+    :func:`write_export` (``"tag"``, ``"tp_rank"``, ``"overwrite"``, ``"dtype"``; ``"out_dir"``
+    for the output path itself), else ``None``. The reason names no option in any language's
+    spelling: the ``ckptkeys export`` command adds the option as it is typed there (``--tp-rank K``).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, option: str | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.option = option
 
-    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason), {"option": self.option})
 
 
 @dataclass(frozen=True, slots=True)
