@@ -378,14 +378,6 @@ def test_short_partition_is_refused(tmp_path: pathlib.Path) -> None:
     # tests/test_export_deepspeed.py::test_short_partition_names_the_file.
 
 
-def test_a_cast_without_numpy_says_how_to_install(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'ckptkeys\[export\]'"):
-        export(FIXTURES / "z2_bf16_ws2", tmp_path)
-    assert os.listdir(tmp_path) == []
-    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path / "cli"), "-q"]) == 2  # a usage error
-
-
 FULL_DISK = """
 import resource, signal, sys
 from ckptkeys._cli._main import main

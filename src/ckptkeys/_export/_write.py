@@ -19,6 +19,7 @@ import signal
 
 from .._read._errors import ReadError
 from .._read._files import create_new, discard_temp, kind_of, open_regular, remove_stale_temps
+from ._cast import check_numpy
 from ._entry import plan_export
 from ._safetensors import Entry, header_bytes, publish, write_temp
 from ._side import read_side_file
@@ -131,6 +132,8 @@ def write_export(
         files = [s for i, s in enumerate(plan.shards, 1) if shard is None or i % shard[1] == shard[0] % shard[1]]
     with_index = plan.sharded and (index_only or shard is None)
     by_name = {t.name: t for t in plan.tensors}
+    # Before anything is written: a cast numpy must do, where it is missing, is refused now.
+    check_numpy(plan.checkpoint, [by_name[name] for file in files for name in file.tensors])
     sides = {} if shard is not None else {os.path.basename(p): p for p in plan.side_files}
     mine = {f.filename for f in files} | ({INDEX_FILE} if with_index else set()) | set(sides)
     _prepare(out)
