@@ -96,7 +96,7 @@ TABLE: dict[tuple[str, str], Case | str] = {
     ("lint", "a file where a folder is meant"): "PATH is a .py file or a folder",
     ("lint", "a folder where a file is meant"): "PATH is a .py file or a folder",
     ("lint", "a path through a file"): case("lint afile/x.py", USAGE, "afile/x.py: does not exist"),
-    ("lint", "unreadable file"): "a file that cannot be read is a CK001 finding (status 1), the others linted",
+    ("lint", "unreadable file"): case("lint good.py unreadable.py", PROBLEMS),  # a CK001 finding, the others linted
     ("lint", "corrupt file"): case("lint latin.py", PROBLEMS),  # CK001: not decodable, a finding
     ("lint", "not a checkpoint"): "lint reads Python files",
     ("lint", "bad option value"): case("lint --select XX9 good.py", USAGE, "--select XX9: unknown code"),
@@ -207,6 +207,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     (root / "empty").mkdir()
     (root / "readonly").mkdir()
     (root / "good.py").write_text("x = 1\n")
+    (root / "unreadable.py").write_text("x = 1\n")
     (root / "bad.py").write_text("x = state['param_shapes']\n")
     (root / "latin.py").write_bytes(b"# coding: ascii\nx = '\xe9'\n")
     ckptkeys.export(root / "ck", root / "done")
@@ -217,7 +218,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def here(world: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
     """In ``world``, with its unreadable files unreadable and its read-only folder read-only, even for root."""
     monkeypatch.chdir(world)
-    unreadable = {str(world / "unreadable.pt"), str(world / "unreadable" / "global_step3" / "mp_rank_00_model_states.pt")}
+    unreadable = {
+        str(world / "unreadable.pt"),
+        str(world / "unreadable.py"),
+        str(world / "unreadable" / "global_step3" / "mp_rank_00_model_states.pt"),
+    }
     real_open = os.open
 
     def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
@@ -350,3 +355,24 @@ def test_standard_output_that_cannot_be_written_is_74_for_every_command(argv: li
         )  # fmt: skip
     assert done.returncode == OUTPUT
     assert done.stderr == f"ckptkeys {argv[0]}: cannot write to standard output: No space left on device\n"
+
+
+def test_lint_reports_an_unreadable_file_as_a_finding(here: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(("lint", "good.py", "unreadable.py"), capsys)[1:] == (
+        "unreadable.py:1:1 CK001 cannot be read: Permission denied\n",
+        "",
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_is_no_file_to_wait_on(here: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """lint opened a FIFO given as PATH and waited for a writer for ever; inspect and export refuse it."""
+    os.mkfifo("fifo")
+    try:
+        assert _run(("lint", "fifo"), capsys) == (PROBLEMS, "fifo:1:1 CK001 is a FIFO, not a regular file\n", "")
+        assert _run(("inspect", "fifo"), capsys) == (USAGE, "", "ckptkeys inspect: fifo: is a FIFO, not a regular file\n")
+        status, _, err = _run(("export", "ck", "fifo"), capsys)
+        assert (status, err) == (USAGE, "ckptkeys export: fifo: is a FIFO, not a folder: the export needs a folder to "
+                                 "write into\n")  # fmt: skip
+    finally:
+        os.unlink("fifo")

@@ -165,10 +165,16 @@ def _lint(args: argparse.Namespace) -> int:
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
+    from .._read._files import open_regular
+
     for path in lint.iter_python_files(args.paths):
         try:
-            with open(path, "rb") as stream:
-                source, encoding = lint.decode_source(stream.read())
+            with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
+                source, encoding = lint.decode_source(stream.readall())
+        except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
+            unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
+            remaining += [unreadable] if selected("CK001", select, ignore) else []
+            continue
         except (OSError, SyntaxError, UnicodeDecodeError) as error:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
