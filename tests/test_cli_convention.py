@@ -250,7 +250,9 @@ def _run(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_every_command_follows_the_convention(name: str, here: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_follows_the_convention(
+    name: str, here: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     entry = CASES[name]
     command = entry.argv[0] if entry.argv and entry.argv[0] in COMMANDS else None
     status, out, err = _run(entry.argv, capsys)
@@ -301,7 +303,9 @@ PYTHON = _python_patterns()
 # Failure paths beyond the table's, each a message that spoke Python before issue 21.
 MORE = {
     "tensor parallel without a rank": case("export tp out-x", USAGE, "tp/global_step3: is tensor parallel"),
-    "tensor parallel, a rank it lacks": case("export tp out-x --tp-rank 5", USAGE, "tp/global_step3: has no mp_rank 05"),
+    "tensor parallel, a rank it lacks": case(
+        "export tp out-x --tp-rank 5", USAGE, "tp/global_step3: has no mp_rank 05"
+    ),
     "module weights of tensor parallel": case("export tp out-x --weights module", USAGE, "tp/global_step3: is tensor"),
     "an empty latest": case("export emptylatest out-x", USAGE, "emptylatest/latest: is empty: it names no tag"),
     "a tag folder, another tag": case("export ck/global_step3 out-x --tag nope", USAGE, "ck/global_step3: is the tag"),
@@ -370,7 +374,8 @@ def test_a_fifo_is_no_file_to_wait_on(here: pathlib.Path, capsys: pytest.Capture
     os.mkfifo("fifo")
     try:
         assert _run(("lint", "fifo"), capsys) == (PROBLEMS, "fifo:1:1 CK001 is a FIFO, not a regular file\n", "")
-        assert _run(("inspect", "fifo"), capsys) == (USAGE, "", "ckptkeys inspect: fifo: is a FIFO, not a regular file\n")
+        refused = "ckptkeys inspect: fifo: is a FIFO, not a regular file\n"
+        assert _run(("inspect", "fifo"), capsys) == (USAGE, "", refused)
         status, _, err = _run(("export", "ck", "fifo"), capsys)
         assert (status, err) == (USAGE, "ckptkeys export: fifo: is a FIFO, not a folder: the export needs a folder to "
                                  "write into\n")  # fmt: skip
