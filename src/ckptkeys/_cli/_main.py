@@ -60,17 +60,16 @@ class _VersionAction(argparse.Action):
 
 
 class _UsageError(Exception):
-    """An argument error found by argparse: its message and the usage line of the (sub)command."""
+    """An argument error found by argparse: its message and the (sub)command's name."""
 
-    def __init__(self, prog: str, message: str, usage: str) -> None:
+    def __init__(self, prog: str, message: str) -> None:
         super().__init__(message)
         self.prog = prog
-        self.usage = usage
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(self.prog, message, self.format_usage())
+        raise _UsageError(self.prog, message)
 
 
 def _parser() -> argparse.ArgumentParser:
