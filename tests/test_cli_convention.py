@@ -307,7 +307,7 @@ MORE = {
         "export tp out-x --tp-rank 5", USAGE, "tp/global_step3: has no mp_rank 05"
     ),
     "module weights of tensor parallel": case("export tp out-x --weights module", USAGE, "tp/global_step3: is tensor"),
-    "an empty latest": case("export emptylatest out-x", USAGE, "emptylatest/latest: is empty: it names no tag"),
+    "an empty latest": case("export emptylatest out-x", USAGE, "emptylatest/latest: is empty: it names no tag (tags: global_step3); --tag TAG"),
     "a tag folder, another tag": case("export ck/global_step3 out-x --tag nope", USAGE, "ck/global_step3: is the tag"),
     "--json without --dry-run": case("export ck out-x --json", USAGE, "--json goes with --dry-run"),
     "--shard out of range": case("export ck out-x --shard 3/2", USAGE, "--shard '3/2': expected K/N"),

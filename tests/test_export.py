@@ -339,7 +339,7 @@ def test_tag_choice(tmp_path: pathlib.Path) -> None:
         plan_export(FIXTURES / "z2_bf16_ws2", tag="global_step9")
     folder = _copy("z2_bf16_ws2", tmp_path)
     (folder / "latest").unlink()
-    with pytest.raises(ExportError, match="has no 'latest' file: choose a tag") as caught:
+    with pytest.raises(ExportError, match="has no 'latest' file to name the tag") as caught:
         plan_export(folder)
     assert caught.value.option == "tag"
 

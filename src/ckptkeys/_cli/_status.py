@@ -36,11 +36,11 @@ EXIT_MEANINGS: Final = {
 # The library's messages name no option in any spelling; "" adds nothing (the message says it).
 OPTIONS: Final = {
     "tag": "--tag TAG chooses the tag",
-    "tp_rank": "--tp-rank K exports rank K's shard as it is",
+    "tp_rank": "--tp-rank K chooses the rank",
     "overwrite": "--overwrite replaces it",
     "save": "--save NAME chooses the save",
     "dtype": "--dtype chooses the output dtype",
-    "weights": "--weights module exports the module's weights as saved",
+    "weights": "--weights module exports them",
     "index_only": "--index-only is for a sharded export",
     "out_dir": "",
 }

@@ -174,7 +174,7 @@ def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tu
     if len(mp_ranks) > 1 and tp_rank is None and not layers:
         raise ExportError(
             layout.path, f"is tensor parallel ({len(mp_ranks)} mp_rank files): the module's weights as saved "
-            "are one rank's shard: choose the rank", option="tp_rank"
+            "are one rank's shard", option="tp_rank"
         )  # fmt: skip
     mp = mp_ranks[0] if tp_rank is None else tp_rank
     if mp not in mp_ranks:
@@ -196,8 +196,8 @@ def _tag_layout(layout: Layout, tag: str | None) -> tuple[TagLayout, list[Proble
             pointer = os.path.join(path, NamingKeys.LATEST)
             unread = [p.message for p in layout.problems if p.code == "latest-unreadable" and p.file == pointer]
             if unread:  # there, but empty or not a tag name: say so, not that it is missing
-                raise ExportError(pointer, f"{unread[0]}: choose a tag (tags: {names})", option="tag")
-            raise ExportError(path, f"has no 'latest' file: choose a tag (tags: {names})", option="tag")
+                raise ExportError(pointer, f"{unread[0]} (tags: {names})", option="tag")
+            raise ExportError(path, f"has no 'latest' file to name the tag (tags: {names})", option="tag")
         try:
             chosen = layout.tag(name)
         except KeyError:

@@ -219,8 +219,8 @@ class _Matcher:
             raise ExportError(
                 self.path,
                 f"holds fp32 master weights without parameter names ({master.label}); they are matched to the "
-                f"module's parameters by value, which needs numpy, not installed: {INSTALL_NUMPY}; or export "
-                "the module's weights as saved",
+                f"module's parameters by value, which needs numpy, not installed: {INSTALL_NUMPY}; the module's "
+                "weights as saved need no matching",
                 option="weights",
             ) from None
 
