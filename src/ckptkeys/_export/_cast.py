@@ -21,9 +21,8 @@ from ._types import FLOATS, TORCH_NAMES, ExportError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Final
-
     from collections.abc import Sequence
+    from typing import Any, Final
 
     from ._types import ExportTensor
 
@@ -41,12 +40,12 @@ def needs_numpy(source: str, target: str) -> bool:
     return source != target and (source, target) not in _WITHOUT_NUMPY
 
 
-def require_numpy(what: str = "casting tensors") -> Any:
-    """numpy, or an ``ImportError`` saying that ``what`` needs it and how to install it."""
+def require_numpy() -> Any:
+    """numpy, or an ``ImportError`` saying how to install it."""
     try:
         import numpy
     except ImportError:
-        raise ImportError(f"{what} needs numpy, which is not installed: {INSTALL_NUMPY}") from None
+        raise ImportError(f"casting tensors needs numpy, which is not installed: {INSTALL_NUMPY}") from None
     return numpy
 
 
