@@ -150,6 +150,7 @@ def _lint(args: argparse.Namespace) -> int:
     import difflib
 
     from .. import lint
+    from .._read._files import open_regular
     from ..lint._codes import selected
 
     select, ignore = _codes(args.select), _codes(args.ignore)
@@ -164,8 +165,6 @@ def _lint(args: argparse.Namespace) -> int:
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
-    from .._read._files import open_regular
-
     for path in lint.iter_python_files(args.paths):
         try:
             with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
