@@ -81,7 +81,7 @@ TABLE: dict[tuple[str, str], Case | str] = {
     # keys
     ("keys", "fine"): case("keys", OK),
     ("keys", "problems found"): "keys finds no problems",
-    ("keys", "nothing found"): case("keys nope", USAGE, "unknown group 'nope'"),
+    ("keys", "nothing found"): case("keys nope", USAGE, "no group or key value 'nope'"),
     ("keys", "bad option value"): case("keys --markdown --json", USAGE, "--json: not allowed with"),
     ("keys", "unknown option"): case("keys --bogus", USAGE, "unrecognized arguments: --bogus"),
     **{("keys", c): NOT_FOR_KEYS for c in CLASSES[3:10] + CLASSES[12:17]},
