@@ -45,9 +45,12 @@ _PATTERN_LISTS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Verdict:
-    """Whether a converter will accept a tag; if not, a stable ``code`` and a ``reason`` with the way out."""
+    """Whether a converter will accept a tag; if not, a stable ``code`` and a ``reason`` with the way out.
+
+    Its repr is one line (``<Verdict not ready: no-module>``); the sentence is :attr:`reason`.
+    """
 
     ready: bool
     code: str | None = None
@@ -58,6 +61,16 @@ class Verdict:
     safe_serialization: Verdict | None = None
     """For ``zero_to_fp32`` when it is ready: whether ``--safe_serialization`` (safetensors
     output) works too. ``None`` otherwise."""
+
+    def __repr__(self) -> str:
+        text = self._state()
+        if self.safe_serialization is not None:
+            text += f"; safe_serialization {self.safe_serialization._state()}"
+        return f"<{type(self).__name__} {text}>"
+
+    def _state(self) -> str:
+        text = "ready" if self.ready else "not applicable" if not self.applicable else "not ready"
+        return text if self.code is None else f"{text}: {self.code}"
 
 
 _READY: Final = Verdict(True)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from .._errors import CkptKeysError
+from .._read._repr import counted, nbytes, one_line
 from ._safetensors import ITEMSIZE
 from ._spans import FileSpan
 
@@ -39,6 +40,8 @@ WEIGHTS_CHOICES: Final = ("masters", "module")
 TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 SINGLE_FILE: Final = "model.safetensors"
+# An ExportTensor's repr shows a shape of up to this many dimensions; a longer one by its rank.
+_SHAPE_DIMS: Final = 8
 # transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
 _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                  "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -64,9 +67,12 @@ class ExportError(CkptKeysError):
         return (type(self), (self.path, self.reason), {"option": self.option})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportTensor:
-    """One output tensor: its name, shape and dtype, and where its values are."""
+    """One output tensor: its name, shape and dtype, and where its values are.
+
+    Its repr is one line (name, dtype, shape, bytes, origin); the byte ranges are :attr:`sources`.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -81,6 +87,15 @@ class ExportTensor:
     """Tensor parallel, a parameter averaged on merging: the element-wise mean (in float32, as
     ``sum(slices) / len(slices)``) of these byte ranges, one per rank; :attr:`sources` is empty."""
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.shape)) if len(self.shape) <= _SHAPE_DIMS else f"{len(self.shape)}-d"
+        facts = [self.dtype, f"shape {shape or '()'}", nbytes(self.nbytes), self.origin]
+        if self.dtype != self.source_dtype:
+            facts.append(f"from {self.source_dtype}")
+        if self.mean_of:
+            facts.append(f"mean of {len(self.mean_of)} ranks")
+        return one_line(self, self.name, facts)
+
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
@@ -90,19 +105,26 @@ class ExportTensor:
         return self.numel * ITEMSIZE[self.dtype]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportShard:
-    """One output file and the tensors it holds, in order."""
+    """One output file and the tensors it holds, in order. Its repr is one line: file, tensors, bytes."""
 
     filename: str
     tensors: tuple[str, ...]
     nbytes: int
     """Bytes of tensor data (the file adds its header)."""
 
+    def __repr__(self) -> str:
+        return one_line(self, self.filename, (counted(len(self.tensors), "tensor"), nbytes(self.nbytes)))
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportPlan:
-    """What :func:`export` writes, known before any tensor byte is read."""
+    """What :func:`export` writes, known before any tensor byte is read.
+
+    Its repr is one line (tag folder, layout, dtype, weights, tensors, files, bytes); the whole
+    plan is :meth:`as_dict` (``pprint.pprint(plan.as_dict())``), the tensors :attr:`tensors`.
+    """
 
     checkpoint: str
     """The tag folder."""
@@ -125,6 +147,11 @@ class ExportPlan:
     side_files: tuple[str, ...] = ()
     """Small files copied beside the weights (a Hugging Face save's ``config.json``, tokenizer
     files), as paths; each is written under its base name."""
+
+    def __repr__(self) -> str:
+        facts = (self.layout, f"{self.dtype} from {self.weights}", counted(len(self.tensors), "tensor"))
+        files = counted(len(self.shards) + len(self.side_files), "file")
+        return one_line(self, self.checkpoint, (*facts, files, nbytes(self.total_size)))
 
     @property
     def total_size(self) -> int:
