@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import ckptkeys
-from ckptkeys import ExportError, export, plan_export
+from ckptkeys import Dtype, ExportError, export, plan_export
 from ckptkeys._cli._main import main
 from ckptkeys._export._types import parse_size
 
@@ -87,7 +87,7 @@ def test_plan_names_every_module_entry_with_its_shape(name: str) -> None:
 @needs_numpy
 @pytest.mark.parametrize("name", EVERY_FIXTURE)
 @pytest.mark.parametrize("dtype", ["fp32", "auto"])
-def test_written_file_follows_the_format_and_the_plan(name: str, dtype: str, tmp_path: pathlib.Path) -> None:
+def test_written_file_follows_the_format_and_the_plan(name: str, dtype: Dtype, tmp_path: pathlib.Path) -> None:
     plan = export(FIXTURES / name, tmp_path, dtype=dtype)
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     header, metadata, data = _parse(tmp_path / "model.safetensors")

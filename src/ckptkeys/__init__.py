@@ -16,6 +16,7 @@ TYPE_CHECKING = False  # type checkers treat this as True and see the names belo
 if TYPE_CHECKING:
     from ._check._converters import Verdict
     from ._check._entry import (
+        DictKindName,
         validate,
         validate_file,
         validate_folder,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ._check._runs import Run, Save, scan_run
     from ._check._select import Selection
     from ._export._entry import plan_export
-    from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
+    from ._export._types import Dtype, ExportError, ExportPlan, ExportShard, ExportTensor, Weights
     from ._export._write import OutputExistsError, export, write_export
     from ._keys._plain import plain
     from ._keys._registry import (
@@ -94,6 +95,8 @@ __all__ = [
     "Checkpoint",
     "CkptKeysError",
     "CorruptCheckpointError",
+    "DictKindName",
+    "Dtype",
     "ExportError",
     "ExportPlan",
     "ExportShard",
@@ -139,6 +142,7 @@ __all__ = [
     "ValidationReport",
     "Verdict",
     "VocabKeys",
+    "Weights",
     "__version__",
     "export",
     "iter_members",
@@ -191,6 +195,7 @@ _ELSEWHERE = {
     "TagReport": "_check._reports",
     "ValidationReport": "_check._reports",
     "validate": "_check._entry",
+    "DictKindName": "_check._entry",
     "validate_folder": "_check._entry",
     "validate_file": "_check._entry",
     "validate_path": "_check._entry",
@@ -199,6 +204,8 @@ _ELSEWHERE = {
     "FileReport": "_check._reports",
     "RunReport": "_check._reports",
     "Verdict": "_check._converters",
+    "Dtype": "_export._types",
+    "Weights": "_export._types",
     "ExportError": "_export._types",
     "ExportPlan": "_export._types",
     "ExportShard": "_export._types",

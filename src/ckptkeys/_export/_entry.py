@@ -125,9 +125,8 @@ def plan_export(
     if strip_prefix is not None:
         tensors, aliases = _strip_prefix(layout.path, strip_prefix, tensors, aliases)
     precision = layout.precision
-    if dtype == "auto":
-        dtype = precision or "fp32"
-    target = TORCH_NAMES[dtype]
+    resolved = (precision or "fp32") if dtype == "auto" else dtype
+    target = TORCH_NAMES[resolved]
     seen: set[str] = set()
     for tensor in tensors:  # safetensors names are str, one per tensor: a pickle's keys may be neither
         if type(tensor.name) is not str:
@@ -148,7 +147,7 @@ def plan_export(
         layout.name,
         kind,
         precision,
-        dtype,
+        resolved,
         tuple(planned),
         _shards(planned, limit),
         aliases,

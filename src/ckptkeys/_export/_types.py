@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from .._errors import CkptKeysError
 from .._read._repr import counted, nbytes, one_line
@@ -14,7 +15,7 @@ from ._spans import FileSpan
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Any, Final, Literal
+    from typing import Any, Final
 
 __all__ = [
     "DTYPE_CHOICES",
@@ -33,10 +34,12 @@ __all__ = [
     "parse_size",
 ]
 
-Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
-DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
-Weights = str  # "masters" | "module"
-WEIGHTS_CHOICES: Final = ("masters", "module")
+Dtype = Literal["fp32", "bf16", "fp16", "auto"]
+"""The output dtypes :func:`~ckptkeys.plan_export` and :func:`~ckptkeys.export` take (``dtype=``)."""
+DTYPE_CHOICES: Final[tuple[Dtype, ...]] = get_args(Dtype)  # the runtime check, from the type itself
+Weights = Literal["masters", "module"]
+"""Where exported floating tensors come from (``weights=``): the fp32 master weights or the module's."""
+WEIGHTS_CHOICES: Final[tuple[Weights, ...]] = get_args(Weights)
 TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 SINGLE_FILE: Final = "model.safetensors"
@@ -141,7 +144,7 @@ class ExportPlan:
     aliases: dict[str, str] = field(default_factory=dict)
     """Tied parameters left out, each mapped to the name its values are written under."""
     max_shard_size: int = 5 * 10**9
-    weights: str = "masters"
+    weights: Weights = "masters"
     """Which weights the floating tensors come from: ``"masters"`` (the fp32 master weights where
     the checkpoint has them) or ``"module"`` (the module's weights as saved)."""
     side_files: tuple[str, ...] = ()
