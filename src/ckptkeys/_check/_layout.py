@@ -95,8 +95,6 @@ class TagLayout:
             facts.append(f"ZeRO-{self.zero_stage}")
         if self.precision is not None:
             facts.append(self.precision)
-        if self.checkpoints or self.read_errors:
-            facts.append(f"{len(self.checkpoints)} read")
         return one_line(self, self.path, (*facts, severities(p.severity for p in self.problems)))
 
     def of_kind(self, *kinds: FileKind) -> tuple[LayoutFile, ...]:
