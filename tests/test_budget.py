@@ -46,7 +46,7 @@ def bombs(ops: int) -> dict[str, bytes]:
 @pytest.mark.parametrize("name", sorted(bombs(0)))
 def test_bomb_ends_at_the_budget(name: str) -> None:
     # 1M opcodes against a 1 MiB budget (the default's 1/128): every bomb is over it.
-    with pytest.raises(LimitError, match="max_structure_bytes=1048576") as caught:
+    with pytest.raises(LimitError, match=r"max_structure_bytes \(1048576\)") as caught:
         unpickle(bombs(1_000_000)[name], limits=Limits(max_structure_bytes=MiB))
     assert caught.value.limit == "max_structure_bytes"
 
@@ -80,7 +80,7 @@ def test_small_deflated_opcode_bomb_is_refused_by_its_inflation(body: bytes, tmp
     path = tmp_path / "bomb.pt"
     path.write_bytes(zip_archive(_records(body + b"}."), method=8))
     assert path.stat().st_size < 100_000
-    with pytest.raises(LimitError, match="max_inflate_ratio=100"):
+    with pytest.raises(LimitError, match=r"max_inflate_ratio \(100\)"):
         ckptkeys.read(path)
 
 

@@ -82,7 +82,7 @@ def test_keys_one_group_case_insensitive() -> None:
 def test_unknown_group_is_a_usage_error() -> None:
     result = run("script", "keys", "OptimiserKeys")
     assert result.returncode == 2
-    assert "unknown group 'OptimiserKeys'" in result.stderr and "OptimizerKeys" in result.stderr
+    assert "no group or key value 'OptimiserKeys'" in result.stderr and "OptimizerKeys" in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
 

@@ -7,8 +7,8 @@ ready, ``convert_zero_checkpoint_to_fp32_state_dict(..., safe_serialization=True
 process, and ``python -m deepspeed.checkpoint.ds_to_universal`` in a subprocess; assert that each
 succeeded exactly where ckptkeys said ``ready``. No verdict is written here by hand: the
 expectation is what DeepSpeed does. Together with test_validate's
-``test_deepspeed_output_has_no_warning_but_converter_verdicts`` this proves that every warning
-on DeepSpeed's own output is a verdict DeepSpeed confirms.
+``test_deepspeed_output_has_no_warning_and_converter_verdicts_are_information`` this proves that
+every readiness problem on DeepSpeed's own output is a verdict DeepSpeed confirms.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import ckptkeys
-from ckptkeys import ExportError, export, plan_export
+from ckptkeys import Dtype, ExportError, export, plan_export
 from ckptkeys._cli._main import main
 from ckptkeys._export._types import parse_size
 
@@ -87,7 +87,7 @@ def test_plan_names_every_module_entry_with_its_shape(name: str) -> None:
 @needs_numpy
 @pytest.mark.parametrize("name", EVERY_FIXTURE)
 @pytest.mark.parametrize("dtype", ["fp32", "auto"])
-def test_written_file_follows_the_format_and_the_plan(name: str, dtype: str, tmp_path: pathlib.Path) -> None:
+def test_written_file_follows_the_format_and_the_plan(name: str, dtype: Dtype, tmp_path: pathlib.Path) -> None:
     plan = export(FIXTURES / name, tmp_path, dtype=dtype)
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     header, metadata, data = _parse(tmp_path / "model.safetensors")
@@ -271,9 +271,10 @@ def test_overwrite_removes_the_shards_of_an_older_export(tmp_path: pathlib.Path)
 
 
 def test_tensor_parallel_without_a_rank_names_the_way_out(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ExportError, match="--tp-rank K"):
+    with pytest.raises(ExportError, match="export one rank's shard as it is") as caught:
         plan_export(FIXTURES / "tp2_z1_bf16")
-    assert main(["export", str(FIXTURES / "tp2_z1_bf16"), str(tmp_path / "out")]) == 1
+    assert caught.value.option == "tp_rank"  # the command names it as typed (tests/test_cli_convention.py)
+    assert main(["export", str(FIXTURES / "tp2_z1_bf16"), str(tmp_path / "out")]) == 2
 
 
 @needs_numpy
@@ -338,8 +339,9 @@ def test_tag_choice(tmp_path: pathlib.Path) -> None:
         plan_export(FIXTURES / "z2_bf16_ws2", tag="global_step9")
     folder = _copy("z2_bf16_ws2", tmp_path)
     (folder / "latest").unlink()
-    with pytest.raises(ExportError, match="--tag"):
+    with pytest.raises(ExportError, match="has no 'latest' file to name the tag") as caught:
         plan_export(folder)
+    assert caught.value.option == "tag"
 
 
 def test_dry_run_writes_nothing_and_prints_the_plan(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -376,14 +378,6 @@ def test_short_partition_is_refused(tmp_path: pathlib.Path) -> None:
     # tests/test_export_deepspeed.py::test_short_partition_names_the_file.
 
 
-def test_a_cast_without_numpy_says_how_to_install(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'ckptkeys\[export\]'"):
-        export(FIXTURES / "z2_bf16_ws2", tmp_path)
-    assert os.listdir(tmp_path) == []
-    assert main(["export", str(FIXTURES / "z2_bf16_ws2"), str(tmp_path / "cli"), "-q"]) == 1
-
-
 FULL_DISK = """
 import resource, signal, sys
 from ckptkeys._cli._main import main
@@ -411,7 +405,7 @@ def test_a_full_disk_names_the_output_and_leaves_no_file(cast: bool, tmp_path: p
         text=True,
         check=False,
     )
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 74, done.stderr  # the output folder cannot be written
     assert f"{out / 'model.safetensors'}: cannot be written: File too large" in done.stderr
     assert os.listdir(out) == []
 

@@ -57,7 +57,9 @@ def _same_bits(ours: Any, theirs: Any, name: str) -> None:
     assert torch.equal(ours.contiguous().view(torch.uint8), theirs.contiguous().view(torch.uint8)), name
 
 
-def _compare_with_zero_to_fp32(folder: pathlib.Path, out: pathlib.Path, dtype: str, tag: str | None = None) -> None:
+def _compare_with_zero_to_fp32(
+    folder: pathlib.Path, out: pathlib.Path, dtype: ckptkeys.Dtype, tag: str | None = None
+) -> None:
     plan = export(folder, out, dtype=dtype, tag=tag)
     ours = _load(out)
     reference = _reference(folder, tag)
@@ -86,7 +88,7 @@ def _model_states(folder: pathlib.Path, tag: str | None = None) -> dict[str, Any
 
 @pytest.mark.parametrize("name", ACCEPTED)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-def test_fixture_export_equals_zero_to_fp32(name: str, dtype: str, tmp_path: pathlib.Path) -> None:
+def test_fixture_export_equals_zero_to_fp32(name: str, dtype: ckptkeys.Dtype, tmp_path: pathlib.Path) -> None:
     _compare_with_zero_to_fp32(FIXTURES / name, tmp_path, dtype)
 
 

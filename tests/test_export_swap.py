@@ -214,7 +214,7 @@ def test_messages_speak_the_command_s_terms(tmp_path: pathlib.Path, capsys: pyte
     assert main(["export", folder, str(tmp_path), "-q"]) == 0
     assert main(["export", folder, str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "already exists: pass --overwrite to replace it" in err and "overwrite=True" not in err
+    assert "already exists; --overwrite replaces it" in err and "overwrite=True" not in err
     assert main(["export", str(tmp_path / "absent"), str(tmp_path / "o"), "-q"]) == 2
     assert capsys.readouterr().err == f"ckptkeys export: {tmp_path / 'absent'}: does not exist\n"
     (tmp_path / "file").write_bytes(b"")

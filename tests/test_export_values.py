@@ -20,7 +20,9 @@ from tests.export_values import FILE, Case, Storage, Tensor, safetensors_file, s
 VALUES = struct.pack("<4f", 1.5, -2.0, 3.25, 1e-3)
 
 
-def _export(case: Case, tmp_path: pathlib.Path, dtype: str = "auto") -> dict[str, tuple[str, list[int], bytes]]:
+def _export(
+    case: Case, tmp_path: pathlib.Path, dtype: ckptkeys.Dtype = "auto"
+) -> dict[str, tuple[str, list[int], bytes]]:
     tag = tmp_path / "ckpt" / "global_step1"
     case.write(tag)
     ckptkeys.export(tag, tmp_path / "out", dtype=dtype, fsync=False)

@@ -94,7 +94,7 @@ def test_zip_bomb_that_lies_about_its_size(tmp_path: pathlib.Path) -> None:
 
 def test_member_count_is_checked_before_the_directory_is_parsed(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path / "many.pt", [(f"archive/data/{i}", b"") for i in range(50)] + [("archive/data.pkl", b"N.")])
-    with pytest.raises(LimitError, match="max_zip_members=10"):
+    with pytest.raises(LimitError, match=r"max_zip_members \(10\)"):
         ckptkeys.read(path, limits=Limits(max_zip_members=10))
 
 
@@ -267,7 +267,7 @@ def test_declared_member_count_is_checked_before_zipfile_parses(tmp_path: pathli
     assert ckptkeys.read(path).data  # zipfile reads the ZIP64 form too
     path.write_bytes(_with_declared_count(GOOD.read_bytes(), 60_000, zip64))
     # Only the declared count is too high (zipfile itself would list the few real members).
-    with pytest.raises(LimitError, match="max_zip_members=1000"):
+    with pytest.raises(LimitError, match=r"max_zip_members \(1000\)"):
         ckptkeys.read(path, limits=Limits(max_zip_members=1000))
 
 

@@ -16,6 +16,7 @@ TYPE_CHECKING = False  # type checkers treat this as True and see the names belo
 if TYPE_CHECKING:
     from ._check._converters import Verdict
     from ._check._entry import (
+        DictKindName,
         validate,
         validate_file,
         validate_folder,
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
     from ._check._runs import Run, Save, scan_run
     from ._check._safetensors_files import SafetensorsReport
     from ._check._weights_folders import WeightsFolderReport, WeightsIndex
+    from ._check._select import Selection
     from ._export._entry import plan_export
-    from ._export._types import ExportError, ExportPlan, ExportShard, ExportTensor
+    from ._export._types import Dtype, ExportError, ExportPlan, ExportShard, ExportTensor, Weights
     from ._export._write import OutputExistsError, export, write_export
     from ._keys._plain import plain
     from ._keys._registry import (
@@ -97,6 +99,8 @@ __all__ = [
     "Checkpoint",
     "CkptKeysError",
     "CorruptCheckpointError",
+    "DictKindName",
+    "Dtype",
     "ExportError",
     "ExportPlan",
     "ExportShard",
@@ -129,6 +133,7 @@ __all__ = [
     "SafetensorsReport",
     "SafetensorsTensor",
     "Save",
+    "Selection",
     "Severity",
     "StorageInfo",
     "StructureError",
@@ -147,6 +152,7 @@ __all__ = [
     "VocabKeys",
     "WeightsFolderReport",
     "WeightsIndex",
+    "Weights",
     "__version__",
     "export",
     "iter_members",
@@ -200,9 +206,11 @@ _ELSEWHERE = {
     "Save": "_check._runs",
     "Problem": "_check._problems",
     "Severity": "_check._problems",
+    "Selection": "_check._select",
     "TagReport": "_check._reports",
     "ValidationReport": "_check._reports",
     "validate": "_check._entry",
+    "DictKindName": "_check._entry",
     "validate_folder": "_check._entry",
     "validate_file": "_check._entry",
     "validate_path": "_check._entry",
@@ -214,6 +222,8 @@ _ELSEWHERE = {
     "WeightsIndex": "_check._weights_folders",
     "RunReport": "_check._reports",
     "Verdict": "_check._converters",
+    "Dtype": "_export._types",
+    "Weights": "_export._types",
     "ExportError": "_export._types",
     "ExportPlan": "_export._types",
     "ExportShard": "_export._types",

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from ckptkeys import KeyGroup, ModuleKeys, OptimizerKeys, Severity, members_for, plain
+from ckptkeys import (
+    DictKindName,
+    Dtype,
+    KeyGroup,
+    ModuleKeys,
+    OptimizerKeys,
+    Severity,
+    Weights,
+    export,
+    members_for,
+    plain,
+    plan_export,
+    validate,
+    validate_file,
+    validate_path,
+)
 from ckptkeys.constants import (
     AUTOEP_ZERO12_REQUIRED_FIELDS,
     PARTITION_COUNT,
@@ -51,3 +66,21 @@ def values(member: KeyGroup) -> str:
     level: str = Severity.ERROR.value
     print(text, counts, level)
     return member.value
+
+
+def closed_sets(kind: DictKindName, dtype: Dtype, weights: Weights) -> None:
+    # Every accepted spelling type-checks, and so do the public aliases.
+    plan_export("ckpt", dtype="fp32", weights="masters")
+    plan_export("ckpt", dtype="bf16", weights="module")
+    export("ckpt", "out", dtype="fp16")
+    export("ckpt", "out", dtype="auto", weights=weights)
+    plan_export("ckpt", dtype=dtype)
+    validate("ckpt", kind="model states")
+    validate({}, kind="ZeRO-1/2 optimizer state")
+    validate_file("ckpt", kind="optimizer-states file")
+    validate_path("ckpt", kind="universal_checkpoint_info")
+    validate_path("ckpt", kind=kind)
+    validate("ckpt")
+    output: str = plan_export("ckpt").dtype
+    source: Weights = plan_export("ckpt").weights
+    print(output, source)

@@ -3,6 +3,9 @@
 The verdicts come from what the converters check, in the order they check it (DeepSpeed
 0.19.8, ``deepspeed/utils/zero_to_fp32.py`` and ``deepspeed/checkpoint/ds_to_universal.py``),
 applied to the structure ``scan(read=True)`` already read: no file is read again.
+A verdict that is not ready is one problem per converter and tag (:func:`readiness_problems`):
+information, because a checkpoint that resumes training is a good checkpoint, and an error only
+for a converter the user requires (``--require``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys, ParamPat
 from .._read._pickle import Opaque
 from ..naming import FileKind
 from . import _frameworks
+from ._problems import Problem, Severity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,11 +25,15 @@ if TYPE_CHECKING:
 
     from ._layout import LayoutFile, TagLayout
 
-__all__ = ["CONVERTERS", "Verdict", "readiness"]
+__all__ = ["CONVERTERS", "NOT_READY", "SAFETENSORS_NOT_READY", "Verdict", "readiness", "readiness_problems"]
 
 ZERO_TO_FP32: Final = "zero_to_fp32"
 DS_TO_UNIVERSAL: Final = "ds_to_universal"
 CONVERTERS: Final = (ZERO_TO_FP32, DS_TO_UNIVERSAL)
+NOT_READY: Final = {ZERO_TO_FP32: "zero-to-fp32-not-ready", DS_TO_UNIVERSAL: "ds-to-universal-not-ready"}
+"""The problem code of each converter that will fail on a tag."""
+SAFETENSORS_NOT_READY: Final = "zero-to-fp32-safetensors-not-ready"
+"""The problem code of ``zero_to_fp32 --safe_serialization`` failing where ``zero_to_fp32`` works."""
 
 _AUTOEP_LAYERS: Final = (ModuleKeys.AUTOEP_LAYERS_KEY, ModuleKeys.AUTOEP_LAYERS_KEY_LEGACY)
 _PATTERN_LISTS: Final = (
@@ -37,9 +45,12 @@ _PATTERN_LISTS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Verdict:
-    """Whether a converter will accept a tag; if not, a stable ``code`` and a ``reason`` with the way out."""
+    """Whether a converter will accept a tag; if not, a stable ``code`` and a ``reason`` with the way out.
+
+    Its repr is one line (``<Verdict not ready: no-module>``); the sentence is :attr:`reason`.
+    """
 
     ready: bool
     code: str | None = None
@@ -50,6 +61,16 @@ class Verdict:
     safe_serialization: Verdict | None = None
     """For ``zero_to_fp32`` when it is ready: whether ``--safe_serialization`` (safetensors
     output) works too. ``None`` otherwise."""
+
+    def __repr__(self) -> str:
+        text = self._state()
+        if self.safe_serialization is not None:
+            text += f"; safe_serialization {self.safe_serialization._state()}"
+        return f"<{type(self).__name__} {text}>"
+
+    def _state(self) -> str:
+        text = "ready" if self.ready else "not applicable" if not self.applicable else "not ready"
+        return text if self.code is None else f"{text}: {self.code}"
 
 
 _READY: Final = Verdict(True)
@@ -62,6 +83,28 @@ def readiness(tag: TagLayout, *, framework: str | None = None) -> dict[str, Verd
     never call ``save_checkpoint`` themselves, so the way out it names differs.
     """
     return {ZERO_TO_FP32: _zero_to_fp32(tag), DS_TO_UNIVERSAL: _ds_to_universal(tag, framework)}
+
+
+def readiness_problems(path: str, verdicts: dict[str, Verdict]) -> list[Problem]:
+    """One ``info`` problem per converter that will fail on the tag at ``path``, its reason once.
+
+    A converter with nothing to do (a universal tag) gives none; where ``zero_to_fp32`` works but
+    not with ``--safe_serialization``, that is the problem instead.
+    """
+    problems = []
+    for name, verdict in verdicts.items():
+        if not verdict.ready and verdict.applicable:
+            problems.append(Problem(Severity.INFO, NOT_READY[name], f"{name} will fail: {verdict.reason}", path))
+        elif verdict.safe_serialization is not None and not verdict.safe_serialization.ready:
+            problems.append(
+                Problem(
+                    Severity.INFO,
+                    SAFETENSORS_NOT_READY,
+                    f"{name} --safe_serialization will fail: {verdict.safe_serialization.reason}",
+                    path,
+                )
+            )
+    return problems
 
 
 def _state(tag: TagLayout, file: LayoutFile) -> Any:

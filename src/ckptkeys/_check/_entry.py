@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal, get_args  # schema, imported below, imports typing anyway
 
 from .. import schema
 from .._read._errors import NotACheckpointError, ReadError
@@ -24,9 +25,11 @@ from ._weights_folders import WeightsFolderReport, is_weights_folder, validate_w
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Final
 
 __all__ = [
+    "KIND_CHOICES",
+    "DictKindName",
     "validate",
     "validate_file",
     "validate_folder",
@@ -35,21 +38,57 @@ __all__ = [
     "validate_tag",
 ]
 
+DictKindName = Literal[
+    "model states",
+    "optimizer-states file",
+    "ZeRO-1/2 optimizer state",
+    "BF16-optimizer state",
+    "ZeRO-3 optimizer state",
+    "fp16 optimizer wrapper state",
+    "universal_checkpoint_info",
+    "universal optimizer state",
+    "universal parameter file",
+    "checkpoint_parallel_dimensions",
+    "parameter_with_sub_params entry",
+]
+"""The kinds of dict ``validate``, ``validate_file`` and ``validate_path`` check as (``kind=``):
+the names of :data:`ckptkeys.schema.SPECS`, spelt exactly so (``"model states"``, with a space)."""
+KIND_CHOICES: Final[tuple[DictKindName, ...]] = get_args(DictKindName)  # a test: the same as SPECS' names
 
-def validate_file(path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits | None = None) -> FileReport:
-    """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name)
-    if given, else as its name says, else as its keys suggest (model states or an
-    optimizer-states file). A file whose name DeepSpeed does not write and whose top-level dict
-    holds no key only DeepSpeed writes (a plain state dict, a pickled module, a trainer's
-    ``optimizer.pt``) is not checked against DeepSpeed's schema: it gets one ``not-deepspeed``
-    information saying what it holds. Its globals are checked as every file's are.
-    Raises :class:`~ckptkeys.ReadError` if the file cannot be read.
+
+def _spec(kind: str) -> schema.DictKind:
+    """The spec of ``kind``; ``ValueError`` listing the kinds, with the one meant if only the spelling differs."""
+    if kind not in KIND_CHOICES:
+        meant = [name for name in KIND_CHOICES if _loose(name) == _loose(str(kind))]
+        hint = f"; did you mean {meant[0]!r}?" if meant else ""
+        accepted = ", ".join(repr(name) for name in KIND_CHOICES)
+        raise ValueError(f"kind must be one of {accepted}; not {kind!r}{hint}")
+    return schema.spec_for(kind)
+
+
+def _loose(name: str) -> str:
+    """A kind's name without case, and with ``_``, ``-`` and spaces alike: what a misspelling keeps."""
+    return name.lower().replace("_", " ").replace("-", " ")
+
+
+def validate_file(
+    path: str | os.PathLike[str], *, kind: DictKindName | None = None, limits: Limits | None = None
+) -> FileReport:
+    """Read one checkpoint file and check it: as ``kind`` (a :data:`ckptkeys.schema.SPECS` name,
+    :data:`ckptkeys.DictKindName`) if given, else as its name says, else as its keys suggest
+    (model states or an optimizer-states file). A file whose name DeepSpeed does not write and whose
+    top-level dict holds no key only DeepSpeed writes (a plain state dict, a pickled module, a
+    trainer's ``optimizer.pt``) is not checked against DeepSpeed's schema: it gets one
+    ``not-deepspeed`` information saying what it holds. Its globals are checked as every file's are.
+    Raises :class:`~ckptkeys.ReadError` if the file cannot be read, and ``ValueError``, listing the
+    kinds, for a ``kind`` that is none of them.
     """
     root = os.fspath(path)
+    spec = None if kind is None else _spec(kind)
     checkpoint = read(root, limits=limits)
     name = parse(root)
-    if kind:
-        problems = check_dict(checkpoint.data, schema.spec_for(kind), file=root)
+    if spec is not None:
+        problems = check_dict(checkpoint.data, spec, file=root)
     elif name is None and not is_deepspeed_dict(checkpoint.data):
         problems = [plain_file_problem(root, checkpoint.data)]
     elif name is None:
@@ -125,7 +164,7 @@ def validate_run(
 def validate_path(
     path: str | os.PathLike[str],
     *,
-    kind: str | None = None,
+    kind: DictKindName | None = None,
     save: str | None = None,
     all_saves: bool = False,
     limits: Limits | None = None,
@@ -140,9 +179,12 @@ def validate_path(
     ``ckptkeys export`` write them) is a :class:`WeightsFolderReport`.
 
     ``kind`` applies to a file, ``save`` and ``all_saves`` to a run; given for anything else
-    they raise ``ValueError``. Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist,
-    cannot be read, or holds no checkpoint.
+    they raise ``ValueError``, as does a ``kind`` that is not a :data:`ckptkeys.DictKindName`.
+    Raises :class:`~ckptkeys.ReadError` when ``path`` does not exist, cannot be read, or holds
+    no checkpoint.
     """
+    if kind is not None:
+        _spec(kind)
     root = os.fspath(path)
     if not os.path.exists(root):
         raise ReadError(root, "does not exist")
@@ -157,7 +199,7 @@ def validate_path(
             if kind is None and root.lower().endswith(".safetensors"):
                 validate_safetensors(root)  # a broken header: its reason, rather than "not a torch checkpoint"
             raise
-    if kind:
+    if kind is not None:
         raise ValueError(f"{root}: a folder: kind applies to one file")
     try:
         layout = scan(root)
@@ -177,13 +219,14 @@ def validate_path(
 
 
 def validate(
-    target: str | os.PathLike[str] | dict[Any, Any], *, kind: str | None = None, limits: Limits | None = None
+    target: str | os.PathLike[str] | dict[Any, Any], *, kind: DictKindName | None = None, limits: Limits | None = None
 ) -> list[Problem]:
     """The problems of a checkpoint: a run, a save or tag folder, one file, or one dict.
 
     A dict (from :func:`ckptkeys.read` or ``torch.load``) is checked as ``kind`` (a
-    :data:`ckptkeys.schema.SPECS` name such as ``"model states"``), or as model states or an
-    optimizer-states file as its keys suggest. A path is validated by :func:`validate_path`,
+    :data:`ckptkeys.schema.SPECS` name such as ``"model states"``: :data:`ckptkeys.DictKindName`;
+    any other raises ``ValueError`` listing them), or as model states or an optimizer-states file
+    as its keys suggest. A path is validated by :func:`validate_path`,
     as ``ckptkeys validate PATH`` does: a file as its name (or ``kind``) says, a folder with
     every check, a run by its newest save. Problems come in the order they were found. A bad
     checkpoint raises nothing (an unreadable file in a folder is an ``unreadable-file`` error);
@@ -191,5 +234,5 @@ def validate(
     folder that holds none) raises :class:`~ckptkeys.ReadError`, where the command exits with 2.
     """
     if isinstance(target, dict):
-        return client_state_problems(check_dict(target, schema.spec_for(kind) if kind else guess_kind(target)))
+        return client_state_problems(check_dict(target, _spec(kind) if kind is not None else guess_kind(target)))
     return list(validate_path(target, kind=kind, limits=limits).all_problems)

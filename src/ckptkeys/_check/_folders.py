@@ -106,7 +106,10 @@ def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) ->
     except UnicodeDecodeError as error:
         problems.append(Problem(Severity.ERROR, "latest-unreadable", f"cannot be read: {error}", entry.path))
         return None
-    if not text or "\n" in text or os.sep in text:
+    if not text:  # DeepSpeed writes the tag and nothing else; an empty file names none
+        problems.append(Problem(Severity.ERROR, "latest-unreadable", "is empty: it names no tag", entry.path))
+        return None
+    if "\n" in text or os.sep in text:
         problems.append(Problem(Severity.ERROR, "latest-unreadable", "does not hold a tag name", entry.path))
         return None
     return text

@@ -21,6 +21,7 @@ from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read_inside
+from .._read._repr import counted, nbytes, one_line, severities
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -41,9 +42,9 @@ _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "
 _FLOAT_DTYPES: Final = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class LayoutFile:
-    """One checkpoint file of a tag folder."""
+    """One checkpoint file of a tag folder. Its repr is one line: the file, its kind and size."""
 
     path: str
     relpath: str
@@ -51,14 +52,18 @@ class LayoutFile:
     name: CheckpointName
     size: int
 
+    def __repr__(self) -> str:
+        return one_line(self, self.path, (self.name.kind.value.replace("_", " "), nbytes(self.size)))
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class TagLayout:
     """One tag folder: its files and what they tell.
 
     A degree, stage or precision is ``None`` where the names cannot tell it (ZeRO-1 and 2
     write the same names; unprefixed optimizer shards may be fp16 or fp32); ``scan(read=True)``
-    fills it from the files.
+    fills it from the files. Its repr is one line (folder, files, bytes, stage, precision,
+    problems); the files are :attr:`files`, the problems :attr:`problems`.
     """
 
     name: str
@@ -82,6 +87,16 @@ class TagLayout:
     read_errors: dict[str, ReadError] = field(default_factory=dict)
     """With ``read=True``: why each other file could not be read, by ``relpath``."""
 
+    def __repr__(self) -> str:
+        facts = [counted(len(self.files), "file"), nbytes(sum(f.size for f in self.files))]
+        if self.universal:
+            facts.append("universal")
+        if self.zero_stage is not None:
+            facts.append(f"ZeRO-{self.zero_stage}")
+        if self.precision is not None:
+            facts.append(self.precision)
+        return one_line(self, self.path, (*facts, severities(p.severity for p in self.problems)))
+
     def of_kind(self, *kinds: FileKind) -> tuple[LayoutFile, ...]:
         """The files of the given kinds, in layout order."""
         return tuple(f for f in self.files if f.name.kind in kinds)
@@ -97,9 +112,13 @@ def read_dicts(tag: TagLayout, files: Iterable[LayoutFile]) -> list[tuple[Layout
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Layout:
-    """What ``scan`` found: the tags of a save folder (or the one tag folder it was given)."""
+    """What ``scan`` found: the tags of a save folder (or the one tag folder it was given).
+
+    Its repr is one line (folder, kind, tags, files, bytes, problems of the folder and its tags);
+    the tags are :attr:`tags` (each with its ``files``), every problem :attr:`all_problems`.
+    """
 
     path: str
     kind: Literal["save", "tag"]
@@ -116,6 +135,14 @@ class Layout:
     """Files of the save folder that a framework writes beside the save (``trainer_state.json``, ...)."""
     run: str | None = None
     """The run folder ``scan`` was given, when it chose this save from it (its newest, or ``save``)."""
+
+    def __repr__(self) -> str:
+        files = [f for tag in self.tags for f in tag.files]
+        facts = [self.kind, counted(len(self.tags), "tag")]
+        if self.framework is not None:
+            facts.append(self.framework)
+        facts += [counted(len(files), "file"), nbytes(sum(f.size for f in files))]
+        return one_line(self, self.path, (*facts, severities(p.severity for p in self.all_problems)))
 
     def tag(self, name: str) -> TagLayout:
         """The tag called ``name``; ``KeyError`` if there is none."""
@@ -169,7 +196,7 @@ def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callabl
     if not os.path.exists(root):
         raise ReadError(root, "does not exist")
     if not os.path.isdir(root):
-        raise ReadError(root, "is a file, not a checkpoint folder (ckptkeys.read() reads one file)")
+        raise ReadError(root, "is a file, not a checkpoint folder")
     boundary = os.path.realpath(root)
     problems: list[Problem] = []
     entries = list_entries(root, boundary, problems)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .._keys._registry import NamingKeys
 from .._read._errors import NotACheckpointError, ReadError
+from .._read._repr import counted, one_line, severities
 from . import _frameworks
 from ._folders import is_tag_folder, list_entries
 from ._problems import Problem, Severity
@@ -15,9 +16,9 @@ from ._problems import Problem, Severity
 __all__ = ["Run", "Save", "scan_run"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Save:
-    """One save folder of a run."""
+    """One save folder of a run. Its repr is one line: the folder and its step."""
 
     name: str
     path: str
@@ -27,11 +28,17 @@ class Save:
     mtime: float
     """When the folder's ``latest`` file (else the folder) was last written."""
 
+    def __repr__(self) -> str:
+        return one_line(self, self.path, () if self.step is None else (f"step {self.step}",))
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Run:
     """A folder whose subfolders are save folders: a Trainer ``output_dir``, a Lightning
-    ``dirpath``, Accelerate's ``checkpoints/``."""
+    ``dirpath``, Accelerate's ``checkpoints/``.
+
+    Its repr is one line (folder, framework, saves, problems); the saves are :attr:`saves`.
+    """
 
     path: str
     framework: str | None
@@ -43,6 +50,10 @@ class Run:
     """Everything else in the folder (subfolders with a ``/``)."""
     problems: tuple[Problem, ...] = ()
     """Entries skipped while listing (symlinks out, FIFOs, devices) and side files that could not be read."""
+
+    def __repr__(self) -> str:
+        facts = [self.framework or "no framework", counted(len(self.saves), "save")]
+        return one_line(self, self.path, (*facts, severities(p.severity for p in self.problems)))
 
     def save(self, name: str) -> Save:
         """The save called ``name``; ``KeyError`` if there is none."""

@@ -2,7 +2,7 @@
 
 Per folder, the files are checked against each other (ranks, partition counts, world sizes,
 stage, precision, versions, the fp32 partitions' sizes against ``param_shapes``) and each
-converter's readiness is a problem when it will fail. ``moe_info`` reads a tag's MoE layout.
+converter's readiness is an ``info`` problem when it will fail. ``moe_info`` reads a tag's MoE layout.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..naming import (
 )
 from . import _frameworks
 from ._complete import completeness_problems
-from ._converters import readiness
+from ._converters import readiness, readiness_problems
 from ._dicts import check_file, client_state_problems
 from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files, read_dicts
 from ._problems import Problem, Severity
@@ -49,20 +49,7 @@ def check_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
     problems += _cross_file(tag)
     problems += completeness_problems(tag, problems)
     converters = readiness(tag, framework=framework or _client_framework(tag))
-    for name, verdict in converters.items():
-        if not verdict.ready and verdict.applicable:
-            problems.append(
-                Problem(W, f"{name.replace('_', '-')}-not-ready", f"{name} will fail: {verdict.reason}", tag.path)
-            )
-        elif verdict.safe_serialization is not None and not verdict.safe_serialization.ready:
-            problems.append(
-                Problem(
-                    W,
-                    f"{name.replace('_', '-')}-safetensors-not-ready",
-                    f"{name} --safe_serialization will fail: {verdict.safe_serialization.reason}",
-                    tag.path,
-                )
-            )
+    problems += readiness_problems(tag.path, converters)
     return TagReport(tag, tuple(problems), converters)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._read._errors import ReadError
 from ._signals import raise_swallowed
-from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail
 
 __all__ = ["add_export", "run_export"]
 
@@ -85,24 +85,27 @@ class _ByteProgress:
 
 def run_export(args: argparse.Namespace) -> int:
     from .._export._entry import plan_export
-    from .._export._types import ExportError
-    from .._export._write import OutputExistsError, OutputFolderError, parse_shard, write_export
+    from .._export._types import ExportError, parse_size
+    from .._export._write import parse_shard, write_export
+
+    def failed(status: int, message: str, error: str = "UsageError") -> int:
+        return fail("export", status, message, json_too=args.json, path=args.path, error=error)
 
     if args.json and not args.dry_run:
-        print("ckptkeys export: --json goes with --dry-run", file=sys.stderr)
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, "--json goes with --dry-run")
     if args.shard is not None and args.index_only:
-        print("ckptkeys export: --shard and --index-only go separately: the shard jobs first, then one "
-              "--index-only job", file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, "--shard and --index-only go separately: the shard jobs first, then one "
+                      "--index-only job")  # fmt: skip
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None
     except ValueError as error:
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, str(error))
+    try:
+        parse_size(args.max_shard_size)
+    except ValueError as error:
+        return failed(EXIT_USAGE, f"--max-shard-size {args.max_shard_size}: {error}")
     if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a usage error
-        print(f"ckptkeys export: {args.path}: does not exist", file=sys.stderr)
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, f"{args.path}: does not exist")
     progress = _ByteProgress(not args.quiet)
     stale: list[str] = []
     try:
@@ -129,23 +132,16 @@ def run_export(args: argparse.Namespace) -> int:
         if args.save is None or error.args != (args.save,):
             raise
         progress.close()
-        print(f"ckptkeys export: {args.path}: {_no_save(args.path, args.save)}", file=sys.stderr)
-        return EXIT_USAGE
+        return failed(EXIT_USAGE, f"{args.path}: {_no_save(args.path, args.save)}")
     except BrokenPipeError:  # `--dry-run | head`: main's to handle, not an error of the export
         raise
-    except OutputExistsError as error:  # in the command's terms: the option as typed
-        progress.close()
-        print(f"ckptkeys export: {error.path}: already exists: pass --overwrite to replace it", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, OutputFolderError) as error:  # a bad --max-shard-size; OUT_DIR a file, read-only
-        progress.close()
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ReadError, ExportError, ImportError, OSError) as error:
+    except (ValueError, ReadError, ExportError, ImportError, OSError) as error:
         progress.close()
         raise_swallowed()  # an error made of a signal's exception (a lazy import interrupted) is the signal
-        print(f"ckptkeys export: {error}", file=sys.stderr)
-        return EXIT_PROBLEMS
+        if isinstance(error, OSError) and error.filename is None:  # standard output: main says so (74)
+            raise
+        message, status = _failure(error, args)
+        return failed(status, message, "UsageError" if isinstance(error, ValueError) else type(error).__name__)
     except BaseException:  # a signal (main says so): its line must not follow the progress bar's
         progress.close()
         raise
@@ -157,6 +153,36 @@ def run_export(args: argparse.Namespace) -> int:
     for line in _name_notes(plan):
         print(line, file=sys.stderr)
     return EXIT_OK
+
+
+def _failure(error: Exception, args: argparse.Namespace) -> tuple[str, int]:
+    """The line an error of ``export`` prints (options as typed) and its exit status (``_status``)."""
+    from .._export._types import ExportError
+    from .._export._write import OutputFolderError
+    from .._read._errors import NotACheckpointError
+
+    if isinstance(error, ExportError):
+        if error.option is not None:  # an argument at fault, or one that resolves it: usage
+            hint = OPTIONS.get(error.option, error.option)
+            return f"{error}; {hint}" if hint else str(error), EXIT_USAGE
+        if isinstance(error, OutputFolderError):  # the folder cannot be created or written in
+            return str(error), EXIT_OUTPUT
+        return str(error), EXIT_PROBLEMS  # the checkpoint: an error validate reports, a layout not exported
+    if isinstance(error, ReadError):
+        # CHECKPOINT itself is no checkpoint folder: unreadable input. A file inside that cannot
+        # be read is an error problem of the checkpoint, as validate reports it.
+        given = os.path.normpath(error.path) == os.path.normpath(args.path)
+        return str(error), EXIT_USAGE if given or isinstance(error, NotACheckpointError) else EXIT_PROBLEMS
+    if isinstance(error, OSError):
+        written = error.filename is not None and _inside(str(error.filename), args.out_dir)
+        name = error.filename if error.filename is not None else args.path
+        return f"{name}: {error.strerror or error}", EXIT_OUTPUT if written else EXIT_USAGE
+    return str(error), EXIT_USAGE  # ValueError (a bad --max-shard-size, --save off a run), ImportError (numpy)
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(os.path.join(folder, ""))
 
 
 def _summary(plan: Any, written: list[str], shard: tuple[int, int] | None, out_dir: str) -> str:

@@ -14,12 +14,14 @@ from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._signals import Interrupted
-from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail
 
 __all__ = ["main"]
 
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
+# The commands, every one of which takes --json.
+COMMANDS = ("keys", "inspect", "validate", "lint", "export")
 # Show a progress line on a terminal when a folder has at least this many files.
 PROGRESS_MIN_FILES = 32
 
@@ -58,17 +60,16 @@ class _VersionAction(argparse.Action):
 
 
 class _UsageError(Exception):
-    """An argument error found by argparse: its message and the usage line of the (sub)command."""
+    """An argument error found by argparse: its message and the (sub)command's name."""
 
-    def __init__(self, prog: str, message: str, usage: str) -> None:
+    def __init__(self, prog: str, message: str) -> None:
         super().__init__(message)
         self.prog = prog
-        self.usage = usage
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(self.prog, message, self.format_usage())
+        raise _UsageError(self.prog, message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     keys = commands.add_parser("keys", help="print the key registry", description="Print the key registry.")
-    keys.add_argument("group", nargs="?", metavar="GROUP", help="one group, e.g. OptimizerKeys (default: all)")
+    keys.add_argument(
+        "group",
+        nargs="?",
+        metavar="GROUP|VALUE",
+        help="one group, e.g. OptimizerKeys, or the members whose value is VALUE, e.g. ds_version (default: all groups)",
+    )
     form = keys.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true", help="Markdown, as in docs/keys.md")
     form.add_argument("--json", action="store_true", help="one JSON document")
@@ -94,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         saves = command.add_mutually_exclusive_group()
         saves.add_argument("--all", action="store_true", dest="all_saves", help="a run: report every save")
         saves.add_argument("--save", metavar="NAME", help="a run: report the save NAME (default: the newest)")
+        _add_selection(command)
         if name == "inspect":
             command.add_argument("--depth", type=int, default=1, metavar="N", help="levels of the key trees (1)")
             command.add_argument(
@@ -114,6 +121,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_selection(command: argparse.ArgumentParser) -> None:
+    """inspect's and validate's --select, --ignore, --fail-on, --require and where their defaults come from."""
+    from .._check._select import FAIL_ON
+
+    command.add_argument(
+        "--select", metavar="CODES", help="only these codes, prefixes (missing-) or groups (security), comma-separated"
+    )
+    command.add_argument("--ignore", metavar="CODES", help="not these codes, prefixes or groups, comma-separated")
+    command.add_argument(
+        "--fail-on", choices=FAIL_ON, help="exit 1 on a shown problem of this severity or worse (default: error)"
+    )
+    command.add_argument(
+        "--require",
+        metavar="CONVERTER[,CONVERTER]",
+        help="zero_to_fp32, ds_to_universal: that converter failing on a tag is an error",
+    )
+    config = command.add_mutually_exclusive_group()
+    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.validate] from this pyproject.toml")
+    config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
+
+
 def _codes(text: str | None) -> list[str] | None:
     return [c.strip().upper() for c in text.split(",") if c.strip()] if text is not None else None
 
@@ -122,24 +150,29 @@ def _lint(args: argparse.Namespace) -> int:
     import difflib
 
     from .. import lint
+    from .._read._files import open_regular
     from ..lint._codes import selected
 
     select, ignore = _codes(args.select), _codes(args.ignore)
-    for code in (select or []) + (ignore or []):
-        if not any(known.startswith(code) for known in lint.CODES):
-            print(f"ckptkeys lint: unknown code {code!r}; the codes are {', '.join(lint.CODES)}", file=sys.stderr)
-            return EXIT_USAGE
+    for option, codes in (("--select", select), ("--ignore", ignore)):
+        for code in codes or []:
+            if not any(known.startswith(code) for known in lint.CODES):
+                return fail("lint", EXIT_USAGE, f"{option} {code}: unknown code; the codes are {', '.join(lint.CODES)}",
+                            json_too=args.json)  # fmt: skip
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
-        print(f"ckptkeys lint: {missing[0]}: does not exist", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("lint", EXIT_USAGE, f"{missing[0]}: does not exist", json_too=args.json, path=missing[0])
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
     for path in lint.iter_python_files(args.paths):
         try:
-            with open(path, "rb") as stream:
-                source, encoding = lint.decode_source(stream.read())
+            with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
+                source, encoding = lint.decode_source(stream.readall())
+        except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
+            unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
+            remaining += [unreadable] if selected("CK001", select, ignore) else []
+            continue
         except (OSError, SyntaxError, UnicodeDecodeError) as error:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
@@ -231,28 +264,62 @@ def _rewrite(path: str, data: bytes) -> None:
         raise
 
 
-def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | str:
-    """The groups to print, or an error message."""
+def _groups(name: str | None) -> tuple[type[KeyGroup], ...] | None:
+    """The groups ``ckptkeys keys NAME`` prints (all without NAME), or None if NAME names no group (any case)."""
     if name is None:
         return _registry.GROUPS
     for group in _registry.GROUPS:
         if group.__name__.lower() == name.lower():
             return (group,)
+    return None
+
+
+def _members(value: str) -> tuple[KeyGroup, ...]:
+    """The members whose value is ``value`` (``ckptkeys.members_for``), else those whose value equals
+    it ignoring case (no two values of the registry differ only in case): empty if none."""
+    members = _registry.members_for(value)
+    if members:
+        return members
+    folded = value.casefold()
+    return tuple(member for member in _registry.iter_members() if member.value.casefold() == folded)
+
+
+def _unknown(name: str) -> str:
+    """The message for a NAME that is neither a group nor a key value."""
+    import difflib  # only on this error path
+
+    values = sorted({member.value for member in _registry.iter_members()})
+    close = difflib.get_close_matches(name, values, n=3, cutoff=0.6)
+    hint = f"; closest values: {', '.join(map(repr, close))}" if close else ""
     known = ", ".join(group.__name__ for group in _registry.GROUPS)
-    return f"unknown group {name!r}; the groups are: {known}"
+    return f"no group or key value {name!r}{hint}; the groups are: {known}"
 
 
 def _keys(args: argparse.Namespace) -> int:
     groups = _groups(args.group)
-    if isinstance(groups, str):
-        print(f"ckptkeys keys: {groups}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.markdown:
-        text = _render.render_markdown(groups)
-    elif args.json:
-        text = _render.render_json(groups)
+    if groups is None:  # not a group: a key value
+        members = _members(args.group)
+        if not members:
+            return fail("keys", EXIT_USAGE, _unknown(args.group), json_too=args.json)
+        value = members[0].value
+        if args.markdown:
+            text = _render.render_members_markdown(value, members)
+        elif args.json:
+            text = _render.render_members_json(value, members)
+        else:
+            text = _render.render_members_text(value, members)
     else:
-        text = _render.render_text(groups)
+        # A group name wins over an equal key value (none exists today): the members are named.
+        also = _registry.members_for(args.group) if args.group is not None else ()
+        if also:
+            named = ", ".join(f"{member.group.__name__}.{member.name}" for member in also)
+            print(f"ckptkeys keys: {args.group!r} is also the value of {named}", file=sys.stderr)
+        if args.markdown:
+            text = _render.render_markdown(groups)
+        elif args.json:
+            text = _render.render_json(groups)
+        else:
+            text = _render.render_text(groups)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
@@ -288,6 +355,12 @@ def _check(args: argparse.Namespace) -> int:
     usage = _check_usage(args)
     if usage is not None:
         return _fail(args, EXIT_USAGE, "UsageError", usage)
+    from ._config import ConfigError, selection
+
+    try:
+        chosen, config = selection(args)
+    except ConfigError as error:
+        return _fail(args, EXIT_USAGE, "UsageError", str(error))
     progress = _Progress(not args.quiet)
     try:
         document = build_report(
@@ -297,6 +370,7 @@ def _check(args: argparse.Namespace) -> int:
             save=args.save,
             all_saves=args.all_saves,
             progress=progress,
+            selection=chosen,
         )
     except ReadError as error:
         progress.close()
@@ -312,9 +386,13 @@ def _check(args: argparse.Namespace) -> int:
         message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"
         return _fail(args, EXIT_USAGE, "UsageError", message)
     progress.close()
-    status = EXIT_PROBLEMS if document["summary"]["error"] else EXIT_OK
+    document["selection"]["config"] = config
+    status = EXIT_PROBLEMS if document["_failed"] else EXIT_OK
     if args.json:
-        document["exit"] = {"status": status, "meaning": EXIT_MEANINGS[status]}
+        meaning = EXIT_MEANINGS[status]
+        if chosen.fail_on != "error":  # the meanings say what the default --fail-on error means
+            meaning = f"{'a' if status else 'no'} shown problem that fails with fail-on {chosen.fail_on}"
+        document["exit"] = {"status": status, "meaning": meaning}
         print(json.dumps(_public(document), indent=2, default=str))
     elif not (args.quiet and command == "validate"):
         sys.stdout.write(render_text(document, color=_color(), validate_only=command == "validate"))
@@ -330,7 +408,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
     if not args.path:
         return "PATH is required (or --example)"
     if getattr(args, "depth", 1) < 0:
-        return "--depth must be 0 or more"
+        return f"--depth {args.depth}: must be 0 or more"
     return None
 
 
@@ -344,17 +422,9 @@ def _fail(
     args: argparse.Namespace, status: int, error: str, message: str, facts: dict[str, object] | None = None
 ) -> int:
     """Report a failure: one line on stderr, and with --json one document on stdout too."""
-    print(f"ckptkeys {args.command}: {message}", file=sys.stderr)
-    if getattr(args, "json", False):
-        document = {
-            "schema_version": 1,
-            "command": args.command,
-            "path": getattr(args, "path", None),
-            "error": {"type": error, "message": message, **(facts or {})},
-            "exit": {"status": status, "meaning": EXIT_MEANINGS[status]},
-        }
-        print(json.dumps(document, indent=2))
-    return status
+    path = getattr(args, "path", None)
+    return fail(args.command, status, message, json_too=getattr(args, "json", False), path=path, error=error,
+                facts=facts)  # fmt: skip
 
 
 def _public(value: object) -> object:
@@ -372,13 +442,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(arguments)
     except _UsageError as error:
-        sys.stderr.write(f"{error.usage}{error.prog}: error: {error}\n")
-        if "--json" in arguments and arguments[:1] in (["inspect"], ["validate"]):
+        # One line, as every error: the option as typed and what is wrong; --help has the usage.
+        message = str(error).removeprefix("argument ")
+        command = arguments[0] if arguments and arguments[0] in COMMANDS else None
+        prog = f"ckptkeys {command}" if command is not None else error.prog  # unrecognized arguments: the top's
+        sys.stderr.write(f"{prog}: {message} (usage: {prog} --help)\n")
+        if "--json" in arguments and command is not None:
             document = {
                 "schema_version": 1,
                 "command": arguments[0],
                 "path": None,
-                "error": {"type": "UsageError", "message": str(error)},
+                "error": {"type": "UsageError", "message": message},
                 "exit": {"status": EXIT_USAGE, "meaning": EXIT_MEANINGS[EXIT_USAGE]},
             }
             print(json.dumps(document, indent=2))

@@ -15,6 +15,7 @@ from .._check._problems import Problem
 from .._check._reports import FileReport, RunReport, TagReport, ValidationReport
 from .._check._safetensors_files import SafetensorsReport
 from .._check._security import read_error_problems
+from .._check._select import Selection
 from .._check._validate import moe_info
 from .._check._weights_folders import WeightsFolderReport
 from .._keys._registry import ModuleKeys
@@ -232,14 +233,20 @@ def build_report(
     save: str | None = None,
     all_saves: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
-    """The report on ``path`` (a run, a save folder, a tag folder or one file), from :func:`validate_path`.
+    """The report on ``path`` (a run, a save folder, a tag folder or one file), from :func:`validate_path`,
+    with the problems ``selection`` shows (``Selection.report``; the default: every one).
 
     Raises ReadError if PATH is unreadable or holds no checkpoint, KeyError for a ``save`` the
     run does not have, ValueError for ``save``/``all_saves`` on something that is not a run.
-    Keys starting with ``_`` are for the text form only (key trees) and are not part of the JSON.
+    Keys starting with ``_`` are for the text form only (key trees, whether the selection
+    fails) and are not part of the JSON.
     """
-    result = validate_path(path, save=save, all_saves=all_saves, progress=progress)
+    selection = selection or Selection()
+    unselected = validate_path(path, save=save, all_saves=all_saves, progress=progress)
+    result = selection.report(unselected)
+    hidden = len(unselected.all_problems) - len(result.all_problems)
     if isinstance(result, RunReport):
         reported = {report.layout.path: _folder(report, depth) for report in result.saves}
         run = result.run
@@ -278,6 +285,14 @@ def build_report(
     document["summary"] = {
         severity: sum(p["severity"] == severity for p in all_problems) for severity in ("error", "warning", "info")
     }
+    document["summary"]["hidden"] = hidden
+    document["selection"] = {
+        "select": None if selection.select is None else list(selection.select),
+        "ignore": list(selection.ignore),
+        "fail_on": selection.fail_on,
+        "require": list(selection.require),
+    }
+    document["_failed"] = selection.fails(result.all_problems)
     return document
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .._check import _frameworks
+from .._check import _converters, _frameworks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,6 +26,12 @@ _COLORS: Final = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m"
 
 
 _KINDS: Final = {"save": "save folder", "tag": "tag folder", "file": "file", "run": "run", "weights": "weights folder"}
+_READINESS: Final = (*_converters.NOT_READY.values(), _converters.SAFETENSORS_NOT_READY)
+
+
+def _pointing(problem: dict[str, Any]) -> dict[str, Any]:
+    """A converter-readiness problem whose reason is under "converters" above: its first clause only."""
+    return {**problem, "message": problem["message"].partition(": ")[0] + " (why and what to do: converters, above)"}
 
 
 def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
@@ -35,7 +41,7 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
     """
     paint = (lambda s, sev: f"{_COLORS[sev]}{s}\033[0m") if color else (lambda s, sev: s)
     if document["kind"] != "run":
-        return "\n".join(_folder_text(document, paint, validate_only)) + "\n"
+        return "\n".join(_folder_text(document, paint, validate_only) + _hidden(document)) + "\n"
     framework = f", written by {_frameworks.NAMES[document['framework']]}" if document["framework"] else ""
     out = [f"{document['path']} (run of {len(document['saves'])} saves{framework}, newest first)"]
     width = max(len(s["name"]) for s in document["saves"])
@@ -53,7 +59,16 @@ def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -
             out += _folder_text(save["report"], paint, validate_only)
     if len(document["saves"]) > 1 and sum(s["report"] is not None for s in document["saves"]) == 1:
         out += ["", "(--all reports every save, --save NAME one of them)"]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _hidden(document)) + "\n"
+
+
+def _hidden(document: dict[str, Any]) -> list[str]:
+    """How many problems the selection hides (--select, --ignore or the config's), if any."""
+    hidden = document["summary"]["hidden"]
+    if not hidden:
+        return []
+    problems = f"{hidden} problem{'s' if hidden != 1 else ''}"
+    return ["", f"({problems} hidden by the selection: --select, --ignore or pyproject.toml)"]
 
 
 def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], validate_only: bool) -> list[str]:
@@ -87,7 +102,7 @@ def _folder_text(document: dict[str, Any], paint: Callable[[str, str], str], val
                 out += ["    " + line for line in lines]
             out += _globals_text([entry])
     out.append("")
-    out += _problems_text(document, paint)
+    out += _problems_text(document, paint, converters_shown=not validate_only)
     return out
 
 
@@ -199,8 +214,16 @@ def _globals_text(files: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _problems_text(document: dict[str, Any], paint: Callable[[str, str], str]) -> list[str]:
-    problems = document["problems"] + [p for t in document["tags"] for p in t["problems"]]
+def _problems_text(
+    document: dict[str, Any], paint: Callable[[str, str], str], *, converters_shown: bool = False
+) -> list[str]:
+    """The problems by severity. Where the tags' converters were shown (inspect), a readiness
+    problem points there instead of repeating the reason."""
+    problems = document["problems"] + [
+        _pointing(p) if converters_shown and p["code"] in _READINESS else p
+        for t in document["tags"]
+        for p in t["problems"]
+    ]
     if not problems:
         return ["problems: none"]
     out = []

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from .. import naming
 from .._check._layout import Layout, TagLayout, scan
+from .._keys._registry import NamingKeys
 from ..naming import FileKind
 from ._names import strip_prefix as _strip_prefix
 from ._plan import (
@@ -102,14 +103,15 @@ def plan_export(
             raise ExportError(
                 layout.path,
                 f"is tensor parallel ({len(mp_ranks)} mp_rank files) without universal_checkpoint_info, which "
-                "says how to merge them: export one rank's shard as it is with --tp-rank K (tp_rank=K), "
-                "or save the info with the checkpoint (docs/writing.md)",
+                "says how to merge them: save the info with the checkpoint (docs/writing.md), or export one "
+                "rank's shard as it is",
+                option="tp_rank",
             )
         tensors, aliases, kind = plan_tensor_parallel(source, mp_ranks, info)
     else:
         mp = mp_ranks[0] if tp_rank is None else tp_rank
         if mp not in mp_ranks:
-            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+            raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})", option="tp_rank")
         optim = [f for f in layout.of_kind(FileKind.OPTIM_STATES) if f.name.mp_rank == mp]
         if optim:
             tensors, aliases, kind = plan_zero(source, optim, mp, experts=bool(experts))
@@ -123,9 +125,8 @@ def plan_export(
     if strip_prefix is not None:
         tensors, aliases = _strip_prefix(layout.path, strip_prefix, tensors, aliases)
     precision = layout.precision
-    if dtype == "auto":
-        dtype = precision or "fp32"
-    target = TORCH_NAMES[dtype]
+    resolved = (precision or "fp32") if dtype == "auto" else dtype
+    target = TORCH_NAMES[resolved]
     seen: set[str] = set()
     for tensor in tensors:  # safetensors names are str, one per tensor: a pickle's keys may be neither
         if type(tensor.name) is not str:
@@ -146,7 +147,7 @@ def plan_export(
         layout.name,
         kind,
         precision,
-        dtype,
+        resolved,
         tuple(planned),
         _shards(planned, limit),
         aliases,
@@ -171,12 +172,12 @@ def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tu
         raise ExportError(layout.path, "is pipeline and tensor parallel: not exported yet")
     if len(mp_ranks) > 1 and tp_rank is None and not layers:
         raise ExportError(
-            layout.path, f"is tensor parallel ({len(mp_ranks)} mp_rank files): --weights module exports one "
-            "rank's shard, choose it with --tp-rank K (tp_rank=K)"
+            layout.path, f"is tensor parallel ({len(mp_ranks)} mp_rank files): the module's weights as saved "
+            "are one rank's shard", option="tp_rank"
         )  # fmt: skip
     mp = mp_ranks[0] if tp_rank is None else tp_rank
     if mp not in mp_ranks:
-        raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})")
+        raise ExportError(layout.path, f"has no mp_rank {mp:02d} files (ranks: {mp_ranks})", option="tp_rank")
     return plan_module(source, mp)
 
 
@@ -185,17 +186,21 @@ def _tag_layout(layout: Layout, tag: str | None) -> tuple[TagLayout, list[Proble
     path = layout.path
     if layout.kind == "tag":
         if tag is not None and tag != layout.tags[0].name:
-            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}")
+            raise ExportError(path, f"is the tag folder {layout.tags[0].name!r}, not tag {tag!r}", option="tag")
         chosen = layout.tags[0]
     else:
         name = tag if tag is not None else layout.latest
+        names = ", ".join(t.name for t in layout.tags) or "none"
         if name is None:
-            names = ", ".join(t.name for t in layout.tags) or "none"
-            raise ExportError(path, f"has no 'latest' file: choose a tag with --tag (tags: {names})")
+            pointer = os.path.join(path, NamingKeys.LATEST)
+            unread = [p.message for p in layout.problems if p.code == "latest-unreadable" and p.file == pointer]
+            if unread:  # there, but empty or not a tag name: say so, not that it is missing
+                raise ExportError(pointer, f"{unread[0]} (tags: {names})", option="tag")
+            raise ExportError(path, f"has no 'latest' file to name the tag (tags: {names})", option="tag")
         try:
             chosen = layout.tag(name)
         except KeyError:
-            raise ExportError(path, f"has no tag folder {name!r}") from None
+            raise ExportError(path, f"has no tag folder {name!r} (tags: {names})", option="tag") from None
     inside = os.path.join(chosen.path, "")
     about = [p for p in layout.problems if p.file and (p.file == chosen.path or p.file.startswith(inside))]
     return scan(chosen.path, read=True).tags[0], about

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from .._errors import CkptKeysError
+from .._read._repr import counted, nbytes, one_line
 from ._safetensors import ITEMSIZE
 from ._spans import FileSpan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Any, Final, Literal
+    from typing import Any, Final
 
 __all__ = [
     "DTYPE_CHOICES",
@@ -32,13 +34,17 @@ __all__ = [
     "parse_size",
 ]
 
-Dtype = str  # "fp32" | "bf16" | "fp16" | "auto"
-DTYPE_CHOICES: Final = ("fp32", "bf16", "fp16", "auto")
-Weights = str  # "masters" | "module"
-WEIGHTS_CHOICES: Final = ("masters", "module")
+Dtype = Literal["fp32", "bf16", "fp16", "auto"]
+"""The output dtypes :func:`~ckptkeys.plan_export` and :func:`~ckptkeys.export` take (``dtype=``)."""
+DTYPE_CHOICES: Final[tuple[Dtype, ...]] = get_args(Dtype)  # the runtime check, from the type itself
+Weights = Literal["masters", "module"]
+"""Where exported floating tensors come from (``weights=``): the fp32 master weights or the module's."""
+WEIGHTS_CHOICES: Final[tuple[Weights, ...]] = get_args(Weights)
 TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 SINGLE_FILE: Final = "model.safetensors"
+# An ExportTensor's repr shows a shape of up to this many dimensions; a longer one by its rank.
+_SHAPE_DIMS: Final = 8
 # transformers / huggingface_hub size units (huggingface_hub.serialization parse_size_to_int).
 _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                  "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -47,21 +53,29 @@ _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10*
 class ExportError(CkptKeysError):
     """A checkpoint that cannot be exported, or an output that must not be overwritten.
 
-    ``path`` names the file or folder; ``reason`` says what is wrong.
+    ``path`` names the file or folder; ``reason`` says what is wrong. ``option``, where an
+    argument is at fault or would resolve it, is that keyword argument of :func:`plan_export` /
+    :func:`write_export` (``"tag"``, ``"tp_rank"``, ``"overwrite"``, ``"dtype"``; ``"out_dir"``
+    for the output path itself), else ``None``. The reason names no option in any language's
+    spelling: the ``ckptkeys export`` command adds the option as it is typed there (``--tp-rank K``).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, option: str | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.option = option
 
-    def __reduce__(self) -> tuple[type[ExportError], tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason), {"option": self.option})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportTensor:
-    """One output tensor: its name, shape and dtype, and where its values are."""
+    """One output tensor: its name, shape and dtype, and where its values are.
+
+    Its repr is one line (name, dtype, shape, bytes, origin); the byte ranges are :attr:`sources`.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -76,6 +90,15 @@ class ExportTensor:
     """Tensor parallel, a parameter averaged on merging: the element-wise mean (in float32, as
     ``sum(slices) / len(slices)``) of these byte ranges, one per rank; :attr:`sources` is empty."""
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.shape)) if len(self.shape) <= _SHAPE_DIMS else f"{len(self.shape)}-d"
+        facts = [self.dtype, f"shape {shape or '()'}", nbytes(self.nbytes), self.origin]
+        if self.dtype != self.source_dtype:
+            facts.append(f"from {self.source_dtype}")
+        if self.mean_of:
+            facts.append(f"mean of {len(self.mean_of)} ranks")
+        return one_line(self, self.name, facts)
+
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
@@ -85,19 +108,26 @@ class ExportTensor:
         return self.numel * ITEMSIZE[self.dtype]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportShard:
-    """One output file and the tensors it holds, in order."""
+    """One output file and the tensors it holds, in order. Its repr is one line: file, tensors, bytes."""
 
     filename: str
     tensors: tuple[str, ...]
     nbytes: int
     """Bytes of tensor data (the file adds its header)."""
 
+    def __repr__(self) -> str:
+        return one_line(self, self.filename, (counted(len(self.tensors), "tensor"), nbytes(self.nbytes)))
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class ExportPlan:
-    """What :func:`export` writes, known before any tensor byte is read."""
+    """What :func:`export` writes, known before any tensor byte is read.
+
+    Its repr is one line (tag folder, layout, dtype, weights, tensors, files, bytes); the whole
+    plan is :meth:`as_dict` (``pprint.pprint(plan.as_dict())``), the tensors :attr:`tensors`.
+    """
 
     checkpoint: str
     """The tag folder."""
@@ -114,12 +144,17 @@ class ExportPlan:
     aliases: dict[str, str] = field(default_factory=dict)
     """Tied parameters left out, each mapped to the name its values are written under."""
     max_shard_size: int = 5 * 10**9
-    weights: str = "masters"
+    weights: Weights = "masters"
     """Which weights the floating tensors come from: ``"masters"`` (the fp32 master weights where
     the checkpoint has them) or ``"module"`` (the module's weights as saved)."""
     side_files: tuple[str, ...] = ()
     """Small files copied beside the weights (a Hugging Face save's ``config.json``, tokenizer
     files), as paths; each is written under its base name."""
+
+    def __repr__(self) -> str:
+        facts = (self.layout, f"{self.dtype} from {self.weights}", counted(len(self.tensors), "tensor"))
+        files = counted(len(self.shards) + len(self.side_files), "file")
+        return one_line(self, self.checkpoint, (*facts, files, nbytes(self.total_size)))
 
     @property
     def total_size(self) -> int:

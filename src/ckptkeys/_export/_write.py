@@ -19,6 +19,7 @@ import signal
 
 from .._read._errors import ReadError
 from .._read._files import create_new, discard_temp, kind_of, open_regular, remove_stale_temps
+from ._cast import check_numpy
 from ._entry import plan_export
 from ._safetensors import Entry, header_bytes, publish, write_temp
 from ._side import read_side_file
@@ -47,11 +48,13 @@ _SHARD_NAME: Final = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 class OutputExistsError(ExportError):
-    """The output folder already holds a file the export would write (pass ``overwrite``)."""
+    """The output folder already holds a file the export would write (``option``: ``"overwrite"`` replaces it)."""
 
 
 class OutputFolderError(ExportError):
-    """The output folder itself cannot take an export: it is a file, or cannot be created or written."""
+    """The output folder cannot take the export: its path is a file, or a file the export writes is a
+    folder (``option`` ``"out_dir"``: the path given is at fault); or it cannot be created, or a file
+    cannot be written in it (read-only, a full disk; ``option`` ``None``)."""
 
 
 def existing_outputs(out_dir: str) -> list[str]:
@@ -121,11 +124,16 @@ def write_export(
         raise ValueError(f"shard {shard}: expected (K, N) with 1 <= K <= N")
     if index_only:
         if not plan.sharded:
-            raise ExportError(out, "the export is one file (model.safetensors): it has no index to write")
+            raise ExportError(
+                out, "the export is one file (model.safetensors): it has no index to write", option="index_only"
+            )
         files: list[ExportShard] = []
     else:
         files = [s for i, s in enumerate(plan.shards, 1) if shard is None or i % shard[1] == shard[0] % shard[1]]
     with_index = plan.sharded and (index_only or shard is None)
+    by_name = {t.name: t for t in plan.tensors}
+    # Before anything is written: a cast numpy must do, where it is missing, is refused now.
+    check_numpy(plan.checkpoint, [by_name[name] for file in files for name in file.tensors])
     sides = {} if shard is not None else {os.path.basename(p): p for p in plan.side_files}
     mine = {f.filename for f in files} | ({INDEX_FILE} if with_index else set()) | set(sides)
     _prepare(out)
@@ -141,15 +149,14 @@ def write_export(
     else:
         clashes = old + present
     if clashes and not overwrite:
-        raise OutputExistsError(os.path.join(out, clashes[0]), "already exists: pass overwrite=True to replace it")
+        raise OutputExistsError(os.path.join(out, clashes[0]), "already exists", option="overwrite")
     for name in sorted(mine):
         target = os.path.join(out, name)
         if os.path.isdir(target) and not os.path.islink(target):
-            raise ExportError(target, "cannot be written: it is a folder")
+            raise OutputFolderError(target, "cannot be written: it is a folder", option="out_dir")
     metadata = plan.metadata()
     if index_only:
         _verify_shards(plan, out, metadata)
-    by_name = {t.name: t for t in plan.tensors}
     total = sum(f.nbytes for f in files)
     done = 0
 
@@ -204,9 +211,12 @@ def _prepare(out: str) -> None:
             kind = kind_of(os.stat(out).st_mode)
         except OSError:
             kind = "a symlink to nothing"
-        raise OutputFolderError(out, f"is {kind}, not a folder: the export needs a folder to write into")
+        raise OutputFolderError(out, f"is {kind}, not a folder: the export needs a folder to write into",
+                                option="out_dir")  # fmt: skip
     try:
         os.makedirs(out, exist_ok=True)
+    except NotADirectoryError:  # a folder on the way is a file: the path is wrong, not the disk
+        raise OutputFolderError(out, "cannot be created: a part of the path is a file", option="out_dir") from None
     except OSError as error:
         raise OutputFolderError(out, f"cannot be created: {error.strerror or error}") from None
     if not os.access(out, os.W_OK | os.X_OK):
@@ -219,8 +229,9 @@ def _write_shard(target: str, entries: list[Entry], metadata: dict[str, str], fs
         return write_temp(target, entries, metadata, fsync=fsync)[0]
     except OSError as error:  # a source that cannot be read names itself; else the output
         name = error.filename if isinstance(error.filename, str) else target
-        raise ExportError(name, f"{'cannot be read' if name != target else 'cannot be written'}: "
-                          f"{error.strerror or error}") from None  # fmt: skip
+        if name != target:
+            raise ExportError(name, f"cannot be read: {error.strerror or error}") from None
+        raise OutputFolderError(target, f"cannot be written: {error.strerror or error}") from None
     except EOFError as error:  # copy_range: (path, reason)
         raise ExportError(str(error.args[0]), f"is truncated: {error.args[-1]}") from None
 
@@ -230,7 +241,7 @@ def _write_small(target: str, data: bytes, fsync: bool) -> str:
     try:
         temp, stream = create_new(target)
     except OSError as error:
-        raise ExportError(target, f"cannot be written: {error.strerror or error}") from None
+        raise OutputFolderError(target, f"cannot be written: {error.strerror or error}") from None
     try:
         stream.write(data)
         stream.flush()
@@ -238,7 +249,7 @@ def _write_small(target: str, data: bytes, fsync: bool) -> str:
             os.fsync(stream.fileno())
     except OSError as error:
         discard_temp(temp)
-        raise ExportError(target, f"cannot be written: {error.strerror or error}") from None
+        raise OutputFolderError(target, f"cannot be written: {error.strerror or error}") from None
     except BaseException:
         discard_temp(temp)
         raise
@@ -257,7 +268,7 @@ def _publish(temp: str, target: str) -> None:
     try:
         publish(temp, target)
     except OSError as error:
-        raise ExportError(target, f"cannot be written: {error.strerror or error}") from None
+        raise OutputFolderError(target, f"cannot be written: {error.strerror or error}") from None
 
 
 def _remove(path: str) -> None:
@@ -266,7 +277,7 @@ def _remove(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as error:
-        raise ExportError(path, f"cannot be removed: {error.strerror or error}") from None
+        raise OutputFolderError(path, f"cannot be removed: {error.strerror or error}") from None
 
 
 def _put_in_place(out: str, staged: list[tuple[str, str]], old: list[str], stale: list[str]) -> None:

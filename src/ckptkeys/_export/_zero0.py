@@ -211,7 +211,7 @@ class _Matcher:
 
     def _cast(self, master: _Master, numel: int, dtype: str, whole: bool) -> bytes:
         """The master's first ``numel`` elements (both ends, or whole) cast to ``dtype``."""
-        from ._cast import cast_bytes
+        from ._cast import INSTALL_NUMPY, cast_bytes
 
         try:
             return bytes(cast_bytes(self._ends(master.pieces, 4, numel, whole), "float32", dtype))
@@ -219,7 +219,9 @@ class _Matcher:
             raise ExportError(
                 self.path,
                 f"holds fp32 master weights without parameter names ({master.label}); they are matched to the "
-                "module's parameters by value, which needs numpy: pip install 'ckptkeys[export]'",
+                f"module's parameters by value, which needs numpy, not installed: {INSTALL_NUMPY}; the module's "
+                "weights as saved need no matching",
+                option="weights",
             ) from None
 
     def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:

@@ -16,6 +16,9 @@ __all__ = [
     "render_constants_module",
     "render_json",
     "render_markdown",
+    "render_members_json",
+    "render_members_markdown",
+    "render_members_text",
     "render_text",
 ]
 
@@ -153,6 +156,59 @@ def render_json(groups: Sequence[type[KeyGroup]] = _registry.GROUPS) -> str:
                 ],
             }
             for group in groups
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def _qualified(member: KeyGroup) -> str:
+    return f"{type(member).__name__}.{member.name}"
+
+
+def render_members_text(value: str, members: Sequence[KeyGroup]) -> str:
+    """The members whose value is ``value`` (``ckptkeys keys VALUE``), one a line with its description."""
+    lines = [f"{value!r}: {len(members)} member{'s' if len(members) != 1 else ''}"]
+    width = max(len(_qualified(member)) for member in members)
+    for member in members:
+        lines.append(f"  {_qualified(member):<{width}}  {member.value!r}")
+        lines.append(f"  {'':<{width}}  {member.description}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_members_markdown(value: str, members: Sequence[KeyGroup]) -> str:
+    """The members whose value is ``value`` as a Markdown table, with docs/keys.md's columns."""
+    lines = [
+        f"# `{value!r}`",
+        "",
+        "| Member | Value | Description | Since | Constant |",
+        "|---|---|---|---|---|",
+    ]
+    for member in members:
+        lines.append(
+            f"| `{_qualified(member)}` | `{member.value!r}` | {_escape(member.description)} "
+            f"| {member.since or ''} | {'yes' if member.deepspeed_name else ''} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_members_json(value: str, members: Sequence[KeyGroup]) -> str:
+    """The members whose value is ``value`` as one JSON document (docs/cli.md)."""
+    document = {
+        "schema_version": 1,
+        "deepspeed_version": DEEPSPEED_VERSION,
+        "value": value,
+        "members": [
+            {
+                "group": type(member).__name__,
+                "name": member.name,
+                "value": member.value,
+                "description": member.description,
+                "since": member.since,
+                "deepspeed_name": member.deepspeed_name,
+            }
+            for member in members
         ],
     }
     return json.dumps(document, indent=2)

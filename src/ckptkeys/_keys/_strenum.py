@@ -67,9 +67,30 @@ _SUGGESTIONS = 3
 class _KeyGroupMeta(enum.EnumMeta):
     """Metaclass: version-independent, never-raising membership tests."""
 
+    def __new__(metacls, name: str, bases: tuple[type, ...], namespace: Any, **kwargs: Any) -> Any:
+        group = super().__new__(metacls, name, bases, namespace, **kwargs)
+        # Each member gets its own docstring, for inspect.getdoc(member), IPython's `member?` and
+        # the member list of help(Group). help(member) cannot show it: pydoc takes any str
+        # argument for the name of a topic, module or builtin to look up (docs/registry.md).
+        # Set here, not in KeyGroup.__new__, because a member learns its name only afterwards.
+        members: list[KeyGroup] = list(group.__members__.values())
+        for member in members:
+            member.__doc__ = _member_doc(member)
+        return group
+
     def __contains__(cls, value: object) -> bool:
         # Members are str and sit in the value map under their own value.
         return isinstance(value, str) and value in cls._value2member_map_
+
+
+def _member_doc(member: KeyGroup) -> str:
+    """A member's ``__doc__``: its description, then its value, DeepSpeed constant and first release."""
+    facts = f"Value {member._value_!r}"
+    if member.deepspeed_name is not None:
+        facts += f" (deepspeed.checkpoint.constants.{member.deepspeed_name})"
+    if member.since is not None:
+        facts += f", since DeepSpeed {member.since}"
+    return f"{member.description}\n\n{facts}."
 
 
 class KeyGroup(StrEnum, metaclass=_KeyGroupMeta):

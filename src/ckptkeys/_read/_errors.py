@@ -69,8 +69,7 @@ class LimitError(ReadError):
     def __init__(self, path: str, limit: str, value: int) -> None:
         super().__init__(
             path,
-            f"exceeds the reader's limit {limit}={value} (raise it with Limits({limit}=...)); "
-            "the rest of the file was not read",
+            f"exceeds the reader's limit {limit} ({value}); the rest of the file was not read",
         )
         self.limit = limit
         self.value = value

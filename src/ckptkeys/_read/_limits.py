@@ -7,7 +7,7 @@ limit, instead of exhausting memory or time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,9 +53,12 @@ INFLATE_ALLOWANCE: Final = 1 * MiB
 DEFAULT_MAX_ZIP_MEMBERS: Final = 2_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Limits:
-    """Bounds on what reading one file may cost; pass ``Limits(max_depth=...)`` to change one."""
+    """Bounds on what reading one file may cost; pass ``Limits(max_depth=...)`` to change one.
+
+    Its repr names only the bounds that differ from the defaults (``Limits(max_depth=50)``).
+    """
 
     max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES
     max_objects: int = DEFAULT_MAX_OBJECTS
@@ -67,6 +70,10 @@ class Limits:
     max_zip_members: int = DEFAULT_MAX_ZIP_MEMBERS
     max_structure_bytes: int = DEFAULT_MAX_STRUCTURE_BYTES
     max_inflate_ratio: int = DEFAULT_MAX_INFLATE_RATIO
+
+    def __repr__(self) -> str:
+        changed = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != f.default)
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -33,8 +33,9 @@ from ._files import open_regular
 from ._globalref import GlobalRef
 from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
+from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
-from ._torch import TORCH_INTERPRETERS, StorageInfo, legacy_find_class, storage_dtype, zip_find_class
+from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, open_archive
 
 TYPE_CHECKING = False
@@ -54,9 +55,13 @@ _DEFLATED: Final = 8
 _BYTEORDERS: Final = {b"little": "little", b"big": "big"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Checkpoint:
-    """One checkpoint file, read: its structure and what the pickle names."""
+    """One checkpoint file, read: its structure and what the pickle names.
+
+    Its repr is one line (path, format, size, tensors, storages, globals); the structure is
+    :attr:`data`: ``pprint.pprint(checkpoint.data)`` shows it whole.
+    """
 
     path: str
     data: Any
@@ -76,6 +81,41 @@ class Checkpoint:
     """Legacy format: where the raw storages after the pickles end, as the pickles declare them
     (an 8-byte size, then the bytes, per listed storage): beyond :attr:`size` when the file was cut
     short. ``None`` for the zip format, whose records the zip directory locates."""
+
+    def __repr__(self) -> str:
+        return one_line(
+            self,
+            self.path,
+            (
+                self.format,
+                nbytes(self.size),
+                counted(_count_tensors(self.data), "tensor"),
+                counted(len(self.storages), "storage"),
+                counted(len(self.globals), "global"),
+            ),
+        )
+
+
+def _count_tensors(data: Any) -> int:
+    """The tensors in a structure, each counted once however often it is referred to."""
+    seen: set[int] = set()
+    stack = [data]
+    tensors = 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, TensorInfo):
+            tensors += 1
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif isinstance(item, Opaque):
+            stack.extend((item.args, item.kwargs, item.state, item.items, item.dict_items))
+    return tensors
 
 
 def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Checkpoint:
