@@ -83,7 +83,7 @@ def test_json_lists_the_file_its_format_and_the_info() -> None:
     assert entry["top_level_keys"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
     assert entry["tensors"] == {"float32": {"count": 4, "numel": 26, "bytes": 104}}
     assert [p["code"] for p in document["problems"]] == ["not-deepspeed"]
-    assert document["summary"] == {"error": 0, "warning": 0, "info": 1}
+    assert document["summary"] == {"error": 0, "warning": 0, "info": 1, "hidden": 0}
 
 
 def test_a_pickled_module_keeps_its_security_warning() -> None:

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Final, TypeVar
 
-    AnyReport = TypeVar("AnyReport", bound="FileReport | TagReport | ValidationReport | RunReport")
+    from ._safetensors_files import SafetensorsReport
+    from ._weights_folders import WeightsFolderReport
+
+    AnyReport = TypeVar(
+        "AnyReport",
+        bound="FileReport | TagReport | ValidationReport | RunReport | SafetensorsReport | WeightsFolderReport",
+    )
 
 __all__ = ["FAIL_ON", "FailOn", "Selection", "describe_codes", "matches", "unknown_converters", "unknown_selectors"]
 
