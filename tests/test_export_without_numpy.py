@@ -100,8 +100,8 @@ def test_a_cast_that_needs_numpy_says_what_will_work_and_writes_nothing(tmp_path
     first = next(t.name for t in plan.tensors if t.source_dtype != t.dtype)  # the masters: float32 -> bfloat16
     assert done.stderr == (
         f"ckptkeys export: {plan.checkpoint}: casting {first!r} from float32 to bfloat16 needs numpy, which is not "
-        "installed: pip install numpy (from a checkout of ckptkeys: pip install '.[export]'); or export as "
-        "fp32, which needs no numpy for this checkpoint; --dtype chooses the output dtype\n"
+        "installed: pip install numpy (from a checkout of ckptkeys: pip install '.[export]'); or --dtype fp32, "
+        "which needs no numpy for this checkpoint\n"
     )
     assert not out.exists()
     api = (
@@ -116,14 +116,104 @@ def test_a_cast_that_needs_numpy_says_what_will_work_and_writes_nothing(tmp_path
     assert not out.exists()
 
 
-def test_averaging_without_numpy_offers_one_ranks_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_averaging_without_numpy_is_refused_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises ImportError
     span = FileSpan("rank.pt", 0, 16)
     mean = ExportTensor("w", (4,), "float32", "float32", (), "trainable", mean_of=((span,), (span,)))
     copy = ExportTensor("b", (4,), "float32", "float32", (span,), "trainable")
-    with pytest.raises(ckptkeys.ExportError, match=r"averaging the tensor-parallel slices of 'w' needs numpy") as e:
+    with pytest.raises(_cast.NumpyMissingError, match=r"averaging the tensor-parallel slices of 'w' needs numpy") as e:
         _cast.check_numpy("tag", [copy, mean])
-    assert e.value.option == "tp_rank"
+    assert e.value.ways == () and e.value.option is None  # at write time no other export is planned to try
     _cast.check_numpy("tag", [copy])  # copies need nothing
     cast = ExportTensor("f", (4,), "float32", "bfloat16", (span,), "frozen")
     _cast.check_numpy("tag", [copy, cast])  # bfloat16 -> float32 needs nothing either
+
+
+# Every refusal for a missing numpy, on the fixtures, with every --weights and --dtype (and
+# --tp-rank 0 for the tensor-parallel one): the way out it offers, run without numpy, exports.
+EVERY_REFUSAL = r"""
+import contextlib, io, itertools, json, os, sys
+import ckptkeys
+from ckptkeys._cli._main import main
+from ckptkeys._export._cast import NumpyMissingError
+
+fixture, out_root, bases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+TYPED = {"dtype": "--dtype", "weights": "--weights", "tp_rank": "--tp-rank"}
+results, runs = [], itertools.count()
+
+def run(options):
+    argv = ["export", fixture, os.path.join(out_root, str(next(runs))), "-q"]
+    for key, value in options.items():
+        argv += [TYPED[key], str(value)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, err.getvalue()
+
+for base in bases:
+    for weights, dtype in itertools.product(("masters", "module"), ("fp32", "bf16", "fp16", "auto")):
+        options = {**base, "weights": weights, "dtype": dtype}
+        try:
+            ckptkeys.plan_export(fixture, **options)
+            outcome = "planned"
+            ways = []
+        except NumpyMissingError as error:
+            outcome = "numpy"
+            ways = [dict(way) for way in error.ways]
+        except ckptkeys.ExportError:
+            outcome = "other"
+            ways = []
+        status, message = run(options)
+        tried = [(way, run({**options, **way})) for way in ways]
+        results.append({"options": options, "outcome": outcome, "status": status, "message": message,
+                        "tried": tried})
+assert "numpy" not in sys.modules
+print(json.dumps(results))
+"""
+NUMPY_CASES = [
+    ("z1_fp16_ws2", [{}]),
+    ("z0_fp16_ws1", [{}]),
+    ("z0_fp32_ws1", [{}]),
+    ("z1_bf16_ws1", [{}]),
+    ("z2_bf16_ws2", [{}]),
+    ("tp2_z1_bf16", [{}, {"tp_rank": 0}]),
+    ("pp2_z1_bf16", [{}]),
+]
+
+
+@pytest.mark.parametrize(("fixture", "bases"), NUMPY_CASES, ids=[name for name, _ in NUMPY_CASES])
+def test_every_way_out_a_numpy_refusal_offers_exports_without_numpy(
+    fixture: str, bases: list[dict[str, object]], tmp_path: pathlib.Path
+) -> None:
+    done = _child(EVERY_REFUSAL, str(FIXTURES / fixture), str(tmp_path), json.dumps(bases))
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    for result in results:
+        if result["outcome"] == "planned":
+            assert result["status"] == 0, result
+        if result["outcome"] != "numpy":
+            continue
+        assert result["status"] == 2, result  # one code path: usage (install numpy, or other options)
+        assert "needs numpy, which is not installed" in result["message"], result
+        for way, (status, message) in result["tried"]:
+            assert status == 0, (result["options"], way, message)
+            for key, value in way.items():  # offered as typed
+                assert f"--{key.replace('_', '-')} {value}" in result["message"], (way, result["message"])
+        if not result["tried"]:  # nothing offered: nothing of the same base exports without numpy
+            base = {k: v for k, v in result["options"].items() if k not in ("weights", "dtype")}
+            same_base = [r for r in results if {k: r["options"].get(k) for k in base} == base]
+            assert all(r["outcome"] != "planned" for r in same_base), result
+            assert "; or " not in result["message"], result
+
+
+def test_the_numpy_refusals_cover_both_outcomes(tmp_path: pathlib.Path) -> None:
+    """The cases above are not vacuous: refusals with a way out and without one both occur."""
+    offered = refused_alone = 0
+    for fixture in ("z1_fp16_ws2", "pp2_z1_bf16"):
+        done = _child(EVERY_REFUSAL, str(FIXTURES / fixture), str(tmp_path / fixture), json.dumps([{}]))
+        assert done.returncode == 0, done.stderr
+        for result in json.loads(done.stdout):
+            if result["outcome"] == "numpy":
+                offered += bool(result["tried"])
+                refused_alone += not result["tried"]
+    assert offered and refused_alone

@@ -295,10 +295,11 @@ def test_without_numpy_the_masters_are_refused_saying_so(
     rng = np.random.default_rng(10)
     fc, fc16 = _trained(rng, 4, 4)
     error = _refusal(_Zero0({"fc.weight": fc16}, [[fc]]), tmp_path)
-    assert "needs numpy, not installed: pip install numpy (from a checkout of ckptkeys: pip install '.[export]')" in (
-        error.reason
-    )
-    assert error.option == "weights"  # the module's weights as saved need no matching
+    assert "that needs numpy, which is not installed: pip install numpy (from a checkout of ckptkeys: pip install " \
+        "'.[export]')" in error.reason  # fmt: skip
+    # The module's weights as saved need no matching; fp16, they need no cast as fp16 either.
+    assert error.option == "weights"
+    assert error.ways == ((("weights", "module"), ("dtype", "fp16")),)  # type: ignore[attr-defined]
 
 
 EXPERT = "moe.deepspeed_moe.experts.deepspeed_experts."

@@ -430,7 +430,7 @@ def test_export_of_a_partition_count_far_beyond_the_files_is_refused_naming_it()
     found = _codes_in_subprocess(FIXTURES / "z2_bf16_ws2", {"partition_count": [10**9]}, export=True)
     assert "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt: partition-count-mismatch " in found
     assert "partition_count says 1000000000 data-parallel ranks, the folder has shards of 2" in found
-    assert found.endswith("(not exported: the checkpoint is incomplete or damaged; 1 more problem(s): "
+    assert found.endswith("(not exported: the checkpoint's files disagree with each other; 1 more problem(s): "
                           "ckptkeys validate lists them)")  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 
 from .._read._errors import ReadError
 from ._signals import raise_swallowed
@@ -102,8 +102,8 @@ def run_export(args: argparse.Namespace) -> int:
         return failed(EXIT_USAGE, str(error))
     try:
         parse_size(args.max_shard_size)
-    except ValueError as error:
-        return failed(EXIT_USAGE, f"--max-shard-size {args.max_shard_size}: {error}")
+    except ExportError as error:  # an OptionError
+        return failed(EXIT_USAGE, f"--max-shard-size {args.max_shard_size}: {error.reason}")
     if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a usage error
         return failed(EXIT_USAGE, f"{args.path}: does not exist")
     progress = _ByteProgress(not args.quiet)
@@ -157,13 +157,21 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _failure(error: Exception, args: argparse.Namespace) -> tuple[str, int]:
     """The line an error of ``export`` prints (options as typed) and its exit status (``_status``)."""
-    from .._export._types import ExportError
+    from .._export._cast import NumpyMissingError
+    from .._export._types import ExportError, OptionError
     from .._export._write import OutputFolderError
     from .._read._errors import NotACheckpointError
 
+    if isinstance(error, NumpyMissingError):  # an extra to install, or options that need none: usage
+        ways = [" ".join(f"{_TYPED.get(key, key)} {value}" for key, value in way) for way in error.ways]
+        plural = "s" if len(ways) == 1 else ""
+        tail = f"; or {' or '.join(ways)}, which need{plural} no numpy for this checkpoint" if ways else ""
+        return f"{error.path}: {error.needs}{tail}", EXIT_USAGE
     if isinstance(error, ExportError):
+        if isinstance(error, OptionError) and error.path == error.option:  # no file at fault: the option
+            return f"{_TYPED.get(error.option, error.option)}: {error.reason}", EXIT_USAGE
         if error.option is not None:  # an argument at fault, or one that resolves it: usage
-            hint = OPTIONS.get(error.option, error.option)
+            hint = _HINTS.get(error.option, OPTIONS.get(error.option, _TYPED.get(error.option, "")))
             return f"{error}; {hint}" if hint else str(error), EXIT_USAGE
         if isinstance(error, OutputFolderError):  # the folder cannot be created or written in
             return str(error), EXIT_OUTPUT
@@ -178,6 +186,27 @@ def _failure(error: Exception, args: argparse.Namespace) -> tuple[str, int]:
         name = error.filename if error.filename is not None else args.path
         return f"{name}: {error.strerror or error}", EXIT_OUTPUT if written else EXIT_USAGE
     return str(error), EXIT_USAGE  # ValueError (a bad --max-shard-size, --save off a run), ImportError (numpy)
+
+
+# The options ``ExportError.option`` names, as typed here, and what the command adds for those
+# the shared table (``_status.OPTIONS``) does not hold, or holds with a hint not true of export.
+_TYPED: Final = {
+    "tag": "--tag",
+    "save": "--save",
+    "dtype": "--dtype",
+    "weights": "--weights",
+    "tp_rank": "--tp-rank",
+    "strip_prefix": "--strip-prefix",
+    "max_shard_size": "--max-shard-size",
+    "overwrite": "--overwrite",
+    "shard": "--shard",
+    "index_only": "--index-only",
+    "out_dir": "OUT_DIR",
+}
+_HINTS: Final = {
+    "strip_prefix": "--strip-prefix takes a prefix every name has",
+    "save": "--save is for a run folder (it chooses one of its saves)",
+}
 
 
 def _inside(path: str, folder: str) -> bool:

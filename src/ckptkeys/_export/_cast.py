@@ -26,7 +26,19 @@ if TYPE_CHECKING:
 
     from ._types import ExportTensor
 
-__all__ = ["FLOAT_DTYPES", "INSTALL_NUMPY", "cast_bytes", "check_numpy", "needs_numpy", "require_numpy"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "INSTALL_NUMPY",
+    "NumpyMissingError",
+    "Way",
+    "cast_bytes",
+    "check_numpy",
+    "dtypes_without_numpy",
+    "needs_numpy",
+    "numpy_available",
+    "numpy_need",
+    "require_numpy",
+]
 
 FLOAT_DTYPES: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
 # The casts done without numpy (source, target): exact byte moves.
@@ -49,11 +61,67 @@ def require_numpy() -> Any:
     return numpy
 
 
+Way = tuple[tuple[str, str], ...]
+"""Arguments of :func:`~ckptkeys.plan_export` and their values (``(("weights", "module"), ("dtype", "auto"))``)."""
+
+
+class NumpyMissingError(ExportError):
+    """An export that needs numpy, which is not installed: refused before anything is written.
+
+    :attr:`needs` says what needs it and how to install numpy; :attr:`ways` are the arguments
+    (keyword, value) that, changed from those given, make an export of this very checkpoint that
+    needs no numpy (each tried by planning it), fewest changes first; none where nothing does.
+    ``option`` is the keyword of the first way's first argument, else ``None``.
+    """
+
+    def __init__(self, path: str, needs: str, ways: Sequence[Way] = ()) -> None:
+        spelled = " or ".join(" and ".join(f"{key} {value}" for key, value in way) for way in ways)
+        reason = needs + (f"; or export with {spelled}, which needs no numpy for this checkpoint" if ways else "")
+        super().__init__(path, reason, option=ways[0][0][0] if ways else None)
+        self.needs = needs
+        self.ways: tuple[Way, ...] = tuple(ways)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.needs, self.ways))
+
+
+def numpy_available() -> bool:
+    """Whether numpy can be imported, without importing it."""
+    if sys.modules.get("numpy") is not None:
+        return True
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("numpy") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def numpy_need(tensors: Sequence[ExportTensor]) -> str | None:
+    """What writing ``tensors`` needs numpy for (``"casting 'w' from float16 to float32"``), or ``None``."""
+    mean = next((t for t in tensors if t.mean_of), None)
+    if mean is not None:
+        return f"averaging the tensor-parallel slices of {mean.name!r}"
+    cast = next((t for t in tensors if needs_numpy(t.source_dtype, t.dtype)), None)
+    if cast is not None:
+        return f"casting {cast.name!r} from {cast.source_dtype} to {cast.dtype}"
+    return None
+
+
+def dtypes_without_numpy(tensors: Sequence[ExportTensor]) -> list[str]:
+    """The explicit ``dtype`` arguments (``"fp32"``, ``"bf16"``, ``"fp16"``; ``"auto"`` is one of
+    them) whose export of ``tensors`` (as planned, whatever their output dtype) needs no numpy."""
+    if any(t.mean_of for t in tensors):
+        return []
+    floats = {t.source_dtype for t in tensors if t.source_dtype in FLOATS}
+    return [name for name, torch_name in TORCH_NAMES.items() if not any(needs_numpy(f, torch_name) for f in floats)]
+
+
 def check_numpy(checkpoint: str, tensors: Sequence[ExportTensor]) -> None:
     """Import numpy if writing ``tensors`` casts (numpy is faster where it is installed); if it is
-    not installed and a cast needs it, an :class:`ExportError` before anything is written, naming
-    the cast, how to install numpy, and the output dtype that would need no numpy for this
-    checkpoint, if there is one (``option`` ``"dtype"``)."""
+    not installed and a cast needs it, a :class:`NumpyMissingError` before anything is written,
+    naming the cast, how to install numpy, and the output dtypes that would need no numpy for
+    these tensors. (:func:`~ckptkeys.plan_export` refuses such a plan first, with every way out.)"""
     if all(t.dtype == t.source_dtype and not t.mean_of for t in tensors):
         return
     try:
@@ -62,34 +130,11 @@ def check_numpy(checkpoint: str, tensors: Sequence[ExportTensor]) -> None:
         pass
     else:
         return
-    mean = next((t for t in tensors if t.mean_of), None)
-    cast = next((t for t in tensors if needs_numpy(t.source_dtype, t.dtype)), None)
-    if mean is not None:
-        what = f"averaging the tensor-parallel slices of {mean.name!r}"
-    elif cast is not None:
-        what = f"casting {cast.name!r} from {cast.source_dtype} to {cast.dtype}"
-    else:
+    need = numpy_need(tensors)
+    if need is None:
         return  # only casts done without numpy
-    floats = [t.source_dtype for t in tensors if t.source_dtype in FLOATS]
-    others = [
-        name
-        for name, torch_name in TORCH_NAMES.items()
-        if mean is None and not any(needs_numpy(source, torch_name) for source in floats)
-    ]
-    if others:
-        raise ExportError(
-            checkpoint,
-            f"{what} needs numpy, which is not installed: {INSTALL_NUMPY}; or export as {others[0]}, "
-            "which needs no numpy for this checkpoint",
-            option="dtype",
-        )
-    if mean is not None:  # one rank's shard as it is: no average
-        raise ExportError(
-            checkpoint,
-            f"{what} needs numpy, which is not installed: {INSTALL_NUMPY}; or export one rank's shard as it is",
-            option="tp_rank",
-        )
-    raise ExportError(checkpoint, f"{what} needs numpy, which is not installed: {INSTALL_NUMPY}")
+    ways = [(("dtype", d),) for d in dtypes_without_numpy(tensors)]
+    raise NumpyMissingError(checkpoint, f"{need} needs numpy, which is not installed: {INSTALL_NUMPY}", ways)
 
 
 def _bfloat16_to_float32(data: bytes | bytearray | memoryview) -> memoryview:

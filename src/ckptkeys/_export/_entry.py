@@ -9,6 +9,8 @@ from .. import naming
 from .._check._layout import Layout, TagLayout, scan
 from .._keys._registry import NamingKeys
 from ..naming import FileKind
+from .._read._errors import ReadError
+from ._cast import INSTALL_NUMPY, NumpyMissingError, dtypes_without_numpy, numpy_available, numpy_need
 from ._names import strip_prefix as _strip_prefix
 from ._plan import (
     Source,
@@ -32,6 +34,7 @@ from ._types import (
     ExportError,
     ExportPlan,
     ExportShard,
+    OptionError,
     parse_size,
 )
 
@@ -39,7 +42,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from typing import Any
+
     from .._check._problems import Problem
+    from ._cast import Way
     from ._types import Dtype, ExportTensor, Planned, Weights
 
 __all__ = ["plan_export"]
@@ -74,12 +80,71 @@ def plan_export(
     :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
     :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
     """
+    options: dict[str, Any] = {"tag": tag, "dtype": dtype, "max_shard_size": max_shard_size, "tp_rank": tp_rank, "save": save,
+               "strip_prefix": strip_prefix, "weights": weights}  # fmt: skip
+    try:
+        plan = _plan(path, **options)
+    except NumpyMissingError as error:  # planning itself needed numpy (ZeRO-0's masters matched by value)
+        raise NumpyMissingError(error.path, error.needs, _ways_without_numpy(path, options, False)) from None
+    need = numpy_need(plan.tensors)
+    if need is not None and not numpy_available():  # refused now, before any byte is written
+        needs = f"{need} needs numpy, which is not installed: {INSTALL_NUMPY}"
+        averaging = any(t.mean_of for t in plan.tensors)
+        raise NumpyMissingError(plan.checkpoint, needs, _ways_without_numpy(path, options, averaging))
+    return plan
+
+
+def _ways_without_numpy(path: str | os.PathLike[str], options: dict[str, Any], averaging: bool) -> list[Way]:
+    """The changes to ``options`` whose export of ``path`` needs no numpy, each found by planning
+    it: another ``dtype``, the other ``weights`` (with the dtype given, or another), and where
+    the plan averages tensor-parallel slices, one rank's shard (``tp_rank`` 0, with the dtype
+    given or another). Only those of fewest changes; none if nothing works without numpy."""
+    other: Way = (("weights", "module" if options["weights"] == "masters" else "masters"),)
+    tries: list[Way] = [(), other]
+    if averaging:
+        tries.append((("tp_rank", "0"),))
+    ways: list[Way] = []
+    for change in tries:
+        changed = {**options, **{key: int(value) if key == "tp_rank" else value for key, value in change}}
+        try:
+            plan = _plan(path, **changed)
+        except (ExportError, ReadError, ValueError, KeyError):
+            continue  # no export of this checkpoint (with these options) at all
+        if numpy_need(plan.tensors) is None:
+            ways.append(change)
+        else:
+            ways += [(*change, ("dtype", dtype)) for dtype in dtypes_without_numpy(plan.tensors)]
+    fewest = min((len(way) for way in ways), default=0)
+    return [way for way in ways if len(way) == fewest]
+
+
+def _plan(
+    path: str | os.PathLike[str],
+    *,
+    tag: str | None,
+    dtype: Dtype,
+    max_shard_size: int | str,
+    tp_rank: int | None,
+    save: str | None,
+    strip_prefix: str | None,
+    weights: Weights,
+) -> ExportPlan:
     if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r}")
+        raise OptionError("dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r:.40}")
     if weights not in WEIGHTS_CHOICES:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}")
+        raise OptionError("weights", f"must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r:.40}")
+    if strip_prefix is not None and not isinstance(strip_prefix, str):
+        raise OptionError("strip_prefix", f"must be a str, not {type(strip_prefix).__name__}")
+    if tp_rank is not None and (type(tp_rank) is not int or tp_rank < 0):
+        raise OptionError("tp_rank", f"must be a rank (an int, 0 or more), not {tp_rank!r:.40}")
     limit = parse_size(max_shard_size)
-    save_layout = scan(path, save=save)
+    try:
+        save_layout = scan(path, save=save)
+    except ValueError as error:  # save= off a run folder
+        if save is None or isinstance(error, ExportError):
+            raise
+        root = os.fspath(path)
+        raise OptionError("save", str(error).removeprefix(f"{root}: "), root) from None
     layout, folder_problems = _tag_layout(save_layout, tag)
     refuse_incomplete(layout, folder_problems, weights)
     source = Source(layout)

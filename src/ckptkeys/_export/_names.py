@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ._types import ExportError
+from ._types import ExportError, OptionError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,18 +26,19 @@ def strip_prefix(
 ) -> tuple[list[ExportTensor], dict[str, str]]:
     """``tensors`` and ``aliases`` (alias -> owner) with ``prefix`` taken off every name.
 
-    Raises :class:`ExportError` naming the first name that does not start with ``prefix``, or that
-    is nothing but ``prefix``: a model whose names do not all share it is not one attribute's.
+    Raises :class:`ExportError` (``option`` ``"strip_prefix"``) naming the first name that does not
+    start with ``prefix``, or that is nothing but ``prefix``: a model whose names do not all share it
+    is not one attribute's; :class:`OptionError` for an empty ``prefix``.
     """
     if not prefix:
-        raise ValueError("strip_prefix must not be empty")
+        raise OptionError("strip_prefix", "must not be empty")
 
     def strip(name: str) -> str:
         if not isinstance(name, str) or not name.startswith(prefix) or name == prefix:
             raise ExportError(
                 checkpoint,
-                f"tensor {name!r:.80} does not start with {prefix!r}: --strip-prefix (strip_prefix) takes a "
-                "prefix every name has",
+                f"tensor {name!r:.80} does not start with {prefix!r:.80}",
+                option="strip_prefix",
             )
         return name[len(prefix) :]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from .._check._codes import GROUPS
 from .._check._layout import TagLayout
 from .._check._problems import Problem, Severity
 from .._check._validate import check_tag
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Final
 
-__all__ = ["OPTIMIZER_CODES", "SECURITY_CODES", "refuse_incomplete"]
+__all__ = ["OPTIMIZER_CODES", "SECURITY_CODES", "refusal", "refuse_incomplete"]
 
 OPTIMIZER_CODES: Final = frozenset(
     {
@@ -48,12 +49,27 @@ SECURITY_CODES: Final = frozenset({"code-execution", "torchscript-archive", "amb
 """Error codes that refuse whatever the weights: what loading the file with torch would run, or
 a file readers disagree on (docs/security.md)."""
 
+_INCOMPLETE_CODES: Final = frozenset(
+    {"missing-key", "wrong-type", "unreadable-file", "truncated-file", "latest-missing-tag", "unreadable-index"}
+)
+"""Error codes (beside ``missing-*``) of a file missing, cut short or unreadable, or a key it must hold."""
+
+# What each class of refusal says, after the problem: true of the class, not of every refusal.
+_REFUSALS: Final = {
+    "security": "not exported: the checkpoint names code that torch.load would run (docs/security.md)",
+    "ambiguous": "not exported: a file of the checkpoint is read differently by different readers, or by none "
+    "(docs/security.md)",
+    "incomplete": "not exported: the checkpoint is incomplete or damaged",
+    "inconsistent": "not exported: the checkpoint's files disagree with each other",
+}
+
 _OPTIMIZER_KINDS: Final = (FileKind.OPTIM_STATES, FileKind.EXPERT_OPTIM_STATES, FileKind.UNIVERSAL_OPTIMIZER_STATE)
 
 
 def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weights: str) -> None:
     """Raise :class:`ExportError` naming the first ERROR ``validate`` reports for ``tag`` (and
-    ``folder_problems``, the save folder's problems about it) and how many more there are."""
+    ``folder_problems``, the save folder's problems about it), a security one before the others,
+    what is true of its class (:func:`refusal`) and how many more there are."""
     report = check_tag(tag)
     errors = [
         p
@@ -62,11 +78,27 @@ def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weight
     ]
     if not errors:
         return
-    first = errors[0]
+    # A security problem first: what torch.load would run matters more than what it would lack.
+    first = min(errors, key=lambda p: refusal(p.code) not in ("security", "ambiguous"))
     more = f"; {len(errors) - 1} more problem(s): ckptkeys validate lists them" if len(errors) > 1 else ""
     where = f" [{first.key_path}]" if first.key_path else ""
-    refusal = f"not exported: the checkpoint is incomplete or damaged{more}"
-    raise ExportError(first.file or tag.path, f"{first.code}{where}: {first.message} ({refusal})")
+    said = f"{_REFUSALS[refusal(first.code)]}{more}"
+    raise ExportError(first.file or tag.path, f"{first.code}{where}: {first.message} ({said})")
+
+
+def refusal(code: str) -> str:
+    """The class of an ERROR that refuses an export: ``"security"`` (code that loading the file
+    with torch would run), ``"ambiguous"`` (a file readers disagree on, or that none reads: the
+    rest of the ``security`` group of codes),
+    ``"incomplete"`` (a file or key missing, cut short or unreadable) or ``"inconsistent"``
+    (files that disagree: counts, stages, precisions, shapes)."""
+    if code in ("code-execution", "torchscript-archive", "unknown-global"):
+        return "security"
+    if code in GROUPS["security"]:
+        return "ambiguous"
+    if code.startswith("missing-") or code in _INCOMPLETE_CODES:
+        return "incomplete"
+    return "inconsistent"
 
 
 def _optimizer_only(problem: Problem) -> bool:

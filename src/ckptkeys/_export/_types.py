@@ -28,6 +28,7 @@ __all__ = [
     "ExportPlan",
     "ExportShard",
     "ExportTensor",
+    "OptionError",
     "Planned",
     "Weights",
     "common_prefix",
@@ -68,6 +69,25 @@ class ExportError(CkptKeysError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.reason), {"option": self.option})
+
+
+class OptionError(ExportError, ValueError):
+    """An argument of :func:`plan_export` / :func:`write_export` with a value it cannot take.
+
+    A ``ValueError`` (as a bad argument is) and an :class:`ExportError` whose :attr:`option` is
+    that keyword argument (``"strip_prefix"``, ``"max_shard_size"``, ...). ``path`` is the
+    checkpoint where the value is wrong for it (the message is then ``path: reason``), else the
+    option itself, no file being at fault: the message is then ``option reason``
+    (``strip_prefix must not be empty``). ``reason`` names no option.
+    """
+
+    def __init__(self, option: str, reason: str, path: str | None = None) -> None:
+        super().__init__(option if path is None else path, reason, option=option)
+        if path is None:
+            self.args = (f"{option} {reason}",)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.option, self.reason, None if self.path == self.option else self.path))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -279,19 +299,26 @@ def parse_size(size: int | str) -> int:
     KiB/MiB/GiB powers of two, and a lowercase final ``b`` (``"5Gb"``) means bits. TB/TiB and
     decimals (``"1.5GB"``, as ``huggingface_hub`` takes them) are accepted too.
     """
-    if isinstance(size, int):
+    if type(size) is int:  # not a bool: True is no size
         if size <= 0:
-            raise ValueError(f"the shard size must be positive, not {size}")
+            raise OptionError("max_shard_size", f"must be positive, not {size}")
         return size
+    if not isinstance(size, str):
+        raise OptionError(
+            "max_shard_size", "must be an int of bytes or a str such as '5GB', '500MB', '2GiB', not "
+            f"{size!r:.40} (a {type(size).__name__})"
+        )  # fmt: skip
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
     unit = match.group(2) if match else ""
     if match is None or unit.upper() not in _UNITS:
-        raise ValueError(f"{size!r} is not a size: a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB)")
+        raise OptionError(
+            "max_shard_size", f"must be a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB), not {size!r:.40}"
+        )
     value = int(float(match.group(1)) * _UNITS[unit.upper()])
     if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:
         value //= 8  # "5Gb": gigabits
     if value <= 0:
-        raise ValueError(f"the shard size must be positive, not {size!r}")
+        raise OptionError("max_shard_size", f"must be positive, not {size!r:.40}")
     return value
 
 

@@ -24,7 +24,7 @@ from ._entry import plan_export
 from ._safetensors import Entry, header_bytes, publish, write_temp
 from ._side import read_side_file
 from ._tensor_bytes import tensor_entry
-from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard
+from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, OptionError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,9 +119,11 @@ def write_export(
     """
     out = os.fspath(out_dir)
     if shard is not None and index_only:
-        raise ValueError("shard and index_only go separately: the index is written by one more job, after the shards")
+        raise OptionError(
+            "index_only", "goes without shard: the index is written by one more job, after the shards"
+        )
     if shard is not None and not 1 <= shard[0] <= shard[1]:
-        raise ValueError(f"shard {shard}: expected (K, N) with 1 <= K <= N")
+        raise OptionError("shard", f"must be (K, N) with 1 <= K <= N, not {shard!r:.40}")
     if index_only:
         if not plan.sharded:
             raise ExportError(

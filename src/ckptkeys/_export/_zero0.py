@@ -211,17 +211,15 @@ class _Matcher:
 
     def _cast(self, master: _Master, numel: int, dtype: str, whole: bool) -> bytes:
         """The master's first ``numel`` elements (both ends, or whole) cast to ``dtype``."""
-        from ._cast import INSTALL_NUMPY, cast_bytes
+        from ._cast import INSTALL_NUMPY, NumpyMissingError, cast_bytes
 
         try:
             return bytes(cast_bytes(self._ends(master.pieces, 4, numel, whole), "float32", dtype))
-        except ImportError:
-            raise ExportError(
+        except ImportError:  # plan_export adds the ways out that need no numpy
+            raise NumpyMissingError(
                 self.path,
                 f"holds fp32 master weights without parameter names ({master.label}); they are matched to the "
-                f"module's parameters by value, which needs numpy, not installed: {INSTALL_NUMPY}; the module's "
-                "weights as saved need no matching",
-                option="weights",
+                f"module's parameters by value: that needs numpy, which is not installed: {INSTALL_NUMPY}",
             ) from None
 
     def _equal(self, master: _Master, candidate: Candidate, whole: bool = False) -> bool:
