@@ -36,6 +36,7 @@ class TagReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem of the report (here :attr:`problems`), as every report has them."""
         return self.problems
 
 
@@ -57,6 +58,7 @@ class ValidationReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """The folder's problems, then each tag's."""
         return self.problems + tuple(p for tag in self.tags for p in tag.problems)
 
 
@@ -80,6 +82,7 @@ class FileReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem of the report (here :attr:`problems`), as every report has them."""
         return self.problems
 
 
@@ -101,4 +104,5 @@ class RunReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """The run folder's problems, then each validated save's (:attr:`ValidationReport.all_problems`)."""
         return self.run.problems + tuple(p for save in self.saves for p in save.all_problems)

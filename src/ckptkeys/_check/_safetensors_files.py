@@ -38,6 +38,7 @@ class SafetensorsReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem of the report (here :attr:`problems`), as every report has them."""
         return self.problems
 
 

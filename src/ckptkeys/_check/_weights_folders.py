@@ -86,6 +86,7 @@ class WeightsFolderReport:
 
     @property
     def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem of the report (here :attr:`problems`), as every report has them."""
         return self.problems
 
     def tensors(self, name: str) -> dict[str, int]:

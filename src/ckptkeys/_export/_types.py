@@ -121,10 +121,12 @@ class ExportTensor:
 
     @property
     def numel(self) -> int:
+        """Elements of the tensor: the product of :attr:`shape`."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes it takes in the output, in the output :attr:`dtype`."""
         return self.numel * ITEMSIZE[self.dtype]
 
 
@@ -178,10 +180,12 @@ class ExportPlan:
 
     @property
     def total_size(self) -> int:
+        """Bytes of every output tensor (the index's ``metadata.total_size``), headers not counted."""
         return sum(t.nbytes for t in self.tensors)
 
     @property
     def sharded(self) -> bool:
+        """Whether the output is more than one file (shards and ``model.safetensors.index.json``)."""
         return len(self.shards) > 1
 
     @property

@@ -88,10 +88,12 @@ class SafetensorsTensor:
 
     @property
     def numel(self) -> int:
+        """Elements of the tensor: the product of :attr:`shape`."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of its data, as :attr:`data_offsets` say."""
         return self.data_offsets[1] - self.data_offsets[0]
 
 

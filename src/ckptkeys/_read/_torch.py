@@ -161,6 +161,7 @@ class StorageInfo:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the record: :attr:`numel` elements of :attr:`dtype`."""
         return self.numel * DTYPE_ITEMSIZE[self.dtype]
 
     @property
@@ -200,10 +201,12 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
+        """Elements of the tensor: the product of :attr:`shape` (1 for a scalar)."""
         return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
+        """Bytes of one element of :attr:`dtype`."""
         return DTYPE_ITEMSIZE[self.dtype]
 
     @property
@@ -213,10 +216,12 @@ class TensorInfo:
 
     @property
     def storage_key(self) -> str | None:
+        """The key of its storage record in the archive (``data/<key>``), ``None`` on the meta device."""
         return None if self.storage is None else self.storage.key
 
     @property
     def device(self) -> str:
+        """The device it was saved from (``"cpu"``, ``"cuda:0"``), ``"meta"`` without a storage."""
         return "meta" if self.storage is None else self.storage.location
 
     def __repr__(self) -> str:
