@@ -21,6 +21,7 @@ import inspect
 import re
 import sys
 import types
+import typing
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -188,7 +189,14 @@ def _defining_module(package: types.ModuleType, name: str) -> str:
     return module.removeprefix("ckptkeys.") if isinstance(module, str) else ""
 
 
+def _literal(value: object) -> tuple[object, ...] | None:
+    """The values of a ``Literal[...]`` alias (``Dtype``), or None for anything else."""
+    return typing.get_args(value) if typing.get_origin(value) is typing.Literal else None
+
+
 def _kind(value: object) -> str:
+    if _literal(value) is not None:
+        return "type alias"
     if isinstance(value, type):
         if issubclass(value, KeyGroup) and value is not KeyGroup:
             return f"key group, {len(value)} members"
@@ -234,7 +242,14 @@ def _is_protocol(value: type) -> bool:
 def _entry(qualified: str, name: str, value: object, doc: str | None) -> list[str]:
     kind = _kind(value)
     lines = [f"### `{qualified}`", "", f"*{kind}*", ""]
-    if isinstance(value, type) and issubclass(value, KeyGroup) and value is not KeyGroup:
+    values = _literal(value)
+    if values is not None:
+        spelled = ", ".join(repr(v) for v in values)
+        if len(name) + len(spelled) + 12 <= WIDTH:
+            lines += ["```py", f"{name} = Literal[{spelled}]", "```", ""]
+        else:
+            lines += ["```py", f"{name} = Literal[", *(f"    {v!r}," for v in values), "]", "```", ""]
+    elif isinstance(value, type) and issubclass(value, KeyGroup) and value is not KeyGroup:
         lines += [f"Its members: [keys.md](keys.md#{name.lower()}).", ""]
     elif isinstance(value, type) and issubclass(value, enum.Enum):
         members = ", ".join(f"`{member.name}`" for member in value)
@@ -263,6 +278,9 @@ def _entry(qualified: str, name: str, value: object, doc: str | None) -> list[st
 def _doc_of(value: object, attribute_doc: str | None) -> str | None:
     if attribute_doc is not None:
         return attribute_doc
+    if _literal(value) is not None:
+        own = value.__dict__.get("__doc__")  # an alias's own, not its class's
+        return own if isinstance(own, str) else None
     if isinstance(value, type) or callable(value):
         own = value.__dict__.get("__doc__") if isinstance(value, type) else getattr(value, "__doc__", None)
         if isinstance(own, str) and not (isinstance(value, type) and own.startswith(f"{value.__name__}(")):

@@ -41,3 +41,35 @@ def test_the_sweep_sees_properties() -> None:
     assert isinstance(inspect.getattr_static(ckptkeys.ExportPlan, "total_size"), property)
     assert inspect.getdoc(ckptkeys.TensorInfo.storage_key)
     assert inspect.getdoc(ckptkeys.ValidationReport.all_problems)
+
+
+def _literal_aliases() -> list[tuple[str, object]]:
+    import importlib
+    import typing
+
+    found = []
+    for module_name in ("ckptkeys", "ckptkeys.naming", "ckptkeys.schema", "ckptkeys.writing", "ckptkeys.lint"):
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if typing.get_origin(value) is typing.Literal:
+                found.append((f"{module_name}.{name}", value))
+    return found
+
+
+def test_every_public_literal_alias_has_a_doc_and_is_shown_as_a_type_alias() -> None:
+    import typing
+
+    from .conftest import ROOT
+
+    aliases = _literal_aliases()
+    assert {"ckptkeys.Dtype", "ckptkeys.Weights", "ckptkeys.DictKindName"} <= {name for name, _ in aliases}
+    api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    for qualified, value in aliases:
+        assert inspect.getdoc(value), qualified  # help() says what it is
+        entry = api.split(f"### `{qualified}`\n", 1)[1].split("\n### ", 1)[0]
+        assert entry.startswith("\n*type alias*\n"), (qualified, entry[:80])
+        name = qualified.rsplit(".", 1)[1]
+        first = repr(typing.get_args(value)[0])
+        assert f"{name} = Literal[{first}" in entry or f"{name} = Literal[\n    {first}," in entry, entry
+        assert "(*args, **kwargs)" not in entry

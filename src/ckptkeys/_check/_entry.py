@@ -53,6 +53,7 @@ DictKindName = Literal[
 ]
 """The kinds of dict ``validate``, ``validate_file`` and ``validate_path`` check as (``kind=``):
 the names of :data:`ckptkeys.schema.SPECS`, spelt exactly so (``"model states"``, with a space)."""
+DictKindName.__doc__ = "The kinds of dict validate() checks as (kind=): ckptkeys.schema.SPECS' names, spelt so."
 KIND_CHOICES: Final[tuple[DictKindName, ...]] = get_args(DictKindName)  # a test: the same as SPECS' names
 
 

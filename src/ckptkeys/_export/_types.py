@@ -37,9 +37,12 @@ __all__ = [
 
 Dtype = Literal["fp32", "bf16", "fp16", "auto"]
 """The output dtypes :func:`~ckptkeys.plan_export` and :func:`~ckptkeys.export` take (``dtype=``)."""
+# help(ckptkeys.Dtype) and inspect.getdoc say it too (an alias's __doc__ can be set on 3.10-3.13).
+Dtype.__doc__ = "The output dtypes plan_export() and export() take (dtype=): 'fp32', 'bf16', 'fp16' or 'auto'."
 DTYPE_CHOICES: Final[tuple[Dtype, ...]] = get_args(Dtype)  # the runtime check, from the type itself
 Weights = Literal["masters", "module"]
 """Where exported floating tensors come from (``weights=``): the fp32 master weights or the module's."""
+Weights.__doc__ = "Where exported floating tensors come from (weights=): 'masters' (fp32) or 'module' (as saved)."
 WEIGHTS_CHOICES: Final[tuple[Weights, ...]] = get_args(Weights)
 TORCH_NAMES: Final = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FLOATS: Final = frozenset({"float32", "bfloat16", "float16", "float64"})
