@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._keys._strenum import StrEnum
+from .._read._repr import LINE_CHARS, clipped, shortened
 
 __all__ = ["Problem", "Severity"]
 
@@ -37,3 +38,14 @@ class Problem:
         if self.key_path:
             where += f" [{self.key_path}]"
         return f"{self.severity}: {self.code}: {where + ': ' if where else ''}{self.message}"
+
+    def __repr__(self) -> str:
+        """One line of at most ``LINE_CHARS`` characters: severity, code, the file's end, the key
+        path, the message's start (``str(problem)`` is the whole line)."""
+        head = f"<Problem {clipped(str(self.severity), 12)[1:-1]} {clipped(str(self.code), 40)[1:-1]}"
+        if self.file is not None:
+            head += f" {shortened(str(self.file), 60)}"
+        if self.key_path is not None:
+            head += f" [{clipped(str(self.key_path), 40)[1:-1]}]"
+        room = max(LINE_CHARS - len(head) - 5, 16)
+        return f"{head}: {clipped(str(self.message), room)}>"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from .._read._errors import AmbiguousFileError, NotACheckpointError, ReadError
 from .._read._reader import read
 from .._read._safetensors import SafetensorsFile, read_safetensors
+from .._read._repr import counted
+from .._read._repr import severities as _severities
 from ._problems import Problem, Severity
 
 __all__ = ["SafetensorsReport", "describe_safetensors", "severities", "validate_safetensors"]
@@ -33,7 +35,7 @@ class SafetensorsReport:
 
     def __repr__(self) -> str:
         count = len(self.file.tensors)
-        facts = f"{count:,} tensor{'' if count == 1 else 's'}, {severities(self.problems)}"
+        facts = f"{counted(count, 'tensor')}, {severities(self.problems)}"
         return f"<SafetensorsReport {self.path!r}: {facts}>"
 
     @property
@@ -43,10 +45,9 @@ class SafetensorsReport:
 
 
 def severities(problems: tuple[Problem, ...]) -> str:
-    """The reprs' summary of problems: ``"1 error, 2 warnings, 1 info"``, or ``"no problems"``."""
-    counts = [(level, sum(p.severity == level for p in problems)) for level in Severity]
-    parts = [f"{n} {level}{'' if n == 1 or level is Severity.INFO else 's'}" for level, n in counts if n]
-    return ", ".join(parts) or "no problems"
+    """The reprs' summary of problems: ``"1 error, 2 warnings, 1 info"``, or ``"no problems"``
+    (``_read._repr.severities``, the one every report's repr uses)."""
+    return _severities(p.severity for p in problems)
 
 
 def describe_safetensors(file: SafetensorsFile) -> str:

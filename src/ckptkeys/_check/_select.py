@@ -143,6 +143,13 @@ class Selection:
             return dataclasses.replace(report, tags=tags, problems=self.apply(report.problems))
         return dataclasses.replace(report, problems=self.apply(report.problems))
 
+    def __repr__(self) -> str:
+        """One line of at most 200 characters: the fields that differ from the defaults, each shortened."""
+        from .._read._repr import call
+
+        fields = dataclasses.fields(self)
+        return call(self, ((f.name, getattr(self, f.name)) for f in fields if getattr(self, f.name) != f.default))
+
 
 def describe_codes() -> str:
     """The codes, groups and prefix rule, as a usage error lists them."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ._repr import call
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
@@ -72,8 +74,8 @@ class Limits:
     max_inflate_ratio: int = DEFAULT_MAX_INFLATE_RATIO
 
     def __repr__(self) -> str:
-        changed = (f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != f.default)
-        return f"{type(self).__name__}({', '.join(changed)})"
+        changed = ((f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) != f.default)
+        return call(self, changed)  # at most LINE_CHARS: "..." for the bounds that no longer fit
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

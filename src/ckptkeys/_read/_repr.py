@@ -12,13 +12,19 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Final
 
-__all__ = ["counted", "nbytes", "one_line", "severities"]
+__all__ = ["LINE_CHARS", "call", "clipped", "counted", "nbytes", "one_line", "severities", "shortened"]
 
 # A subject (a path, a tensor's name) longer than this shows its end: the file or tag name.
 _SUBJECT_CHARS: Final = 64
 _ELLIPSIS: Final = "..."
 # Sizes from here on are shown rounded, in three digits.
 _EXACT_BYTES: Final = 10**15
+# A repr is at most this long, whatever the object holds (a message, a path, a list of codes).
+LINE_CHARS: Final = 200
+# One value of a call-like repr (``Limits(max_depth=50)``): at most this long.
+_VALUE_CHARS: Final = 48
+# An int of more bits is shown by its size (a huge int's decimal digits are slow, even refused).
+_INT_BITS: Final = 64
 # Severities in the order a summary names them (the values of ckptkeys.Severity).
 _SEVERITIES: Final = ("error", "warning", "info")
 
@@ -40,6 +46,61 @@ def _shortened(text: str, chars: int) -> str:
         keep -= 1
     part = repr(text[len(text) - keep :])
     return part[0] + _ELLIPSIS + part[1:]
+
+
+def shortened(text: str, chars: int) -> str:
+    """``repr(text)`` in at most ``chars`` characters and the quotes, keeping its end (a path's
+    file name): an ellipsis first where it is cut."""
+    return _shortened(text, chars)
+
+
+def clipped(text: str, chars: int) -> str:
+    """``repr(text)`` in at most ``chars`` characters and the quotes, keeping its start (a
+    message's first words): an ellipsis last where it is cut. One line: escapes count."""
+    if len(shown := repr(text)) <= chars + 2:
+        return shown
+    keep = min(len(text), chars)
+    while keep and len(repr(text[:keep])) > chars + 2 - len(_ELLIPSIS):
+        keep -= 1
+    part = repr(text[:keep])
+    return part[:-1] + _ELLIPSIS + part[-1]
+
+
+def _value(value: object) -> str:
+    """One value of a call-like repr, in at most about :data:`_VALUE_CHARS` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _INT_BITS:
+        return f"<{value.bit_length()}-bit int>"
+    if isinstance(value, str):
+        return clipped(value, _VALUE_CHARS)
+    if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+        items: list[str] = []
+        for item in value:
+            text = clipped(item, _VALUE_CHARS // 2)
+            if sum(len(i) + 2 for i in items) + len(text) > _VALUE_CHARS:
+                items.append(_ELLIPSIS)
+                break
+            items.append(text)
+        return "(" + ", ".join(items) + ("," if len(value) == 1 else "") + ")"
+    shown = repr(value)
+    if len(shown) > _VALUE_CHARS or not shown.isprintable():
+        return clipped(shown, _VALUE_CHARS)  # quoted: the repr of something long or multi-line
+    return shown
+
+
+def call(obj: object, items: Iterable[tuple[str, object]]) -> str:
+    """``Class(name=value, ...)`` in at most :data:`LINE_CHARS` characters: each value shortened,
+    and ``...`` for the items that no longer fit."""
+    head = f"{type(obj).__name__}("
+    shown: list[str] = []
+    length = len(head) + 1
+    for name, value in items:
+        text = f"{name}={_value(value)}"
+        if length + len(text) + 2 > LINE_CHARS - len(_ELLIPSIS) - 2:
+            shown.append(_ELLIPSIS)
+            break
+        shown.append(text)
+        length += len(text) + 2
+    return head + ", ".join(shown) + ")"
 
 
 def counted(number: int, noun: str, plural: str | None = None) -> str:

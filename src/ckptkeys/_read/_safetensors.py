@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ._errors import ReadError, SafetensorsHeaderError
 from ._files import open_regular
+from ._repr import counted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class SafetensorsFile:
     def __repr__(self) -> str:
         count = len(self.tensors)
         dtypes = "/".join(sorted({t.dtype for t in self.tensors}))
-        facts = [f"{count:,} tensor{'' if count == 1 else 's'}"] + ([dtypes] if dtypes else [])
+        facts = [counted(count, "tensor")] + ([dtypes] if dtypes else [])
         facts.append(f"{sum(t.nbytes for t in self.tensors):,} bytes")
         if self.metadata:
             facts.append(f"metadata {sorted(self.metadata)}"[:80])
