@@ -96,7 +96,10 @@ POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, Fi
 
 def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) -> str | None:
     """The tag a pointer file (``latest``) names; a problem and ``None`` if it names none."""
-    if entry is None or entry.is_dir:
+    if entry is None:
+        return None
+    if entry.is_dir:  # names no tag; export says the same of it
+        problems.append(Problem(Severity.ERROR, "latest-unreadable", "is a folder, not a file", entry.path))
         return None
     try:
         text = read_small(entry.path, boundary=boundary, max_bytes=_MAX_POINTER_BYTES).decode("utf-8").strip()

@@ -1,0 +1,78 @@
+"""The command line where users and shells push it: closed or full standard streams, Ctrl-C at
+any moment, config paths that are devices or FIFOs, empty and repeated selector options, a
+missing PATH, JSON errors of every command, a ``latest`` that is a folder, ``--save NAME/``,
+more ``--shard`` jobs than files, ``--quiet`` with ``--json`` (issue 21's red team)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+import ckptkeys
+from ckptkeys._cli import _config, _main
+from ckptkeys._cli._main import main
+from ckptkeys._cli._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE
+
+from .conftest import DATA, FIXTURES
+
+SRC = str(pathlib.Path(ckptkeys.__file__).parent.parent)
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors and signals")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("robust")
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", root / "ck")
+    shutil.copytree(DATA / "clients" / "hf_trainer_z2_bf16", root / "run")
+    (root / "bad.py").write_text("x = state['param_shapes']\ny = state['ds_version']\n")
+    (root / "empty").mkdir()
+    return root
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+
+
+def _child(argv: list[str], cwd: pathlib.Path, *, close: tuple[int, ...] = (), stdout: Any = subprocess.PIPE,
+           code: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``python -m ckptkeys ARGV`` (or ``python -c CODE ARGV``), the descriptors ``close`` closed as ``>&-`` does."""
+
+    def closing() -> None:
+        for fd in close:
+            os.close(fd)
+
+    command = [sys.executable, "-c", code, *argv] if code is not None else [sys.executable, "-m", "ckptkeys", *argv]
+    return subprocess.run(
+        command, cwd=cwd, env=_env(), stdout=stdout, stderr=subprocess.PIPE, text=True, check=False,
+        preexec_fn=closing if close else None,
+    )  # fmt: skip
+
+
+# --- a latest that is a folder --------------------------------------------------------------------
+
+
+def test_a_latest_that_is_a_folder_is_reported_by_validate(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate exited 0 with no word of it, while export said "has no 'latest' file"."""
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", tmp_path / "ck")
+    (tmp_path / "ck" / "latest").unlink()
+    (tmp_path / "ck" / "latest").mkdir()
+    monkeypatch.chdir(tmp_path)
+    latest = [p for p in ckptkeys.validate("ck") if p.file == os.path.join("ck", "latest")]
+    assert [(p.severity.value, p.code, p.message) for p in latest] == [
+        ("error", "latest-unreadable", "is a folder, not a file")
+    ]
+    assert main(["validate", "ck", "-q"]) == EXIT_PROBLEMS
+    assert main(["export", "ck", "out", "--dry-run"]) == EXIT_USAGE
+    assert capsys.readouterr().err.startswith("ckptkeys export: ck/latest: is a folder, not a file (tags: ")
+
