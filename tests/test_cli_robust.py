@@ -76,3 +76,23 @@ def test_a_latest_that_is_a_folder_is_reported_by_validate(
     assert main(["export", "ck", "out", "--dry-run"]) == EXIT_USAGE
     assert capsys.readouterr().err.startswith("ckptkeys export: ck/latest: is a folder, not a file (tags: ")
 
+
+# --- --save NAME/ ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate", "export"])
+def test_a_save_named_with_a_trailing_slash_is_the_save(
+    command: str, world: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--save checkpoint-2/`` (tab completion) was "no save"."""
+    monkeypatch.chdir(world)
+    oldest = ckptkeys.scan_run("run").saves[-1].name
+    tail = ["out", "--dry-run", "--json"] if command == "export" else ["--json", "--isolated"]
+    outputs = []
+    for name in (oldest, oldest + "/", oldest + os.sep + os.sep):
+        status = main([command, "run", *tail, "--save", name])
+        outputs.append((status, capsys.readouterr().out))
+    assert outputs[0][0] in (EXIT_OK, EXIT_PROBLEMS) and outputs[1:] == [outputs[0]] * 2
+    assert main([command, "run", *tail, "--save", "nope/"]) == EXIT_USAGE
+    assert "no save 'nope/'" in capsys.readouterr().err
+

@@ -56,9 +56,11 @@ class Run:
         return one_line(self, self.path, (*facts, severities(p.severity for p in self.problems)))
 
     def save(self, name: str) -> Save:
-        """The save called ``name``; ``KeyError`` if there is none."""
+        """The save called ``name``; ``KeyError`` if there is none. A trailing separator is
+        allowed (``checkpoint-4/``, as a shell's tab completion types a folder's name)."""
+        wanted = name.rstrip("/" + os.sep) or name
         for save in self.saves:
-            if save.name == name:
+            if save.name == wanted:
                 return save
         raise KeyError(name)
 
