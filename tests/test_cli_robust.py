@@ -96,3 +96,22 @@ def test_a_save_named_with_a_trailing_slash_is_the_save(
     assert main([command, "run", *tail, "--save", "nope/"]) == EXIT_USAGE
     assert "no save 'nope/'" in capsys.readouterr().err
 
+
+# --- --shard K/N beyond the files -----------------------------------------------------------------
+
+
+def test_a_shard_job_beyond_the_files_says_so_and_succeeds(
+    world: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "to ex/sh:  (job 5 of 9...)" with an empty list of files."""
+    size = "100B"
+    files = len(ckptkeys.plan_export(world / "ck", max_shard_size=size).shards)
+    assert files > 1
+    jobs = files + 2
+    out = str(tmp_path / "out")
+    assert main(["export", str(world / "ck"), out, "--max-shard-size", size, "-q", "--shard", f"{jobs}/{jobs}"]) == 0
+    assert capsys.readouterr().err == f"job {jobs} of {jobs} has no file to write (the export has {files} files)\n"
+    assert not os.path.exists(out) or os.listdir(out) == []
+    assert main(["export", str(world / "ck"), out, "--max-shard-size", size, "-q", "--shard", f"1/{jobs}"]) == 0
+    assert capsys.readouterr().err.startswith("wrote 1 file(s), ")
+

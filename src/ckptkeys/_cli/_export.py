@@ -216,6 +216,9 @@ def _inside(path: str, folder: str) -> bool:
 
 def _summary(plan: Any, written: list[str], shard: tuple[int, int] | None, out_dir: str) -> str:
     """What this job wrote: its files and their bytes (a ``--shard`` job's own, not the export's)."""
+    if shard is not None and not written:  # a job array may have more jobs than the export has files
+        files = f"{len(plan.shards)} file{'s' if len(plan.shards) != 1 else ''}"
+        return f"job {shard[0]} of {shard[1]} has no file to write (the export has {files})"
     size = 0
     for path in written:
         with contextlib.suppress(OSError):
