@@ -57,6 +57,32 @@ def _child(argv: list[str], cwd: pathlib.Path, *, close: tuple[int, ...] = (), s
     )  # fmt: skip
 
 
+# --- --config that is not a regular file --------------------------------------------------------
+
+
+@POSIX
+@pytest.mark.parametrize("kind", ["device", "fifo", "large"])
+def test_a_config_that_is_no_small_regular_file_is_a_usage_error(
+    kind: str, world: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--config /dev/zero`` read without end; ``--config FIFO`` waited for a writer for ever."""
+    if kind == "device":
+        path = "/dev/zero"  # read to its end, it never ends
+        says = "is a character device, not a regular file"
+    elif kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+        says = "is a FIFO, not a regular file"
+    else:
+        path = str(tmp_path / "pyproject.toml")
+        with open(path, "wb") as stream:
+            stream.truncate(_config.MAX_CONFIG_BYTES + 1)  # sparse: no disk needed
+        says = f"is larger than {_config.MAX_CONFIG_BYTES} bytes"
+    assert main(["validate", str(world / "ck"), "--config", path]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"ckptkeys validate: {path}: {says}") and err.count("\n") == 1, err
+
+
 # --- a latest that is a folder --------------------------------------------------------------------
 
 

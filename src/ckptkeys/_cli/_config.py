@@ -35,6 +35,8 @@ STRINGS: Final = "a list of strings"
 STRING: Final = "a string"
 VALIDATE_KEYS: Final[dict[str, str]] = {"select": STRINGS, "ignore": STRINGS, "fail-on": STRING, "require": STRINGS}
 """The keys of ``[tool.ckptkeys.validate]`` (read by ``validate`` and ``inspect``) and their types."""
+MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+"""The largest ``pyproject.toml`` read (ruff's own is ~30 KB): a device or a huge file is refused."""
 
 
 class ConfigError(Exception):
@@ -97,11 +99,15 @@ def read_config(
 
 def _tool_table(path: str) -> dict[str, Any] | None:
     """The ``[tool.ckptkeys]`` table of the TOML file at ``path``, or ``None`` where it has none."""
+    from .._read._errors import ReadError
+    from .._read._files import read_small
+
     try:
-        with open(path, "rb") as stream:
-            document = _loads(stream.read().decode("utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
+        # As the reader opens files: a regular file only (a FIFO is refused, not waited on) and a
+        # bounded read (--config /dev/zero would otherwise fill the memory).
+        document = _loads(read_small(path, boundary=None, max_bytes=MAX_CONFIG_BYTES).decode("utf-8"))
+    except ReadError as error:
+        raise ConfigError(f"{path}: {error.reason}") from None
     except ValueError as error:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     tool = document.get("tool")
