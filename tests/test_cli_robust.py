@@ -83,6 +83,65 @@ def test_a_config_that_is_no_small_regular_file_is_a_usage_error(
     assert err.startswith(f"ckptkeys validate: {path}: {says}") and err.count("\n") == 1, err
 
 
+# --- empty and repeated selector options --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "ck", "--select", ""],
+        ["validate", "ck", "--select", ","],
+        ["inspect", "ck", "--select", " , "],
+        ["validate", "ck", "--ignore", ""],
+        ["validate", "ck", "--require", ""],
+        ["validate", "ck", "--select", "missing", "--select", ""],
+        ["lint", "bad.py", "--select", ""],
+        ["lint", "bad.py", "--ignore", ","],
+    ],
+    ids=" ".join,
+)
+def test_an_option_that_lists_no_code_is_a_usage_error(
+    argv: list[str], world: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--select ''`` selected nothing, so every problem was hidden and the status was 0."""
+    monkeypatch.chdir(world)
+    assert main([*argv, *(["--isolated"] if argv[0] != "lint" else [])]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    option = argv[-2]
+    said = f"{option} {argv[-1]!r}: lists no code; give at least one, or leave {option} out"
+    assert err == f"ckptkeys {argv[0]}: {said}\n"
+
+
+def test_select_of_nothing_in_the_config_is_a_usage_error(
+    world: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pyproject.toml"
+    config.write_text("[tool.ckptkeys.validate]\nselect = []\n")
+    assert main(["validate", str(world / "ck"), "--config", str(config)]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"ckptkeys validate: {config}: [tool.ckptkeys.validate] select: [] selects no problem; list codes, or leave "
+        "the key out for all\n"
+    )
+
+
+def test_repeated_selector_options_add_up(world: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As ruff's list options do; the last one used to win silently."""
+    argv = ["validate", str(world / "ck"), "--json", "--isolated"]
+    main([*argv, "--select", "missing", "--select", "security,converters", "--ignore", "client-state-key",
+          "--ignore", "latest"])  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    selection = document["selection"]
+    assert selection["select"] == ["missing", "security", "converters"]
+    assert selection["ignore"] == ["client-state-key", "latest"]
+    main([*argv, "--require", "zero_to_fp32", "--require", "ds_to_universal"])
+    assert json.loads(capsys.readouterr().out)["selection"]["require"] == ["zero_to_fp32", "ds_to_universal"]
+    codes = {}
+    for select in (["CK1"], ["CK3"], ["CK1", "CK3"]):
+        main(["lint", str(world / "bad.py"), "--json", *(a for s in select for a in ("--select", s))])
+        codes[tuple(select)] = {f["code"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert codes[("CK1", "CK3")] == codes[("CK1",)] | codes[("CK3",)]
+
+
 # --- a latest that is a folder --------------------------------------------------------------------
 
 

@@ -23,10 +23,10 @@ from .._check._converters import CONVERTERS
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any, Final
 
-__all__ = ["TABLES", "Config", "ConfigError", "find_config", "read_config", "selection"]
+__all__ = ["TABLES", "Config", "ConfigError", "find_config", "read_config", "selection", "split_option"]
 
 FILE: Final = "pyproject.toml"
 TABLES: Final = ("validate",)
@@ -129,8 +129,21 @@ def _loads(text: str) -> dict[str, Any]:
     return document
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def split_option(option: str, texts: Sequence[str] | None) -> list[str] | None:
+    """The selectors of a list option (``--select``, ``--ignore``, ``--require``) given ``texts``
+    times: each comma-separated, the repeats added together (``--select a --select b`` is
+    ``--select a,b``, as ruff's list options accumulate); ``None`` if the option is not given.
+    An occurrence that lists nothing (``--select ''``, ``--select ,``: an empty shell variable,
+    most likely) is a ConfigError: it would otherwise select nothing and hide every problem."""
+    if texts is None:
+        return None
+    values: list[str] = []
+    for text in texts:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts:
+            raise ConfigError(f"{option} {text!r}: lists no code; give at least one, or leave {option} out")
+        values += parts
+    return values
 
 
 def selection(args: argparse.Namespace) -> tuple[Selection, str | None]:
@@ -141,6 +154,8 @@ def selection(args: argparse.Namespace) -> tuple[Selection, str | None]:
     values: dict[str, Any] = {}
     for key, value in config.values.items():
         where = f"{config.path}: {config.table} {key}"
+        if key == "select" and not value:  # selects nothing: every problem hidden, nothing fails
+            raise ConfigError(f"{where}: [] selects no problem; list codes, or leave the key out for all")
         if key in ("select", "ignore"):
             _check_codes(where, value)
         elif key == "require":
@@ -149,9 +164,8 @@ def selection(args: argparse.Namespace) -> tuple[Selection, str | None]:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(FAIL_ON)}")
         values[key.replace("-", "_")] = value
     for option in ("select", "ignore", "require"):
-        text = getattr(args, option)
-        if text is not None:
-            given = _split(text)
+        given = split_option(f"--{option}", getattr(args, option))
+        if given is not None:
             if option == "require":
                 _check_converters(f"--{option}", given)
             else:

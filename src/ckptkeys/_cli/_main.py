@@ -112,8 +112,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
     )
     lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders")
-    lint.add_argument("--select", metavar="CODES", help="only these codes or prefixes, comma-separated (CK1,CK301)")
-    lint.add_argument("--ignore", metavar="CODES", help="not these codes or prefixes, comma-separated")
+    lint.add_argument(
+        "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
+    )
+    lint.add_argument("--ignore", metavar="CODES", action="append", help="not these codes or prefixes, comma-separated")
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
     lint.add_argument("--json", action="store_true", help="one JSON document")
@@ -126,15 +128,21 @@ def _add_selection(command: argparse.ArgumentParser) -> None:
     from .._check._select import FAIL_ON
 
     command.add_argument(
-        "--select", metavar="CODES", help="only these codes, prefixes (missing-) or groups (security), comma-separated"
+        "--select",
+        metavar="CODES",
+        action="append",
+        help="only these codes, prefixes (missing-) or groups (security), comma-separated",
     )
-    command.add_argument("--ignore", metavar="CODES", help="not these codes, prefixes or groups, comma-separated")
+    command.add_argument(
+        "--ignore", metavar="CODES", action="append", help="not these codes, prefixes or groups, comma-separated"
+    )
     command.add_argument(
         "--fail-on", choices=FAIL_ON, help="exit 1 on a shown problem of this severity or worse (default: error)"
     )
     command.add_argument(
         "--require",
         metavar="CONVERTER[,CONVERTER]",
+        action="append",
         help="zero_to_fp32, ds_to_universal: that converter failing on a tag is an error",
     )
     config = command.add_mutually_exclusive_group()
@@ -142,8 +150,6 @@ def _add_selection(command: argparse.ArgumentParser) -> None:
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
 
 
-def _codes(text: str | None) -> list[str] | None:
-    return [c.strip().upper() for c in text.split(",") if c.strip()] if text is not None else None
 
 
 def _lint(args: argparse.Namespace) -> int:
@@ -153,7 +159,13 @@ def _lint(args: argparse.Namespace) -> int:
     from .._read._files import open_regular
     from ..lint._codes import selected
 
-    select, ignore = _codes(args.select), _codes(args.ignore)
+    from ._config import ConfigError, split_option
+
+    try:
+        select, ignore = (split_option(f"--{o}", getattr(args, o)) for o in ("select", "ignore"))
+    except ConfigError as error:
+        return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
+    select, ignore = ([c.upper() for c in codes] if codes is not None else None for codes in (select, ignore))
     for option, codes in (("--select", select), ("--ignore", ignore)):
         for code in codes or []:
             if not any(known.startswith(code) for known in lint.CODES):
