@@ -142,6 +142,27 @@ def test_repeated_selector_options_add_up(world: pathlib.Path, capsys: pytest.Ca
     assert codes[("CK1", "CK3")] == codes[("CK1",)] | codes[("CK3",)]
 
 
+# --- validate's PATH -----------------------------------------------------------------------------
+
+
+def test_validate_requires_path_and_says_it_as_argparse_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "PATH is required (or --example)", an option validate does not have."""
+    assert main(["validate"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--example" not in err and "PATH" in err and err.count("\n") == 1
+    usage = {name: _commands()[name].format_usage() for name in ("validate", "inspect")}
+    assert " [PATH]" not in usage["validate"] and " PATH" in usage["validate"]
+    assert " [PATH]" in usage["inspect"] and "--example" in usage["inspect"]
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' parsers."""
+    for action in _main._parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
 # --- a latest that is a folder --------------------------------------------------------------------
 
 
@@ -200,3 +221,16 @@ def test_a_shard_job_beyond_the_files_says_so_and_succeeds(
     assert main(["export", str(world / "ck"), out, "--max-shard-size", size, "-q", "--shard", f"1/{jobs}"]) == 0
     assert capsys.readouterr().err.startswith("wrote 1 file(s), ")
 
+
+# --- --quiet --------------------------------------------------------------------------------------
+
+
+def test_quiet_says_what_it_does_for_each_command(world: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    choices = _commands()
+    helps = {name: next(a.help for a in choices[name]._actions if "--quiet" in a.option_strings) for name in
+             ("inspect", "validate")}  # fmt: skip
+    assert "validate" not in str(helps["inspect"]) and "--json" in str(helps["validate"])
+    assert main(["validate", str(world / "ck"), "-q", "--isolated"]) == EXIT_OK
+    assert capsys.readouterr() == ("", "")
+    assert main(["validate", str(world / "ck"), "-q", "--json", "--isolated"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["exit"]["status"] == EXIT_OK

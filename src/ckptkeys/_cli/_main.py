@@ -92,11 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         ("validate", "report the problems of a checkpoint, grouped by severity"),
     ):
         command = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        # validate needs PATH; inspect takes PATH or --example (checked in _check_usage).
         command.add_argument(
-            "path", nargs="?", metavar="PATH", help="run folder, save folder, tag folder or checkpoint file"
+            "path",
+            nargs="?" if name == "inspect" else None,
+            metavar="PATH",
+            help="run folder, save folder, tag folder or checkpoint file",
         )
         command.add_argument("--json", action="store_true", help="one JSON document (docs/cli.md), errors included")
-        command.add_argument("--quiet", "-q", action="store_true", help="no progress; with validate, no output")
+        quiet = "no progress line"
+        if name == "validate":
+            quiet = "no progress and no report (--json still prints its document)"
+        command.add_argument("--quiet", "-q", action="store_true", help=quiet)
         saves = command.add_mutually_exclusive_group()
         saves.add_argument("--all", action="store_true", dest="all_saves", help="a run: report every save")
         saves.add_argument("--save", metavar="NAME", help="a run: report the save NAME (default: the newest)")
@@ -417,7 +424,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
         if args.path:
             return "give PATH or --example, not both"
         args.path = EXAMPLE
-    if not args.path:
+    if not args.path:  # inspect without PATH (validate's parser requires it)
         return "PATH is required (or --example)"
     if getattr(args, "depth", 1) < 0:
         return f"--depth {args.depth}: must be 0 or more"
