@@ -163,6 +163,37 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     raise AssertionError("no subcommands")
 
 
+# --- JSON errors: one document for every command ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "status"),
+    [
+        (["inspect", "nope"], "ReadError", EXIT_USAGE),
+        (["validate", "nope"], "ReadError", EXIT_USAGE),
+        (["export", "nope", "out", "--dry-run"], "ReadError", EXIT_USAGE),
+        (["lint", "nope"], "ReadError", EXIT_USAGE),
+        (["inspect", "empty"], "NotACheckpointError", EXIT_USAGE),
+        (["validate", "empty"], "NotACheckpointError", EXIT_USAGE),
+        (["export", "empty", "out", "--dry-run"], "NotACheckpointError", EXIT_USAGE),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+)
+def test_every_commands_read_error_has_its_code_and_globals(
+    argv: list[str], error: str, status: int, world: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """export and lint gave a UsageError, or a NotACheckpointError without code and globals."""
+    monkeypatch.chdir(world)
+    assert main([*argv, "--json"]) == status
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["error"]["type"] == error
+    assert document["error"]["code"] == "unreadable-file" and document["error"]["globals"] == []
+    assert document["path"] == argv[1]
+    assert captured.err == f"ckptkeys {argv[0]}: {document['error']['message']}\n"
+
+
 # --- a latest that is a folder --------------------------------------------------------------------
 
 

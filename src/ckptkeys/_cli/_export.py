@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from .._read._errors import ReadError
 from ._signals import raise_swallowed
-from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail
+from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail, fail_read
 
 __all__ = ["add_export", "run_export"]
 
@@ -104,8 +104,8 @@ def run_export(args: argparse.Namespace) -> int:
         parse_size(args.max_shard_size)
     except ExportError as error:  # an OptionError
         return failed(EXIT_USAGE, f"--max-shard-size {args.max_shard_size}: {error.reason}")
-    if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a usage error
-        return failed(EXIT_USAGE, f"{args.path}: does not exist")
+    if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a ReadError
+        return fail_read("export", ReadError(args.path, "does not exist"), json_too=args.json, path=args.path)
     progress = _ByteProgress(not args.quiet)
     stale: list[str] = []
     try:
@@ -141,6 +141,8 @@ def run_export(args: argparse.Namespace) -> int:
         if isinstance(error, OSError) and error.filename is None:  # standard output: main says so (74)
             raise
         message, status = _failure(error, args)
+        if isinstance(error, ReadError):  # its code and globals too, as inspect and validate give them
+            return fail_read("export", error, json_too=args.json, path=args.path, status=status)
         return failed(status, message, "UsageError" if isinstance(error, ValueError) else type(error).__name__)
     except BaseException:  # a signal (main says so): its line must not follow the progress bar's
         progress.close()

@@ -14,7 +14,7 @@ from .._keys._strenum import KeyGroup
 from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._signals import Interrupted
-from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
 
 __all__ = ["main"]
 
@@ -179,8 +179,8 @@ def _lint(args: argparse.Namespace) -> int:
                 return fail("lint", EXIT_USAGE, f"{option} {code}: unknown code; the codes are {', '.join(lint.CODES)}",
                             json_too=args.json)  # fmt: skip
     missing = [p for p in args.paths if not os.path.exists(p)]
-    if missing:
-        return fail("lint", EXIT_USAGE, f"{missing[0]}: does not exist", json_too=args.json, path=missing[0])
+    if missing:  # a ReadError, as a missing PATH of every command
+        return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
@@ -367,7 +367,7 @@ def _color() -> bool:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._report import build_report, read_error
+    from ._report import build_report
     from ._report_text import render_text
 
     command = args.command
@@ -393,13 +393,7 @@ def _check(args: argparse.Namespace) -> int:
         )
     except ReadError as error:
         progress.close()
-        facts = read_error(error)
-        status = _fail(args, EXIT_USAGE, type(error).__name__, str(error), facts)
-        if facts["globals"]:  # torch.load would have imported these before failing where ckptkeys stopped
-            print("  the file's pickles name, before that point:", file=sys.stderr)
-            for ref in facts["globals"]:
-                print(f"    {ref['class']}: {ref['explanation']}", file=sys.stderr)
-        return status
+        return fail_read(command, error, json_too=args.json, path=args.path)
     except (KeyError, ValueError) as error:  # --save NAME the run lacks; --all or --save off a run
         progress.close()
         message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"

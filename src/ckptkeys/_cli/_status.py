@@ -18,7 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
 
-__all__ = ["EXIT_MEANINGS", "EXIT_OK", "EXIT_OUTPUT", "EXIT_PROBLEMS", "EXIT_USAGE", "OPTIONS", "fail"]
+    from .._read._errors import ReadError
+
+__all__ = ["EXIT_MEANINGS", "EXIT_OK", "EXIT_OUTPUT", "EXIT_PROBLEMS", "EXIT_USAGE", "OPTIONS", "fail", "fail_read"]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1  # problems found: error problems, lint findings, an export validation refuses
@@ -73,4 +75,25 @@ def fail(
             "exit": {"status": status, "meaning": EXIT_MEANINGS[status]},
         }
         print(json.dumps(document, indent=2))
+    return status
+
+
+def fail_read(
+    command: str, error: ReadError, *, json_too: bool, path: str | None, status: int = EXIT_USAGE
+) -> int:
+    """:func:`fail` for a :class:`~ckptkeys.ReadError` (a PATH that does not exist, a file that
+    cannot be read, a folder that holds no checkpoint), the same for every command: its JSON
+    error has the error's class, ``code`` (the problem code a file would get in a folder) and
+    ``globals`` (those the file's pickles named before the error), which the text form lists on
+    standard error after the line."""
+    import sys
+
+    from ._report import read_error
+
+    facts = read_error(error)
+    status = fail(command, status, str(error), json_too=json_too, path=path, error=type(error).__name__, facts=facts)
+    if facts["globals"]:  # torch.load would have imported these before failing where ckptkeys stopped
+        print("  the file's pickles name, before that point:", file=sys.stderr)
+        for ref in facts["globals"]:
+            print(f"    {ref['class']}: {ref['explanation']}", file=sys.stderr)
     return status
