@@ -57,6 +57,121 @@ def _child(argv: list[str], cwd: pathlib.Path, *, close: tuple[int, ...] = (), s
     )  # fmt: skip
 
 
+# --- standard output and standard error that cannot be written ----------------------------------
+
+WRITERS = [
+    ["--version"],
+    ["--help"],
+    ["inspect", "--help"],
+    ["keys"],
+    ["inspect", "ck"],
+    ["export", "ck", "out", "--dry-run"],
+    ["lint", "bad.py"],
+    ["inspect", "nope", "--json"],
+]
+
+
+@POSIX
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
+def test_a_full_standard_output_is_74_with_one_line(argv: list[str], world: pathlib.Path) -> None:
+    """``--help`` printed nothing and exited 0; ``--version`` gave a traceback and 1."""
+    with open("/dev/full", "w") as full:
+        done = _child(argv, world, stdout=full)
+    assert done.returncode == EXIT_OUTPUT, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.endswith(": cannot write to standard output: No space left on device"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@POSIX
+@pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
+def test_a_closed_standard_output_is_74_with_one_line(argv: list[str], world: pathlib.Path) -> None:
+    """``>&-``: Python's ``sys.stdout`` is None; it was "'NoneType' object has no attribute 'write'"."""
+    done = _child(argv, world, close=(1,), stdout=None)
+    assert done.returncode == EXIT_OUTPUT, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(": cannot write to standard output: it is closed")
+
+
+@POSIX
+def test_a_command_that_prints_nothing_runs_with_standard_output_closed(world: pathlib.Path) -> None:
+    done = _child(["validate", "ck", "-q"], world, close=(1,), stdout=None)
+    assert (done.returncode, done.stderr) == (EXIT_OK, "")
+
+
+@POSIX
+def test_a_closed_standard_error_keeps_the_status(world: pathlib.Path) -> None:
+    """``inspect nope 2>&-`` exited 1 (the error line failed) instead of 2."""
+    done = _child(["inspect", "nope"], world, close=(2,))
+    assert (done.returncode, done.stdout) == (EXIT_USAGE, "")
+    both = _child(["inspect", "ck"], world, close=(1, 2), stdout=None)
+    assert both.returncode == EXIT_OUTPUT
+
+
+# --- signals at any moment ----------------------------------------------------------------------
+
+# The child: a finder that sends the process SIGNAL when MODULE is first imported, then ckptkeys
+# run as `python -m ckptkeys` runs it. Imports are where the first ~70 ms go (argparse, the
+# registry, the reader), and where a Ctrl-C gave a KeyboardInterrupt traceback.
+AT_IMPORT = """
+import importlib.abc, os, runpy, signal, sys
+module, name = sys.argv[1], sys.argv[2]
+class Send(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname == module:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), getattr(signal, name))
+        return None
+sys.meta_path.insert(0, Send())
+sys.argv = ["ckptkeys", *sys.argv[3:]]
+runpy.run_module("ckptkeys", run_name="__main__", alter_sys=True)
+"""
+# Modules the command imports, in the order it does; the first before its handlers are set.
+BEFORE_HANDLERS = ["ckptkeys._cli._signals"]
+AFTER_HANDLERS = ["ckptkeys._cli._main", "argparse", "ckptkeys._keys._registry", "ckptkeys._read._files",
+                  "ckptkeys._cli._config", "ckptkeys._cli._report", "ckptkeys._check._layout"]  # fmt: skip
+STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+
+@POSIX
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(m, "SIGINT") for m in BEFORE_HANDLERS] + [(m, n) for m in AFTER_HANDLERS for n in STATUS],
+)
+def test_a_signal_while_the_command_loads_is_one_line(module: str, name: str, world: pathlib.Path) -> None:
+    done = _child([module, name, "inspect", "ck", "--all"], world, code=AT_IMPORT)
+    assert (done.returncode, done.stderr) == (STATUS[name], f"ckptkeys inspect: interrupted ({name})\n")
+
+
+@POSIX
+@pytest.mark.parametrize("name", list(STATUS))
+def test_a_signal_while_the_arguments_are_parsed_is_one_line(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = _main._parser
+
+    def interrupted_parser() -> Any:
+        os.kill(os.getpid(), getattr(signal, name))
+        return real()
+
+    monkeypatch.setattr(_main, "_parser", interrupted_parser)
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["validate", "nope"]) == STATUS[name]
+    assert capsys.readouterr().err == f"ckptkeys validate: interrupted ({name})\n"
+    assert signal.getsignal(signal.SIGINT) is before  # the test process's handlers are back
+
+
+def test_the_console_script_and_python_m_enter_where_the_handlers_are_set_first() -> None:
+    """The signal tests above run ``python -m ckptkeys``; the console script must enter the same way."""
+    import ckptkeys._cli
+
+    pyproject = (pathlib.Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '\nckptkeys = "ckptkeys._cli:main"' in pyproject
+    assert "from ._cli import main" in (pathlib.Path(ckptkeys.__file__).parent / "__main__.py").read_text()
+    assert ckptkeys._cli.main.__module__ == "ckptkeys._cli"
+
+
 # --- --config that is not a regular file --------------------------------------------------------
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO, cast
 
 from .._keys import _registry, _render
 from .._keys._strenum import KeyGroup
@@ -15,6 +17,10 @@ from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._signals import Interrupted
 from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["main"]
 
@@ -56,7 +62,7 @@ class _VersionAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         sys.stdout.write(f"ckptkeys {version()}\n")
-        parser.exit()
+        parser.exit()  # main flushes standard output: /dev/full is 74, as for every command
 
 
 class _UsageError(Exception):
@@ -70,6 +76,12 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(self.prog, message)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse's own swallows an OSError (--help > /dev/full: nothing printed, status 0): let
+        # main say that standard output cannot be written, as for every command.
+        if message:
+            (file if file is not None else sys.stderr).write(message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -450,10 +462,56 @@ def _public(value: object) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status (``--help`` and ``--version`` raise SystemExit(0)).
+
+    Everything, the parsing included, runs with the signal handlers set (:mod:`._signals`), so
+    that Ctrl-C at any point ends with one line and 130; and with standard output's errors
+    caught, so that ``--help > /dev/full`` ends with one line and 74 as every command does.
+    """
     arguments = sys.argv[1:] if argv is None else list(argv)
+    _standard_streams()
+    # The command's name for the messages until the arguments are parsed: the first word, if a command.
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    name = command if command in COMMANDS else None
+    from .._read._files import removed_temps
+    from ._signals import handled, raise_swallowed
+
+    removed_temps(reset=True)
     try:
-        args = _parser().parse_args(arguments)
+        with handled():  # the handlers stay (once) while an interruption is cleaned up
+            try:
+                parsed = _parse(arguments)
+                if isinstance(parsed, int):
+                    return parsed
+                name = parsed.command
+                status = _run(parsed)
+                raise_swallowed()  # a signal whose exception something turned into another outcome
+                sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
+                return status
+            except SystemExit:  # --help, --version: what they printed must be out before they exit 0
+                sys.stdout.flush()
+                raise
+            except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
+                _stdout_to_devnull()
+                return EXIT_OK
+            except OSError as error:
+                if error.filename is not None:  # a file's error a command did not handle: not ours to hide
+                    raise
+                _stdout_to_devnull()  # standard output cannot be written (a full disk, /dev/full, closed)
+                prog = f"ckptkeys {name}" if name is not None else "ckptkeys"
+                print(f"{prog}: cannot write to standard output: {error.strerror or error}", file=sys.stderr)
+                return EXIT_OUTPUT
+            except Interrupted as interrupted:
+                return _interrupted(name, interrupted)
+    except Interrupted as interrupted:  # while the handlers were being set or put back
+        return _interrupted(name, interrupted)
+
+
+def _parse(arguments: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or the status of an argument error, said in one line (and with
+    ``--json`` in a document)."""
+    try:
+        return _parser().parse_args(arguments)
     except _UsageError as error:
         # One line, as every error: the option as typed and what is wrong; --help has the usage.
         message = str(error).removeprefix("argument ")
@@ -470,34 +528,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print(json.dumps(document, indent=2))
         return EXIT_USAGE
-    from .._read._files import removed_temps
-    from ._signals import handled, raise_swallowed
-
-    removed_temps(reset=True)
-    try:
-        with handled():  # the handlers stay (once) while an interruption is cleaned up
-            try:
-                status = _run(args)
-                raise_swallowed()  # a signal whose exception something turned into another outcome
-                sys.stdout.flush()  # a closed pipe shows here, not at exit after main has returned
-                return status
-            except BrokenPipeError:  # e.g. `ckptkeys inspect . | head`: the reader has all it wanted
-                _stdout_to_devnull()
-                return EXIT_OK
-            except OSError as error:
-                if error.filename is not None:  # a file's error a command did not handle: not ours to hide
-                    raise
-                _stdout_to_devnull()  # standard output cannot be written (a full disk, /dev/full)
-                print(f"ckptkeys {args.command}: cannot write to standard output: {error.strerror or error}",
-                      file=sys.stderr)  # fmt: skip
-                return EXIT_OUTPUT
-            except Interrupted as interrupted:
-                return _interrupted(args.command, interrupted)
-    except Interrupted as interrupted:  # while the handlers were being set or put back
-        return _interrupted(args.command, interrupted)
 
 
-def _interrupted(command: str, interrupted: Interrupted) -> int:
+class _ClosedOutput(io.TextIOBase):
+    """Standard output where the process was started with it closed (``>&-``): Python's
+    ``sys.stdout`` is None then, and writing to it fails as a write to a closed descriptor does,
+    for main to say so (74) as of a full disk; a command that writes nothing there runs as usual."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no file descriptor: standard output is closed")
+
+
+def _standard_streams() -> None:
+    """Make a closed standard output fail in writing (:class:`_ClosedOutput`), and a closed
+    standard error swallow the messages (the status still says what happened)."""
+    if sys.stdout is None:
+        sys.stdout = cast("TextIO", _ClosedOutput())
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+
+
+def _interrupted(command: str | None, interrupted: Interrupted) -> int:
     """Remove what this process was still writing; say so in one line; the signal's exit status."""
     from .._read._files import remove_live_temps
 
@@ -509,7 +566,8 @@ def _interrupted(command: str, interrupted: Interrupted) -> int:
         _stdout_to_devnull()
     if sys.stderr.isatty():  # a progress line may be showing: the message replaces it
         sys.stderr.write("\r\033[K")
-    print(f"ckptkeys {command}: interrupted ({interrupted.name}){what}", file=sys.stderr)
+    prog = f"ckptkeys {command}" if command is not None else "ckptkeys"
+    print(f"{prog}: interrupted ({interrupted.name}){what}", file=sys.stderr)
     return interrupted.status
 
 

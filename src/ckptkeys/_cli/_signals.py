@@ -57,6 +57,11 @@ def raise_swallowed() -> None:
         raise Interrupted(_Received.signum)
 
 
+def _said() -> bool:
+    """Whether a signal's :class:`Interrupted` was raised (its handlers are then ignoring signals)."""
+    return _Received.signum is not None
+
+
 def _raise(signum: int, frame: object) -> None:
     # Once: a second Ctrl-C while the first one's cleanup runs must not cut that cleanup short.
     for name in NAMES:
@@ -90,4 +95,6 @@ def handled() -> Iterator[None]:
         yield
     finally:
         for number, handler in before.items():
+            if handler is _raise and _said():
+                continue  # nested in an outer block (the entry's): still once, the signal was said
             signal.signal(number, handler)  # type: ignore[arg-type]
