@@ -549,7 +549,7 @@ def _standard_streams() -> None:
     """Make a closed standard output fail in writing (:class:`_ClosedOutput`), and a closed
     standard error swallow the messages (the status still says what happened)."""
     if sys.stdout is None:
-        sys.stdout = cast("TextIO", _ClosedOutput())
+        sys.stdout = cast(TextIO, _ClosedOutput())
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
