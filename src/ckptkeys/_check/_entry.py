@@ -173,7 +173,8 @@ def validate_path(
 ) -> FileReport | SafetensorsReport | ValidationReport | RunReport | WeightsFolderReport:
     """Validate whatever ``path`` is: a file, a tag or save folder, or a run (what ``ckptkeys validate`` does).
 
-    A file whose content is a safetensors header (whatever its name) is read by
+    A file whose content is a safetensors header (whatever its name, unless DeepSpeed writes that
+    name: then it is no DeepSpeed file, a :class:`~ckptkeys.NotACheckpointError`) is read by
     :func:`~ckptkeys.read_safetensors` (a :class:`SafetensorsReport`); any other file by
     :func:`validate_file`. A folder with no DeepSpeed checkpoint but model weights
     (``model.safetensors``, or shards and their ``*.index.json``, as ``save_pretrained`` and
@@ -192,7 +193,9 @@ def validate_path(
     if not os.path.isdir(root):
         if save is not None or all_saves:
             raise ValueError(f"{root}: a file, not a run folder: it has no saves to choose from")
-        if kind is None and is_safetensors(root):  # by content, whatever its name
+        # By content, whatever its name, except a name DeepSpeed writes: such a file is checked
+        # as DeepSpeed's whatever it holds (a safetensors header there is unreadable, as in a tag folder).
+        if kind is None and parse(root) is None and is_safetensors(root):
             return validate_safetensors(root)
         try:
             return validate_file(root, kind=kind, limits=limits)

@@ -5,7 +5,9 @@ training script's own dict, or a trainer's side files (``optimizer.pt``, ``rng_s
 ``training_args.bin``). Checking them against DeepSpeed's schema only says that every DeepSpeed
 key is missing. A file is taken as DeepSpeed's when its name is one DeepSpeed writes (which
 ``naming.parse`` decides, before this module is asked) or when its top-level dict holds a
-:data:`MARKERS` key with a value of the schema's type; anything else is described, once, by
+:data:`MARKERS` key with any value but a tensor (a value of the wrong type then is a ``wrong-type``
+error, as in any DeepSpeed file: a doctored or renamed DeepSpeed file does not pass as plain);
+anything else is described, once, by
 :func:`plain_file_problem`. Security findings do not depend on this: every file's globals are
 classified whatever it holds.
 """
@@ -36,26 +38,18 @@ MARKERS: Final[dict[str, schema.KeySpec]] = {
 }
 """The keys that make a top-level dict DeepSpeed's: those every DeepSpeed model-states or
 optimizer-states file holds (``ds_version``, ``ds_config``, ``param_shapes``, ``dp_world_size``, ...),
-less the generic names training code uses too. One counts only with a value of the schema's type
-(never a tensor), so a state dict with a tensor named ``ds_version`` stays a state dict."""
+less the generic names training code uses too. One counts with any value but a tensor, so a state
+dict with a tensor named ``ds_version`` stays a state dict."""
 
 # The top-level keys of torch.optim.Optimizer.state_dict().
 _OPTIMIZER_KEYS: Final = frozenset({"state", "param_groups"})
 
 
 def is_deepspeed_dict(data: Any) -> bool:
-    """Whether ``data`` (a file's top level) holds a :data:`MARKERS` key with a value of its type."""
+    """Whether ``data`` (a file's top level) holds a :data:`MARKERS` key whose value is not a tensor."""
     if not isinstance(data, dict):
         return False
-    for key, spec in MARKERS.items():
-        if key not in data:
-            continue
-        value = data[key]
-        if isinstance(value, TensorInfo):
-            continue
-        if not spec.types or isinstance(value, spec.types):
-            return True
-    return False
+    return any(key in data and not isinstance(data[key], TensorInfo) for key in MARKERS)
 
 
 def _count(items: int, noun: str) -> str:

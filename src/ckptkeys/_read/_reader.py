@@ -321,9 +321,7 @@ def _read_legacy_pickles(name: str, data: bytes | mmap.mmap, size: int, limits: 
             error.globals = tuple(named)
             if start == 0 and not error.globals and isinstance(error, CorruptCheckpointError):
                 if looks_like_safetensors(bytes(data[: _SNIFF_BYTES + 1]), size):
-                    raise NotACheckpointError(
-                        name, "is a safetensors file, not a torch checkpoint (read_safetensors reads its header)"
-                    ) from None
+                    raise NotACheckpointError(name, "is a safetensors file, not a torch checkpoint") from None
                 raise NotACheckpointError(
                     name,
                     "is not a torch checkpoint: neither a zip archive nor torch's legacy format "
