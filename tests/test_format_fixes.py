@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import pathlib
 import shutil
+import struct
+import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
@@ -13,6 +16,7 @@ import ckptkeys
 from ckptkeys._check._plain_files import is_deepspeed_dict
 from ckptkeys._cli._main import main
 
+from . import security_cases
 from .conftest import DATA
 
 TRAINER_WEIGHTS = DATA / "clients" / "hf_trainer_z2_bf16" / "model.safetensors"
@@ -69,3 +73,51 @@ def test_a_file_with_every_marker_removed_stays_plain() -> None:
 @pytest.mark.parametrize("data", [{"ds_version": 0.19}, {"dp_world_size": "1"}, {"ds_config": None}, {"param_shapes": {"a": 1}}])
 def test_any_non_tensor_marker_value_counts(data: dict[str, object]) -> None:
     assert is_deepspeed_dict(data)
+
+
+def _zip_behind_a_header(path: pathlib.Path) -> None:
+    """A valid safetensors header whose length is ``PK\\x03\\x04`` (67 MB of JSON and spaces), with a torch
+    zip naming ``os.system`` after it, each member's offset counted from the file's start: torch.load
+    reads the zip (miniz finds its directory at the end), safetensors the header."""
+    length = struct.unpack("<Q", b"PK\x03\x04" + bytes(4))[0]
+    pickle = security_cases._proto(2) + security_cases._call("os", "system", "true") + b"."
+    with path.open("w+b") as out:
+        out.write(struct.pack("<Q", length))
+        out.seek(8 + length)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:  # offsets from the file's start
+            for name, data in security_cases._records(pickle, b"poly"):
+                archive.writestr(name.decode(), data)
+        end = out.seek(0, 2)
+        header = json.dumps({"t": {"dtype": "U8", "shape": [end - 8 - length], "data_offsets": [0, end - 8 - length]}})
+        out.seek(8)
+        out.write(header.encode() + b" " * (length - len(header)))
+
+
+def test_a_zip_behind_a_safetensors_header_lists_its_globals(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "poly.safetensors"
+    _zip_behind_a_header(path)
+    assert ckptkeys.read_safetensors(path).tensors[0].name == "t"
+    assert [ref.qualname for ref in ckptkeys.read(path).globals] == ["os.system"]
+    with pytest.raises(ckptkeys.AmbiguousFileError) as caught:
+        ckptkeys.validate(path)
+    assert [ref.qualname for ref in caught.value.globals] == ["os.system"]
+    assert "its pickles name os.system" in str(caught.value)
+    status, out, err = _run("validate", "--json", str(path))
+    assert status == 2
+    error = json.loads(out)["error"]
+    assert error["code"] == "ambiguous-file"
+    assert [(g["name"], g["class"]) for g in error["globals"]] == [("os.system", "code-execution")]
+    # One line on stderr, with the globals and the code-execution finding in it.
+    assert err.count("\n") == 1
+    assert "its pickles name os.system" in err and "os.system would run code" in err
+
+
+def test_an_unreadable_file_s_globals_are_in_its_one_line(tmp_path: pathlib.Path) -> None:
+    """Any refusal that carries globals: one line, naming them (docs/cli.md: every error is one line)."""
+    path = tmp_path / "model.pt"
+    pickle = security_cases._proto(2) + security_cases._call("os", "system", "true")  # no STOP: cut short
+    path.write_bytes(pickle)
+    status, out, err = _run("validate", str(path))
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "its pickles name os.system" in err

@@ -377,8 +377,9 @@ def test_a_file_torch_would_unpickle_too_is_refused_as_ambiguous(
     assert status == 2 and "os.system" in err
 
     monkeypatch.setattr(_safetensors_files, "read", lambda _: ckptkeys.read(DATA / "plain" / "state_dict.pt"))
-    with pytest.raises(ckptkeys.AmbiguousFileError, match="is a torch checkpoint"):
+    with pytest.raises(ckptkeys.AmbiguousFileError, match=r"reads it as a torch checkpoint \(zip\), and its pickles name collections\.OrderedDict") as caught:
         ckptkeys.validate_path(path)
+    assert caught.value.globals == ckptkeys.read(DATA / "plain" / "state_dict.pt").globals  # every one torch names
 
 
 def _run_cli(*argv: str) -> tuple[int, str, str]:

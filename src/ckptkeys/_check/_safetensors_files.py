@@ -68,24 +68,25 @@ def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
     makes the file two things at once: :class:`~ckptkeys.AmbiguousFileError`, with the globals.
     """
     try:
-        read(path)
+        checkpoint = read(path)
     except NotACheckpointError as error:
         if not error.globals:
             return
-        refused: ReadError = error
+        how, globals_ = f"torch.load unpickles it ({error.reason})", error.globals
     except ReadError as error:
-        refused = error
-    else:
-        refused = ReadError(path, "is a torch checkpoint")
+        how, globals_ = f"torch.load unpickles it ({error.reason})", error.globals
+    else:  # torch reads it whole (a zip behind the header, or a legacy pickle): every global it names
+        how, globals_ = f"torch.load reads it as a torch checkpoint ({checkpoint.format})", checkpoint.globals
+    names = ", ".join(ref.qualname for ref in globals_)
     ambiguous = AmbiguousFileError(
         path,
         "torch.load and safetensors read it differently",
         (
-            f"torch.load unpickles it ({refused.reason}; its pickle names {len(refused.globals)} global(s))",
+            f"{how}, and its pickles name {names or 'no global'}",
             f"safetensors reads a header of {len(file.tensors)} tensor(s)",
         ),
     )
-    ambiguous.globals = refused.globals
+    ambiguous.globals = tuple(globals_)
     raise ambiguous
 
 
