@@ -121,3 +121,78 @@ def test_an_unreadable_file_s_globals_are_in_its_one_line(tmp_path: pathlib.Path
     assert (status, out) == (2, "")
     assert err.count("\n") == 1
     assert "its pickles name os.system" in err
+
+
+TRAINER = DATA / "clients" / "hf_trainer_z2_bf16" / "checkpoint-4"
+
+
+@pytest.fixture
+def sharded(tmp_path: pathlib.Path) -> pathlib.Path:
+    """ckptkeys' own export of the Trainer save, in shards of at most 20 KB, with its index."""
+    out = tmp_path / "weights"
+    assert ckptkeys.export(TRAINER, out, max_shard_size=20_000).sharded
+    return out
+
+
+def _found(folder: pathlib.Path) -> list[tuple[str, str, str]]:
+    return [(p.severity, p.code, pathlib.Path(p.file or "").name) for p in ckptkeys.validate(folder)]
+
+
+def test_a_truncated_model_safetensors_beside_a_healthy_index_is_read(sharded: pathlib.Path) -> None:
+    """transformers loads model.safetensors first: a broken one fails it, whatever the index says."""
+    content = TRAINER_WEIGHTS.read_bytes()
+    (sharded / "model.safetensors").write_bytes(content[:-100])
+    found = _found(sharded)
+    assert ("error", "unreadable-file", "model.safetensors") in found
+    assert ("warning", "shadowed-weights", "model.safetensors.index.json") in found
+    status, out, _ = _run("validate", str(sharded))
+    assert status == 1 and "transformers loads model.safetensors and never reads model.safetensors.index.json" in out
+
+
+def test_the_same_weights_twice_is_a_warning_another_model_s_an_error(
+    sharded: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    assert not ckptkeys.export(TRAINER, tmp_path / "single", dtype="bf16").sharded  # the same tensors, another dtype
+    shutil.copyfile(tmp_path / "single" / "model.safetensors", sharded / "model.safetensors")
+    assert [f for f in _found(sharded) if f[0] != "info"] == [("warning", "shadowed-weights", "model.safetensors.index.json")]
+    other = {"other.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    text = json.dumps(other).encode()
+    (sharded / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
+    assert [f for f in _found(sharded) if f[0] != "info"] == [("error", "shadowed-weights", "model.safetensors.index.json")]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"\xef\xbb\xbf", "Unexpected UTF-8 BOM"),  # transformers: JSONDecodeError
+        (None, "has an empty weight_map"),  # transformers: IndexError
+    ],
+)
+def test_an_index_transformers_cannot_read_is_unreadable(sharded: pathlib.Path, content: bytes | None, says: str) -> None:
+    index = sharded / "model.safetensors.index.json"
+    if content is None:
+        document = json.loads(index.read_text())
+        document["weight_map"] = {}
+        index.write_text(json.dumps(document))
+    else:
+        index.write_bytes(content + index.read_bytes())
+    (unreadable,) = [p for p in ckptkeys.validate(sharded) if p.code == "unreadable-index"]
+    assert unreadable.severity == "error" and says in unreadable.message
+    assert _run("validate", str(sharded))[0] == 1
+
+
+def test_an_empty_tag_folder_beside_model_weights_is_an_unfinished_save(tmp_path: pathlib.Path) -> None:
+    """A Trainer checkpoint-N/ whose DeepSpeed save did not finish: global_stepN/ empty, no latest."""
+    save = tmp_path / "checkpoint-4"
+    shutil.copytree(TRAINER, save, ignore=shutil.ignore_patterns("global_step*", "latest"))
+    assert [p.code for p in ckptkeys.validate(save)] == ["not-deepspeed"]  # model weights only: fine
+    (save / "global_step4").mkdir()
+    (problem,) = [p for p in ckptkeys.validate(save) if p.code == "incomplete-tag"]
+    assert problem.severity == "error" and problem.file == str(save / "global_step4")
+    assert problem.message == "an empty tag folder: a DeepSpeed save that did not finish?"
+    status, out, _ = _run("validate", str(save))
+    assert status == 1 and "incomplete-tag" in out
+    # A tag folder's name holding no DeepSpeed file (a Trainer's resume globs global_step* all the same).
+    (save / "global_step4" / "notes.txt").write_text("x")
+    (problem,) = [p for p in ckptkeys.validate(save) if p.code == "incomplete-tag"]
+    assert problem.message == "a tag folder's name, but no DeepSpeed file: a DeepSpeed save that did not finish?"

@@ -29,6 +29,8 @@ CODES: Final[dict[str, Severity]] = {
     "unlisted-shard": W,
     "index-total-size": W,
     "unreadable-index": E,
+    "shadowed-weights": W,
+    "incomplete-tag": E,
     "framework-client-state": INFO,
     "missing-rank": E,
     "missing-model-states": E,

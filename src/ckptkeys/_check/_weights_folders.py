@@ -7,9 +7,14 @@ shard}}``); the same with torch files for ``pytorch_model.bin`` (``pytorch_model
 this module only about a folder :func:`scan` finds no checkpoint in. Each index is checked against
 its shards: a shard it names that is missing (an error naming one tensor that needs it), a tensor
 it maps to a shard that lacks it (an error), a tensor a shard holds that it does not list (a
-warning), ``total_size`` against the sum of the tensors' sizes (a warning). Every shard is read
-(safetensors headers as the format checks them; torch shards' pickles, with the security
-findings every torch file gets).
+warning), ``total_size`` against the sum of the tensors' sizes (a warning). Every weight file is
+read, whether or not an index names it (safetensors headers as the format checks them; torch
+files' pickles, with the security findings every torch file gets). Where the folder holds more
+than one set of weights (``model.safetensors`` beside an index), transformers loads the first of
+:data:`LOAD_ORDER` and never reads the others: that is said (``shadowed-weights``), an error when
+the sets differ. A subfolder named like DeepSpeed's tags (``global_stepN``) in a folder with no
+DeepSpeed checkpoint is a save that did not finish
+(``incomplete-tag``, an error: a Trainer resuming with DeepSpeed finds ``global_step*`` and fails).
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ _INDEX_SUFFIXES: Final = (".safetensors.index.json", ".bin.index.json")
 _SINGLE_FILES: Final = ("model.safetensors", "pytorch_model.bin")
 # A shard's name as transformers writes it: model-00001-of-00004.safetensors, pytorch_model-00001-of-00002.bin.
 _SHARD_NAME: Final = re.compile(r".+-\d{5}-of-\d{5}\.(?:safetensors|bin)")
+LOAD_ORDER: Final = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""The weights ``from_pretrained`` (transformers 5.24, ``_get_resolved_checkpoint_files``) takes
+from a folder: the first of these that exists; it reads no other."""
+# What a Trainer resuming with DeepSpeed takes for a DeepSpeed save (glob(f"{checkpoint}/global_step*")).
+_TAG_NAME: Final = re.compile(r"global_step.*")
 # An index is JSON naming every tensor once: 64 MiB is ~500,000 names of 100 characters.
 _MAX_INDEX_BYTES: Final = 64 * 1024 * 1024
 
@@ -115,7 +130,8 @@ def is_weights_folder(path: str) -> bool:
 def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) -> WeightsIndex | None:
     where = os.path.join(path, name)
     try:
-        document = json.loads(read_small(where, boundary=boundary, max_bytes=_MAX_INDEX_BYTES))
+        # Decoded strictly, as transformers opens it (encoding="utf-8"): a BOM is no JSON for it.
+        document = json.loads(read_small(where, boundary=boundary, max_bytes=_MAX_INDEX_BYTES).decode("utf-8"))
     except ReadError as error:
         problems.append(Problem(E, "unreadable-index", error.reason, where))
         return None
@@ -125,6 +141,9 @@ def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) ->
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         problems.append(Problem(E, "unreadable-index", "has no weight_map of tensor names to file names", where))
+        return None
+    if not weight_map:  # transformers: IndexError on the first shard of none
+        problems.append(Problem(E, "unreadable-index", "has an empty weight_map: it names no tensor", where))
         return None
     metadata = document.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else None
@@ -160,11 +179,9 @@ def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport
         raise NotACheckpointError(
             root, "holds no checkpoint: no DeepSpeed files, no weights index and no model weights"
         )
-    wanted: list[str] = []
+    wanted: list[str] = [n for n in _SINGLE_FILES if n in names]  # read whether or not there is an index
     for index in indexes:
         wanted += [s for s in dict.fromkeys(index.weight_map.values()) if s not in wanted]
-    if not indexes:
-        wanted = [n for n in _SINGLE_FILES if n in names]
     files: dict[str, SafetensorsFile | Checkpoint] = {}
     for shard in sorted(wanted):
         where = os.path.join(root, shard)
@@ -186,6 +203,8 @@ def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport
     for name in names:
         if indexes and _SHARD_NAME.fullmatch(name) and name not in listed:
             problems.append(Problem(W, "unlisted-shard", "a weight file no index names", os.path.join(root, name)))
+    problems += _shadowed(root, names, indexes, files)
+    problems += _unfinished_tags(root, names)
     problems.append(Problem(INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {_describe(indexes, files)}", root))
     return WeightsFolderReport(root, tuple(indexes), files, tuple(problems))
 
@@ -257,6 +276,66 @@ def _check_index(
                     "metadata/total_size",
                 )
             )
+    return problems
+
+
+def _shapes(file: SafetensorsFile | Checkpoint) -> dict[str, tuple[int, ...]]:
+    if isinstance(file, SafetensorsFile):
+        return {t.name: t.shape for t in file.tensors}
+    data = file.data
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): tuple(v.shape) for k, v in data.items() if isinstance(v, TensorInfo)}
+
+
+def _weights_of(
+    name: str, indexes: list[WeightsIndex], files: dict[str, SafetensorsFile | Checkpoint]
+) -> dict[str, tuple[int, ...] | None] | None:
+    """The tensors (with shapes) that loading ``name`` (a weight file or an index) gives; None if unread.
+
+    Shapes, not bytes: the same model saved in another dtype is the same model."""
+    if name in files:
+        return dict(_shapes(files[name]))
+    index = next((i for i in indexes if i.name == name), None)
+    if index is None or not all(shard in files for shard in index.weight_map.values()):
+        return None
+    shapes = {shard: _shapes(files[shard]) for shard in set(index.weight_map.values())}
+    return {tensor: shapes[shard].get(tensor) for tensor, shard in index.weight_map.items()}
+
+
+def _shadowed(
+    root: str, names: list[str], indexes: list[WeightsIndex], files: dict[str, SafetensorsFile | Checkpoint]
+) -> list[Problem]:
+    """Each set of weights the loader does not read because one before it in :data:`LOAD_ORDER` exists."""
+    present = [n for n in LOAD_ORDER if n in names]
+    if len(present) < 2:
+        return []
+    loaded, loaded_weights = present[0], _weights_of(present[0], indexes, files)
+    problems = []
+    for other in present[1:]:
+        other_weights = _weights_of(other, indexes, files)
+        differ = loaded_weights is not None and other_weights is not None and loaded_weights != other_weights
+        said = f"transformers loads {loaded} and never reads {other}"
+        if differ:
+            said += ": they hold different tensors; remove the one that is not this model's"
+        problems.append(Problem(E if differ else W, "shadowed-weights", said, os.path.join(root, other)))
+    return problems
+
+
+def _unfinished_tags(root: str, names: list[str]) -> list[Problem]:
+    """Subfolders named like DeepSpeed's default tag in a folder where scan found no DeepSpeed save
+    (a subfolder holding DeepSpeed files would have been found as one)."""
+    problems = []
+    for name in names:
+        where = os.path.join(root, name)
+        if not _TAG_NAME.fullmatch(name) or not os.path.isdir(where) or os.path.islink(where):
+            continue
+        try:
+            inside = os.listdir(where)
+        except OSError:
+            inside = []
+        what = "an empty tag folder" if not inside else "a tag folder's name, but no DeepSpeed file"
+        problems.append(Problem(E, "incomplete-tag", f"{what}: a DeepSpeed save that did not finish?", where))
     return problems
 
 
