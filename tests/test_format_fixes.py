@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import re
 import shutil
 import struct
 import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ckptkeys
 from ckptkeys._check._plain_files import is_deepspeed_dict
 from ckptkeys._cli._main import main
+from ckptkeys._cli._report_text import shown
 
 from . import security_cases
 from .conftest import DATA
@@ -196,3 +200,64 @@ def test_an_empty_tag_folder_beside_model_weights_is_an_unfinished_save(tmp_path
     (save / "global_step4" / "notes.txt").write_text("x")
     (problem,) = [p for p in ckptkeys.validate(save) if p.code == "incomplete-tag"]
     assert problem.message == "a tag folder's name, but no DeepSpeed file: a DeepSpeed save that did not finish?"
+
+
+# Characters a name may hold that must not reach the terminal raw: C0 (with \n, \r, ESC), DEL, C1,
+# the Unicode line and paragraph separators, bidi overrides.
+_CONTROLS = st.sampled_from(["\n", "\r", "\x1b", "\x1b[2J", "\x00", "\x7f", "\x85", "\u2028", "\u202e", "\t"])
+_NAMES = st.lists(st.one_of(_CONTROLS, st.text("abz.\\' ", min_size=1, max_size=4)), min_size=1, max_size=6).map("".join)
+
+
+def _safetensors(names: list[str], metadata: dict[str, str]) -> bytes:
+    header: dict[str, object] = {"__metadata__": metadata}
+    for i, name in enumerate(names):
+        header[name] = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + bytes(4 * len(names))
+
+
+def _one_line_each(out: str) -> None:
+    assert not _UNSAFE_OUT.search(out.replace("\n", ""))  # nothing a terminal acts on, no line forged
+    assert not [line for line in out.splitlines() if line.startswith(("errors (0)", "  all good", "errors (1):\n"))]
+
+
+_UNSAFE_OUT = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202e]")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_NAMES, key=_NAMES, value=_NAMES)
+def test_names_from_a_file_are_shown_escaped(tmp_path: pathlib.Path, name: str, key: str, value: str) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_safetensors([name, name + "x"], {key: value}))
+    benign = tmp_path / "benign.safetensors"
+    benign.write_bytes(_safetensors(["a", "ax"], {"k": "v"}))
+    for command in ("inspect", "validate"):
+        status, out, _ = _run(command, str(path))
+        assert status == 0
+        _one_line_each(out)
+        assert out.count("\n") == _run(command, str(benign))[1].count("\n")  # one line per name, as any name's
+        assert command == "validate" or shown(name) in out  # inspect lists the names
+    # The JSON keeps the exact strings.
+    document = json.loads(_run("inspect", "--json", str(path))[1])
+    assert [t["name"] for t in document["files"][0]["safetensors"]["tensors"]] == [name, name + "x"]
+    assert document["files"][0]["safetensors"]["metadata"] == {key: value}
+
+
+def test_an_index_naming_a_shard_with_a_line_break_forges_no_line(sharded: pathlib.Path) -> None:
+    index = sharded / "model.safetensors.index.json"
+    document = json.loads(index.read_text())
+    document["weight_map"]["extra.weight"] = "model-9.safetensors\nerrors (0):\n  all good: no problems\x1b[31m"
+    index.write_text(json.dumps(document))
+    status, out, _ = _run("validate", str(sharded))
+    assert status == 1
+    _one_line_each(out)
+    assert "missing-shard" in out and "model-9.safetensors\\nerrors (0):" in out
+
+
+def test_a_read_error_naming_a_tensor_is_one_escaped_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "model.safetensors"
+    text = json.dumps({"w\n\x1b[2Jerrors (0):": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
+    status, out, err = _run("validate", str(path))
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and "\x1b" not in err and "\\x1b[2J" in err

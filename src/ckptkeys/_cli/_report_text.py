@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 from .._check import _converters, _frameworks
@@ -11,7 +12,29 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Final
 
-__all__ = ["render_text"]
+__all__ = ["render_text", "shown"]
+
+# What a string taken from a file (a tensor's name, a key, metadata, a shard's name) must not put on
+# a terminal raw: line breaks that would forge report lines (C0, DEL, C1, U+2028/9) and escapes or
+# direction overrides that would rewrite what is shown (ESC is C0; U+200E/F, U+202A-E, U+2066-9).
+_UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """``text`` with every control character escaped as Python writes it (``\\n``, ``\\x1b``,
+    ``\\u202e``): one line, and nothing the terminal acts on. The JSON keeps the exact strings."""
+    return _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _escaped(value: Any) -> Any:
+    """The document with every string in it (keys too) :func:`shown`."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _size(n: int) -> str:
@@ -37,8 +60,10 @@ def _pointing(problem: dict[str, Any]) -> dict[str, Any]:
 def render_text(document: dict[str, Any], *, color: bool, validate_only: bool) -> str:
     """The report as text: a summary per tag, files, key trees, globals, converters, problems.
 
-    A run lists its saves, newest first, then each reported save in full.
+    A run lists its saves, newest first, then each reported save in full. Every string is
+    :func:`shown` escaped first: a name holding a line break or an escape cannot forge lines.
     """
+    document = _escaped(document)
     paint = (lambda s, sev: f"{_COLORS[sev]}{s}\033[0m") if color else (lambda s, sev: s)
     if document["kind"] != "run":
         return "\n".join(_folder_text(document, paint, validate_only) + _hidden(document)) + "\n"
