@@ -70,6 +70,41 @@ def test_sub_byte_dtypes_in_whole_bytes(tmp_path: pathlib.Path) -> None:
     assert caught.value.tensor == "q"
 
 
+def _with_unknown(value: bytes) -> bytes:
+    """A header of one tensor ``a`` (F32[2]) with a field the format does not know, set to ``value``."""
+    return b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":' + value + b"}}"
+
+
+# Headers the crate's reader takes though they are odd, with what ckptkeys reads from them: the
+# tensors (name, dtype, shape) and the metadata.
+ODD_BUT_READ: dict[str, tuple[bytes, dict[str, tuple[str, list[int]]], dict[str, str] | None]] = {
+    "tensor-as-array": (b'{"a":["F32",[2],[0,8]]}', {"a": ("F32", [2])}, None),
+    "leading-whitespace": (b' \t\r\n{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', {"a": ("F32", [2])}, None),
+    "metadata-key-twice": (
+        b'{"__metadata__":{"k":"1","k":"2"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+        {"a": ("F32", [2])},
+        {"k": "2"},
+    ),
+    "unknown-key-twice": (_with_unknown(b'{"y":1,"y":2}'), {"a": ("F32", [2])}, None),
+    "deep-125": (_with_unknown(b"[" * 125 + b"]" * 125), {"a": ("F32", [2])}, None),
+    "large-float": (_with_unknown(b"-1e308"), {"a": ("F32", [2])}, None),
+    "tiny-float": (_with_unknown(b"1e-400"), {"a": ("F32", [2])}, None),
+    "negative-zero-unknown": (_with_unknown(b"-0"), {"a": ("F32", [2])}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_BUT_READ))
+def test_odd_headers_the_crate_reads_are_read(tmp_path: pathlib.Path, case: str) -> None:
+    raw, tensors, metadata = ODD_BUT_READ[case]
+    path = _write(tmp_path, _bytes(None, raw=raw, pad=False) + bytes(8))
+    file = read_safetensors(path)
+    assert ({t.name: (t.dtype, list(t.shape)) for t in file.tensors}, file.metadata) == (tensors, metadata)
+    assert is_safetensors(str(path))  # the content sniff takes what the reader takes
+    assert isinstance(ckptkeys.validate_path(path), ckptkeys.SafetensorsReport)
+    if importlib.util.find_spec("safetensors") is not None:  # the package is on 3.11
+        assert _package_view(path) == (tensors, metadata)
+
+
 def _broken(name: str) -> tuple[bytes, str, str | None]:
     """Each way a header breaks the format's rules: the file, what the error says, the tensor named."""
     a = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
@@ -88,7 +123,16 @@ def _broken(name: str) -> tuple[bytes, str, str | None]:
             "named twice",
             "a",
         ),
-        "entry-not-object": (_bytes({"a": [1]}), "not a tensor's object", "a"),
+        "entry-not-object": (_bytes({"a": 1}), "not a tensor's object", "a"),
+        "array-of-4": (_bytes({"a": ["F32", [2], [0, 8], 1]}, bytes(8)), "not [dtype, shape, data_offsets]", "a"),
+        # serde_json's recursion limit: 128 levels, counting the header's object and the tensor's.
+        "too-deep": (_bytes(None, raw=_with_unknown(b"[" * 126 + b"]" * 126)) + bytes(8), "nests more than 127", None),
+        "out-of-range": (_bytes(None, raw=_with_unknown(b"1e400")) + bytes(8), "out of range", None),
+        "big-integer": (_bytes(None, raw=_with_unknown(b"9" * 310)) + bytes(8), "out of range", None),
+        "negative-zero-shape": (_bytes(None, raw=b'{"a":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}'), "unsigned", "a"),
+        "negative-zero-offset": (_bytes(None, raw=b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[-0,8]}}') + bytes(8), "two unsigned", "a"),
+        "metadata-twice": (_bytes(None, raw=b'{"__metadata__":{},"a":' + json.dumps(a).encode() + b',"__metadata__":{}}') + bytes(8), "__metadata__ twice", None),
+        "field-twice": (_bytes(None, raw=b'{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}') + bytes(8), "gives 'dtype' twice", "a"),
         "no-dtype": (_bytes({"a": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)), "has no 'dtype'", "a"),
         "unknown-dtype": (_bytes({"a": {**a, "dtype": "F128"}}, bytes(8)), "dtype 'F128'", "a"),
         "negative-shape": (_bytes({"a": {**a, "shape": [-2]}}, bytes(8)), "unsigned", "a"),
@@ -122,7 +166,8 @@ def _broken(name: str) -> tuple[bytes, str, str | None]:
 BROKEN = [
     "too-short", "header-too-large", "header-past-end", "not-utf8", "not-json", "nan", "not-object", "lone-surrogate",
     "duplicate",
-    "entry-not-object", "no-dtype", "unknown-dtype", "negative-shape", "float-shape", "bool-shape", "three-offsets",
+    "entry-not-object", "array-of-4", "too-deep", "out-of-range", "big-integer", "negative-zero-shape",
+    "negative-zero-offset", "metadata-twice", "field-twice", "no-dtype", "unknown-dtype", "negative-shape", "float-shape", "bool-shape", "three-offsets",
     "metadata-not-strings", "gap", "overlap", "backwards", "wrong-size", "overflow", "cut-short", "trailing-bytes",
 ]  # fmt: skip
 

@@ -10,8 +10,14 @@ and offsets of unsigned integers; taken in order of their offsets, the tensors' 
 start at 0, follow one another without gap or overlap, each as long as dtype x shape (in bits,
 a whole number of bytes), and the last ends exactly at the end of the file. A header that
 breaks one is a :class:`~ckptkeys.SafetensorsHeaderError` naming the file and the tensor.
-Stricter than the crate in one place: a name given twice (the crate keeps the last; two JSON
-readers may keep different ones) is refused. No tensor byte is read.
+The JSON is read as the crate's serde_json reads it: nesting deeper than its recursion limit
+(127 levels) is refused, as is a number out of f64's range (``1e400``) and ``-0`` (a float to
+serde) where an unsigned integer is due; a tensor given as the array ``[dtype, shape,
+data_offsets]`` is taken (serde builds a struct from a sequence); a key given twice in
+``__metadata__`` or in a field the format does not know keeps the last, as serde does, and
+``__metadata__`` or a tensor's field given twice is refused, as serde refuses it. Stricter than
+the crate in one place: a tensor name given twice (the crate keeps the last; two JSON readers
+may keep different ones) is refused. No tensor byte is read.
 """
 
 from __future__ import annotations
@@ -48,6 +54,14 @@ MAX_HEADER_SIZE: Final = 100_000_000
 _N_LEN: Final = 8
 # usize on the 64-bit platforms the crate checks its arithmetic for.
 _USIZE_MAX: Final = 2**64 - 1
+# serde_json's recursion limit: it refuses an array or object 128 deep (the top object is 1 deep).
+_MAX_DEPTH: Final = 127
+# JSON's whitespace, which may come before the header's "{".
+_WHITESPACE: Final = b" \t\n\r"
+# How much of a header the content sniff reads to find its "{" after whitespace.
+_SNIFF: Final = 4096
+# The fields of a tensor, in the order serde takes them from an array.
+_FIELDS: Final = ("dtype", "shape", "data_offsets")
 
 DTYPE_BITS: Final[dict[str, int]] = {
     "BOOL": 8,
@@ -138,15 +152,21 @@ class SafetensorsFile:
 
 def looks_like_safetensors(head: bytes, size: int) -> bool:
     """Whether a file of ``size`` bytes that starts with ``head`` (9 bytes or more) is one to read as
-    safetensors: a header length that fits the file and the format's cap, and a JSON object after it.
+    safetensors: a header length that fits the file and the format's cap, and a JSON object after it
+    (after JSON's whitespace, which the crate's reader takes too; whitespace to the end of ``head``
+    leaves it to the reader).
 
     torch's formats never pass: a zip starts ``PK``, a legacy file with a pickle's ``\\x80``, which
-    make a length past any file. Whitespace before the ``{`` is JSON's, but no writer puts any.
+    make a length past any file.
     """
     if len(head) <= _N_LEN:
         return False
     (length,) = struct.unpack("<Q", head[:_N_LEN])
-    return 2 <= length <= min(MAX_HEADER_SIZE, size - _N_LEN) and head[_N_LEN : _N_LEN + 1] == b"{"
+    if not 2 <= length <= min(MAX_HEADER_SIZE, size - _N_LEN):
+        return False
+    body = head[_N_LEN : _N_LEN + length]
+    start = body.lstrip(_WHITESPACE)
+    return start[:1] == b"{" or (not start and len(body) < length)
 
 
 def is_safetensors(path: str, *, boundary: str | None = None) -> bool:
@@ -155,7 +175,7 @@ def is_safetensors(path: str, *, boundary: str | None = None) -> bool:
     try:
         with open_regular(path, boundary=boundary) as raw:
             size = os.fstat(raw.fileno()).st_size
-            head = raw.read(_N_LEN + 1) or b""
+            head = raw.read(_N_LEN + _SNIFF) or b""
     except (ReadError, OSError):
         return False
     return looks_like_safetensors(head, size)
@@ -197,18 +217,61 @@ def read_safetensors(path: str | os.PathLike[str], *, boundary: str | None = Non
     return SafetensorsFile(name, size, length, tuple(tensors), metadata)
 
 
-def _no_duplicates(path: str) -> Any:
+def _keeping_duplicates(twice: dict[int, str]) -> Any:
+    """A hook that builds each object as serde does (the last of a key given twice), noting in
+    ``twice`` (by the object's id) the first key given twice: where that is an error depends on the object."""
+
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         found = dict(items)
         if len(found) != len(items):
             seen: set[str] = set()
             for key, _ in items:
                 if key in seen:
-                    raise SafetensorsHeaderError(path, "is named twice in the header", tensor=key)
+                    twice.setdefault(id(found), key)
                 seen.add(key)
         return found
 
     return pairs
+
+
+def _number(path: str) -> Any:
+    def parse(token: str) -> float:  # serde_json: a number past f64's range is an error
+        value = float(token)
+        if math.isinf(value):
+            raise SafetensorsHeaderError(path, f"the header is not JSON: the number {token:.40} is out of range")
+        return value
+
+    return parse
+
+
+def _integer(path: str) -> Any:
+    def parse(token: str) -> int | float:
+        if token == "-0":  # serde_json reads it as the float -0.0, which no unsigned integer takes
+            return -0.0
+        value = int(token)
+        if abs(value) > _F64_MAX:  # past u64/i64 serde_json reads an integer as f64
+            raise SafetensorsHeaderError(path, f"the header is not JSON: the number {token:.40}... is out of range")
+        return value
+
+    return parse
+
+
+_F64_MAX: Final = int(float.fromhex("0x1.fffffffffffffp+1023"))
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests arrays and objects more than :data:`_MAX_DEPTH` deep (itself 1)."""
+    level: list[Any] = [value]
+    for _ in range(_MAX_DEPTH):
+        level = [
+            inner
+            for outer in level
+            for inner in (outer.values() if isinstance(outer, dict) else outer)
+            if isinstance(inner, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _constant(path: str) -> Any:
@@ -223,8 +286,15 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SafetensorsHeaderError(path, f"the header is not UTF-8 (byte {error.start})") from None
+    twice: dict[int, str] = {}
     try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates(path), parse_constant=_constant(path))
+        header = json.loads(
+            text,
+            object_pairs_hook=_keeping_duplicates(twice),
+            parse_constant=_constant(path),
+            parse_float=_number(path),
+            parse_int=_integer(path),
+        )
     except SafetensorsHeaderError:
         raise
     except RecursionError:
@@ -233,6 +303,15 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
         raise SafetensorsHeaderError(path, f"the header is not JSON: {error!s:.200}") from None
     if not isinstance(header, dict):
         raise SafetensorsHeaderError(path, f"the header is a JSON {type(header).__name__}, not an object")
+    if _too_deep(header):
+        raise SafetensorsHeaderError(path, f"the header nests more than {_MAX_DEPTH} deep (serde_json's recursion limit)")
+    if id(header) in twice:
+        if twice[id(header)] == "__metadata__":
+            raise SafetensorsHeaderError(path, "the header gives __metadata__ twice")
+        raise SafetensorsHeaderError(path, "is named twice in the header", tensor=twice[id(header)])
+    for name, entry in header.items():
+        if isinstance(entry, dict) and twice.get(id(entry)) in _FIELDS and name != "__metadata__":
+            raise SafetensorsHeaderError(path, f"gives {twice[id(entry)]!r} twice", tensor=name)
     if "\\u" in text:  # only an escape makes a surrogate: decoded UTF-8 holds none
         _no_lone_surrogates(path, header)
     return header
@@ -258,9 +337,15 @@ def _entries(path: str, header: dict[str, Any]) -> tuple[dict[str, str] | None, 
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        if isinstance(entry, list):  # serde builds the struct from a sequence of its fields, in order
+            if len(entry) != len(_FIELDS):
+                raise SafetensorsHeaderError(
+                    path, f"is an array of {len(entry)} items, not [dtype, shape, data_offsets]", tensor=name
+                )
+            entry = dict(zip(_FIELDS, entry))
         if not isinstance(entry, dict):
             raise SafetensorsHeaderError(path, f"is a JSON {type(entry).__name__}, not a tensor's object", tensor=name)
-        for field in ("dtype", "shape", "data_offsets"):
+        for field in _FIELDS:
             if field not in entry:
                 raise SafetensorsHeaderError(path, f"has no {field!r}", tensor=name)
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
