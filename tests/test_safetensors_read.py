@@ -432,3 +432,49 @@ def _run_cli(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         status = main(list(argv))
     return status, out.getvalue(), err.getvalue()
+
+
+# JSON the crate's serde_json reads differently from Python's json, for a field the format does not
+# know or for a tensor's fields: numbers at and past f64's range, -0, floats, deep nesting, keys given
+# twice, a tensor as an array, whitespace before the header.
+_ODD_VALUES = st.recursive(
+    st.sampled_from([b"-0", b"0", b"1e308", b"1e309", b"-1e400", b"1e-400", b"1.0", b"9" * 309, b"9" * 310, b'"s"', b"null"]),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=2).map(lambda items: b"[" + b",".join(items) + b"]"),
+        st.lists(inner, max_size=2).map(lambda items: b"{" + b",".join(b'"k":' + i for i in items) + b"}"),
+        st.integers(120, 130).map(lambda depth: b"[" * depth + b"]" * depth),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    extra=_ODD_VALUES,
+    shape=st.sampled_from([b"2", b"-0", b"2.0", b"2e0"]),
+    as_array=st.booleans(),
+    lead=st.sampled_from([b"", b" ", b"\n\t "]),
+)
+def test_odd_json_is_read_as_the_package_reads_it(
+    tmp_path: pathlib.Path, extra: bytes, shape: bytes, as_array: bool, lead: bytes
+) -> None:
+    if as_array:
+        tensor = b'["F32",[' + shape + b'],[0,8]]'
+    else:
+        tensor = b'{"dtype":"F32","shape":[' + shape + b'],"data_offsets":[0,8],"x":' + extra + b"}"
+    raw = lead + b'{"a":' + tensor + b',"__metadata__":null,"b":{"dtype":"U8","shape":[0],"data_offsets":[8,8],"y":' + extra + b"}}"
+    path = _write(tmp_path, _bytes(None, raw=raw, pad=False) + bytes(8))
+    try:
+        file = read_safetensors(path)
+    except SafetensorsHeaderError:
+        ours = None
+    else:
+        ours = {t.name: (t.dtype, list(t.shape)) for t in file.tensors}
+        assert is_safetensors(str(path))
+    if importlib.util.find_spec("safetensors") is None:  # the package is on 3.11 only
+        return
+    try:
+        theirs: dict[str, tuple[str, list[int]]] | None = _package_view(path)[0]
+    except Exception:  # the package's SafetensorError
+        theirs = None
+    assert ours == theirs
