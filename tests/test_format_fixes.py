@@ -159,6 +159,10 @@ def test_the_same_weights_twice_is_a_warning_another_model_s_an_error(
     assert not ckptkeys.export(TRAINER, tmp_path / "single", dtype="bf16").sharded  # the same tensors, another dtype
     shutil.copyfile(tmp_path / "single" / "model.safetensors", sharded / "model.safetensors")
     assert [f for f in _found(sharded) if f[0] != "info"] == [("warning", "shadowed-weights", "model.safetensors.index.json")]
+    (info,) = [p for p in ckptkeys.validate(sharded) if p.code == "not-deepspeed"]
+    listed = len(json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"])
+    said = f"shard(s) with model.safetensors.index.json, and model.safetensors, {2 * listed} tensors in all"
+    assert said in info.message  # each tensor twice: the shards' and model.safetensors'
     other = {"other.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
     text = json.dumps(other).encode()
     (sharded / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
