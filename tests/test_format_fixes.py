@@ -265,3 +265,18 @@ def test_a_read_error_naming_a_tensor_is_one_escaped_line(tmp_path: pathlib.Path
     status, out, err = _run("validate", str(path))
     assert (status, out) == (2, "")
     assert err.count("\n") == 1 and "\x1b" not in err and "\\x1b[2J" in err
+
+
+def test_a_global_named_with_control_characters_is_escaped_on_stderr_exact_in_json(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "model.pt"
+    module = "os\n\x1b[2Jerrors (0):"
+    pickle = security_cases._proto(4) + security_cases._call(module, "system", "true", stack=True)  # no STOP
+    path.write_bytes(pickle)
+    status, out, err = _run("validate", str(path))
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert f"its pickles name {shown(module)}.system" in err
+    status, out, _ = _run("validate", "--json", str(path))
+    error = json.loads(out)["error"]
+    assert status == 2 and f"its pickles name {module}.system" in error["message"]
+    assert [g["name"] for g in error["globals"]] == [f"{module}.system"]
