@@ -74,7 +74,9 @@ def test_a_file_with_every_marker_removed_stays_plain() -> None:
     assert [p.code for p in ckptkeys.validate(path)] == ["not-deepspeed"]
 
 
-@pytest.mark.parametrize("data", [{"ds_version": 0.19}, {"dp_world_size": "1"}, {"ds_config": None}, {"param_shapes": {"a": 1}}])
+@pytest.mark.parametrize(
+    "data", [{"ds_version": 0.19}, {"dp_world_size": "1"}, {"ds_config": None}, {"param_shapes": {"a": 1}}]
+)
 def test_any_non_tensor_marker_value_counts(data: dict[str, object]) -> None:
     assert is_deepspeed_dict(data)
 
@@ -158,7 +160,8 @@ def test_the_same_weights_twice_is_a_warning_another_model_s_an_error(
 ) -> None:
     assert not ckptkeys.export(TRAINER, tmp_path / "single", dtype="bf16").sharded  # the same tensors, another dtype
     shutil.copyfile(tmp_path / "single" / "model.safetensors", sharded / "model.safetensors")
-    assert [f for f in _found(sharded) if f[0] != "info"] == [("warning", "shadowed-weights", "model.safetensors.index.json")]
+    shadowed = "model.safetensors.index.json"
+    assert [f for f in _found(sharded) if f[0] != "info"] == [("warning", "shadowed-weights", shadowed)]
     (info,) = [p for p in ckptkeys.validate(sharded) if p.code == "not-deepspeed"]
     listed = len(json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"])
     said = f"shard(s) with model.safetensors.index.json, and model.safetensors, {2 * listed} tensors in all"
@@ -166,7 +169,7 @@ def test_the_same_weights_twice_is_a_warning_another_model_s_an_error(
     other = {"other.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
     text = json.dumps(other).encode()
     (sharded / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
-    assert [f for f in _found(sharded) if f[0] != "info"] == [("error", "shadowed-weights", "model.safetensors.index.json")]
+    assert [f for f in _found(sharded) if f[0] != "info"] == [("error", "shadowed-weights", shadowed)]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +179,9 @@ def test_the_same_weights_twice_is_a_warning_another_model_s_an_error(
         (None, "has an empty weight_map"),  # transformers: IndexError
     ],
 )
-def test_an_index_transformers_cannot_read_is_unreadable(sharded: pathlib.Path, content: bytes | None, says: str) -> None:
+def test_an_index_transformers_cannot_read_is_unreadable(
+    sharded: pathlib.Path, content: bytes | None, says: str
+) -> None:
     index = sharded / "model.safetensors.index.json"
     if content is None:
         document = json.loads(index.read_text())
@@ -209,7 +214,9 @@ def test_an_empty_tag_folder_beside_model_weights_is_an_unfinished_save(tmp_path
 # Characters a name may hold that must not reach the terminal raw: C0 (with \n, \r, ESC), DEL, C1,
 # the Unicode line and paragraph separators, bidi overrides.
 _CONTROLS = st.sampled_from(["\n", "\r", "\x1b", "\x1b[2J", "\x00", "\x7f", "\x85", "\u2028", "\u202e", "\t"])
-_NAMES = st.lists(st.one_of(_CONTROLS, st.text("abz.\\' ", min_size=1, max_size=4)), min_size=1, max_size=6).map("".join)
+_NAMES = st.lists(
+    st.one_of(_CONTROLS, st.text("abz.\\' ", min_size=1, max_size=4)), min_size=1, max_size=6
+).map("".join)
 
 
 def _safetensors(names: list[str], metadata: dict[str, str]) -> bytes:

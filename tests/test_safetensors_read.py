@@ -129,10 +129,26 @@ def _broken(name: str) -> tuple[bytes, str, str | None]:
         "too-deep": (_bytes(None, raw=_with_unknown(b"[" * 126 + b"]" * 126)) + bytes(8), "nests more than 127", None),
         "out-of-range": (_bytes(None, raw=_with_unknown(b"1e400")) + bytes(8), "out of range", None),
         "big-integer": (_bytes(None, raw=_with_unknown(b"9" * 310)) + bytes(8), "out of range", None),
-        "negative-zero-shape": (_bytes(None, raw=b'{"a":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}'), "unsigned", "a"),
-        "negative-zero-offset": (_bytes(None, raw=b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[-0,8]}}') + bytes(8), "two unsigned", "a"),
-        "metadata-twice": (_bytes(None, raw=b'{"__metadata__":{},"a":' + json.dumps(a).encode() + b',"__metadata__":{}}') + bytes(8), "__metadata__ twice", None),
-        "field-twice": (_bytes(None, raw=b'{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}') + bytes(8), "gives 'dtype' twice", "a"),
+        "negative-zero-shape": (
+            _bytes(None, raw=b'{"a":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}'),
+            "unsigned",
+            "a",
+        ),
+        "negative-zero-offset": (
+            _bytes(None, raw=b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[-0,8]}}') + bytes(8),
+            "two unsigned",
+            "a",
+        ),
+        "metadata-twice": (
+            _bytes(None, raw=b'{"__metadata__":{},"a":' + json.dumps(a).encode() + b',"__metadata__":{}}') + bytes(8),
+            "__metadata__ twice",
+            None,
+        ),
+        "field-twice": (
+            _bytes(None, raw=b'{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}') + bytes(8),
+            "gives 'dtype' twice",
+            "a",
+        ),
         "no-dtype": (_bytes({"a": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)), "has no 'dtype'", "a"),
         "unknown-dtype": (_bytes({"a": {**a, "dtype": "F128"}}, bytes(8)), "dtype 'F128'", "a"),
         "negative-shape": (_bytes({"a": {**a, "shape": [-2]}}, bytes(8)), "unsigned", "a"),
@@ -167,7 +183,8 @@ BROKEN = [
     "too-short", "header-too-large", "header-past-end", "not-utf8", "not-json", "nan", "not-object", "lone-surrogate",
     "duplicate",
     "entry-not-object", "array-of-4", "too-deep", "out-of-range", "big-integer", "negative-zero-shape",
-    "negative-zero-offset", "metadata-twice", "field-twice", "no-dtype", "unknown-dtype", "negative-shape", "float-shape", "bool-shape", "three-offsets",
+    "negative-zero-offset", "metadata-twice", "field-twice", "no-dtype", "unknown-dtype", "negative-shape",
+    "float-shape", "bool-shape", "three-offsets",
     "metadata-not-strings", "gap", "overlap", "backwards", "wrong-size", "overflow", "cut-short", "trailing-bytes",
 ]  # fmt: skip
 
@@ -422,7 +439,8 @@ def test_a_file_torch_would_unpickle_too_is_refused_as_ambiguous(
     assert status == 2 and "os.system" in err
 
     monkeypatch.setattr(_safetensors_files, "read", lambda _: ckptkeys.read(DATA / "plain" / "state_dict.pt"))
-    with pytest.raises(ckptkeys.AmbiguousFileError, match=r"reads it as a torch checkpoint \(zip\), and its pickles name collections\.OrderedDict") as caught:
+    whole = r"reads it as a torch checkpoint \(zip\), and its pickles name collections\.OrderedDict"
+    with pytest.raises(ckptkeys.AmbiguousFileError, match=whole) as caught:
         ckptkeys.validate_path(path)
     assert caught.value.globals == ckptkeys.read(DATA / "plain" / "state_dict.pt").globals  # every one torch names
 
@@ -438,7 +456,9 @@ def _run_cli(*argv: str) -> tuple[int, str, str]:
 # know or for a tensor's fields: numbers at and past f64's range, -0, floats, deep nesting, keys given
 # twice, a tensor as an array, whitespace before the header.
 _ODD_VALUES = st.recursive(
-    st.sampled_from([b"-0", b"0", b"1e308", b"1e309", b"-1e400", b"1e-400", b"1.0", b"9" * 309, b"9" * 310, b'"s"', b"null"]),
+    st.sampled_from(
+        [b"-0", b"0", b"1e308", b"1e309", b"-1e400", b"1e-400", b"1.0", b"9" * 309, b"9" * 310, b'"s"', b"null"]
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=2).map(lambda items: b"[" + b",".join(items) + b"]"),
         st.lists(inner, max_size=2).map(lambda items: b"{" + b",".join(b'"k":' + i for i in items) + b"}"),
@@ -462,7 +482,8 @@ def test_odd_json_is_read_as_the_package_reads_it(
         tensor = b'["F32",[' + shape + b'],[0,8]]'
     else:
         tensor = b'{"dtype":"F32","shape":[' + shape + b'],"data_offsets":[0,8],"x":' + extra + b"}"
-    raw = lead + b'{"a":' + tensor + b',"__metadata__":null,"b":{"dtype":"U8","shape":[0],"data_offsets":[8,8],"y":' + extra + b"}}"
+    empty = b'"b":{"dtype":"U8","shape":[0],"data_offsets":[8,8],"y":' + extra + b"}"
+    raw = lead + b'{"a":' + tensor + b',"__metadata__":null,' + empty + b"}"
     path = _write(tmp_path, _bytes(None, raw=raw, pad=False) + bytes(8))
     try:
         file = read_safetensors(path)

@@ -348,6 +348,7 @@ def _describe(indexes: list[WeightsIndex], files: dict[str, SafetensorsFile | Ch
         listed = " and ".join(index.name for index in indexes)
         beside = [n for n in _SINGLE_FILES if n in files]  # read too: a loader may take it first
         if beside:
-            return f"a folder of {shards} {kind} shard(s) with {listed}, and {' and '.join(beside)}, {tensors} tensors in all"
+            also = " and ".join(beside)
+            return f"a folder of {shards} {kind} shard(s) with {listed}, and {also}, {tensors} tensors in all"
         return f"a folder of {shards} {kind} shard(s) with {listed}, {tensors} tensors"
     return f"a folder of model weights ({', '.join(files) or 'unreadable'}), {tensors} tensors"

@@ -304,7 +304,9 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise SafetensorsHeaderError(path, f"the header is a JSON {type(header).__name__}, not an object")
     if _too_deep(header):
-        raise SafetensorsHeaderError(path, f"the header nests more than {_MAX_DEPTH} deep (serde_json's recursion limit)")
+        raise SafetensorsHeaderError(
+            path, f"the header nests more than {_MAX_DEPTH} deep (serde_json's recursion limit)"
+        )
     if id(header) in twice:
         if twice[id(header)] == "__metadata__":
             raise SafetensorsHeaderError(path, "the header gives __metadata__ twice")
