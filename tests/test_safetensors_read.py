@@ -499,3 +499,17 @@ def test_odd_json_is_read_as_the_package_reads_it(
     except Exception:  # the package's SafetensorError
         theirs = None
     assert ours == theirs
+
+
+def test_depth_counts_a_value_a_repeated_key_drops(tmp_path: pathlib.Path) -> None:
+    # Found by the hypothesis comparison below: {"k": <125 deep>, "k": -0} keeps only -0 once parsed,
+    # but serde_json counts the dropped value's depth too (1 header + 1 tensor + 1 object + 125 = 128).
+    deep = b"[" * 125 + b"]" * 125
+    empty = b'"b":{"dtype":"U8","shape":[0],"data_offsets":[8,8],"y":{"k":' + deep + b',"k":-0}}'
+    raw = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' + empty + b"}"
+    path = _write(tmp_path, _bytes(None, raw=raw, pad=False) + bytes(8))
+    with pytest.raises(SafetensorsHeaderError, match="nests more than 127 deep"):
+        read_safetensors(path)
+    shallower = raw.replace(deep, b"[" * 124 + b"]" * 124)
+    path.write_bytes(_bytes(None, raw=shallower, pad=False) + bytes(8))
+    assert [t.name for t in read_safetensors(path).tensors] == ["a", "b"]

@@ -82,18 +82,28 @@ def fail_read(
     command: str, error: ReadError, *, json_too: bool, path: str | None, status: int = EXIT_USAGE
 ) -> int:
     """:func:`fail` for a :class:`~ckptkeys.ReadError` (a PATH that does not exist, a file that
-    cannot be read, a folder that holds no checkpoint), the same for every command: its JSON
-    error has the error's class, ``code`` (the problem code a file would get in a folder) and
-    ``globals`` (those the file's pickles named before the error), which the text form lists on
-    standard error after the line."""
-    import sys
-
+    cannot be read, a folder that holds no checkpoint), the same for every command: one line, with
+    the globals the file's pickles named before the error (those ``torch.load`` would have imported
+    before failing where ckptkeys stopped) unless the reason names them already, and a warning
+    where one would run code; names from the file escaped on the terminal (``\\n``, ``\\x1b``).
+    Its JSON error has the error's class, the exact message, ``code`` (the problem code a file
+    would get in a folder) and ``globals`` (each with its class and why)."""
     from ._report import read_error
+    from ._report_text import shown
 
     facts = read_error(error)
-    status = fail(command, status, str(error), json_too=json_too, path=path, error=type(error).__name__, facts=facts)
-    if facts["globals"]:  # torch.load would have imported these before failing where ckptkeys stopped
-        print("  the file's pickles name, before that point:", file=sys.stderr)
-        for ref in facts["globals"]:
-            print(f"    {ref['class']}: {ref['explanation']}", file=sys.stderr)
-    return status
+    message, names = str(error), ", ".join(ref["name"] for ref in facts["globals"])
+    if names and names not in message:
+        message += f"; its pickles name {names}"
+    dangerous = ", ".join(ref["name"] for ref in facts["globals"] if ref["class"] == "code-execution")
+    if dangerous:
+        message += f"; {dangerous} would run code on torch.load(weights_only=False): never load it that way"
+    return fail(
+        command,
+        status,
+        shown(message),
+        json_too=json_too,
+        path=path,
+        error=type(error).__name__,
+        facts={"message": message, **facts},
+    )

@@ -23,9 +23,11 @@ may keep different ones) is refused. No tensor byte is read.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -259,19 +261,16 @@ def _integer(path: str) -> Any:
 _F64_MAX: Final = int(float.fromhex("0x1.fffffffffffffp+1023"))
 
 
-def _too_deep(value: Any) -> bool:
-    """Whether ``value`` nests arrays and objects more than :data:`_MAX_DEPTH` deep (itself 1)."""
-    level: list[Any] = [value]
-    for _ in range(_MAX_DEPTH):
-        level = [
-            inner
-            for outer in level
-            for inner in (outer.values() if isinstance(outer, dict) else outer)
-            if isinstance(inner, (dict, list))
-        ]
-        if not level:
-            return False
-    return True
+_STRINGS: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS: Final = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the JSON ``text`` (already parsed: well formed) nests arrays and objects more than
+    :data:`_MAX_DEPTH` deep (the outermost is 1). Counted on the text, not on the parsed value: a
+    key given twice keeps only its last value there, and serde_json counts the one dropped too."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets), default=0) > _MAX_DEPTH
 
 
 def _constant(path: str) -> Any:
@@ -303,7 +302,7 @@ def _parse(path: str, raw: bytes) -> dict[str, Any]:
         raise SafetensorsHeaderError(path, f"the header is not JSON: {error!s:.200}") from None
     if not isinstance(header, dict):
         raise SafetensorsHeaderError(path, f"the header is a JSON {type(header).__name__}, not an object")
-    if _too_deep(header):
+    if _too_deep(text):
         raise SafetensorsHeaderError(
             path, f"the header nests more than {_MAX_DEPTH} deep (serde_json's recursion limit)"
         )
