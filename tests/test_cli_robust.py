@@ -47,13 +47,17 @@ def _child(argv: list[str], cwd: pathlib.Path, *, close: tuple[int, ...] = (), s
     """``python -m ckptkeys ARGV`` (or ``python -c CODE ARGV``), the descriptors ``close`` closed as ``>&-`` does."""
 
     def closing() -> None:
+        # A child of a background shell inherits SIGINT ignored, one under nohup SIGHUP (as CI runs):
+        # the signal tests need the default dispositions a terminal gives.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
 
     command = [sys.executable, "-c", code, *argv] if code is not None else [sys.executable, "-m", "ckptkeys", *argv]
     return subprocess.run(
         command, cwd=cwd, env=_env(), stdout=stdout, stderr=subprocess.PIPE, text=True, check=False,
-        preexec_fn=closing if close else None,
+        preexec_fn=closing,
     )  # fmt: skip
 
 
@@ -156,10 +160,17 @@ def test_a_signal_while_the_arguments_are_parsed_is_one_line(
         return real()
 
     monkeypatch.setattr(_main, "_parser", interrupted_parser)
-    before = signal.getsignal(signal.SIGINT)
-    assert main(["validate", "nope"]) == STATUS[name]
-    assert capsys.readouterr().err == f"ckptkeys validate: interrupted ({name})\n"
-    assert signal.getsignal(signal.SIGINT) is before  # the test process's handlers are back
+    # The default disposition a terminal gives (under nohup SIGHUP is inherited ignored, and the
+    # command keeps an ignored signal ignored), put back as it was after the test.
+    number = getattr(signal, name)
+    inherited = signal.signal(number, signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        assert main(["validate", "nope"]) == STATUS[name]
+        assert capsys.readouterr().err == f"ckptkeys validate: interrupted ({name})\n"
+        assert signal.getsignal(signal.SIGINT) is before  # the test process's handlers are back
+    finally:
+        signal.signal(number, inherited)
 
 
 def test_the_console_script_and_python_m_enter_where_the_handlers_are_set_first() -> None:
@@ -380,3 +391,4 @@ def test_quiet_says_what_it_does_for_each_command(world: pathlib.Path, capsys: p
     assert capsys.readouterr() == ("", "")
     assert main(["validate", str(world / "ck"), "-q", "--json", "--isolated"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["exit"]["status"] == EXIT_OK
+
