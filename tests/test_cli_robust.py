@@ -392,3 +392,41 @@ def test_quiet_says_what_it_does_for_each_command(world: pathlib.Path, capsys: p
     assert main(["validate", str(world / "ck"), "-q", "--json", "--isolated"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["exit"]["status"] == EXIT_OK
 
+
+# --- found by the re-check red team ---------------------------------------------------------------
+
+
+def test_an_error_line_escapes_names_taken_from_folders(tmp_path: pathlib.Path) -> None:
+    """A tag or save name holding a newline or ESC, quoted in a command's error, printed raw: a second
+    (forged) line and a terminal escape. The line escapes them; the JSON error keeps them exact."""
+    tag = "t\x1b[2J\nerrors (0):\u202e"
+    save = tmp_path / "save"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2" / "global_step3", save / tag)
+    done = _child(["export", "save", "out", "--tag", "nope"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "\x1b" not in done.stderr and "\u202e" not in done.stderr
+    assert "t\\x1b[2J\\nerrors (0):\\u202e" in done.stderr
+    document = json.loads(_child(["export", "save", "out", "--tag", "nope", "--dry-run", "--json"], tmp_path).stdout)
+    assert tag in document["error"]["message"]
+
+
+@POSIX
+@pytest.mark.parametrize("kind", ["fifo", "dangling", "outside"])
+def test_a_latest_that_is_no_regular_file_is_unreadable(tmp_path: pathlib.Path, kind: str) -> None:
+    """A folder `latest` was an error; a FIFO, a dangling link or a link out of the folder was a
+    warning "no latest file" (false: it is there) and exit 0, while export said it has none."""
+    save = tmp_path / "save"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", save)
+    (save / "latest").unlink()
+    if kind == "fifo":
+        os.mkfifo(save / "latest")
+    elif kind == "dangling":
+        (save / "latest").symlink_to("global_step_gone")
+    else:
+        (tmp_path / "elsewhere").write_text("global_step3")
+        (save / "latest").symlink_to(tmp_path / "elsewhere")
+    problems = ckptkeys.validate(save)
+    (unreadable,) = [p for p in problems if p.code == "latest-unreadable"]
+    assert unreadable.severity == "error" and unreadable.file == str(save / "latest")
+    assert "no-latest" not in [p.code for p in problems]
+    assert _child(["validate", "save"], tmp_path).returncode == 1

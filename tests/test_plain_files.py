@@ -141,6 +141,10 @@ def test_a_deepspeed_file_name_is_checked_whatever_it_holds(tmp_path: pathlib.Pa
         ({"ds_config": {"train_batch_size": 8}}, True),
         ({"dp_world_size": 2, "weight": None}, True),
         ({"dp_world_size": "2"}, True),  # of the wrong type: a wrong-type error, not a plain file
+        # A renamed model states stripped of every key all saves hold, keeping those only some hold
+        # (the re-check red team's nomarkers.pt): still DeepSpeed's.
+        ({"module": {}, "optimizer": None, "random_ltd": None, "data_sampler": None, "global_samples": 8}, True),
+        ({"shared_params": {}}, True),
         ({"module": {}, "optimizer": {}, "lr_scheduler": {}, "optimizer_state_dict": {}, "global_steps": 3}, False),
         ({}, False),
         ([{"ds_version": "0.19.8"}], False),
@@ -152,6 +156,7 @@ def test_the_rule(data: Any, deepspeed: bool) -> None:
 
 def test_markers_come_from_the_schema() -> None:
     assert {"ds_version", "ds_config", "param_shapes", "dp_world_size", "buffer_names"} <= set(MARKERS)
+    assert {"shared_params", "data_sampler", "random_ltd", "global_samples", "universal_checkpoint_info"} <= set(MARKERS)
     assert not {"module", "optimizer", "lr_scheduler", "optimizer_state_dict", "global_steps"} & set(MARKERS)
 
 

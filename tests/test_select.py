@@ -94,7 +94,7 @@ def test_unknown_values_are_value_errors_listing_what_exists() -> None:
     with pytest.raises(ValueError, match="fail_on is 'warnings'; it is one of error, warning, info, never"):
         Selection(fail_on="warnings")  # type: ignore[arg-type]  # what mypy rejects too
     with pytest.raises(ValueError, match="unknown converter 'ds-to-universal'.*zero_to_fp32, ds_to_universal"):
-        Selection(require=["ds-to-universal"])
+        Selection(require=["ds-to-universal"])  # type: ignore[list-item]  # what mypy rejects too
     with pytest.raises(TypeError, match="a list of strings, not one string"):
         Selection(select="missing-")
 
@@ -263,3 +263,19 @@ def test_each_converter_reason_is_printed_once(
     for reason in reasons:
         assert out.count(reason) == 1, (reason, out)
     assert out.count("will fail") == 2  # one problem per converter (or --safe_serialization)
+
+
+def test_an_empty_select_is_refused_in_python_as_on_the_command_line() -> None:
+    # --select '' and select = [] are usage errors; Selection(select=[]) showed nothing and failed nothing.
+    with pytest.raises(ValueError, match="select lists no code"):
+        Selection(select=[])
+    assert Selection(select=None).select is None  # None: every problem
+
+
+def test_the_converter_type_is_the_converters() -> None:
+    import typing
+
+    from ckptkeys._check._converters import CONVERTERS
+    from ckptkeys._check._select import Converter
+
+    assert typing.get_args(Converter) == tuple(str(c) for c in CONVERTERS)

@@ -2,7 +2,7 @@
 
 import pathlib
 
-from ckptkeys import export, plan_export, validate, validate_file, validate_path
+from ckptkeys import Selection, export, plan_export, validate, validate_file, validate_path
 
 path = pathlib.Path("ckpt")
 
@@ -17,3 +17,5 @@ def misuse(dtype: str) -> None:
     validate_path(path, kind="ZeRO-3")  # E: Argument "kind" to "validate_path" has incompatible type
     export(path, "out", weights="master")  # E: Argument "weights" to "export" has incompatible type "Literal['master']"
     plan_export(path, weights="fp32")  # E: Argument "weights" to "plan_export" has incompatible type
+    Selection(require=["ds-to-universal"])  # E: List item 0 has incompatible type "Literal['ds-to-universal']"
+    Selection(fail_on="warnings")  # E: Argument "fail_on" to "Selection" has incompatible type

@@ -48,6 +48,11 @@ def list_entries(folder: str, boundary: str, problems: list[Problem]) -> list[En
         try:
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
+                if os.path.commonpath([target, boundary]) != boundary and entry.name in _POINTER_NAMES:
+                    problems.append(Problem(Severity.ERROR, "latest-unreadable",
+                                            f"is a symlink to {target}, outside the scanned folder: not followed",
+                                            entry.path))  # fmt: skip
+                    continue
                 if os.path.commonpath([target, boundary]) != boundary:
                     problems.append(
                         Problem(
@@ -61,9 +66,18 @@ def list_entries(folder: str, boundary: str, problems: list[Problem]) -> list[En
             is_dir = entry.is_dir()
             info = None if is_dir else entry.stat()
         except OSError as error:  # a dangling link, a file removed while scanning
-            problems.append(Problem(Severity.WARNING, "unlistable-entry", f"skipped: {error.strerror}", entry.path))
+            if entry.name in _POINTER_NAMES:  # the pointer is there, and names no tag: as export finds it
+                problems.append(Problem(Severity.ERROR, "latest-unreadable", f"cannot be read: {error.strerror}",
+                                        entry.path))  # fmt: skip
+            else:
+                problems.append(Problem(Severity.WARNING, "unlistable-entry", f"skipped: {error.strerror}",
+                                        entry.path))  # fmt: skip
             continue
         if info is not None and not stat.S_ISREG(info.st_mode):
+            if entry.name in _POINTER_NAMES:
+                problems.append(Problem(Severity.ERROR, "latest-unreadable",
+                                        f"is {kind_of(info.st_mode)}, not a regular file", entry.path))  # fmt: skip
+                continue
             problems.append(
                 Problem(
                     Severity.WARNING,
@@ -92,6 +106,8 @@ def is_tag_folder(path: str, entries: list[Entry], boundary: str) -> bool:
 
 
 POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, FileKind.RECOVERY_SCRIPT})
+# The pointer files: one that is there but no regular file (a FIFO, a dangling link) names no tag.
+_POINTER_NAMES: Final = frozenset({str(NamingKeys.LATEST), str(NamingKeys.LATEST_UNIVERSAL)})
 
 
 def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) -> str | None:

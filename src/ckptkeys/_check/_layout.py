@@ -239,7 +239,10 @@ def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callabl
                 os.path.join(root, NamingKeys.LATEST_UNIVERSAL),
             )
         )
-    if tags and latest is None and NamingKeys.LATEST not in names and latest_universal is None:
+    # A latest that is there but no regular file (a FIFO, a dangling link) is latest-unreadable already.
+    unreadable = {p.file for p in problems if p.code == "latest-unreadable"}
+    there = NamingKeys.LATEST in names or os.path.join(root, NamingKeys.LATEST) in unreadable
+    if tags and latest is None and not there and latest_universal is None:
         newest = max(tags, key=lambda t: _tag_step(t.name))
         problems.append(
             Problem(

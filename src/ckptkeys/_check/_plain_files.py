@@ -34,11 +34,12 @@ MARKERS: Final[dict[str, schema.KeySpec]] = {
     str(spec.key): spec
     for kind in (schema.MODEL_STATES, schema.OPTIM_STATES_FILE)
     for spec in kind.keys
-    if spec.required_from is not None and str(spec.key) not in _GENERIC
+    if str(spec.key) not in _GENERIC
 }
-"""The keys that make a top-level dict DeepSpeed's: those every DeepSpeed model-states or
-optimizer-states file holds (``ds_version``, ``ds_config``, ``param_shapes``, ``dp_world_size``, ...),
-less the generic names training code uses too. One counts with any value but a tensor, so a state
+"""The keys that make a top-level dict DeepSpeed's: every key DeepSpeed writes at the top level of
+a model-states or optimizer-states file (``ds_version``, ``ds_config``, ``param_shapes``,
+``dp_world_size``, and those only some saves hold: ``shared_params``, ``data_sampler``,
+``random_ltd``, ``global_samples``, ...), less the generic names training code uses too. One counts with any value but a tensor, so a state
 dict with a tensor named ``ds_version`` stays a state dict."""
 
 # The top-level keys of torch.optim.Optimizer.state_dict().

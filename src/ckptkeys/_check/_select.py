@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["FAIL_ON", "FailOn", "Selection", "describe_codes", "matches", "unknown_converters", "unknown_selectors"]
 
 FailOn = Literal["error", "warning", "info", "never"]
+Converter = Literal["zero_to_fp32", "ds_to_universal"]
+"""The converters ``require`` names (:data:`ckptkeys._check._converters.CONVERTERS`; a test holds them equal)."""
 FAIL_ON: Final[tuple[FailOn, ...]] = ("error", "warning", "info", "never")
 # The severities each --fail-on value fails on.
 _FAILING: Final[dict[str, frozenset[Severity]]] = {
@@ -99,12 +101,14 @@ class Selection:
     """Stored as a tuple, as ``ignore`` and ``require`` are."""
     ignore: Sequence[str] = ()
     fail_on: FailOn = "error"
-    require: Sequence[str] = ()
+    require: Sequence[Converter] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "select", _strings("select", self.select))
         object.__setattr__(self, "ignore", _strings("ignore", self.ignore) or ())
         object.__setattr__(self, "require", _strings("require", self.require) or ())
+        if self.select is not None and not self.select:  # as --select '' and select = []: nothing to show
+            raise ValueError(f"select lists no code (None selects every problem); {describe_codes()}")
         unknown = unknown_selectors((*(self.select or ()), *self.ignore))
         if unknown:
             raise ValueError(f"unknown code or prefix {unknown[0]!r}; {describe_codes()}")

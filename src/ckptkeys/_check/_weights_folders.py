@@ -328,7 +328,12 @@ def _unfinished_tags(root: str, names: list[str]) -> list[Problem]:
     problems = []
     for name in names:
         where = os.path.join(root, name)
-        if not _TAG_NAME.fullmatch(name) or not os.path.isdir(where) or os.path.islink(where):
+        if not _TAG_NAME.fullmatch(name) or not os.path.isdir(where):
+            continue
+        if os.path.islink(where):  # not followed (it may lead anywhere), but not passed over either
+            target = os.path.realpath(where)
+            said = f"a symlink to {target}, named like a tag folder but holding no save here: not followed"
+            problems.append(Problem(E, "incomplete-tag", f"{said}; a DeepSpeed save that did not finish?", where))
             continue
         try:
             inside = os.listdir(where)

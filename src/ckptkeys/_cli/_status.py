@@ -65,7 +65,11 @@ def fail(
     import json
     import sys
 
-    print(f"ckptkeys {command}: {message}", file=sys.stderr)
+    from ._report_text import shown
+
+    # Names from a file or folder (a tag, a save) may hold control characters: escaped on the
+    # terminal, so that one error is one line and no escape sequence reaches it; the JSON is exact.
+    print(f"ckptkeys {command}: {shown(message)}", file=sys.stderr)
     if json_too:
         document = {
             "schema_version": 1,
