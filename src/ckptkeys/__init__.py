@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from ._check._reports import FileReport, RunReport, TagReport, ValidationReport
     from ._check._runs import Run, Save, scan_run
     from ._check._safetensors_files import SafetensorsReport
-    from ._check._weights_folders import WeightsFolderReport, WeightsIndex
     from ._check._select import Selection
+    from ._check._weights_folders import WeightsFolderReport, WeightsIndex
     from ._export._entry import plan_export
     from ._export._types import Dtype, ExportError, ExportPlan, ExportShard, ExportTensor, Weights
     from ._export._write import OutputExistsError, export, write_export
@@ -150,9 +150,9 @@ __all__ = [
     "ValidationReport",
     "Verdict",
     "VocabKeys",
+    "Weights",
     "WeightsFolderReport",
     "WeightsIndex",
-    "Weights",
     "__version__",
     "export",
     "iter_members",

@@ -39,8 +39,9 @@ MARKERS: Final[dict[str, schema.KeySpec]] = {
 """The keys that make a top-level dict DeepSpeed's: every key DeepSpeed writes at the top level of
 a model-states or optimizer-states file (``ds_version``, ``ds_config``, ``param_shapes``,
 ``dp_world_size``, and those only some saves hold: ``shared_params``, ``data_sampler``,
-``random_ltd``, ``global_samples``, ...), less the generic names training code uses too. One counts with any value but a tensor, so a state
-dict with a tensor named ``ds_version`` stays a state dict."""
+``random_ltd``, ``global_samples``, ...), less the generic names training code uses too. One
+counts with any value but a tensor, so a state dict with a tensor named ``ds_version`` stays a
+state dict."""
 
 # The top-level keys of torch.optim.Optimizer.state_dict().
 _OPTIMIZER_KEYS: Final = frozenset({"state", "param_groups"})

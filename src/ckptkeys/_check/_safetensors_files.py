@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from .._read._errors import AmbiguousFileError, NotACheckpointError, ReadError
 from .._read._reader import read
-from .._read._safetensors import SafetensorsFile, read_safetensors
 from .._read._repr import counted
 from .._read._repr import severities as _severities
+from .._read._safetensors import SafetensorsFile, read_safetensors
 from ._problems import Problem, Severity
 
 __all__ = ["SafetensorsReport", "describe_safetensors", "severities", "validate_safetensors"]

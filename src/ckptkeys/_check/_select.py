@@ -158,6 +158,5 @@ class Selection:
 def describe_codes() -> str:
     """The codes, groups and prefix rule, as a usage error lists them."""
     return (
-        f"the codes are {', '.join(CODES)}; the groups {', '.join(GROUPS)}; "
-        "a prefix is whole words (missing, missing-)"
+        f"the codes are {', '.join(CODES)}; the groups {', '.join(GROUPS)}; a prefix is whole words (missing, missing-)"
     )

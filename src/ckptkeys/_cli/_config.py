@@ -17,8 +17,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .._check._select import FAIL_ON, Selection, describe_codes, unknown_converters, unknown_selectors
 from .._check._converters import CONVERTERS
+from .._check._select import FAIL_ON, Selection, describe_codes, unknown_converters, unknown_selectors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def read_config(
         if kind is None:
             raise ConfigError(f"{path}: {name} {key}: unknown key; the keys are {', '.join(keys)}")
         if kind == STRINGS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{path}: {name} {key}: must be {STRINGS}, such as [\"missing-\"], not {value!r}")
+            raise ConfigError(f'{path}: {name} {key}: must be {STRINGS}, such as ["missing-"], not {value!r}')
         if kind == STRING and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} {key}: must be {STRING}, not {value!r}")
     return Config(path, name, dict(values))

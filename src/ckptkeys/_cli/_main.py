@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         "group",
         nargs="?",
         metavar="GROUP|VALUE",
-        help="one group, e.g. OptimizerKeys, or the members whose value is VALUE, e.g. ds_version (default: all groups)",
+        help=(
+            "one group, e.g. OptimizerKeys, or the members whose value is VALUE, e.g. ds_version (default: all groups)"
+        ),
     )
     form = keys.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true", help="Markdown, as in docs/keys.md")
@@ -169,15 +171,12 @@ def _add_selection(command: argparse.ArgumentParser) -> None:
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
 
 
-
-
 def _lint(args: argparse.Namespace) -> int:
     import difflib
 
     from .. import lint
     from .._read._files import open_regular
     from ..lint._codes import selected
-
     from ._config import ConfigError, split_option
 
     try:

@@ -82,9 +82,7 @@ def fail(
     return status
 
 
-def fail_read(
-    command: str, error: ReadError, *, json_too: bool, path: str | None, status: int = EXIT_USAGE
-) -> int:
+def fail_read(command: str, error: ReadError, *, json_too: bool, path: str | None, status: int = EXIT_USAGE) -> int:
     """:func:`fail` for a :class:`~ckptkeys.ReadError` (a PATH that does not exist, a file that
     cannot be read, a folder that holds no checkpoint), the same for every command: one line, with
     the globals the file's pickles named before the error (those ``torch.load`` would have imported

@@ -8,8 +8,8 @@ from dataclasses import replace
 from .. import naming
 from .._check._layout import Layout, TagLayout, scan
 from .._keys._registry import NamingKeys
-from ..naming import FileKind
 from .._read._errors import ReadError
+from ..naming import FileKind
 from ._cast import INSTALL_NUMPY, NumpyMissingError, dtypes_without_numpy, numpy_available, numpy_need
 from ._names import strip_prefix as _strip_prefix
 from ._plan import (
@@ -41,7 +41,6 @@ from ._types import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
     from typing import Any
 
     from .._check._problems import Problem
@@ -80,8 +79,8 @@ def plan_export(
     :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
     :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
     """
-    options: dict[str, Any] = {"tag": tag, "dtype": dtype, "max_shard_size": max_shard_size, "tp_rank": tp_rank, "save": save,
-               "strip_prefix": strip_prefix, "weights": weights}  # fmt: skip
+    options: dict[str, Any] = {"tag": tag, "dtype": dtype, "max_shard_size": max_shard_size, "tp_rank": tp_rank,
+                               "save": save, "strip_prefix": strip_prefix, "weights": weights}  # fmt: skip
     try:
         plan = _plan(path, **options)
     except NumpyMissingError as error:  # planning itself needed numpy (ZeRO-0's masters matched by value)

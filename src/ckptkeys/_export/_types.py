@@ -319,7 +319,8 @@ def parse_size(size: int | str) -> int:
     unit = match.group(2) if match else ""
     if match is None or unit.upper() not in _UNITS:
         raise OptionError(
-            "max_shard_size", f"must be a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB), not {size!r:.40}"
+            "max_shard_size",
+            f"must be a number with an optional unit (KB, MB, GB, TB, KiB, MiB, GiB), not {size!r:.40}",
         )
     value = int(float(match.group(1)) * _UNITS[unit.upper()])
     if unit.endswith("b") and not unit.upper().endswith("IB") and len(unit) > 1:

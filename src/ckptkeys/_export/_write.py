@@ -119,9 +119,7 @@ def write_export(
     """
     out = os.fspath(out_dir)
     if shard is not None and index_only:
-        raise OptionError(
-            "index_only", "goes without shard: the index is written by one more job, after the shards"
-        )
+        raise OptionError("index_only", "goes without shard: the index is written by one more job, after the shards")
     if shard is not None and not 1 <= shard[0] <= shard[1]:
         raise OptionError("shard", f"must be (K, N) with 1 <= K <= N, not {shard!r:.40}")
     if index_only:

@@ -343,7 +343,7 @@ def _entries(path: str, header: dict[str, Any]) -> tuple[dict[str, str] | None, 
                 raise SafetensorsHeaderError(
                     path, f"is an array of {len(entry)} items, not [dtype, shape, data_offsets]", tensor=name
                 )
-            entry = dict(zip(_FIELDS, entry))
+            entry = dict(zip(_FIELDS, entry, strict=True))
         if not isinstance(entry, dict):
             raise SafetensorsHeaderError(path, f"is a JSON {type(entry).__name__}, not a tensor's object", tensor=name)
         for field in _FIELDS:
