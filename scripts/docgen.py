@@ -88,8 +88,9 @@ def wrapped(name: str, shown: str) -> str:
     return "\n".join([f"{name}(", *(f"    {p}," for p in parameters), ")" + shown[close + 1 :]])
 
 
-def _closing(text: str, start: int) -> int:
-    """The index of the bracket closing the one at ``start``, skipping quoted text."""
+def _outside_quotes(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """Each character of ``text`` from ``start`` that is outside quotes, with its index and the
+    bracket depth after it (an opening bracket counts in, a closing one out)."""
     depth, quote = 0, ""
     for index in range(start, len(text)):
         char = text[index]
@@ -97,28 +98,24 @@ def _closing(text: str, start: int) -> int:
             quote = "" if char == quote else quote
         elif char in "'\"":
             quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-            if depth == 0:
-                return index
+        else:
+            depth += 1 if char in "([{" else -1 if char in ")]}" else 0
+            yield index, char, depth
+
+
+def _closing(text: str, start: int) -> int:
+    """The index of the bracket closing the one at ``start``, skipping quoted text."""
+    for index, char, depth in _outside_quotes(text, start):
+        if char in ")]}" and depth == 0:
+            return index
     raise ValueError(f"unbalanced: {text}")
 
 
 def _split_top_level(text: str) -> list[str]:
     """``text`` split at the commas outside brackets and quotes."""
-    parts, depth, quote, start = [], 0, "", 0
-    for index, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == "," and depth == 0:
+    parts, start = [], 0
+    for index, char, depth in _outside_quotes(text):
+        if char == "," and depth == 0:
             parts.append(text[start:index].strip())
             start = index + 1
     parts.append(text[start:].strip())
