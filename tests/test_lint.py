@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -83,7 +84,7 @@ def test_not_key_positions(code: str) -> None:
 def test_position_is_reported_in_characters_and_one_based() -> None:
     (finding,) = lint("x = 'é' + state['param_shapes']\n")
     assert (finding.line, finding.col) == (1, 17)
-    assert str(finding) == f"example.py:1:17 CK101 {finding.message}"
+    assert str(finding) == f"example.py:1:17: CK101 {finding.message}"
 
 
 def test_ordinary_words_need_a_distinctive_key_of_their_group_beside_them() -> None:
@@ -394,7 +395,7 @@ def test_command(tmp_path: pathlib.Path) -> None:
 
     result = cli("train.py", "clean.py", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stdout.splitlines()[0].startswith("train.py:2:14 CK101 'param_shapes' is a checkpoint key")
+    assert result.stdout.splitlines()[0].startswith("train.py:2:14: CK101 'param_shapes' is a checkpoint key")
     assert len(result.stdout.splitlines()) == 2
     assert cli("clean.py", cwd=tmp_path).returncode == 0
     assert cli("missing.py", cwd=tmp_path).returncode == 2
@@ -413,8 +414,53 @@ def test_command(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 1  # the ambiguous ds_version is left
     assert "ModuleKeys.PARAM_SHAPES" in bad.read_text()
     assert [line.split()[1] for line in result.stdout.splitlines()] == ["CK101"]
-    assert "fixed 1 finding(s) in 1 file(s); 1 left" in result.stderr
+    assert result.stderr == "Found 2 problems (1 fixed in 1 file, 1 remaining).\n"
     assert cli("--ignore", "CK101", "train.py", cwd=tmp_path).returncode == 0
+
+
+def test_concise_lines_summary_exit_zero_and_statistics(tmp_path: pathlib.Path) -> None:
+    # Two fixable findings of one code, one unfixable (the ambiguous 'ds_version'), one CK301 (fixable).
+    (tmp_path / "a.py").write_text(
+        "from deepspeed.checkpoint.constants import ZERO_STAGE\n"
+        "def f(s):\n    return s['param_shapes'], s['buffer_names']\n\n\ndef g(t):\n    return t['ds_version']\n"
+    )
+    (tmp_path / "clean.py").write_text("x = 1\n")
+    result = cli("a.py", cwd=tmp_path)
+    assert result.returncode == 1
+    # path:line:col: CODE message, as a problem matcher for ruff reads it
+    pattern = r"^[^:]+:\d+:\d+: CK\d{3} .+$"
+    assert all(re.match(pattern, line) for line in result.stdout.splitlines()), result.stdout
+    where = ["a.py:1:1:", "a.py:3:14:", "a.py:3:33:", "a.py:7:14:"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == where
+    assert result.stderr == "Found 4 problems (3 fixable with --fix).\n"
+
+    clean = cli("clean.py", cwd=tmp_path)
+    assert (clean.returncode, clean.stdout, clean.stderr) == (0, "", "All checks passed!\n")
+    one = cli("--select", "CK3", "a.py", cwd=tmp_path)
+    assert one.stderr == "Found 1 problem (1 fixable with --fix).\n"
+    nothing = cli("--select", "CK101", "--ignore", "CK101", "clean.py", "a.py", cwd=tmp_path)
+    assert nothing.stderr == "All checks passed!\n"
+
+    zero = cli("--exit-zero", "a.py", cwd=tmp_path)
+    assert (zero.returncode, zero.stdout, zero.stderr) == (0, result.stdout, result.stderr)
+    assert cli("--exit-zero", "missing.py", cwd=tmp_path).returncode == 2  # usage errors are not findings
+    assert cli("--exit-zero", "--diff", "a.py", cwd=tmp_path).returncode == 0
+
+    statistics = cli("--statistics", "a.py", cwd=tmp_path)
+    assert statistics.returncode == 1
+    assert statistics.stdout.splitlines() == [f"3\tCK101\t[*] {CODES['CK101']}", f"1\tCK301\t[*] {CODES['CK301']}"]
+    assert statistics.stderr == result.stderr
+    none = cli("--statistics", "--select", "CK101", "--ignore", "CK101", "a.py", cwd=tmp_path)
+    assert none.stdout == ""
+    (tmp_path / "b.py").write_text("x = f'global_step{step}'\n" * 10 + "def f(s):\n    return s['param_shapes']\n")
+    mixed = cli("--statistics", "b.py", cwd=tmp_path)
+    assert mixed.stdout.splitlines() == [f"10\tCK203\t[ ] {CODES['CK203']}", f" 1\tCK101\t[*] {CODES['CK101']}"]
+    assert cli("--statistics", "--select", "CK2", "b.py", cwd=tmp_path).stdout.splitlines() == [
+        f"10\tCK203\t{CODES['CK203']}"
+    ]
+    # --json has its own summary: no line on stderr, and the document alone on stdout
+    document = cli("--json", "a.py", cwd=tmp_path)
+    assert document.stderr == "" and json.loads(document.stdout)["summary"] == {"CK101": 3, "CK301": 1}
 
 
 def test_pre_commit_hook_definition() -> None:
@@ -442,7 +488,7 @@ def test_encodings_are_kept_and_unreadable_files_do_not_stop_the_run(tmp_path: p
     result = cli("--fix", ".", cwd=tmp_path)
     assert result.returncode == 1
     assert [line.split()[1] for line in result.stdout.splitlines()] == ["CK001"]
-    assert result.stdout.startswith("broken.py:1:1 CK001 cannot be read")
+    assert result.stdout.startswith("broken.py:1:1: CK001 cannot be read")
     assert latin.read_bytes().decode("latin-1").endswith("name = 'café'\nx = s[ModuleKeys.PARAM_SHAPES]\n")
     assert bom.read_bytes() == b"\xef\xbb\xbffrom ckptkeys import ModuleKeys\r\n\r\nx = s[ModuleKeys.PARAM_SHAPES]\r\n"
     assert cli("--ignore", "CK001", ".", cwd=tmp_path).returncode == 0

@@ -22,6 +22,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
+    from .. import lint
+
 __all__ = ["main"]
 
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
@@ -140,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
     lint.add_argument("--json", action="store_true", help="one JSON document")
+    lint.add_argument(
+        "--exit-zero", action="store_true", help="exit 0 even when findings remain (usage errors still 2)"
+    )
+    lint.add_argument(
+        "--statistics", action="store_true", help="print the number of findings of each code instead of the findings"
+    )
     add_export(commands)
     return parser
 
@@ -248,14 +256,54 @@ def _lint(args: argparse.Namespace) -> int:
             },
         }
         print(json.dumps(document, indent=2))
+    elif args.statistics:
+        _statistics(remaining)
     elif not args.diff:
         for finding in remaining:
             print(finding)
-        if args.fix:
-            print(f"fixed {len(fixed)} finding(s) in {changed} file(s); {len(remaining)} left", file=sys.stderr)
+    if not args.json and not args.diff:
+        sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
+        print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
+    if args.exit_zero:
+        return EXIT_OK
     if args.diff:
         return EXIT_PROBLEMS if fixed else EXIT_OK
     return EXIT_PROBLEMS if remaining else EXIT_OK
+
+
+def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str:
+    """The line ``lint`` ends with on stderr, ruff's summary in ckptkeys' words: ``Found 3 problems
+    (2 fixable with --fix).``; after ``--fix``, ``Found 3 problems (2 fixed in 1 file, 1 remaining).``;
+    ``All checks passed!`` where nothing was found."""
+
+    def plural(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    if fixed:
+        where = plural(files, "file")
+        return f"Found {plural(fixed + remaining, 'problem')} ({fixed} fixed in {where}, {remaining} remaining)."
+    if not remaining:
+        return "All checks passed!"
+    return f"Found {plural(remaining, 'problem')}" + (f" ({fixable} fixable with --fix)." if fixable else ".")
+
+
+def _statistics(findings: list[lint.Finding]) -> None:
+    """``--statistics``: one line per code, ``count<TAB>code<TAB>[*] what``, most frequent first (as
+    ruff, which mimics flake8); ``[*]`` marks a code whose findings here are fixable, ``[ ]`` the
+    others, and neither is printed where nothing is fixable."""
+    from ..lint import CODES
+
+    counts: dict[str, list[lint.Finding]] = {}
+    for finding in findings:
+        counts.setdefault(finding.code, []).append(finding)
+    if not counts:
+        return
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
+    any_fixable = any(f.fixable for group in counts.values() for f in group)
+    width = len(str(max(len(group) for group in counts.values())))
+    for code, group in rows:
+        mark = ("[*] " if any(f.fixable for f in group) else "[ ] ") if any_fixable else ""
+        print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}")
 
 
 def _rewrite(path: str, data: bytes) -> None:

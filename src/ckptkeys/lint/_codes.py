@@ -55,7 +55,8 @@ class Finding:
     # (line, byte col, end line, end byte col): where fix_source writes
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col} {self.code} {self.message}"
+        # ruff's concise line: the colon after the column is what editors' problem matchers expect.
+        return f"{self.path}:{self.line}:{self.col}: {self.code} {self.message}"
 
     @property
     def fixable(self) -> bool:
