@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import ckptkeys
 from ckptkeys.lint import CODES, Finding, fix_source, iter_python_files, lint_source
+from ckptkeys.lint._linter import noqa_codes
 
 
 def lint(code: str, **kwargs: object) -> list[Finding]:
@@ -505,3 +506,82 @@ def test_the_import_goes_below_a_shebang_coding_line_and_comments() -> None:
     )
     only_docstring = '"""Doc."""\nx: int\n'
     assert lint(only_docstring) == []
+
+
+# -- suppression: # noqa as ruff reads it ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("comment", "codes"),
+    [
+        ("# noqa", frozenset()),
+        ("# NOQA", frozenset()),
+        ("#noqa", frozenset()),
+        ("# NoQA   a reason", frozenset()),
+        ("# noqa# another comment", frozenset()),
+        ("# type: ignore # noqa", frozenset()),
+        ("# noqa: CK101", frozenset({"CK101"})),
+        ("# noqa:CK101,CK102", frozenset({"CK101", "CK102"})),
+        ("# noqa: CK101, CK102", frozenset({"CK101", "CK102"})),
+        ("# noqa: CK101 CK102 the keys of a config, not a checkpoint", frozenset({"CK101", "CK102"})),
+        ("# noqa : CK101", frozenset({"CK101"})),
+        ("# noqa: CK101,,CK102", frozenset({"CK101", "CK102"})),
+        ("# noqa: CK101CK102", frozenset({"CK101", "CK102"})),
+        ("# noqa: CK101#CK102", frozenset({"CK101"})),
+        ("# a comment", None),
+        ("# noqa: ck101", None),  # codes are upper case: none listed, so it silences nothing
+        ("# noqa:", None),
+        ("# noqa; CK101", None),
+        ("#noqaCK101", None),
+        ("# noqa: CK101x", None),
+        ("# noqa: CK101CKx", None),
+        ("# not noqa", None),
+    ],
+)
+def test_noqa_directives_read_as_ruff_reads_them(comment: str, codes: frozenset[str] | None) -> None:
+    assert noqa_codes(comment) == codes
+
+
+def test_noqa_silences_on_its_line() -> None:
+    line = "x = state['param_shapes']; y = state.get('buffer_names')"
+    assert [f.code for f in lint(line + "\n")] == ["CK101", "CK102"]
+    assert lint(line + "  # noqa\n") == []
+    assert lint(line + "  # NOQA  these are a config's keys\n") == []
+    assert [f.code for f in lint(line + "  # noqa: CK101\n")] == ["CK102"]
+    assert lint(line + "  # noqa: CK101, CK102\n") == []
+    assert lint(line + "  # noqa: CK1\n") != []  # a prefix is no code
+    assert [f.code for f in lint(line + "  # noqa: ck101\n")] == ["CK101", "CK102"]  # invalid: nothing silenced
+    # the comment of another line silences nothing here
+    assert [f.code for f in lint("# noqa\n" + line + "\n")] == ["CK101", "CK102"]
+    # the existing comment works as before, and beside a noqa
+    assert lint(line + "  # ckptkeys: ignore\n") == []
+    assert lint(line + "  # noqa: CK101  # ckptkeys: ignore[CK102]\n") == []
+
+
+def test_noqa_inside_a_string_is_no_comment() -> None:
+    assert [f.code for f in lint("x = state['param_shapes'], '# noqa'\n")] == ["CK101"]
+    assert [f.code for f in lint("x = state['param_shapes'], '# ckptkeys: ignore'\n")] == ["CK101"]
+    assert [f.code for f in lint('x = state["param_shapes"], f"{y} # noqa"\n')] == ["CK101"]
+    text = 'x = state["param_shapes"], """\n# noqa\n"""\n'
+    assert [f.code for f in lint(text)] == ["CK101"]
+
+
+def test_noqa_on_the_last_line_of_a_string_spanning_lines() -> None:
+    # as ruff: a comment can only follow the string's end, so that line silences what is inside it
+    # (a backslash at the end of a line inside the string continues it: the values have no newline)
+    for source, code in [
+        ('name = """zero_pp_rank_0_mp_rank_00_optim_states.pt\\\n"""  # noqa: CK202\n', "CK202"),
+        ('tag = f"""global_step{step}\\\n"""  # noqa: CK203\n', "CK203"),
+    ]:
+        bare = source.replace(f"  # noqa: {code}", "")
+        assert [(f.line, f.code) for f in lint(bare)] == [(1, code)]
+        assert lint(source) == []
+
+
+def test_noqa_on_the_command_line(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "a.py").write_text("x = s['param_shapes']  # noqa: CK101\ny = s['param_shapes']\n")
+    result = cli("a.py", cwd=tmp_path)
+    assert result.returncode == 1 and [line.split()[0] for line in result.stdout.splitlines()] == ["a.py:2:7:"]
+    fixed_run = cli("--fix", "a.py", cwd=tmp_path)
+    assert fixed_run.returncode == 0
+    assert "x = s['param_shapes']  # noqa: CK101\n" in (tmp_path / "a.py").read_text()  # a silenced one is not fixed

@@ -3,14 +3,17 @@
 :class:`_Linter` walks the tree once, notes the candidates (a registry value in a key position or
 a collection) and the evidence around them (file names, calls, other formats' keys, ``if``
 branches without DeepSpeed), then reports what the rules of ``_evidence`` let through.
-:func:`lint_source` runs it with ``--select``/``--ignore`` and ``# ckptkeys: ignore`` comments.
+:func:`lint_source` runs it with ``--select``/``--ignore``, ``# noqa`` comments read as ruff reads
+them (:func:`noqa_codes`) and ``# ckptkeys: ignore`` comments.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import os
 import re
+import tokenize
 
 from ..naming import parse
 from ._codes import Finding, selected
@@ -602,14 +605,111 @@ class _Linter:
         return b"\n".join([lines[0][col:], *lines[1:-1], lines[-1][:end_col]]).decode("utf-8")
 
 
-def _ignored(finding: Finding, lines: list[str]) -> bool:
-    if not 0 < finding.line <= len(lines):
+def noqa_codes(comment: str) -> frozenset[str] | None:
+    """What the ``# noqa`` directive of ``comment`` (the text of one comment) silences, as ruff's
+    lexer reads it: ``None`` where it has none or an invalid one, an empty set for a bare
+    ``# noqa`` (every code), else the codes listed.
+
+    As ruff: ``noqa`` in any case, right after a ``#`` and spaces, anywhere in the comment
+    (``# type: ignore # noqa``); a bare ``# noqa`` may be followed by spaces and more words, or by
+    another ``#``; ``# noqa: CK101, CK102`` and ``# noqa:CK101 CK102`` list codes (commas or spaces
+    between them), a code being upper-case letters then digits, and the list ends at the first word
+    that is none (``# noqa: CK101 the key is a config key``). A lower-case code (``# noqa: ck101``)
+    is no code, so the directive lists none: invalid, it silences nothing (ruff warns so), as
+    ``#noqaCK101``, ``# noqa; CK101``, ``# noqa: CK101x`` do.
+    """
+    position = 0
+    while True:
+        position = comment.find("#", position)
+        if position < 0:
+            return None
+        position += 1
+        rest = comment[position:].lstrip()
+        if rest[:4].lower() == "noqa":
+            return _directive(rest[4:])
+
+
+_CODE: Final = re.compile(r"[A-Z]+[0-9]+")
+_MAYBE_SUPPRESSED: Final = re.compile(r"(?i:noqa)|ckptkeys:")
+
+
+def _directive(rest: str) -> frozenset[str] | None:
+    """The directive after ``noqa``: see :func:`noqa_codes`."""
+    if not rest or rest[0] == "#":
+        return frozenset()
+    if rest[0].isspace():
+        rest = rest.lstrip()
+        if not rest.startswith(":"):
+            return frozenset()
+    elif rest[0] != ":":
+        return None  # `#noqaCK101`, `# noqa; CK101`: invalid
+    rest = rest[1:]
+    codes: list[str] = []
+    joined = False  # right after a code with no comma or space (`CK101CK102`: ruff takes both, and warns)
+    while rest:
+        rest = rest.lstrip()
+        if rest.startswith(","):
+            rest = rest[1:]
+            continue
+        match = _CODE.match(rest)
+        if match is None:
+            if joined:
+                return None  # `CK101CKx`: invalid
+            break  # the first word that is no code: a comment after the codes
+        codes.append(match.group())
+        rest = rest[match.end() :]
+        joined = rest[:1].isupper()
+        if rest and not (rest[0] in ",#" or rest[0].isspace() or joined):
+            return None  # `CK101x`: invalid
+    return frozenset(codes) if codes else None
+
+
+class _Suppressions:
+    """The suppression comments of one file, each on the line a finding there is reported at.
+
+    Comments are read by ``tokenize``, so a ``# noqa`` inside a string is text, not a comment. As
+    ruff, a finding inside a string that spans lines is silenced by a comment on the string's last
+    line (where a comment can be), besides its own line. A file ``tokenize`` refuses (it parsed, so
+    this is rare) falls back to the text after the first ``#`` of the line.
+    """
+
+    def __init__(self, source: str, lines: list[str]) -> None:
+        self.comments: dict[int, str] = {}
+        self.last_line: dict[int, int] = {}  # a line inside a string spanning lines -> the string's last line
+        try:
+            opened: list[int] = []
+            for token in tokenize.generate_tokens(io.StringIO(source).readline):
+                kind, (start, _), (end, _) = token.type, token.start, token.end
+                if kind == tokenize.COMMENT:
+                    self.comments[start] = token.string
+                elif kind == tokenize.STRING and end > start:
+                    self._spans(start, end)
+                elif kind == getattr(tokenize, "FSTRING_START", -1):
+                    opened.append(start)
+                elif kind == getattr(tokenize, "FSTRING_END", -1) and opened:
+                    self._spans(opened.pop(), end)
+        except (tokenize.TokenError, SyntaxError):
+            self.comments = {n: line[line.index("#") :] for n, line in enumerate(lines, 1) if "#" in line}
+
+    def _spans(self, start: int, end: int) -> None:
+        for line in range(start, end):
+            self.last_line.setdefault(line, end)
+
+    def silenced(self, finding: Finding) -> bool:
+        """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``."""
+        for line in dict.fromkeys((finding.line, self.last_line.get(finding.line, finding.line))):
+            comment = self.comments.get(line)
+            if comment is None:
+                continue
+            codes = noqa_codes(comment)
+            if codes is not None and (not codes or finding.code in codes):
+                return True
+            match = _IGNORE_COMMENT.search(comment)
+            if match is not None and (match.group(1) is None or finding.code in {
+                c.strip() for c in match.group(1).split(",")
+            }):  # fmt: skip
+                return True
         return False
-    match = _IGNORE_COMMENT.search(lines[finding.line - 1])
-    if match is None:
-        return False
-    codes = match.group(1)
-    return codes is None or finding.code in {c.strip() for c in codes.split(",")}
 
 
 def lint_source(
@@ -621,10 +721,16 @@ def lint_source(
 ) -> list[Finding]:
     """The findings in ``source`` (the text of the file at ``path``), in order of position.
 
-    ``select``/``ignore`` are code prefixes (``"CK1"``, ``"CK301"``); a line with a
-    ``# ckptkeys: ignore`` (or ``# ckptkeys: ignore[CK101]``) comment reports nothing (or
-    nothing of those codes).
+    ``select``/``ignore`` are code prefixes (``"CK1"``, ``"CK301"``); a line with a ``# noqa``
+    or ``# ckptkeys: ignore`` comment reports nothing, one with ``# noqa: CK101, CK102`` or
+    ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them).
     """
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
     linter = _Linter(source, path)
-    return [f for f in linter.run() if selected(f.code, select, ignore) and not _ignored(f, linter.lines)]
+    findings = [f for f in linter.run() if selected(f.code, select, ignore)]
+    if not findings or _MAYBE_SUPPRESSED.search(source) is None:
+        return findings
+    # Tokenized only where something was found and a comment may silence it: tokenize costs
+    # more than the walk (on DeepSpeed's 751 files, 0.8 s more on 1.3 s before this test).
+    suppressions = _Suppressions(source, linter.lines)
+    return [f for f in findings if not suppressions.silenced(f)]
