@@ -26,15 +26,34 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Final
 
-__all__ = ["TABLES", "Config", "ConfigError", "find_config", "read_config", "selection", "split_option"]
+__all__ = [
+    "TABLES",
+    "Config",
+    "ConfigError",
+    "LintSettings",
+    "find_config",
+    "lint_settings",
+    "read_config",
+    "selection",
+    "split_option",
+]
 
 FILE: Final = "pyproject.toml"
-TABLES: Final = ("validate",)
+TABLES: Final = ("validate", "lint")
 """The tables ``[tool.ckptkeys]`` may hold, one per command that has settings."""
 STRINGS: Final = "a list of strings"
 STRING: Final = "a string"
+TABLE: Final = "a table of lists of strings"
 VALIDATE_KEYS: Final[dict[str, str]] = {"select": STRINGS, "ignore": STRINGS, "fail-on": STRING, "require": STRINGS}
 """The keys of ``[tool.ckptkeys.validate]`` (read by ``validate`` and ``inspect``) and their types."""
+LINT_KEYS: Final[dict[str, str]] = {
+    "select": STRINGS,
+    "extend-select": STRINGS,
+    "ignore": STRINGS,
+    "exclude": STRINGS,
+    "per-file-ignores": TABLE,
+}
+"""The keys of ``[tool.ckptkeys.lint]``, as ruff's ``[tool.ruff.lint]`` keys of the same names."""
 MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
 """The largest ``pyproject.toml`` read (ruff's own is ~30 KB): a device or a huge file is refused."""
 
@@ -94,6 +113,11 @@ def read_config(
             raise ConfigError(f'{path}: {name} {key}: must be {STRINGS}, such as ["missing-"], not {value!r}')
         if kind == STRING and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} {key}: must be {STRING}, not {value!r}")
+        if kind == TABLE and not (
+            isinstance(value, dict)
+            and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in value.values())
+        ):
+            raise ConfigError(f'{path}: {name} {key}: must be {TABLE}, such as {{"tests/*" = ["CK1"]}}, not {value!r}')
     return Config(path, name, dict(values))
 
 
@@ -186,3 +210,108 @@ def _check_converters(where: str, names: list[str]) -> None:
     unknown = unknown_converters(names)
     if unknown:
         raise ConfigError(f"{where}: unknown converter {unknown[0]!r}; the converters are {', '.join(CONVERTERS)}")
+
+
+# -- lint: ruff's rule selection, exclusion and per-file ignores ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LintSettings:
+    """What ``lint`` checks, from ``[tool.ckptkeys.lint]`` and the options, resolved as ruff resolves them."""
+
+    enabled: frozenset[str]
+    """The codes reported."""
+    root: str
+    """The folder the patterns are relative to: the config file's, else the current one."""
+    exclude: tuple[str, ...]
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...]
+    config: str | None
+
+    def excluded(self, path: str) -> bool:
+        """Whether ``exclude`` leaves out ``path`` (a file or folder)."""
+        return any(_glob_matches(path, self.root, pattern) for pattern in self.exclude)
+
+    def ignored(self, code: str, path: str) -> bool:
+        """Whether ``per-file-ignores`` silences ``code`` in ``path`` (a ``!pattern``: every file it does not match)."""
+        for pattern, codes in self.per_file_ignores:
+            negated = pattern.startswith("!")
+            if _glob_matches(path, self.root, pattern[1:] if negated else pattern) != negated and any(
+                code.startswith(prefix) for prefix in codes
+            ):
+                return True
+        return False
+
+
+def _glob_matches(path: str, root: str, pattern: str) -> bool:
+    """ruff's matching of ``exclude`` and ``per-file-ignores`` patterns: against the file's name, or
+    against its whole path with the pattern taken relative to ``root`` (``*`` crosses ``/``, as in
+    ruff's globs)."""
+    import fnmatch
+
+    absolute = os.path.abspath(path)
+    anchored = os.path.normpath(os.path.join(root, pattern))
+    return fnmatch.fnmatchcase(os.path.basename(absolute), pattern) or fnmatch.fnmatchcase(absolute, anchored)
+
+
+_Level = tuple[list[str] | None, list[str] | None, list[str] | None]
+
+
+def _resolve(levels: Sequence[_Level], codes: Sequence[str]) -> frozenset[str]:
+    """The codes enabled by ``levels`` of (select, extend-select, ignore), lowest priority first
+    (the config, then the command line), as ruff resolves them: the last level that has a select
+    is the base (every code where none has), its lower levels dropped; each level from there adds
+    its (extend-)selected codes and removes its ignored ones, the longer prefix winning where a
+    code is both selected and ignored at one level, and ignore winning a tie."""
+    start = max((n for n, level in enumerate(levels) if level[0] is not None), default=-1)
+    enabled = set(codes) if start < 0 else set()
+    for number, (select, extend, ignore) in enumerate(levels):
+        if number < start:
+            continue
+        selectors = [*(select or []), *(extend or [])]
+        for code in codes:
+            chosen = max((len(s) for s in selectors if code.startswith(s)), default=-1)
+            dropped = max((len(s) for s in ignore or [] if code.startswith(s)), default=-1)
+            if dropped >= 0 and dropped >= chosen:
+                enabled.discard(code)
+            elif chosen >= 0:
+                enabled.add(code)
+    return frozenset(enabled)
+
+
+def lint_settings(args: argparse.Namespace) -> LintSettings:
+    """``lint``'s settings: ``[tool.ckptkeys.lint]`` (``select``, ``extend-select``, ``ignore``,
+    ``exclude``, ``per-file-ignores``), then ``--select``, ``--extend-select``, ``--ignore`` as a
+    higher level, as ruff resolves rule selection; ``--exclude`` replaces ``exclude``. Codes are
+    upper-cased. Raises ConfigError naming the option as typed or the file, table and key."""
+    from ..lint import CODES
+
+    config = read_config("lint", LINT_KEYS, config=args.config, isolated=args.isolated)
+
+    def codes(where: str, selectors: list[str]) -> list[str]:
+        selectors = [s.upper() for s in selectors]
+        for selector in selectors:
+            if not any(known.startswith(selector) for known in CODES):
+                raise ConfigError(f"{where} {selector}: unknown code; the codes are {', '.join(CODES)}")
+        return selectors
+
+    values = config.values
+    where = f"{config.path}: {config.table}"
+    if values.get("select") == []:
+        raise ConfigError(f"{where} select: [] selects no code; list codes, or leave the key out for all")
+    names = ("select", "extend-select", "ignore")
+    in_file = [codes(f"{where} {k}:", values[k]) if k in values else None for k in names]
+    given = [split_option(f"--{o}", getattr(args, o.replace("-", "_"))) for o in names]
+    on_line = [codes(f"--{o}", g) if g is not None else None for o, g in zip(names, given, strict=True)]
+    levels: list[_Level] = [(in_file[0], in_file[1], in_file[2]), (on_line[0], on_line[1], on_line[2])]
+    exclude = split_option("--exclude", args.exclude)
+    per_file = tuple(
+        (pattern, tuple(codes(f"{where} per-file-ignores {pattern!r}:", selectors)))
+        for pattern, selectors in values.get("per-file-ignores", {}).items()
+    )
+    return LintSettings(
+        enabled=_resolve(levels, list(CODES)),
+        root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None else os.getcwd(),
+        exclude=tuple(exclude if exclude is not None else values.get("exclude", [])),
+        per_file_ignores=per_file,
+        config=config.path,
+    )

@@ -138,10 +138,22 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument(
         "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
     )
+    lint.add_argument(
+        "--extend-select", metavar="CODES", action="append", help="these codes or prefixes too, comma-separated"
+    )
     lint.add_argument("--ignore", metavar="CODES", action="append", help="not these codes or prefixes, comma-separated")
+    lint.add_argument(
+        "--exclude",
+        metavar="PATTERNS",
+        action="append",
+        help="skip files and folders matching these globs, comma-separated (replaces exclude of the config)",
+    )
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
     lint.add_argument("--json", action="store_true", help="one JSON document")
+    config = lint.add_mutually_exclusive_group()
+    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
+    config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
     lint.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when findings remain (usage errors still 2)"
     )
@@ -184,39 +196,38 @@ def _lint(args: argparse.Namespace) -> int:
 
     from .. import lint
     from .._read._files import open_regular
-    from ..lint._codes import selected
-    from ._config import ConfigError, split_option
+    from ._config import ConfigError, lint_settings
 
     try:
-        select, ignore = (split_option(f"--{o}", getattr(args, o)) for o in ("select", "ignore"))
+        settings = lint_settings(args)
     except ConfigError as error:
         return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
-    select, ignore = ([c.upper() for c in codes] if codes is not None else None for codes in (select, ignore))
-    for option, codes in (("--select", select), ("--ignore", ignore)):
-        for code in codes or []:
-            if not any(known.startswith(code) for known in lint.CODES):
-                return fail("lint", EXIT_USAGE, f"{option} {code}: unknown code; the codes are {', '.join(lint.CODES)}",
-                            json_too=args.json)  # fmt: skip
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:  # a ReadError, as a missing PATH of every command
         return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
+    select = sorted(settings.enabled)
+
+    def reported(finding: lint.Finding) -> bool:
+        return finding.code in settings.enabled and not settings.ignored(finding.code, finding.path)
+
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
-    for path in lint.iter_python_files(args.paths):
+    # As ruff: exclude applies to what the walk finds, not to a file given by name.
+    for path in lint.iter_python_files(args.paths, excluded=settings.excluded):
         try:
             with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
                 source, encoding = lint.decode_source(stream.readall())
         except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
             unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
-            remaining += [unreadable] if selected("CK001", select, ignore) else []
+            remaining += [unreadable] if reported(unreadable) else []
             continue
         except (OSError, SyntaxError, UnicodeDecodeError) as error:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
-            remaining += [unreadable] if selected("CK001", select, ignore) else []
+            remaining += [unreadable] if reported(unreadable) else []
             continue
-        findings = lint.lint_source(source, path, select=select, ignore=ignore)
+        findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
         if (args.fix or args.diff) and any(f.fixable for f in findings):
             new, applied = lint.fix_source(source, findings)
             if applied:

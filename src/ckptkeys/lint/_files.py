@@ -8,7 +8,7 @@ import tokenize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Final
 
 _SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
@@ -29,16 +29,26 @@ def decode_source(raw: bytes) -> tuple[str, str]:
     return raw.decode(encoding), encoding
 
 
-def iter_python_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+def iter_python_files(
+    paths: Iterable[str | os.PathLike[str]], *, excluded: Callable[[str], bool] | None = None
+) -> Iterator[str]:
     """Every ``.py`` file under ``paths`` (files as given; folders walked, sorted, skipping
-    hidden folders, ``__pycache__``, ``node_modules`` and ``site-packages``)."""
+    hidden folders, ``__pycache__``, ``node_modules`` and ``site-packages``, and the files and
+    folders found there for which ``excluded(path)`` is true: ruff's ``exclude``)."""
     for path in paths:
         path = os.fspath(path)
         if not os.path.isdir(path):
             yield path
             continue
         for folder, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(".")
+                and d not in _SKIPPED_DIRS
+                and not (excluded is not None and excluded(os.path.join(folder, d)))
+            )
             for name in sorted(files):
-                if name.endswith(".py"):
-                    yield os.path.normpath(os.path.join(folder, name))
+                found = os.path.normpath(os.path.join(folder, name))
+                if name.endswith(".py") and not (excluded is not None and excluded(found)):
+                    yield found
