@@ -464,6 +464,41 @@ def test_concise_lines_summary_exit_zero_and_statistics(tmp_path: pathlib.Path) 
     assert document.stderr == "" and json.loads(document.stdout)["summary"] == {"CK101": 3, "CK301": 1}
 
 
+def test_output_formats(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "a.py").write_text("def f(s):\n\treturn s['param_shapes'], 1\n")
+    concise = cli("a.py", cwd=tmp_path)
+    line = "a.py:2:11: CK101 'param_shapes' is a checkpoint key: use ModuleKeys.PARAM_SHAPES"
+    assert concise.stdout == line + "\n"
+    assert cli("--output-format", "concise", "a.py", cwd=tmp_path).stdout == concise.stdout
+
+    # github: ruff's workflow command, the span's end included; no summary line (the log would show it as text)
+    github = cli("--output-format", "github", "a.py", cwd=tmp_path)
+    assert github.returncode == 1 and github.stderr == ""
+    assert github.stdout == f"::error title=ckptkeys (CK101),file=a.py,line=2,col=11,endLine=2,endColumn=25::{line}\n"
+
+    # full: the source line (a tab as one column, as the column counts it) and carets under the span
+    full = cli("--output-format", "full", "a.py", cwd=tmp_path)
+    excerpt = [line, "  |", "2 |  return s['param_shapes'], 1", "  |           ^^^^^^^^^^^^^^"]
+    assert full.stdout.splitlines()[:4] == excerpt
+    assert full.stdout.splitlines()[4].startswith("  = why: ") and full.stderr == concise.stderr
+
+    as_json = cli("--output-format", "json", "a.py", cwd=tmp_path)
+    assert as_json.stdout == cli("--json", "a.py", cwd=tmp_path).stdout and as_json.stderr == ""
+    (finding,) = json.loads(as_json.stdout)["findings"]
+    assert (finding["line"], finding["col"], finding["end_line"], finding["end_col"]) == (2, 11, 2, 25)
+    assert cli("--output-format", "sarif", "a.py", cwd=tmp_path).returncode == 2  # not (yet) a format
+
+
+def test_github_annotations_escape_what_would_end_the_command() -> None:
+    from ckptkeys._cli._main import github_annotation
+
+    finding = Finding("odd,name:%.py", 3, 1, "CK001", "cannot be read\n::error file=forged.py::x\r")
+    assert github_annotation(finding) == (
+        "::error title=ckptkeys (CK001),file=odd%2Cname%3A%25.py,line=3,col=1,endLine=3,endColumn=1::"
+        "odd,name:%25.py:3:1: CK001 cannot be read%0A::error file=forged.py::x%0D"
+    )
+
+
 def test_pre_commit_hook_definition() -> None:
     text = (pathlib.Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
     assert "id: ckptkeys-lint" in text and "entry: ckptkeys lint" in text and "types: [python]" in text

@@ -30,6 +30,8 @@ __all__ = ["main"]
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
 # The commands, every one of which takes --json.
 COMMANDS = ("keys", "inspect", "validate", "lint", "export")
+# lint's --output-format choices (ruff's names).
+OUTPUT_FORMATS = ("concise", "full", "json", "github")
 # Show a progress line on a terminal when a folder has at least this many files.
 PROGRESS_MIN_FILES = 32
 
@@ -150,7 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
-    lint.add_argument("--json", action="store_true", help="one JSON document")
+    lint.add_argument("--json", action="store_true", help="one JSON document (--output-format json)")
+    lint.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="concise",
+        help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations",
+    )
     config = lint.add_mutually_exclusive_group()
     config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
@@ -198,6 +206,7 @@ def _lint(args: argparse.Namespace) -> int:
     from .._read._files import open_regular
     from ._config import ConfigError, lint_settings
 
+    args.json = args.json or args.output_format == "json"
     try:
         settings = lint_settings(args)
     except ConfigError as error:
@@ -213,6 +222,7 @@ def _lint(args: argparse.Namespace) -> int:
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
     changed = 0
+    sources: dict[str, str] = {}  # --output-format full: the text of each file with a finding
     # As ruff: exclude applies to what the walk finds, not to a file given by name.
     for path in lint.iter_python_files(args.paths, excluded=settings.excluded):
         try:
@@ -228,6 +238,8 @@ def _lint(args: argparse.Namespace) -> int:
             remaining += [unreadable] if reported(unreadable) else []
             continue
         findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
+        if args.output_format == "full" and findings:
+            sources[path] = source
         if (args.fix or args.diff) and any(f.fixable for f in findings):
             new, applied = lint.fix_source(source, findings)
             if applied:
@@ -252,6 +264,8 @@ def _lint(args: argparse.Namespace) -> int:
                     "path": f.path,
                     "line": f.line,
                     "col": f.col,
+                    "end_line": f.end_line or f.line,
+                    "end_col": f.end_col or f.col,
                     "code": f.code,
                     "message": f.message,
                     "value": f.value,
@@ -269,10 +283,15 @@ def _lint(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     elif args.statistics:
         _statistics(remaining)
+    elif args.output_format == "github" and not args.diff:
+        for finding in remaining:
+            print(github_annotation(finding))
     elif not args.diff:
         for finding in remaining:
             print(finding)
-    if not args.json and not args.diff:
+            if args.output_format == "full":
+                print(_source_excerpt(finding, sources.get(finding.path)))
+    if not args.json and not args.diff and args.output_format != "github":
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
         print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
     if args.exit_zero:
@@ -280,6 +299,49 @@ def _lint(args: argparse.Namespace) -> int:
     if args.diff:
         return EXIT_PROBLEMS if fixed else EXIT_OK
     return EXIT_PROBLEMS if remaining else EXIT_OK
+
+
+def github_annotation(finding: lint.Finding) -> str:
+    """``--output-format github``: one GitHub Actions ``::error`` workflow command, as ruff writes it
+    (title, file, line, col, endLine, endColumn; the message the concise line), with the
+    property and message escapes the runner needs (``%``, CR, LF; and ``:`` ``,`` in properties),
+    so that a path or message holding them cannot end the command early or forge another."""
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text: str) -> str:
+        return data(text).replace(":", "%3A").replace(",", "%2C")
+
+    end_line = finding.end_line or finding.line
+    end_col = finding.end_col or finding.col
+    properties = (
+        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(finding.path)},line={finding.line},col={finding.col},"
+        f"endLine={end_line},endColumn={end_col}"
+    )
+    return f"::error {properties}::{data(str(finding))}"
+
+
+def _source_excerpt(finding: lint.Finding, source: str | None) -> str:
+    """``--output-format full``: the finding's first source line and a caret line under its span
+    (to the end of that line where it goes on), then why it was reported and what to use."""
+    from ..lint._files import physical_lines
+
+    out: list[str] = []
+    lines = physical_lines(source) if source is not None else []
+    if 0 < finding.line <= len(lines):
+        text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
+        number = str(finding.line)
+        end = finding.end_col if finding.end_line == finding.line and finding.end_col > finding.col else len(text) + 1
+        out += [
+            f"{' ' * len(number)} |",
+            f"{number} | {text}",
+            f"{' ' * len(number)} | {' ' * (finding.col - 1)}{'^' * max(1, end - finding.col)}",
+        ]
+    if finding.evidence:
+        out.append(f"  = why: {finding.evidence}")
+    out.append("")
+    return "\n".join(out)
 
 
 def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str:

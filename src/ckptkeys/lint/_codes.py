@@ -51,6 +51,10 @@ class Finding:
     """Names ``fix_source`` imports from ``ckptkeys`` for the replacement."""
     evidence: str = ""
     """Why it was reported: what in the code around it shows it is about DeepSpeed checkpoints."""
+    end_line: int = 0
+    """1-based line of the end of the expression (0: not known; the start line)."""
+    end_col: int = 0
+    """1-based column just past the end of the expression, in characters (0: not known; the start column)."""
     _span: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
     # (line, byte col, end line, end byte col): where fix_source writes
 

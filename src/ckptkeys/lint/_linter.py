@@ -112,9 +112,10 @@ class _Linter:
         return start_line, start_col, end_line or start_line, end_col if end_col is not None else start_col
 
     def add(self, node: ast.AST, code: str, message: str, **extra: object) -> None:
-        line, col, *_ = self.span(node)
+        line, col, end_line, end_col = span = self.span(node)
+        where = {"end_line": end_line, "end_col": self.column(end_line, end_col), "_span": span}
         self.findings.append(
-            Finding(self.path, line, self.column(line, col), code, message, _span=self.span(node), **extra)  # type: ignore[arg-type]
+            Finding(self.path, line, self.column(line, col), code, message, **where, **extra)  # type: ignore[arg-type]
         )
 
     # -- context ------------------------------------------------------------------------------
