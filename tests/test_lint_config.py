@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -161,3 +163,45 @@ def test_the_example_of_the_docs_is_a_valid_table(project: pathlib.Path, capsys:
         ("src/train.py", "CK301"),
         ("tests/test_train.py", "CK301"),
     ]
+
+
+def stdin(project: pathlib.Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "lint", *args], cwd=project, input=data, capture_output=True, check=False
+    )
+
+
+def test_standard_input(project: pathlib.Path) -> None:
+    data = SOURCE.encode()
+    bare = stdin(project, data, "-")
+    assert bare.returncode == 1
+    assert [line.split()[0] for line in bare.stdout.decode().splitlines()] == ["-:1:1:", "-:3:14:", "-:3:33:", "-:4:7:"]
+    named = stdin(project, data, "-", "--stdin-filename", "tests/test_x.py")
+    assert named.stdout.decode().splitlines()[0].startswith("tests/test_x.py:1:1: CK301 ")
+    assert named.stderr == b"Found 4 problems (3 fixable with --fix).\n"
+    # the name is what per-file-ignores match, as in ruff
+    config(project, '[tool.ckptkeys.lint.per-file-ignores]\n"tests/*" = ["CK1", "CK2"]\n')
+    named = stdin(project, data, "-", "--stdin-filename", "tests/test_x.py", "--output-format", "github")
+    assert [line.split(",")[0] for line in named.stdout.decode().splitlines()] == ["::error title=ckptkeys (CK301)"]
+
+    # --fix: the fixed text on stdout, the findings left and the summary on stderr; no file written
+    fixed = stdin(project, data, "--fix", "-", "--isolated")
+    assert fixed.returncode == 1  # the tag built by hand is left
+    text = fixed.stdout.decode()
+    assert text == (
+        "from ckptkeys import ModuleKeys\nfrom ckptkeys.constants import ZERO_STAGE\n"
+        "def f(s):\n    return s[ModuleKeys.PARAM_SHAPES], s[ModuleKeys.BUFFER_NAMES]\ntag = f'global_step{step}'\n"
+    )
+    assert fixed.stderr.decode().splitlines() == [
+        f"-:4:7: CK203 {fixed.stderr.decode().split(' CK203 ')[1].splitlines()[0]}",
+        "Found 4 problems (3 fixed in 1 file, 1 remaining).",
+    ]
+    assert sorted(p.name for p in project.iterdir()) == ["build", "conftest.py", "pyproject.toml", "src", "tests"]
+    # a text that cannot be decoded is one CK001 finding, and --fix gives it back unchanged
+    broken = stdin(project, b"x = '\xff'\n", "--fix", "-")
+    assert (broken.returncode, broken.stdout) == (1, b"x = '\xff'\n")
+    assert broken.stderr.decode().startswith("-:1:1: CK001 cannot be read")
+    assert stdin(project, b"x = 1\n", "-").returncode == 0
+
+    assert stdin(project, data, "-", "src").returncode == 2  # - goes alone
+    assert b"--stdin-filename goes with -" in stdin(project, data, "src", "--stdin-filename", "a.py").stderr

@@ -136,7 +136,10 @@ def _parser() -> argparse.ArgumentParser:
         help="find loose checkpoint-key strings in Python code (docs/lint.md)",
         description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
     )
-    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders")
+    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders; - reads standard input")
+    lint.add_argument(
+        "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
+    )
     lint.add_argument(
         "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
     )
@@ -211,10 +214,17 @@ def _lint(args: argparse.Namespace) -> int:
         settings = lint_settings(args)
     except ConfigError as error:
         return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
-    missing = [p for p in args.paths if not os.path.exists(p)]
+    stdin = "-" in args.paths
+    if stdin and len(args.paths) > 1:
+        return fail("lint", EXIT_USAGE, "- (standard input) goes alone, without other paths", json_too=args.json)
+    if args.stdin_filename is not None and not stdin:
+        return fail("lint", EXIT_USAGE, "--stdin-filename goes with - (standard input)", json_too=args.json)
+    missing = [p for p in args.paths if p != "-" and not os.path.exists(p)]
     if missing:  # a ReadError, as a missing PATH of every command
         return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
     select = sorted(settings.enabled)
+    # As ruff: `lint --fix -` writes the fixed text to stdout, so the findings go to stderr.
+    out = sys.stderr if stdin and args.fix and not args.diff else sys.stdout
 
     def reported(finding: lint.Finding) -> bool:
         return finding.code in settings.enabled and not settings.ignored(finding.code, finding.path)
@@ -224,10 +234,15 @@ def _lint(args: argparse.Namespace) -> int:
     changed = 0
     sources: dict[str, str] = {}  # --output-format full: the text of each file with a finding
     # As ruff: exclude applies to what the walk finds, not to a file given by name.
-    for path in lint.iter_python_files(args.paths, excluded=settings.excluded):
+    files = [args.stdin_filename or "-"] if stdin else lint.iter_python_files(args.paths, excluded=settings.excluded)
+    for path in files:
         try:
-            with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
-                source, encoding = lint.decode_source(stream.readall())
+            if stdin:
+                raw = sys.stdin.buffer.read()
+                source, encoding = lint.decode_source(raw)
+            else:
+                with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
+                    source, encoding = lint.decode_source(stream.readall())
         except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
             unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
             remaining += [unreadable] if reported(unreadable) else []
@@ -236,7 +251,10 @@ def _lint(args: argparse.Namespace) -> int:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
             remaining += [unreadable] if reported(unreadable) else []
+            if stdin and args.fix and not args.diff:
+                sys.stdout.buffer.write(raw)  # the text as it came: nothing could be fixed
             continue
+        new = source
         findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
         if args.output_format == "full" and findings:
             sources[path] = source
@@ -253,8 +271,10 @@ def _lint(args: argparse.Namespace) -> int:
                             source.splitlines(keepends=True), new.splitlines(keepends=True), path, path
                         )
                     )
-                else:
+                elif not stdin:
                     _rewrite(path, new.encode(encoding))
+        if stdin and args.fix and not args.diff:
+            sys.stdout.buffer.write(new.encode(encoding))
         remaining += findings
     if args.json:
         document = {
@@ -280,17 +300,17 @@ def _lint(args: argparse.Namespace) -> int:
                 code: sum(1 for f in remaining if f.code == code) for code in sorted({f.code for f in remaining})
             },
         }
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document, indent=2), file=out)
     elif args.statistics:
-        _statistics(remaining)
+        _statistics(remaining, out)
     elif args.output_format == "github" and not args.diff:
         for finding in remaining:
-            print(github_annotation(finding))
+            print(github_annotation(finding), file=out)
     elif not args.diff:
         for finding in remaining:
-            print(finding)
+            print(finding, file=out)
             if args.output_format == "full":
-                print(_source_excerpt(finding, sources.get(finding.path)))
+                print(_source_excerpt(finding, sources.get(finding.path)), file=out)
     if not args.json and not args.diff and args.output_format != "github":
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
         print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
@@ -360,7 +380,7 @@ def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str
     return f"Found {plural(remaining, 'problem')}" + (f" ({fixable} fixable with --fix)." if fixable else ".")
 
 
-def _statistics(findings: list[lint.Finding]) -> None:
+def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
     """``--statistics``: one line per code, ``count<TAB>code<TAB>[*] what``, most frequent first (as
     ruff, which mimics flake8); ``[*]`` marks a code whose findings here are fixable, ``[ ]`` the
     others, and neither is printed where nothing is fixable."""
@@ -376,7 +396,7 @@ def _statistics(findings: list[lint.Finding]) -> None:
     width = len(str(max(len(group) for group in counts.values())))
     for code, group in rows:
         mark = ("[*] " if any(f.fixable for f in group) else "[ ] ") if any_fixable else ""
-        print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}")
+        print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}", file=out)
 
 
 def _rewrite(path: str, data: bytes) -> None:
