@@ -502,6 +502,9 @@ def test_github_annotations_escape_what_would_end_the_command() -> None:
 def test_pre_commit_hook_definition() -> None:
     text = (pathlib.Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
     assert "id: ckptkeys-lint" in text and "entry: ckptkeys lint" in text and "types: [python]" in text
+    # each entry runs as pre-commit runs it: the entry, then the staged file names
+    entries = [line.split("entry: ", 1)[1] for line in text.splitlines() if line.strip().startswith("entry: ")]
+    assert entries == ["ckptkeys lint --force-exclude", "ckptkeys lint --fix --force-exclude"]
 
 
 def test_form_feeds_do_not_shift_lines() -> None:

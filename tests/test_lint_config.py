@@ -205,3 +205,26 @@ def test_standard_input(project: pathlib.Path) -> None:
 
     assert stdin(project, data, "-", "src").returncode == 2  # - goes alone
     assert b"--stdin-filename goes with -" in stdin(project, data, "src", "--stdin-filename", "a.py").stderr
+
+
+def test_force_exclude_as_the_pre_commit_hook_runs_it(
+    project: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config(project, 'exclude = ["build", "tests/*.py"]\n')
+    named = ["build/copy.py", "tests/test_train.py", "src/train.py"]
+    assert {p for p, _ in run(capsys, *named)[1]} == set(named)  # named files are linted, as ruff
+    assert {p for p, _ in run(capsys, "--force-exclude", *named)[1]} == {"src/train.py"}
+    status, found, err = run(capsys, "--force-exclude", "build/copy.py")
+    assert (status, found, err) == (0, [], "All checks passed!\n")
+    excluded = stdin(project, SOURCE.encode(), "--force-exclude", "-", "--stdin-filename", "build/copy.py")
+    assert (excluded.returncode, excluded.stdout) == (0, b"")
+
+
+def test_force_exclude_does_not_look_above_the_project(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "build" / "checkout"  # the whole checkout under a folder named like an excluded one
+    project.mkdir(parents=True)
+    (project / "train.py").write_text(SOURCE, encoding="utf-8")
+    config(project, 'exclude = ["build"]\n')
+    monkeypatch.chdir(project)
+    assert {p for p, _ in run(capsys, "--force-exclude", "train.py")[1]} == {"train.py"}

@@ -231,6 +231,20 @@ class LintSettings:
         """Whether ``exclude`` leaves out ``path`` (a file or folder)."""
         return any(_glob_matches(path, self.root, pattern) for pattern in self.exclude)
 
+    def excluded_named(self, path: str) -> bool:
+        """``--force-exclude``: whether ``exclude`` leaves out a path given by name, it or a folder
+        above it matching (``build`` leaves out ``build/copy.py``), as ruff checks it; the folders
+        above the project's root (a ``build`` folder holding the whole checkout) do not count."""
+        current = os.path.abspath(path)
+        root = os.path.abspath(self.root)
+        while True:
+            if self.excluded(current):
+                return True
+            parent = os.path.dirname(current)
+            if parent == current or not parent.startswith(root) or len(parent) <= len(root):
+                return False
+            current = parent
+
     def ignored(self, code: str, path: str) -> bool:
         """Whether ``per-file-ignores`` silences ``code`` in ``path`` (a ``!pattern``: every file it does not match)."""
         for pattern, codes in self.per_file_ignores:

@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         default="concise",
         help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations",
     )
+    lint.add_argument(
+        "--force-exclude", action="store_true", help="apply exclude to the files named too (as pre-commit names them)"
+    )
     config = lint.add_mutually_exclusive_group()
     config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
@@ -234,7 +237,13 @@ def _lint(args: argparse.Namespace) -> int:
     changed = 0
     sources: dict[str, str] = {}  # --output-format full: the text of each file with a finding
     # As ruff: exclude applies to what the walk finds, not to a file given by name.
-    files = [args.stdin_filename or "-"] if stdin else lint.iter_python_files(args.paths, excluded=settings.excluded)
+    named = args.paths
+    if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
+        named = [p for p in named if p == "-" or not settings.excluded_named(p)]
+        stdin = stdin and not (args.stdin_filename is not None and settings.excluded_named(args.stdin_filename))
+    files = [args.stdin_filename or "-"] if stdin else lint.iter_python_files(
+        [p for p in named if p != "-"], excluded=settings.excluded
+    )
     for path in files:
         try:
             if stdin:
