@@ -486,7 +486,37 @@ def test_output_formats(tmp_path: pathlib.Path) -> None:
     assert as_json.stdout == cli("--json", "a.py", cwd=tmp_path).stdout and as_json.stderr == ""
     (finding,) = json.loads(as_json.stdout)["findings"]
     assert (finding["line"], finding["col"], finding["end_line"], finding["end_col"]) == (2, 11, 2, 25)
-    assert cli("--output-format", "sarif", "a.py", cwd=tmp_path).returncode == 2  # not (yet) a format
+    assert cli("--output-format", "sarf", "a.py", cwd=tmp_path).returncode == 2
+
+
+def test_sarif_is_valid_against_the_official_schema(tmp_path: pathlib.Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")  # a test dependency; the schema is OASIS's, in tests/data
+    schema = json.loads((pathlib.Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    (tmp_path / "a b.py").write_text("from deepspeed.checkpoint.constants import A\nx = s['param_shapes']\n")
+    (tmp_path / "bad.py").write_bytes(b"x = '\xff'\n")
+    result = cli("--output-format", "sarif", ".", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == ""
+    document = json.loads(result.stdout)
+    jsonschema.Draft4Validator(schema).validate(document)  # the schema is draft-04
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail: a wrong version is refused
+        jsonschema.Draft4Validator(schema).validate({**document, "version": "2.0.0"})
+    (run,) = document["runs"]
+    assert [(r["ruleId"], r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in run["results"]] == [
+        ("CK301", 1),
+        ("CK101", 2),
+        ("CK001", 1),
+    ]
+    assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        (tmp_path / "a b.py").as_uri()
+    )
+    assert [rule["id"] for rule in run["tool"]["driver"]["rules"]] == list(CODES)
+    assert all(run["tool"]["driver"]["rules"][r["ruleIndex"]]["id"] == r["ruleId"] for r in run["results"])
+    # an empty run is valid too
+    (tmp_path / "a b.py").unlink()
+    (tmp_path / "bad.py").unlink()
+    empty = json.loads(cli("--output-format", "sarif", ".", cwd=tmp_path).stdout)
+    jsonschema.Draft4Validator(schema).validate(empty)
+    assert empty["runs"][0]["results"] == []
 
 
 def test_github_annotations_escape_what_would_end_the_command() -> None:

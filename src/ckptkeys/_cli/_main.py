@@ -31,7 +31,7 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
 # The commands, every one of which takes --json.
 COMMANDS = ("keys", "inspect", "validate", "lint", "export")
 # lint's --output-format choices (ruff's names).
-OUTPUT_FORMATS = ("concise", "full", "json", "github")
+OUTPUT_FORMATS = ("concise", "full", "json", "github", "sarif")
 # Show a progress line on a terminal when a folder has at least this many files.
 PROGRESS_MIN_FILES = 32
 
@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output-format",
         choices=OUTPUT_FORMATS,
         default="concise",
-        help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations",
+        help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations; sarif: 2.1.0",
     )
     lint.add_argument(
         "--force-exclude", action="store_true", help="apply exclude to the files named too (as pre-commit names them)"
@@ -312,6 +312,8 @@ def _lint(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2), file=out)
     elif args.statistics:
         _statistics(remaining, out)
+    elif args.output_format == "sarif" and not args.diff:
+        print(json.dumps(sarif_document(remaining), indent=2), file=out)
     elif args.output_format == "github" and not args.diff:
         for finding in remaining:
             print(github_annotation(finding), file=out)
@@ -320,7 +322,7 @@ def _lint(args: argparse.Namespace) -> int:
             print(finding, file=out)
             if args.output_format == "full":
                 print(_source_excerpt(finding, sources.get(finding.path)), file=out)
-    if not args.json and not args.diff and args.output_format != "github":
+    if not args.json and not args.diff and args.output_format not in ("github", "sarif"):
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
         print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
     if args.exit_zero:
@@ -349,6 +351,46 @@ def github_annotation(finding: lint.Finding) -> str:
         f"endLine={end_line},endColumn={end_col}"
     )
     return f"::error {properties}::{data(str(finding))}"
+
+
+def sarif_document(findings: list[lint.Finding]) -> dict[str, object]:
+    """``--output-format sarif``: a SARIF 2.1.0 log of one run, as ruff's ``sarif`` format: the
+    tool with a rule per code (its id and meaning), one ``error`` result per finding with its
+    file URI and region. Columns are counted in characters, so the run says
+    ``columnKind: unicodeCodePoints`` (SARIF's default counts UTF-16 code units)."""
+    import pathlib
+
+    from .. import __version__
+    from ..lint import CODES
+
+    rules = [{"id": code, "shortDescription": {"text": text}} for code, text in CODES.items()]
+    index = {code: number for number, code in enumerate(CODES)}
+    results = []
+    for finding in findings:
+        uri = pathlib.Path(os.path.abspath(finding.path)).as_uri()
+        region = {
+            "startLine": finding.line,
+            "startColumn": finding.col,
+            "endLine": finding.end_line or finding.line,
+            "endColumn": finding.end_col or finding.col,
+        }
+        results.append(
+            {
+                "ruleId": finding.code,
+                "ruleIndex": index[finding.code],
+                "level": "error",
+                "message": {"text": finding.message},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": region}}],
+            }
+        )
+    driver = {"name": "ckptkeys", "version": __version__, "informationUri": "https://pypi.org/project/ckptkeys/"}
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {"tool": {"driver": {**driver, "rules": rules}}, "columnKind": "unicodeCodePoints", "results": results}
+        ],
+    }
 
 
 def _source_excerpt(finding: lint.Finding, source: str | None) -> str:
