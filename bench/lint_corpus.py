@@ -18,9 +18,10 @@ dict, a config dict, another checkpoint format, a plain word), each with a note 
 A candidate is ``(line, value)``, ``value`` ``None`` for built strings and imports; a finding
 is scored by its own ``(line, value)``. A finding on an unlabelled spot counts as wrong.
 
-Three parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
-committed before the rules were changed) and ``fresh`` (labelled and committed after the rules
-were written, before the linter was first run on it). docs/lint.md has the figures.
+Four parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
+committed before the rules were changed), ``fresh`` and ``fresh2`` (each labelled and committed
+after the rules were written, before the linter was first run on it; ``fresh2`` after issue 21).
+docs/lint.md has the figures.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ PIECES = (
     "latest",
     "zero_to_fp32",
 )
+SPLITS = ("dev", "heldout", "fresh", "fresh2")
+HELD_OUT = ("heldout", "fresh", "fresh2")  # the parts kept out of development
 VALUES = frozenset(member.value for group in _registry.GROUPS for member in group)
 
 Spot = tuple[int, "str | None"]
