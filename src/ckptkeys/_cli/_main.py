@@ -241,8 +241,10 @@ def _lint(args: argparse.Namespace) -> int:
     if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
         named = [p for p in named if p == "-" or not settings.excluded_named(p)]
         stdin = stdin and not (args.stdin_filename is not None and settings.excluded_named(args.stdin_filename))
-    files = [args.stdin_filename or "-"] if stdin else lint.iter_python_files(
-        [p for p in named if p != "-"], excluded=settings.excluded
+    files = (
+        [args.stdin_filename or "-"]
+        if stdin
+        else lint.iter_python_files([p for p in named if p != "-"], excluded=settings.excluded)
     )
     for path in files:
         try:

@@ -643,7 +643,7 @@ def _directive(rest: str) -> frozenset[str] | None:
         if not rest.startswith(":"):
             return frozenset()
     elif rest[0] != ":":
-        return None  # `#noqaCK101`, `# noqa; CK101`: invalid
+        return None  # no colon after the word (as `noqa;` or `noqaCK101`): invalid
     rest = rest[1:]
     codes: list[str] = []
     joined = False  # right after a code with no comma or space (`CK101CK102`: ruff takes both, and warns)
