@@ -520,7 +520,7 @@ def test_sarif_is_valid_against_the_official_schema(tmp_path: pathlib.Path) -> N
 
 
 def test_github_annotations_escape_what_would_end_the_command() -> None:
-    from ckptkeys._cli._main import github_annotation
+    from ckptkeys._cli._lint import github_annotation
 
     finding = Finding("odd,name:%.py", 3, 1, "CK001", "cannot be read\n::error file=forged.py::x\r")
     assert github_annotation(finding) == (

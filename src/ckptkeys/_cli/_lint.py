@@ -1,0 +1,358 @@
+"""``ckptkeys lint``: its options, the run over the files, and the output formats (ruff's names).
+
+The findings come from :func:`ckptkeys.lint.lint_source` and the rewrites from
+:func:`ckptkeys.lint.fix_source`; this module reads the files and the configuration
+(``[tool.ckptkeys.lint]``, through ``_config``), and writes the findings as ruff writes its own:
+concise, full, json, github annotations, SARIF 2.1.0, statistics, and the summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+from .._read._errors import ReadError
+from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .. import lint
+
+__all__ = ["OUTPUT_FORMATS", "add_lint", "github_annotation", "run_lint", "sarif_document", "summary"]
+
+# lint's --output-format choices (ruff's names).
+OUTPUT_FORMATS = ("concise", "full", "json", "github", "sarif")
+
+
+def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
+    """The ``lint`` command and its options."""
+    lint = commands.add_parser(
+        "lint",
+        help="find loose checkpoint-key strings in Python code (docs/lint.md)",
+        description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
+    )
+    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders; - reads standard input")
+    lint.add_argument(
+        "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
+    )
+    lint.add_argument(
+        "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
+    )
+    lint.add_argument(
+        "--extend-select", metavar="CODES", action="append", help="these codes or prefixes too, comma-separated"
+    )
+    lint.add_argument("--ignore", metavar="CODES", action="append", help="not these codes or prefixes, comma-separated")
+    lint.add_argument(
+        "--exclude",
+        metavar="PATTERNS",
+        action="append",
+        help="skip files and folders matching these globs, comma-separated (replaces exclude of the config)",
+    )
+    lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
+    lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
+    lint.add_argument("--json", action="store_true", help="one JSON document (--output-format json)")
+    lint.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="concise",
+        help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations; sarif: 2.1.0",
+    )
+    lint.add_argument(
+        "--force-exclude", action="store_true", help="apply exclude to the files named too (as pre-commit names them)"
+    )
+    config = lint.add_mutually_exclusive_group()
+    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
+    config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
+    lint.add_argument(
+        "--exit-zero", action="store_true", help="exit 0 even when findings remain (usage errors still 2)"
+    )
+    lint.add_argument(
+        "--statistics", action="store_true", help="print the number of findings of each code instead of the findings"
+    )
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    """``ckptkeys lint``: find (and with ``--fix`` rewrite) loose checkpoint-key strings; the exit code."""
+    import difflib
+
+    from .. import lint
+    from .._read._files import open_regular
+    from ._config import ConfigError, lint_settings
+
+    args.json = args.json or args.output_format == "json"
+    try:
+        settings = lint_settings(args)
+    except ConfigError as error:
+        return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
+    stdin = "-" in args.paths
+    if stdin and len(args.paths) > 1:
+        return fail("lint", EXIT_USAGE, "- (standard input) goes alone, without other paths", json_too=args.json)
+    if args.stdin_filename is not None and not stdin:
+        return fail("lint", EXIT_USAGE, "--stdin-filename goes with - (standard input)", json_too=args.json)
+    missing = [p for p in args.paths if p != "-" and not os.path.exists(p)]
+    if missing:  # a ReadError, as a missing PATH of every command
+        return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
+    select = sorted(settings.enabled)
+    # As ruff: `lint --fix -` writes the fixed text to stdout, so the findings go to stderr.
+    out = sys.stderr if stdin and args.fix and not args.diff else sys.stdout
+
+    def reported(finding: lint.Finding) -> bool:
+        return finding.code in settings.enabled and not settings.ignored(finding.code, finding.path)
+
+    remaining: list[lint.Finding] = []
+    fixed: list[lint.Finding] = []
+    changed = 0
+    sources: dict[str, str] = {}  # --output-format full: the text of each file with a finding
+    # As ruff: exclude applies to what the walk finds, not to a file given by name.
+    named = args.paths
+    if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
+        named = [p for p in named if p == "-" or not settings.excluded_named(p)]
+        stdin = stdin and not (args.stdin_filename is not None and settings.excluded_named(args.stdin_filename))
+    files = (
+        [args.stdin_filename or "-"]
+        if stdin
+        else lint.iter_python_files([p for p in named if p != "-"], excluded=settings.excluded)
+    )
+    for path in files:
+        try:
+            if stdin:
+                raw = sys.stdin.buffer.read()
+                source, encoding = lint.decode_source(raw)
+            else:
+                with open_regular(path) as stream:  # a FIFO given as PATH is refused, not waited on
+                    source, encoding = lint.decode_source(stream.readall())
+        except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
+            unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
+            remaining += [unreadable] if reported(unreadable) else []
+            continue
+        except (OSError, SyntaxError, UnicodeDecodeError) as error:
+            # One unreadable file is one finding; the other files are still linted.
+            unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
+            remaining += [unreadable] if reported(unreadable) else []
+            if stdin and args.fix and not args.diff:
+                sys.stdout.buffer.write(raw)  # the text as it came: nothing could be fixed
+            continue
+        new = source
+        findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
+        if args.output_format == "full" and findings:
+            sources[path] = source
+        if (args.fix or args.diff) and any(f.fixable for f in findings):
+            new, applied = lint.fix_source(source, findings)
+            if applied:
+                changed += 1
+                fixed += applied
+                done = {id(f) for f in applied}
+                findings = [f for f in findings if id(f) not in done]
+                if args.diff:
+                    sys.stdout.writelines(
+                        difflib.unified_diff(
+                            source.splitlines(keepends=True), new.splitlines(keepends=True), path, path
+                        )
+                    )
+                elif not stdin:
+                    _rewrite(path, new.encode(encoding))
+        if stdin and args.fix and not args.diff:
+            sys.stdout.buffer.write(new.encode(encoding))
+        remaining += findings
+    if args.json:
+        document = {
+            "schema_version": 1,
+            "findings": [
+                {
+                    "path": f.path,
+                    "line": f.line,
+                    "col": f.col,
+                    "end_line": f.end_line or f.line,
+                    "end_col": f.end_col or f.col,
+                    "code": f.code,
+                    "message": f.message,
+                    "value": f.value,
+                    "candidates": list(f.candidates),
+                    "fixable": f.fixable,
+                    "evidence": f.evidence,
+                }
+                for f in remaining
+            ],
+            "fixed": len(fixed),
+            "summary": {
+                code: sum(1 for f in remaining if f.code == code) for code in sorted({f.code for f in remaining})
+            },
+        }
+        print(json.dumps(document, indent=2), file=out)
+    elif args.statistics:
+        _statistics(remaining, out)
+    elif args.output_format == "sarif" and not args.diff:
+        print(json.dumps(sarif_document(remaining), indent=2), file=out)
+    elif args.output_format == "github" and not args.diff:
+        for finding in remaining:
+            print(github_annotation(finding), file=out)
+    elif not args.diff:
+        for finding in remaining:
+            print(finding, file=out)
+            if args.output_format == "full":
+                print(_source_excerpt(finding, sources.get(finding.path)), file=out)
+    if not args.json and not args.diff and args.output_format not in ("github", "sarif"):
+        sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
+        print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
+    if args.exit_zero:
+        return EXIT_OK
+    if args.diff:
+        return EXIT_PROBLEMS if fixed else EXIT_OK
+    return EXIT_PROBLEMS if remaining else EXIT_OK
+
+
+def github_annotation(finding: lint.Finding) -> str:
+    """``--output-format github``: one GitHub Actions ``::error`` workflow command, as ruff writes it
+    (title, file, line, col, endLine, endColumn; the message the concise line), with the
+    property and message escapes the runner needs (``%``, CR, LF; and ``:`` ``,`` in properties),
+    so that a path or message holding them cannot end the command early or forge another."""
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text: str) -> str:
+        return data(text).replace(":", "%3A").replace(",", "%2C")
+
+    end_line = finding.end_line or finding.line
+    end_col = finding.end_col or finding.col
+    properties = (
+        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(finding.path)},line={finding.line},col={finding.col},"
+        f"endLine={end_line},endColumn={end_col}"
+    )
+    return f"::error {properties}::{data(str(finding))}"
+
+
+def sarif_document(findings: list[lint.Finding]) -> dict[str, object]:
+    """``--output-format sarif``: a SARIF 2.1.0 log of one run, as ruff's ``sarif`` format: the
+    tool with a rule per code (its id and meaning), one ``error`` result per finding with its
+    file URI and region. Columns are counted in characters, so the run says
+    ``columnKind: unicodeCodePoints`` (SARIF's default counts UTF-16 code units)."""
+    import pathlib
+
+    from .. import __version__
+    from ..lint import CODES
+
+    rules = [{"id": code, "shortDescription": {"text": text}} for code, text in CODES.items()]
+    index = {code: number for number, code in enumerate(CODES)}
+    results = []
+    for finding in findings:
+        uri = pathlib.Path(os.path.abspath(finding.path)).as_uri()
+        region = {
+            "startLine": finding.line,
+            "startColumn": finding.col,
+            "endLine": finding.end_line or finding.line,
+            "endColumn": finding.end_col or finding.col,
+        }
+        results.append(
+            {
+                "ruleId": finding.code,
+                "ruleIndex": index[finding.code],
+                "level": "error",
+                "message": {"text": finding.message},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": region}}],
+            }
+        )
+    driver = {"name": "ckptkeys", "version": __version__, "informationUri": "https://pypi.org/project/ckptkeys/"}
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {"tool": {"driver": {**driver, "rules": rules}}, "columnKind": "unicodeCodePoints", "results": results}
+        ],
+    }
+
+
+def _source_excerpt(finding: lint.Finding, source: str | None) -> str:
+    """``--output-format full``: the finding's first source line and a caret line under its span
+    (to the end of that line where it goes on), then why it was reported and what to use."""
+    from ..lint._files import physical_lines
+
+    out: list[str] = []
+    lines = physical_lines(source) if source is not None else []
+    if 0 < finding.line <= len(lines):
+        text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
+        number = str(finding.line)
+        end = finding.end_col if finding.end_line == finding.line and finding.end_col > finding.col else len(text) + 1
+        out += [
+            f"{' ' * len(number)} |",
+            f"{number} | {text}",
+            f"{' ' * len(number)} | {' ' * (finding.col - 1)}{'^' * max(1, end - finding.col)}",
+        ]
+    if finding.evidence:
+        out.append(f"  = why: {finding.evidence}")
+    out.append("")
+    return "\n".join(out)
+
+
+def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str:
+    """The line ``lint`` ends with on stderr, ruff's summary in ckptkeys' words: ``Found 3 problems
+    (2 fixable with --fix).``; after ``--fix``, ``Found 3 problems (2 fixed in 1 file, 1 remaining).``;
+    ``All checks passed!`` where nothing was found."""
+
+    def plural(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    if fixed:
+        where = plural(files, "file")
+        return f"Found {plural(fixed + remaining, 'problem')} ({fixed} fixed in {where}, {remaining} remaining)."
+    if not remaining:
+        return "All checks passed!"
+    return f"Found {plural(remaining, 'problem')}" + (f" ({fixable} fixable with --fix)." if fixable else ".")
+
+
+def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
+    """``--statistics``: one line per code, ``count<TAB>code<TAB>[*] what``, most frequent first (as
+    ruff, which mimics flake8); ``[*]`` marks a code whose findings here are fixable, ``[ ]`` the
+    others, and neither is printed where nothing is fixable."""
+    from ..lint import CODES
+
+    counts: dict[str, list[lint.Finding]] = {}
+    for finding in findings:
+        counts.setdefault(finding.code, []).append(finding)
+    if not counts:
+        return
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
+    any_fixable = any(f.fixable for group in counts.values() for f in group)
+    width = len(str(max(len(group) for group in counts.values())))
+    for code, group in rows:
+        mark = ("[*] " if any(f.fixable for f in group) else "[ ] ") if any_fixable else ""
+        print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}", file=out)
+
+
+def _rewrite(path: str, data: bytes) -> None:
+    """Write ``data`` over the source file ``path`` whole or not at all: into a new file beside it,
+    renamed over it, so that Ctrl-C or SIGTERM during ``lint --fix`` never leaves a source file
+    truncated. Only a regular file of one link that this user owns is replaced so (its permission
+    bits kept); a symlink, a hard-linked file, another user's file, or one in a folder this user
+    cannot create files in is rewritten in place, as before, so that it stays what it is.
+    """
+    import stat
+
+    from .._read._files import create_new, discard_temp, temp_published
+
+    info = os.lstat(path)
+    owner = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    temp = None
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == owner:
+        try:
+            temp, stream = create_new(path)
+        except OSError:
+            temp = None
+    if temp is None:
+        with open(path, "wb") as plain:
+            plain.write(data)
+        return
+    try:
+        stream.write(data)
+        stream.flush()
+        os.chmod(temp, stat.S_IMODE(info.st_mode))
+        if sys.platform == "win32":  # an open file cannot be renamed there
+            temp_published(temp)
+        os.replace(temp, path)
+        temp_published(temp)
+    except BaseException:
+        discard_temp(temp)
+        raise
