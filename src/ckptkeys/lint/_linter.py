@@ -89,6 +89,57 @@ def _unparse(node: ast.AST) -> str:
 FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
+# -- tests of DeepSpeed -------------------------------------------------------------------------
+
+_OFF_NAME: Final = re.compile(r"(?:no|not|without|disable|disabled|skip)_?deepspeed", re.IGNORECASE)
+
+
+def _deepspeed_test(test: ast.AST) -> tuple[bool, bool, bool, bool]:
+    """What a test's truth says of DeepSpeed: (true => on, true => off, false => on, false => off).
+
+    A test that mentions DeepSpeed (``args.deepspeed``, ``is_deepspeed_zero3_enabled()``,
+    ``strategy == "deepspeed"``) is on where true and off where false; ``not``, ``is None``,
+    ``== False``, ``!=`` and names such as ``no_deepspeed`` turn it round; ``and``/``or`` combine
+    their parts as logic does: ``args.deepspeed and x`` true means on, false means nothing
+    (``x`` may be false); ``args.deepspeed or x`` true means nothing, false means off. Any other
+    test says nothing.
+    """
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        on, off, false_on, false_off = _deepspeed_test(test.operand)
+        return false_on, false_off, on, off
+    if isinstance(test, ast.BoolOp):
+        parts = [_deepspeed_test(value) for value in test.values]
+        if isinstance(test.op, ast.And):  # true: every part true; false: one of them false
+            return (
+                any(p[0] for p in parts),
+                any(p[1] for p in parts),
+                all(p[2] for p in parts),
+                all(p[3] for p in parts),
+            )
+        return (  # or: true where one part is true; false where all are false
+            all(p[0] for p in parts),
+            all(p[1] for p in parts),
+            any(p[2] for p in parts),
+            any(p[3] for p in parts),
+        )
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        op, right = test.ops[0], test.comparators[0]
+        if isinstance(right, ast.Constant) and (right.value is None or right.value is False):
+            if isinstance(op, (ast.Is, ast.Eq)):  # `args.deepspeed is None`, `== False`: its negation
+                return _deepspeed_test(ast.UnaryOp(ast.Not(), test.left))
+            if isinstance(op, (ast.IsNot, ast.NotEq)):  # `is not None`: the test itself
+                return _deepspeed_test(test.left)
+        if isinstance(op, (ast.NotEq, ast.NotIn, ast.IsNot)):  # `strategy != "deepspeed"`
+            on, off, false_on, false_off = _deepspeed_test(ast.Compare(test.left, [ast.Eq()], [right]))
+            return false_on, false_off, on, off
+    text = _unparse(test).lower()
+    if "deepspeed" not in text:
+        return False, False, False, False
+    if _OFF_NAME.search(text):  # `args.no_deepspeed`: true where DeepSpeed is off
+        return False, True, True, False
+    return True, False, False, True
+
+
 class _Linter:
     def __init__(self, source: str, path: str) -> None:
         self.source = source
@@ -96,7 +147,8 @@ class _Linter:
         self.lines = [line.rstrip("\r\n") for line in physical_lines(source)]
         self.findings: list[Finding] = []
         self.parents: dict[int, ast.AST] = {}
-        self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
+        # id of a test -> whether its being true, and false, shows DeepSpeed off (_deepspeed_test)
+        self.deepspeed_tests: dict[int, tuple[bool, bool]] = {}
         self.other_format: dict[int, str] = {}  # scope id -> a key of another format used there
         self.built: set[int] = set()  # ids of string-building nodes (and their literal parts) already judged
         self.tag_scopes: set[int] = set()  # ids of scopes that build or parse a tag by hand
@@ -128,21 +180,42 @@ class _Linter:
         return parent if parent is not None else self.tree
 
     def outside_deepspeed(self, node: ast.AST) -> bool:
-        """In the branch of an ``if`` that runs without DeepSpeed (``if not args.deepspeed:``)."""
+        """Only reached without DeepSpeed: in the body of ``if not args.deepspeed:``, the ``else:`` of
+        ``if args.deepspeed:`` (and its ``elif``), the same branches of a conditional expression, or
+        an operand of ``and``/``or`` evaluated only so.
+
+        Each test is judged by its parts (:func:`_deepspeed_test`): the ``else:`` of ``if
+        args.deepspeed and not args.no_pipeline_parallel:`` also runs with DeepSpeed, so it is not
+        outside; nor is the body of ``if not args.deepspeed or x:``.
+        """
         child, parent = node, self.parents.get(id(node))
         while parent is not None:
-            if isinstance(parent, ast.If) and child is not parent.test:
-                test = parent.test
-                negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-                mentions = self.deepspeed_tests.get(id(test))
-                if mentions is None:
-                    mentions = self.deepspeed_tests[id(test)] = "deepspeed" in _unparse(test).lower()
-                if mentions:
-                    in_body = any(child is n for n in parent.body)
-                    if in_body == negated:
+            kind = type(parent)
+            if kind is ast.If or kind is ast.IfExp:
+                test = parent.test  # type: ignore[attr-defined]
+                if child is not test:
+                    body = parent.body  # type: ignore[attr-defined]
+                    in_body = child is body if kind is ast.IfExp else any(child is n for n in body)
+                    if self.test_reading(test)[0 if in_body else 1]:
+                        return True
+            elif kind is ast.BoolOp:
+                # `a and b`: b is evaluated only where a is true; `a or b`: only where a is false
+                index = 0 if isinstance(parent.op, ast.And) else 1  # type: ignore[attr-defined]
+                for value in parent.values:  # type: ignore[attr-defined]
+                    if value is child:
+                        break
+                    if self.test_reading(value)[index]:
                         return True
             child, parent = parent, self.parents.get(id(parent))
         return False
+
+    def test_reading(self, test: ast.AST) -> tuple[bool, bool]:
+        """Whether ``test`` being true, and being false, shows DeepSpeed is off (cached per test)."""
+        reading = self.deepspeed_tests.get(id(test))
+        if reading is None:
+            truth = _deepspeed_test(test)
+            reading = self.deepspeed_tests[id(test)] = (truth[1], truth[3])
+        return reading
 
     def assigned_name(self, node: ast.AST) -> str:
         """The name a display is assigned, passed or returned as: ``x = {...}``, ``f(x={...})``."""
