@@ -44,8 +44,11 @@ from ._files import physical_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from typing import Final
+
+    # dotted name of a call -> (where its function is defined, "path:line"; what it returns)
+    Imported = Mapping[str, tuple[str, str]]
 
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
@@ -76,6 +79,16 @@ def _call_name(node: ast.AST) -> str | None:
             return func.id
         if isinstance(func, ast.Attribute):
             return func.attr
+    return None
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``U.get_name`` for ``U.get_name``, ``f`` for ``f``; ``None`` for any other expression."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
     return None
 
 
@@ -141,9 +154,13 @@ def _deepspeed_test(test: ast.AST) -> tuple[bool, bool, bool, bool]:
 
 
 class _Linter:
-    def __init__(self, source: str, path: str) -> None:
+    def __init__(
+        self, source: str, path: str, imported: Imported | None = None, tree: ast.Module | None = None
+    ) -> None:
         self.source = source
         self.path = path
+        self.imported = imported  # the helpers of other modules of the project (lint_project)
+        self.given_tree = tree  # the tree of source, where lint_project parsed it already
         self.lines = [line.rstrip("\r\n") for line in physical_lines(source)]
         self.findings: list[Finding] = []
         self.parents: dict[int, ast.AST] = {}
@@ -238,7 +255,7 @@ class _Linter:
         if not index.prefilter.search(self.source):
             return []
         try:
-            tree = ast.parse(self.source, self.path)
+            tree = self.given_tree if self.given_tree is not None else ast.parse(self.source, self.path)
         except (SyntaxError, ValueError) as error:  # ValueError: null bytes
             line = getattr(error, "lineno", None) or 1
             self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
@@ -323,6 +340,10 @@ class _Linter:
                 self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
+            elif self.imported is not None:
+                why = self.imported_call(call)
+                if why:
+                    self.file_evidence[id(scope)] = why
         for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
             if id(self.scope(call)) in self.tag_scopes:
                 for argument in call.args:  # type: ignore[attr-defined]
@@ -331,6 +352,19 @@ class _Linter:
         self.keys(candidates)
         self.findings.sort(key=lambda f: (f.line, f.col, f.code))
         return self.findings
+
+    def imported_call(self, call: ast.AST) -> str:
+        """Why a call of a helper of another module (``get_checkpoint_name(d, it)``,
+        ``U.get_name()``) shows the code around it is about DeepSpeed files; "" if it is none."""
+        name = _dotted(call.func)  # type: ignore[attr-defined]
+        helper = self.imported.get(name) if self.imported is not None and name is not None else None
+        if helper is None:
+            return ""
+        where, what = helper
+        parent = self.parents.get(id(call))
+        if isinstance(parent, ast.Call) and _call_name(parent) == "load" and any(call is a for a in parent.args):
+            return f"loads the file named by {name} ({where}), {what}"
+        return f"calls {name}() ({where}), which returns {what}"
 
     def other_format_key(self, node: ast.Constant) -> None:
         """A key only another format writes: nothing beside it in its function is DeepSpeed's."""
@@ -799,8 +833,23 @@ def lint_source(
     or ``# ckptkeys: ignore`` comment reports nothing, one with ``# noqa: CK101, CK102`` or
     ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them).
     """
+    return lint_module(source, path, select=select, ignore=ignore)
+
+
+def lint_module(
+    source: str,
+    path: str,
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    imported: Imported | None = None,
+    tree: ast.Module | None = None,
+) -> list[Finding]:
+    """:func:`lint_source`, with the helpers ``imported`` from the project's other modules as
+    evidence where they are called (:func:`ckptkeys.lint.lint_project` finds them); ``tree``:
+    the syntax tree of ``source`` where the caller parsed it already (it is only read)."""
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
-    linter = _Linter(source, path)
+    linter = _Linter(source, path, imported, tree)
     findings = [f for f in linter.run() if selected(f.code, select, ignore)]
     if not findings or _MAYBE_SUPPRESSED.search(source) is None:
         return findings
