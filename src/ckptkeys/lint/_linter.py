@@ -332,6 +332,8 @@ class _Linter:
                 candidates.append(Candidate(literal, literal.value, code, store, self.scope(literal), where))
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
+        # (helpers of other modules are looked up only where a key may need them: resolving costs)
+        keyed = {id(c.scope) for c in candidates} if self.imported is not None else set()
         for call, name in calls:
             scope = self.scope(call)
             if id(scope) in self.file_evidence:
@@ -340,7 +342,7 @@ class _Linter:
                 self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
-            elif self.imported is not None:
+            elif id(scope) in keyed:
                 why = self.imported_call(call)
                 if why:
                     self.file_evidence[id(scope)] = why
