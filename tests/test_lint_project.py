@@ -170,6 +170,16 @@ def test_a_helper_imported_from_another_module_is_evidence_where_it_is_called() 
             },
             "convert.py",
         ),
+        # a helper defined in an `if` block, decorated
+        (
+            {
+                "ckpt.py": "import os, functools\n\nif os.name:\n    @functools.cache\n"
+                "    def get_checkpoint_name(d, it):\n"
+                "        return os.path.join(d, 'mp_rank_00_model_states.pt')\n",
+                "convert.py": CONVERT.replace("megatron.checkpointing", "ckpt"),
+            },
+            "convert.py",
+        ),
         # a helper that calls a helper of a third module
         (
             {
@@ -203,6 +213,7 @@ def test_a_helper_imported_from_another_module_is_evidence_where_it_is_called() 
         "script-folder",
         "deepspeed-name-function",
         "local-name",
+        "in-a-block",
         "transitive",
         "own-function",
     ],
