@@ -300,6 +300,15 @@ def test_what_cannot_be_resolved_is_nothing(files: dict[str, str]) -> None:
     assert all(f.code == "CK001" for f in found if f.path == "b.py")
 
 
+def test_a_chain_deeper_than_the_stack_is_left_unresolved() -> None:
+    files = {f"m{n}.py": f"from m{n + 1} import f as g\n\ndef f(d):\n    return g(d)\n" for n in range(1500)}
+    files["m1500.py"] = CHECKPOINTING.replace("get_checkpoint_name", "f")
+    files["user.py"] = "from m0 import f\n\ndef main(d):\n    return f(d)['module']\n"
+    assert keys(project(files), "user.py") == []
+    files["user.py"] = files["user.py"].replace("m0", "m1490")  # a short chain: found
+    assert keys(project(files), "user.py") == ["module"]
+
+
 def test_select_and_paths() -> None:
     files = {"megatron/__init__.py": "", "megatron/checkpointing.py": CHECKPOINTING, "tools/convert.py": CONVERT}
     assert [f.code for f in project(files, select=["CK1"])] == ["CK101"]

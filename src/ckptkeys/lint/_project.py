@@ -354,7 +354,10 @@ class _Project:
     def helper_called(self, module: _Module, dotted: str) -> tuple[str, str] | None:
         """The helper ``module`` calls as ``dotted`` (``f``, ``U.f``), of another module or one of its
         own functions that calls one: (where it is defined, what it returns); ``None`` if none."""
-        helper = self.called(module, dotted)
+        try:
+            helper = self.called(module, dotted)
+        except RecursionError:  # a chain of helpers through hundreds of modules: left unresolved
+            return None
         if helper is None or (module.defs is not None and dotted in module.defs and not helper.foreign):
             return None  # (a function of its own with a file name in it: the walk of the file sees it)
         return helper.where, helper.what
