@@ -415,3 +415,14 @@ def test_standard_input_resolves_as_the_file_it_names(on_disk: pathlib.Path) -> 
     assert run.stdout.decode().splitlines() == [
         "tools/convert.py:7:30: CK101 'module' is a checkpoint key: use ModuleKeys.MODULE"
     ]
+
+
+def test_files_of_two_projects_in_one_run(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # each file resolved in its own project: `megatron` is a helper's package in one, absent in the other
+    files = {"megatron/__init__.py": "", "megatron/checkpointing.py": CHECKPOINTING, "tools/convert.py": CONVERT}
+    write(tmp_path / "one", {"setup.py": "", **files})
+    write(tmp_path / "two", {"setup.py": "", "tools/convert.py": CONVERT})
+    one, two = tmp_path / "one/tools/convert.py", tmp_path / "two/tools/convert.py"
+    assert main(["lint", "--select", "CK1", str(two), str(one)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(f"{one}:7:30: CK101 ")
