@@ -14,6 +14,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -426,3 +427,12 @@ def test_files_of_two_projects_in_one_run(tmp_path: pathlib.Path, capsys: pytest
     assert main(["lint", "--select", "CK1", str(two), str(one)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith(f"{one}:7:30: CK101 ")
+
+
+def test_pythons_compile_warnings_are_not_given() -> None:
+    # "\d" in a plain string: a SyntaxWarning as Python compiles it (3.12+), an error under -W error
+    helper = CHECKPOINTING + '\n\ndef pattern():\n    return "\\d+"\n'
+    files = {"megatron/checkpointing.py": helper, "tools/convert.py": CONVERT + 'PATTERN = "\\d"\n'}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert keys(project(files), "tools/convert.py") == ["module"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -462,12 +463,17 @@ def lint_project(
     project = _Project(sources, _default_root(sources) if root is None else base, base, read_imports)
     prefilter = registry_index().prefilter
     findings: list[Finding] = []
-    for path, text in sources.items():
-        if not prefilter.search(text):
-            continue  # (lint_module finds nothing where this does not match)
-        module = project.by_path[path]
-        # Parsed once, for its imports and for the walk; the tree is dropped once it is linted.
-        tree = project.tree(module)  # None where already parsed (or not parsable): the walk parses it
-        imported = _Imported(project, module)
-        findings += lint_module(text, path, select=select, ignore=ignore, imported=imported, tree=tree)
+    with warnings.catch_warnings():
+        # Python's compile-time warnings (`"\d"`: invalid escape sequence) are Python's to give when
+        # the code runs; here they would come for modules read only for their helpers, unnamed.
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for path, text in sources.items():
+            if not prefilter.search(text):
+                continue  # (lint_module finds nothing where this does not match)
+            module = project.by_path[path]
+            # Parsed once, for its imports and for the walk; the tree is dropped once it is linted.
+            tree = project.tree(module)  # None where parsed already (or not parsable): the walk parses it
+            imported = _Imported(project, module)
+            findings += lint_module(text, path, select=select, ignore=ignore, imported=imported, tree=tree)
     return findings
