@@ -18,10 +18,14 @@ dict, a config dict, another checkpoint format, a plain word), each with a note 
 A candidate is ``(line, value)``, ``value`` ``None`` for built strings and imports; a finding
 is scored by its own ``(line, value)``. A finding on an unlabelled spot counts as wrong.
 
-Four parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
-committed before the rules were changed), ``fresh`` and ``fresh2`` (each labelled and committed
-after the rules were written, before the linter was first run on it; ``fresh2`` after issue 21).
-docs/lint.md has the figures.
+Five parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
+committed before the rules were changed), ``fresh``, ``fresh2`` and ``fresh3`` (each labelled and
+committed after the rules were written, before the linter was first run on it; ``fresh2`` after
+issue 21, ``fresh3`` in issue 22). The older parts hold one excerpt per file, named after its
+project (``fresh2/xtuner_fileio.py.txt``); ``fresh3`` keeps whole-project folders,
+``fresh3/<project>/<path inside the repository>.py.txt``, so that one quoted module's import of
+another resolves as it does in the repository. :func:`project_of` tells the project of a corpus
+file either way. docs/lint.md has the figures.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ PIECES = (
     "latest",
     "zero_to_fp32",
 )
-SPLITS = ("dev", "heldout", "fresh", "fresh2")
-HELD_OUT = ("heldout", "fresh", "fresh2")  # the parts kept out of development
+SPLITS = ("dev", "heldout", "fresh", "fresh2", "fresh3")
+HELD_OUT = ("heldout", "fresh", "fresh2", "fresh3")  # the parts kept out of development
 VALUES = frozenset(member.value for group in _registry.GROUPS for member in group)
 
 Spot = tuple[int, "str | None"]

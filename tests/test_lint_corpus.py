@@ -3,7 +3,8 @@
 Every candidate literal of every excerpt carries a label (right or wrong, with the reason), every
 excerpt its origin; precision and recall must meet the goal of issue 14 (precision >= 90%,
 recall >= 70%) on the whole corpus and on its held-out parts (projects kept out of development,
-labelled before the linter was tuned or, for ``fresh`` and ``fresh2``, run on them).
+labelled before the linter was tuned or, for ``fresh``, ``fresh2`` and ``fresh3``, run on them;
+``fresh3`` keeps whole-project folders, the others one excerpt per file).
 """
 
 from __future__ import annotations
