@@ -375,6 +375,8 @@ def _metavar(action: argparse.Action) -> str:
 
 def _option(action: argparse.Action) -> str:
     """One option as the synopsis shows it, without brackets."""
+    if isinstance(action, argparse.BooleanOptionalAction):  # --x and --no-x: both spelled
+        return " | ".join(action.option_strings)
     flag = max(action.option_strings, key=len)  # --quiet rather than -q
     if action.nargs == 0:
         return flag

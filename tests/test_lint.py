@@ -369,11 +369,12 @@ def test_fixing_a_dict_display_never_changes_what_pickles(keys: list[str]) -> No
 
 
 def test_iter_python_files(tmp_path: pathlib.Path) -> None:
-    for name in ("a.py", "b.txt", "sub/c.py", ".hidden/d.py", "__pycache__/e.py"):
+    # As ruff 0.17.6 walks: its default exclude (.venv, .git, ...), not every hidden folder.
+    for name in ("a.py", "b.txt", "sub/c.py", ".github/d.py", ".venv/e.py", ".git/f.py", "node_modules/g.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     found = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in iter_python_files([tmp_path])]
-    assert found == ["a.py", "sub/c.py"]
+    assert found == ["a.py", ".github/d.py", "sub/c.py"]
 
 
 def cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:

@@ -51,6 +51,18 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         action="append",
         help="skip files and folders matching these globs, comma-separated (replaces exclude of the config)",
     )
+    lint.add_argument(
+        "--extend-exclude",
+        metavar="PATTERNS",
+        action="append",
+        help="skip these globs too, besides exclude (ruff's default list where it is unset)",
+    )
+    lint.add_argument(
+        "--respect-gitignore",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave out what .gitignore files ignore, inside a git work tree (the default)",
+    )
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
     lint.add_argument("--json", action="store_true", help="one JSON document (--output-format json)")
@@ -114,7 +126,9 @@ def run_lint(args: argparse.Namespace) -> int:
     files = (
         [args.stdin_filename or "-"]
         if stdin
-        else lint.iter_python_files([p for p in named if p != "-"], excluded=settings.excluded)
+        else lint.iter_python_files(
+            [p for p in named if p != "-"], excluded=settings.excluded, respect_gitignore=settings.respect_gitignore
+        )
     )
     for path in files:
         try:

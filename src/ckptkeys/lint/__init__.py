@@ -13,6 +13,8 @@ The modules, one job each (each imports only those above it):
 - ``_codes``: the codes and their messages (:data:`CODES`) and :class:`Finding`.
 - ``_files``: the ``.py`` files under the paths given (:func:`iter_python_files`), their text
   decoded (:func:`decode_source`), and their lines as Python counts them.
+- ``_gitignore``: which files git ignores, ``.gitignore`` read as git reads it (the walk's
+  ``respect_gitignore``).
 - ``_evidence``: the evidence rules: DeepSpeed's checkpoint vocabulary (the registry by value,
   the common words, other formats' keys, the names that show code is about DeepSpeed
   checkpoints), the recognisers of checkpoint file names, and the weighing of a key candidate.
