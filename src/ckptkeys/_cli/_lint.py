@@ -84,6 +84,11 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
     lint.add_argument(
         "--statistics", action="store_true", help="print the number of findings of each code instead of the findings"
     )
+    loudness = lint.add_mutually_exclusive_group()  # as ruff's: the two exclude each other
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print the findings, but no summary line")
+    loudness.add_argument(
+        "-s", "--silent", action="store_true", help="print no findings and no summary; the exit status still says"
+    )
 
 
 def run_lint(args: argparse.Namespace) -> int:
@@ -171,7 +176,9 @@ def run_lint(args: argparse.Namespace) -> int:
         if stdin and args.fix and not args.diff:
             sys.stdout.buffer.write(new.encode(encoding))
         remaining += findings
-    if args.json:
+    if args.silent and not args.statistics:
+        pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
+    elif args.json:
         document = {
             "schema_version": 1,
             "findings": [
@@ -208,7 +215,8 @@ def run_lint(args: argparse.Namespace) -> int:
             print(finding, file=out)
             if args.output_format == "full":
                 print(_source_excerpt(finding, sources.get(finding.path)), file=out)
-    if not args.json and not args.diff and args.output_format not in ("github", "sarif"):
+    loud = not (args.quiet or args.silent)
+    if loud and not args.json and not args.diff and args.output_format not in ("github", "sarif"):
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
         print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
     if args.exit_zero:

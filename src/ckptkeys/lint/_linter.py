@@ -630,6 +630,33 @@ def noqa_codes(comment: str) -> frozenset[str] | None:
             return _directive(rest[4:])
 
 
+def file_noqa_codes(comment: str) -> frozenset[str] | None:
+    """What the file-level ``# ckptkeys: noqa`` directive of ``comment`` silences, as ruff reads
+    its own ``# ruff: noqa``: ``None`` where it has none or an invalid one, an empty set for a
+    bare one (every code in the file), else the codes listed.
+
+    As ruff (0.17.6, measured): ``ckptkeys`` in lower case, then ``:`` (spaces around it allowed),
+    then ``noqa`` in any case and what follows it read as a line's ``# noqa`` (:func:`noqa_codes`:
+    ``# ckptkeys: noqa: CK101, CK104``; whole codes, not prefixes; ``# ckptkeys: noqa a note``
+    is bare), after any ``#`` of the comment. The comment must stand on a line of its own: the
+    caller checks that (after code, ruff warns and ignores it).
+    """
+    position = 0
+    while True:
+        position = comment.find("#", position)
+        if position < 0:
+            return None
+        position += 1
+        rest = comment[position:].lstrip()
+        if not rest.startswith("ckptkeys"):
+            continue
+        rest = rest[len("ckptkeys") :].lstrip()
+        if rest.startswith(":"):
+            rest = rest[1:].lstrip()
+            if rest[:4].lower() == "noqa":
+                return _directive(rest[4:])
+
+
 _CODE: Final = re.compile(r"[A-Z]+[0-9]+")
 _MAYBE_SUPPRESSED: Final = re.compile(r"(?i:noqa)|ckptkeys:")
 
@@ -671,11 +698,13 @@ class _Suppressions:
     Comments are read by ``tokenize``, so a ``# noqa`` inside a string is text, not a comment. As
     ruff, a finding inside a string that spans lines is silenced by a comment on the string's last
     line (where a comment can be), besides its own line. A file ``tokenize`` refuses (it parsed, so
-    this is rare) falls back to the text after the first ``#`` of the line.
+    this is rare) falls back to the text after the first ``#`` of the line. A comment on a line of
+    its own may be a file-level ``# ckptkeys: noqa`` (:func:`file_noqa_codes`), for every finding.
     """
 
     def __init__(self, source: str, lines: list[str]) -> None:
         self.comments: dict[int, str] = {}
+        self.own_line: set[int] = set()  # the lines whose comment is all there is on them
         self.last_line: dict[int, int] = {}  # a line inside a string spanning lines -> the string's last line
         try:
             opened: list[int] = []
@@ -683,6 +712,8 @@ class _Suppressions:
                 kind, (start, _), (end, _) = token.type, token.start, token.end
                 if kind == tokenize.COMMENT:
                     self.comments[start] = token.string
+                    if start <= len(lines) and not lines[start - 1][: token.start[1]].strip():
+                        self.own_line.add(start)
                 elif kind == tokenize.STRING and end > start:
                     self._spans(start, end)
                 elif kind == getattr(tokenize, "FSTRING_START", -1):
@@ -691,13 +722,25 @@ class _Suppressions:
                     self._spans(opened.pop(), end)
         except (tokenize.TokenError, SyntaxError):
             self.comments = {n: line[line.index("#") :] for n, line in enumerate(lines, 1) if "#" in line}
+            self.own_line = {n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#")}
+        # The file-level directives: every code (a bare one), else the union of the codes listed.
+        self.file_all = False
+        self.file_codes: set[str] = set()
+        for line in self.own_line:
+            codes = file_noqa_codes(self.comments[line])
+            if codes is not None:
+                self.file_all = self.file_all or not codes
+                self.file_codes |= codes
 
     def _spans(self, start: int, end: int) -> None:
         for line in range(start, end):
             self.last_line.setdefault(line, end)
 
     def silenced(self, finding: Finding) -> bool:
-        """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``."""
+        """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``, or a
+        file-level ``# ckptkeys: noqa``."""
+        if self.file_all or finding.code in self.file_codes:
+            return True
         for line in dict.fromkeys((finding.line, self.last_line.get(finding.line, finding.line))):
             comment = self.comments.get(line)
             if comment is None:
@@ -724,7 +767,9 @@ def lint_source(
 
     ``select``/``ignore`` are code prefixes (``"CK1"``, ``"CK301"``); a line with a ``# noqa``
     or ``# ckptkeys: ignore`` comment reports nothing, one with ``# noqa: CK101, CK102`` or
-    ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them).
+    ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them);
+    a line of its own ``# ckptkeys: noqa`` (``# ckptkeys: noqa: CK101``) silences the whole file
+    (those codes), as ruff's ``# ruff: noqa`` (:func:`file_noqa_codes`).
     """
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
     linter = _Linter(source, path)
