@@ -56,7 +56,33 @@ LINT_KEYS: Final[dict[str, str]] = {
     "respect-gitignore": BOOLEAN,
     "per-file-ignores": TABLE,
 }
-"""The keys of ``[tool.ckptkeys.lint]``, as ruff's ``[tool.ruff.lint]`` keys of the same names."""
+"""The keys of ``[tool.ckptkeys.lint]``, as ruff's keys of the same names, and their types."""
+LINT_KEY_DOCS: Final[dict[str, tuple[str, str]]] = {
+    "select": (
+        "every code",
+        "the codes checked, as codes or prefixes; `[]` is a usage error (it would hide everything)",
+    ),
+    "extend-select": ("none", "codes or prefixes checked as well"),
+    "ignore": ("none", "codes or prefixes not checked"),
+    "exclude": (
+        "ruff's default list",
+        (
+            "globs of the files and folders a walk skips; replaces the default list (keep it with `extend-exclude`); "
+            "a file named on the command line is linted all the same, as in ruff"
+        ),
+    ),
+    "extend-exclude": ("none", "globs skipped as well, the default list kept"),
+    "respect-gitignore": (
+        "true",
+        "leave out what git ignores (`.gitignore`, `.git/info/exclude`) inside a git work tree",
+    ),
+    "per-file-ignores": (
+        "none",
+        "glob -> codes or prefixes not reported in the files matching the glob; `!glob`: in the files not matching it",
+    ),
+}
+"""The default and the meaning of each key of ``LINT_KEYS``: docs/lint.md's table is generated from
+these (``python scripts/regen.py``), and a test fails where a key lacks them."""
 MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
 """The largest ``pyproject.toml`` read (ruff's own is ~30 KB): a device or a huge file is refused."""
 

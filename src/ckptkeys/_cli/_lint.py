@@ -34,12 +34,20 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         help="find loose checkpoint-key strings in Python code (docs/lint.md)",
         description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
     )
-    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders; - reads standard input")
+    lint.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input",
+    )
     lint.add_argument(
         "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
     )
     lint.add_argument(
-        "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
+        "--select",
+        metavar="CODES",
+        action="append",
+        help="only these codes or prefixes, comma-separated, repeatable (CK1,CK301); replaces the base set",
     )
     lint.add_argument(
         "--extend-select", metavar="CODES", action="append", help="these codes or prefixes too, comma-separated"
@@ -49,7 +57,8 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         "--exclude",
         metavar="PATTERNS",
         action="append",
-        help="skip files and folders matching these globs, comma-separated (replaces exclude of the config)",
+        help="skip the files and folders the walk finds that match these globs, comma-separated "
+        "(replaces exclude of the config, and ruff's default list)",
     )
     lint.add_argument(
         "--extend-exclude",
@@ -73,10 +82,14 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations; sarif: 2.1.0",
     )
     lint.add_argument(
-        "--force-exclude", action="store_true", help="apply exclude to the files named too (as pre-commit names them)"
+        "--force-exclude",
+        action="store_true",
+        help="apply exclude to the paths named too, and to --stdin-filename (as pre-commit names files)",
     )
     config = lint.add_mutually_exclusive_group()
-    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
+    config.add_argument(
+        "--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this file, not the pyproject.toml found"
+    )
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
     lint.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when findings remain (usage errors still 2)"
