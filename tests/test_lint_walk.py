@@ -19,6 +19,8 @@ from ckptkeys.lint._gitignore import parse_gitignore
 SOURCE = "import torch\nsd = torch.load('mp_rank_00_model_states.pt')\nshapes = sd['param_shapes']\n"
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+# ruff, to compare the walks with: the one on PATH, else the 0.17.6 this was measured against.
+RUFF = shutil.which("ruff") or ("/tmp/rv/bin/ruff" if os.path.exists("/tmp/rv/bin/ruff") else None)
 
 
 def git(repo: pathlib.Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -136,6 +138,32 @@ def test_the_walk_leaves_out_exactly_what_git_leaves_out(tmp_path: pathlib.Path)
 
 
 @needs_git
+@pytest.mark.skipif(RUFF is None, reason="ruff is not installed")
+def test_the_walk_is_ruffs(tmp_path: pathlib.Path) -> None:
+    """The same tree, with a virtual environment, .github and build besides: ``ruff check
+    --show-files`` lists the very .py files the walk finds."""
+    assert git(tmp_path, "init", "-q").returncode == 0
+    tree(tmp_path, {name: SOURCE for name in FILES})
+    tree(tmp_path, {".gitignore": GITIGNORE, "nested/.gitignore": NESTED, "sub/.gitignore": "!top_only.py\n"})
+    tree(tmp_path, {".venv/lib/site-packages/x.py": "", ".github/w.py": "", "build/b.py": "", ".tox/t.py": ""})
+    tree(tmp_path, {".ignore": "verx.py\n", "nested/.ignore": "!a.py\n"})  # over .gitignore both ways
+    (tmp_path / ".git" / "info" / "exclude").write_text("excluded_by_info.py\n", encoding="utf-8")
+    shown = subprocess.run(
+        [str(RUFF), "check", "--isolated", "--show-files", "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ruffs = sorted(
+        pathlib.Path(line).relative_to(tmp_path).as_posix()
+        for line in shown.stdout.splitlines()
+        if line.endswith(".py")
+    )
+    assert ruffs and walked(tmp_path, respect_gitignore=True) == ruffs
+
+
+@needs_git
 @pytest.mark.parametrize(
     ("pattern", "ignored", "kept"),
     [
@@ -187,6 +215,18 @@ def test_gitignore_is_read_inside_a_work_tree_only(tmp_path: pathlib.Path) -> No
     # A walk that starts below the top still reads the .gitignore files above it.
     tree(tmp_path, {"sub/ign/c.py": SOURCE, "sub/d.py": SOURCE})
     assert walked(tmp_path / "sub", respect_gitignore=True) == ["d.py"]
+
+
+def test_dot_ignore_files_as_ruff_reads_them(tmp_path: pathlib.Path) -> None:
+    """ruff 0.17.6, measured: a ``.ignore`` counts outside a work tree too, and it wins over a
+    ``.gitignore`` (its `!a/` does not re-include what .ignore leaves out)."""
+    tree(tmp_path, {f"{d}/{f}": SOURCE for d in "abc" for f in ("f.py", "g.py")})
+    tree(tmp_path, {".ignore": "a/\n"})
+    assert walked(tmp_path, respect_gitignore=True) == ["b/f.py", "b/g.py", "c/f.py", "c/g.py"]
+    (tmp_path / ".git").mkdir()
+    tree(tmp_path, {".gitignore": "b/\n!a/\n", "c/.ignore": "g.py\n", "c/.gitignore": "!g.py\n"})
+    assert walked(tmp_path, respect_gitignore=True) == ["c/f.py"]
+    assert len(walked(tmp_path)) == 6
 
 
 def test_a_nested_repository_starts_afresh(tmp_path: pathlib.Path) -> None:

@@ -68,7 +68,8 @@ def iter_python_files(
     walked, sorted, leaving out the files and folders found there for which ``excluded(path)``
     is true (ruff's ``exclude``; by default a name in :data:`DEFAULT_EXCLUDE`, ruff's default)
     and, with ``respect_gitignore``, those git ignores (``.gitignore`` files and
-    ``.git/info/exclude``, inside a git work tree: ruff's ``respect-gitignore``)."""
+    ``.git/info/exclude``, inside a git work tree) or an ``.ignore`` file leaves out (ruff's
+    ``respect-gitignore``)."""
     from ._gitignore import GitIgnores
 
     if excluded is None:

@@ -14,7 +14,11 @@ match any number of folders (other ``**`` are ``*``), ``\\`` escapes the next ch
 Within a work tree the last pattern that matches decides, ``.git/info/exclude`` first, then each
 ``.gitignore`` from the top down (so a deeper one overrides a higher one). The walk skips an
 ignored folder whole, so, as in git, a file cannot be re-included under an ignored folder. A
-folder holding its own ``.git`` (a nested repository) starts afresh. Not read: the global
+folder holding its own ``.git`` (a nested repository) starts afresh.
+
+ruff also reads ``.ignore`` files (ripgrep's, same patterns) in every folder from the root of
+the file system down, inside a work tree or not, and they win over ``.gitignore``: a path one of
+them matches (ignored or re-included by ``!``) is decided by them. So does this. Not read: the global
 excludes file (``core.excludesFile``), ``.git/info/exclude`` of a work tree whose ``.git`` is a
 file, and the POSIX classes ``[[:alpha:]]``. ``.gitignore`` symlinks are not followed, as git
 2.32 and later do not follow them.
@@ -169,6 +173,18 @@ class GitIgnores:
 
     def __init__(self) -> None:
         self._rules: dict[str, tuple[Rule, ...] | None] = {}
+        self._dot_ignore: dict[str, tuple[Rule, ...]] = {}
+
+    def dot_ignore(self, folder: str) -> tuple[Rule, ...]:
+        """The rules of the ``.ignore`` files of ``folder`` and every folder above it."""
+        folder = os.path.abspath(folder)
+        found = self._dot_ignore.get(folder)
+        if found is None:
+            parent = os.path.dirname(folder)
+            inherited = () if parent == folder else self.dot_ignore(parent)
+            found = (*inherited, *_read(os.path.join(folder, ".ignore"), folder))
+            self._dot_ignore[folder] = found
+        return found
 
     def rules(self, folder: str) -> tuple[Rule, ...] | None:
         """The rules that apply to the entries of ``folder``: ``None`` outside a work tree."""
@@ -190,10 +206,11 @@ class GitIgnores:
         """Whether git ignores ``path``, an entry of a folder the walk reached (its folders above
         are taken as not ignored: the walk does not enter an ignored one)."""
         path = os.path.abspath(path)
-        rules = self.rules(os.path.dirname(path))
-        for rule in reversed(rules or ()):
-            if rule.matches(path, is_dir):
-                return not rule.negated
+        folder = os.path.dirname(path)
+        for rules in (self.dot_ignore(folder), self.rules(folder) or ()):  # .ignore first, as ruff
+            for rule in reversed(rules):
+                if rule.matches(path, is_dir):
+                    return not rule.negated
         return False
 
 
