@@ -255,11 +255,11 @@ SELF_KILL = """
 import os, signal, sys
 from ckptkeys._cli import _main
 command, signame = sys.argv[1], sys.argv[2]
-real = getattr(_main, {"keys": "_keys", "lint": "_lint", "export": "run_export"}.get(command, "_check"))
+real = getattr(_main, {"keys": "_keys", "lint": "run_lint", "export": "run_export"}.get(command, "_check"))
 def interrupted(args):
     os.kill(os.getpid(), getattr(signal, signame))
     return real(args)
-setattr(_main, {"keys": "_keys", "lint": "_lint", "export": "run_export"}.get(command, "_check"), interrupted)
+setattr(_main, {"keys": "_keys", "lint": "run_lint", "export": "run_export"}.get(command, "_check"), interrupted)
 sys.exit(_main.main(sys.argv[3:]))
 """
 COMMANDS = {
