@@ -110,6 +110,9 @@ FILES = [
     "nested/inner/local_only/wanted.py",
     "nested/inner/wanted.py",
     "excluded_by_info.py",
+    "crlf/x.py",
+    "crlf/y.py",
+    "crlf/z.py",
 ]
 
 
@@ -120,6 +123,7 @@ def test_the_walk_leaves_out_exactly_what_git_leaves_out(tmp_path: pathlib.Path)
     assert git(tmp_path, "init", "-q").returncode == 0
     tree(tmp_path, {name: SOURCE for name in FILES})
     tree(tmp_path, {".gitignore": GITIGNORE, "nested/.gitignore": NESTED, "sub/.gitignore": "!top_only.py\n"})
+    (tmp_path / "crlf" / ".gitignore").write_bytes(b"x.py\r\ny.py  \r\n")  # CRLF line ends, trailing spaces
     (tmp_path / ".git" / "info").mkdir(exist_ok=True)
     (tmp_path / ".git" / "info" / "exclude").write_text("excluded_by_info.py\n", encoding="utf-8")
     listed = git(tmp_path, "ls-files", "--others", "--exclude-standard", "-z")
@@ -129,7 +133,8 @@ def test_the_walk_leaves_out_exactly_what_git_leaves_out(tmp_path: pathlib.Path)
     assert found == expected
     # Not vacuous: the rules left out a good part, and kept some by negation.
     assert len(expected) < len(FILES) - 15
-    assert {"nested/wanted.py", "nested/inner/wanted.py", "sub/top_only.py", "verx.py"} <= set(found)
+    assert {"nested/wanted.py", "nested/inner/wanted.py", "sub/top_only.py", "verx.py", "crlf/z.py"} <= set(found)
+    assert not {"crlf/x.py", "crlf/y.py"} & set(found)
     # git's rule the walk keeps by not entering an ignored folder: no re-including under one.
     assert not {"logs/keep.py", "out/kept/b.py", "space .py"} & set(found)
     assert "nested/inner/local_only/wanted.py" in found  # `/local_only/` is anchored to nested/
@@ -147,6 +152,7 @@ def test_the_walk_is_ruffs(tmp_path: pathlib.Path) -> None:
     tree(tmp_path, {".gitignore": GITIGNORE, "nested/.gitignore": NESTED, "sub/.gitignore": "!top_only.py\n"})
     tree(tmp_path, {".venv/lib/site-packages/x.py": "", ".github/w.py": "", "build/b.py": "", ".tox/t.py": ""})
     tree(tmp_path, {".ignore": "verx.py\n", "nested/.ignore": "!a.py\n"})  # over .gitignore both ways
+    (tmp_path / "crlf" / ".gitignore").write_bytes(b"x.py\r\ny.py  \r\n")
     (tmp_path / ".git" / "info" / "exclude").write_text("excluded_by_info.py\n", encoding="utf-8")
     shown = subprocess.run(
         [str(RUFF), "check", "--isolated", "--show-files", "."],
@@ -180,6 +186,9 @@ def test_the_walk_is_ruffs(tmp_path: pathlib.Path) -> None:
         ("[!ab].py", ["c.py"], ["a.py"]),
         ("[a-c]?.py", ["a1.py", "d/c2.py"], ["d1.py", "a.py"]),
         ("\\[x].py", ["[x].py"], ["x.py"]),
+        ("[[:digit:]]?.py", ["1a.py", "d/2b.py"], ["a1.py"]),
+        ("[![:upper:]_].py", ["a.py", "1.py"], ["A.py", "_.py"]),
+        ("[[:punct:]x].py", ["!.py", "x.py", "-.py"], ["a.py"]),
     ],
 )
 def test_each_pattern_as_git_check_ignore_reads_it(

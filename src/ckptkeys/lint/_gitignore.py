@@ -9,7 +9,7 @@ The patterns are those of gitignore(5): blank lines and ``#`` comments skipped, 
 dropped unless escaped (``\\ ``), ``!`` negates (``\\!`` is a literal ``!``), a trailing ``/``
 matches folders only, a ``/`` at the start or in the middle anchors the pattern to the folder of
 its ``.gitignore`` (without one it matches at any depth), ``*`` and ``?`` do not cross ``/``,
-``[a-z]``/``[!a-z]`` are classes, a leading ``**/``, a trailing ``/**`` and a middle ``/**/``
+``[a-z]``/``[!a-z]``/``[[:digit:]]`` are classes, a leading ``**/``, a trailing ``/**`` and a middle ``/**/``
 match any number of folders (other ``**`` are ``*``), ``\\`` escapes the next character.
 Within a work tree the last pattern that matches decides, ``.git/info/exclude`` first, then each
 ``.gitignore`` from the top down (so a deeper one overrides a higher one). The walk skips an
@@ -20,7 +20,7 @@ ruff also reads ``.ignore`` files (ripgrep's, same patterns) in every folder fro
 the file system down, inside a work tree or not, and they win over ``.gitignore``: a path one of
 them matches (ignored or re-included by ``!``) is decided by them. So does this. Not read: the global
 excludes file (``core.excludesFile``), ``.git/info/exclude`` of a work tree whose ``.git`` is a
-file, and the POSIX classes ``[[:alpha:]]``. ``.gitignore`` symlinks are not followed, as git
+file. ``.gitignore`` symlinks are not followed, as git
 2.32 and later do not follow them.
 """
 
@@ -71,6 +71,7 @@ def parse_gitignore(text: str, base: str) -> list[Rule]:
 
 
 def _rule(line: str, base: str) -> Rule | None:
+    line = line.removesuffix("\r")  # a CRLF file: git (2.39, measured) and ruff drop the CR first
     if not line or line.startswith("#"):
         return None
     # Trailing spaces go, unless the last is escaped (`foo\ `: a name ending in a space).
@@ -137,6 +138,23 @@ def _translate(pattern: str) -> str | None:
     return "".join(out)
 
 
+_POSIX_CLASSES: Final = {
+    "alnum": "a-zA-Z0-9",
+    "alpha": "a-zA-Z",
+    "blank": " \\t",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    "space": " \\t\\n\\r\\f\\v",
+    "upper": "A-Z",
+    "xdigit": "0-9a-fA-F",
+}
+"""The POSIX classes of git's wildmatch (``[[:digit:]]``), in the C locale, as regular-expression class bodies."""
+
+
 def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
     """A ``[...]`` class at ``start`` as a regular-expression class and the index after it;
     ``None`` where it is not closed (then the ``[`` is literal). A class never matches ``/``."""
@@ -151,7 +169,14 @@ def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
         if char == "]" and not first:
             body = "".join(parts)
             return (f"[^/{body}]" if negated else f"(?!/)[{body}]"), i + 1
-        if char == "\\" and i + 1 < len(pattern):
+        if char == "[" and pattern.startswith("[:", i):
+            end = pattern.find(":]", i + 2)
+            name = pattern[i + 2 : end] if end > 0 else ""
+            if name not in _POSIX_CLASSES:
+                return None  # an unknown class: the `[` literal (git's wildmatch then matches nothing)
+            parts.append(_POSIX_CLASSES[name])
+            i = end + 2
+        elif char == "\\" and i + 1 < len(pattern):
             parts.append(re.escape(pattern[i + 1]))
             i += 2
         elif char == "-" and parts and i + 1 < len(pattern) and pattern[i + 1] != "]":
