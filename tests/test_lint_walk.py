@@ -310,3 +310,7 @@ def test_a_file_named_is_linted_whatever_gitignore_says(
     named = os.path.join("generated", "out.py")
     assert paths_reported(capsys, named) == [named]
     assert paths_reported(capsys, "--force-exclude", named) == [named]
+    # ruff's default list is exclude: --force-exclude applies it to a file named (ruff 0.17.6 alike).
+    engine = os.path.join(".venv", "lib", "python3.11", "site-packages", "deepspeed", "engine.py")
+    assert paths_reported(capsys, engine) == [engine]
+    assert paths_reported(capsys, "--force-exclude", engine) == []
