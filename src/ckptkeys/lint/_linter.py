@@ -41,6 +41,7 @@ from ._evidence import (
     registry_index,
 )
 from ._files import physical_lines
+from ._paths import TOP_GROUP, Origin, PathReader, level_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,6 +77,17 @@ def _call_name(node: ast.AST) -> str | None:
             return func.id
         if isinstance(func, ast.Attribute):
             return func.attr
+    return None
+
+
+def _looked_up(node: ast.AST) -> tuple[str, ast.AST] | None:
+    """``(key, mapping)`` of ``mapping["key"]`` or ``mapping.get("key")``; ``None`` for anything else."""
+    if isinstance(node, ast.Subscript):
+        key = key_literal(node.slice)
+        return (str(key.value), node.value) if key is not None else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _KEY_METHODS:
+        key = key_literal(node.args[0]) if node.args else None
+        return (str(key.value), node.func.value) if key is not None else None
     return None
 
 
@@ -171,6 +183,7 @@ class _Linter:
             self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
             return self.findings
         self.tree = tree
+        self.path_reader: PathReader | None = None
         parents = self.parents
         candidates: list[Candidate] = []
         functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
@@ -239,8 +252,11 @@ class _Linter:
                 self.other_format_key(literal)
             if literal is not None and literal.value in members:
                 where = _unparse(holder) if holder is not None else ""
-                candidates.append(Candidate(literal, literal.value, code, store, self.scope(literal), where))
+                candidates.append(
+                    Candidate(literal, literal.value, code, store, self.scope(literal), where, expression=holder)
+                )
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
+        self.functions = functions
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         for call, name in calls:
             scope = self.scope(call)
@@ -268,6 +284,57 @@ class _Linter:
         scope = self.scope(node)
         self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
 
+    def paths(self) -> PathReader:
+        if self.path_reader is None:
+            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
+        return self.path_reader
+
+    def loaded(self, candidate: Candidate) -> Origin | None:
+        """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
+        at a level that holds that key (the file's top level where its kind is not known)."""
+        if candidate.expression is None:
+            return None
+        origin = self.paths().origin(candidate.expression)
+        if origin is None or not origin.loaded:
+            return None
+        if origin.kind is None or origin.kind not in TOP_GROUP:
+            return origin if not origin.keys and origin.kind is None else None
+        group = origin.group()
+        return origin if group and group in registry_index().group_of_value[candidate.value] else None
+
+    def level_members(
+        self, candidate: Candidate, origin: Origin | None, names: tuple[str, ...], unambiguous: bool
+    ) -> tuple[tuple[str, ...], bool, bool]:
+        """The members ranked by the dict level the key is read at (docs/migration.md), where that
+        says which: ``optim["optimizer_state_dict"]`` of an optimizer-states file is OptimFileKeys."""
+        if len(names) < 2 or candidate.code not in ("CK101", "CK102", "CK103"):
+            return names, unambiguous, False
+        chain: tuple[str, ...] = ()
+        kind = None
+        if origin is not None:
+            chain, kind = origin.keys, origin.kind
+        else:
+            expression = candidate.expression
+            while expression is not None:  # optim["a"]["b"]: the literal keys above it
+                key = _looked_up(expression)
+                if key is None:
+                    break
+                chain = (key[0], *chain)
+                expression = key[1]
+        below = None  # the literal key read from what it looks up: d["k"]["below"], d.get("k").get("below")
+        parent = self.parents.get(id(candidate.node))
+        outer = self.parents.get(id(parent)) if parent is not None else None
+        if isinstance(outer, ast.Attribute) and outer.value is parent:
+            outer = self.parents.get(id(outer))
+        found = _looked_up(outer) if outer is not None else None
+        if found is not None and found[1] is parent:
+            below = found[0]
+        group = level_group(candidate.value, chain, kind, below)
+        if group is None:
+            return names, unambiguous, False
+        first = [n for n in names if n.split(".")[0] == group]
+        return (*first, *(n for n in names if n not in first)), True, True
+
     # -- keys ---------------------------------------------------------------------------------
 
     def collection(self, node: ast.AST, candidates: list[Candidate]) -> None:
@@ -290,10 +357,15 @@ class _Linter:
         index = registry_index()
         kept: list[Candidate] = []
         distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
+        origins: dict[int, Origin] = {}  # candidate id -> the DeepSpeed file it is a key of, loaded
         for candidate in candidates:
             if candidate.value in index.naming_only:
                 continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
-            if self.outside_deepspeed(candidate.node) or OTHER_NAME.search(candidate.holder):
+            origin = self.loaded(candidate)
+            if origin is not None:
+                origins[id(candidate)] = origin
+            # (a mapping loaded from a DeepSpeed file is one, whatever its expression mentions: `args`)
+            if self.outside_deepspeed(candidate.node) or (origin is None and OTHER_NAME.search(candidate.holder)):
                 continue
             if id(candidate.scope) in self.other_format:
                 continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
@@ -316,13 +388,22 @@ class _Linter:
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
                 evidence = common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
+                origin = origins.get(id(candidate))
+                if not evidence and origin is not None:
+                    evidence = "a common word, read from what torch.load() returned for the DeepSpeed file "
+                    evidence += repr(origin.text)
+                    if origin.keys:
+                        evidence += f" under {']['.join(map(repr, origin.keys)).join('[]')}"
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
             names, unambiguous = ranked_members(value, around)
+            names, unambiguous, by_level = self.level_members(candidate, origins.get(id(candidate)), names, unambiguous)
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
                 use = f"use {names[0]}"
+            elif by_level:
+                use = f"use {names[0]} (by the dict level it is read at; or {', '.join(names[1:])})"
             elif unambiguous:
                 use = f"use {names[0]} (by the keys around it; or {', '.join(names[1:])})"
             else:

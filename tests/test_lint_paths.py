@@ -1,0 +1,264 @@
+"""ckptkeys lint: names and paths read as issue 22 asks.
+
+A file name or path is followed through the module to the ``torch.load`` that loads it, and the keys read from what it
+returned are judged by that path (whatever the expression mentions: ``args``, ``config``); the
+member suggested is the one of the dict level the key is read at.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+import pytest
+
+from ckptkeys.lint import Finding, fix_source, lint_source
+from ckptkeys.lint._paths import Origin, returned_origin
+from ckptkeys.naming import FileKind
+
+
+def lint(code: str) -> list[Finding]:
+    return lint_source(textwrap.dedent(code), "example.py")
+
+
+def spots(code: str) -> list[tuple[str, str | None]]:
+    return [(f.code, f.value) for f in lint(code)]
+
+
+def fixed(code: str) -> str:
+    source = textwrap.dedent(code)
+    return fix_source(source, lint_source(source, "example.py"))[0]
+
+
+# -- globs and path pieces ---------------------------------------------------------------------
+
+
+def test_a_glob_in_a_module_constant_is_evidence_where_its_files_are_loaded() -> None:
+    code = """
+    MODEL_GLOB = "mp_rank_*_model_states.pt"
+
+    def convert(args):
+        for f in sorted(glob.glob(os.path.join(args.input_dir, MODEL_GLOB))):
+            sd = torch.load(f, map_location="cpu")
+            model.load_state_dict(sd["module"])
+    """
+    (finding,) = lint(code)
+    assert (finding.code, finding.value, finding.candidates) == ("CK101", "module", ("ModuleKeys.MODULE",))
+    assert finding.evidence == (
+        "a common word, read from what torch.load() returned for the DeepSpeed file 'mp_rank_*_model_states.pt'"
+    )
+
+
+# -- keys of what torch.load returned, judged by the path --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # the mapping's expression mentions args: no veto where it is a DeepSpeed file loaded
+        """
+        def main(args):
+            name = "mp_rank_00_model_states.pt"
+            sd = torch.load(os.path.join(args.input_model_path, name))["module"]
+        """,
+        """
+        def main(args, name="mp_rank_00_model_states.pt"):
+            return torch.load(os.path.join(args.input_model_path, name))["module"]
+        """,
+        # the name from the module's top level, through assignments
+        """
+        MODEL_FILE = "mp_rank_00_model_states.pt"
+
+        def load(args):
+            p = os.path.join(args.load, MODEL_FILE)
+            sd = torch.load(p)
+            model.load_state_dict(sd["module"])
+        """,
+        """
+        MODEL_FILE = "mp_rank_00_model_states.pt"
+
+        def load(config):
+            state = torch.load(os.path.join(config.ckpt_dir, MODEL_FILE), map_location="cpu", weights_only=False)
+            return state.get("module")
+        """,
+        # a comprehension over a glob, then an element
+        """
+        def load(d):
+            files = sorted(Path(d).glob("mp_rank_*_model_states.pt"))
+            states = [torch.load(f) for f in files]
+            return states[0]["module"]
+        """,
+        # a helper of the module that loads it, with the name from the module's top level
+        """
+        MODEL_FILE = "mp_rank_00_model_states.pt"
+
+        def load_ds(d):
+            return torch.load(os.path.join(d, MODEL_FILE))
+
+        def main(args):
+            sd = load_ds(args.load)
+            return sd["module"]
+        """,
+        # a loop over enumerate(paths), and with open(path) as f
+        """
+        def main(args, files=("mp_rank_00_model_states.pt",)):
+            for i, f in enumerate(files):
+                with open(os.path.join(args.load, f), "rb") as fd:
+                    sd = torch.load(fd)
+                print(sd["module"])
+        """,
+    ],
+)
+def test_keys_of_a_loaded_deepspeed_file_are_reported(code: str) -> None:
+    found = [(f.code, f.value) for f in lint(code) if f.code.startswith("CK1")]
+    assert found in ([("CK101", "module")], [("CK102", "module")])
+
+
+def test_a_distinctive_key_of_a_loaded_file_whose_path_mentions_args() -> None:
+    code = """
+    OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+
+    def main(args):
+        o = torch.load(os.path.join(args.load, OPTIM), map_location="cpu", weights_only=False)["optimizer_state_dict"]
+    """
+    (finding,) = [f for f in lint(code) if f.code == "CK101"]
+    assert finding.candidates[0] == "OptimFileKeys.OPTIMIZER_STATE_DICT"
+    assert finding.fixable
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # not a DeepSpeed file: args still vetoes, and no evidence
+        """
+        def main(args):
+            return torch.load(os.path.join(args.load, "model.pt"))["module"]
+        """,
+        # a config loaded beside a DeepSpeed file name in another function
+        """
+        def name(d):
+            return os.path.join(d, "mp_rank_00_model_states.pt")
+
+        def main(args):
+            cfg = torch.load(args.config_path)
+            return cfg["optimizer"]
+        """,
+    ],
+)
+def test_keys_of_other_mappings_stay_silent(code: str) -> None:
+    assert [f for f in lint(code) if f.code.startswith("CK1")] == []
+
+
+def test_below_module_is_the_models_own_state_dict() -> None:
+    code = """
+    MODEL_FILE = "mp_rank_00_model_states.pt"
+
+    def main(d):
+        sd = torch.load(os.path.join(d, MODEL_FILE))
+        return sd["module"]["optimizer"]
+    """
+    # 'optimizer' there is one of the model's parameters
+    assert spots(code) == [("CK202", "mp_rank_00_model_states.pt"), ("CK101", "module")]
+
+
+# -- what a helper returns, for project mode ---------------------------------------------------
+
+
+def _function(code: str, name: str) -> tuple[ast.Module, ast.FunctionDef]:
+    tree = ast.parse(textwrap.dedent(code))
+    (function,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+    return tree, function
+
+
+def test_returned_origin_of_a_helper() -> None:
+    code = """
+    MODEL_FILE = "mp_rank_00_model_states.pt"
+
+    def get_checkpoint_name(d, mp):
+        return os.path.join(d, f"mp_rank_{mp:02d}_model_states.pt")
+
+    def optim_files(d):
+        files = glob.glob(os.path.join(d, "*_optim_states.pt"))
+        return sorted(files)
+
+    def load_all(d):
+        return [torch.load(f, map_location="cpu") for f in optim_files(d)]
+
+    def load_model(d):
+        sd = torch.load(os.path.join(d, MODEL_FILE))
+        return sd["module"]
+
+    def config(d):
+        return os.path.join(d, "config.json")
+    """
+    tree, name = _function(code, "get_checkpoint_name")
+    assert returned_origin(name) == Origin(False, FileKind.MODEL_STATES, "mp_rank_{}_model_states.pt")
+    tree, files = _function(code, "optim_files")
+    assert returned_origin(files) == Origin(False, FileKind.OPTIM_STATES, "*_optim_states.pt")
+    tree, load_all = _function(code, "load_all")
+    assert returned_origin(load_all) is None  # optim_files is in the module, not given
+    assert returned_origin(load_all, module=tree) == Origin(True, FileKind.OPTIM_STATES, "*_optim_states.pt")
+    assert returned_origin(load_all, known={"optim_files": Origin(False, None, "x")}) == Origin(True, None, "x")
+    tree, load_model = _function(code, "load_model")
+    assert returned_origin(load_model) is None  # MODEL_FILE is the module's
+    assert returned_origin(load_model, module=tree) == Origin(
+        True, FileKind.MODEL_STATES, "mp_rank_00_model_states.pt", ("module",)
+    )
+    tree, config = _function(code, "config")
+    assert returned_origin(config, module=tree) is None
+
+
+def test_returned_origin_through_a_helper_of_another_module() -> None:
+    _tree, function = _function("def load(d):\n    return torch.load(get_checkpoint_name(d, 0))\n", "load")
+    assert returned_origin(function) is None
+    known = {"get_checkpoint_name": Origin(False, FileKind.MODEL_STATES, "mp_rank_{}_model_states.pt")}
+    assert returned_origin(function, known=known) == Origin(True, FileKind.MODEL_STATES, "mp_rank_{}_model_states.pt")
+    # a recursive helper ends
+    _tree, function = _function("def f(d):\n    return f(d)\n", "f")
+    assert returned_origin(function) is None
+
+
+# -- the group of the dict level a key is read at ----------------------------------------------
+
+
+def test_an_optimizer_states_files_top_level_is_optimfilekeys() -> None:
+    code = 'def f(optim):\n    return optim["optimizer_state_dict"]["overflow"]\n'
+    first, second = lint(code)
+    assert first.candidates[0] == "OptimFileKeys.OPTIMIZER_STATE_DICT" and first.fixable
+    assert "by the dict level it is read at" in first.message
+    assert second.candidates == ("OptimizerKeys.OVERFLOW",)
+    assert fixed(code) == (
+        "from ckptkeys import OptimFileKeys, OptimizerKeys\n\ndef f(optim):\n"
+        "    return optim[OptimFileKeys.OPTIMIZER_STATE_DICT][OptimizerKeys.OVERFLOW]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "member"),
+    [
+        ("zero_pp_rank_0_mp_rank_00_optim_states.pt", "OptimFileKeys.DS_CONFIG"),
+        ("*_optim_states.pt", "OptimFileKeys.DS_CONFIG"),
+        ("mp_rank_00_model_states.pt", "ModuleKeys.DS_CONFIG"),
+    ],
+)
+def test_the_file_loaded_gives_the_group_of_its_top_level(name: str, member: str) -> None:
+    code = f'def f(d):\n    sd = torch.load(glob.glob(os.path.join(d, "{name}"))[0])\n    return sd["ds_config"]\n'
+    (finding,) = [f for f in lint(code) if f.code == "CK101"]
+    assert finding.candidates[0] == member and finding.fixable
+    assert f"return sd[{member}]" in fixed(code)
+
+
+def test_the_level_below_a_key_of_a_loaded_file() -> None:
+    code = """
+    def f(d):
+        optim = torch.load(os.path.join(d, "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+        optim["optimizer_state_dict"].pop("optimizer_state_dict", None)
+        return optim["optimizer_state_dict"]["ds_version"]
+    """
+    found = {(f.line, f.col): f.candidates[0] for f in lint(code) if f.code in ("CK101", "CK102")}
+    assert found == {
+        (4, 11): "OptimFileKeys.OPTIMIZER_STATE_DICT",
+        (4, 39): "OptimizerKeys.OPTIMIZER_STATE_DICT",  # the wrapped torch optimizer's, inside
+        (5, 18): "OptimFileKeys.OPTIMIZER_STATE_DICT",
+        (5, 42): "OptimizerKeys.DS_VERSION",
+    }
