@@ -1,6 +1,7 @@
 """ckptkeys lint: names and paths read as issue 22 asks.
 
-A file name or path is followed through the module to the ``torch.load`` that loads it, and the keys read from what it
+Globs and ``os.path.join``/``pathlib`` pieces are DeepSpeed file names. A file name or path is
+followed through the module to the ``torch.load`` that loads it, and the keys read from what it
 returned are judged by that path (whatever the expression mentions: ``args``, ``config``); the
 member suggested is the one of the dict level the key is read at.
 """
@@ -31,6 +32,36 @@ def fixed(code: str) -> str:
 
 
 # -- globs and path pieces ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "where"),
+    [
+        (
+            'files = glob.glob(os.path.join(folder, tag, "mp_rank_*_model_states.pt"))\n',
+            "mp_rank_*_model_states.pt",
+            "given to glob()",
+        ),
+        (
+            'path = pathlib.Path(d) / tag / "zero_pp_rank_*_optim_states.pt"\n',
+            "zero_pp_rank_*_optim_states.pt",
+            "a piece of a path built with /",
+        ),
+        (
+            'pattern = os.path.join(d, "layer_*-model_states.pt")\n',
+            "layer_*-model_states.pt",
+            "a piece of join()",
+        ),
+    ],
+)
+def test_a_glob_of_deepspeed_names_as_a_path_piece_is_matching_by_hand(code: str, value: str, where: str) -> None:
+    (finding,) = lint(code)
+    assert (finding.code, finding.value) == ("CK204", value)
+    assert finding.evidence == f"a glob of DeepSpeed's file names, {where}"
+
+
+def test_globs_that_name_no_deepspeed_file_are_silent() -> None:
+    assert lint('files = glob.glob(os.path.join(d, "*.pt"))\np = Path(d) / "pytorch_model_*.bin"\n') == []
 
 
 def test_a_glob_in_a_module_constant_is_evidence_where_its_files_are_loaded() -> None:

@@ -41,7 +41,7 @@ from ._evidence import (
     registry_index,
 )
 from ._files import physical_lines
-from ._paths import TOP_GROUP, Origin, PathReader, level_group
+from ._paths import TOP_GROUP, Origin, PathReader, file_name, level_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 _STORING_METHODS: Final = frozenset({"setdefault"})
+_PATH_PIECES: Final = frozenset({"join", "Path", "PurePath", "PosixPath", "joinpath"})
+_GLOB: Final = re.compile(r"[*?]|\[[^\]]*\]")
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 
 
@@ -492,6 +494,12 @@ class _Linter:
                 return
         if DS_FILE_TEXT.search(value):
             matcher = self.matcher(node, parent)
+            evidence = f"a piece of DeepSpeed's file names given to {matcher}"
+            use = self.glob_use(node) if not matcher and _GLOB.search(value) else ""
+            if use and file_name(node) is not None:
+                # a glob of DeepSpeed's file names as a path piece: os.path.join(d, "mp_rank_*_model_states.pt")
+                matcher = "a glob"
+                evidence = f"a glob of DeepSpeed's file names, {use}"
             if matcher:
                 pieces = naming_members(value)
                 self.add(
@@ -500,7 +508,7 @@ class _Linter:
                     f"checkpoint file names matched by hand with {value!r}: use ckptkeys.naming.parse"
                     + (f" or {', '.join(pieces)}" if pieces else ""),
                     value=value,
-                    evidence=f"a piece of DeepSpeed's file names given to {matcher}",
+                    evidence=evidence,
                 )
             return
         if value.startswith(TAG_PREFIX):
@@ -537,6 +545,21 @@ class _Linter:
         ):
             return "an `in` test"
         return ""
+
+    def glob_use(self, node: ast.AST) -> str:
+        """Where a glob pattern goes: to ``glob()`` through the path it is a piece of, or a piece
+        of a path (``join()``, ``Path()``, ``/``); "" for neither (``pattern = "*_optim_states.pt"``)."""
+        parent = self.parents.get(id(node))
+        while parent is not None and not isinstance(parent, ast.stmt):
+            name = _call_name(parent)
+            if name in PARSING_CALLS:
+                return f"given to {name}()"
+            parent = self.parents.get(id(parent))
+        parent = self.parents.get(id(node))
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div):
+            return "a piece of a path built with /"
+        name = _call_name(parent) if parent is not None else None
+        return f"a piece of {name}()" if name in _PATH_PIECES else ""
 
     def latest(self, node: ast.Constant, why: str) -> None:
         if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
