@@ -3,7 +3,8 @@
 Globs and ``os.path.join``/``pathlib`` pieces are DeepSpeed file names. A file name or path is
 followed through the module to the ``torch.load`` that loads it, and the keys read from what it
 returned are judged by that path (whatever the expression mentions: ``args``, ``config``); the
-member suggested is the one of the dict level the key is read at.
+member suggested is the one of the dict level the key is read at. A module-level config display
+takes no evidence from a file named elsewhere, and ``global_step_N`` is another framework's folder.
 """
 
 from __future__ import annotations
@@ -293,3 +294,52 @@ def test_the_level_below_a_key_of_a_loaded_file() -> None:
         (5, 18): "OptimFileKeys.OPTIMIZER_STATE_DICT",
         (5, 42): "OptimizerKeys.DS_VERSION",
     }
+
+
+# -- false alarms --------------------------------------------------------------------------------
+
+
+def test_a_module_level_config_display_takes_no_evidence_from_a_file_named_elsewhere() -> None:
+    code = """
+    MODEL_FILE = "mp_rank_00_model_states.pt"
+    DEFAULTS = {'version': 'moe', 'optimizer': {'type': 'Adam', 'params': {'lr': 1e-4}}}
+
+    def load(d):
+        return torch.load(os.path.join(d, MODEL_FILE))
+    """
+    assert spots(code) == [("CK202", "mp_rank_00_model_states.pt")]
+
+
+def test_a_module_level_display_saved_under_a_deepspeed_name_is_still_reported() -> None:
+    code = """
+    model_state = {"dp_world_size": 1, "mp_world_size": n, "module": {}, "global_steps": 1}
+    for rank in range(n):
+        torch.save(model_state, os.path.join(path, f"mp_rank_{rank:02d}_model_states.pt"))
+    """
+    assert [value for code_, value in spots(code) if code_ == "CK104"] == [
+        "dp_world_size",
+        "mp_world_size",
+        "module",
+        "global_steps",
+    ]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'm = re.search(r"global_step_(\\d+)", path)\n',
+        'folder = f"global_step_{step}"\n',
+        'folders = glob.glob(os.path.join(d, "global_step_*"))\n',
+        'step = int(name.replace("global_step_", ""))\n',
+    ],
+)
+def test_another_frameworks_global_step_folders_are_silent(code: str) -> None:
+    assert lint(code) == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    ['m = re.search(r"global_step(\\d+)", path)\n', 'folder = f"global_step{step}"\n', 'glob.glob("global_step*")\n'],
+)
+def test_deepspeeds_tags_are_still_reported(code: str) -> None:
+    assert [f.code for f in lint(code)] == ["CK203"]

@@ -186,6 +186,7 @@ class _Linter:
             return self.findings
         self.tree = tree
         self.path_reader: PathReader | None = None
+        self.top_evidence: dict[int, str] = {}  # module-level statement id -> why it is about DeepSpeed files
         parents = self.parents
         candidates: list[Candidate] = []
         functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
@@ -265,7 +266,11 @@ class _Linter:
             if id(scope) in self.file_evidence:
                 continue
             if name in DS_NAME_FUNCTIONS:
-                self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                why = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                if scope is self.tree:
+                    self.top_evidence.setdefault(id(self.top_statement(call)), why)
+                else:
+                    self.file_evidence[id(scope)] = why
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
         for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
@@ -284,7 +289,37 @@ class _Linter:
 
     def note_file_name(self, node: ast.AST, text: str) -> None:
         scope = self.scope(node)
-        self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
+        why = f"names the DeepSpeed file {text!r}"
+        if scope is self.tree:
+            # At the module's top level a file name is evidence for its own statement only: not
+            # for a config display elsewhere in the module (what is loaded from it is followed).
+            self.top_evidence.setdefault(id(self.top_statement(node)), why)
+        else:
+            self.file_evidence.setdefault(id(scope), why)
+
+    def statement_evidence(self, statement: ast.AST) -> str:
+        """Why a statement of the module's top level is about DeepSpeed files: it names one, or it
+        binds a name a statement that names one uses (``state = {...}`` then ``torch.save(state,
+        f"mp_rank_{r:02d}_model_states.pt")``); "" if neither."""
+        why = self.top_evidence.get(id(statement), "")
+        if why or not isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            return why
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        bound = {t.id for t in targets if isinstance(t, ast.Name)}
+        for other in self.tree.body:
+            reason = self.top_evidence.get(id(other))
+            if reason and other is not statement:
+                used = {n.id for n in ast.walk(other) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                if bound & used:
+                    return reason
+        return ""
+
+    def top_statement(self, node: ast.AST) -> ast.AST:
+        """The statement of the module's body that holds ``node``."""
+        child, parent = node, self.parents.get(id(node))
+        while parent is not None and parent is not self.tree:
+            child, parent = parent, self.parents.get(id(parent))
+        return child
 
     def paths(self) -> PathReader:
         if self.path_reader is None:
@@ -389,7 +424,11 @@ class _Linter:
                 if candidate.code == "CK107":
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
-                evidence = common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
+                file_evidence = self.file_evidence
+                if candidate.scope is self.tree:  # the module's top level: its own statement's
+                    why = self.statement_evidence(self.top_statement(candidate.node))
+                    file_evidence = {id(self.tree): why} if why else {}
+                evidence = common_word_evidence(candidate, distinctive, by_group, file_evidence, self.tree)
                 origin = origins.get(id(candidate))
                 if not evidence and origin is not None:
                     evidence = "a common word, read from what torch.load() returned for the DeepSpeed file "
@@ -513,6 +552,8 @@ class _Linter:
             return
         if value.startswith(TAG_PREFIX):
             rest, matcher = value[len(TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+            if rest[:1] == "_":
+                return  # global_step_(\d+), global_step_*: another framework's folders (DeepSpeed's: global_step{N})
             if rest.isdigit():
                 message = (
                     f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
