@@ -41,7 +41,7 @@ from ._evidence import (
     registry_index,
 )
 from ._files import physical_lines
-from ._paths import TOP_GROUP, Origin, PathReader, file_name, level_group
+from ._paths import LOADING, TOP_GROUP, Origin, PathReader, file_name, level_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -186,6 +186,8 @@ class _Linter:
             return self.findings
         self.tree = tree
         self.path_reader: PathReader | None = None
+        self.loads_deepspeed = False
+        self.used_names: dict[int, set[str]] = {}  # module-level statement id -> the names it reads
         self.top_evidence: dict[int, str] = {}  # module-level statement id -> why it is about DeepSpeed files
         parents = self.parents
         candidates: list[Candidate] = []
@@ -260,6 +262,7 @@ class _Linter:
                 )
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
         self.functions = functions
+        self.loads = [call for call, name in calls if name in LOADING and call.args]  # type: ignore[attr-defined]
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         for call, name in calls:
             scope = self.scope(call)
@@ -309,7 +312,10 @@ class _Linter:
         for other in self.tree.body:
             reason = self.top_evidence.get(id(other))
             if reason and other is not statement:
-                used = {n.id for n in ast.walk(other) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                used = self.used_names.get(id(other))
+                if used is None:
+                    used = {n.id for n in ast.walk(other) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                    self.used_names[id(other)] = used
                 if bound & used:
                     return reason
         return ""
@@ -321,17 +327,22 @@ class _Linter:
             child, parent = parent, self.parents.get(id(parent))
         return child
 
-    def paths(self) -> PathReader:
+    def paths(self) -> PathReader | None:
+        """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
+        file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
         if self.path_reader is None:
-            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
-        return self.path_reader
+            reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
+            self.path_reader = reader
+            self.loads_deepspeed = any(reader.origin(call) is not None for call in self.loads)
+        return self.path_reader if self.loads_deepspeed else None
 
     def loaded(self, candidate: Candidate) -> Origin | None:
         """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
         at a level that holds that key (the file's top level where its kind is not known)."""
-        if candidate.expression is None:
+        reader = self.paths() if candidate.expression is not None else None
+        if reader is None or candidate.expression is None:
             return None
-        origin = self.paths().origin(candidate.expression)
+        origin = reader.origin(candidate.expression)
         if origin is None or not origin.loaded:
             return None
         if origin.kind is None or origin.kind not in TOP_GROUP:

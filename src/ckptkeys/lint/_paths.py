@@ -35,7 +35,7 @@ _KEEPING: Final = frozenset(
     {"sorted", "list", "tuple", "reversed", "str", "fspath", "abspath", "realpath", "normpath", "expanduser", "open"}
 )
 _KEEPING_METHODS: Final = frozenset({"resolve", "absolute", "as_posix", "expanduser", "with_name", "joinpath"})
-_LOADING: Final = frozenset({"load"})
+LOADING: Final = frozenset({"load"})
 _READING_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 # A glob's tail: "*_optim_states.pt", "*model_states.pt" (its kind by the suffix).
 _GLOB_TAIL: Final = re.compile(r"\0[^\0/]*?[_-]?(model_states|optim_states)\.pt$")
@@ -290,7 +290,7 @@ class PathReader:
             named = file_name(node)
             return Origin(False, named[1], named[0]) if named is not None else None
         arguments = [*node.args, *(k.value for k in node.keywords if k.arg in (None, "f", "path", "pathname"))]
-        if name in _LOADING and node.args:
+        if name in LOADING and node.args:
             found = self._path(node.args[0])
             return Origin(True, found.kind, found.text) if found is not None else None
         if name in _JOINING or name in _KEEPING:
