@@ -296,6 +296,21 @@ def test_the_level_below_a_key_of_a_loaded_file() -> None:
     }
 
 
+def test_the_level_through_a_name_bound_to_a_key() -> None:
+    # the keys read below it, through the name, are not the keys around it
+    code = """
+    def f(optim):
+        osd = optim["optimizer_state_dict"]
+        return osd["fp32_flat_groups"], osd["ds_version"]
+    """
+    found = [(f.value, f.candidates[0], f.fixable) for f in lint(code)]
+    assert found == [
+        ("optimizer_state_dict", "OptimFileKeys.OPTIMIZER_STATE_DICT", True),
+        ("fp32_flat_groups", "OptimizerKeys.FP32_FLAT_GROUPS", True),
+        ("ds_version", "OptimizerKeys.DS_VERSION", True),
+    ]
+
+
 # -- false alarms --------------------------------------------------------------------------------
 
 

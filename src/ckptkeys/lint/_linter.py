@@ -331,10 +331,19 @@ class _Linter:
         """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
         file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
         if self.path_reader is None:
-            reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
-            self.path_reader = reader
+            reader = self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
             self.loads_deepspeed = any(reader.origin(call) is not None for call in self.loads)
         return self.path_reader if self.loads_deepspeed else None
+
+    def bound(self, name: ast.AST, scope: ast.AST) -> ast.AST | None:
+        """What the name ``name`` is bound to in ``scope``, where it is bound once; else ``None``."""
+        if not isinstance(name, ast.Name):
+            return None
+        if self.path_reader is None:
+            self.paths()
+        assert self.path_reader is not None
+        values = self.path_reader.bindings(scope).get(name.id, [])
+        return values[0] if len(values) == 1 else None
 
     def loaded(self, candidate: Candidate) -> Origin | None:
         """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
@@ -363,10 +372,13 @@ class _Linter:
             chain, kind = origin.keys, origin.kind
         else:
             expression = candidate.expression
-            while expression is not None:  # optim["a"]["b"]: the literal keys above it
+            while expression is not None:  # optim["a"]["b"], x = optim["a"]; x["b"]: the literal keys above it
                 key = _looked_up(expression)
                 if key is None:
-                    break
+                    expression = self.bound(expression, candidate.scope)
+                    if expression is None or _looked_up(expression) is None:
+                        break
+                    continue
                 chain = (key[0], *chain)
                 expression = key[1]
         below = None  # the literal key read from what it looks up: d["k"]["below"], d.get("k").get("below")
@@ -377,11 +389,28 @@ class _Linter:
         found = _looked_up(outer) if outer is not None else None
         if found is not None and found[1] is parent:
             below = found[0]
+        elif isinstance(outer, ast.Assign) and outer.value is parent and len(outer.targets) == 1:
+            below = self.read_below(outer.targets[0], candidate.scope)  # x = d["k"]; x["below"]
         group = level_group(candidate.value, chain, kind, below)
         if group is None:
             return names, unambiguous, False
         first = [n for n in names if n.split(".")[0] == group]
         return (*first, *(n for n in names if n not in first)), True, True
+
+    def read_below(self, target: ast.AST, scope: ast.AST) -> str | None:
+        """The first literal key read from the name ``target`` in ``scope``, where the name is bound once."""
+        if not isinstance(target, ast.Name) or self.bound(target, scope) is None:
+            return None
+        for node in ast.walk(scope):
+            found = _looked_up(node)
+            if (
+                found is not None
+                and isinstance(found[1], ast.Name)
+                and found[1].id == target.id
+                and registry_index().group_of_value.get(found[0])
+            ):
+                return found[0]
+        return None
 
     # -- keys ---------------------------------------------------------------------------------
 
