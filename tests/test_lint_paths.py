@@ -131,6 +131,26 @@ def test_a_glob_in_a_module_constant_is_evidence_where_its_files_are_loaded() ->
             sd = load_ds(args.load)
             return sd["module"]
         """,
+        # a parameter, given a glob's files by the module's call of the function (DeepSpeed's zero_to_fp32)
+        """
+        def parse_model_states(files, ds_dir):
+            for f in files:
+                state_dict = torch.load(f, map_location="cpu")
+                yield state_dict["module"]
+
+        def main(args):
+            files = sorted(glob.glob(os.path.join(args.dir, "*_model_states.pt")))
+            return list(parse_model_states(files, args.dir))
+        """,
+        # a method's parameter, given by a call through self
+        """
+        class Loader:
+            def read(self, path, strict=True):
+                return torch.load(path)["module"]
+
+            def run(self, d):
+                return self.read(os.path.join(d, "mp_rank_00_model_states.pt"))
+        """,
         # a loop over enumerate(paths), and with open(path) as f
         """
         def main(args, files=("mp_rank_00_model_states.pt",)):
@@ -165,6 +185,14 @@ def test_a_distinctive_key_of_a_loaded_file_whose_path_mentions_args() -> None:
         """
         def main(args):
             return torch.load(os.path.join(args.load, "model.pt"))["module"]
+        """,
+        # a parameter the module's calls give no DeepSpeed path
+        """
+        def read(path):
+            return torch.load(path)["optimizer"]
+
+        def run(d):
+            return read(os.path.join(d, "checkpoint.pt"))
         """,
         # a config loaded beside a DeepSpeed file name in another function
         """

@@ -261,7 +261,7 @@ class _Linter:
                     Candidate(literal, literal.value, code, store, self.scope(literal), where, expression=holder)
                 )
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
-        self.functions = functions
+        self.functions, self.calls = functions, calls
         self.loads = [call for call, name in calls if name in LOADING and call.args]  # type: ignore[attr-defined]
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         for call, name in calls:
@@ -331,7 +331,9 @@ class _Linter:
         """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
         file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
         if self.path_reader is None:
-            reader = self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions)
+            reader = self.path_reader = PathReader(
+                self.tree, parents=self.parents, functions=self.functions, calls=self.calls
+            )
             self.loads_deepspeed = any(reader.origin(call) is not None for call in self.loads)
         return self.path_reader if self.loads_deepspeed else None
 

@@ -5,9 +5,10 @@ A file name counts wherever it is written: a literal (``"mp_rank_00_model_states
 (``"*_optim_states.pt"``), a string built from parts, a piece of ``os.path.join``, ``Path(...)``,
 ``/``, given to ``glob``, ``sorted`` or ``open``. A path is followed through the module: a name
 assigned one (``p = os.path.join(d, name)``), a loop or comprehension variable over paths
-(``for f in glob(...)``), a parameter's default, a function of the module that returns one. What
-``torch.load`` returns for such a path is a *loaded* mapping, and the keys read from it
-(``sd["optimizer_state_dict"]["overflow"]``) are at a known level of a known file.
+(``for f in glob(...)``), a parameter's default or what the module's calls pass it, a function of
+the module that returns one. What ``torch.load`` returns for such a path is a *loaded* mapping,
+and the keys read from it (``sd["optimizer_state_dict"]["overflow"]``) are at a known level of
+a known file.
 
 :func:`returned_origin` says of a function definition whether it returns a DeepSpeed file name
 or path, or what loading one returned: what a helper gives its callers.
@@ -155,17 +156,24 @@ class PathReader:
         known: Mapping[str, Origin] | None = None,
         parents: dict[int, ast.AST] | None = None,
         functions: Iterable[ast.FunctionDef | ast.AsyncFunctionDef] | None = None,
+        calls: Iterable[tuple[ast.AST, str]] | None = None,
     ) -> None:
         self.tree = tree
         self.known = dict(known or {})
-        if parents is None or functions is None:  # (the linter passes what its walk found)
-            parents, functions = {}, []
+        if parents is None or functions is None or calls is None:  # (the linter passes what its walk found)
+            parents, functions, calls = {}, [], []
             for node in ast.walk(tree):
                 for child in ast.iter_child_nodes(node):
                     parents[id(child)] = node
                 if isinstance(node, _FUNCTIONS):
                     functions.append(node)
+                elif isinstance(node, ast.Call) and (called := _called(node)) is not None:
+                    calls.append((node, called))
         self.parents = parents
+        self.calls: dict[str, list[ast.Call]] = {}  # the module's calls by the name called
+        for call, name in calls:
+            if isinstance(call, ast.Call):
+                self.calls.setdefault(name, []).append(call)
         self.functions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         for function in functions:
             self.functions.setdefault(function.name, []).append(function)
@@ -334,6 +342,30 @@ class PathReader:
                 found = self.origin(value)
                 if found is not None:
                     return found
+            if isinstance(scope, _FUNCTIONS):
+                found = self.argument(scope, node.id)
+                if found is not None:
+                    return found
+        return None
+
+    def argument(self, function: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> Origin | None:
+        """What the module's calls of ``function`` pass as its parameter ``name``: ``files`` of
+        ``parse_model_states(files)`` called as ``parse_model_states(get_model_state_files(d))``."""
+        arguments = function.args
+        positional = [a.arg for a in (*arguments.posonlyargs, *arguments.args)]
+        if name not in positional and name not in (a.arg for a in arguments.kwonlyargs):
+            return None
+        method = isinstance(self.parents.get(id(function)), ast.ClassDef) and positional[:1] in (["self"], ["cls"])
+        for call in self.calls.get(function.name, ()):
+            given = next((k.value for k in call.keywords if k.arg == name), None)
+            if given is None and name in positional:
+                at = positional.index(name) - (1 if method and isinstance(call.func, ast.Attribute) else 0)
+                before = call.args[: at + 1] if at >= 0 else []
+                if len(before) == at + 1 and not any(isinstance(a, ast.Starred) for a in before):
+                    given = call.args[at]
+            found = self.origin(given) if given is not None else None
+            if found is not None:
+                return found
         return None
 
     def returns(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> Origin | None:
@@ -364,7 +396,8 @@ def returned_origin(
     read from it, ``keys`` saying which), ``None`` otherwise.
 
     Pure: reads only ``function`` (its body, its parameters' defaults), the functions and
-    module-level names of ``module`` when given (the module that defines it), and ``known``:
+    module-level names of ``module`` when given (the module that defines it, whose calls of its
+    functions also give their parameters), and ``known``:
     what helpers defined elsewhere return, by the name they are called by (so that project mode
     can pass what it found in other modules). Names are followed through assignments, loops and
     comprehensions; DeepSpeed's and ckptkeys' name functions (``get_optim_files``,
