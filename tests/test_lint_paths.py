@@ -61,6 +61,37 @@ def test_a_glob_of_deepspeed_names_as_a_path_piece_is_matching_by_hand(code: str
     assert finding.evidence == f"a glob of DeepSpeed's file names, {where}"
 
 
+@pytest.mark.parametrize(
+    ("code", "value", "where"),
+    [
+        ('files = get_checkpoint_files(d, "*_model_states.pt")\n', "*_model_states.pt", "get_checkpoint_files"),
+        ('files = find(d, pattern="zero_pp_rank_*_optim_states.pt")\n', "zero_pp_rank_*_optim_states.pt", "find"),
+    ],
+)
+def test_a_glob_of_deepspeed_names_given_to_a_function(code: str, value: str, where: str) -> None:
+    (finding,) = lint(code)
+    assert (finding.code, finding.value) == ("CK204", value)
+    assert finding.evidence == f"a glob of DeepSpeed's file names, given to {where}()"
+
+
+@pytest.mark.parametrize(
+    ("code", "evidence"),
+    [
+        (
+            'folders = glob.glob(f"{path}/global_step*")\n',
+            "a path piece 'global_step*': DeepSpeed's tag prefix and a wildcard",
+        ),
+        (
+            'p = f"{path}/global_step{step}/mp_rank_00_model_states.pt"\n',
+            "a path piece 'global_step{}': DeepSpeed's tag prefix and a placeholder",
+        ),
+    ],
+)
+def test_a_tag_as_a_path_piece(code: str, evidence: str) -> None:
+    (finding,) = lint(code)
+    assert (finding.code, finding.evidence) == ("CK203", evidence)
+
+
 def test_globs_that_name_no_deepspeed_file_are_silent() -> None:
     assert lint('files = glob.glob(os.path.join(d, "*.pt"))\np = Path(d) / "pytorch_model_*.bin"\n') == []
 
@@ -374,6 +405,7 @@ def test_a_module_level_display_saved_under_a_deepspeed_name_is_still_reported()
         'folder = f"global_step_{step}"\n',
         'folders = glob.glob(os.path.join(d, "global_step_*"))\n',
         'step = int(name.replace("global_step_", ""))\n',
+        'folder = f"{path}/global_step_{step}"\n',
     ],
 )
 def test_another_frameworks_global_step_folders_are_silent(code: str) -> None:

@@ -542,6 +542,21 @@ class _Linter:
                 evidence=f"a string that starts with DeepSpeed's tag prefix {TAG_PREFIX!r} and a placeholder",
             )
             return
+        folders = template.replace("\\", "/").split("/")[1:]  # the pieces of a path after its start
+        tag = next((piece for piece in folders if piece in (TAG_PREFIX + "\0", TAG_PREFIX + "*")), None)
+        if tag is not None:  # f"{path}/global_step{step}", f"{path}/global_step*": the tag folder by hand
+            self.tag_scopes.add(id(self.scope(node)))
+            globbed = tag.endswith("*")
+            self.add(
+                node,
+                "CK203",
+                "checkpoint tags globbed by hand in a path: use NamingKeys.DEFAULT_TAG_PREFIX"
+                if globbed
+                else 'checkpoint tag built by hand in a path: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
+                evidence=f"a path piece {tag.replace(chr(0), '{}')!r}: DeepSpeed's tag prefix and "
+                + ("a wildcard" if globbed else "a placeholder"),
+            )
+            return
         if not is_ds_file_name(template):
             return
         names = naming_members(template)
@@ -642,7 +657,13 @@ class _Linter:
         if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div):
             return "a piece of a path built with /"
         name = _call_name(parent) if parent is not None else None
-        return f"a piece of {name}()" if name in _PATH_PIECES else ""
+        if name in _PATH_PIECES:
+            return f"a piece of {name}()"
+        if isinstance(parent, ast.keyword):
+            parent = self.parents.get(id(parent))
+            name = _call_name(parent) if parent is not None else None
+        # given to a function of its own: get_checkpoint_files(folder, "*_model_states.pt")
+        return f"given to {name}()" if name else ""
 
     def latest(self, node: ast.Constant, why: str) -> None:
         if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
