@@ -418,3 +418,15 @@ def test_another_frameworks_global_step_folders_are_silent(code: str) -> None:
 )
 def test_deepspeeds_tags_are_still_reported(code: str) -> None:
     assert [f.code for f in lint(code)] == ["CK203"]
+
+
+def test_a_chain_of_names_deeper_than_the_stack_is_no_crash() -> None:
+    # followed until the stack ends; then nothing is known of it, and the rest is linted
+    chain = "".join(f"    p{i + 1} = p{i}\n" for i in range(3000))
+    code = f'NAME = "mp_rank_00_model_states.pt"\n\ndef f(d):\n    p0 = os.path.join(d, NAME)\n{chain}'
+    code += "    sd = torch.load(p3000)\n    return sd['module'], sd['param_shapes']\n"
+    assert [(f.code, f.value) for f in lint_source(code)] == [
+        ("CK202", "mp_rank_00_model_states.pt"),
+        ("CK101", "module"),  # beside 'param_shapes'
+        ("CK101", "param_shapes"),
+    ]

@@ -93,6 +93,13 @@ def _looked_up(node: ast.AST) -> tuple[str, ast.AST] | None:
     return None
 
 
+def _origin(reader: PathReader, node: ast.AST) -> Origin | None:
+    try:
+        return reader.origin(node)
+    except RecursionError:  # a chain of names or path pieces deeper than the stack: nothing known
+        return None
+
+
 def _unparse(node: ast.AST) -> str:
     try:
         return ast.unparse(node)
@@ -334,7 +341,7 @@ class _Linter:
             reader = self.path_reader = PathReader(
                 self.tree, parents=self.parents, functions=self.functions, calls=self.calls
             )
-            self.loads_deepspeed = any(reader.origin(call) is not None for call in self.loads)
+            self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads)
         return self.path_reader if self.loads_deepspeed else None
 
     def bound(self, name: ast.AST, scope: ast.AST) -> ast.AST | None:
@@ -353,7 +360,7 @@ class _Linter:
         reader = self.paths() if candidate.expression is not None else None
         if reader is None or candidate.expression is None:
             return None
-        origin = reader.origin(candidate.expression)
+        origin = _origin(reader, candidate.expression)
         if origin is None or not origin.loaded:
             return None
         if origin.kind is None or origin.kind not in TOP_GROUP:
