@@ -252,6 +252,33 @@ def test_below_module_is_the_models_own_state_dict() -> None:
     assert spots(code) == [("CK202", "mp_rank_00_model_states.pt"), ("CK101", "module")]
 
 
+def test_a_display_saved_as_a_deepspeed_file() -> None:
+    code = """
+    MODEL = "mp_rank_00_model_states.pt"
+    OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+
+    def save(d, m, n):
+        state = {"module": m.state_dict(), "optimizer": None, "mp_world_size": n}
+        torch.save(state, os.path.join(d, MODEL))
+
+    def save_optim(d, cfg):
+        torch.save({"ds_config": cfg, "ds_version": "0.19.8"}, os.path.join(d, OPTIM))
+
+    def save_plain(d, m):
+        torch.save({"module": m.state_dict(), "optimizer": None}, os.path.join(d, "model.pt"))
+    """
+    found = [(f.line, f.value, f.candidates[0], f.fixable) for f in lint(code) if f.code == "CK104"]
+    assert found == [
+        (6, "module", "ModuleKeys.MODULE", True),
+        (6, "optimizer", "ModuleKeys.OPTIMIZER", True),
+        (6, "mp_world_size", "ModuleKeys.MP_WORLD_SIZE", True),
+        (10, "ds_config", "OptimFileKeys.DS_CONFIG", True),  # the top level of an optimizer-states file
+        (10, "ds_version", "OptimFileKeys.DS_VERSION", True),
+    ]
+    (module,) = [f for f in lint(code) if f.value == "module"]
+    assert module.evidence == "a common word, a key of a dict saved as the DeepSpeed file 'mp_rank_00_model_states.pt'"
+
+
 # -- what a helper returns, for project mode ---------------------------------------------------
 
 

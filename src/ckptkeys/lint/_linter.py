@@ -193,7 +193,8 @@ class _Linter:
             return self.findings
         self.tree = tree
         self.path_reader: PathReader | None = None
-        self.loads_deepspeed = False
+        self.loads_deepspeed: bool | None = None  # (None: not read yet)
+        self.saved_displays: dict[int, Origin] | None = None
         self.used_names: dict[int, set[str]] = {}  # module-level statement id -> the names it reads
         self.top_evidence: dict[int, str] = {}  # module-level statement id -> why it is about DeepSpeed files
         parents = self.parents
@@ -337,12 +338,38 @@ class _Linter:
     def paths(self) -> PathReader | None:
         """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
         file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
-        if self.path_reader is None:
-            reader = self.path_reader = PathReader(
-                self.tree, parents=self.parents, functions=self.functions, calls=self.calls
-            )
+        if self.loads_deepspeed is None:
+            reader = self.reader()
             self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads)
         return self.path_reader if self.loads_deepspeed else None
+
+    def reader(self) -> PathReader:
+        if self.path_reader is None:
+            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions, calls=self.calls)
+        return self.path_reader
+
+    def saved(self) -> dict[int, Origin]:
+        """The dict displays saved as a DeepSpeed file (display id -> the file): ``torch.save({...},
+        path)``, or ``state = {...}`` then ``torch.save(state, path)``, the path a DeepSpeed file's."""
+        if self.saved_displays is None:
+            self.saved_displays = {}
+            for call, name in self.calls:
+                if name != "save" or not isinstance(call, ast.Call):
+                    continue
+                given = {k.arg: k.value for k in call.keywords}
+                saved = call.args[0] if call.args else given.get("obj")
+                path = call.args[1] if len(call.args) > 1 else given.get("f")
+                origin = _origin(self.reader(), path) if saved is not None and path is not None else None
+                if origin is None or origin.loaded or saved is None:
+                    continue
+                displays = [saved] if isinstance(saved, ast.Dict) else []
+                if isinstance(saved, ast.Name):
+                    for scope in self.reader().scopes(saved):
+                        bound = self.reader().bindings(scope).get(saved.id, [])
+                        displays += [value for value in bound if isinstance(value, ast.Dict)]
+                for display in displays:
+                    self.saved_displays.setdefault(id(display), Origin(True, origin.kind, origin.text))
+        return self.saved_displays
 
     def bound(self, name: ast.AST, scope: ast.AST) -> ast.AST | None:
         """What the name ``name`` is bound to in ``scope``, where it is bound once; else ``None``."""
@@ -357,10 +384,13 @@ class _Linter:
     def loaded(self, candidate: Candidate) -> Origin | None:
         """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
         at a level that holds that key (the file's top level where its kind is not known)."""
-        reader = self.paths() if candidate.expression is not None else None
-        if reader is None or candidate.expression is None:
-            return None
-        origin = _origin(reader, candidate.expression)
+        if candidate.code == "CK104" and candidate.group is not None and self.saved().get(id(candidate.group)):
+            origin: Origin | None = self.saved()[id(candidate.group)]  # a key of a display saved as the file
+        else:
+            reader = self.paths() if candidate.expression is not None else None
+            if reader is None or candidate.expression is None:
+                return None
+            origin = _origin(reader, candidate.expression)
         if origin is None or not origin.loaded:
             return None
         if origin.kind is None or origin.kind not in TOP_GROUP:
@@ -373,8 +403,10 @@ class _Linter:
     ) -> tuple[tuple[str, ...], bool, bool]:
         """The members ranked by the dict level the key is read at (docs/migration.md), where that
         says which: ``optim["optimizer_state_dict"]`` of an optimizer-states file is OptimFileKeys."""
-        if len(names) < 2 or candidate.code not in ("CK101", "CK102", "CK103"):
+        if len(names) < 2 or candidate.code not in ("CK101", "CK102", "CK103", "CK104"):
             return names, unambiguous, False
+        if candidate.code == "CK104" and origin is None:
+            return names, unambiguous, False  # a display: its level known only where it is saved as a file
         chain: tuple[str, ...] = ()
         kind = None
         if origin is not None:
@@ -479,7 +511,9 @@ class _Linter:
                     file_evidence = {id(self.tree): why} if why else {}
                 evidence = common_word_evidence(candidate, distinctive, by_group, file_evidence, self.tree)
                 origin = origins.get(id(candidate))
-                if not evidence and origin is not None:
+                if not evidence and origin is not None and candidate.code == "CK104":
+                    evidence = f"a common word, a key of a dict saved as the DeepSpeed file {origin.text!r}"
+                elif not evidence and origin is not None:
                     evidence = "a common word, read from what torch.load() returned for the DeepSpeed file "
                     evidence += repr(origin.text)
                     if origin.keys:
