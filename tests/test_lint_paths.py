@@ -331,6 +331,13 @@ def test_returned_origin_through_a_helper_of_another_module() -> None:
     assert returned_origin(function) is None
     known = {"get_checkpoint_name": Origin(False, FileKind.MODEL_STATES, "mp_rank_{}_model_states.pt")}
     assert returned_origin(function, known=known) == Origin(True, FileKind.MODEL_STATES, "mp_rank_{}_model_states.pt")
+    # DeepSpeed's own name functions: the glob given, else the kind each names
+    _tree, function = _function('def files(d):\n    return get_checkpoint_files(d, "*_optim_states.pt")\n', "files")
+    assert returned_origin(function) == Origin(False, FileKind.OPTIM_STATES, "*_optim_states.pt")
+    _tree, function = _function(
+        "def name(self, d, tag, r):\n    return self._get_optimizer_ckpt_name(d, tag, r)\n", "name"
+    )
+    assert returned_origin(function) == Origin(False, FileKind.EXPERT_OPTIM_STATES, "_get_optimizer_ckpt_name()")
     # a recursive helper ends
     _tree, function = _function("def f(d):\n    return f(d)\n", "f")
     assert returned_origin(function) is None

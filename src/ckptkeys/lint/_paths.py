@@ -113,7 +113,7 @@ def file_name(node: ast.AST) -> tuple[str, FileKind | None] | None:
     kind = record.kind if record is not None else None
     if kind is None and tail is not None:
         kind = FileKind.OPTIM_STATES if tail.group(1) == "optim_states" else FileKind.MODEL_STATES
-    shown = template.replace("\0", "{}") if "*" not in template else template
+    shown = template.replace("\0", "{}")
     return shown.replace("\\", "/").rsplit("/", 1)[-1], kind
 
 
@@ -129,7 +129,13 @@ _BY_FUNCTION: Final[dict[str, FileKind]] = {
     "get_optim_files": FileKind.OPTIM_STATES,
     "get_zero_ckpt_name_for_rank": FileKind.OPTIM_STATES,
     "_get_zero_ckpt_name": FileKind.OPTIM_STATES,
-    "_get_optimizer_ckpt_name": FileKind.OPTIM_STATES,
+    "_get_optimizer_ckpt_name": FileKind.EXPERT_OPTIM_STATES,
+    "expert_optim_states": FileKind.EXPERT_OPTIM_STATES,
+    "get_layer_ckpt_name_for_rank": FileKind.LAYER_MODEL_STATES,
+    "_get_layer_ckpt_name": FileKind.LAYER_MODEL_STATES,
+    "layer_model_states": FileKind.LAYER_MODEL_STATES,
+    "_get_expert_ckpt_name": FileKind.EXPERT_MODEL_STATES,
+    "expert_model_states": FileKind.EXPERT_MODEL_STATES,
     "get_model_ckpt_name_for_rank": FileKind.MODEL_STATES,
     "_get_ckpt_name": FileKind.MODEL_STATES,
     "model_states": FileKind.MODEL_STATES,
@@ -315,8 +321,9 @@ class PathReader:
             return self._path(func.value)
         if name in _READING_METHODS and isinstance(func, ast.Attribute) and node.args:
             return self.read(func.value, node.args[0])
-        if name in DS_NAME_FUNCTIONS:
-            return Origin(False, _BY_FUNCTION.get(name), f"{name}()")
+        if name in DS_NAME_FUNCTIONS:  # get_checkpoint_files(d, "*_model_states.pt"): the glob's kind
+            given = next((found for found in map(self._path, arguments) if found is not None), None)
+            return given or Origin(False, _BY_FUNCTION.get(name), f"{name}()")
         if name in self.known:
             return self.known[name]
         for function in self.functions.get(name, ()):
