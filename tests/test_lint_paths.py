@@ -55,7 +55,7 @@ def fixed(code: str) -> str:
         ),
     ],
 )
-def test_a_glob_of_deepspeed_names_as_a_path_piece_is_matching_by_hand(code: str, value: str, where: str) -> None:
+def test_a_glob_of_ds_names_as_a_path_piece_is_matching_by_hand(code: str, value: str, where: str) -> None:
     (finding,) = lint(code)
     assert (finding.code, finding.value) == ("CK204", value)
     assert finding.evidence == f"a glob of DeepSpeed's file names, {where}"
@@ -68,7 +68,7 @@ def test_a_glob_of_deepspeed_names_as_a_path_piece_is_matching_by_hand(code: str
         ('files = find(d, pattern="zero_pp_rank_*_optim_states.pt")\n', "zero_pp_rank_*_optim_states.pt", "find"),
     ],
 )
-def test_a_glob_of_deepspeed_names_given_to_a_function(code: str, value: str, where: str) -> None:
+def test_a_glob_of_ds_names_given_to_a_function(code: str, value: str, where: str) -> None:
     (finding,) = lint(code)
     assert (finding.code, finding.value) == ("CK204", value)
     assert finding.evidence == f"a glob of DeepSpeed's file names, given to {where}()"
@@ -86,13 +86,14 @@ def test_a_glob_of_deepspeed_names_given_to_a_function(code: str, value: str, wh
             "a path piece 'global_step{}': DeepSpeed's tag prefix and a placeholder",
         ),
     ],
+    ids=["globbed", "built"],
 )
 def test_a_tag_as_a_path_piece(code: str, evidence: str) -> None:
     (finding,) = lint(code)
     assert (finding.code, finding.evidence) == ("CK203", evidence)
 
 
-def test_globs_that_name_no_deepspeed_file_are_silent() -> None:
+def test_globs_that_name_no_ds_file_are_silent() -> None:
     assert lint('files = glob.glob(os.path.join(d, "*.pt"))\np = Path(d) / "pytorch_model_*.bin"\n') == []
 
 
@@ -192,7 +193,7 @@ def test_a_glob_in_a_module_constant_is_evidence_where_its_files_are_loaded() ->
         """,
     ],
 )
-def test_keys_of_a_loaded_deepspeed_file_are_reported(code: str) -> None:
+def test_keys_of_a_loaded_ds_file_are_reported(code: str) -> None:
     found = [(f.code, f.value) for f in lint(code) if f.code.startswith("CK1")]
     assert found in ([("CK101", "module")], [("CK102", "module")])
 
@@ -252,7 +253,7 @@ def test_below_module_is_the_models_own_state_dict() -> None:
     assert spots(code) == [("CK202", "mp_rank_00_model_states.pt"), ("CK101", "module")]
 
 
-def test_a_display_saved_as_a_deepspeed_file() -> None:
+def test_a_display_saved_as_a_ds_file() -> None:
     code = """
     MODEL = "mp_rank_00_model_states.pt"
     OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
@@ -418,7 +419,7 @@ def test_a_module_level_config_display_takes_no_evidence_from_a_file_named_elsew
     assert spots(code) == [("CK202", "mp_rank_00_model_states.pt")]
 
 
-def test_a_module_level_display_saved_under_a_deepspeed_name_is_still_reported() -> None:
+def test_a_module_level_display_saved_under_a_ds_name_is_still_reported() -> None:
     code = """
     model_state = {"dp_world_size": 1, "mp_world_size": n, "module": {}, "global_steps": 1}
     for rank in range(n):
@@ -450,7 +451,7 @@ def test_another_frameworks_global_step_folders_are_silent(code: str) -> None:
     "code",
     ['m = re.search(r"global_step(\\d+)", path)\n', 'folder = f"global_step{step}"\n', 'glob.glob("global_step*")\n'],
 )
-def test_deepspeeds_tags_are_still_reported(code: str) -> None:
+def test_ds_tags_are_still_reported(code: str) -> None:
     assert [f.code for f in lint(code)] == ["CK203"]
 
 
