@@ -18,10 +18,20 @@ dict, a config dict, another checkpoint format, a plain word), each with a note 
 A candidate is ``(line, value)``, ``value`` ``None`` for built strings and imports; a finding
 is scored by its own ``(line, value)``. A finding on an unlabelled spot counts as wrong.
 
-Four parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
-committed before the rules were changed), ``fresh`` and ``fresh2`` (each labelled and committed
-after the rules were written, before the linter was first run on it; ``fresh2`` after issue 21).
-docs/lint.md has the figures.
+Five parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
+committed before the rules were changed), ``fresh``, ``fresh2`` and ``fresh3`` (each labelled and
+committed after the rules were written, before the linter was first run on it; ``fresh2`` after
+issue 21, ``fresh3`` in issue 22). The older parts hold one excerpt per file, named after its
+project (``fresh2/xtuner_fileio.py.txt``); ``fresh3`` keeps whole-project folders,
+``fresh3/<project>/<path inside the repository>.py.txt``, so that one quoted module's import of
+another resolves as it does in the repository. :func:`project_of` tells the project of a corpus
+file either way. docs/lint.md has the figures.
+
+Two scorings: :func:`score_corpus` lints each file alone (``lint_source``, as ``ckptkeys lint``
+has always run); :func:`score_projects` hands a linting function one project at a time (every
+file of a project folder, by its path inside the project; a file of the older parts is a
+project of its own), the shape of a project mode that weighs evidence across modules. Both
+score a finding on the file it names.
 """
 
 from __future__ import annotations
@@ -30,10 +40,11 @@ import ast
 import collections
 import json
 import pathlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ckptkeys._keys import _registry
-from ckptkeys.lint import lint_source
+from ckptkeys.lint import Finding, lint_source
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "lint_corpus"
 PIECES = (
@@ -46,8 +57,8 @@ PIECES = (
     "latest",
     "zero_to_fp32",
 )
-SPLITS = ("dev", "heldout", "fresh", "fresh2")
-HELD_OUT = ("heldout", "fresh", "fresh2")  # the parts kept out of development
+SPLITS = ("dev", "heldout", "fresh", "fresh2", "fresh3")
+HELD_OUT = ("heldout", "fresh", "fresh2", "fresh3")  # the parts kept out of development
 VALUES = frozenset(member.value for group in _registry.GROUPS for member in group)
 
 Spot = tuple[int, "str | None"]
@@ -165,11 +176,18 @@ class Miss:
 
 
 def score_file(name: str, entry: dict[str, object]) -> tuple[Score, list[Miss], list[Miss]]:
-    """The score of one corpus file; its misses and its wrong reports."""
+    """The score of one corpus file, linted alone; its misses and its wrong reports."""
     source = (CORPUS / name).read_text(encoding="utf-8")
+    return score_findings(name, entry, lint_source(source, name))
+
+
+def score_findings(
+    name: str, entry: dict[str, object], reported: Iterable[Finding]
+) -> tuple[Score, list[Miss], list[Miss]]:
+    """The score of the findings ``reported`` on one corpus file; its misses and its wrong reports."""
     spots = label_spots(entry)
     notes = {(line, value): note for line, value, _right, note in entry["labels"]}  # type: ignore[attr-defined]
-    findings = collections.Counter((f.line, f.value) for f in lint_source(source, name) if f.code != "CK001")
+    findings = collections.Counter((f.line, f.value) for f in reported if f.code != "CK001")
     score = Score()
     wrong: list[Miss] = []
     for spot, count in findings.items():
@@ -201,4 +219,64 @@ def score_corpus(split: str | None = None) -> tuple[Score, list[Miss], list[Miss
         total.add(score)
         misses += missed
         wrong += bad
+    return total, misses, wrong
+
+
+LintProject = Callable[[Mapping[str, str]], Iterable[Finding]]
+"""A linting function over one project: its sources by path inside the project (``.py`` names,
+``/``-separated) to its findings, each ``Finding.path`` one of those paths. A project mode
+(``ckptkeys.lint.lint_project(sources)``) has this shape; :func:`lint_each` is today's linting in it."""
+
+
+def lint_each(sources: Mapping[str, str]) -> list[Finding]:
+    """Each file of a project linted alone (``lint_source``), as ``ckptkeys lint`` runs today."""
+    return [finding for path, text in sources.items() for finding in lint_source(text, path)]
+
+
+def project_of(name: str) -> tuple[str, str]:
+    """The project of a corpus file, and the file's path inside it as a ``.py`` name.
+
+    A file in a folder of a part is in that folder's project
+    (``fresh3/savanna/tools/7b/common.py.txt`` -> ``("fresh3/savanna", "tools/7b/common.py")``);
+    a file directly in a part, as in the older parts, is a project of its own
+    (``fresh2/xtuner_fileio.py.txt`` -> ``("fresh2/xtuner_fileio.py.txt", "xtuner_fileio.py")``).
+    """
+    part, _, rest = name.partition("/")
+    inner = rest.removesuffix(".txt")
+    folder, slash, below = inner.partition("/")
+    if slash:
+        return f"{part}/{folder}", below
+    return name, inner
+
+
+def projects(split: str | None = None) -> dict[str, dict[str, str]]:
+    """The corpus files of a part (of every part: ``None``) by project: for each project, its
+    files by their path inside it, to their corpus names."""
+    grouped: dict[str, dict[str, str]] = {}
+    for name, entry in sorted(labels().items()):
+        if split is None or entry["split"] == split:
+            project, inner = project_of(name)
+            grouped.setdefault(project, {})[inner] = name
+    return grouped
+
+
+def score_projects(split: str | None = None, lint: LintProject = lint_each) -> tuple[Score, list[Miss], list[Miss]]:
+    """:func:`score_corpus`, with ``lint`` given one whole project at a time (its files by their
+    path inside it); each finding is scored on the file it names."""
+    entries = labels()
+    total = Score()
+    misses: list[Miss] = []
+    wrong: list[Miss] = []
+    for project, files in projects(split).items():
+        sources = {inner: (CORPUS / name).read_text(encoding="utf-8") for inner, name in files.items()}
+        found: dict[str, list[Finding]] = {inner: [] for inner in files}
+        for finding in lint(sources):
+            if finding.path not in found:
+                raise ValueError(f"{project}: a finding on {finding.path!r}, which is none of the project's files")
+            found[finding.path].append(finding)
+        for inner, name in files.items():
+            score, missed, bad = score_findings(name, entries[name], found[inner])
+            total.add(score)
+            misses += missed
+            wrong += bad
     return total, misses, wrong

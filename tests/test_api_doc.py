@@ -151,3 +151,46 @@ def test_summary_is_the_first_paragraph_as_markdown() -> None:
     More text.
     """
     assert docgen.summary(doc) == "Read `path` with `Limits`."
+
+
+# -- docs/lint.md: every option of lint and every key of [tool.ckptkeys.lint] -------------------------------
+
+
+def test_lint_tables_are_fresh() -> None:
+    committed = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    assert committed == docgen.render_lint(committed, _parser()), f"docs/lint.md's tables are stale: run `{REFRESH}`"
+
+
+def test_lint_tables_list_every_option_and_key() -> None:
+    # Checked against the parser and _config's list, not against the generator.
+    from ckptkeys._cli._config import LINT_KEYS
+
+    text = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    start = text.index(docgen.LINT_OPTIONS)
+    options = text[start : text.index(docgen.END_TABLE, start)]
+    parser = _subcommands()["lint"]
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                assert f"`{flag}" in options, flag
+    start = text.index(docgen.LINT_KEYS)
+    keys = text[start : text.index(docgen.END_TABLE, start)]
+    rows = re.findall(r"^\| `([\w-]+)` \| ([^|]+) \| ([^|]+) \|", keys, re.MULTILINE)
+    assert [(key, kind) for key, kind, _ in rows] == list(LINT_KEYS.items())
+    assert all(default.strip() for _, _, default in rows)
+
+
+def test_a_new_lint_option_or_key_makes_lint_md_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptkeys._cli import _config
+
+    committed = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    parser = _parser()
+    _subcommands_of(parser)["lint"].add_argument("--zz-probe", action="store_true", help="a probe option")
+    assert "| `--zz-probe` | a probe option |" in docgen.render_lint(committed, parser)
+    monkeypatch.setitem(_config.LINT_KEYS, "zz-probe", _config.BOOLEAN)
+    with pytest.raises(ValueError, match="zz-probe"):  # a key without its default and meaning
+        docgen.render_lint(committed, _parser())
+    monkeypatch.setitem(_config.LINT_KEY_DOCS, "zz-probe", ("false", "a probe key"))
+    assert "| `zz-probe` | a boolean | false | a probe key |" in docgen.render_lint(committed, _parser())
+    with pytest.raises(ValueError, match="no generated table"):
+        docgen.render_lint(committed.replace(docgen.LINT_KEYS, ""), _parser())

@@ -467,3 +467,38 @@ def test_export_onto_a_folder_named_like_its_output_names_the_output(tmp_path: p
     with pytest.raises(ckptkeys.ExportError, match=r"out[\\/]model\.safetensors: cannot be written: "):
         ckptkeys.export(FIXTURES / "z2_bf16_ws2", out, overwrite=True)
     assert os.listdir(out) == ["model.safetensors"]  # no temporary file left
+
+
+class _Signal(BaseException):
+    """Stands for the exception a signal handler raises (``_signals.Interrupted``)."""
+
+
+def _open_then_signal(fd: int, mode: str, **kwargs: Any) -> Any:
+    """``open(fd)`` returning, and a signal's handler raising right after, before the result is
+    stored: the file object is dropped on the way out, which closes ``fd``."""
+    import builtins
+
+    stream = builtins.open(fd, mode, **kwargs)
+    del stream  # the object a real interruption leaves on the stack, freed as the exception unwinds
+    raise _Signal
+
+
+def test_a_signal_right_after_create_new_opens_leaves_no_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill test's rare leftover: the signal's exception, not EBADF of a second close, and no temporary file."""
+    monkeypatch.setattr(_files, "open", _open_then_signal, raising=False)
+    with pytest.raises(_Signal):
+        create_new(str(tmp_path / "model.safetensors"))
+    assert os.listdir(tmp_path) == []
+    assert not [t for t in _files._Temps.live if t.startswith(str(tmp_path))]
+
+
+def test_a_signal_right_after_open_regular_opens_is_that_signal(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f.pt"
+    path.write_bytes(b"x")
+    monkeypatch.setattr(_files, "open", _open_then_signal, raising=False)
+    with pytest.raises(_Signal):
+        open_regular(str(path))

@@ -369,11 +369,12 @@ def test_fixing_a_dict_display_never_changes_what_pickles(keys: list[str]) -> No
 
 
 def test_iter_python_files(tmp_path: pathlib.Path) -> None:
-    for name in ("a.py", "b.txt", "sub/c.py", ".hidden/d.py", "__pycache__/e.py"):
+    # As ruff 0.17.6 walks: its default exclude (.venv, .git, ...), not every hidden folder.
+    for name in ("a.py", "b.txt", "sub/c.py", ".github/d.py", ".venv/e.py", ".git/f.py", "node_modules/g.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     found = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in iter_python_files([tmp_path])]
-    assert found == ["a.py", "sub/c.py"]
+    assert found == ["a.py", ".github/d.py", "sub/c.py"]
 
 
 def cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
@@ -653,3 +654,68 @@ def test_noqa_on_the_command_line(tmp_path: pathlib.Path) -> None:
     fixed_run = cli("--fix", "a.py", cwd=tmp_path)
     assert fixed_run.returncode == 0
     assert "x = s['param_shapes']  # noqa: CK101\n" in (tmp_path / "a.py").read_text()  # a silenced one is not fixed
+
+
+# -- the file-level exemption: # ckptkeys: noqa as ruff reads # ruff: noqa ---------------------------------
+
+# CK101 on line 3, CK203 on line 4.
+BODY = "def f(s):\n    return s['param_shapes']\ntag = f'global_step{step}'\n"
+
+
+@pytest.mark.parametrize(
+    ("directive", "left"),
+    [
+        ("# ckptkeys: noqa", set()),
+        ("#ckptkeys:noqa", set()),
+        ("#  ckptkeys :  noqa", set()),
+        ("# ckptkeys: NOQA", set()),  # noqa in any case, as ruff
+        ("# ckptkeys: noqa the whole file is a fixture", set()),
+        ("# ckptkeys: noqa: CK101", {"CK203"}),
+        ("# ckptkeys: noqa:CK101,CK203", set()),
+        ("# ckptkeys: noqa: CK101 CK203", set()),
+        ("# ckptkeys: noqa: CK101 keys of a config", {"CK203"}),
+        ("# type: ignore # ckptkeys: noqa", set()),
+        ("    # ckptkeys: noqa", set()),  # indented: still a line of its own
+        # Silence nothing, as ruff's `# ruff: noqa` of the same shape:
+        ("x = 1  # ckptkeys: noqa", {"CK101", "CK203"}),  # after code: ruff warns and ignores it
+        ("# CKPTKEYS: noqa", {"CK101", "CK203"}),  # the tool's name in lower case only
+        ("# ckptkeys: noqa: ck101", {"CK101", "CK203"}),  # lower-case code: invalid
+        ("# ckptkeys: noqa: CK1", {"CK101", "CK203"}),  # whole codes, not prefixes
+        ("# ckptkeys: noqa; CK101", {"CK101", "CK203"}),
+        ("# ckptkeys: noqaCK101", {"CK101", "CK203"}),
+        ("# ckptkeys: noqa:", {"CK101", "CK203"}),
+        ("s = '''\n# ckptkeys: noqa\n'''", {"CK101", "CK203"}),  # text in a string, not a comment
+    ],
+)
+def test_file_level_noqa(directive: str, left: set[str]) -> None:
+    source = f"{directive}\n{BODY}"
+    assert {f.code for f in lint_source(source)} == left
+    assert {f.code for f in lint_source(f"{BODY}{directive}\n")} == left  # anywhere in the file
+
+
+def test_file_level_noqa_directives_add_up_and_a_silenced_finding_is_not_fixed() -> None:
+    source = f"# ckptkeys: noqa: CK101\n# ckptkeys: noqa: CK203\n{BODY}"
+    assert lint_source(source) == []
+    assert fix_source(source, lint_source(source)) == (source, [])
+    only = f"# ckptkeys: noqa: CK203\n{BODY}"
+    new, applied = fix_source(only, lint_source(only))
+    assert [f.code for f in applied] == ["CK101"]
+
+
+def test_quiet_and_silent_as_ruffs(tmp_path: pathlib.Path) -> None:
+    """ruff 0.17.6, measured: -q prints the findings and no summary; -s prints nothing (but
+    --statistics and --diff), the exit status unchanged; the two together are a usage error."""
+    (tmp_path / "train.py").write_text("def f(s):\n    return s['param_shapes']\n")
+    loud = cli("train.py", cwd=tmp_path)
+    assert loud.returncode == 1 and loud.stdout and loud.stderr.startswith("Found 1 problem")
+    quiet = cli("-q", "train.py", cwd=tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (1, loud.stdout, "")
+    for form in ("concise", "full", "json", "github", "sarif"):
+        silent = cli("--silent", "--output-format", form, "train.py", cwd=tmp_path)
+        assert (silent.returncode, silent.stdout, silent.stderr) == (1, "", ""), form
+    statistics = cli("-s", "--statistics", "train.py", cwd=tmp_path)
+    assert statistics.returncode == 1 and statistics.stdout.split("\t")[:2] == ["1", "CK101"]
+    diff = cli("-s", "--diff", "train.py", cwd=tmp_path)
+    assert diff.returncode == 1 and "+++ train.py" in diff.stdout
+    both = cli("-q", "-s", "train.py", cwd=tmp_path)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -44,6 +44,7 @@ TABLES: Final = ("validate", "lint")
 STRINGS: Final = "a list of strings"
 STRING: Final = "a string"
 TABLE: Final = "a table of lists of strings"
+BOOLEAN: Final = "a boolean"
 VALIDATE_KEYS: Final[dict[str, str]] = {"select": STRINGS, "ignore": STRINGS, "fail-on": STRING, "require": STRINGS}
 """The keys of ``[tool.ckptkeys.validate]`` (read by ``validate`` and ``inspect``) and their types."""
 LINT_KEYS: Final[dict[str, str]] = {
@@ -51,9 +52,37 @@ LINT_KEYS: Final[dict[str, str]] = {
     "extend-select": STRINGS,
     "ignore": STRINGS,
     "exclude": STRINGS,
+    "extend-exclude": STRINGS,
+    "respect-gitignore": BOOLEAN,
     "per-file-ignores": TABLE,
 }
-"""The keys of ``[tool.ckptkeys.lint]``, as ruff's ``[tool.ruff.lint]`` keys of the same names."""
+"""The keys of ``[tool.ckptkeys.lint]``, as ruff's keys of the same names, and their types."""
+LINT_KEY_DOCS: Final[dict[str, tuple[str, str]]] = {
+    "select": (
+        "every code",
+        "the codes checked, as codes or prefixes; `[]` is a usage error (it would hide everything)",
+    ),
+    "extend-select": ("none", "codes or prefixes checked as well"),
+    "ignore": ("none", "codes or prefixes not checked"),
+    "exclude": (
+        "ruff's default list",
+        (
+            "globs of the files and folders a walk skips; replaces the default list (keep it with `extend-exclude`); "
+            "a file named on the command line is linted all the same, as in ruff"
+        ),
+    ),
+    "extend-exclude": ("none", "globs skipped as well, the default list kept"),
+    "respect-gitignore": (
+        "true",
+        "leave out what git ignores (`.gitignore`, `.git/info/exclude`) inside a git work tree",
+    ),
+    "per-file-ignores": (
+        "none",
+        "glob -> codes or prefixes not reported in the files matching the glob; `!glob`: in the files not matching it",
+    ),
+}
+"""The default and the meaning of each key of ``LINT_KEYS``: docs/lint.md's table is generated from
+these (``python scripts/regen.py``), and a test fails where a key lacks them."""
 MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
 """The largest ``pyproject.toml`` read (ruff's own is ~30 KB): a device or a huge file is refused."""
 
@@ -113,6 +142,8 @@ def read_config(
             raise ConfigError(f'{path}: {name} {key}: must be {STRINGS}, such as ["missing-"], not {value!r}')
         if kind == STRING and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} {key}: must be {STRING}, not {value!r}")
+        if kind == BOOLEAN and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {name} {key}: must be {BOOLEAN} (true or false), not {value!r}")
         if kind == TABLE and not (
             isinstance(value, dict)
             and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in value.values())
@@ -224,6 +255,8 @@ class LintSettings:
     root: str
     """The folder the patterns are relative to: the config file's, else the current one."""
     exclude: tuple[str, ...]
+    """``exclude`` (ruff's default list where unset) and ``extend-exclude`` together."""
+    respect_gitignore: bool
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...]
     config: str | None
 
@@ -295,9 +328,12 @@ def _resolve(levels: Sequence[_Level], codes: Sequence[str]) -> frozenset[str]:
 def lint_settings(args: argparse.Namespace) -> LintSettings:
     """``lint``'s settings: ``[tool.ckptkeys.lint]`` (``select``, ``extend-select``, ``ignore``,
     ``exclude``, ``per-file-ignores``), then ``--select``, ``--extend-select``, ``--ignore`` as a
-    higher level, as ruff resolves rule selection; ``--exclude`` replaces ``exclude``. Codes are
+    higher level, as ruff resolves rule selection; ``--exclude`` replaces ``exclude`` (ruff's
+    default list where neither is given), ``extend-exclude`` and ``--extend-exclude`` add to it,
+    ``--[no-]respect-gitignore`` overrides ``respect-gitignore`` (true by default). Codes are
     upper-cased. Raises ConfigError naming the option as typed or the file, table and key."""
     from ..lint import CODES
+    from ..lint._files import DEFAULT_EXCLUDE
 
     config = read_config("lint", LINT_KEYS, config=args.config, isolated=args.isolated)
 
@@ -318,6 +354,7 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
     on_line = [codes(f"--{o}", g) if g is not None else None for o, g in zip(names, given, strict=True)]
     levels: list[_Level] = [(in_file[0], in_file[1], in_file[2]), (on_line[0], on_line[1], on_line[2])]
     exclude = split_option("--exclude", args.exclude)
+    extend_exclude = split_option("--extend-exclude", args.extend_exclude) or []
     per_file = tuple(
         (pattern, tuple(codes(f"{where} per-file-ignores {pattern!r}:", selectors)))
         for pattern, selectors in values.get("per-file-ignores", {}).items()
@@ -325,7 +362,14 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
     return LintSettings(
         enabled=_resolve(levels, list(CODES)),
         root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None else os.getcwd(),
-        exclude=tuple(exclude if exclude is not None else values.get("exclude", [])),
+        exclude=(
+            *(exclude if exclude is not None else values.get("exclude", DEFAULT_EXCLUDE)),
+            *values.get("extend-exclude", []),
+            *extend_exclude,
+        ),
+        respect_gitignore=(
+            args.respect_gitignore if args.respect_gitignore is not None else values.get("respect-gitignore", True)
+        ),
         per_file_ignores=per_file,
         config=config.path,
     )

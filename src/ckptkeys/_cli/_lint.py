@@ -34,12 +34,20 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         help="find loose checkpoint-key strings in Python code (docs/lint.md)",
         description="Find loose checkpoint-key strings in Python code and rewrite them to the key registry.",
     )
-    lint.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders; - reads standard input")
+    lint.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input",
+    )
     lint.add_argument(
         "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
     )
     lint.add_argument(
-        "--select", metavar="CODES", action="append", help="only these codes or prefixes, comma-separated (CK1,CK301)"
+        "--select",
+        metavar="CODES",
+        action="append",
+        help="only these codes or prefixes, comma-separated, repeatable (CK1,CK301); replaces the base set",
     )
     lint.add_argument(
         "--extend-select", metavar="CODES", action="append", help="these codes or prefixes too, comma-separated"
@@ -49,7 +57,20 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         "--exclude",
         metavar="PATTERNS",
         action="append",
-        help="skip files and folders matching these globs, comma-separated (replaces exclude of the config)",
+        help="skip the files and folders the walk finds that match these globs, comma-separated "
+        "(replaces exclude of the config, and ruff's default list)",
+    )
+    lint.add_argument(
+        "--extend-exclude",
+        metavar="PATTERNS",
+        action="append",
+        help="skip these globs too, besides exclude (ruff's default list where it is unset)",
+    )
+    lint.add_argument(
+        "--respect-gitignore",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave out what .gitignore files ignore, inside a git work tree (the default)",
     )
     lint.add_argument("--fix", action="store_true", help="rewrite the unambiguous findings in place")
     lint.add_argument("--diff", action="store_true", help="print the rewrites as a diff; change no file")
@@ -61,16 +82,25 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
         help="concise: path:line:col: CODE message; full: and the source line; json; github: annotations; sarif: 2.1.0",
     )
     lint.add_argument(
-        "--force-exclude", action="store_true", help="apply exclude to the files named too (as pre-commit names them)"
+        "--force-exclude",
+        action="store_true",
+        help="apply exclude to the paths named too, and to --stdin-filename (as pre-commit names files)",
     )
     config = lint.add_mutually_exclusive_group()
-    config.add_argument("--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this pyproject.toml")
+    config.add_argument(
+        "--config", metavar="PATH", help="read [tool.ckptkeys.lint] from this file, not the pyproject.toml found"
+    )
     config.add_argument("--isolated", action="store_true", help="read no pyproject.toml")
     lint.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when findings remain (usage errors still 2)"
     )
     lint.add_argument(
         "--statistics", action="store_true", help="print the number of findings of each code instead of the findings"
+    )
+    loudness = lint.add_mutually_exclusive_group()  # as ruff's: the two exclude each other
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print the findings, but no summary line")
+    loudness.add_argument(
+        "-s", "--silent", action="store_true", help="print no findings and no summary; the exit status still says"
     )
 
 
@@ -114,7 +144,9 @@ def run_lint(args: argparse.Namespace) -> int:
     files = (
         [args.stdin_filename or "-"]
         if stdin
-        else lint.iter_python_files([p for p in named if p != "-"], excluded=settings.excluded)
+        else lint.iter_python_files(
+            [p for p in named if p != "-"], excluded=settings.excluded, respect_gitignore=settings.respect_gitignore
+        )
     )
     texts: list[tuple[str, str, str]] = []  # (path, text, encoding) of each file read, in order
     linted_early: dict[int, list[lint.Finding]] = {}  # number in texts -> the CK001 of a file unreadable
@@ -168,7 +200,9 @@ def run_lint(args: argparse.Namespace) -> int:
         if stdin and args.fix and not args.diff:
             sys.stdout.buffer.write(new.encode(encoding))
         remaining += findings
-    if args.json:
+    if args.silent and not args.statistics:
+        pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
+    elif args.json:
         document = {
             "schema_version": 1,
             "findings": [
@@ -205,7 +239,8 @@ def run_lint(args: argparse.Namespace) -> int:
             print(finding, file=out)
             if args.output_format == "full":
                 print(_source_excerpt(finding, sources.get(finding.path)), file=out)
-    if not args.json and not args.diff and args.output_format not in ("github", "sarif"):
+    loud = not (args.quiet or args.silent)
+    if loud and not args.json and not args.diff and args.output_format not in ("github", "sarif"):
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
         print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
     if args.exit_zero:

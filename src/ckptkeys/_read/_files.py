@@ -138,7 +138,10 @@ def open_regular(path: str, *, boundary: str | None = None, max_bytes: int | Non
             os.set_blocking(fd, True)
         return open(fd, "rb", buffering=0)
     except BaseException:
-        os.close(fd)
+        # A signal's exception can come right after open() returned: the file object it made is
+        # dropped then, closing fd itself, and a second close must not replace that exception.
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
 
 
@@ -193,9 +196,12 @@ def create_new(path: str) -> tuple[str, io.BufferedWriter]:
         except BaseException:
             # A signal's exception can come between os.open's return and the assignment of fd
             # (Python runs handlers right after a call): the name is ours, remove it either way.
+            # Right after open(fd) returned, the dropped file object has closed fd already: the
+            # close here fails then (EBADF), and must neither skip the removal nor replace the signal.
             if temp not in _Temps.live:
                 if fd >= 0:
-                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
             raise

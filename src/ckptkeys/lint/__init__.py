@@ -14,9 +14,15 @@ The modules, one job each (each imports only those above it):
 - ``_codes``: the codes and their messages (:data:`CODES`) and :class:`Finding`.
 - ``_files``: the ``.py`` files under the paths given (:func:`iter_python_files`), their text
   decoded (:func:`decode_source`), and their lines as Python counts them.
+- ``_gitignore``: which files git ignores, ``.gitignore`` read as git reads it (the walk's
+  ``respect_gitignore``).
 - ``_evidence``: the evidence rules: DeepSpeed's checkpoint vocabulary (the registry by value,
   the common words, other formats' keys, the names that show code is about DeepSpeed
   checkpoints), the recognisers of checkpoint file names, and the weighing of a key candidate.
+- ``_paths``: the reading of names and paths: which expressions hold a DeepSpeed file's name or
+  path (globs and ``os.path.join``/``pathlib`` pieces included), followed through assignments,
+  loops and the module's functions; what ``torch.load`` returned for one, and the dict level a
+  key is read at (:func:`~ckptkeys.lint._paths.returned_origin` for a helper's callers).
 - ``_linter``: the walk of the syntax tree that finds the candidates and reports the findings
   (:func:`lint_source`, with ``--select``/``--ignore`` and ``# ckptkeys: ignore``).
 - ``_project``: project mode (:func:`lint_project`): the files of one project linted together,

@@ -11,7 +11,36 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Final
 
-_SKIPPED_DIRS: Final = frozenset({"__pycache__", "node_modules", "site-packages"})
+DEFAULT_EXCLUDE: Final = (
+    ".bzr",
+    ".direnv",
+    ".eggs",
+    ".git",
+    ".git-rewrite",
+    ".hg",
+    ".ipynb_checkpoints",
+    ".mypy_cache",
+    ".nox",
+    ".pants.d",
+    ".pyenv",
+    ".pytest_cache",
+    ".pytype",
+    ".ruff_cache",
+    ".svn",
+    ".tox",
+    ".venv",
+    ".vscode",
+    "__pypackages__",
+    "_build",
+    "buck-out",
+    "dist",
+    "node_modules",
+    "site-packages",
+    "venv",
+)
+"""The names a walk skips where no ``exclude`` is set: ruff 0.17.6's default ``exclude``, as
+``ruff check --show-settings`` prints it (ruff's docs of older versions add ``build``; 0.17.6
+lints a ``build`` folder, and so does this)."""
 
 
 def physical_lines(source: str) -> list[str]:
@@ -30,11 +59,22 @@ def decode_source(raw: bytes) -> tuple[str, str]:
 
 
 def iter_python_files(
-    paths: Iterable[str | os.PathLike[str]], *, excluded: Callable[[str], bool] | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    excluded: Callable[[str], bool] | None = None,
+    respect_gitignore: bool = False,
 ) -> Iterator[str]:
-    """Every ``.py`` file under ``paths`` (files as given; folders walked, sorted, skipping
-    hidden folders, ``__pycache__``, ``node_modules`` and ``site-packages``, and the files and
-    folders found there for which ``excluded(path)`` is true: ruff's ``exclude``)."""
+    """Every ``.py`` file under ``paths``, as ``ruff check`` finds them: files as given; folders
+    walked, sorted, leaving out the files and folders found there for which ``excluded(path)``
+    is true (ruff's ``exclude``; by default a name in :data:`DEFAULT_EXCLUDE`, ruff's default)
+    and, with ``respect_gitignore``, those git ignores (``.gitignore`` files and
+    ``.git/info/exclude``, inside a git work tree) or an ``.ignore`` file leaves out (ruff's
+    ``respect-gitignore``)."""
+    from ._gitignore import GitIgnores
+
+    if excluded is None:
+        excluded = _excluded_by_default
+    ignores = GitIgnores() if respect_gitignore else None
     for path in paths:
         path = os.fspath(path)
         if not os.path.isdir(path):
@@ -44,11 +84,18 @@ def iter_python_files(
             dirs[:] = sorted(
                 d
                 for d in dirs
-                if not d.startswith(".")
-                and d not in _SKIPPED_DIRS
-                and not (excluded is not None and excluded(os.path.join(folder, d)))
+                if not excluded(os.path.join(folder, d))
+                and not (ignores is not None and ignores.ignored(os.path.join(folder, d), True))
             )
             for name in sorted(files):
                 found = os.path.normpath(os.path.join(folder, name))
-                if name.endswith(".py") and not (excluded is not None and excluded(found)):
+                if (
+                    name.endswith(".py")
+                    and not excluded(found)
+                    and not (ignores is not None and ignores.ignored(found, False))
+                ):
                     yield found
+
+
+def _excluded_by_default(path: str) -> bool:
+    return os.path.basename(path) in DEFAULT_EXCLUDE

@@ -41,6 +41,7 @@ from ._evidence import (
     registry_index,
 )
 from ._files import physical_lines
+from ._paths import LOADING, TOP_GROUP, Origin, PathReader, file_name, level_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 _STORING_METHODS: Final = frozenset({"setdefault"})
+_PATH_PIECES: Final = frozenset({"join", "Path", "PurePath", "PosixPath", "joinpath"})
+_GLOB: Final = re.compile(r"[*?]|\[[^\]]*\]")
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 
 
@@ -90,6 +93,24 @@ def _dotted(node: ast.AST) -> str | None:
         base = _dotted(node.value)
         return None if base is None else f"{base}.{node.attr}"
     return None
+
+
+def _looked_up(node: ast.AST) -> tuple[str, ast.AST] | None:
+    """``(key, mapping)`` of ``mapping["key"]`` or ``mapping.get("key")``; ``None`` for anything else."""
+    if isinstance(node, ast.Subscript):
+        key = key_literal(node.slice)
+        return (str(key.value), node.value) if key is not None else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _KEY_METHODS:
+        key = key_literal(node.args[0]) if node.args else None
+        return (str(key.value), node.func.value) if key is not None else None
+    return None
+
+
+def _origin(reader: PathReader, node: ast.AST) -> Origin | None:
+    try:
+        return reader.origin(node)
+    except RecursionError:  # a chain of names or path pieces deeper than the stack: nothing known
+        return None
 
 
 def _unparse(node: ast.AST) -> str:
@@ -261,6 +282,11 @@ class _Linter:
             self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
             return self.findings
         self.tree = tree
+        self.path_reader: PathReader | None = None
+        self.loads_deepspeed: bool | None = None  # (None: not read yet)
+        self.saved_displays: dict[int, Origin] | None = None
+        self.used_names: dict[int, set[str]] = {}  # module-level statement id -> the names it reads
+        self.top_evidence: dict[int, str] = {}  # module-level statement id -> why it is about DeepSpeed files
         parents = self.parents
         candidates: list[Candidate] = []
         functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
@@ -329,8 +355,12 @@ class _Linter:
                 self.other_format_key(literal)
             if literal is not None and literal.value in members:
                 where = _unparse(holder) if holder is not None else ""
-                candidates.append(Candidate(literal, literal.value, code, store, self.scope(literal), where))
+                candidates.append(
+                    Candidate(literal, literal.value, code, store, self.scope(literal), where, expression=holder)
+                )
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
+        self.functions, self.calls = functions, calls
+        self.loads = [call for call, name in calls if name in LOADING and call.args]  # type: ignore[attr-defined]
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         # (helpers of other modules are looked up only where a key may need them: resolving costs)
         keyed = {id(c.scope) for c in candidates} if self.imported is not None else set()
@@ -339,7 +369,11 @@ class _Linter:
             if id(scope) in self.file_evidence:
                 continue
             if name in DS_NAME_FUNCTIONS:
-                self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                why = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                if scope is self.tree:
+                    self.top_evidence.setdefault(id(self.top_statement(call)), why)
+                else:
+                    self.file_evidence[id(scope)] = why
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
             elif id(scope) in keyed:
@@ -375,7 +409,158 @@ class _Linter:
 
     def note_file_name(self, node: ast.AST, text: str) -> None:
         scope = self.scope(node)
-        self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
+        why = f"names the DeepSpeed file {text!r}"
+        if scope is self.tree:
+            # At the module's top level a file name is evidence for its own statement only: not
+            # for a config display elsewhere in the module (what is loaded from it is followed).
+            self.top_evidence.setdefault(id(self.top_statement(node)), why)
+        else:
+            self.file_evidence.setdefault(id(scope), why)
+
+    def statement_evidence(self, statement: ast.AST) -> str:
+        """Why a statement of the module's top level is about DeepSpeed files: it names one, or it
+        binds a name a statement that names one uses (``state = {...}`` then ``torch.save(state,
+        f"mp_rank_{r:02d}_model_states.pt")``); "" if neither."""
+        why = self.top_evidence.get(id(statement), "")
+        if why or not isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            return why
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        bound = {t.id for t in targets if isinstance(t, ast.Name)}
+        for other in self.tree.body:
+            reason = self.top_evidence.get(id(other))
+            if reason and other is not statement:
+                used = self.used_names.get(id(other))
+                if used is None:
+                    used = {n.id for n in ast.walk(other) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                    self.used_names[id(other)] = used
+                if bound & used:
+                    return reason
+        return ""
+
+    def top_statement(self, node: ast.AST) -> ast.AST:
+        """The statement of the module's body that holds ``node``."""
+        child, parent = node, self.parents.get(id(node))
+        while parent is not None and parent is not self.tree:
+            child, parent = parent, self.parents.get(id(parent))
+        return child
+
+    def paths(self) -> PathReader | None:
+        """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
+        file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
+        if self.loads_deepspeed is None:
+            reader = self.reader()
+            self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads)
+        return self.path_reader if self.loads_deepspeed else None
+
+    def reader(self) -> PathReader:
+        if self.path_reader is None:
+            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions, calls=self.calls)
+        return self.path_reader
+
+    def saved(self) -> dict[int, Origin]:
+        """The dict displays saved as a DeepSpeed file (display id -> the file): ``torch.save({...},
+        path)``, or ``state = {...}`` then ``torch.save(state, path)``, the path a DeepSpeed file's."""
+        if self.saved_displays is None:
+            self.saved_displays = {}
+            for call, name in self.calls:
+                if name != "save" or not isinstance(call, ast.Call):
+                    continue
+                given = {k.arg: k.value for k in call.keywords}
+                saved = call.args[0] if call.args else given.get("obj")
+                path = call.args[1] if len(call.args) > 1 else given.get("f")
+                origin = _origin(self.reader(), path) if saved is not None and path is not None else None
+                if origin is None or origin.loaded or saved is None:
+                    continue
+                displays = [saved] if isinstance(saved, ast.Dict) else []
+                if isinstance(saved, ast.Name):
+                    for scope in self.reader().scopes(saved):
+                        bound = self.reader().bindings(scope).get(saved.id, [])
+                        displays += [value for value in bound if isinstance(value, ast.Dict)]
+                for display in displays:
+                    self.saved_displays.setdefault(id(display), Origin(True, origin.kind, origin.text))
+        return self.saved_displays
+
+    def bound(self, name: ast.AST, scope: ast.AST) -> ast.AST | None:
+        """What the name ``name`` is bound to in ``scope``, where it is bound once; else ``None``."""
+        if not isinstance(name, ast.Name):
+            return None
+        if self.path_reader is None:
+            self.paths()
+        assert self.path_reader is not None
+        values = self.path_reader.bindings(scope).get(name.id, [])
+        return values[0] if len(values) == 1 else None
+
+    def loaded(self, candidate: Candidate) -> Origin | None:
+        """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
+        at a level that holds that key (the file's top level where its kind is not known)."""
+        if candidate.code == "CK104" and candidate.group is not None and self.saved().get(id(candidate.group)):
+            origin: Origin | None = self.saved()[id(candidate.group)]  # a key of a display saved as the file
+        else:
+            reader = self.paths() if candidate.expression is not None else None
+            if reader is None or candidate.expression is None:
+                return None
+            origin = _origin(reader, candidate.expression)
+        if origin is None or not origin.loaded:
+            return None
+        if origin.kind is None or origin.kind not in TOP_GROUP:
+            return origin if not origin.keys and origin.kind is None else None
+        group = origin.group()
+        return origin if group and group in registry_index().group_of_value[candidate.value] else None
+
+    def level_members(
+        self, candidate: Candidate, origin: Origin | None, names: tuple[str, ...], unambiguous: bool
+    ) -> tuple[tuple[str, ...], bool, bool]:
+        """The members ranked by the dict level the key is read at (docs/migration.md), where that
+        says which: ``optim["optimizer_state_dict"]`` of an optimizer-states file is OptimFileKeys."""
+        if len(names) < 2 or candidate.code not in ("CK101", "CK102", "CK103", "CK104"):
+            return names, unambiguous, False
+        if candidate.code == "CK104" and origin is None:
+            return names, unambiguous, False  # a display: its level known only where it is saved as a file
+        chain: tuple[str, ...] = ()
+        kind = None
+        if origin is not None:
+            chain, kind = origin.keys, origin.kind
+        else:
+            expression = candidate.expression
+            while expression is not None:  # optim["a"]["b"], x = optim["a"]; x["b"]: the literal keys above it
+                key = _looked_up(expression)
+                if key is None:
+                    expression = self.bound(expression, candidate.scope)
+                    if expression is None or _looked_up(expression) is None:
+                        break
+                    continue
+                chain = (key[0], *chain)
+                expression = key[1]
+        below = None  # the literal key read from what it looks up: d["k"]["below"], d.get("k").get("below")
+        parent = self.parents.get(id(candidate.node))
+        outer = self.parents.get(id(parent)) if parent is not None else None
+        if isinstance(outer, ast.Attribute) and outer.value is parent:
+            outer = self.parents.get(id(outer))
+        found = _looked_up(outer) if outer is not None else None
+        if found is not None and found[1] is parent:
+            below = found[0]
+        elif isinstance(outer, ast.Assign) and outer.value is parent and len(outer.targets) == 1:
+            below = self.read_below(outer.targets[0], candidate.scope)  # x = d["k"]; x["below"]
+        group = level_group(candidate.value, chain, kind, below)
+        if group is None:
+            return names, unambiguous, False
+        first = [n for n in names if n.split(".")[0] == group]
+        return (*first, *(n for n in names if n not in first)), True, True
+
+    def read_below(self, target: ast.AST, scope: ast.AST) -> str | None:
+        """The first literal key read from the name ``target`` in ``scope``, where the name is bound once."""
+        if not isinstance(target, ast.Name) or self.bound(target, scope) is None:
+            return None
+        for node in ast.walk(scope):
+            found = _looked_up(node)
+            if (
+                found is not None
+                and isinstance(found[1], ast.Name)
+                and found[1].id == target.id
+                and registry_index().group_of_value.get(found[0])
+            ):
+                return found[0]
+        return None
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -399,10 +584,15 @@ class _Linter:
         index = registry_index()
         kept: list[Candidate] = []
         distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
+        origins: dict[int, Origin] = {}  # candidate id -> the DeepSpeed file it is a key of, loaded
         for candidate in candidates:
             if candidate.value in index.naming_only:
                 continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
-            if self.outside_deepspeed(candidate.node) or OTHER_NAME.search(candidate.holder):
+            origin = self.loaded(candidate)
+            if origin is not None:
+                origins[id(candidate)] = origin
+            # (a mapping loaded from a DeepSpeed file is one, whatever its expression mentions: `args`)
+            if self.outside_deepspeed(candidate.node) or (origin is None and OTHER_NAME.search(candidate.holder)):
                 continue
             if id(candidate.scope) in self.other_format:
                 continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
@@ -424,14 +614,29 @@ class _Linter:
                 if candidate.code == "CK107":
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
-                evidence = common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
+                file_evidence = self.file_evidence
+                if candidate.scope is self.tree:  # the module's top level: its own statement's
+                    why = self.statement_evidence(self.top_statement(candidate.node))
+                    file_evidence = {id(self.tree): why} if why else {}
+                evidence = common_word_evidence(candidate, distinctive, by_group, file_evidence, self.tree)
+                origin = origins.get(id(candidate))
+                if not evidence and origin is not None and candidate.code == "CK104":
+                    evidence = f"a common word, a key of a dict saved as the DeepSpeed file {origin.text!r}"
+                elif not evidence and origin is not None:
+                    evidence = "a common word, read from what torch.load() returned for the DeepSpeed file "
+                    evidence += repr(origin.text)
+                    if origin.keys:
+                        evidence += f" under {']['.join(map(repr, origin.keys)).join('[]')}"
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
             names, unambiguous = ranked_members(value, around)
+            names, unambiguous, by_level = self.level_members(candidate, origins.get(id(candidate)), names, unambiguous)
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
                 use = f"use {names[0]}"
+            elif by_level:
+                use = f"use {names[0]} (by the dict level it is read at; or {', '.join(names[1:])})"
             elif unambiguous:
                 use = f"use {names[0]} (by the keys around it; or {', '.join(names[1:])})"
             else:
@@ -487,6 +692,21 @@ class _Linter:
                 evidence=f"a string that starts with DeepSpeed's tag prefix {TAG_PREFIX!r} and a placeholder",
             )
             return
+        folders = template.replace("\\", "/").split("/")[1:]  # the pieces of a path after its start
+        tag = next((piece for piece in folders if piece in (TAG_PREFIX + "\0", TAG_PREFIX + "*")), None)
+        if tag is not None:  # f"{path}/global_step{step}", f"{path}/global_step*": the tag folder by hand
+            self.tag_scopes.add(id(self.scope(node)))
+            globbed = tag.endswith("*")
+            self.add(
+                node,
+                "CK203",
+                "checkpoint tags globbed by hand in a path: use NamingKeys.DEFAULT_TAG_PREFIX"
+                if globbed
+                else 'checkpoint tag built by hand in a path: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
+                evidence=f"a path piece {tag.replace(chr(0), '{}')!r}: DeepSpeed's tag prefix and "
+                + ("a wildcard" if globbed else "a placeholder"),
+            )
+            return
         if not is_ds_file_name(template):
             return
         names = naming_members(template)
@@ -520,6 +740,12 @@ class _Linter:
                 return
         if DS_FILE_TEXT.search(value):
             matcher = self.matcher(node, parent)
+            evidence = f"a piece of DeepSpeed's file names given to {matcher}"
+            use = self.glob_use(node) if not matcher and _GLOB.search(value) else ""
+            if use and file_name(node) is not None:
+                # a glob of DeepSpeed's file names as a path piece: os.path.join(d, "mp_rank_*_model_states.pt")
+                matcher = "a glob"
+                evidence = f"a glob of DeepSpeed's file names, {use}"
             if matcher:
                 pieces = naming_members(value)
                 self.add(
@@ -528,11 +754,13 @@ class _Linter:
                     f"checkpoint file names matched by hand with {value!r}: use ckptkeys.naming.parse"
                     + (f" or {', '.join(pieces)}" if pieces else ""),
                     value=value,
-                    evidence=f"a piece of DeepSpeed's file names given to {matcher}",
+                    evidence=evidence,
                 )
             return
         if value.startswith(TAG_PREFIX):
             rest, matcher = value[len(TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+            if rest[:1] == "_":
+                return  # global_step_(\d+), global_step_*: another framework's folders (DeepSpeed's: global_step{N})
             if rest.isdigit():
                 message = (
                     f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
@@ -565,6 +793,27 @@ class _Linter:
         ):
             return "an `in` test"
         return ""
+
+    def glob_use(self, node: ast.AST) -> str:
+        """Where a glob pattern goes: to ``glob()`` through the path it is a piece of, or a piece
+        of a path (``join()``, ``Path()``, ``/``); "" for neither (``pattern = "*_optim_states.pt"``)."""
+        parent = self.parents.get(id(node))
+        while parent is not None and not isinstance(parent, ast.stmt):
+            name = _call_name(parent)
+            if name in PARSING_CALLS:
+                return f"given to {name}()"
+            parent = self.parents.get(id(parent))
+        parent = self.parents.get(id(node))
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div):
+            return "a piece of a path built with /"
+        name = _call_name(parent) if parent is not None else None
+        if name in _PATH_PIECES:
+            return f"a piece of {name}()"
+        if isinstance(parent, ast.keyword):
+            parent = self.parents.get(id(parent))
+            name = _call_name(parent) if parent is not None else None
+        # given to a function of its own: get_checkpoint_files(folder, "*_model_states.pt")
+        return f"given to {name}()" if name else ""
 
     def latest(self, node: ast.Constant, why: str) -> None:
         if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
@@ -739,6 +988,33 @@ def noqa_codes(comment: str) -> frozenset[str] | None:
             return _directive(rest[4:])
 
 
+def file_noqa_codes(comment: str) -> frozenset[str] | None:
+    """What the file-level ``# ckptkeys: noqa`` directive of ``comment`` silences, as ruff reads
+    its own ``# ruff: noqa``: ``None`` where it has none or an invalid one, an empty set for a
+    bare one (every code in the file), else the codes listed.
+
+    As ruff (0.17.6, measured): ``ckptkeys`` in lower case, then ``:`` (spaces around it allowed),
+    then ``noqa`` in any case and what follows it read as a line's ``# noqa`` (:func:`noqa_codes`:
+    ``# ckptkeys: noqa: CK101, CK104``; whole codes, not prefixes; ``# ckptkeys: noqa a note``
+    is bare), after any ``#`` of the comment. The comment must stand on a line of its own: the
+    caller checks that (after code, ruff warns and ignores it).
+    """
+    position = 0
+    while True:
+        position = comment.find("#", position)
+        if position < 0:
+            return None
+        position += 1
+        rest = comment[position:].lstrip()
+        if not rest.startswith("ckptkeys"):
+            continue
+        rest = rest[len("ckptkeys") :].lstrip()
+        if rest.startswith(":"):
+            rest = rest[1:].lstrip()
+            if rest[:4].lower() == "noqa":
+                return _directive(rest[4:])
+
+
 _CODE: Final = re.compile(r"[A-Z]+[0-9]+")
 _MAYBE_SUPPRESSED: Final = re.compile(r"(?i:noqa)|ckptkeys:")
 
@@ -780,11 +1056,13 @@ class _Suppressions:
     Comments are read by ``tokenize``, so a ``# noqa`` inside a string is text, not a comment. As
     ruff, a finding inside a string that spans lines is silenced by a comment on the string's last
     line (where a comment can be), besides its own line. A file ``tokenize`` refuses (it parsed, so
-    this is rare) falls back to the text after the first ``#`` of the line.
+    this is rare) falls back to the text after the first ``#`` of the line. A comment on a line of
+    its own may be a file-level ``# ckptkeys: noqa`` (:func:`file_noqa_codes`), for every finding.
     """
 
     def __init__(self, source: str, lines: list[str]) -> None:
         self.comments: dict[int, str] = {}
+        self.own_line: set[int] = set()  # the lines whose comment is all there is on them
         self.last_line: dict[int, int] = {}  # a line inside a string spanning lines -> the string's last line
         try:
             opened: list[int] = []
@@ -792,6 +1070,8 @@ class _Suppressions:
                 kind, (start, _), (end, _) = token.type, token.start, token.end
                 if kind == tokenize.COMMENT:
                     self.comments[start] = token.string
+                    if start <= len(lines) and not lines[start - 1][: token.start[1]].strip():
+                        self.own_line.add(start)
                 elif kind == tokenize.STRING and end > start:
                     self._spans(start, end)
                 elif kind == getattr(tokenize, "FSTRING_START", -1):
@@ -800,13 +1080,25 @@ class _Suppressions:
                     self._spans(opened.pop(), end)
         except (tokenize.TokenError, SyntaxError):
             self.comments = {n: line[line.index("#") :] for n, line in enumerate(lines, 1) if "#" in line}
+            self.own_line = {n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#")}
+        # The file-level directives: every code (a bare one), else the union of the codes listed.
+        self.file_all = False
+        self.file_codes: set[str] = set()
+        for line in self.own_line:
+            codes = file_noqa_codes(self.comments[line])
+            if codes is not None:
+                self.file_all = self.file_all or not codes
+                self.file_codes |= codes
 
     def _spans(self, start: int, end: int) -> None:
         for line in range(start, end):
             self.last_line.setdefault(line, end)
 
     def silenced(self, finding: Finding) -> bool:
-        """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``."""
+        """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``, or a
+        file-level ``# ckptkeys: noqa``."""
+        if self.file_all or finding.code in self.file_codes:
+            return True
         for line in dict.fromkeys((finding.line, self.last_line.get(finding.line, finding.line))):
             comment = self.comments.get(line)
             if comment is None:
@@ -833,7 +1125,9 @@ def lint_source(
 
     ``select``/``ignore`` are code prefixes (``"CK1"``, ``"CK301"``); a line with a ``# noqa``
     or ``# ckptkeys: ignore`` comment reports nothing, one with ``# noqa: CK101, CK102`` or
-    ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them).
+    ``# ckptkeys: ignore[CK101]`` nothing of those codes (:func:`noqa_codes`: as ruff reads them);
+    a line of its own ``# ckptkeys: noqa`` (``# ckptkeys: noqa: CK101``) silences the whole file
+    (those codes), as ruff's ``# ruff: noqa`` (:func:`file_noqa_codes`).
     """
     return lint_module(source, path, select=select, ignore=ignore)
 
