@@ -436,3 +436,100 @@ def test_pythons_compile_warnings_are_not_given() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert keys(project(files), "tools/convert.py") == ["module"]
+
+
+# -- one recogniser: a helper in another module is read by the rules of a helper in the same one --
+
+_HELPERS = {
+    "a file name from a module-level constant": (
+        """\
+        import os
+        import torch
+        MODEL_FILE = "mp_rank_00_model_states.pt"
+        def load_states(d):
+            return torch.load(os.path.join(d, MODEL_FILE))
+        """,
+        """\
+        def restore(model, d):
+            sd = load_states(d)
+            model.load_state_dict(sd["module"])
+        """,
+    ),
+    "a file name from another helper of its module": (
+        """\
+        import os
+        import torch
+        def states_file(d):
+            return os.path.join(d, "mp_rank_00_model_states.pt")
+        def load_states(d):
+            path = states_file(d)
+            return torch.load(path, map_location="cpu")
+        """,
+        """\
+        def restore(model, d):
+            model.load_state_dict(load_states(d)["module"])
+        """,
+    ),
+    "a glob of DeepSpeed file names, loaded by the user": (
+        """\
+        import glob
+        import os
+        def optim_files(d):
+            return sorted(glob.glob(os.path.join(d, "*_optim_states.pt")))
+        """,
+        """\
+        import torch
+        def shapes(d):
+            for f in optim_files(d):
+                sd = torch.load(f)
+                print(sd["optimizer_state_dict"])
+        """,
+    ),
+    "the dict level of the file it loads": (
+        """\
+        import os
+        import torch
+        def load_optim(d):
+            return torch.load(os.path.join(d, "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+        """,
+        """\
+        def overflow(d):
+            optim = load_optim(d)
+            return optim["optimizer_state_dict"]
+        """,
+    ),
+    "a part of the file it loads": (
+        """\
+        import os
+        import torch
+        def load_module(d):
+            return torch.load(os.path.join(d, "mp_rank_00_model_states.pt"))["module"]
+        """,
+        """\
+        def restore(model, d):
+            sd = load_module(d)
+            model.load_state_dict(sd)
+            return sd["module"]
+        """,
+    ),
+}
+
+
+def _seen(findings: list[Finding]) -> list[tuple[str, str | None, tuple[str, ...], str | None]]:
+    return [(f.code, f.value, f.candidates, f.replacement) for f in findings if f.code.startswith("CK1")]
+
+
+@pytest.mark.parametrize(("helper", "user"), list(_HELPERS.values()), ids=list(_HELPERS))
+def test_a_helper_of_another_module_is_read_as_one_of_the_same_module(helper: str, user: str) -> None:
+    helper, user = textwrap.dedent(helper), textwrap.dedent(user)
+    name = next(line.split("(")[0][4:] for line in reversed(helper.splitlines()) if line.startswith("def "))
+    shift = len(helper.splitlines())
+    same = [f for f in lint_source(helper + user, "tools/convert.py") if f.line > shift]  # the user's
+    imported = f"from pkg.ckpt import {name}\n"
+    two = project({"pkg/__init__.py": "", "pkg/ckpt.py": helper, "tools/convert.py": imported + user})
+    users = [f for f in two if f.path == "tools/convert.py"]
+    assert _seen(same)  # found in one module
+    assert _seen(users) == _seen(same)  # and in two: the same keys, groups and fixes
+    assert [f.line - 1 for f in users] == [f.line - shift for f in same]
+    # alone, the user's file says less: no DeepSpeed file, or not which one (its dict level)
+    assert _seen(lint_source(imported + user, "tools/convert.py")) != _seen(users)

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import tokenize
+from collections.abc import Iterator, Mapping
 
 from ..naming import parse
 from ._codes import Finding, selected
@@ -42,14 +43,15 @@ from ._evidence import (
 )
 from ._files import physical_lines
 from ._paths import LOADING, TOP_GROUP, Origin, PathReader, file_name, level_group
+from ._paths import dotted as _dotted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
     from typing import Final
 
     # dotted name of a call -> (where its function is defined, "path:line"; what it returns)
-    Imported = Mapping[str, tuple[str, str]]
+    Imported = Mapping[str, tuple[str, Origin]]
 
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
@@ -85,16 +87,6 @@ def _call_name(node: ast.AST) -> str | None:
     return None
 
 
-def _dotted(node: ast.AST) -> str | None:
-    """``U.get_name`` for ``U.get_name``, ``f`` for ``f``; ``None`` for any other expression."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr}"
-    return None
-
-
 def _looked_up(node: ast.AST) -> tuple[str, ast.AST] | None:
     """``(key, mapping)`` of ``mapping["key"]`` or ``mapping.get("key")``; ``None`` for anything else."""
     if isinstance(node, ast.Subscript):
@@ -121,6 +113,23 @@ def _unparse(node: ast.AST) -> str:
 
 
 FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+class _Returned(Mapping[str, Origin]):
+    """What the helpers of other modules return, by the name they are called by: the ``known`` of
+    the path reader, so that what they return is read as a local helper's (project mode)."""
+
+    def __init__(self, imported: Imported) -> None:
+        self.imported = imported
+
+    def __getitem__(self, name: str) -> Origin:
+        return self.imported[name][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.imported)
+
+    def __len__(self) -> int:
+        return len(self.imported)
 
 
 # -- tests of DeepSpeed -------------------------------------------------------------------------
@@ -363,7 +372,7 @@ class _Linter:
         self.loads = [call for call, name in calls if name in LOADING and call.args]  # type: ignore[attr-defined]
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
         # (helpers of other modules are looked up only where a key may need them: resolving costs)
-        keyed = {id(c.scope) for c in candidates} if self.imported is not None else set()
+        keyed = self.keyed = {id(c.scope) for c in candidates} if self.imported is not None else set()
         for call, name in calls:
             scope = self.scope(call)
             if id(scope) in self.file_evidence:
@@ -396,7 +405,8 @@ class _Linter:
         helper = self.imported.get(name) if self.imported is not None and name is not None else None
         if helper is None:
             return ""
-        where, what = helper
+        where, origin = helper
+        what = "a loaded DeepSpeed checkpoint file" if origin.loaded else "a DeepSpeed checkpoint file name"
         parent = self.parents.get(id(call))
         if isinstance(parent, ast.Call) and _call_name(parent) == "load" and any(call is a for a in parent.args):
             return f"loads the file named by {name} ({where}), {what}"
@@ -449,12 +459,23 @@ class _Linter:
         file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
         if self.loads_deepspeed is None:
             reader = self.reader()
-            self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads)
+            self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads) or any(
+                self.imported_loads(call) for call, _ in self.calls if id(self.scope(call)) in self.keyed
+            )
         return self.path_reader if self.loads_deepspeed else None
+
+    def imported_loads(self, call: ast.AST) -> bool:
+        """Whether ``call`` calls a helper of another module that returns a loaded DeepSpeed file."""
+        name = _dotted(call.func) if isinstance(call, ast.Call) and self.imported is not None else None
+        helper = self.imported.get(name) if self.imported is not None and name is not None else None
+        return helper is not None and helper[1].loaded
 
     def reader(self) -> PathReader:
         if self.path_reader is None:
-            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions, calls=self.calls)
+            known = _Returned(self.imported) if self.imported is not None else None
+            self.path_reader = PathReader(
+                self.tree, known, parents=self.parents, functions=self.functions, calls=self.calls
+            )
         return self.path_reader
 
     def saved(self) -> dict[int, Origin]:

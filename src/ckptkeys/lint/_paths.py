@@ -149,11 +149,22 @@ def _called(node: ast.Call) -> str | None:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
+def dotted(node: ast.AST) -> str | None:
+    """``U.get_name`` for ``U.get_name``, ``f`` for ``f``; ``None`` for any other expression."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
 class PathReader:
     """The origins of the expressions of one module, each worked out once, on demand.
 
-    ``known``: functions defined elsewhere (by the name they are called by) and what they return;
-    the module's own functions are read here.
+    ``known``: functions defined elsewhere (by the name they are called by: ``f``, ``U.f``) and
+    what they return; the module's own functions are read here. It is only asked about names
+    called (``name in known``), so project mode passes a mapping that resolves them as asked.
     """
 
     def __init__(
@@ -165,7 +176,7 @@ class PathReader:
         calls: Iterable[tuple[ast.AST, str]] | None = None,
     ) -> None:
         self.tree = tree
-        self.known = dict(known or {})
+        self.known: Mapping[str, Origin] = known if known is not None else {}
         if parents is None or functions is None or calls is None:  # (the linter passes what its walk found)
             parents, functions, calls = {}, [], []
             for node in ast.walk(tree):
@@ -324,8 +335,9 @@ class PathReader:
         if name in DS_NAME_FUNCTIONS:  # get_checkpoint_files(d, "*_model_states.pt"): the glob's kind
             given = next((found for found in map(self._path, arguments) if found is not None), None)
             return given or Origin(False, _BY_FUNCTION.get(name), f"{name}()")
-        if name in self.known:
-            return self.known[name]
+        called = dotted(func)
+        if called is not None and called in self.known:  # a helper of another module (project mode)
+            return self.known[called]
         for function in self.functions.get(name, ()):
             found = self.returns(function)
             if found is not None:

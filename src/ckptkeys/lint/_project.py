@@ -2,10 +2,14 @@
 imports from the project's other modules.
 
 A *helper* is a function of the project that returns a DeepSpeed checkpoint file name or a path
-built from one (``os.path.join(d, "mp_rank_{:02d}_model_states.pt")``, a call of
+built from one (``os.path.join(d, "mp_rank_{:02d}_model_states.pt")``, a glob of them, a call of
 ``get_model_ckpt_name_for_rank``, or of another such helper), or a DeepSpeed checkpoint file it
-loads from such a path (or a part of it: ``torch.load(name)["module"]``). Called in another module,
-it is evidence there, as a file name written in that function would be.
+loads from such a path (or a part of it: ``torch.load(name)["module"]``). It is recognised by the
+rules that recognise one in the same module (:class:`._paths.PathReader`: the function read with
+its module's top-level assignments, and what the helpers it calls return, in the order of the
+calls, a cycle cut). Called in another module, it is evidence there, as a file name written in
+that function would be, and what it returns has the helper's :class:`._paths.Origin` there (the
+file's kind, the dict level), as a local helper's does.
 
 The project's own imports are resolved statically, never executed: ``import a.b as U``, ``from
 .b import f``, ``from pkg import f`` re-exported through ``pkg/__init__.py``, star imports, packages
@@ -25,9 +29,10 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ._evidence import DS_FILE_TEXT, DS_NAME_FUNCTIONS, built_template, is_ds_file_name, registry_index
+from ._evidence import registry_index
 from ._files import decode_source
-from ._linter import _dotted, lint_module
+from ._linter import lint_module
+from ._paths import Origin, PathReader, dotted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,12 +43,6 @@ if TYPE_CHECKING:
 
 # What marks a project's root folder (as ruff and pip find one), nearest first.
 _ROOT_MARKERS: Final = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
-# A function's text may build or load a DeepSpeed file name only if one of these appears in it,
-# or it calls another function: the functions whose text shows neither are not parsed for it.
-_NAME_CALLS: Final = frozenset(DS_NAME_FUNCTIONS)
-_LOAD_CALLS: Final = frozenset({"load"})  # torch.load, and load of its aliases
-_FILE_NAME: Final = "a DeepSpeed checkpoint file name"
-_LOADED_FILE: Final = "a loaded DeepSpeed checkpoint file"
 
 
 def project_root(path: str) -> str:
@@ -79,12 +78,15 @@ class _Module:
     stars: list[tuple[str, bool]] | None = None  # (module, relative) of each `from m import *`
     lines: list[str] | None = None  # its lines, once a function of it is judged
     bound: frozenset[str] | None = None  # the words of its `def` and `import` lines (_may_bind)
+    # its top-level assignments (into `if`/`try` blocks; not dict displays: config, no path), which
+    # its functions may read a file name from: kept, as small trees, once it is parsed
+    assigned: list[ast.stmt] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Helper:
     where: str  # "megatron/checkpointing.py:120"
-    what: str  # _FILE_NAME or _LOADED_FILE
+    origin: Origin  # what it returns: a DeepSpeed file name or path, or a file loaded from one
     foreign: bool  # a helper because it calls one of another module (which the walk of its own file cannot see)
 
 
@@ -178,9 +180,12 @@ class _Project:
         defs: dict[str, tuple[int, int, int]] = {}
         bindings: dict[str, tuple[str, str | None, bool]] = {}
         stars: list[tuple[str, bool]] = []
+        assigned: list[ast.stmt] = []
         top: list[ast.stmt] = list(tree.body)
         for statement in top:  # the module's top level, into `if`/`try` blocks
-            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(statement, (ast.Assign, ast.AnnAssign)) and not isinstance(statement.value, ast.Dict):
+                assigned.append(statement)
+            elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 defs[statement.name] = (
                     statement.lineno,
                     statement.end_lineno or statement.lineno,
@@ -205,7 +210,7 @@ class _Project:
                         stars.append((source, bool(node.level)))
                     else:
                         bindings[alias.asname or alias.name] = (source, alias.name, bool(node.level))
-        module.defs, module.bindings, module.stars = defs, bindings, stars
+        module.defs, module.bindings, module.stars, module.assigned = defs, bindings, stars, assigned
         return tree
 
     def absolute(self, module: _Module, node: ast.ImportFrom) -> str | None:
@@ -290,93 +295,51 @@ class _Project:
 
     def judge(self, module: _Module, function: ast.FunctionDef | ast.AsyncFunctionDef) -> _Helper | None:
         """Whether ``function`` returns a DeepSpeed file name (or a path built from one), or a file
-        loaded from such a path (or a part of it): what a value it returns is built from."""
-        returns = [n.value for n in ast.walk(function) if isinstance(n, ast.Return) and n.value is not None]
-        if not returns:
+        loaded from such a path (or a part of it), read as a function of the same module is read
+        (:class:`PathReader`): with its module's top-level assignments, and with what the helpers it
+        calls return, each resolved first (a cycle of them resolves to nothing)."""
+        known: dict[str, Origin] = {}
+        foreign = False  # whether it calls a helper of another module
+        for node in ast.walk(function):
+            called = dotted(node.func) if isinstance(node, ast.Call) else None
+            if called is None or called in known:
+                continue
+            helper = self.called(module, called)
+            if helper is not None:
+                known[called] = helper.origin
+                foreign = foreign or helper.foreign or helper.where.rsplit(":", 1)[0] != module.shown
+        scope = ast.Module(body=[*(module.assigned or ()), function], type_ignores=[])
+        try:
+            origin = PathReader(scope, known).returns(function)
+        except RecursionError:  # a chain of names deeper than the stack: nothing known
             return None
-        names: set[str] = set()  # local names holding a DeepSpeed file name or path
-        loaded: set[str] = set()  # local names holding a file loaded from one
-        used: list[_Helper] = []  # the helpers it calls
-        assigned = sorted(
-            (n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None),
-            key=lambda n: (n.lineno, n.col_offset),
-        )
-        for _ in range(2):  # twice: a name assigned in a loop after its use
-            for node in assigned:
-                kind = self.kind(module, node.value, names, loaded, used)  # type: ignore[arg-type]
-                if kind is None:
-                    continue
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        (loaded if kind == _LOADED_FILE else names).add(target.id)
-        kinds = {self.kind(module, value, names, loaded, used) for value in returns}
-        what = _LOADED_FILE if _LOADED_FILE in kinds else _FILE_NAME if _FILE_NAME in kinds else None
-        if what is None:
-            return None
-        foreign = any(h.foreign or h.where.rsplit(":", 1)[0] != module.shown for h in used)
-        return _Helper(f"{module.shown}:{function.lineno}", what, foreign)
+        return _Helper(f"{module.shown}:{function.lineno}", origin, foreign) if origin is not None else None
 
-    def kind(
-        self, module: _Module, expression: ast.AST, names: set[str], loaded: set[str], used: list[_Helper]
-    ) -> str | None:
-        """What ``expression`` holds: a DeepSpeed file name or path, a file loaded from one, or
-        neither; the helpers it calls are added to ``used``."""
-        found: str | None = None
-        for node in ast.walk(expression):
-            if isinstance(node, ast.Name):
-                if node.id in loaded:
-                    return _LOADED_FILE
-                if node.id in names:
-                    found = _FILE_NAME
-            elif isinstance(node, ast.Constant) and type(node.value) is str:
-                if DS_FILE_TEXT.search(node.value) and not any(c.isspace() for c in node.value):
-                    found = _FILE_NAME
-            elif isinstance(node, (ast.JoinedStr, ast.BinOp)):
-                template = built_template(node)
-                if template is not None and is_ds_file_name(template):
-                    found = _FILE_NAME
-            elif isinstance(node, ast.Call):
-                func = node.func
-                called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-                if called in _LOAD_CALLS and any(self.kind(module, a, names, loaded, used) for a in node.args):
-                    return _LOADED_FILE
-                if called in _NAME_CALLS:
-                    found = _FILE_NAME
-                elif called:
-                    helper = self.called(module, _dotted(func))
-                    if helper is not None:
-                        used.append(helper)
-                        if helper.what == _LOADED_FILE:
-                            return _LOADED_FILE
-                        found = _FILE_NAME
-        return found
-
-    def helper_called(self, module: _Module, dotted: str) -> tuple[str, str] | None:
-        """The helper ``module`` calls as ``dotted`` (``f``, ``U.f``), of another module or one of its
+    def helper_called(self, module: _Module, name: str) -> tuple[str, Origin] | None:
+        """The helper ``module`` calls as ``name`` (``f``, ``U.f``), of another module or one of its
         own functions that calls one: (where it is defined, what it returns); ``None`` if none."""
         try:
-            helper = self.called(module, dotted)
+            helper = self.called(module, name)
         except RecursionError:  # a chain of helpers through hundreds of modules: left unresolved
             return None
-        if helper is None or (module.defs is not None and dotted in module.defs and not helper.foreign):
-            return None  # (a function of its own with a file name in it: the walk of the file sees it)
-        return helper.where, helper.what
+        if helper is None or (module.defs is not None and name in module.defs and not helper.foreign):
+            return None  # (a function of its own, read by the walk of its file by the same rules)
+        return helper.where, helper.origin
 
 
-class _Imported(Mapping[str, tuple[str, str]]):
+class _Imported(Mapping[str, tuple[str, Origin]]):
     """The helpers one module calls, resolved as the walk of its file asks for them."""
 
     def __init__(self, project: _Project, module: _Module) -> None:
         self.project, self.module = project, module
-        self.found: dict[str, tuple[str, str] | None] = {}
+        self.found: dict[str, tuple[str, Origin] | None] = {}
 
-    def __getitem__(self, dotted: str) -> tuple[str, str]:
-        if dotted not in self.found:
-            self.found[dotted] = self.project.helper_called(self.module, dotted)
-        helper = self.found[dotted]
+    def __getitem__(self, name: str) -> tuple[str, Origin]:
+        if name not in self.found:
+            self.found[name] = self.project.helper_called(self.module, name)
+        helper = self.found[name]
         if helper is None:
-            raise KeyError(dotted)
+            raise KeyError(name)
         return helper
 
     def __iter__(self) -> Iterator[str]:
