@@ -102,3 +102,18 @@ def test_a_common_word_in_the_else_of_a_compound_test() -> None:
 )
 def test_what_a_test_says_of_deepspeed(test: str, reading: tuple[bool, bool, bool, bool]) -> None:
     assert _deepspeed_test(ast.parse(test, mode="eval").body) == reading
+
+
+def test_a_dict_saved_as_a_deepspeed_file_has_its_keys_in_any_branch() -> None:
+    # SwissArmyTransformer's save_checkpoint: without DeepSpeed, it writes DeepSpeed's layout itself
+    code = """
+    def save(args, model, it):
+        if args.deepspeed:
+            model.save_checkpoint(args.save, it)
+        else:
+            torch.save({'module': model.state_dict()}, os.path.join(args.save, 'mp_rank_00_model_states.pt'))
+    """
+    findings = [f for f in lint_source(textwrap.dedent(code)) if f.code.startswith("CK1")]
+    assert [(f.code, f.value) for f in findings] == [("CK104", "module")]
+    other = code.replace("'mp_rank_00_model_states.pt'", "'model.pt'")  # no DeepSpeed file: Megatron's own
+    assert [f for f in lint_source(textwrap.dedent(other)) if f.code.startswith("CK1")] == []

@@ -612,8 +612,13 @@ class _Linter:
             origin = self.loaded(candidate)
             if origin is not None:
                 origins[id(candidate)] = origin
-            # (a mapping loaded from a DeepSpeed file is one, whatever its expression mentions: `args`)
-            if self.outside_deepspeed(candidate.node) or (origin is None and OTHER_NAME.search(candidate.holder)):
+            # A mapping loaded from a DeepSpeed file is one, whatever its expression mentions
+            # (`args`); a dict saved as one is one in any branch: code run without DeepSpeed that
+            # writes `mp_rank_00_model_states.pt` writes DeepSpeed's layout, for DeepSpeed to read.
+            saved = origin is not None and candidate.code == "CK104"
+            if (not saved and self.outside_deepspeed(candidate.node)) or (
+                origin is None and OTHER_NAME.search(candidate.holder)
+            ):
                 continue
             if id(candidate.scope) in self.other_format:
                 continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
