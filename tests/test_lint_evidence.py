@@ -382,3 +382,29 @@ def test_json_explains_the_evidence(tmp_path: pathlib.Path) -> None:
     assert [f["value"] for f in findings] == ["module", "buffer_names"]
     assert "also uses the DeepSpeed key 'buffer_names'" in findings[0]["evidence"]
     assert "no other format uses" in findings[1]["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("code", "found"),
+    [
+        # GPT-NeoX's merge20b.py: two keys of DeepSpeed's model-states top level, on one loaded checkpoint
+        (
+            "def f(p):\n    sd = torch.load(p)\n    sd['mp_world_size'] = 1\n    sd['dp_world_size'] = 1\n",
+            [("CK101", "mp_world_size"), ("CK101", "dp_world_size")],
+        ),
+        ("def f(p):\n    sd = torch.load(p)\n    n = sd.get('global_samples')\n    return sd['skipped_steps'], n\n", [
+            ("CK102", "global_samples"), ("CK101", "skipped_steps"),
+        ]),  # fmt: skip
+        # one alone, each a word of configs and arguments: nothing
+        ("def f(p):\n    sd = torch.load(p)\n    sd['mp_world_size'] = 1\n", []),
+        # not what torch.load returned: a config, arguments
+        ("def f(c):\n    sd = json.load(c)\n    sd['mp_world_size'] = 1\n    sd['dp_world_size'] = 1\n", []),
+        ("def f(p):\n    sd = read(p)\n    sd['mp_world_size'] = 1\n    sd['dp_world_size'] = 1\n", []),
+        # the keys every PyTorch checkpoint has: a model, an optimizer, a scheduler
+        ("def f(p):\n    sd = torch.load(p)\n    return sd['module'], sd['optimizer'], sd['lr_scheduler']\n", []),
+        # two mappings, one key each
+        ("def f(p, q):\n    a = torch.load(p)\n    b = torch.load(q)\n    return a['mp_world_size'], b['dp_world_size']\n", []),
+    ],
+)
+def test_two_model_states_keys_read_from_one_loaded_checkpoint(code: str, found: list[tuple[str, str]]) -> None:
+    assert [(f.code, f.value) for f in lint(code) if f.code.startswith("CK1")] == found

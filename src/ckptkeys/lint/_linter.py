@@ -58,6 +58,11 @@ _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 _STORING_METHODS: Final = frozenset({"setdefault"})
 _PATH_PIECES: Final = frozenset({"join", "Path", "PurePath", "PosixPath", "joinpath"})
 _GLOB: Final = re.compile(r"[*?]|\[[^\]]*\]")
+# The keys of DeepSpeed's model-states top level that every PyTorch checkpoint has too (a model,
+# an optimizer, a scheduler): the others (`mp_world_size`, `dp_world_size`, `global_samples`,
+# `skipped_steps`...) are each a word of configs or arguments, but two of them read from one
+# loaded checkpoint are DeepSpeed's layout.
+_EVERY_CHECKPOINT: Final = frozenset({"module", "optimizer", "lr_scheduler"})
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 
 
@@ -632,6 +637,7 @@ class _Linter:
         by_scope: dict[int, list[str]] = {}
         for candidate in kept:
             by_scope.setdefault(id(candidate.scope), []).append(candidate.value)
+        beside = self.model_states_pairs(kept)
         reported: list[tuple[Candidate, str, tuple[str, ...], str | None, str]] = []
         for candidate in kept:
             value = candidate.value
@@ -646,6 +652,9 @@ class _Linter:
                     file_evidence = {id(self.tree): why} if why else {}
                 evidence = common_word_evidence(candidate, distinctive, by_group, file_evidence, self.tree)
                 origin = origins.get(id(candidate))
+                if not evidence and id(candidate) in beside:
+                    evidence = f"a common word, read with {beside[id(candidate)]!r} from what torch.load() returned:"
+                    evidence += " two keys of DeepSpeed's model-states top level"
                 if not evidence and origin is not None and candidate.code == "CK104":
                     evidence = f"a common word, a key of a dict saved as the DeepSpeed file {origin.text!r}"
                 elif not evidence and origin is not None:
@@ -693,6 +702,33 @@ class _Linter:
                 imports=(names[0].split(".")[0],) if replacement else (),
                 evidence=evidence,
             )
+
+    def model_states_pairs(self, kept: list[Candidate]) -> dict[int, str]:
+        """The keys read from a mapping ``torch.load`` returned (a name bound once to a
+        ``torch.load`` call, whatever its path) beside another key of DeepSpeed's model-states top level, neither
+        of them one every checkpoint has (``_EVERY_CHECKPOINT``): candidate id -> that other key.
+        ``sd = torch.load(path); sd["mp_world_size"] = 1; sd["dp_world_size"] = 1`` (GPT-NeoX)."""
+        index = registry_index()
+        read: dict[tuple[int, str], list[Candidate]] = {}
+        for candidate in kept:
+            if (
+                candidate.code in ("CK101", "CK102", "CK103")
+                and isinstance(candidate.expression, ast.Name)
+                and candidate.value not in _EVERY_CHECKPOINT
+                and index.group_of_value.get(candidate.value) == {"ModuleKeys"}
+            ):
+                read.setdefault((id(candidate.scope), candidate.expression.id), []).append(candidate)
+        found: dict[int, str] = {}
+        for same in read.values():
+            values = {c.value for c in same}
+            if len(values) < 2:
+                continue
+            bound = self.bound(same[0].expression, same[0].scope)  # type: ignore[arg-type]
+            if not (isinstance(bound, ast.Call) and _dotted(bound.func) == "torch.load"):
+                continue  # (json.load, yaml.load: a config's keys)
+            for candidate in same:
+                found[id(candidate)] = min(values - {candidate.value})
+        return found
 
     # -- file names and tags ------------------------------------------------------------------
 
