@@ -151,6 +151,8 @@ def run_lint(args: argparse.Namespace) -> int:
     for path in files:
         try:
             if stdin:
+                if sys.stdin is None:  # started with it closed (`<&-`): nothing to read, as a file that cannot be
+                    raise ReadError(path, "cannot be read: standard input is closed")
                 raw = sys.stdin.buffer.read()
                 source, encoding = lint.decode_source(raw)
             else:
@@ -165,7 +167,7 @@ def run_lint(args: argparse.Namespace) -> int:
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
             remaining += [unreadable] if reported(unreadable) else []
             if stdin and args.fix and not args.diff:
-                sys.stdout.buffer.write(raw)  # the text as it came: nothing could be fixed
+                _write_bytes(raw)  # the text as it came: nothing could be fixed
             continue
         new = source
         findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
@@ -173,6 +175,13 @@ def run_lint(args: argparse.Namespace) -> int:
             sources[path] = source
         if (args.fix or args.diff) and any(f.fixable for f in findings):
             new, applied = lint.fix_source(source, findings)
+            if applied and not args.diff and not stdin:
+                try:
+                    _rewrite(path, new.encode(encoding))
+                except OSError as error:  # read-only file or folder: said as one finding, the run goes on
+                    unwritable = lint.Finding(path, 1, 1, "CK001", f"cannot be written: {error.strerror or error}")
+                    remaining += [unwritable] if reported(unwritable) else []
+                    new, applied = source, []
             if applied:
                 changed += 1
                 fixed += applied
@@ -184,10 +193,8 @@ def run_lint(args: argparse.Namespace) -> int:
                             source.splitlines(keepends=True), new.splitlines(keepends=True), path, path
                         )
                     )
-                elif not stdin:
-                    _rewrite(path, new.encode(encoding))
         if stdin and args.fix and not args.diff:
-            sys.stdout.buffer.write(new.encode(encoding))
+            _write_bytes(new.encode(encoding))
         remaining += findings
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
@@ -355,6 +362,19 @@ def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
     for code, group in rows:
         mark = ("[*] " if any(f.fixable for f in group) else "[ ] ") if any_fixable else ""
         print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}", file=out)
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write ``data`` to standard output as bytes (``lint --fix -``: the text in its own encoding).
+    Standard output closed (``>&-``; main's stand-in has no ``buffer``) fails as a write to a
+    closed descriptor does, for main to say so (74)."""
+    import errno
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        raise OSError(errno.EBADF, "it is closed")
+    sys.stdout.flush()
+    buffer.write(data)
 
 
 def _rewrite(path: str, data: bytes) -> None:

@@ -1,0 +1,94 @@
+"""``ckptkeys lint`` where ruff's users push it: closed streams, files that cannot be written, odd
+characters in the source and in globs, noqa where ruff reads it, and the options ruff combines or
+refuses. Each case was measured against ruff 0.17.6 on the same input (noted where it differs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ckptkeys._cli import _lint
+from ckptkeys._cli._main import main
+
+SRC = str(pathlib.Path(__file__).resolve().parent.parent / "src")
+# Two findings: CK202 (line 2, not fixable) and CK101 (line 3, fixable).
+SOURCE = "import torch\nsd = torch.load('mp_rank_00_model_states.pt')\nx = sd['param_shapes']\n"
+
+
+def child(
+    *args: str, cwd: pathlib.Path, data: bytes | None = None, close: tuple[int, ...] = ()
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m ckptkeys lint ARGS``, the descriptors ``close`` closed as ``<&-``/``>&-`` do."""
+
+    def closing() -> None:
+        for fd in close:
+            os.close(fd)
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), PYTHONIOENCODING="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "ckptkeys", "lint", *args],
+        cwd=cwd,
+        env=env,
+        input=data,
+        stdin=None if data is not None or 0 in close else subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        preexec_fn=closing,
+    )
+
+
+# -- closed standard streams, files that cannot be written ----------------------------------------
+
+
+def test_a_closed_standard_input_is_one_unreadable_file(tmp_path: pathlib.Path) -> None:
+    # `ckptkeys lint - <&-` raised AttributeError (sys.stdin is None); ruff 0.17.6 lints an empty text
+    # there ("All checks passed!"): here it is one CK001, as any file that cannot be read.
+    done = child("-", "--isolated", cwd=tmp_path, close=(0,))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.decode() == "-:1:1: CK001 cannot be read: standard input is closed\n"
+    fixing = child("--fix", "-", "--isolated", cwd=tmp_path, close=(0,))
+    assert (fixing.returncode, fixing.stdout) == (1, b"")
+    assert fixing.stderr.decode().startswith("-:1:1: CK001 cannot be read: standard input is closed\n")
+
+
+def test_fix_of_standard_input_with_standard_output_closed_is_74(tmp_path: pathlib.Path) -> None:
+    # `ckptkeys lint --fix - >&-` raised AttributeError (no .buffer on the closed-output stand-in)
+    done = child("--fix", "-", "--isolated", cwd=tmp_path, data=SOURCE.encode(), close=(1,))
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.decode().splitlines()[-1] == "ckptkeys lint: cannot write to standard output: it is closed"
+
+
+def test_fix_goes_on_past_a_file_it_cannot_write(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file --fix cannot write (read-only, a read-only folder: root writes both, so the refusal is
+    # simulated) ended the run with a PermissionError traceback, the files after it not linted.
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text(SOURCE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    rewrite = _lint._rewrite
+
+    def refuse(path: str, data: bytes) -> None:
+        if path == "a.py":
+            raise PermissionError(13, "Permission denied", path)
+        rewrite(path, data)
+
+    monkeypatch.setattr(_lint, "_rewrite", refuse)
+    status = main(["lint", "--fix", "--isolated", "a.py", "b.py"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert [line.split(": ")[0:2] for line in out.splitlines()] == [
+        ["a.py:1:1", "CK001 cannot be written"],
+        ["a.py:2:17", "CK202 'mp_rank_00_model_states.pt' is a checkpoint file name"],
+        ["a.py:3:8", "CK101 'param_shapes' is a checkpoint key"],
+        ["b.py:2:17", "CK202 'mp_rank_00_model_states.pt' is a checkpoint file name"],
+    ]
+    assert out.splitlines()[0] == "a.py:1:1: CK001 cannot be written: Permission denied"
+    assert (tmp_path / "a.py").read_text(encoding="utf-8") == SOURCE
+    assert "ModuleKeys.PARAM_SHAPES" in (tmp_path / "b.py").read_text(encoding="utf-8")
+    assert err == "Found 5 problems (1 fixed in 1 file, 4 remaining).\n"
