@@ -477,9 +477,9 @@ def test_output_formats(tmp_path: pathlib.Path) -> None:
     assert github.returncode == 1 and github.stderr == ""
     assert github.stdout == f"::error title=ckptkeys (CK101),file=a.py,line=2,col=11,endLine=2,endColumn=25::{line}\n"
 
-    # full: the source line (a tab as one column, as the column counts it) and carets under the span
+    # full: the source line (a tab as 4 spaces, as ruff shows it) and carets under the span
     full = cli("--output-format", "full", "a.py", cwd=tmp_path)
-    excerpt = [line, "  |", "2 |  return s['param_shapes'], 1", "  |           ^^^^^^^^^^^^^^"]
+    excerpt = [line, "  |", "2 |     return s['param_shapes'], 1", "  |              ^^^^^^^^^^^^^^"]
     assert full.stdout.splitlines()[:4] == excerpt
     assert full.stdout.splitlines()[4].startswith("  = why: ") and full.stderr == concise.stderr
 

@@ -92,3 +92,43 @@ def test_fix_goes_on_past_a_file_it_cannot_write(
     assert (tmp_path / "a.py").read_text(encoding="utf-8") == SOURCE
     assert "ModuleKeys.PARAM_SHAPES" in (tmp_path / "b.py").read_text(encoding="utf-8")
     assert err == "Found 5 problems (1 fixed in 1 file, 4 remaining).\n"
+
+
+# -- --output-format full: the source line as a terminal shows it ----------------------------------
+
+
+def test_full_shows_the_line_as_ruff_does_and_the_carets_under_the_span(tmp_path: pathlib.Path) -> None:
+    # Measured with ruff 0.17.6 --output-format full on the same lines (E711 after the same prefixes):
+    # a tab is 4 spaces; a control character its Control Picture (ESC U+241B, form feed U+240C,
+    # DEL U+2421), so that a source line cannot drive the terminal; a bidi override U+FFFD; and the
+    # carets are placed by display width: East Asian wide characters 2 columns, combining and
+    # zero-width ones none. Before, each character was one column and control characters were
+    # written raw (an ESC sequence in a string literal reached the terminal).
+    lines = [
+        "x = 1;\tz = sd['param_shapes']",
+        "y = '\x1b[31m'; z = sd['param_shapes']",
+        "\x0cu = sd['param_shapes']",
+        "y = '日本'; z = sd['param_shapes']",
+        "w = 'e\u0301\u200b\x7f'; v = sd['param_shapes']",
+        "w = '\u202e'; v = sd['param_shapes']",
+    ]
+    (tmp_path / "a.py").write_text("import torch\nsd = torch.load(p)\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    done = child("--output-format", "full", "--isolated", "a.py", cwd=tmp_path)
+    assert done.returncode == 1
+    # (split at \n only: str.splitlines would split at the form feed the line shows)
+    shown = [line for line in done.stdout.decode().split("\n") if line[:1].isdigit() or line.startswith("  | ")]
+    carets = "^" * 14  # the width of 'param_shapes' with its quotes
+    assert shown == [
+        "3 | x = 1;    z = sd['param_shapes']",
+        f"  | {' ' * 17}{carets}",
+        "4 | y = '\u241b[31m'; z = sd['param_shapes']",
+        f"  | {' ' * 20}{carets}",
+        "5 | \u240cu = sd['param_shapes']",
+        f"  | {' ' * 8}{carets}",
+        "6 | y = '日本'; z = sd['param_shapes']",
+        f"  | {' ' * 19}{carets}",
+        "7 | w = 'e\u0301\u200b\u2421'; v = sd['param_shapes']",
+        f"  | {' ' * 17}{carets}",
+        "8 | w = '\ufffd'; v = sd['param_shapes']",
+        f"  | {' ' * 16}{carets}",
+    ]

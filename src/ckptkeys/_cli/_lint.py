@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from .._read._errors import ReadError
 from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
@@ -315,18 +315,47 @@ def _source_excerpt(finding: lint.Finding, source: str | None) -> str:
     out: list[str] = []
     lines = physical_lines(source) if source is not None else []
     if 0 < finding.line <= len(lines):
-        text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
+        text = lines[finding.line - 1].rstrip("\r\n")
         number = str(finding.line)
         end = finding.end_col if finding.end_line == finding.line and finding.end_col > finding.col else len(text) + 1
+        shown = [_shown(char) for char in text]
+        before = sum(width for _, width in shown[: finding.col - 1])
+        under = sum(width for _, width in shown[finding.col - 1 : end - 1])
         out += [
             f"{' ' * len(number)} |",
-            f"{number} | {text}",
-            f"{' ' * len(number)} | {' ' * (finding.col - 1)}{'^' * max(1, end - finding.col)}",
+            f"{number} | {''.join(part for part, _ in shown)}",
+            f"{' ' * len(number)} | {' ' * before}{'^' * max(1, under)}",
         ]
     if finding.evidence:
         out.append(f"  = why: {finding.evidence}")
     out.append("")
     return "\n".join(out)
+
+
+# Bidirectional overrides and isolates: shown as U+FFFD, as ruff shows them, so that a line cannot
+# reorder what the terminal displays (CVE-2021-42574, "Trojan Source").
+_BIDI: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shown(char: str) -> tuple[str, int]:
+    """One source character as ``--output-format full`` shows it, and its width in terminal
+    columns, as ruff 0.17.6 shows it (measured): a tab as 4 spaces; a control character as its
+    Control Picture (ESC as U+241B), never raw; a bidi control as U+FFFD; East Asian wide and
+    fullwidth characters 2 columns, combining marks and format characters (U+200B) none."""
+    import unicodedata
+
+    if char == "\t":
+        return "    ", 4
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code), 1
+    if code == 0x7F:
+        return "\u2421", 1
+    if char in _BIDI:
+        return "\ufffd", 1
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return char, 0
+    return char, 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str:
