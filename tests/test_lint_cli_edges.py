@@ -132,3 +132,78 @@ def test_full_shows_the_line_as_ruff_does_and_the_carets_under_the_span(tmp_path
         "8 | w = '\ufffd'; v = sd['param_shapes']",
         f"  | {' ' * 16}{carets}",
     ]
+
+
+# -- globs: exclude and per-file-ignores read as ruff's globset reads them -------------------------
+
+GLOB_FILES = ("a/b/c.py", "x.py", "tests/test_a.py", "a/tests/t.py", "a/c.py")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "ignored"),
+    [  # the files each per-file-ignores pattern silences, as ruff 0.17.6 silences them (measured)
+        ("tests/*", {"tests/test_a.py"}),
+        ("**/tests/*", {"tests/test_a.py", "a/tests/t.py"}),  # **/ matches no folder too (was: a/tests only)
+        ("a/**/c.py", {"a/b/c.py", "a/c.py"}),  # /**/ too (was: a/b/c.py only)
+        ("{a,tests}/*", {"a/b/c.py", "tests/test_a.py", "a/tests/t.py", "a/c.py"}),  # alternation (was: none)
+        ("{a/{b,x},x.py}/*", {"a/b/c.py"}),
+        ("a/{b/c,c}.py", {"a/b/c.py", "a/c.py"}),
+        ("!{a,x.py}", {"a/b/c.py", "tests/test_a.py", "a/tests/t.py", "a/c.py"}),
+        ("\\a/c.py", {"a/c.py"}),  # a backslash escapes (was: a literal backslash)
+        ("a/*.py", {"a/b/c.py", "a/tests/t.py", "a/c.py"}),  # * crosses /
+        ("*/c.py", {"a/b/c.py", "a/c.py"}),
+        ("c.py", {"a/b/c.py", "a/c.py"}),  # the file's name alone
+        ("./a/*", {"a/b/c.py", "a/tests/t.py", "a/c.py"}),
+        ("te?ts/*", {"tests/test_a.py"}),
+        ("[a-c]/c.py", {"a/c.py"}),
+        ("*/[]t]*/*", {"a/tests/t.py"}),
+        ("[!x].py", {"a/b/c.py", "a/tests/t.py", "a/c.py"}),
+        ("a", set()),
+        ("A/*", set()),
+        ("b/c.py", set()),
+    ],
+)
+def test_per_file_ignores_globs_as_ruff_matches_them(
+    pattern: str, ignored: set[str], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    for name in GLOB_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(SOURCE, encoding="utf-8")
+    escaped = pattern.replace("\\", "\\\\")
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.ckptkeys.lint]\nper-file-ignores = {{"{escaped}" = ["CK1"]}}\n', encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["lint", "."]) == 1
+    with_key = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if " CK101 " in line}
+    assert set(GLOB_FILES) - with_key == ignored
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [  # ruff 0.17.6 refuses each ("invalid glob", exit 2); they silently matched nothing here
+        ("[", "unclosed character class; missing ']'"),
+        ("[]", "unclosed character class; missing ']'"),
+        ("[!]", "unclosed character class; missing ']'"),
+        ("{a", "unclosed alternate group; missing '}'"),
+        ("}", "unopened alternate group; missing '{'"),
+        ("a\\", "dangling '\\'"),
+    ],
+)
+def test_a_pattern_that_is_no_glob_is_a_usage_error(
+    pattern: str, why: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    escaped = pattern.replace("\\", "\\\\")
+    for key in ("exclude", "extend-exclude", "per-file-ignores"):
+        value = f'{{"!{escaped}" = ["CK1"]}}' if key == "per-file-ignores" else f'["{escaped}"]'
+        (tmp_path / "pyproject.toml").write_text(f"[tool.ckptkeys.lint]\n{key} = {value}\n", encoding="utf-8")
+        assert main(["lint", "."]) == 2
+        err = capsys.readouterr().err
+        assert f"[tool.ckptkeys.lint] {key}: {pattern!r}: not a glob: {why}" in err, err
+    for option in ("--exclude", "--extend-exclude"):
+        assert main(["lint", "--isolated", option, pattern, "."]) == 2
+        assert f"{option} {pattern!r}: not a glob: {why}" in capsys.readouterr().err

@@ -13,7 +13,9 @@ only when a ``pyproject.toml`` is read: ``import ckptkeys`` and a run without on
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -291,13 +293,84 @@ class LintSettings:
 
 def _glob_matches(path: str, root: str, pattern: str) -> bool:
     """ruff's matching of ``exclude`` and ``per-file-ignores`` patterns: against the file's name, or
-    against its whole path with the pattern taken relative to ``root`` (``*`` crosses ``/``, as in
-    ruff's globs)."""
-    import fnmatch
-
+    against its whole path with the pattern taken relative to ``root``; the globs are globset's, as
+    ruff's (:func:`_glob`)."""
     absolute = os.path.abspath(path)
     anchored = os.path.normpath(os.path.join(root, pattern))
-    return fnmatch.fnmatchcase(os.path.basename(absolute), pattern) or fnmatch.fnmatchcase(absolute, anchored)
+    return bool(_glob(pattern).fullmatch(os.path.basename(absolute)) or _glob(anchored).fullmatch(absolute))
+
+
+class GlobError(ValueError):
+    """A pattern that is no glob (``[`` unclosed, ``{a,{b}}``): ruff refuses it, and so does lint."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as ruff's globs read it (the globset crate, as ruff 0.17.6 configures it; each
+    case measured against ``per-file-ignores`` there): ``*`` and ``?`` cross ``/``; ``**/`` at the
+    start and ``/**/`` match zero or more folders, ``/**`` at the end everything below; ``[ab]``,
+    ``[!a-z]`` (``^`` too) a character of a class; ``{a,b}`` either glob (``{a,{b,c}}`` too); ``\\``
+    escapes the next character. Raises :class:`GlobError` as ruff refuses a pattern."""
+    out: list[str] = []
+    groups: list[list[list[str]]] = []  # the {...} open, innermost last: each its alternatives so far
+
+    def emit(text: str) -> None:
+        (groups[-1][-1] if groups else out).append(text)
+
+    position, size = 0, len(pattern)
+    while position < size:
+        char = pattern[position]
+        if char == "\\":
+            if position + 1 == size:
+                raise GlobError("dangling '\\'")
+            emit(re.escape(pattern[position + 1]))
+            position += 2
+            continue
+        if char == "*":
+            stars = 1
+            while position + stars < size and pattern[position + stars] == "*":
+                stars += 1
+            before = pattern[position - 1] if position else "/"
+            after = pattern[position + stars] if position + stars < size else None
+            if stars >= 2 and before == "/" and after == "/":  # **/ at the start, /**/: zero or more folders
+                emit("(?:.*/)?")
+                position += stars + 1
+                continue
+            emit(".*")  # *, and ** elsewhere (/** at the end: everything below)
+            position += stars
+            continue
+        if char == "?":
+            emit(".")
+        elif char == "[":
+            end = position + 1
+            negated = end < size and pattern[end] in "!^"
+            end += negated
+            members = end
+            if end < size and pattern[end] == "]":  # a ] right after [ (or [!) is a member
+                end += 1
+            while end < size and pattern[end] != "]":
+                end += 1
+            if end >= size:
+                raise GlobError("unclosed character class; missing ']'")
+            inner = "".join("\\" + c if c in "\\^[]" else c for c in pattern[members:end])
+            emit(f"[{'^' if negated else ''}{inner}]")
+            position = end + 1
+            continue
+        elif char == "{":
+            groups.append([[]])
+        elif char == "," and groups:
+            groups[-1].append([])
+        elif char == "}":
+            if not groups:
+                raise GlobError("unopened alternate group; missing '{' (maybe escape '}' with '[}]'?)")
+            alternatives = groups.pop()
+            emit("(?:" + "|".join("".join(a) for a in alternatives) + ")")
+        else:
+            emit(re.escape(char))
+        position += 1
+    if groups:
+        raise GlobError("unclosed alternate group; missing '}' (maybe escape '{' with '[{]'?)")
+    return re.compile("".join(out), re.DOTALL)
 
 
 _Level = tuple[list[str] | None, list[str] | None, list[str] | None]
@@ -359,6 +432,19 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
         (pattern, tuple(codes(f"{where} per-file-ignores {pattern!r}:", selectors)))
         for pattern, selectors in values.get("per-file-ignores", {}).items()
     )
+    # A pattern that is no glob is refused as ruff refuses it (it matched nothing, silently).
+    for option, patterns in (
+        ("--exclude", exclude or []),
+        ("--extend-exclude", extend_exclude),
+        (f"{where} exclude:", values.get("exclude", [])),
+        (f"{where} extend-exclude:", values.get("extend-exclude", [])),
+        (f"{where} per-file-ignores:", [p.removeprefix("!") for p, _ in per_file]),
+    ):
+        for pattern in patterns:
+            try:
+                _glob(pattern)
+            except GlobError as error:
+                raise ConfigError(f"{option} {pattern!r}: not a glob: {error}") from None
     return LintSettings(
         enabled=_resolve(levels, list(CODES)),
         root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None else os.getcwd(),
