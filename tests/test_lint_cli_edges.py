@@ -246,3 +246,42 @@ def test_a_file_that_does_not_parse_is_reported_whatever_noqa_says(comment: str)
 
     assert [f.code for f in lint_source(f"x = sd['param_shapes']  {comment}\ndef (:\n", "k.py")] == ["CK001"]
     assert [f.code for f in lint_source(f"# ckptkeys: noqa\nx = sd['param_shapes']  {comment}\ndef (:\n", "k.py")] == ["CK001"]
+
+
+# -- options ruff combines, refuses, or defaults ---------------------------------------------------
+
+
+def test_statistics_as_ruff_combines_them(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    # --statistics --output-format json: ruff 0.17.6 writes its statistics as JSON (code, name,
+    # count, fixable, fixable_count), no summary; the findings document was written instead here.
+    done = child("--statistics", "--output-format", "json", "--isolated", "a.py", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (1, b"")
+    assert json.loads(done.stdout) == [
+        {"code": "CK101", "name": "checkpoint key in a subscript: d['key']", "count": 1, "fixable": True,
+         "fixable_count": 1},
+        {"code": "CK202", "name": "literal checkpoint file name (or the 'latest' file as a path)", "count": 1,
+         "fixable": False, "fixable_count": 0},
+    ]  # fmt: skip
+    assert child("--statistics", "--json", "--isolated", "a.py", cwd=tmp_path).stdout == done.stdout
+    # ruff refuses --statistics with --diff (a usage error) and with github or sarif ("Unsupported
+    # serialization format for statistics", 2); both printed something else and exited 1 here.
+    for refused in (["--diff"], ["--output-format", "github"], ["--output-format", "sarif"]):
+        done = child("--statistics", *refused, "--isolated", "a.py", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, b""), refused
+        assert done.stderr.decode().startswith("ckptkeys lint: --statistics ")
+    assert "ModuleKeys" not in (tmp_path / "a.py").read_text(encoding="utf-8")
+
+
+def test_no_path_is_the_current_folder_and_stdin_filename_alone_reads_standard_input(tmp_path: pathlib.Path) -> None:
+    # As ruff 0.17.6: `ruff check` lints `.`, `ruff check --stdin-filename x.py` reads standard
+    # input (both were usage errors here: PATH was required).
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    bare = child("--isolated", cwd=tmp_path)
+    assert bare.returncode == 1
+    assert [line.split(" ")[0] for line in bare.stdout.decode().splitlines()] == ["a.py:2:17:", "a.py:3:8:"]
+    named = child("--isolated", "--stdin-filename", "pkg/z.py", cwd=tmp_path, data=SOURCE.encode())
+    assert [line.split(" ")[0] for line in named.stdout.decode().splitlines()] == ["pkg/z.py:2:17:", "pkg/z.py:3:8:"]
+    # ruff reads standard input and ignores the paths, with a warning; refused here, as before
+    mixed = child("--isolated", "--stdin-filename", "z.py", "a.py", cwd=tmp_path, data=SOURCE.encode())
+    assert mixed.returncode == 2

@@ -21,7 +21,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .. import lint
 
-__all__ = ["OUTPUT_FORMATS", "add_lint", "github_annotation", "run_lint", "sarif_document", "summary"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "add_lint",
+    "github_annotation",
+    "run_lint",
+    "sarif_document",
+    "statistics_document",
+    "summary",
+]
 
 # lint's --output-format choices (ruff's names).
 OUTPUT_FORMATS = ("concise", "full", "json", "github", "sarif")
@@ -36,9 +44,10 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
     )
     lint.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
-        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input",
+        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input; "
+        "none: . (standard input with --stdin-filename), as ruff",
     )
     lint.add_argument(
         "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
@@ -117,11 +126,20 @@ def run_lint(args: argparse.Namespace) -> int:
         settings = lint_settings(args)
     except ConfigError as error:
         return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
+    if args.statistics and args.diff:  # as ruff's: the two answers exclude each other
+        return fail("lint", EXIT_USAGE, "--statistics cannot be used with --diff", json_too=args.json)
+    if args.statistics and args.output_format in ("github", "sarif"):  # as ruff's: no such form of statistics
+        return fail(
+            "lint", EXIT_USAGE, f"--statistics has no {args.output_format} form (concise, full or json)", json_too=False
+        )
+    if not args.paths:  # as ruff: `ckptkeys lint` is `ckptkeys lint .`, and standard input with --stdin-filename
+        args.paths = ["-"] if args.stdin_filename is not None else ["."]
     stdin = "-" in args.paths
     if stdin and len(args.paths) > 1:
         return fail("lint", EXIT_USAGE, "- (standard input) goes alone, without other paths", json_too=args.json)
     if args.stdin_filename is not None and not stdin:
-        return fail("lint", EXIT_USAGE, "--stdin-filename goes with - (standard input)", json_too=args.json)
+        why = "--stdin-filename goes with - (standard input) or no PATH, not with other paths"
+        return fail("lint", EXIT_USAGE, why, json_too=args.json)
     missing = [p for p in args.paths if p != "-" and not os.path.exists(p)]
     if missing:  # a ReadError, as a missing PATH of every command
         return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
@@ -198,6 +216,8 @@ def run_lint(args: argparse.Namespace) -> int:
         remaining += findings
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
+    elif args.statistics and args.json:
+        print(json.dumps(statistics_document(remaining), indent=2), file=out)
     elif args.json:
         document = {
             "schema_version": 1,
@@ -372,6 +392,28 @@ def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str
     if not remaining:
         return "All checks passed!"
     return f"Found {plural(remaining, 'problem')}" + (f" ({fixable} fixable with --fix)." if fixable else ".")
+
+
+def statistics_document(findings: list[lint.Finding]) -> list[dict[str, object]]:
+    """``--statistics --output-format json``: ruff's JSON statistics, one object per code in the
+    order of the text form: ``code``, ``name`` (here the code's meaning: ckptkeys' codes have no
+    short names), ``count``, ``fixable`` (any of them), ``fixable_count``."""
+    from ..lint import CODES
+
+    counts: dict[str, list[lint.Finding]] = {}
+    for finding in findings:
+        counts.setdefault(finding.code, []).append(finding)
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        {
+            "code": code,
+            "name": CODES[code],
+            "count": len(group),
+            "fixable": any(f.fixable for f in group),
+            "fixable_count": sum(1 for f in group if f.fixable),
+        }
+        for code, group in rows
+    ]
 
 
 def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
