@@ -285,3 +285,14 @@ def test_no_path_is_the_current_folder_and_stdin_filename_alone_reads_standard_i
     # ruff reads standard input and ignores the paths, with a warning; refused here, as before
     mixed = child("--isolated", "--stdin-filename", "z.py", "a.py", cwd=tmp_path, data=SOURCE.encode())
     assert mixed.returncode == 2
+
+
+def test_a_list_of_the_wrong_type_is_shown_with_a_value_of_the_lint_table(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said such as ["missing-"], a validate problem code, for [tool.ckptkeys.lint] too.
+    (tmp_path / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nselect = "CK1"\n', encoding="utf-8")
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["lint", "a.py"]) == 2
+    assert """[tool.ckptkeys.lint] select: must be a list of strings, such as ["CK1"], not 'CK1'""" in capsys.readouterr().err

@@ -141,7 +141,8 @@ def read_config(
         if kind is None:
             raise ConfigError(f"{path}: {name} {key}: unknown key; the keys are {', '.join(keys)}")
         if kind == STRINGS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f'{path}: {name} {key}: must be {STRINGS}, such as ["missing-"], not {value!r}')
+            example = '["CK1"]' if table == "lint" else '["missing-"]'  # a value of that table
+            raise ConfigError(f"{path}: {name} {key}: must be {STRINGS}, such as {example}, not {value!r}")
         if kind == STRING and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} {key}: must be {STRING}, not {value!r}")
         if kind == BOOLEAN and not isinstance(value, bool):
