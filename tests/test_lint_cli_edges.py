@@ -296,3 +296,15 @@ def test_a_list_of_the_wrong_type_is_shown_with_a_value_of_the_lint_table(
     monkeypatch.chdir(tmp_path)
     assert main(["lint", "a.py"]) == 2
     assert """[tool.ckptkeys.lint] select: must be a list of strings, such as ["CK1"], not 'CK1'""" in capsys.readouterr().err
+
+
+def test_fix_of_an_excluded_standard_input_gives_the_text_back(tmp_path: pathlib.Path) -> None:
+    # `lint --fix --force-exclude --stdin-filename build/x.py -` (an editor fixing the buffer of an
+    # excluded file) wrote nothing: the tool reading stdout replaced the buffer with an empty
+    # text. ruff 0.17.6 writes the text back unchanged (measured), and so does this now.
+    (tmp_path / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nexclude = ["build"]\n', encoding="utf-8")
+    data = SOURCE.replace("\n", "\r\n").encode()
+    done = child("--fix", "--force-exclude", "--stdin-filename", "build/x.py", "-", cwd=tmp_path, data=data)
+    assert (done.returncode, done.stdout) == (0, data)
+    shown = child("--force-exclude", "--stdin-filename", "build/x.py", "-", cwd=tmp_path, data=data)
+    assert (shown.returncode, shown.stdout) == (0, b"")

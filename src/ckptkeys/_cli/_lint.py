@@ -158,7 +158,10 @@ def run_lint(args: argparse.Namespace) -> int:
     named = args.paths
     if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
         named = [p for p in named if p == "-" or not settings.excluded_named(p)]
-        stdin = stdin and not (args.stdin_filename is not None and settings.excluded_named(args.stdin_filename))
+        if stdin and args.stdin_filename is not None and settings.excluded_named(args.stdin_filename):
+            stdin = False
+            if args.fix and not args.diff and sys.stdin is not None:
+                _write_bytes(sys.stdin.buffer.read())  # as ruff: the text back as it came (the editor keeps it)
     files = (
         [args.stdin_filename or "-"]
         if stdin
