@@ -308,3 +308,18 @@ def test_fix_of_an_excluded_standard_input_gives_the_text_back(tmp_path: pathlib
     assert (done.returncode, done.stdout) == (0, data)
     shown = child("--force-exclude", "--stdin-filename", "build/x.py", "-", cwd=tmp_path, data=data)
     assert (shown.returncode, shown.stdout) == (0, b"")
+
+
+def test_fix_of_standard_input_gives_back_the_bytes_where_nothing_is_fixed(tmp_path: pathlib.Path) -> None:
+    # An ISO-2022-JP text with a redundant escape (ESC ( B where ASCII is on already): decoded and
+    # encoded again it lost the escape, so `lint --fix -` changed a text it fixed nothing in.
+    data = b'# coding: iso2022_jp\nx = "\x1b(Babc"\n'
+    done = child("--fix", "--isolated", "-", cwd=tmp_path, data=data)
+    assert (done.returncode, done.stdout) == (0, data)
+    # where something is fixed, the text is in its own encoding still
+    data = ("# coding: iso2022_jp\nname = '日本'\n" + SOURCE).encode("iso2022_jp")
+    fixed = child("--fix", "--isolated", "-", cwd=tmp_path, data=data)
+    assert fixed.returncode == 1
+    text = fixed.stdout.decode("iso2022_jp")
+    assert "from ckptkeys import ModuleKeys\n" in text and "name = '日本'\n" in text
+    assert text.endswith("x = sd[ModuleKeys.PARAM_SHAPES]\n")

@@ -215,7 +215,9 @@ def run_lint(args: argparse.Namespace) -> int:
                         )
                     )
         if stdin and args.fix and not args.diff:
-            _write_bytes(new.encode(encoding))
+            # Nothing fixed: the bytes as they came (a decode and encode may differ: ISO-2022-JP's
+            # redundant escapes, a codec's other spellings), else the fixed text in the file's encoding.
+            _write_bytes(raw if new is source else new.encode(encoding))
         remaining += findings
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
