@@ -323,3 +323,51 @@ def test_fix_of_standard_input_gives_back_the_bytes_where_nothing_is_fixed(tmp_p
     text = fixed.stdout.decode("iso2022_jp")
     assert "from ckptkeys import ModuleKeys\n" in text and "name = '日本'\n" in text
     assert text.endswith("x = sd[ModuleKeys.PARAM_SHAPES]\n")
+
+
+# -- configuration found as ruff finds it: the closest pyproject.toml above each file ---------------
+
+
+@pytest.fixture
+def nested(tmp_path: pathlib.Path) -> pathlib.Path:
+    """ruff's hierarchy, measured with ruff 0.17.6 on the same tree ([tool.ruff.lint] in place of
+    [tool.ckptkeys.lint]): `ruff check proj` from the folder above, and `ruff check deep ../tests
+    ../other` from proj/sub, both read proj's table for top.py, sub/deep/m.py and tests/t.py
+    (sub's pyproject.toml has no table: skipped), and other's for other/o.py."""
+    project = tmp_path / "proj"
+    for name in ("top.py", "sub/deep/m.py", "tests/t.py", "other/o.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(SOURCE, encoding="utf-8")
+    (project / "pyproject.toml").write_text(
+        '[tool.ckptkeys.lint]\nper-file-ignores = {"sub/**/m.py" = ["CK1"], "t.py" = ["CK2"]}\n', encoding="utf-8"
+    )
+    (project / "sub" / "pyproject.toml").write_text('[project]\nname = "x"\n', encoding="utf-8")
+    (project / "other" / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nselect = ["CK2"]\n', encoding="utf-8")
+    return tmp_path
+
+
+def test_each_file_under_the_closest_table_above_it(nested: pathlib.Path) -> None:
+    def found(done: subprocess.CompletedProcess[bytes]) -> set[tuple[str, str]]:
+        return {(line.split(":")[0], line.split(" ")[1]) for line in done.stdout.decode().splitlines()}
+
+    # the table of proj was read only from inside proj (from above it: none, every code everywhere)
+    assert found(child("proj", cwd=nested)) == {
+        ("proj/top.py", "CK202"), ("proj/top.py", "CK101"), ("proj/sub/deep/m.py", "CK202"),
+        ("proj/tests/t.py", "CK101"), ("proj/other/o.py", "CK202"),
+    }  # fmt: skip
+    # other's table was never read from proj/sub (its CK101 was reported)
+    assert found(child("deep", "../tests", "../other", cwd=nested / "proj" / "sub")) == {
+        ("deep/m.py", "CK202"), ("../tests/t.py", "CK101"), ("../other/o.py", "CK202"),
+    }  # fmt: skip
+    # --isolated and --config: one setting for every file, as in ruff
+    assert len(found(child("--isolated", "proj", cwd=nested))) == 8
+    config = child("--config", "proj/other/pyproject.toml", "proj", cwd=nested)
+    assert {code for _, code in found(config)} == {"CK202"} and len(found(config)) == 4
+
+
+def test_a_table_that_cannot_be_used_below_is_a_usage_error_before_any_rewrite(nested: pathlib.Path) -> None:
+    (nested / "proj" / "other" / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nselect = "CK2"\n')
+    done = child("--fix", "proj", cwd=nested)
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert b"other/pyproject.toml: [tool.ckptkeys.lint] select: must be a list of strings" in done.stderr
+    assert all((nested / "proj" / n).read_text() == SOURCE for n in ("top.py", "sub/deep/m.py", "tests/t.py"))

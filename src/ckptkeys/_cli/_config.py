@@ -25,7 +25,7 @@ from .._check._select import FAIL_ON, Selection, describe_codes, unknown_convert
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, Final
 
 __all__ = [
@@ -399,17 +399,19 @@ def _resolve(levels: Sequence[_Level], codes: Sequence[str]) -> frozenset[str]:
     return frozenset(enabled)
 
 
-def lint_settings(args: argparse.Namespace) -> LintSettings:
+def lint_settings(args: argparse.Namespace, *, found: str | None = None) -> LintSettings:
     """``lint``'s settings: ``[tool.ckptkeys.lint]`` (``select``, ``extend-select``, ``ignore``,
     ``exclude``, ``per-file-ignores``), then ``--select``, ``--extend-select``, ``--ignore`` as a
     higher level, as ruff resolves rule selection; ``--exclude`` replaces ``exclude`` (ruff's
     default list where neither is given), ``extend-exclude`` and ``--extend-exclude`` add to it,
     ``--[no-]respect-gitignore`` overrides ``respect-gitignore`` (true by default). Codes are
-    upper-cased. Raises ConfigError naming the option as typed or the file, table and key."""
+    upper-cased. ``found``: the ``pyproject.toml`` to read (:func:`lint_settings_of`), not the one
+    found from the current folder. Raises ConfigError naming the option as typed or the file,
+    table and key."""
     from ..lint import CODES
     from ..lint._files import DEFAULT_EXCLUDE
 
-    config = read_config("lint", LINT_KEYS, config=args.config, isolated=args.isolated)
+    config = read_config("lint", LINT_KEYS, config=found or args.config, isolated=args.isolated)
 
     def codes(where: str, selectors: list[str]) -> list[str]:
         selectors = [s.upper() for s in selectors]
@@ -460,3 +462,45 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
         per_file_ignores=per_file,
         config=config.path,
     )
+
+
+def lint_settings_of(args: argparse.Namespace, base: LintSettings) -> Callable[[str], LintSettings]:
+    """The settings of each file (or folder) ``lint`` meets, as ruff finds its configuration
+    hierarchically: the closest ``pyproject.toml`` with a ``[tool.ckptkeys]`` table above the
+    path, else ``base`` (the one found from the current folder, or none), each with the options
+    of the command line over it. ``--config`` and ``--isolated`` make ``base`` the settings of
+    every file, as in ruff. Each folder is looked at once, each file read once."""
+    if args.config is not None or args.isolated:
+        return lambda path: base
+    closest: dict[str, str | None] = {}
+    made: dict[str, LintSettings] = {base.config: base} if base.config is not None else {}
+
+    def config_of(folder: str) -> str | None:
+        passed: list[str] = []
+        found: str | None = None
+        while True:
+            if folder in closest:
+                found = closest[folder]
+                break
+            passed.append(folder)
+            candidate = os.path.join(folder, FILE)
+            if os.path.isfile(candidate) and _tool_table(candidate) is not None:
+                found = candidate
+                break
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        for folder in passed:
+            closest[folder] = found
+        return found
+
+    def settings_of(path: str) -> LintSettings:
+        found = config_of(os.path.dirname(os.path.abspath(path)))
+        if found is None:
+            return base
+        if found not in made:
+            made[found] = lint_settings(args, found=found)
+        return made[found]
+
+    return settings_of

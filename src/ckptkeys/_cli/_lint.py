@@ -119,13 +119,25 @@ def run_lint(args: argparse.Namespace) -> int:
 
     from .. import lint
     from .._read._files import open_regular
-    from ._config import ConfigError, lint_settings
+    from ._config import ConfigError, LintSettings, lint_settings, lint_settings_of
 
     args.json = args.json or args.output_format == "json"
     try:
         settings = lint_settings(args)
     except ConfigError as error:
         return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
+    # As ruff: each file under the closest pyproject.toml with [tool.ckptkeys] above it; a table
+    # found there that cannot be used ends the run with 2, before any file is rewritten.
+    settings_by_folder = lint_settings_of(args, settings)
+    errors: list[ConfigError] = []
+
+    def settings_of(path: str) -> LintSettings:
+        try:
+            return settings_by_folder(path)
+        except ConfigError as error:
+            errors.append(error)
+            return settings
+
     if args.statistics and args.diff:  # as ruff's: the two answers exclude each other
         return fail("lint", EXIT_USAGE, "--statistics cannot be used with --diff", json_too=args.json)
     if args.statistics and args.output_format in ("github", "sarif"):  # as ruff's: no such form of statistics
@@ -143,12 +155,12 @@ def run_lint(args: argparse.Namespace) -> int:
     missing = [p for p in args.paths if p != "-" and not os.path.exists(p)]
     if missing:  # a ReadError, as a missing PATH of every command
         return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
-    select = sorted(settings.enabled)
     # As ruff: `lint --fix -` writes the fixed text to stdout, so the findings go to stderr.
     out = sys.stderr if stdin and args.fix and not args.diff else sys.stdout
 
     def reported(finding: lint.Finding) -> bool:
-        return finding.code in settings.enabled and not settings.ignored(finding.code, finding.path)
+        found = settings_of(finding.path)
+        return finding.code in found.enabled and not found.ignored(finding.code, finding.path)
 
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
@@ -157,8 +169,10 @@ def run_lint(args: argparse.Namespace) -> int:
     # As ruff: exclude applies to what the walk finds, not to a file given by name.
     named = args.paths
     if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
-        named = [p for p in named if p == "-" or not settings.excluded_named(p)]
-        if stdin and args.stdin_filename is not None and settings.excluded_named(args.stdin_filename):
+        named = [p for p in named if p == "-" or not settings_of(p).excluded_named(p)]
+        if stdin and args.stdin_filename is not None and settings_of(args.stdin_filename).excluded_named(
+            args.stdin_filename
+        ):
             stdin = False
             if args.fix and not args.diff and sys.stdin is not None:
                 _write_bytes(sys.stdin.buffer.read())  # as ruff: the text back as it came (the editor keeps it)
@@ -166,9 +180,14 @@ def run_lint(args: argparse.Namespace) -> int:
         [args.stdin_filename or "-"]
         if stdin
         else lint.iter_python_files(
-            [p for p in named if p != "-"], excluded=settings.excluded, respect_gitignore=settings.respect_gitignore
+            [p for p in named if p != "-"],
+            excluded=lambda p: settings_of(p).excluded(p),
+            respect_gitignore=settings.respect_gitignore,
         )
     )
+    files = list(files)  # the walk done first: every table below met before any file is rewritten
+    if errors:
+        return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
     for path in files:
         try:
             if stdin:
@@ -191,12 +210,13 @@ def run_lint(args: argparse.Namespace) -> int:
                 _write_bytes(raw)  # the text as it came: nothing could be fixed
             continue
         new = source
+        select = sorted(settings_of(path).enabled)
         findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
         if args.output_format == "full" and findings:
             sources[path] = source
         if (args.fix or args.diff) and any(f.fixable for f in findings):
             new, applied = lint.fix_source(source, findings)
-            if applied and not args.diff and not stdin:
+            if applied and not args.diff and not stdin and not errors:
                 try:
                     _rewrite(path, new.encode(encoding))
                 except OSError as error:  # read-only file or folder: said as one finding, the run goes on
@@ -219,6 +239,8 @@ def run_lint(args: argparse.Namespace) -> int:
             # redundant escapes, a codec's other spellings), else the fixed text in the file's encoding.
             _write_bytes(raw if new is source else new.encode(encoding))
         remaining += findings
+    if errors:
+        return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
     elif args.statistics and args.json:
