@@ -170,8 +170,10 @@ def run_lint(args: argparse.Namespace) -> int:
     named = args.paths
     if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
         named = [p for p in named if p == "-" or not settings_of(p).excluded_named(p)]
-        if stdin and args.stdin_filename is not None and settings_of(args.stdin_filename).excluded_named(
-            args.stdin_filename
+        if (
+            stdin
+            and args.stdin_filename is not None
+            and settings_of(args.stdin_filename).excluded_named(args.stdin_filename)
         ):
             stdin = False
             if args.fix and not args.diff and sys.stdin is not None:

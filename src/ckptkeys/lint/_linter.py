@@ -727,7 +727,7 @@ class _Suppressions:
             self.comments = {n: line[line.index("#") :] for n, line in enumerate(lines, 1) if "#" in line}
             self.own_line = {n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#")}
         # As ruff: the lines joined by backslashes count as their last line, where the one comment
-        # of the statement can be (`x = s['k'] + \` then `    1  # noqa` silences the key).
+        # of the statement can be: a noqa comment after `1` silences `x = s['k'] + \` then `1`.
         for number in range(len(lines), 0, -1):
             if lines[number - 1].endswith("\\") and number not in self.comments and number not in self.last_line:
                 self.last_line[number] = self.last_line.get(number + 1, number + 1)
