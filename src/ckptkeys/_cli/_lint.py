@@ -297,7 +297,9 @@ def run_lint(args: argparse.Namespace) -> int:
 
 def github_annotation(finding: lint.Finding) -> str:
     """``--output-format github``: one GitHub Actions ``::error`` workflow command, as ruff writes it
-    (title, file, line, col, endLine, endColumn; the message the concise line), with the
+    (title, file, line, col, endLine, endColumn; the message the concise line). The file is
+    absolute, as ruff's: the runner takes a relative one from the repository's root, so a step
+    with a ``working-directory`` would annotate another file (or none). With the
     property and message escapes the runner needs (``%``, CR, LF; and ``:`` ``,`` in properties),
     so that a path or message holding them cannot end the command early or forge another."""
 
@@ -310,7 +312,8 @@ def github_annotation(finding: lint.Finding) -> str:
     end_line = finding.end_line or finding.line
     end_col = finding.end_col or finding.col
     properties = (
-        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(finding.path)},line={finding.line},col={finding.col},"
+        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(os.path.abspath(finding.path))},"
+        f"line={finding.line},col={finding.col},"
         f"endLine={end_line},endColumn={end_col}"
     )
     return f"::error {properties}::{data(str(finding))}"
