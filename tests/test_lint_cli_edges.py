@@ -371,3 +371,17 @@ def test_a_table_that_cannot_be_used_below_is_a_usage_error_before_any_rewrite(n
     assert (done.returncode, done.stdout) == (2, b"")
     assert b"other/pyproject.toml: [tool.ckptkeys.lint] select: must be a list of strings" in done.stderr
     assert all((nested / "proj" / n).read_text() == SOURCE for n in ("top.py", "sub/deep/m.py", "tests/t.py"))
+
+
+def test_the_patterns_of_a_config_named_with_config_are_relative_to_the_current_folder(tmp_path: pathlib.Path) -> None:
+    # ruff 0.17.6 (measured, and as its docs say): with --config, "src/*" in conf/pyproject.toml
+    # matches src/x.py of the current folder ("../src/*" does not). Here it was taken from conf/.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "src" / "x.py").write_text(SOURCE, encoding="utf-8")
+    for pattern, left in (("src/*", 0), ("../src/*", 2)):
+        (tmp_path / "conf" / "pyproject.toml").write_text(
+            f'[tool.ckptkeys.lint]\nper-file-ignores = {{"{pattern}" = ["CK"]}}\n', encoding="utf-8"
+        )
+        done = child("--config", "conf/pyproject.toml", ".", cwd=tmp_path)
+        assert len(done.stdout.splitlines()) == left, (pattern, done.stdout)

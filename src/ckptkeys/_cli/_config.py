@@ -256,7 +256,8 @@ class LintSettings:
     enabled: frozenset[str]
     """The codes reported."""
     root: str
-    """The folder the patterns are relative to: the config file's, else the current one."""
+    """The folder the patterns are relative to: the config file's, else (none, or one named with
+    ``--config``, as ruff) the current one."""
     exclude: tuple[str, ...]
     """``exclude`` (ruff's default list where unset) and ``extend-exclude`` together."""
     respect_gitignore: bool
@@ -412,6 +413,7 @@ def lint_settings(args: argparse.Namespace, *, found: str | None = None) -> Lint
     from ..lint._files import DEFAULT_EXCLUDE
 
     config = read_config("lint", LINT_KEYS, config=found or args.config, isolated=args.isolated)
+    named = found is None and args.config is not None
 
     def codes(where: str, selectors: list[str]) -> list[str]:
         selectors = [s.upper() for s in selectors]
@@ -450,7 +452,9 @@ def lint_settings(args: argparse.Namespace, *, found: str | None = None) -> Lint
                 raise ConfigError(f"{option} {pattern!r}: not a glob: {error}") from None
     return LintSettings(
         enabled=_resolve(levels, list(CODES)),
-        root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None else os.getcwd(),
+        # As ruff: a file named with --config has its patterns relative to the current folder, one
+        # found (from here or above a file) to its own folder.
+        root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None and not named else os.getcwd(),
         exclude=(
             *(exclude if exclude is not None else values.get("exclude", DEFAULT_EXCLUDE)),
             *values.get("extend-exclude", []),
