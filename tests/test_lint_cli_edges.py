@@ -385,3 +385,26 @@ def test_the_patterns_of_a_config_named_with_config_are_relative_to_the_current_
         )
         done = child("--config", "conf/pyproject.toml", ".", cwd=tmp_path)
         assert len(done.stdout.splitlines()) == left, (pattern, done.stdout)
+
+
+def test_all_selects_every_code_as_ruffs_all(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--select ALL`, `ignore = ["ALL"]`, `"tests/*" = ["ALL"]`: ruff's selector of every rule, the
+    # least specific (ruff 0.17.6: --ignore ALL --extend-select F401 reports F401). An unknown code here.
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    (tmp_path / "tests" / "t.py").write_text(SOURCE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def codes(*args: str) -> list[str]:
+        status = main(["lint", *args])
+        found = [line.split(" ")[1] for line in capsys.readouterr().out.splitlines()]
+        assert status == (1 if found else 0)
+        return found
+
+    assert codes("--isolated", "--select", "ALL", "a.py") == ["CK202", "CK101"]
+    assert codes("--isolated", "--select", "ALL", "--ignore", "CK1", "a.py") == ["CK202"]
+    assert codes("--isolated", "--ignore", "ALL", "--extend-select", "CK101", "a.py") == ["CK101"]
+    (tmp_path / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nper-file-ignores = {"tests/*" = ["ALL"]}\n')
+    assert codes(".") == ["CK202", "CK101"]

@@ -416,7 +416,8 @@ def lint_settings(args: argparse.Namespace, *, found: str | None = None) -> Lint
     named = found is None and args.config is not None
 
     def codes(where: str, selectors: list[str]) -> list[str]:
-        selectors = [s.upper() for s in selectors]
+        # ALL: every code, as ruff's ALL (the least specific selector: the empty prefix)
+        selectors = ["" if s.upper() == "ALL" else s.upper() for s in selectors]
         for selector in selectors:
             if not any(known.startswith(selector) for known in CODES):
                 raise ConfigError(f"{where} {selector}: unknown code; the codes are {', '.join(CODES)}")
