@@ -408,3 +408,14 @@ def test_all_selects_every_code_as_ruffs_all(
     assert codes("--isolated", "--ignore", "ALL", "--extend-select", "CK101", "a.py") == ["CK101"]
     (tmp_path / "pyproject.toml").write_text('[tool.ckptkeys.lint]\nper-file-ignores = {"tests/*" = ["ALL"]}\n')
     assert codes(".") == ["CK202", "CK101"]
+
+
+def test_findings_in_the_order_of_their_paths_as_ruff_writes_them(tmp_path: pathlib.Path) -> None:
+    # ruff 0.17.6 on the same tree and arguments (`b.py a .`): A.py, a.b/y.py, a.py, a/x.py, b.py,
+    # by path as text. They came in the order given and walked (b.py, a/x.py, A.py, ...).
+    for name in ("b.py", "a/x.py", "a.py", "a.b/y.py", "A.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(SOURCE, encoding="utf-8")
+    done = child("--isolated", "--select", "CK101", "b.py", "a", ".", cwd=tmp_path)
+    paths = [line.split(":")[0] for line in done.stdout.decode().splitlines()]
+    assert paths == sorted(paths) and paths[0] == "A.py" and set(paths) == {"b.py", "a/x.py", "a.py", "a.b/y.py", "A.py"}

@@ -243,6 +243,9 @@ def run_lint(args: argparse.Namespace) -> int:
         remaining += findings
     if errors:
         return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
+    # As ruff: by path, then position (the linter's order kept at one position), whatever order
+    # the paths were given in and the walk met them.
+    remaining.sort(key=lambda finding: (finding.path, finding.line, finding.col))
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
     elif args.statistics and args.json:
