@@ -419,3 +419,14 @@ def test_findings_in_the_order_of_their_paths_as_ruff_writes_them(tmp_path: path
     done = child("--isolated", "--select", "CK101", "b.py", "a", ".", cwd=tmp_path)
     paths = [line.split(":")[0] for line in done.stdout.decode().splitlines()]
     assert paths == sorted(paths) and paths[0] == "A.py" and set(paths) == {"b.py", "a/x.py", "a.py", "a.b/y.py", "A.py"}
+
+
+def test_diff_is_the_whole_of_stdout_with_json_too(tmp_path: pathlib.Path) -> None:
+    # `--diff --json` wrote the diff and then the JSON document: neither could be read. ruff 0.17.6
+    # writes the diff alone with --output-format json (measured), as with every other format.
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    diff = child("--isolated", "--diff", "a.py", cwd=tmp_path)
+    assert diff.returncode == 1 and diff.stdout.startswith(b"--- a.py\n+++ a.py\n")
+    for form in (["--json"], ["--output-format", "json"], ["--output-format", "sarif"], ["--output-format", "github"]):
+        done = child("--isolated", "--diff", *form, "a.py", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (1, diff.stdout), form

@@ -250,7 +250,7 @@ def run_lint(args: argparse.Namespace) -> int:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
     elif args.statistics and args.json:
         print(json.dumps(statistics_document(remaining), indent=2), file=out)
-    elif args.json:
+    elif args.json and not args.diff:  # as ruff's: --diff's stdout is the diff alone, in every format
         document = {
             "schema_version": 1,
             "findings": [
