@@ -430,3 +430,14 @@ def test_diff_is_the_whole_of_stdout_with_json_too(tmp_path: pathlib.Path) -> No
     for form in (["--json"], ["--output-format", "json"], ["--output-format", "sarif"], ["--output-format", "github"]):
         done = child("--isolated", "--diff", *form, "a.py", cwd=tmp_path)
         assert (done.returncode, done.stdout) == (1, diff.stdout), form
+
+
+def test_a_file_met_twice_is_linted_once(tmp_path: pathlib.Path) -> None:
+    # `lint b.py a .`: b.py named and walked, a/x.py under two folders given; both were reported
+    # twice (ruff 0.17.6, measured: a/x.py once, b.py twice).
+    for name in ("b.py", "a/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(SOURCE, encoding="utf-8")
+    done = child("--isolated", "--select", "CK101", "b.py", "a", ".", "./b.py", cwd=tmp_path)
+    assert [line.split(":")[0] for line in done.stdout.decode().splitlines()] == ["a/x.py", "b.py"]
+    assert done.stderr == b"Found 2 problems (2 fixable with --fix).\n"

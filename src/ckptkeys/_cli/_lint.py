@@ -188,6 +188,12 @@ def run_lint(args: argparse.Namespace) -> int:
         )
     )
     files = list(files)  # the walk done first: every table below met before any file is rewritten
+    # A file named and walked too (`lint b.py .`), or under two folders given (`lint a .`), once: its
+    # findings were reported twice. ruff 0.17.6 lints a walked file once, a named one twice.
+    unique: dict[str, str] = {}
+    for path in files:
+        unique.setdefault(path if path == "-" else os.path.abspath(path), path)
+    files = list(unique.values())
     if errors:
         return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
     for path in files:
