@@ -761,7 +761,9 @@ class _Suppressions:
             return False
         if self.file_all or finding.code in self.file_codes:
             return True
-        for line in dict.fromkeys((finding.line, self._last(finding.line))):
+        # Only the last line of a string spanning lines or of backslash-joined lines, as ruff: a
+        # comment on a line before it can only be inside an f-string's braces (3.12+), not a noqa.
+        for line in (self._last(finding.line),):
             comment = self.comments.get(line)
             if comment is None:
                 continue
