@@ -196,6 +196,8 @@ def run_lint(args: argparse.Namespace) -> int:
     files = list(unique.values())
     if errors:
         return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
+    texts: list[tuple[str, str, str]] = []  # (path, text, encoding) of each file read, in order
+    linted_early: dict[int, list[lint.Finding]] = {}  # number in texts -> the CK001 of a file unreadable
     for path in files:
         try:
             if stdin:
@@ -208,18 +210,28 @@ def run_lint(args: argparse.Namespace) -> int:
                     source, encoding = lint.decode_source(stream.readall())
         except ReadError as error:  # "cannot be read: Permission denied", "is a FIFO, not a regular file"
             unreadable = lint.Finding(path, 1, 1, "CK001", error.reason)
-            remaining += [unreadable] if reported(unreadable) else []
+            texts.append((path, "", ""))
+            linted_early[len(texts) - 1] = [unreadable] if reported(unreadable) else []
             continue
         except (OSError, SyntaxError, UnicodeDecodeError) as error:
             # One unreadable file is one finding; the other files are still linted.
             unreadable = lint.Finding(path, 1, 1, "CK001", f"cannot be read: {error}")
-            remaining += [unreadable] if reported(unreadable) else []
+            texts.append((path, "", ""))
+            linted_early[len(texts) - 1] = [unreadable] if reported(unreadable) else []
             if stdin and args.fix and not args.diff:
                 _write_bytes(raw)  # the text as it came: nothing could be fixed
             continue
+        texts.append((path, source, encoding))
+    # The files of one project are linted as one: a helper of one module is evidence in another.
+    # (the codes any file's table enables: `reported` then keeps each file's own)
+    select = sorted({code for path, _, _ in texts for code in settings_of(path).enabled})
+    linted = _lint_projects({path: text for n, (path, text, _) in enumerate(texts) if n not in linted_early}, select)
+    for number, (path, source, encoding) in enumerate(texts):
+        if number in linted_early:
+            remaining += linted_early[number]
+            continue
         new = source
-        select = sorted(settings_of(path).enabled)
-        findings = [f for f in lint.lint_source(source, path, select=select) if reported(f)]
+        findings = [f for f in linted[path] if reported(f)]
         if args.output_format == "full" and findings:
             sources[path] = source
         if (args.fix or args.diff) and any(f.fixable for f in findings):
@@ -302,6 +314,35 @@ def run_lint(args: argparse.Namespace) -> int:
     if args.diff:
         return EXIT_PROBLEMS if fixed else EXIT_OK
     return EXIT_PROBLEMS if remaining else EXIT_OK
+
+
+def _lint_projects(texts: dict[str, str], select: list[str]) -> dict[str, list[lint.Finding]]:
+    """The findings of each file of a run (path as given -> findings), the files of each project
+    linted as one by :func:`ckptkeys.lint.lint_project`. A file's project is the folder of the
+    nearest ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git`` above it (else the folder
+    above its top package); the project's modules it imports that the run does not name (as when
+    pre-commit names only the changed files) are read from there, never run."""
+    import dataclasses
+
+    from .. import lint
+    from ..lint._project import project_root
+
+    roots: dict[str, str] = {}  # folder -> its project's root
+    projects: dict[str, dict[str, str]] = {}  # root -> absolute path -> text
+    given: dict[str, list[str]] = {}  # absolute path -> the paths as given
+    for path, text in texts.items():
+        absolute = os.path.abspath(path)
+        folder = os.path.dirname(absolute)
+        if folder not in roots:
+            roots[folder] = project_root(absolute)
+        projects.setdefault(roots[folder], {})[absolute] = text
+        given.setdefault(absolute, []).append(path)
+    found: dict[str, list[lint.Finding]] = {path: [] for path in texts}
+    for root, sources in projects.items():
+        for finding in lint.lint_project(sources, select=select, root=root, read_imports=True):
+            for path in given[finding.path]:
+                found[path].append(dataclasses.replace(finding, path=path))
+    return found
 
 
 def github_annotation(finding: lint.Finding) -> str:

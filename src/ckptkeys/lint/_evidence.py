@@ -312,6 +312,7 @@ class Candidate:
     scope: ast.AST  # the innermost function, or the module
     holder: str  # the source of the mapping (or the name the dict/collection is assigned to)
     group: ast.AST | None = None  # the dict display or collection it is one key of
+    expression: ast.AST | None = None  # the mapping looked up (a key position's), for where it came from
 
 
 def common_word_evidence(

@@ -41,15 +41,21 @@ from ._evidence import (
     registry_index,
 )
 from ._files import physical_lines
+from ._paths import LOADING, TOP_GROUP, Origin, PathReader, file_name, level_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from typing import Final
+
+    # dotted name of a call -> (where its function is defined, "path:line"; what it returns)
+    Imported = Mapping[str, tuple[str, str]]
 
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
 _STORING_METHODS: Final = frozenset({"setdefault"})
+_PATH_PIECES: Final = frozenset({"join", "Path", "PurePath", "PosixPath", "joinpath"})
+_GLOB: Final = re.compile(r"[*?]|\[[^\]]*\]")
 _IGNORE_COMMENT: Final = re.compile(r"#\s*ckptkeys:\s*ignore(?:\[([A-Z0-9,\s]+)\])?")
 
 
@@ -79,6 +85,34 @@ def _call_name(node: ast.AST) -> str | None:
     return None
 
 
+def _dotted(node: ast.AST) -> str | None:
+    """``U.get_name`` for ``U.get_name``, ``f`` for ``f``; ``None`` for any other expression."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _looked_up(node: ast.AST) -> tuple[str, ast.AST] | None:
+    """``(key, mapping)`` of ``mapping["key"]`` or ``mapping.get("key")``; ``None`` for anything else."""
+    if isinstance(node, ast.Subscript):
+        key = key_literal(node.slice)
+        return (str(key.value), node.value) if key is not None else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _KEY_METHODS:
+        key = key_literal(node.args[0]) if node.args else None
+        return (str(key.value), node.func.value) if key is not None else None
+    return None
+
+
+def _origin(reader: PathReader, node: ast.AST) -> Origin | None:
+    try:
+        return reader.origin(node)
+    except RecursionError:  # a chain of names or path pieces deeper than the stack: nothing known
+        return None
+
+
 def _unparse(node: ast.AST) -> str:
     try:
         return ast.unparse(node)
@@ -89,14 +123,70 @@ def _unparse(node: ast.AST) -> str:
 FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
+# -- tests of DeepSpeed -------------------------------------------------------------------------
+
+_OFF_NAME: Final = re.compile(r"(?:no|not|without|disable|disabled|skip)_?deepspeed", re.IGNORECASE)
+
+
+def _deepspeed_test(test: ast.AST) -> tuple[bool, bool, bool, bool]:
+    """What a test's truth says of DeepSpeed: (true => on, true => off, false => on, false => off).
+
+    A test that mentions DeepSpeed (``args.deepspeed``, ``is_deepspeed_zero3_enabled()``,
+    ``strategy == "deepspeed"``) is on where true and off where false; ``not``, ``is None``,
+    ``== False``, ``!=`` and names such as ``no_deepspeed`` turn it round; ``and``/``or`` combine
+    their parts as logic does: ``args.deepspeed and x`` true means on, false means nothing
+    (``x`` may be false); ``args.deepspeed or x`` true means nothing, false means off. Any other
+    test says nothing.
+    """
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        on, off, false_on, false_off = _deepspeed_test(test.operand)
+        return false_on, false_off, on, off
+    if isinstance(test, ast.BoolOp):
+        parts = [_deepspeed_test(value) for value in test.values]
+        if isinstance(test.op, ast.And):  # true: every part true; false: one of them false
+            return (
+                any(p[0] for p in parts),
+                any(p[1] for p in parts),
+                all(p[2] for p in parts),
+                all(p[3] for p in parts),
+            )
+        return (  # or: true where one part is true; false where all are false
+            all(p[0] for p in parts),
+            all(p[1] for p in parts),
+            any(p[2] for p in parts),
+            any(p[3] for p in parts),
+        )
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        op, right = test.ops[0], test.comparators[0]
+        if isinstance(right, ast.Constant) and (right.value is None or right.value is False):
+            if isinstance(op, (ast.Is, ast.Eq)):  # `args.deepspeed is None`, `== False`: its negation
+                return _deepspeed_test(ast.UnaryOp(ast.Not(), test.left))
+            if isinstance(op, (ast.IsNot, ast.NotEq)):  # `is not None`: the test itself
+                return _deepspeed_test(test.left)
+        if isinstance(op, (ast.NotEq, ast.NotIn, ast.IsNot)):  # `strategy != "deepspeed"`
+            on, off, false_on, false_off = _deepspeed_test(ast.Compare(test.left, [ast.Eq()], [right]))
+            return false_on, false_off, on, off
+    text = _unparse(test).lower()
+    if "deepspeed" not in text:
+        return False, False, False, False
+    if _OFF_NAME.search(text):  # `args.no_deepspeed`: true where DeepSpeed is off
+        return False, True, True, False
+    return True, False, False, True
+
+
 class _Linter:
-    def __init__(self, source: str, path: str) -> None:
+    def __init__(
+        self, source: str, path: str, imported: Imported | None = None, tree: ast.Module | None = None
+    ) -> None:
         self.source = source
         self.path = path
+        self.imported = imported  # the helpers of other modules of the project (lint_project)
+        self.given_tree = tree  # the tree of source, where lint_project parsed it already
         self.lines = [line.rstrip("\r\n") for line in physical_lines(source)]
         self.findings: list[Finding] = []
         self.parents: dict[int, ast.AST] = {}
-        self.deepspeed_tests: dict[int, bool] = {}  # id of an `if` test -> whether it mentions deepspeed
+        # id of a test -> whether its being true, and false, shows DeepSpeed off (_deepspeed_test)
+        self.deepspeed_tests: dict[int, tuple[bool, bool]] = {}
         self.other_format: dict[int, str] = {}  # scope id -> a key of another format used there
         self.built: set[int] = set()  # ids of string-building nodes (and their literal parts) already judged
         self.tag_scopes: set[int] = set()  # ids of scopes that build or parse a tag by hand
@@ -128,21 +218,42 @@ class _Linter:
         return parent if parent is not None else self.tree
 
     def outside_deepspeed(self, node: ast.AST) -> bool:
-        """In the branch of an ``if`` that runs without DeepSpeed (``if not args.deepspeed:``)."""
+        """Only reached without DeepSpeed: in the body of ``if not args.deepspeed:``, the ``else:`` of
+        ``if args.deepspeed:`` (and its ``elif``), the same branches of a conditional expression, or
+        an operand of ``and``/``or`` evaluated only so.
+
+        Each test is judged by its parts (:func:`_deepspeed_test`): the ``else:`` of ``if
+        args.deepspeed and not args.no_pipeline_parallel:`` also runs with DeepSpeed, so it is not
+        outside; nor is the body of ``if not args.deepspeed or x:``.
+        """
         child, parent = node, self.parents.get(id(node))
         while parent is not None:
-            if isinstance(parent, ast.If) and child is not parent.test:
-                test = parent.test
-                negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-                mentions = self.deepspeed_tests.get(id(test))
-                if mentions is None:
-                    mentions = self.deepspeed_tests[id(test)] = "deepspeed" in _unparse(test).lower()
-                if mentions:
-                    in_body = any(child is n for n in parent.body)
-                    if in_body == negated:
+            kind = type(parent)
+            if kind is ast.If or kind is ast.IfExp:
+                test = parent.test  # type: ignore[attr-defined]
+                if child is not test:
+                    body = parent.body  # type: ignore[attr-defined]
+                    in_body = child is body if kind is ast.IfExp else any(child is n for n in body)
+                    if self.test_reading(test)[0 if in_body else 1]:
+                        return True
+            elif kind is ast.BoolOp:
+                # `a and b`: b is evaluated only where a is true; `a or b`: only where a is false
+                index = 0 if isinstance(parent.op, ast.And) else 1  # type: ignore[attr-defined]
+                for value in parent.values:  # type: ignore[attr-defined]
+                    if value is child:
+                        break
+                    if self.test_reading(value)[index]:
                         return True
             child, parent = parent, self.parents.get(id(parent))
         return False
+
+    def test_reading(self, test: ast.AST) -> tuple[bool, bool]:
+        """Whether ``test`` being true, and being false, shows DeepSpeed is off (cached per test)."""
+        reading = self.deepspeed_tests.get(id(test))
+        if reading is None:
+            truth = _deepspeed_test(test)
+            reading = self.deepspeed_tests[id(test)] = (truth[1], truth[3])
+        return reading
 
     def assigned_name(self, node: ast.AST) -> str:
         """The name a display is assigned, passed or returned as: ``x = {...}``, ``f(x={...})``."""
@@ -165,12 +276,17 @@ class _Linter:
         if not index.prefilter.search(self.source):
             return []
         try:
-            tree = ast.parse(self.source, self.path)
+            tree = self.given_tree if self.given_tree is not None else ast.parse(self.source, self.path)
         except (SyntaxError, ValueError) as error:  # ValueError: null bytes
             line = getattr(error, "lineno", None) or 1
             self.findings.append(Finding(self.path, line, getattr(error, "offset", None) or 1, "CK001", f"{error}"))
             return self.findings
         self.tree = tree
+        self.path_reader: PathReader | None = None
+        self.loads_deepspeed: bool | None = None  # (None: not read yet)
+        self.saved_displays: dict[int, Origin] | None = None
+        self.used_names: dict[int, set[str]] = {}  # module-level statement id -> the names it reads
+        self.top_evidence: dict[int, str] = {}  # module-level statement id -> why it is about DeepSpeed files
         parents = self.parents
         candidates: list[Candidate] = []
         functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
@@ -239,17 +355,31 @@ class _Linter:
                 self.other_format_key(literal)
             if literal is not None and literal.value in members:
                 where = _unparse(holder) if holder is not None else ""
-                candidates.append(Candidate(literal, literal.value, code, store, self.scope(literal), where))
+                candidates.append(
+                    Candidate(literal, literal.value, code, store, self.scope(literal), where, expression=holder)
+                )
         # Functions of this file that return or build a DeepSpeed file name, and the scopes that call them.
+        self.functions, self.calls = functions, calls
+        self.loads = [call for call, name in calls if name in LOADING and call.args]  # type: ignore[attr-defined]
         named = {node.name: why for node in functions if (why := self.file_evidence.get(id(node)))}
+        # (helpers of other modules are looked up only where a key may need them: resolving costs)
+        keyed = {id(c.scope) for c in candidates} if self.imported is not None else set()
         for call, name in calls:
             scope = self.scope(call)
             if id(scope) in self.file_evidence:
                 continue
             if name in DS_NAME_FUNCTIONS:
-                self.file_evidence[id(scope)] = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                why = f"calls {name}(), which names a DeepSpeed checkpoint file"
+                if scope is self.tree:
+                    self.top_evidence.setdefault(id(self.top_statement(call)), why)
+                else:
+                    self.file_evidence[id(scope)] = why
             elif name in named and scope is not self.tree:
                 self.file_evidence[id(scope)] = f"calls {name}(), which {named[name]}"
+            elif id(scope) in keyed:
+                why = self.imported_call(call)
+                if why:
+                    self.file_evidence[id(scope)] = why
         for call, _name in calls:  # 'latest' as an argument beside a tag built by hand
             if id(self.scope(call)) in self.tag_scopes:
                 for argument in call.args:  # type: ignore[attr-defined]
@@ -259,6 +389,19 @@ class _Linter:
         self.findings.sort(key=lambda f: (f.line, f.col, f.code))
         return self.findings
 
+    def imported_call(self, call: ast.AST) -> str:
+        """Why a call of a helper of another module (``get_checkpoint_name(d, it)``,
+        ``U.get_name()``) shows the code around it is about DeepSpeed files; "" if it is none."""
+        name = _dotted(call.func)  # type: ignore[attr-defined]
+        helper = self.imported.get(name) if self.imported is not None and name is not None else None
+        if helper is None:
+            return ""
+        where, what = helper
+        parent = self.parents.get(id(call))
+        if isinstance(parent, ast.Call) and _call_name(parent) == "load" and any(call is a for a in parent.args):
+            return f"loads the file named by {name} ({where}), {what}"
+        return f"calls {name}() ({where}), which returns {what}"
+
     def other_format_key(self, node: ast.Constant) -> None:
         """A key only another format writes: nothing beside it in its function is DeepSpeed's."""
         if not self.outside_deepspeed(node):  # (Megatron's keys in `if not args.deepspeed:` are expected)
@@ -266,7 +409,158 @@ class _Linter:
 
     def note_file_name(self, node: ast.AST, text: str) -> None:
         scope = self.scope(node)
-        self.file_evidence.setdefault(id(scope), f"names the DeepSpeed file {text!r}")
+        why = f"names the DeepSpeed file {text!r}"
+        if scope is self.tree:
+            # At the module's top level a file name is evidence for its own statement only: not
+            # for a config display elsewhere in the module (what is loaded from it is followed).
+            self.top_evidence.setdefault(id(self.top_statement(node)), why)
+        else:
+            self.file_evidence.setdefault(id(scope), why)
+
+    def statement_evidence(self, statement: ast.AST) -> str:
+        """Why a statement of the module's top level is about DeepSpeed files: it names one, or it
+        binds a name a statement that names one uses (``state = {...}`` then ``torch.save(state,
+        f"mp_rank_{r:02d}_model_states.pt")``); "" if neither."""
+        why = self.top_evidence.get(id(statement), "")
+        if why or not isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            return why
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        bound = {t.id for t in targets if isinstance(t, ast.Name)}
+        for other in self.tree.body:
+            reason = self.top_evidence.get(id(other))
+            if reason and other is not statement:
+                used = self.used_names.get(id(other))
+                if used is None:
+                    used = {n.id for n in ast.walk(other) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                    self.used_names[id(other)] = used
+                if bound & used:
+                    return reason
+        return ""
+
+    def top_statement(self, node: ast.AST) -> ast.AST:
+        """The statement of the module's body that holds ``node``."""
+        child, parent = node, self.parents.get(id(node))
+        while parent is not None and parent is not self.tree:
+            child, parent = parent, self.parents.get(id(parent))
+        return child
+
+    def paths(self) -> PathReader | None:
+        """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
+        file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
+        if self.loads_deepspeed is None:
+            reader = self.reader()
+            self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads)
+        return self.path_reader if self.loads_deepspeed else None
+
+    def reader(self) -> PathReader:
+        if self.path_reader is None:
+            self.path_reader = PathReader(self.tree, parents=self.parents, functions=self.functions, calls=self.calls)
+        return self.path_reader
+
+    def saved(self) -> dict[int, Origin]:
+        """The dict displays saved as a DeepSpeed file (display id -> the file): ``torch.save({...},
+        path)``, or ``state = {...}`` then ``torch.save(state, path)``, the path a DeepSpeed file's."""
+        if self.saved_displays is None:
+            self.saved_displays = {}
+            for call, name in self.calls:
+                if name != "save" or not isinstance(call, ast.Call):
+                    continue
+                given = {k.arg: k.value for k in call.keywords}
+                saved = call.args[0] if call.args else given.get("obj")
+                path = call.args[1] if len(call.args) > 1 else given.get("f")
+                origin = _origin(self.reader(), path) if saved is not None and path is not None else None
+                if origin is None or origin.loaded or saved is None:
+                    continue
+                displays = [saved] if isinstance(saved, ast.Dict) else []
+                if isinstance(saved, ast.Name):
+                    for scope in self.reader().scopes(saved):
+                        bound = self.reader().bindings(scope).get(saved.id, [])
+                        displays += [value for value in bound if isinstance(value, ast.Dict)]
+                for display in displays:
+                    self.saved_displays.setdefault(id(display), Origin(True, origin.kind, origin.text))
+        return self.saved_displays
+
+    def bound(self, name: ast.AST, scope: ast.AST) -> ast.AST | None:
+        """What the name ``name`` is bound to in ``scope``, where it is bound once; else ``None``."""
+        if not isinstance(name, ast.Name):
+            return None
+        if self.path_reader is None:
+            self.paths()
+        assert self.path_reader is not None
+        values = self.path_reader.bindings(scope).get(name.id, [])
+        return values[0] if len(values) == 1 else None
+
+    def loaded(self, candidate: Candidate) -> Origin | None:
+        """What ``torch.load`` returned for a DeepSpeed file, where the candidate is a key read from it
+        at a level that holds that key (the file's top level where its kind is not known)."""
+        if candidate.code == "CK104" and candidate.group is not None and self.saved().get(id(candidate.group)):
+            origin: Origin | None = self.saved()[id(candidate.group)]  # a key of a display saved as the file
+        else:
+            reader = self.paths() if candidate.expression is not None else None
+            if reader is None or candidate.expression is None:
+                return None
+            origin = _origin(reader, candidate.expression)
+        if origin is None or not origin.loaded:
+            return None
+        if origin.kind is None or origin.kind not in TOP_GROUP:
+            return origin if not origin.keys and origin.kind is None else None
+        group = origin.group()
+        return origin if group and group in registry_index().group_of_value[candidate.value] else None
+
+    def level_members(
+        self, candidate: Candidate, origin: Origin | None, names: tuple[str, ...], unambiguous: bool
+    ) -> tuple[tuple[str, ...], bool, bool]:
+        """The members ranked by the dict level the key is read at (docs/migration.md), where that
+        says which: ``optim["optimizer_state_dict"]`` of an optimizer-states file is OptimFileKeys."""
+        if len(names) < 2 or candidate.code not in ("CK101", "CK102", "CK103", "CK104"):
+            return names, unambiguous, False
+        if candidate.code == "CK104" and origin is None:
+            return names, unambiguous, False  # a display: its level known only where it is saved as a file
+        chain: tuple[str, ...] = ()
+        kind = None
+        if origin is not None:
+            chain, kind = origin.keys, origin.kind
+        else:
+            expression = candidate.expression
+            while expression is not None:  # optim["a"]["b"], x = optim["a"]; x["b"]: the literal keys above it
+                key = _looked_up(expression)
+                if key is None:
+                    expression = self.bound(expression, candidate.scope)
+                    if expression is None or _looked_up(expression) is None:
+                        break
+                    continue
+                chain = (key[0], *chain)
+                expression = key[1]
+        below = None  # the literal key read from what it looks up: d["k"]["below"], d.get("k").get("below")
+        parent = self.parents.get(id(candidate.node))
+        outer = self.parents.get(id(parent)) if parent is not None else None
+        if isinstance(outer, ast.Attribute) and outer.value is parent:
+            outer = self.parents.get(id(outer))
+        found = _looked_up(outer) if outer is not None else None
+        if found is not None and found[1] is parent:
+            below = found[0]
+        elif isinstance(outer, ast.Assign) and outer.value is parent and len(outer.targets) == 1:
+            below = self.read_below(outer.targets[0], candidate.scope)  # x = d["k"]; x["below"]
+        group = level_group(candidate.value, chain, kind, below)
+        if group is None:
+            return names, unambiguous, False
+        first = [n for n in names if n.split(".")[0] == group]
+        return (*first, *(n for n in names if n not in first)), True, True
+
+    def read_below(self, target: ast.AST, scope: ast.AST) -> str | None:
+        """The first literal key read from the name ``target`` in ``scope``, where the name is bound once."""
+        if not isinstance(target, ast.Name) or self.bound(target, scope) is None:
+            return None
+        for node in ast.walk(scope):
+            found = _looked_up(node)
+            if (
+                found is not None
+                and isinstance(found[1], ast.Name)
+                and found[1].id == target.id
+                and registry_index().group_of_value.get(found[0])
+            ):
+                return found[0]
+        return None
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -290,10 +584,15 @@ class _Linter:
         index = registry_index()
         kept: list[Candidate] = []
         distinctive: dict[int, str] = {}  # scope id -> a distinctive key used there
+        origins: dict[int, Origin] = {}  # candidate id -> the DeepSpeed file it is a key of, loaded
         for candidate in candidates:
             if candidate.value in index.naming_only:
                 continue  # "global_step", "latest", "mp_rank_": file-name pieces, not keys
-            if self.outside_deepspeed(candidate.node) or OTHER_NAME.search(candidate.holder):
+            origin = self.loaded(candidate)
+            if origin is not None:
+                origins[id(candidate)] = origin
+            # (a mapping loaded from a DeepSpeed file is one, whatever its expression mentions: `args`)
+            if self.outside_deepspeed(candidate.node) or (origin is None and OTHER_NAME.search(candidate.holder)):
                 continue
             if id(candidate.scope) in self.other_format:
                 continue  # beside "model" or "first_closure_call_this_step": Megatron's own state
@@ -315,14 +614,29 @@ class _Linter:
                 if candidate.code == "CK107":
                     evidence = f"a collection of DeepSpeed checkpoint keys, with {value!r}"
             else:
-                evidence = common_word_evidence(candidate, distinctive, by_group, self.file_evidence, self.tree)
+                file_evidence = self.file_evidence
+                if candidate.scope is self.tree:  # the module's top level: its own statement's
+                    why = self.statement_evidence(self.top_statement(candidate.node))
+                    file_evidence = {id(self.tree): why} if why else {}
+                evidence = common_word_evidence(candidate, distinctive, by_group, file_evidence, self.tree)
+                origin = origins.get(id(candidate))
+                if not evidence and origin is not None and candidate.code == "CK104":
+                    evidence = f"a common word, a key of a dict saved as the DeepSpeed file {origin.text!r}"
+                elif not evidence and origin is not None:
+                    evidence = "a common word, read from what torch.load() returned for the DeepSpeed file "
+                    evidence += repr(origin.text)
+                    if origin.keys:
+                        evidence += f" under {']['.join(map(repr, origin.keys)).join('[]')}"
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
             names, unambiguous = ranked_members(value, around)
+            names, unambiguous, by_level = self.level_members(candidate, origins.get(id(candidate)), names, unambiguous)
             replacement = names[0] + (".value" if candidate.store else "") if unambiguous else None
             if len(names) == 1:
                 use = f"use {names[0]}"
+            elif by_level:
+                use = f"use {names[0]} (by the dict level it is read at; or {', '.join(names[1:])})"
             elif unambiguous:
                 use = f"use {names[0]} (by the keys around it; or {', '.join(names[1:])})"
             else:
@@ -378,6 +692,21 @@ class _Linter:
                 evidence=f"a string that starts with DeepSpeed's tag prefix {TAG_PREFIX!r} and a placeholder",
             )
             return
+        folders = template.replace("\\", "/").split("/")[1:]  # the pieces of a path after its start
+        tag = next((piece for piece in folders if piece in (TAG_PREFIX + "\0", TAG_PREFIX + "*")), None)
+        if tag is not None:  # f"{path}/global_step{step}", f"{path}/global_step*": the tag folder by hand
+            self.tag_scopes.add(id(self.scope(node)))
+            globbed = tag.endswith("*")
+            self.add(
+                node,
+                "CK203",
+                "checkpoint tags globbed by hand in a path: use NamingKeys.DEFAULT_TAG_PREFIX"
+                if globbed
+                else 'checkpoint tag built by hand in a path: use f"{NamingKeys.DEFAULT_TAG_PREFIX}{step}"',
+                evidence=f"a path piece {tag.replace(chr(0), '{}')!r}: DeepSpeed's tag prefix and "
+                + ("a wildcard" if globbed else "a placeholder"),
+            )
+            return
         if not is_ds_file_name(template):
             return
         names = naming_members(template)
@@ -411,6 +740,12 @@ class _Linter:
                 return
         if DS_FILE_TEXT.search(value):
             matcher = self.matcher(node, parent)
+            evidence = f"a piece of DeepSpeed's file names given to {matcher}"
+            use = self.glob_use(node) if not matcher and _GLOB.search(value) else ""
+            if use and file_name(node) is not None:
+                # a glob of DeepSpeed's file names as a path piece: os.path.join(d, "mp_rank_*_model_states.pt")
+                matcher = "a glob"
+                evidence = f"a glob of DeepSpeed's file names, {use}"
             if matcher:
                 pieces = naming_members(value)
                 self.add(
@@ -419,11 +754,13 @@ class _Linter:
                     f"checkpoint file names matched by hand with {value!r}: use ckptkeys.naming.parse"
                     + (f" or {', '.join(pieces)}" if pieces else ""),
                     value=value,
-                    evidence=f"a piece of DeepSpeed's file names given to {matcher}",
+                    evidence=evidence,
                 )
             return
         if value.startswith(TAG_PREFIX):
             rest, matcher = value[len(TAG_PREFIX) :], self.matcher(node, parent, tests=False)
+            if rest[:1] == "_":
+                return  # global_step_(\d+), global_step_*: another framework's folders (DeepSpeed's: global_step{N})
             if rest.isdigit():
                 message = (
                     f'{value!r} is a checkpoint tag written by hand: use f"{{NamingKeys.DEFAULT_TAG_PREFIX}}{rest}"'
@@ -456,6 +793,27 @@ class _Linter:
         ):
             return "an `in` test"
         return ""
+
+    def glob_use(self, node: ast.AST) -> str:
+        """Where a glob pattern goes: to ``glob()`` through the path it is a piece of, or a piece
+        of a path (``join()``, ``Path()``, ``/``); "" for neither (``pattern = "*_optim_states.pt"``)."""
+        parent = self.parents.get(id(node))
+        while parent is not None and not isinstance(parent, ast.stmt):
+            name = _call_name(parent)
+            if name in PARSING_CALLS:
+                return f"given to {name}()"
+            parent = self.parents.get(id(parent))
+        parent = self.parents.get(id(node))
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Div):
+            return "a piece of a path built with /"
+        name = _call_name(parent) if parent is not None else None
+        if name in _PATH_PIECES:
+            return f"a piece of {name}()"
+        if isinstance(parent, ast.keyword):
+            parent = self.parents.get(id(parent))
+            name = _call_name(parent) if parent is not None else None
+        # given to a function of its own: get_checkpoint_files(folder, "*_model_states.pt")
+        return f"given to {name}()" if name else ""
 
     def latest(self, node: ast.Constant, why: str) -> None:
         if any(f.code == "CK202" and f._span == self.span(node) for f in self.findings):
@@ -793,8 +1151,23 @@ def lint_source(
     a line of its own ``# ckptkeys: noqa`` (``# ckptkeys: noqa: CK101``) silences the whole file
     (those codes), as ruff's ``# ruff: noqa`` (:func:`file_noqa_codes`).
     """
+    return lint_module(source, path, select=select, ignore=ignore)
+
+
+def lint_module(
+    source: str,
+    path: str,
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    imported: Imported | None = None,
+    tree: ast.Module | None = None,
+) -> list[Finding]:
+    """:func:`lint_source`, with the helpers ``imported`` from the project's other modules as
+    evidence where they are called (:func:`ckptkeys.lint.lint_project` finds them); ``tree``:
+    the syntax tree of ``source`` where the caller parsed it already (it is only read)."""
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
-    linter = _Linter(source, path)
+    linter = _Linter(source, path, imported, tree)
     findings = [f for f in linter.run() if selected(f.code, select, ignore)]
     if not findings or _MAYBE_SUPPRESSED.search(source) is None:
         return findings

@@ -1,0 +1,479 @@
+"""Project mode: the files of one project linted together, each with the evidence of the helpers it
+imports from the project's other modules.
+
+A *helper* is a function of the project that returns a DeepSpeed checkpoint file name or a path
+built from one (``os.path.join(d, "mp_rank_{:02d}_model_states.pt")``, a call of
+``get_model_ckpt_name_for_rank``, or of another such helper), or a DeepSpeed checkpoint file it
+loads from such a path (or a part of it: ``torch.load(name)["module"]``). Called in another module,
+it is evidence there, as a file name written in that function would be.
+
+The project's own imports are resolved statically, never executed: ``import a.b as U``, ``from
+.b import f``, ``from pkg import f`` re-exported through ``pkg/__init__.py``, star imports, packages
+with and without ``__init__.py``, ``src/`` layouts and a script's own folder. Each module is named
+by its path from the project root; those not among the files given are read from disk under the
+root only where asked (:func:`lint_project`'s ``read_imports``), each at most once. A cycle of
+imports, a relative import beyond the root, a missing or unreadable module: nothing resolved
+there, never an error.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from ._evidence import DS_FILE_TEXT, DS_NAME_FUNCTIONS, built_template, is_ds_file_name, registry_index
+from ._files import decode_source
+from ._linter import _dotted, lint_module
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Final
+
+    from ._codes import Finding
+
+# What marks a project's root folder (as ruff and pip find one), nearest first.
+_ROOT_MARKERS: Final = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+# A function's text may build or load a DeepSpeed file name only if one of these appears in it,
+# or it calls another function: the functions whose text shows neither are not parsed for it.
+_NAME_CALLS: Final = frozenset(DS_NAME_FUNCTIONS)
+_LOAD_CALLS: Final = frozenset({"load"})  # torch.load, and load of its aliases
+_FILE_NAME: Final = "a DeepSpeed checkpoint file name"
+_LOADED_FILE: Final = "a loaded DeepSpeed checkpoint file"
+
+
+def project_root(path: str) -> str:
+    """The root of the project ``path`` (a file or folder) is in: the nearest folder at or above it
+    that holds ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``; else the folder above
+    its top package (the highest folder with ``__init__.py`` going up without a gap); else its folder."""
+    start = os.path.abspath(path)
+    folder = start if os.path.isdir(start) else os.path.dirname(start)
+    probe = folder
+    while True:
+        if any(os.path.exists(os.path.join(probe, marker)) for marker in _ROOT_MARKERS):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    while os.path.isfile(os.path.join(folder, "__init__.py")) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
+@dataclass(slots=True)
+class _Module:
+    """One module of the project: where it is, its text, and (once parsed) its names."""
+
+    name: str  # dotted, from the project root ("megatron.checkpointing"; "" if outside the root)
+    shown: str  # its path in evidence: from the root, with /
+    package: str  # the package its relative imports start from
+    text: str
+    parsed: bool = False
+    defs: dict[str, tuple[int, int, int]] | None = None  # top-level functions: (first line, last line, column)
+    bindings: dict[str, tuple[str, str | None, bool]] | None = None  # name -> (module, attribute, relative)
+    stars: list[tuple[str, bool]] | None = None  # (module, relative) of each `from m import *`
+    lines: list[str] | None = None  # its lines, once a function of it is judged
+    bound: frozenset[str] | None = None  # the words of its `def` and `import` lines (_may_bind)
+
+
+@dataclass(frozen=True, slots=True)
+class _Helper:
+    where: str  # "megatron/checkpointing.py:120"
+    what: str  # _FILE_NAME or _LOADED_FILE
+    foreign: bool  # a helper because it calls one of another module (which the walk of its own file cannot see)
+
+
+class _Project:
+    """The modules of one project, resolved on demand; helpers memoised per (module, name)."""
+
+    def __init__(self, sources: Mapping[str, str], root: str, base: str, read_imports: bool) -> None:
+        self.root = os.path.abspath(root)
+        self.read_imports = read_imports
+        self.by_name: dict[str, _Module | None] = {}  # dotted name -> module (None: looked for, none)
+        self.by_path: dict[str, _Module] = {}  # path as given -> module
+        self.helpers: dict[tuple[int, str], _Helper | None] = {}
+        self.pending: set[tuple[int, str]] = set()  # queries under way: a cycle resolves to nothing
+        for path, text in sources.items():
+            module = self.new_module(os.path.join(base, path), text)
+            self.by_path[path] = module
+            if module.name:
+                self.by_name.setdefault(module.name, module)
+
+    def new_module(self, path: str, text: str) -> _Module:
+        relative = os.path.relpath(os.path.abspath(path), self.root)
+        if relative.startswith(os.pardir + os.sep) or relative == os.pardir or os.path.isabs(relative):
+            return _Module("", path.replace(os.sep, "/"), "", text)
+        parts = relative[:-3].split(os.sep) if relative.endswith(".py") else relative.split(os.sep)
+        package = parts[:-1]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            package = parts
+        if not all(part.isidentifier() for part in parts):
+            return _Module("", relative.replace(os.sep, "/"), "", text)
+        return _Module(".".join(parts), relative.replace(os.sep, "/"), ".".join(package), text)
+
+    # -- modules ------------------------------------------------------------------------------
+
+    def find(self, name: str, importer: _Module | None, relative: bool) -> _Module | None:
+        """The module an import names: relative ones as resolved; an absolute one from the root, from
+        ``src/`` under it, or from the importing script's own folder (its ``sys.path[0]``)."""
+        if relative:
+            return self.module(name)
+        tried = [name, f"src.{name}"]
+        if importer is not None and importer.package:  # the importing file's folder
+            tried.append(f"{importer.package}.{name}")
+        for candidate in tried:
+            found = self.module(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def module(self, name: str) -> _Module | None:
+        if name in self.by_name:
+            return self.by_name[name]
+        found: _Module | None = None
+        if self.read_imports and name and all(part.isidentifier() for part in name.split(".")):
+            base = os.path.join(self.root, *name.split("."))
+            for path in (base + ".py", os.path.join(base, "__init__.py")):
+                if os.path.isfile(path):
+                    found = self.read(path)
+                    break
+            else:
+                if os.path.isdir(base):  # a namespace package: no text, only its submodules
+                    found = self.new_module(os.path.join(base, "__init__.py"), "")
+        self.by_name[name] = found
+        return found
+
+    def read(self, path: str) -> _Module | None:
+        """A module read from disk (once: the caller memoises by name); unreadable: ``None``."""
+        try:
+            with open(path, "rb") as stream:
+                text, _ = decode_source(stream.read())
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            return None
+        return self.new_module(path, text)
+
+    def parse(self, module: _Module) -> bool:
+        """Whether ``module`` parses; parsed once (:meth:`tree`)."""
+        if not module.parsed:
+            self.tree(module)
+        return module.defs is not None
+
+    def tree(self, module: _Module) -> ast.Module | None:
+        """Parse ``module`` if not yet parsed: where its top-level functions are, and every import in
+        it (at any depth). The tree is returned, not kept: trees kept alive while the others are
+        built make each garbage collection walk them all (on DeepSpeed, 0.85 s in 2.4 s)."""
+        if module.parsed:
+            return None
+        module.parsed = True
+        try:
+            tree = ast.parse(module.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        defs: dict[str, tuple[int, int, int]] = {}
+        bindings: dict[str, tuple[str, str | None, bool]] = {}
+        stars: list[tuple[str, bool]] = []
+        top: list[ast.stmt] = list(tree.body)
+        for statement in top:  # the module's top level, into `if`/`try` blocks
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs[statement.name] = (
+                    statement.lineno,
+                    statement.end_lineno or statement.lineno,
+                    statement.col_offset,
+                )
+            elif isinstance(statement, (ast.If, ast.Try)):
+                top += _blocks(statement)
+        for node in _statements(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        bindings[alias.asname] = (alias.name, None, False)
+                    else:
+                        first = alias.name.split(".", 1)[0]  # `import a.b` binds a
+                        bindings[first] = (first, None, False)
+            elif isinstance(node, ast.ImportFrom):
+                source = self.absolute(module, node)
+                if source is None:
+                    continue  # beyond the root
+                for alias in node.names:
+                    if alias.name == "*":
+                        stars.append((source, bool(node.level)))
+                    else:
+                        bindings[alias.asname or alias.name] = (source, alias.name, bool(node.level))
+        module.defs, module.bindings, module.stars = defs, bindings, stars
+        return tree
+
+    def absolute(self, module: _Module, node: ast.ImportFrom) -> str | None:
+        """The module an ``ImportFrom`` names, its dots resolved; ``None`` beyond the root."""
+        if not node.level:
+            return node.module or ""
+        if not module.name and not module.package:
+            return None
+        parts = module.package.split(".") if module.package else []
+        if node.level - 1 > len(parts):
+            return None
+        parts = parts[: len(parts) - (node.level - 1)]
+        return ".".join([*parts, *([node.module] if node.module else [])])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def exported(self, module: _Module | None, name: str) -> _Helper | None:
+        """The helper ``module.name`` is: defined there, imported there (re-exported), or star-imported."""
+        if module is None or not _may_bind(module, name) or not self.parse(module):
+            return None
+        key = (id(module), name)
+        if key in self.helpers:
+            return self.helpers[key]
+        if key in self.pending:
+            return None  # a cycle of imports or of calls
+        self.pending.add(key)
+        try:
+            found: _Helper | None = None
+            assert module.defs is not None and module.bindings is not None and module.stars is not None
+            if name in module.defs:
+                function = self.function(module, name)
+                found = self.judge(module, function) if function is not None else None
+            elif name in module.bindings:
+                source, attribute, relative = module.bindings[name]
+                if attribute is not None:
+                    found = self.exported(self.find(source, module, relative), attribute)
+            else:
+                for source, relative in module.stars:
+                    found = self.exported(self.find(source, module, relative), name)
+                    if found is not None:
+                        break
+            self.helpers[key] = found
+            return found
+        finally:
+            self.pending.discard(key)
+
+    def called(self, module: _Module, dotted: str | None) -> _Helper | None:
+        """The helper a call's function is, resolved in ``module``: ``f``, ``U.f``, ``a.b.f``."""
+        if dotted is None:
+            return None
+        parts = dotted.split(".")
+        if len(parts) == 1:
+            return self.exported(module, parts[0])
+        if not _may_bind(module, parts[0]) or not self.parse(module):
+            return None
+        assert module.bindings is not None
+        binding = module.bindings.get(parts[0])
+        if binding is None:
+            return None  # self.f(), a local variable's method
+        source, attribute, relative = binding
+        base = source if attribute is None else f"{source}.{attribute}"
+        return self.exported(self.find(".".join([base, *parts[1:-1]]), module, relative), parts[-1])
+
+    def function(self, module: _Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The tree of the top-level function ``name`` of ``module``, parsed from its own lines
+        (only the functions asked about are parsed again), line numbers as in the module."""
+        assert module.defs is not None
+        first, last, column = module.defs[name]
+        if module.lines is None:
+            module.lines = module.text.splitlines(keepends=True)
+        lines = module.lines[first - 1 : last]
+        if column:  # inside an `if` or `try` block: indented
+            if not all(line[:column].isspace() or not line.strip() for line in lines):
+                return None  # (a string's continuation less indented than the def: not worth the parse)
+            lines = [line[column:] if line.strip() else line for line in lines]
+        try:
+            tree = ast.parse("\n" * (first - 1) + "".join(lines))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        found = tree.body[0] if tree.body else None
+        return found if isinstance(found, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+
+    def judge(self, module: _Module, function: ast.FunctionDef | ast.AsyncFunctionDef) -> _Helper | None:
+        """Whether ``function`` returns a DeepSpeed file name (or a path built from one), or a file
+        loaded from such a path (or a part of it): what a value it returns is built from."""
+        returns = [n.value for n in ast.walk(function) if isinstance(n, ast.Return) and n.value is not None]
+        if not returns:
+            return None
+        names: set[str] = set()  # local names holding a DeepSpeed file name or path
+        loaded: set[str] = set()  # local names holding a file loaded from one
+        used: list[_Helper] = []  # the helpers it calls
+        assigned = sorted(
+            (n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None),
+            key=lambda n: (n.lineno, n.col_offset),
+        )
+        for _ in range(2):  # twice: a name assigned in a loop after its use
+            for node in assigned:
+                kind = self.kind(module, node.value, names, loaded, used)  # type: ignore[arg-type]
+                if kind is None:
+                    continue
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        (loaded if kind == _LOADED_FILE else names).add(target.id)
+        kinds = {self.kind(module, value, names, loaded, used) for value in returns}
+        what = _LOADED_FILE if _LOADED_FILE in kinds else _FILE_NAME if _FILE_NAME in kinds else None
+        if what is None:
+            return None
+        foreign = any(h.foreign or h.where.rsplit(":", 1)[0] != module.shown for h in used)
+        return _Helper(f"{module.shown}:{function.lineno}", what, foreign)
+
+    def kind(
+        self, module: _Module, expression: ast.AST, names: set[str], loaded: set[str], used: list[_Helper]
+    ) -> str | None:
+        """What ``expression`` holds: a DeepSpeed file name or path, a file loaded from one, or
+        neither; the helpers it calls are added to ``used``."""
+        found: str | None = None
+        for node in ast.walk(expression):
+            if isinstance(node, ast.Name):
+                if node.id in loaded:
+                    return _LOADED_FILE
+                if node.id in names:
+                    found = _FILE_NAME
+            elif isinstance(node, ast.Constant) and type(node.value) is str:
+                if DS_FILE_TEXT.search(node.value) and not any(c.isspace() for c in node.value):
+                    found = _FILE_NAME
+            elif isinstance(node, (ast.JoinedStr, ast.BinOp)):
+                template = built_template(node)
+                if template is not None and is_ds_file_name(template):
+                    found = _FILE_NAME
+            elif isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if called in _LOAD_CALLS and any(self.kind(module, a, names, loaded, used) for a in node.args):
+                    return _LOADED_FILE
+                if called in _NAME_CALLS:
+                    found = _FILE_NAME
+                elif called:
+                    helper = self.called(module, _dotted(func))
+                    if helper is not None:
+                        used.append(helper)
+                        if helper.what == _LOADED_FILE:
+                            return _LOADED_FILE
+                        found = _FILE_NAME
+        return found
+
+    def helper_called(self, module: _Module, dotted: str) -> tuple[str, str] | None:
+        """The helper ``module`` calls as ``dotted`` (``f``, ``U.f``), of another module or one of its
+        own functions that calls one: (where it is defined, what it returns); ``None`` if none."""
+        try:
+            helper = self.called(module, dotted)
+        except RecursionError:  # a chain of helpers through hundreds of modules: left unresolved
+            return None
+        if helper is None or (module.defs is not None and dotted in module.defs and not helper.foreign):
+            return None  # (a function of its own with a file name in it: the walk of the file sees it)
+        return helper.where, helper.what
+
+
+class _Imported(Mapping[str, tuple[str, str]]):
+    """The helpers one module calls, resolved as the walk of its file asks for them."""
+
+    def __init__(self, project: _Project, module: _Module) -> None:
+        self.project, self.module = project, module
+        self.found: dict[str, tuple[str, str] | None] = {}
+
+    def __getitem__(self, dotted: str) -> tuple[str, str]:
+        if dotted not in self.found:
+            self.found[dotted] = self.project.helper_called(self.module, dotted)
+        helper = self.found[dotted]
+        if helper is None:
+            raise KeyError(dotted)
+        return helper
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, helper in self.found.items() if helper is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for helper in self.found.values() if helper is not None)
+
+
+# The lines that may bind a name: a `def`, an import (its parenthesized or continued names too).
+_BINDING_LINES: Final = re.compile(
+    r"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)"
+    r"|^[ \t]*(?:from[ \t]+[\w.]+[ \t]+)?import\b(\([^)]*\)|[^\n]*(?:\\\n[^\n]*)*)",
+    re.MULTILINE,
+)
+
+
+def _may_bind(module: _Module, name: str) -> bool:
+    """Whether ``module`` may define or import ``name`` (a star import: it may): read from its text
+    by one regular expression, so that a module is parsed only where a call may resolve there."""
+    if module.bound is None:
+        words: set[str] = set()
+        for defined, imported in _BINDING_LINES.findall(module.text):
+            words.add(defined) if defined else words.update(re.findall(r"\w+|\*", imported))
+        module.bound = frozenset(words)
+    return name in module.bound or "*" in module.bound
+
+
+def _blocks(statement: ast.stmt) -> list[ast.stmt]:
+    """The statements directly inside a compound statement (its body, else, handlers, cases)."""
+    inner: list[ast.stmt] = []
+    for field in ("body", "orelse", "finalbody"):
+        inner += getattr(statement, field, None) or []
+    for part in getattr(statement, "handlers", None) or getattr(statement, "cases", None) or []:
+        inner += part.body
+    return inner
+
+
+def _statements(tree: ast.Module) -> Iterator[ast.stmt]:
+    """Every statement of a module, at any depth (imports are statements: no expression is walked)."""
+    stack: list[ast.stmt] = list(tree.body)
+    while stack:
+        statement = stack.pop()
+        yield statement
+        stack += _blocks(statement)
+
+
+def _default_root(paths: Iterable[str]) -> str:
+    """The folder of the given files, out of their packages: where their module names start."""
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    if not folders:
+        return os.getcwd()
+    given = {os.path.abspath(p) for p in paths}
+    folder = os.path.commonpath(folders)
+    while True:
+        init = os.path.join(folder, "__init__.py")
+        if (init not in given and not os.path.isfile(init)) or os.path.dirname(folder) == folder:
+            return folder
+        folder = os.path.dirname(folder)
+
+
+def lint_project(
+    sources: Mapping[str, str],
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    read_imports: bool = False,
+) -> list[Finding]:
+    """The findings in the files of one project, each linted as :func:`lint_source` lints it, with
+    the project's helpers it imports as evidence where they are called.
+
+    ``sources`` maps each file's path to its text; a relative path is taken from ``root``. Modules
+    are named by their path from ``root`` (default: the folder of the files, above their packages):
+    ``megatron/checkpointing.py`` is ``megatron.checkpointing``. With ``read_imports``, a module
+    imported but not given is read from disk under ``root`` (each at most once; unreadable ones
+    are skipped); without it only the files given are resolved. No module is ever imported or run.
+    ``select``/``ignore`` as for :func:`lint_source`. The findings come file by file in the order
+    of ``sources``, each file's in order of position; every :attr:`Finding.path` is a key of
+    ``sources``.
+    """
+    select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
+    base = os.getcwd() if root is None else os.fspath(root)  # what relative paths start from
+    project = _Project(sources, _default_root(sources) if root is None else base, base, read_imports)
+    prefilter = registry_index().prefilter
+    findings: list[Finding] = []
+    with warnings.catch_warnings():
+        # Python's compile-time warnings (`"\d"`: invalid escape sequence) are Python's to give when
+        # the code runs; here they would come for modules read only for their helpers, unnamed.
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for path, text in sources.items():
+            if not prefilter.search(text):
+                continue  # (lint_module finds nothing where this does not match)
+            module = project.by_path[path]
+            # Parsed once, for its imports and for the walk; the tree is dropped once it is linted.
+            tree = project.tree(module)  # None where parsed already (or not parsable): the walk parses it
+            imported = _Imported(project, module)
+            findings += lint_module(text, path, select=select, ignore=ignore, imported=imported, tree=tree)
+    return findings
