@@ -18,14 +18,15 @@ dict, a config dict, another checkpoint format, a plain word), each with a note 
 A candidate is ``(line, value)``, ``value`` ``None`` for built strings and imports; a finding
 is scored by its own ``(line, value)``. A finding on an unlabelled spot counts as wrong.
 
-Five parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
-committed before the rules were changed), ``fresh``, ``fresh2`` and ``fresh3`` (each labelled and
-committed after the rules were written, before the linter was first run on it; ``fresh2`` after
-issue 21, ``fresh3`` in issue 22). The older parts hold one excerpt per file, named after its
-project (``fresh2/xtuner_fileio.py.txt``); ``fresh3`` keeps whole-project folders,
-``fresh3/<project>/<path inside the repository>.py.txt``, so that one quoted module's import of
-another resolves as it does in the repository. :func:`project_of` tells the project of a corpus
-file either way. docs/lint.md has the figures.
+Six parts, by project: ``dev`` (the rules were developed on it), ``heldout`` (labelled and
+committed before the rules were changed), ``fresh``, ``fresh2``, ``fresh3`` and ``fresh4`` (each
+labelled and committed after the rules were written, before the linter was first run on it;
+``fresh2`` after issue 21, ``fresh3`` and ``fresh4`` in issue 22, ``fresh4`` for the project mode,
+with modules that use another quoted module's helpers or key constants). The older parts hold
+one excerpt per file, named after its project (``fresh2/xtuner_fileio.py.txt``); ``fresh3`` and
+``fresh4`` keep whole-project folders, ``fresh3/<project>/<path inside the repository>.py.txt``,
+so that one quoted module's import of another resolves as it does in the repository.
+:func:`project_of` tells the project of a corpus file either way. docs/lint.md has the figures.
 
 Two scorings: :func:`score_corpus` lints each file alone (``lint_source``, as ``ckptkeys lint``
 has always run); :func:`score_projects` hands a linting function one project at a time (every
@@ -57,8 +58,8 @@ PIECES = (
     "latest",
     "zero_to_fp32",
 )
-SPLITS = ("dev", "heldout", "fresh", "fresh2", "fresh3")
-HELD_OUT = ("heldout", "fresh", "fresh2", "fresh3")  # the parts kept out of development
+SPLITS = ("dev", "heldout", "fresh", "fresh2", "fresh3", "fresh4")
+HELD_OUT = ("heldout", "fresh", "fresh2", "fresh3", "fresh4")  # the parts kept out of development
 VALUES = frozenset(member.value for group in _registry.GROUPS for member in group)
 
 Spot = tuple[int, "str | None"]

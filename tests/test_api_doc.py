@@ -80,7 +80,7 @@ def test_synopsis_lists_exactly_the_parsers_options(name: str) -> None:
             shown = "|".join(action.choices) if action.choices else action.metavar or action.dest.upper()
             assert f"{long} {shown}" in synopsis, long
         elif not action.option_strings:
-            spelled = {None: "{}", "?": "[{}]", "+": "{}..."}[action.nargs].format(action.metavar)  # type: ignore[index]
+            spelled = {None: "{}", "?": "[{}]", "+": "{}...", "*": "[{}...]"}[action.nargs].format(action.metavar)  # type: ignore[index]
             assert spelled in synopsis.split(), spelled
     table = re.sub(r"\\(.)", r"\1", text[found.end() : text.index(docgen.END, found.end())])  # unescaped
     for action in parser._actions:

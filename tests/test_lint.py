@@ -475,11 +475,12 @@ def test_output_formats(tmp_path: pathlib.Path) -> None:
     # github: ruff's workflow command, the span's end included; no summary line (the log would show it as text)
     github = cli("--output-format", "github", "a.py", cwd=tmp_path)
     assert github.returncode == 1 and github.stderr == ""
-    assert github.stdout == f"::error title=ckptkeys (CK101),file=a.py,line=2,col=11,endLine=2,endColumn=25::{line}\n"
+    where = tmp_path.resolve() / "a.py"  # absolute, as ruff's: the runner reads a relative one from the repository's root
+    assert github.stdout == f"::error title=ckptkeys (CK101),file={where},line=2,col=11,endLine=2,endColumn=25::{line}\n"
 
-    # full: the source line (a tab as one column, as the column counts it) and carets under the span
+    # full: the source line (a tab as 4 spaces, as ruff shows it) and carets under the span
     full = cli("--output-format", "full", "a.py", cwd=tmp_path)
-    excerpt = [line, "  |", "2 |  return s['param_shapes'], 1", "  |           ^^^^^^^^^^^^^^"]
+    excerpt = [line, "  |", "2 |     return s['param_shapes'], 1", "  |              ^^^^^^^^^^^^^^"]
     assert full.stdout.splitlines()[:4] == excerpt
     assert full.stdout.splitlines()[4].startswith("  = why: ") and full.stderr == concise.stderr
 
@@ -523,10 +524,10 @@ def test_sarif_is_valid_against_the_official_schema(tmp_path: pathlib.Path) -> N
 def test_github_annotations_escape_what_would_end_the_command() -> None:
     from ckptkeys._cli._lint import github_annotation
 
-    finding = Finding("odd,name:%.py", 3, 1, "CK001", "cannot be read\n::error file=forged.py::x\r")
+    finding = Finding("/odd,name:%.py", 3, 1, "CK001", "cannot be read\n::error file=forged.py::x\r")
     assert github_annotation(finding) == (
-        "::error title=ckptkeys (CK001),file=odd%2Cname%3A%25.py,line=3,col=1,endLine=3,endColumn=1::"
-        "odd,name:%25.py:3:1: CK001 cannot be read%0A::error file=forged.py::x%0D"
+        "::error title=ckptkeys (CK001),file=/odd%2Cname%3A%25.py,line=3,col=1,endLine=3,endColumn=1::"
+        "/odd,name:%25.py:3:1: CK001 cannot be read%0A::error file=forged.py::x%0D"
     )
 
 

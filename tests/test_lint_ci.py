@@ -118,8 +118,9 @@ def test_github_annotations_exactly(project: pathlib.Path) -> None:
     assert len(lines) == len(EXPECTED), result.stdout
     for line, (path, row, col, end_row, end_col, code) in zip(lines, EXPECTED, strict=True):
         path = path.replace("/", os.sep)
+        where = project / path  # absolute, as ruff's (the runner reads a relative file from the repository's root)
         head = (
-            f"::error title=ckptkeys ({code}),file={path},line={row},col={col},endLine={end_row},endColumn={end_col}"
+            f"::error title=ckptkeys ({code}),file={where},line={row},col={col},endLine={end_row},endColumn={end_col}"
             f"::{path}:{row}:{col}: {code} "
         )
         assert line.startswith(head), (line, head)

@@ -13,7 +13,9 @@ only when a ``pyproject.toml`` is read: ``import ckptkeys`` and a run without on
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ from .._check._select import FAIL_ON, Selection, describe_codes, unknown_convert
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, Final
 
 __all__ = [
@@ -139,7 +141,8 @@ def read_config(
         if kind is None:
             raise ConfigError(f"{path}: {name} {key}: unknown key; the keys are {', '.join(keys)}")
         if kind == STRINGS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f'{path}: {name} {key}: must be {STRINGS}, such as ["missing-"], not {value!r}')
+            example = '["CK1"]' if table == "lint" else '["missing-"]'  # a value of that table
+            raise ConfigError(f"{path}: {name} {key}: must be {STRINGS}, such as {example}, not {value!r}")
         if kind == STRING and not isinstance(value, str):
             raise ConfigError(f"{path}: {name} {key}: must be {STRING}, not {value!r}")
         if kind == BOOLEAN and not isinstance(value, bool):
@@ -253,7 +256,8 @@ class LintSettings:
     enabled: frozenset[str]
     """The codes reported."""
     root: str
-    """The folder the patterns are relative to: the config file's, else the current one."""
+    """The folder the patterns are relative to: the config file's, else (none, or one named with
+    ``--config``, as ruff) the current one."""
     exclude: tuple[str, ...]
     """``exclude`` (ruff's default list where unset) and ``extend-exclude`` together."""
     respect_gitignore: bool
@@ -291,13 +295,84 @@ class LintSettings:
 
 def _glob_matches(path: str, root: str, pattern: str) -> bool:
     """ruff's matching of ``exclude`` and ``per-file-ignores`` patterns: against the file's name, or
-    against its whole path with the pattern taken relative to ``root`` (``*`` crosses ``/``, as in
-    ruff's globs)."""
-    import fnmatch
-
+    against its whole path with the pattern taken relative to ``root``; the globs are globset's, as
+    ruff's (:func:`_glob`)."""
     absolute = os.path.abspath(path)
     anchored = os.path.normpath(os.path.join(root, pattern))
-    return fnmatch.fnmatchcase(os.path.basename(absolute), pattern) or fnmatch.fnmatchcase(absolute, anchored)
+    return bool(_glob(pattern).fullmatch(os.path.basename(absolute)) or _glob(anchored).fullmatch(absolute))
+
+
+class GlobError(ValueError):
+    """A pattern that is no glob (``[`` unclosed, ``{a,{b}}``): ruff refuses it, and so does lint."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as ruff's globs read it (the globset crate, as ruff 0.17.6 configures it; each
+    case measured against ``per-file-ignores`` there): ``*`` and ``?`` cross ``/``; ``**/`` at the
+    start and ``/**/`` match zero or more folders, ``/**`` at the end everything below; ``[ab]``,
+    ``[!a-z]`` (``^`` too) a character of a class; ``{a,b}`` either glob (``{a,{b,c}}`` too); ``\\``
+    escapes the next character. Raises :class:`GlobError` as ruff refuses a pattern."""
+    out: list[str] = []
+    groups: list[list[list[str]]] = []  # the {...} open, innermost last: each its alternatives so far
+
+    def emit(text: str) -> None:
+        (groups[-1][-1] if groups else out).append(text)
+
+    position, size = 0, len(pattern)
+    while position < size:
+        char = pattern[position]
+        if char == "\\":
+            if position + 1 == size:
+                raise GlobError("dangling '\\'")
+            emit(re.escape(pattern[position + 1]))
+            position += 2
+            continue
+        if char == "*":
+            stars = 1
+            while position + stars < size and pattern[position + stars] == "*":
+                stars += 1
+            before = pattern[position - 1] if position else "/"
+            after = pattern[position + stars] if position + stars < size else None
+            if stars >= 2 and before == "/" and after == "/":  # **/ at the start, /**/: zero or more folders
+                emit("(?:.*/)?")
+                position += stars + 1
+                continue
+            emit(".*")  # *, and ** elsewhere (/** at the end: everything below)
+            position += stars
+            continue
+        if char == "?":
+            emit(".")
+        elif char == "[":
+            end = position + 1
+            negated = end < size and pattern[end] in "!^"
+            end += negated
+            members = end
+            if end < size and pattern[end] == "]":  # a ] right after [ (or [!) is a member
+                end += 1
+            while end < size and pattern[end] != "]":
+                end += 1
+            if end >= size:
+                raise GlobError("unclosed character class; missing ']'")
+            inner = "".join("\\" + c if c in "\\^[]" else c for c in pattern[members:end])
+            emit(f"[{'^' if negated else ''}{inner}]")
+            position = end + 1
+            continue
+        elif char == "{":
+            groups.append([[]])
+        elif char == "," and groups:
+            groups[-1].append([])
+        elif char == "}":
+            if not groups:
+                raise GlobError("unopened alternate group; missing '{' (maybe escape '}' with '[}]'?)")
+            alternatives = groups.pop()
+            emit("(?:" + "|".join("".join(a) for a in alternatives) + ")")
+        else:
+            emit(re.escape(char))
+        position += 1
+    if groups:
+        raise GlobError("unclosed alternate group; missing '}' (maybe escape '{' with '[{]'?)")
+    return re.compile("".join(out), re.DOTALL)
 
 
 _Level = tuple[list[str] | None, list[str] | None, list[str] | None]
@@ -325,20 +400,24 @@ def _resolve(levels: Sequence[_Level], codes: Sequence[str]) -> frozenset[str]:
     return frozenset(enabled)
 
 
-def lint_settings(args: argparse.Namespace) -> LintSettings:
+def lint_settings(args: argparse.Namespace, *, found: str | None = None) -> LintSettings:
     """``lint``'s settings: ``[tool.ckptkeys.lint]`` (``select``, ``extend-select``, ``ignore``,
     ``exclude``, ``per-file-ignores``), then ``--select``, ``--extend-select``, ``--ignore`` as a
     higher level, as ruff resolves rule selection; ``--exclude`` replaces ``exclude`` (ruff's
     default list where neither is given), ``extend-exclude`` and ``--extend-exclude`` add to it,
     ``--[no-]respect-gitignore`` overrides ``respect-gitignore`` (true by default). Codes are
-    upper-cased. Raises ConfigError naming the option as typed or the file, table and key."""
+    upper-cased. ``found``: the ``pyproject.toml`` to read (:func:`lint_settings_of`), not the one
+    found from the current folder. Raises ConfigError naming the option as typed or the file,
+    table and key."""
     from ..lint import CODES
     from ..lint._files import DEFAULT_EXCLUDE
 
-    config = read_config("lint", LINT_KEYS, config=args.config, isolated=args.isolated)
+    config = read_config("lint", LINT_KEYS, config=found or args.config, isolated=args.isolated)
+    named = found is None and args.config is not None
 
     def codes(where: str, selectors: list[str]) -> list[str]:
-        selectors = [s.upper() for s in selectors]
+        # ALL: every code, as ruff's ALL (the least specific selector: the empty prefix)
+        selectors = ["" if s.upper() == "ALL" else s.upper() for s in selectors]
         for selector in selectors:
             if not any(known.startswith(selector) for known in CODES):
                 raise ConfigError(f"{where} {selector}: unknown code; the codes are {', '.join(CODES)}")
@@ -359,9 +438,24 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
         (pattern, tuple(codes(f"{where} per-file-ignores {pattern!r}:", selectors)))
         for pattern, selectors in values.get("per-file-ignores", {}).items()
     )
+    # A pattern that is no glob is refused as ruff refuses it (it matched nothing, silently).
+    for option, patterns in (
+        ("--exclude", exclude or []),
+        ("--extend-exclude", extend_exclude),
+        (f"{where} exclude:", values.get("exclude", [])),
+        (f"{where} extend-exclude:", values.get("extend-exclude", [])),
+        (f"{where} per-file-ignores:", [p.removeprefix("!") for p, _ in per_file]),
+    ):
+        for pattern in patterns:
+            try:
+                _glob(pattern)
+            except GlobError as error:
+                raise ConfigError(f"{option} {pattern!r}: not a glob: {error}") from None
     return LintSettings(
         enabled=_resolve(levels, list(CODES)),
-        root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None else os.getcwd(),
+        # As ruff: a file named with --config has its patterns relative to the current folder, one
+        # found (from here or above a file) to its own folder.
+        root=os.path.dirname(os.path.abspath(config.path)) if config.path is not None and not named else os.getcwd(),
         exclude=(
             *(exclude if exclude is not None else values.get("exclude", DEFAULT_EXCLUDE)),
             *values.get("extend-exclude", []),
@@ -373,3 +467,45 @@ def lint_settings(args: argparse.Namespace) -> LintSettings:
         per_file_ignores=per_file,
         config=config.path,
     )
+
+
+def lint_settings_of(args: argparse.Namespace, base: LintSettings) -> Callable[[str], LintSettings]:
+    """The settings of each file (or folder) ``lint`` meets, as ruff finds its configuration
+    hierarchically: the closest ``pyproject.toml`` with a ``[tool.ckptkeys]`` table above the
+    path, else ``base`` (the one found from the current folder, or none), each with the options
+    of the command line over it. ``--config`` and ``--isolated`` make ``base`` the settings of
+    every file, as in ruff. Each folder is looked at once, each file read once."""
+    if args.config is not None or args.isolated:
+        return lambda path: base
+    closest: dict[str, str | None] = {}
+    made: dict[str, LintSettings] = {base.config: base} if base.config is not None else {}
+
+    def config_of(folder: str) -> str | None:
+        passed: list[str] = []
+        found: str | None = None
+        while True:
+            if folder in closest:
+                found = closest[folder]
+                break
+            passed.append(folder)
+            candidate = os.path.join(folder, FILE)
+            if os.path.isfile(candidate) and _tool_table(candidate) is not None:
+                found = candidate
+                break
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        for folder in passed:
+            closest[folder] = found
+        return found
+
+    def settings_of(path: str) -> LintSettings:
+        found = config_of(os.path.dirname(os.path.abspath(path)))
+        if found is None:
+            return base
+        if found not in made:
+            made[found] = lint_settings(args, found=found)
+        return made[found]
+
+    return settings_of

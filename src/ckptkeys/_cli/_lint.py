@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from .._read._errors import ReadError
 from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
@@ -21,7 +21,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .. import lint
 
-__all__ = ["OUTPUT_FORMATS", "add_lint", "github_annotation", "run_lint", "sarif_document", "summary"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "add_lint",
+    "github_annotation",
+    "run_lint",
+    "sarif_document",
+    "statistics_document",
+    "summary",
+]
 
 # lint's --output-format choices (ruff's names).
 OUTPUT_FORMATS = ("concise", "full", "json", "github", "sarif")
@@ -36,9 +44,10 @@ def add_lint(commands: argparse._SubParsersAction[Any]) -> None:
     )
     lint.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
-        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input",
+        help=".py files (linted whatever exclude says, as ruff) or folders (walked); - alone: standard input; "
+        "none: . (standard input with --stdin-filename), as ruff",
     )
     lint.add_argument(
         "--stdin-filename", metavar="PATH", help="with -: the file's name in the findings and for per-file-ignores"
@@ -110,27 +119,48 @@ def run_lint(args: argparse.Namespace) -> int:
 
     from .. import lint
     from .._read._files import open_regular
-    from ._config import ConfigError, lint_settings
+    from ._config import ConfigError, LintSettings, lint_settings, lint_settings_of
 
     args.json = args.json or args.output_format == "json"
     try:
         settings = lint_settings(args)
     except ConfigError as error:
         return fail("lint", EXIT_USAGE, str(error), json_too=args.json)
+    # As ruff: each file under the closest pyproject.toml with [tool.ckptkeys] above it; a table
+    # found there that cannot be used ends the run with 2, before any file is rewritten.
+    settings_by_folder = lint_settings_of(args, settings)
+    errors: list[ConfigError] = []
+
+    def settings_of(path: str) -> LintSettings:
+        try:
+            return settings_by_folder(path)
+        except ConfigError as error:
+            errors.append(error)
+            return settings
+
+    if args.statistics and args.diff:  # as ruff's: the two answers exclude each other
+        return fail("lint", EXIT_USAGE, "--statistics cannot be used with --diff", json_too=args.json)
+    if args.statistics and args.output_format in ("github", "sarif"):  # as ruff's: no such form of statistics
+        return fail(
+            "lint", EXIT_USAGE, f"--statistics has no {args.output_format} form (concise, full or json)", json_too=False
+        )
+    if not args.paths:  # as ruff: `ckptkeys lint` is `ckptkeys lint .`, and standard input with --stdin-filename
+        args.paths = ["-"] if args.stdin_filename is not None else ["."]
     stdin = "-" in args.paths
     if stdin and len(args.paths) > 1:
         return fail("lint", EXIT_USAGE, "- (standard input) goes alone, without other paths", json_too=args.json)
     if args.stdin_filename is not None and not stdin:
-        return fail("lint", EXIT_USAGE, "--stdin-filename goes with - (standard input)", json_too=args.json)
+        why = "--stdin-filename goes with - (standard input) or no PATH, not with other paths"
+        return fail("lint", EXIT_USAGE, why, json_too=args.json)
     missing = [p for p in args.paths if p != "-" and not os.path.exists(p)]
     if missing:  # a ReadError, as a missing PATH of every command
         return fail_read("lint", ReadError(missing[0], "does not exist"), json_too=args.json, path=missing[0])
-    select = sorted(settings.enabled)
     # As ruff: `lint --fix -` writes the fixed text to stdout, so the findings go to stderr.
     out = sys.stderr if stdin and args.fix and not args.diff else sys.stdout
 
     def reported(finding: lint.Finding) -> bool:
-        return finding.code in settings.enabled and not settings.ignored(finding.code, finding.path)
+        found = settings_of(finding.path)
+        return finding.code in found.enabled and not found.ignored(finding.code, finding.path)
 
     remaining: list[lint.Finding] = []
     fixed: list[lint.Finding] = []
@@ -139,20 +169,40 @@ def run_lint(args: argparse.Namespace) -> int:
     # As ruff: exclude applies to what the walk finds, not to a file given by name.
     named = args.paths
     if args.force_exclude:  # as ruff's: exclude also leaves out the paths given, the --stdin-filename too
-        named = [p for p in named if p == "-" or not settings.excluded_named(p)]
-        stdin = stdin and not (args.stdin_filename is not None and settings.excluded_named(args.stdin_filename))
+        named = [p for p in named if p == "-" or not settings_of(p).excluded_named(p)]
+        if (
+            stdin
+            and args.stdin_filename is not None
+            and settings_of(args.stdin_filename).excluded_named(args.stdin_filename)
+        ):
+            stdin = False
+            if args.fix and not args.diff and sys.stdin is not None:
+                _write_bytes(sys.stdin.buffer.read())  # as ruff: the text back as it came (the editor keeps it)
     files = (
         [args.stdin_filename or "-"]
         if stdin
         else lint.iter_python_files(
-            [p for p in named if p != "-"], excluded=settings.excluded, respect_gitignore=settings.respect_gitignore
+            [p for p in named if p != "-"],
+            excluded=lambda p: settings_of(p).excluded(p),
+            respect_gitignore=settings.respect_gitignore,
         )
     )
+    files = list(files)  # the walk done first: every table below met before any file is rewritten
+    # A file named and walked too (`lint b.py .`), or under two folders given (`lint a .`), once: its
+    # findings were reported twice. ruff 0.17.6 lints a walked file once, a named one twice.
+    unique: dict[str, str] = {}
+    for path in files:
+        unique.setdefault(path if path == "-" else os.path.abspath(path), path)
+    files = list(unique.values())
+    if errors:
+        return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
     texts: list[tuple[str, str, str]] = []  # (path, text, encoding) of each file read, in order
     linted_early: dict[int, list[lint.Finding]] = {}  # number in texts -> the CK001 of a file unreadable
     for path in files:
         try:
             if stdin:
+                if sys.stdin is None:  # started with it closed (`<&-`): nothing to read, as a file that cannot be
+                    raise ReadError(path, "cannot be read: standard input is closed")
                 raw = sys.stdin.buffer.read()
                 source, encoding = lint.decode_source(raw)
             else:
@@ -169,10 +219,12 @@ def run_lint(args: argparse.Namespace) -> int:
             texts.append((path, "", ""))
             linted_early[len(texts) - 1] = [unreadable] if reported(unreadable) else []
             if stdin and args.fix and not args.diff:
-                sys.stdout.buffer.write(raw)  # the text as it came: nothing could be fixed
+                _write_bytes(raw)  # the text as it came: nothing could be fixed
             continue
         texts.append((path, source, encoding))
     # The files of one project are linted as one: a helper of one module is evidence in another.
+    # (the codes any file's table enables: `reported` then keeps each file's own)
+    select = sorted({code for path, _, _ in texts for code in settings_of(path).enabled})
     linted = _lint_projects({path: text for n, (path, text, _) in enumerate(texts) if n not in linted_early}, select)
     for number, (path, source, encoding) in enumerate(texts):
         if number in linted_early:
@@ -184,6 +236,13 @@ def run_lint(args: argparse.Namespace) -> int:
             sources[path] = source
         if (args.fix or args.diff) and any(f.fixable for f in findings):
             new, applied = lint.fix_source(source, findings)
+            if applied and not args.diff and not stdin and not errors:
+                try:
+                    _rewrite(path, new.encode(encoding))
+                except OSError as error:  # read-only file or folder: said as one finding, the run goes on
+                    unwritable = lint.Finding(path, 1, 1, "CK001", f"cannot be written: {error.strerror or error}")
+                    remaining += [unwritable] if reported(unwritable) else []
+                    new, applied = source, []
             if applied:
                 changed += 1
                 fixed += applied
@@ -195,14 +254,21 @@ def run_lint(args: argparse.Namespace) -> int:
                             source.splitlines(keepends=True), new.splitlines(keepends=True), path, path
                         )
                     )
-                elif not stdin:
-                    _rewrite(path, new.encode(encoding))
         if stdin and args.fix and not args.diff:
-            sys.stdout.buffer.write(new.encode(encoding))
+            # Nothing fixed: the bytes as they came (a decode and encode may differ: ISO-2022-JP's
+            # redundant escapes, a codec's other spellings), else the fixed text in the file's encoding.
+            _write_bytes(raw if new is source else new.encode(encoding))
         remaining += findings
+    if errors:
+        return fail("lint", EXIT_USAGE, str(errors[0]), json_too=args.json)
+    # As ruff: by path, then position (the linter's order kept at one position), whatever order
+    # the paths were given in and the walk met them.
+    remaining.sort(key=lambda finding: (finding.path, finding.line, finding.col))
     if args.silent and not args.statistics:
         pass  # as ruff's --silent: nothing but --statistics, --diff and the fixed text of `-`
-    elif args.json:
+    elif args.statistics and args.json:
+        print(json.dumps(statistics_document(remaining), indent=2), file=out)
+    elif args.json and not args.diff:  # as ruff's: --diff's stdout is the diff alone, in every format
         document = {
             "schema_version": 1,
             "findings": [
@@ -281,7 +347,9 @@ def _lint_projects(texts: dict[str, str], select: list[str]) -> dict[str, list[l
 
 def github_annotation(finding: lint.Finding) -> str:
     """``--output-format github``: one GitHub Actions ``::error`` workflow command, as ruff writes it
-    (title, file, line, col, endLine, endColumn; the message the concise line), with the
+    (title, file, line, col, endLine, endColumn; the message the concise line). The file is
+    absolute, as ruff's: the runner takes a relative one from the repository's root, so a step
+    with a ``working-directory`` would annotate another file (or none). With the
     property and message escapes the runner needs (``%``, CR, LF; and ``:`` ``,`` in properties),
     so that a path or message holding them cannot end the command early or forge another."""
 
@@ -294,7 +362,8 @@ def github_annotation(finding: lint.Finding) -> str:
     end_line = finding.end_line or finding.line
     end_col = finding.end_col or finding.col
     properties = (
-        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(finding.path)},line={finding.line},col={finding.col},"
+        f"title={prop(f'ckptkeys ({finding.code})')},file={prop(os.path.abspath(finding.path))},"
+        f"line={finding.line},col={finding.col},"
         f"endLine={end_line},endColumn={end_col}"
     )
     return f"::error {properties}::{data(str(finding))}"
@@ -348,18 +417,47 @@ def _source_excerpt(finding: lint.Finding, source: str | None) -> str:
     out: list[str] = []
     lines = physical_lines(source) if source is not None else []
     if 0 < finding.line <= len(lines):
-        text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
+        text = lines[finding.line - 1].rstrip("\r\n")
         number = str(finding.line)
         end = finding.end_col if finding.end_line == finding.line and finding.end_col > finding.col else len(text) + 1
+        shown = [_shown(char) for char in text]
+        before = sum(width for _, width in shown[: finding.col - 1])
+        under = sum(width for _, width in shown[finding.col - 1 : end - 1])
         out += [
             f"{' ' * len(number)} |",
-            f"{number} | {text}",
-            f"{' ' * len(number)} | {' ' * (finding.col - 1)}{'^' * max(1, end - finding.col)}",
+            f"{number} | {''.join(part for part, _ in shown)}",
+            f"{' ' * len(number)} | {' ' * before}{'^' * max(1, under)}",
         ]
     if finding.evidence:
         out.append(f"  = why: {finding.evidence}")
     out.append("")
     return "\n".join(out)
+
+
+# Bidirectional overrides and isolates: shown as U+FFFD, as ruff shows them, so that a line cannot
+# reorder what the terminal displays (CVE-2021-42574, "Trojan Source").
+_BIDI: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shown(char: str) -> tuple[str, int]:
+    """One source character as ``--output-format full`` shows it, and its width in terminal
+    columns, as ruff 0.17.6 shows it (measured): a tab as 4 spaces; a control character as its
+    Control Picture (ESC as U+241B), never raw; a bidi control as U+FFFD; East Asian wide and
+    fullwidth characters 2 columns, combining marks and format characters (U+200B) none."""
+    import unicodedata
+
+    if char == "\t":
+        return "    ", 4
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code), 1
+    if code == 0x7F:
+        return "\u2421", 1
+    if char in _BIDI:
+        return "\ufffd", 1
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return char, 0
+    return char, 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str:
@@ -376,6 +474,28 @@ def summary(remaining: int, fixable: int, fixed: int = 0, files: int = 0) -> str
     if not remaining:
         return "All checks passed!"
     return f"Found {plural(remaining, 'problem')}" + (f" ({fixable} fixable with --fix)." if fixable else ".")
+
+
+def statistics_document(findings: list[lint.Finding]) -> list[dict[str, object]]:
+    """``--statistics --output-format json``: ruff's JSON statistics, one object per code in the
+    order of the text form: ``code``, ``name`` (here the code's meaning: ckptkeys' codes have no
+    short names), ``count``, ``fixable`` (any of them), ``fixable_count``."""
+    from ..lint import CODES
+
+    counts: dict[str, list[lint.Finding]] = {}
+    for finding in findings:
+        counts.setdefault(finding.code, []).append(finding)
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        {
+            "code": code,
+            "name": CODES[code],
+            "count": len(group),
+            "fixable": any(f.fixable for f in group),
+            "fixable_count": sum(1 for f in group if f.fixable),
+        }
+        for code, group in rows
+    ]
 
 
 def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
@@ -395,6 +515,19 @@ def _statistics(findings: list[lint.Finding], out: TextIO) -> None:
     for code, group in rows:
         mark = ("[*] " if any(f.fixable for f in group) else "[ ] ") if any_fixable else ""
         print(f"{len(group):>{width}}\t{code}\t{mark}{CODES[code]}", file=out)
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write ``data`` to standard output as bytes (``lint --fix -``: the text in its own encoding).
+    Standard output closed (``>&-``; main's stand-in has no ``buffer``) fails as a write to a
+    closed descriptor does, for main to say so (74)."""
+    import errno
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        raise OSError(errno.EBADF, "it is closed")
+    sys.stdout.flush()
+    buffer.write(data)
 
 
 def _rewrite(path: str, data: bytes) -> None:

@@ -1059,7 +1059,9 @@ def file_noqa_codes(comment: str) -> frozenset[str] | None:
     then ``noqa`` in any case and what follows it read as a line's ``# noqa`` (:func:`noqa_codes`:
     ``# ckptkeys: noqa: CK101, CK104``; whole codes, not prefixes; ``# ckptkeys: noqa a note``
     is bare), after any ``#`` of the comment. The comment must stand on a line of its own: the
-    caller checks that (after code, ruff warns and ignores it).
+    caller checks that (after code, ruff warns and ignores it). ``# flake8: noqa`` is read as
+    the same directive, as ruff reads it as its own ``# ruff: noqa`` (``# flake8: noqa`` alone
+    keeps every linter that honours flake8's directive out of the file).
     """
     position = 0
     while True:
@@ -1068,9 +1070,10 @@ def file_noqa_codes(comment: str) -> frozenset[str] | None:
             return None
         position += 1
         rest = comment[position:].lstrip()
-        if not rest.startswith("ckptkeys"):
+        word = next((w for w in ("ckptkeys", "flake8") if rest.startswith(w)), None)
+        if word is None:
             continue
-        rest = rest[len("ckptkeys") :].lstrip()
+        rest = rest[len(word) :].lstrip()
         if rest.startswith(":"):
             rest = rest[1:].lstrip()
             if rest[:4].lower() == "noqa":
@@ -1143,6 +1146,11 @@ class _Suppressions:
         except (tokenize.TokenError, SyntaxError):
             self.comments = {n: line[line.index("#") :] for n, line in enumerate(lines, 1) if "#" in line}
             self.own_line = {n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#")}
+        # As ruff: the lines joined by backslashes count as their last line, where the one comment
+        # of the statement can be: a noqa comment after `1` silences `x = s['k'] + \` then `1`.
+        for number in range(len(lines), 0, -1):
+            if lines[number - 1].endswith("\\") and number not in self.comments and number not in self.last_line:
+                self.last_line[number] = self.last_line.get(number + 1, number + 1)
         # The file-level directives: every code (a bare one), else the union of the codes listed.
         self.file_all = False
         self.file_codes: set[str] = set()
@@ -1156,12 +1164,26 @@ class _Suppressions:
         for line in range(start, end):
             self.last_line.setdefault(line, end)
 
+    def _last(self, line: int) -> int:
+        """The line whose comment silences a finding on ``line``: the last line of the string
+        spanning lines or of the backslash-joined lines it is in (the two may chain)."""
+        seen = {line}
+        while line in self.last_line and self.last_line[line] not in seen:
+            line = self.last_line[line]
+            seen.add(line)
+        return line
+
     def silenced(self, finding: Finding) -> bool:
         """Whether a ``# noqa`` or ``# ckptkeys: ignore`` comment silences ``finding``, or a
-        file-level ``# ckptkeys: noqa``."""
+        file-level ``# ckptkeys: noqa``. A file that does not parse (CK001) is reported whatever
+        they say, as ruff reports a syntax error."""
+        if finding.code == "CK001":
+            return False
         if self.file_all or finding.code in self.file_codes:
             return True
-        for line in dict.fromkeys((finding.line, self.last_line.get(finding.line, finding.line))):
+        # Only the last line of a string spanning lines or of backslash-joined lines, as ruff: a
+        # comment on a line before it can only be inside an f-string's braces (3.12+), not a noqa.
+        for line in (self._last(finding.line),):
             comment = self.comments.get(line)
             if comment is None:
                 continue
