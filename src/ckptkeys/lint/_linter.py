@@ -47,11 +47,12 @@ from ._paths import dotted as _dotted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Final
 
     # dotted name of a call -> (where its function is defined, "path:line"; what it returns)
     Imported = Mapping[str, tuple[str, Origin]]
+    Passed = Callable[[ast.FunctionDef | ast.AsyncFunctionDef, str], Origin | None]
 
 # Methods whose first argument is a key, and those among them that store it in the mapping.
 _KEY_METHODS: Final = frozenset({"get", "pop", "setdefault"})
@@ -190,11 +191,17 @@ def _deepspeed_test(test: ast.AST) -> tuple[bool, bool, bool, bool]:
 
 class _Linter:
     def __init__(
-        self, source: str, path: str, imported: Imported | None = None, tree: ast.Module | None = None
+        self,
+        source: str,
+        path: str,
+        imported: Imported | None = None,
+        tree: ast.Module | None = None,
+        passed: Passed | None = None,
     ) -> None:
         self.source = source
         self.path = path
         self.imported = imported  # the helpers of other modules of the project (lint_project)
+        self.passed = passed  # what the project's other modules pass its functions' parameters
         self.given_tree = tree  # the tree of source, where lint_project parsed it already
         self.lines = [line.rstrip("\r\n") for line in physical_lines(source)]
         self.findings: list[Finding] = []
@@ -461,13 +468,15 @@ class _Linter:
 
     def paths(self) -> PathReader | None:
         """The reader of paths, or ``None`` where no ``load`` call of the module loads a DeepSpeed
-        file (then nothing is loaded from one: the keys' expressions are not followed at all)."""
+        file (then nothing is loaded from one: the keys' expressions are not followed at all),
+        unless other modules of the project may pass its functions one (``passed``)."""
         if self.loads_deepspeed is None:
             reader = self.reader()
             self.loads_deepspeed = any(_origin(reader, call) is not None for call in self.loads) or any(
                 self.imported_loads(call) for call, _ in self.calls if id(self.scope(call)) in self.keyed
             )
-        return self.path_reader if self.loads_deepspeed else None
+        # (in project mode a parameter may be given a loaded DeepSpeed file by another module's call)
+        return self.path_reader if self.loads_deepspeed or self.passed is not None else None
 
     def imported_loads(self, call: ast.AST) -> bool:
         """Whether ``call`` calls a helper of another module that returns a loaded DeepSpeed file."""
@@ -479,7 +488,7 @@ class _Linter:
         if self.path_reader is None:
             known = _Returned(self.imported) if self.imported is not None else None
             self.path_reader = PathReader(
-                self.tree, known, parents=self.parents, functions=self.functions, calls=self.calls
+                self.tree, known, parents=self.parents, functions=self.functions, calls=self.calls, passed=self.passed
             )
         return self.path_reader
 
@@ -662,6 +671,8 @@ class _Linter:
                     evidence += repr(origin.text)
                     if origin.keys:
                         evidence += f" under {']['.join(map(repr, origin.keys)).join('[]')}"
+                    if origin.via:
+                        evidence += f", a path {origin.via} passes"
                 if not evidence:
                     continue
             around = [v for v in by_scope[id(candidate.scope)] if v != value]
@@ -1224,12 +1235,14 @@ def lint_module(
     ignore: Iterable[str] | None = None,
     imported: Imported | None = None,
     tree: ast.Module | None = None,
+    passed: Passed | None = None,
 ) -> list[Finding]:
     """:func:`lint_source`, with the helpers ``imported`` from the project's other modules as
     evidence where they are called (:func:`ckptkeys.lint.lint_project` finds them); ``tree``:
-    the syntax tree of ``source`` where the caller parsed it already (it is only read)."""
+    the syntax tree of ``source`` where the caller parsed it already (it is only read); ``passed``:
+    what calls in the project's other modules pass a parameter of one of its top-level functions."""
     select, ignore = (list(select) if select is not None else None), (list(ignore) if ignore is not None else None)
-    linter = _Linter(source, path, imported, tree)
+    linter = _Linter(source, path, imported, tree, passed)
     findings = [f for f in linter.run() if selected(f.code, select, ignore)]
     if not findings or _MAYBE_SUPPRESSED.search(source) is None:
         return findings

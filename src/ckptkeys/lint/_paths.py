@@ -25,7 +25,7 @@ from ._evidence import DS_NAME_FUNCTIONS, built_template, is_ds_file_name, regis
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Final
 
 _FUNCTIONS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -75,6 +75,8 @@ class Origin:
     """The file name as written, ``{}`` for a placeholder: ``'mp_rank_{}_model_states.pt'``."""
     keys: tuple[str, ...] = ()
     """Loaded only: the keys read from the file's mapping to get here (``("optimizer_state_dict",)``)."""
+    via: str = ""
+    """Where a call in another module of the project passes it to a parameter (``"train.py:12"``), if so."""
 
     def group(self) -> str | None:
         """The key group of the dict this loaded mapping is (``""``: no group; ``None``: not known)."""
@@ -165,6 +167,9 @@ class PathReader:
     ``known``: functions defined elsewhere (by the name they are called by: ``f``, ``U.f``) and
     what they return; the module's own functions are read here. It is only asked about names
     called (``name in known``), so project mode passes a mapping that resolves them as asked.
+    ``passed``: what calls in the project's other modules pass a parameter of a top-level function
+    of the module (project mode), asked where the module's own calls pass it nothing known;
+    ``constant``: what a name the module does not bind holds (one it imports: project mode).
     """
 
     def __init__(
@@ -174,9 +179,12 @@ class PathReader:
         parents: dict[int, ast.AST] | None = None,
         functions: Iterable[ast.FunctionDef | ast.AsyncFunctionDef] | None = None,
         calls: Iterable[tuple[ast.AST, str]] | None = None,
+        passed: Callable[[ast.FunctionDef | ast.AsyncFunctionDef, str], Origin | None] | None = None,
+        constant: Callable[[str], Origin | None] | None = None,
     ) -> None:
         self.tree = tree
         self.known: Mapping[str, Origin] = known if known is not None else {}
+        self.passed, self.constant = passed, constant
         if parents is None or functions is None or calls is None:  # (the linter passes what its walk found)
             parents, functions, calls = {}, [], []
             for node in ast.walk(tree):
@@ -317,7 +325,7 @@ class PathReader:
         arguments = [*node.args, *(k.value for k in node.keywords if k.arg in (None, "f", "path", "pathname"))]
         if name in LOADING and node.args:
             found = self._path(node.args[0])
-            return Origin(True, found.kind, found.text) if found is not None else None
+            return Origin(True, found.kind, found.text, via=found.via) if found is not None else None
         if name in _JOINING or name in _KEEPING:
             for argument in reversed(arguments if name in _JOINING else arguments[:1]):
                 found = self._path(argument)
@@ -352,7 +360,7 @@ class PathReader:
         if not found.loaded:
             return found  # files[0]
         if isinstance(key, ast.Constant) and type(key.value) is str:
-            return Origin(True, found.kind, found.text, (*found.keys, key.value))
+            return Origin(True, found.kind, found.text, (*found.keys, key.value), found.via)
         return found  # states[i]: one of the files loaded
 
     def name(self, node: ast.Name) -> Origin | None:
@@ -365,6 +373,8 @@ class PathReader:
                 found = self.argument(scope, node.id)
                 if found is not None:
                     return found
+        if self.constant is not None and node.id not in self.bindings(self.tree):
+            return self.constant(node.id)
         return None
 
     def argument(self, function: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> Origin | None:
@@ -380,11 +390,13 @@ class PathReader:
             if given is None and name in positional:
                 at = positional.index(name) - (1 if method and isinstance(call.func, ast.Attribute) else 0)
                 before = call.args[: at + 1] if at >= 0 else []
-                if len(before) == at + 1 and not any(isinstance(a, ast.Starred) for a in before):
-                    given = call.args[at]
+                if at >= 0 and len(before) == at + 1 and not any(isinstance(a, ast.Starred) for a in before):
+                    given = call.args[at]  # (at -1: `self` of a method called through its instance)
             found = self.origin(given) if given is not None else None
             if found is not None:
                 return found
+        if self.passed is not None and self.parents.get(id(function)) is self.tree:
+            return self.passed(function, name)  # (a top-level function: what other modules pass it)
         return None
 
     def returns(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> Origin | None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._evidence import registry_index
 from ._files import decode_source
-from ._linter import lint_module
+from ._linter import _Returned, lint_module
 from ._paths import Origin, PathReader, dotted
 
 TYPE_CHECKING = False
@@ -100,9 +100,14 @@ class _Project:
         self.by_path: dict[str, _Module] = {}  # path as given -> module
         self.helpers: dict[tuple[int, str], _Helper | None] = {}
         self.pending: set[tuple[int, str]] = set()  # queries under way: a cycle resolves to nothing
+        self.given: list[_Module] = []  # the modules of the run: the callers a parameter is passed by
+        self.passes: dict[tuple[int, str, str], Origin | None] = {}  # (module, function, parameter) -> passed
+        self.readers: dict[int, PathReader | None] = {}  # a calling module's reader of paths
+        self.callers: dict[str, list[_Module]] | None = None  # name -> the modules of the run that call it
         for path, text in sources.items():
             module = self.new_module(os.path.join(base, path), text)
             self.by_path[path] = module
+            self.given.append(module)
             if module.name:
                 self.by_name.setdefault(module.name, module)
 
@@ -327,6 +332,136 @@ class _Project:
         return helper.where, helper.origin
 
 
+    # -- parameters passed by other modules ----------------------------------------------------
+
+    def definition(self, module: _Module | None, name: str, depth: int = 0) -> tuple[int, str] | None:
+        """Where the function ``module.name`` is defined (module id, name): there, re-exported, or
+        star-imported; ``None`` where it is not a top-level function of the project found so."""
+        if module is None or depth > 64 or not _may_bind(module, name) or not self.parse(module):
+            return None
+        assert module.defs is not None and module.bindings is not None and module.stars is not None
+        if name in module.defs:
+            return id(module), name
+        if name in module.bindings:
+            source, attribute, relative = module.bindings[name]
+            if attribute is None:
+                return None
+            return self.definition(self.find(source, module, relative), attribute, depth + 1)
+        for source, relative in module.stars:
+            found = self.definition(self.find(source, module, relative), name, depth + 1)
+            if found is not None:
+                return found
+        return None
+
+    def resolved(self, module: _Module, called: str) -> tuple[int, str] | None:
+        """Where the function a call in ``module`` calls (``f``, ``U.f``, ``a.b.f``) is defined."""
+        parts = called.split(".")
+        if len(parts) == 1:
+            return self.definition(module, parts[0])
+        if not _may_bind(module, parts[0]) or not self.parse(module):
+            return None
+        assert module.bindings is not None
+        binding = module.bindings.get(parts[0])
+        if binding is None:
+            return None
+        source, attribute, relative = binding
+        base = source if attribute is None else f"{source}.{attribute}"
+        return self.definition(self.find(".".join([base, *parts[1:-1]]), module, relative), parts[-1])
+
+    def passed(self, module: _Module, function: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> Origin | None:
+        """What a call in another module of the run passes the parameter ``name`` of ``module``'s
+        top-level ``function``: the first DeepSpeed path (or loaded file) one passes, ``via`` the
+        call's place; ``None`` where none does. Only the files of the run are callers: a module that
+        calls a function is not one it imports, and to look for callers everywhere under the root
+        would read the whole project for each file linted alone."""
+        key = (id(module), function.name, name)
+        if key in self.passes:
+            return self.passes[key]
+        self.passes[key] = None  # (a cycle of parameters passed on: nothing, while it is read)
+        arguments = function.args
+        positional = [a.arg for a in (*arguments.posonlyargs, *arguments.args)]
+        found: Origin | None = None
+        if self.callers is None:  # the names each module of the run calls, read once by a regular expression
+            self.callers = {}
+            for caller in self.given:
+                for called in set(_CALLED.findall(caller.text)):
+                    self.callers.setdefault(called, []).append(caller)
+        for caller in self.callers.get(function.name, ()):
+            if caller is module:
+                continue
+            reader = self.caller_reader(caller)
+            if reader is None:
+                continue
+            for call in reader.calls.get(function.name, ()):
+                given = next((k.value for k in call.keywords if k.arg == name), None)
+                if given is None and name in positional:
+                    at = positional.index(name)
+                    before = call.args[: at + 1]
+                    if len(before) == at + 1 and not any(isinstance(a, ast.Starred) for a in before):
+                        given = call.args[at]
+                called = dotted(call.func)
+                if given is None or called is None or self.resolved(caller, called) != (id(module), function.name):
+                    continue
+                try:
+                    origin = reader.origin(given)
+                except RecursionError:  # a chain of names deeper than the stack: nothing known
+                    origin = None
+                if origin is not None:
+                    found = Origin(origin.loaded, origin.kind, origin.text, origin.keys, f"{caller.shown}:{call.lineno}")
+                    break
+            if found is not None:
+                break
+        self.passes[key] = found
+        return found
+
+    def caller_reader(self, module: _Module) -> PathReader | None:
+        """The reader of paths of a calling module: with the helpers it imports, the module-level
+        names it imports (``from common import CKPT_NAME``), and what its own callers pass on."""
+        if id(module) in self.readers:
+            return self.readers[id(module)]
+        reader: PathReader | None = None
+        try:
+            tree = ast.parse(module.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = None
+        if tree is not None and self.parse(module):
+            reader = PathReader(
+                tree,
+                _Returned(_Imported(self, module)),
+                passed=lambda function, name: self.passed(module, function, name),
+                constant=lambda name: self.constant(module, name),
+            )
+        self.readers[id(module)] = reader
+        return reader
+
+    def constant(self, module: _Module, name: str) -> Origin | None:
+        """What a module-level name ``module`` imports from another module of the project holds:
+        ``CKPT_NAME`` of ``from common import CKPT_NAME`` where ``CKPT_NAME = "mp_rank_00_model_states.pt"``."""
+        if not _may_bind(module, name) or not self.parse(module):
+            return None
+        assert module.bindings is not None
+        binding = module.bindings.get(name)
+        if binding is None or binding[1] is None:
+            return None
+        source = self.find(binding[0], module, binding[2])
+        if source is None or not self.parse(source) or not source.assigned:
+            return None
+        scope = ast.Module(body=list(source.assigned), type_ignores=[])
+        reader = PathReader(scope)
+        for statement in source.assigned:
+            if not isinstance(statement, (ast.Assign, ast.AnnAssign)):
+                continue
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            if statement.value is not None and any(isinstance(t, ast.Name) and t.id == binding[1] for t in targets):
+                try:
+                    found = reader.origin(statement.value)
+                except RecursionError:
+                    found = None
+                if found is not None and not found.loaded:
+                    return found
+        return None
+
+
 class _Imported(Mapping[str, tuple[str, Origin]]):
     """The helpers one module calls, resolved as the walk of its file asks for them."""
 
@@ -355,6 +490,10 @@ _BINDING_LINES: Final = re.compile(
     r"|^[ \t]*(?:from[ \t]+[\w.]+[ \t]+)?import\b(\([^)]*\)|[^\n]*(?:\\\n[^\n]*)*)",
     re.MULTILINE,
 )
+
+
+# A name called: `f(`, `U.f (` (its last part).
+_CALLED: Final = re.compile(r"(\w+)[ \t]*\(")
 
 
 def _may_bind(module: _Module, name: str) -> bool:
@@ -438,5 +577,13 @@ def lint_project(
             # Parsed once, for its imports and for the walk; the tree is dropped once it is linted.
             tree = project.tree(module)  # None where parsed already (or not parsable): the walk parses it
             imported = _Imported(project, module)
-            findings += lint_module(text, path, select=select, ignore=ignore, imported=imported, tree=tree)
+            findings += lint_module(
+                text,
+                path,
+                select=select,
+                ignore=ignore,
+                imported=imported,
+                tree=tree,
+                passed=lambda function, name, module=module: project.passed(module, function, name),  # type: ignore[misc]
+            )
     return findings
