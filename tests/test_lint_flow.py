@@ -54,11 +54,15 @@ def one_module(callee: str, caller: str) -> str:
     "caller",
     [
         TRAIN,
-        TRAIN.replace('load_weights(os.path', "load_weights(path=os.path"),  # a keyword argument
-        "import os\nimport utils\n\n\ndef main(d):\n"  # called through its module
-        "    return utils.load_weights(os.path.join(d, 'mp_rank_00_model_states.pt'))\n",
-        "import glob\nfrom utils import load_weights\n\n\ndef main(d):\n"  # a glob's files, one by one
-        "    for f in sorted(glob.glob(d + '/*_model_states.pt')):\n        load_weights(f)\n",
+        TRAIN.replace("load_weights(os.path", "load_weights(path=os.path"),  # a keyword argument
+        (  # called through its module
+            "import os\nimport utils\n\n\ndef main(d):\n"
+            "    return utils.load_weights(os.path.join(d, 'mp_rank_00_model_states.pt'))\n"
+        ),
+        (  # a glob's files, one by one
+            "import glob\nfrom utils import load_weights\n\n\ndef main(d):\n"
+            "    for f in sorted(glob.glob(d + '/*_model_states.pt')):\n        load_weights(f)\n"
+        ),
     ],
 )
 def test_a_path_another_module_passes(caller: str) -> None:
@@ -80,7 +84,10 @@ def test_a_constant_imported_and_passed() -> None:
     assert keys(lint_source(same, "one.py"), "one.py") == [(8, "module")]
     found = project({"common.py": common, "utils.py": UTILS, "train.py": caller})
     assert keys(found, "utils.py") == [(6, "module")]
-    assert keys(project({"common.py": "CKPT_NAME = 'model.pt'\n", "utils.py": UTILS, "train.py": caller}), "utils.py") == []
+    assert (
+        keys(project({"common.py": "CKPT_NAME = 'model.pt'\n", "utils.py": UTILS, "train.py": caller}), "utils.py")
+        == []
+    )
 
 
 def test_a_path_passed_on_through_a_third_module() -> None:
