@@ -10,10 +10,13 @@ is no evidence.
 
 from __future__ import annotations
 
+import os
+import pathlib
 import textwrap
 
 import pytest
 
+from ckptkeys._cli._main import main
 from ckptkeys.lint import Finding, lint_project, lint_source
 
 # the callee: loads whatever path it is given
@@ -140,3 +143,20 @@ def test_a_cycle_of_parameters_passed_is_nothing() -> None:
     a = "from b import g\n\n\ndef f(p):\n    return g(p)['module']\n"
     b = "import torch\nfrom a import f\n\n\ndef g(p):\n    f(p)\n    return torch.load(p)\n"
     assert keys(project({"a.py": a, "b.py": b}), "a.py") == []
+
+
+def test_the_command_finds_the_callers_among_its_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ckptkeys lint .`` and both files named: the caller is found; the callee named alone (as
+    pre-commit names one changed file): not, since callers are looked for among the files of the run."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n", encoding="utf-8")
+    (tmp_path / "utils.py").write_text(UTILS, encoding="utf-8")
+    (tmp_path / "train.py").write_text(TRAIN, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    expected = f"{os.path.normpath('utils.py')}:6:15: CK101 'module' is a checkpoint key: use ModuleKeys.MODULE"
+    for args in (["."], ["utils.py", "train.py"]):
+        assert main(["lint", "--select", "CK1", *args]) == 1
+        assert capsys.readouterr().out.splitlines() == [expected]
+    assert main(["lint", "--select", "CK1", "utils.py"]) == 0
+    assert capsys.readouterr().out == ""
