@@ -533,3 +533,30 @@ def test_a_helper_of_another_module_is_read_as_one_of_the_same_module(helper: st
     assert [f.line - 1 for f in users] == [f.line - shift for f in same]
     # alone, the user's file says less: no DeepSpeed file, or not which one (its dict level)
     assert _seen(lint_source(imported + user, "tools/convert.py")) != _seen(users)
+
+
+def test_lint_project_leaves_the_garbage_collector_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector is paused while the trees are kept, and given back as it was: on, off, or after an error."""
+    import gc
+
+    from ckptkeys.lint import _project
+
+    sources = {"a.py": "def f(sd):\n    return sd['param_shapes']\n"}
+    assert gc.isenabled()
+    assert [f.code for f in lint_project(sources)] == ["CK101"]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        lint_project(sources)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def fails(*args: object) -> list[object]:
+        assert not gc.isenabled()  # paused during the run
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_project, "_lint_all", fails)
+    with pytest.raises(RuntimeError):
+        lint_project(sources)
+    assert gc.isenabled()
