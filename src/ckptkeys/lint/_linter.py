@@ -1050,15 +1050,10 @@ def noqa_codes(comment: str) -> frozenset[str] | None:
     is no code, so the directive lists none: invalid, it silences nothing (ruff warns so), as
     ``#noqaCK101``, ``# noqa; CK101``, ``# noqa: CK101x`` do.
     """
-    position = 0
-    while True:
-        position = comment.find("#", position)
-        if position < 0:
-            return None
-        position += 1
-        rest = comment[position:].lstrip()
+    for rest in _after_hashes(comment):
         if rest[:4].lower() == "noqa":
             return _directive(rest[4:])
+    return None
 
 
 def file_noqa_codes(comment: str) -> frozenset[str] | None:
@@ -1074,13 +1069,7 @@ def file_noqa_codes(comment: str) -> frozenset[str] | None:
     the same directive, as ruff reads it as its own ``# ruff: noqa`` (``# flake8: noqa`` alone
     keeps every linter that honours flake8's directive out of the file).
     """
-    position = 0
-    while True:
-        position = comment.find("#", position)
-        if position < 0:
-            return None
-        position += 1
-        rest = comment[position:].lstrip()
+    for rest in _after_hashes(comment):
         word = next((w for w in ("ckptkeys", "flake8") if rest.startswith(w)), None)
         if word is None:
             continue
@@ -1089,6 +1078,15 @@ def file_noqa_codes(comment: str) -> frozenset[str] | None:
             rest = rest[1:].lstrip()
             if rest[:4].lower() == "noqa":
                 return _directive(rest[4:])
+    return None
+
+
+def _after_hashes(comment: str) -> Iterator[str]:
+    """What follows each ``#`` of ``comment``, leading spaces dropped: where a directive may start."""
+    position = comment.find("#")
+    while position >= 0:
+        yield comment[position + 1 :].lstrip()
+        position = comment.find("#", position + 1)
 
 
 _CODE: Final = re.compile(r"[A-Z]+[0-9]+")
