@@ -268,20 +268,25 @@ class _Project:
 
     def called(self, module: _Module, dotted: str | None) -> _Helper | None:
         """The helper a call's function is, resolved in ``module``: ``f``, ``U.f``, ``a.b.f``."""
-        if dotted is None:
-            return None
+        target = None if dotted is None else self.target(module, dotted)
+        return None if target is None else self.exported(*target)
+
+    def target(self, module: _Module, dotted: str) -> tuple[_Module | None, str] | None:
+        """The module whose top-level name a call's function (``f``, ``U.f``, ``a.b.f``) is, as
+        ``module`` names it, and that name; ``None`` where its first part is bound by no import
+        (``self.f()``, a local variable's method)."""
         parts = dotted.split(".")
         if len(parts) == 1:
-            return self.exported(module, parts[0])
+            return module, parts[0]
         if not _may_bind(module, parts[0]) or not self.parse(module):
             return None
         assert module.bindings is not None
         binding = module.bindings.get(parts[0])
         if binding is None:
-            return None  # self.f(), a local variable's method
+            return None
         source, attribute, relative = binding
         base = source if attribute is None else f"{source}.{attribute}"
-        return self.exported(self.find(".".join([base, *parts[1:-1]]), module, relative), parts[-1])
+        return self.find(".".join([base, *parts[1:-1]]), module, relative), parts[-1]
 
     def function(self, module: _Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         """The tree of the top-level function ``name`` of ``module``: from the module's tree where it
@@ -366,18 +371,8 @@ class _Project:
 
     def resolved(self, module: _Module, called: str) -> tuple[int, str] | None:
         """Where the function a call in ``module`` calls (``f``, ``U.f``, ``a.b.f``) is defined."""
-        parts = called.split(".")
-        if len(parts) == 1:
-            return self.definition(module, parts[0])
-        if not _may_bind(module, parts[0]) or not self.parse(module):
-            return None
-        assert module.bindings is not None
-        binding = module.bindings.get(parts[0])
-        if binding is None:
-            return None
-        source, attribute, relative = binding
-        base = source if attribute is None else f"{source}.{attribute}"
-        return self.definition(self.find(".".join([base, *parts[1:-1]]), module, relative), parts[-1])
+        target = self.target(module, called)
+        return None if target is None else self.definition(*target)
 
     def passed(self, module: _Module, function: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> Origin | None:
         """What a call in another module of the run passes the parameter ``name`` of ``module``'s
