@@ -1,17 +1,31 @@
-"""import ckptkeys stays light: no torch, numpy or DeepSpeed, ever."""
+"""import ckptkeys stays light: no torch, numpy, DeepSpeed or fsspec (nor a store's package), ever."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ("torch", "numpy", "deepspeed")
+# fsspec and the stores' packages are imported only when a URL is read (ckptkeys[remote]).
+HEAVY = ("torch", "numpy", "deepspeed", "fsspec", "s3fs", "gcsfs", "huggingface_hub", "botocore", "aiobotocore")
 
 
 def test_import_pulls_in_no_heavy_module() -> None:
     code = (
         "import sys, ckptkeys, ckptkeys.constants; "
         "from ckptkeys import *; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_reading_a_local_file_imports_no_fsspec() -> None:
+    """A path keeps the local code path: fsspec is imported for a URL only."""
+    from .conftest import FIXTURES
+
+    path = FIXTURES / "z2_bf16_ws2" / "global_step3" / "mp_rank_00_model_states.pt"
+    code = (
+        f"import sys, ckptkeys; ckptkeys.read({str(path)!r}); "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
