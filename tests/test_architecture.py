@@ -83,6 +83,8 @@ BREAKS = {
     "acyclic": [("_read/_errors.py", "from ._pickle import Opaque  # noqa: F401\n")],
     # the reader importing torch (lazily, as a function would)
     "heavy": [("_read/_reader.py", "def _load():\n    import torch  # noqa: F401\n")],
+    # fsspec anywhere but the remote source (which imports it lazily, and alone may)
+    "heavy-fsspec": [("_read/_reader.py", "def _open():\n    import fsspec  # noqa: F401\n")],
 }
 
 

@@ -20,6 +20,7 @@ import mmap
 import os
 import tarfile
 from dataclasses import dataclass
+from typing import cast
 
 from ._errors import (
     AmbiguousFileError,
@@ -35,11 +36,13 @@ from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
 from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
+from ._source import HEAD_BYTES, TAIL_BYTES, RangedStream, is_url, open_remote
 from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
-from ._zip import LOCAL_SIGNATURE, open_archive
+from ._zip import LOCAL_SIGNATURE, Member, open_archive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, BinaryIO, Final, Literal
 
 __all__ = ["Checkpoint", "read", "read_inside"]
@@ -118,8 +121,15 @@ def _count_tensors(data: Any) -> int:
     return tensors
 
 
-def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Checkpoint:
-    """Read the structure of the checkpoint file at ``path``.
+def read(
+    path: str | os.PathLike[str], *, limits: Limits | None = None, storage_options: Mapping[str, Any] | None = None
+) -> Checkpoint:
+    """Read the structure of the checkpoint file at ``path``: a local path, or a URL (``s3://``, ``gs://``, ...).
+
+    A URL is read by byte ranges through fsspec (``pip install fsspec``, the ``remote`` extra and the store's
+    package, such as s3fs), passing it ``storage_options``: the zip end records and central directory
+    and the pickle, never the tensors' bytes (docs/remote.md); an object that changes while it is
+    read is refused (a ``ReadError`` saying it "changed while being read").
 
     Nothing named in the file is imported or called, no tensor byte is read, and nothing is
     written. Errors derive from :class:`~ckptkeys.ReadError` and name the file:
@@ -130,6 +140,11 @@ def read(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Check
     or ``ReadError`` itself when the file cannot be opened. An error raised after a pickle named
     globals carries them in ``globals``: ``torch.load`` would have imported them before failing.
     """
+    if is_url(path):
+        assert isinstance(path, str)  # is_url says so
+        return _read_remote(path, limits or Limits(), storage_options)
+    if storage_options is not None:
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {os.fspath(path)!r}")
     return read_inside(path, None, limits=limits)
 
 
@@ -156,6 +171,47 @@ def read_inside(path: str | os.PathLike[str], boundary: str | None, *, limits: L
         raise ReadError(name, f"cannot be read: {error.strerror or error}") from None
 
 
+def _read_remote(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Checkpoint:
+    """:func:`read` of a URL: the head and the tail in one round of ranged GETs, then only what they miss."""
+    source = open_remote(url, storage_options)
+    ranged = RangedStream(source)
+    stream = cast("BinaryIO", ranged)  # a seekable binary file, as the readers want
+    size = source.size
+    try:
+        ranged.prefetch([(0, HEAD_BYTES), (size - TAIL_BYTES, size)])
+        head = stream.read(len(LOCAL_SIGNATURE))
+        if head == LOCAL_SIGNATURE:
+            checkpoint = _read_zip(url, stream, size, limits)
+        elif not head:
+            raise NotACheckpointError(url, "is empty")
+        else:
+            _refuse_tar(url, stream)
+            checkpoint = _read_legacy_remote(url, stream, size, limits)
+    except ReadError as error:
+        if error.path == url and "changed while being read" not in error.reason:
+            source.confirm()  # a file refused because it changed is refused as changed
+        raise
+    source.confirm()
+    return checkpoint
+
+
+def _read_legacy_remote(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpoint:
+    """The legacy format's pickles from a remote object: its first bytes, four times more while the
+    pickles run past them, up to ``max_pickle_bytes`` (the storages after the pickles are never fetched)."""
+    bound = min(size, limits.max_pickle_bytes)
+    length = min(bound, HEAD_BYTES)
+    while True:
+        stream.seek(0)
+        data = stream.read(length)
+        try:
+            return _read_legacy_pickles(name, data, size, limits)
+        except CorruptCheckpointError as error:
+            # Reading stopped at the end of what was fetched: fetch more; any other stop is the file's.
+            if length >= bound or "truncated" not in error.reason:
+                raise
+        length = min(bound, length * 4)
+
+
 # -- zip -------------------------------------------------------------------------------------
 
 
@@ -167,6 +223,8 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         raise NotACheckpointError(name, f"is a zip archive without {folder}/data.pkl: not a torch checkpoint")
     byteorder = "little"
     byteorder_member = archive.find("byteorder")
+    if isinstance(stream, RangedStream):  # remote: the records read next, in one GET if not held yet
+        stream.prefetch(_record_span(pickle_member, byteorder_member, limits))
     if byteorder_member is not None:  # torch checks it before unpickling
         raw = archive.read(byteorder_member, 16, "byteorder")
         if raw not in _BYTEORDERS:
@@ -217,6 +275,25 @@ def _read_zip(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpo
         error.globals = result.globals
         raise error
     return Checkpoint(name, result.value, result.globals, storages, "zip", size, byteorder)
+
+
+# Room for a local header's own name and extra field (torch pads its records to 64 bytes) beyond
+# what the central directory says; a larger one is fetched when read.
+_LOCAL_HEADER_ROOM: Final = 30 + 4096
+
+
+def _record_span(pickle: Member, byteorder: Member | None, limits: Limits) -> list[tuple[int, int]]:
+    """Where data.pkl and byteorder lie, local headers included: the ranges a remote read fetches
+    together (merged when they touch: torch writes the two next to each other). A record the
+    limits refuse unread (larger than ``max_pickle_bytes``, a byteorder of more than 16 bytes) is
+    left out: it is never fetched."""
+    wanted = [(pickle, limits.max_pickle_bytes), (byteorder, 16)]
+    spans = []
+    for member, limit in wanted:
+        if member is not None and max(member.size, member.compressed_size) <= limit:
+            start = member.header_offset
+            spans.append((start, start + _LOCAL_HEADER_ROOM + len(member.raw_name) + member.compressed_size))
+    return spans
 
 
 # Types of storage key whose record name (f"data/{key}") is known without running anything.

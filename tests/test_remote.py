@@ -1,0 +1,416 @@
+"""``read()`` of a URL: the same result as the local copy, from a few ranged GETs, pinned to one version.
+
+``memory://`` covers fsspec without a server; ``s3://`` runs against moto's S3 server on 127.0.0.1
+(s3fs as the client), whose every request is logged by a WSGI wrapper: GETs, HEADs, LISTs and the
+bytes sent per object are asserted, so a change that downloads whole files fails here.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import pathlib
+import pprint
+import sys
+import threading
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import ckptkeys
+from ckptkeys import CorruptCheckpointError, ReadError
+from ckptkeys._read import _source
+from ckptkeys._read._source import HEAD_BYTES, TAIL_BYTES, is_url
+
+from .conftest import DATA, FIXTURES
+
+fsspec = pytest.importorskip("fsspec")
+
+FIXTURE_FILES = sorted(FIXTURES.rglob("*.pt"))
+# torch's legacy format (torch < 1.6) and a few refused files: same result, same error.
+OTHER_FILES = [DATA / "torch" / "sample_legacy.pt", *sorted((DATA / "malicious").glob("*.pt"))[:12]]
+SMALL = FIXTURES / "z2_bf16_ws2" / "global_step3" / "mp_rank_00_model_states.pt"
+
+
+def _outcome(read: Callable[[], ckptkeys.Checkpoint]) -> tuple[Any, ...]:
+    """What a read gives, paths aside: the checkpoint's fields, or the error's type, reason and globals."""
+    try:
+        checkpoint = read()
+    except ReadError as error:
+        return (type(error), error.reason, error.globals)
+    return (
+        pprint.pformat(checkpoint.data),  # an Opaque compares by identity; its repr is exact
+        checkpoint.globals,
+        checkpoint.storages,
+        checkpoint.format,
+        checkpoint.size,
+        checkpoint.byteorder,
+        checkpoint.storages_end,
+    )
+
+
+def _padded(source: pathlib.Path, *, before: int = 0, after: int = 0, members: int = 0) -> bytes:
+    """A torch zip rebuilt (stored, as torch.save stores) with a member of ``before`` bytes ahead of
+    data.pkl, one of ``after`` bytes after the storages, and ``members`` empty members more."""
+    with zipfile.ZipFile(source) as original:
+        infos = original.infolist()
+        folder = infos[0].filename.split("/", 1)[0]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as rebuilt:
+            if before:  # in the archive's folder, ahead of data.pkl (torch.save writes it first)
+                rebuilt.writestr(f"{folder}/padding_before", bytes(before))
+            for info in infos:
+                rebuilt.writestr(info, original.read(info))
+            for number in range(members):
+                rebuilt.writestr(f"{folder}/extra/{number:06d}", b"")
+            if after:
+                rebuilt.writestr(f"{folder}/padding_after", bytes(after))
+    return out.getvalue()
+
+
+def test_urls_are_told_from_paths() -> None:
+    assert is_url("s3://bucket/a.pt") and is_url("memory://x/a.pt") and is_url("hf://datasets/x")
+    assert not is_url("C:\\ckpt\\a.pt") and not is_url("run/s3://a.pt") and not is_url(pathlib.Path("s3://a"))
+    with pytest.raises(ValueError, match="URLs only"):
+        ckptkeys.read(SMALL, storage_options={"anon": True})
+
+
+# -- memory:// ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Fetched:
+    """Every cat_file a test's reads made, by path: (start, end, bytes returned)."""
+
+    calls: dict[str, list[tuple[int | None, int | None, int]]]
+    infos: dict[str, int]
+
+
+@pytest.fixture
+def memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fetched]:
+    """A fresh memory:// filesystem whose reads are counted (a wrapper around cat_file and info)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = fsspec.filesystem("memory")
+    saved = dict(fs.store), list(fs.pseudo_dirs)
+    fs.store.clear()
+    fetched = Fetched({}, {})
+    cat_file, info = MemoryFileSystem.cat_file, MemoryFileSystem.info
+
+    def counted_cat_file(self: Any, path: str, start: int | None = None, end: int | None = None, **kw: Any) -> Any:
+        data = cat_file(self, path, start, end, **kw)
+        fetched.calls.setdefault(self._strip_protocol(path), []).append((start, end, len(data)))
+        return data
+
+    def counted_info(self: Any, path: str, **kw: Any) -> Any:
+        key = self._strip_protocol(path)
+        fetched.infos[key] = fetched.infos.get(key, 0) + 1
+        return info(self, path, **kw)
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", counted_cat_file)
+    monkeypatch.setattr(MemoryFileSystem, "info", counted_info)
+    yield fetched
+    fs.store.clear()
+    fs.store.update(saved[0])
+    fs.pseudo_dirs[:] = saved[1]
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES + OTHER_FILES, ids=lambda p: str(p.relative_to(DATA)))
+def test_memory_url_reads_as_the_local_copy(memory: Fetched, path: pathlib.Path) -> None:
+    raw = path.read_bytes()
+    url = f"memory://ckpt/{path.name}"
+    fsspec.filesystem("memory").pipe(url, raw)
+    remote = _outcome(lambda: ckptkeys.read(url))
+    assert remote == _outcome(lambda: ckptkeys.read(path))
+    [(start, end, received)] = memory.calls["/ckpt/" + path.name]  # small files: head and tail merged
+    assert (start, end, received) == (0, len(raw), len(raw))
+    assert memory.infos["/ckpt/" + path.name] == 2  # pinned at first contact, confirmed after the read
+
+
+def test_large_zip_fetches_head_and_tail_only(memory: Fetched) -> None:
+    raw = _padded(SMALL, after=8 << 20)
+    fsspec.filesystem("memory").pipe("memory://ckpt/big.pt", raw)
+    local = io.BytesIO(raw)
+    assert _outcome(lambda: ckptkeys.read("memory://ckpt/big.pt")) == _outcome(lambda: _read_bytes(local, "big.pt"))
+    assert memory.calls["/ckpt/big.pt"] == [
+        (0, HEAD_BYTES, HEAD_BYTES),
+        (len(raw) - TAIL_BYTES, len(raw), TAIL_BYTES),
+    ]
+
+
+def test_a_pickle_past_the_head_is_the_third_get(memory: Fetched) -> None:
+    raw = _padded(SMALL, before=1 << 20, after=1 << 20)
+    fsspec.filesystem("memory").pipe("memory://ckpt/late.pt", raw)
+    assert _outcome(lambda: ckptkeys.read("memory://ckpt/late.pt")) == _outcome(
+        lambda: _read_bytes(io.BytesIO(raw), "late.pt")
+    )
+    calls = memory.calls["/ckpt/late.pt"]
+    assert len(calls) == 3
+    third_start, third_end, _ = calls[2]
+    assert third_start is not None and third_end is not None
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        pickle = next(info for info in archive.infolist() if info.filename.endswith("/data.pkl"))
+    assert third_start == pickle.header_offset  # the local header and the pickle, in one GET
+    assert third_end >= pickle.header_offset + 30 + len(pickle.filename) + pickle.compress_size
+    assert third_end - third_start < 128 << 10
+
+
+def test_a_central_directory_past_the_tail_is_the_third_get(memory: Fetched) -> None:
+    raw = _padded(SMALL, members=2_000, after=1 << 20)
+    fsspec.filesystem("memory").pipe("memory://ckpt/many.pt", raw)
+    assert _outcome(lambda: ckptkeys.read("memory://ckpt/many.pt")) == _outcome(
+        lambda: _read_bytes(io.BytesIO(raw), "many.pt")
+    )
+    calls = memory.calls["/ckpt/many.pt"]
+    assert len(calls) == 3
+    directory_start = raw.rfind(b"PK\x01\x02", 0, raw.find(b"/data.pkl", len(raw) - (400 << 10)))
+    start, end, _ = calls[2]
+    assert start is not None and end is not None
+    assert start <= directory_start < end == len(raw) - TAIL_BYTES
+
+
+def test_legacy_pickles_are_fetched_not_the_storages(memory: Fetched) -> None:
+    legacy = (DATA / "torch" / "sample_legacy.pt").read_bytes()
+    raw = legacy + bytes(4 << 20)  # storages (here trailing bytes) are never fetched
+    fsspec.filesystem("memory").pipe("memory://ckpt/legacy.pt", raw)
+    assert ckptkeys.read("memory://ckpt/legacy.pt").format == "legacy"
+    fetched = sum(received for _, _, received in memory.calls["/ckpt/legacy.pt"])
+    assert fetched == HEAD_BYTES + TAIL_BYTES
+
+
+def test_a_truncated_upload_is_found_from_the_tail(memory: Fetched) -> None:
+    raw = _padded(SMALL, after=4 << 20)
+    fsspec.filesystem("memory").pipe("memory://ckpt/cut.pt", raw[: len(raw) // 2])
+    with pytest.raises(CorruptCheckpointError, match=r"^memory://ckpt/cut.pt: broken zip archive: no end"):
+        ckptkeys.read("memory://ckpt/cut.pt")
+    assert len(memory.calls["/ckpt/cut.pt"]) == 2
+
+
+def test_an_object_replaced_while_read_is_refused(memory: Fetched, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _padded(SMALL, before=1 << 20, after=1 << 20)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("memory://ckpt/moving.pt", raw)
+    _replace_after_first_fetch(monkeypatch, lambda: fs.pipe("memory://ckpt/moving.pt", raw + b"!"))
+    with pytest.raises(ReadError, match=r"^memory://ckpt/moving.pt: changed while being read"):
+        ckptkeys.read("memory://ckpt/moving.pt")
+
+
+def test_a_missing_object_names_the_url(memory: Fetched) -> None:
+    with pytest.raises(ReadError, match=r"^memory://ckpt/absent.pt: does not exist"):
+        ckptkeys.read("memory://ckpt/absent.pt")
+    with pytest.raises(ReadError, match=r"^memory://ckpt: is a directory, not a file"):
+        fsspec.filesystem("memory").pipe("memory://ckpt/a.pt", b"x")
+        ckptkeys.read("memory://ckpt")
+
+
+def test_an_unknown_protocol_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec.core
+
+    def missing(url: str, **options: Any) -> Any:
+        raise ImportError("Install gcsfs to access Google Storage")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
+    with pytest.raises(ReadError, match=r"^gs://b/a.pt: is a URL whose filesystem needs gcsfs \(pip install gcsfs\)$"):
+        ckptkeys.read("gs://b/a.pt")
+
+
+def test_without_fsspec_a_url_is_one_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in list(sys.modules) if m == "fsspec" or m.startswith("fsspec.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec raises ImportError
+    with pytest.raises(ReadError, match=r"^s3://b/a.pt: is a URL: reading it needs fsspec \(pip install fsspec"):
+        ckptkeys.read("s3://b/a.pt")
+
+
+def _read_bytes(stream: io.BytesIO, name: str) -> ckptkeys.Checkpoint:
+    """The local reader on bytes in memory (the reference a URL's result is compared with)."""
+    from ckptkeys._read._limits import Limits
+    from ckptkeys._read._reader import _read_zip
+
+    return _read_zip(name, stream, len(stream.getvalue()), Limits())
+
+
+def _replace_after_first_fetch(monkeypatch: pytest.MonkeyPatch, replace: Callable[[], object]) -> None:
+    fetch = _source.RemoteObject.fetch
+    done = threading.Event()
+
+    def fetch_then_replace(self: _source.RemoteObject, ranges: Any) -> list[bytes]:
+        parts = fetch(self, ranges)
+        if not done.is_set():
+            done.set()
+            replace()
+        return parts
+
+    monkeypatch.setattr(_source.RemoteObject, "fetch", fetch_then_replace)
+
+
+# -- s3:// against moto ------------------------------------------------------------------------
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    query: str
+    range: str | None
+    status: str
+    sent: int
+
+
+class _Counter:
+    """A WSGI wrapper that logs every request the S3 server answers, and the body bytes it sent."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.log: list[Logged] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        status: list[str] = []
+
+        def start(code: str, headers: Any, *info: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *info)
+
+        body = list(self.app(environ, start))
+        entry = Logged(
+            environ["REQUEST_METHOD"],
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_RANGE"),
+            status[0] if status else "",
+            sum(len(chunk) for chunk in body),
+        )
+        with self.lock:
+            self.log.append(entry)
+        return body
+
+    def requests(self, key: str) -> dict[str, int]:
+        """GETs, HEADs and bytes sent for the object ``key`` (``/bucket/key``), LISTs of its bucket."""
+        bucket = key.split("/")[1]
+        with self.lock:
+            mine = [e for e in self.log if e.path == key]
+            lists = [e for e in self.log if e.method == "GET" and e.path.strip("/") == bucket]
+        return {
+            "GET": sum(e.method == "GET" for e in mine),
+            "HEAD": sum(e.method == "HEAD" for e in mine),
+            "LIST": len(lists),
+            "bytes": sum(e.sent for e in mine if e.method == "GET"),
+            "whole": sum(e.method == "GET" and e.range is None for e in mine),
+        }
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[tuple[str, _Counter]]:
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    counter = _Counter(server._server.app)
+    server._server.app = counter
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}", counter
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: tuple[str, _Counter], monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
+    """Fake credentials (real ones never found), a fresh bucket, the server's request log."""
+    endpoint, counter = s3_server
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_CONFIG_FILE": "/dev/null",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {"endpoint_url": endpoint}
+    fs = s3fs.S3FileSystem(**options)  # the instance read() gets too: one session for the test
+    bucket = f"ckpt-{len(counter.log)}"
+    fs.mkdir(bucket)
+    yield S3(fs, bucket, options, counter)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@dataclass
+class S3:
+    fs: Any
+    bucket: str
+    options: dict[str, Any]
+    counter: _Counter
+
+    def put(self, name: str, data: bytes) -> str:
+        self.fs.pipe(f"{self.bucket}/{name}", data)
+        return f"s3://{self.bucket}/{name}"
+
+    def requests(self, name: str) -> dict[str, int]:
+        return self.counter.requests(f"/{self.bucket}/{name}")
+
+
+def test_s3_reads_every_fixture_as_the_local_copy(s3: S3) -> None:
+    for path in FIXTURE_FILES + OTHER_FILES[:3]:
+        name = str(path.relative_to(DATA))
+        url = s3.put(name, path.read_bytes())
+        before = s3.requests(name)
+        remote = _outcome(functools.partial(ckptkeys.read, url, storage_options=s3.options))
+        assert remote == _outcome(functools.partial(ckptkeys.read, path)), name
+        after = s3.requests(name)
+        spent = {kind: after[kind] - before[kind] for kind in after}
+        # One HEAD (size and ETag, pinned), one ranged GET: head and tail merged in a small file.
+        assert spent == {"GET": 1, "HEAD": 1, "LIST": 0, "bytes": path.stat().st_size, "whole": 0}, name
+
+
+def test_s3_large_file_costs_two_ranged_gets(s3: S3) -> None:
+    raw = _padded(SMALL, after=32 << 20)
+    url = s3.put("big.pt", raw)
+    before = s3.requests("big.pt")
+    assert _outcome(lambda: ckptkeys.read(url, storage_options=s3.options)) == _outcome(
+        lambda: _read_bytes(io.BytesIO(raw), "big.pt")
+    )
+    after = s3.requests("big.pt")
+    spent = {kind: after[kind] - before[kind] for kind in after}
+    assert spent == {"GET": 2, "HEAD": 1, "LIST": 0, "bytes": HEAD_BYTES + TAIL_BYTES, "whole": 0}
+
+
+def test_s3_object_replaced_between_two_range_reads_is_refused(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _padded(SMALL, before=1 << 20, after=1 << 20)
+    url = s3.put("moving.pt", raw)
+    _replace_after_first_fetch(monkeypatch, lambda: s3.put("moving.pt", raw.replace(b"padding", b"PADDING")))
+    with pytest.raises(ReadError, match=rf"^{url}: changed while being read: the store no longer holds"):
+        ckptkeys.read(url, storage_options=s3.options)
+    assert s3.requests("moving.pt")["whole"] == 0
+
+
+def test_s3_truncated_object(s3: S3) -> None:
+    raw = _padded(SMALL, after=4 << 20)
+    url = s3.put("cut.pt", raw[: len(raw) // 2])
+    with pytest.raises(CorruptCheckpointError, match=rf"^{url}: broken zip archive: no end-of-central-directory"):
+        ckptkeys.read(url, storage_options=s3.options)
+    assert s3.requests("cut.pt")["GET"] == 2
+
+
+def test_s3_missing_object_and_bucket(s3: S3) -> None:
+    url = f"s3://{s3.bucket}/absent.pt"
+    with pytest.raises(ReadError, match=rf"^{url}: does not exist"):
+        ckptkeys.read(url, storage_options=s3.options)
+    with pytest.raises(ReadError, match=r"^s3://no-such-bucket-here/a.pt: does not exist"):
+        ckptkeys.read("s3://no-such-bucket-here/a.pt", storage_options=s3.options)
+
+
+def test_s3_without_credentials_is_one_error_naming_the_url(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = s3.put("a.pt", SMALL.read_bytes())
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ReadError, match=rf"^{url}: cannot be read: no credentials") as caught:
+        ckptkeys.read(url, storage_options={**s3.options, "skip_instance_cache": True})
+    assert "\n" not in str(caught.value)
