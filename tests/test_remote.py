@@ -23,7 +23,9 @@ import pytest
 import ckptkeys
 from ckptkeys import CorruptCheckpointError, ReadError
 from ckptkeys._read import _source
-from ckptkeys._read._source import HEAD_BYTES, TAIL_BYTES, is_url
+from ckptkeys._read._limits import Limits
+from ckptkeys._read._reader import read_object
+from ckptkeys._read._source import HEAD_BYTES, TAIL_BYTES, is_url, list_remote
 
 from .conftest import DATA, FIXTURES
 
@@ -215,6 +217,28 @@ def test_an_unknown_protocol_names_what_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
     with pytest.raises(ReadError, match=r"^gs://b/a.pt: is a URL whose filesystem needs gcsfs \(pip install gcsfs\)$"):
         ckptkeys.read("gs://b/a.pt")
+
+
+TAG = FIXTURES / "z2_bf16_ws2"
+TAG_FILES = sorted(str(p.relative_to(TAG)) for p in TAG.rglob("*") if p.is_file())
+
+
+def test_memory_folder_is_one_listing_then_one_get_per_file(memory: Fetched) -> None:
+    fs = fsspec.filesystem("memory")
+    for name in TAG_FILES:
+        fs.pipe(f"memory://run/{name}", (TAG / name).read_bytes())
+    folder = list_remote("memory://run/")
+    assert sorted(folder.entries) == TAG_FILES
+    assert memory.infos == {} and memory.calls == {}  # sizes and identities from the listing
+    for name in TAG_FILES:
+        if name.endswith(".pt"):
+            remote = _outcome(functools.partial(read_object, folder.open(name), Limits()))
+            assert remote == _outcome(functools.partial(ckptkeys.read, TAG / name)), name
+            size = (TAG / name).stat().st_size
+            assert memory.calls["/run/" + name] == [(0, size, size)]
+            assert memory.infos["/run/" + name] == 1  # memory:// has no version token: confirmed after
+    with pytest.raises(ReadError, match=r"^memory://nothing/here: does not exist"):
+        list_remote("memory://nothing/here")
 
 
 def test_without_fsspec_a_url_is_one_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -414,3 +438,35 @@ def test_s3_without_credentials_is_one_error_naming_the_url(s3: S3, monkeypatch:
     with pytest.raises(ReadError, match=rf"^{url}: cannot be read: no credentials") as caught:
         ckptkeys.read(url, storage_options={**s3.options, "skip_instance_cache": True})
     assert "\n" not in str(caught.value)
+
+
+def test_s3_folder_is_one_list_and_no_head(s3: S3) -> None:
+    for name in TAG_FILES:
+        s3.put(f"run/{name}", (TAG / name).read_bytes())
+    s3.fs.invalidate_cache()
+    mark = len(s3.counter.log)
+    folder = list_remote(f"s3://{s3.bucket}/run", storage_options=s3.options)
+    assert sorted(folder.entries) == TAG_FILES
+    for name in TAG_FILES:
+        if name.endswith(".pt"):
+            remote = _outcome(functools.partial(read_object, folder.open(name), Limits()))
+            assert remote == _outcome(functools.partial(ckptkeys.read, TAG / name)), name
+    spent = s3.counter.log[mark:]
+    lists = [e for e in spent if e.method == "GET" and e.path.strip("/") == s3.bucket]
+    assert len(lists) == 1 and "list-type=2" in lists[0].query
+    assert [e for e in spent if e.method == "HEAD"] == []
+    reads = [e for e in spent if e.method == "GET" and e.path.startswith(f"/{s3.bucket}/run/")]
+    pt_files = [name for name in TAG_FILES if name.endswith(".pt")]
+    assert sorted(e.path for e in reads) == sorted(f"/{s3.bucket}/run/{name}" for name in pt_files)
+    assert all(e.range is not None for e in reads)
+    assert sum(e.sent for e in reads) == sum((TAG / name).stat().st_size for name in pt_files)
+
+
+def test_s3_object_replaced_after_the_listing_is_refused(s3: S3) -> None:
+    raw = SMALL.read_bytes()
+    s3.put("listed/a.pt", raw)
+    folder = list_remote(f"s3://{s3.bucket}/listed", storage_options=s3.options)
+    s3.put("listed/a.pt", raw[:-2] + b"\1\1")  # same size, another ETag (a torch zip ends with 0, 0)
+    url = f"s3://{s3.bucket}/listed/a.pt"
+    with pytest.raises(ReadError, match=rf"^{url}: changed while being read"):
+        read_object(folder.open("a.pt"), Limits())

@@ -36,7 +36,7 @@ from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
 from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
-from ._source import HEAD_BYTES, TAIL_BYTES, RangedStream, is_url, open_remote
+from ._source import HEAD_BYTES, TAIL_BYTES, RangedStream, RemoteObject, is_url, open_remote
 from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_SIGNATURE, Member, open_archive
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, BinaryIO, Final, Literal
 
-__all__ = ["Checkpoint", "read", "read_inside"]
+__all__ = ["Checkpoint", "read", "read_inside", "read_object"]
 
 # torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 LEGACY_MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
@@ -172,8 +172,14 @@ def read_inside(path: str | os.PathLike[str], boundary: str | None, *, limits: L
 
 
 def _read_remote(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Checkpoint:
-    """:func:`read` of a URL: the head and the tail in one round of ranged GETs, then only what they miss."""
-    source = open_remote(url, storage_options)
+    """:func:`read` of a URL: one ``info()``, then :func:`read_object`."""
+    return read_object(open_remote(url, storage_options), limits)
+
+
+def read_object(source: RemoteObject, limits: Limits) -> Checkpoint:
+    """:func:`read` of a remote object (from :func:`open_remote`, or a folder's listing: no HEAD):
+    the head and the tail in one round of ranged GETs, then only what they miss."""
+    url = source.url
     ranged = RangedStream(source)
     stream = cast("BinaryIO", ranged)  # a seekable binary file, as the readers want
     size = source.size

@@ -28,7 +28,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Final
 
-__all__ = ["HEAD_BYTES", "TAIL_BYTES", "RangedStream", "RemoteObject", "Requests", "is_url", "open_remote"]
+__all__ = [
+    "HEAD_BYTES",
+    "TAIL_BYTES",
+    "RangedStream",
+    "RemoteFolder",
+    "RemoteObject",
+    "Requests",
+    "is_url",
+    "list_remote",
+    "open_remote",
+]
 
 KiB: Final = 1 << 10
 # torch.save writes data.pkl (and byteorder) first: 2.8-4.9 KB in the ~1 GB ZeRO-2 checkpoint; a
@@ -127,19 +137,8 @@ def open_remote(
     Raises :class:`ReadError` naming ``url``: fsspec or the filesystem's package is not installed
     (the message names what to install), the object is missing, access is refused, the network failed.
     """
-    try:
-        import fsspec.core  # only here: import ckptkeys imports no fsspec
-    except ImportError:
-        raise ReadError(url, "is a URL: reading it needs fsspec (pip install fsspec: the remote extra)") from None
+    fs, path = _filesystem(url, storage_options)
     requests = Requests()
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    except ImportError as error:
-        wanted = _INSTALL.search(str(error))
-        package = wanted.group(1) if wanted else "the filesystem package of its protocol"
-        raise ReadError(url, f"is a URL whose filesystem needs {package} (pip install {package})") from None
-    except (ValueError, TypeError) as error:
-        raise ReadError(url, f"cannot be opened: {error}") from None
     if info is None:
         requests.infos += 1
         try:
@@ -149,6 +148,58 @@ def open_remote(
     if info.get("type", "file") != "file":
         raise ReadError(url, f"is a {info.get('type')}, not a file")
     return RemoteObject(url, fs, path, info, requests)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFolder:
+    """A remote folder's files, from one listing: their names (relative, with ``/``) and sizes."""
+
+    url: str
+    fs: Any
+    path: str
+    entries: dict[str, Mapping[str, Any]]
+    """Each file's listing entry by its name relative to the folder: size and identity, no HEAD needed."""
+
+    def open(self, name: str) -> RemoteObject:
+        """The file ``name`` of the listing, pinned to the version listed (no request)."""
+        url = self.url.rstrip("/") + "/" + name
+        return RemoteObject(url, self.fs, self.path.rstrip("/") + "/" + name, self.entries[name], Requests())
+
+
+def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> RemoteFolder:
+    """The files under the folder ``url`` (at any depth), from one recursive listing (``fs.find``):
+    on S3 one ``ListObjectsV2`` (paged by 1,000 keys), whose entries carry every size and ETag."""
+    fs, path = _filesystem(url, storage_options)
+    try:
+        found = fs.find(path, detail=True)
+    except Exception as error:
+        raise _remote_error(url, error) from None
+    base = path.rstrip("/") + "/"
+    entries = {
+        name[len(base) :]: info
+        for name, info in sorted(found.items())
+        if name.startswith(base) and info.get("type", "file") == "file"
+    }
+    if not entries and not fs.isdir(path):
+        raise ReadError(url, "does not exist (no object under this prefix)")
+    return RemoteFolder(url, fs, path, entries)
+
+
+def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """fsspec's filesystem for ``url`` and the path in it; fsspec imported here, on first use only."""
+    try:
+        import fsspec.core  # only here: import ckptkeys imports no fsspec
+    except ImportError:
+        raise ReadError(url, "is a URL: reading it needs fsspec (pip install fsspec: the remote extra)") from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    except ImportError as error:
+        wanted = _INSTALL.search(str(error))
+        package = wanted.group(1) if wanted else "the filesystem package of its protocol"
+        raise ReadError(url, f"is a URL whose filesystem needs {package} (pip install {package})") from None
+    except (ValueError, TypeError) as error:
+        raise ReadError(url, f"cannot be opened: {error}") from None
+    return fs, path
 
 
 class RangedStream(io.RawIOBase):
@@ -252,7 +303,17 @@ def _size(url: str, info: Mapping[str, Any]) -> int:
 
 
 def _identity(info: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, str(info[name])) for name in _IDENTITY_FIELDS if info.get(name) not in (None, ""))
+    """The version fields of a listing entry or ``info()``, each as one text: a listing and
+    ``info()`` may give a time as a datetime or as a number (memory://), and an ETag quoted or not."""
+    fields = []
+    for name in _IDENTITY_FIELDS:
+        value = info.get(name)
+        if value in (None, ""):
+            continue
+        if hasattr(value, "timestamp"):
+            value = value.timestamp()
+        fields.append((name, repr(float(value)) if isinstance(value, (int, float)) else str(value).strip('"')))
+    return tuple(fields)
 
 
 def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
