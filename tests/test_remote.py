@@ -7,6 +7,7 @@ bytes sent per object are asserted, so a change that downloads whole files fails
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import pathlib
@@ -470,3 +471,62 @@ def test_s3_object_replaced_after_the_listing_is_refused(s3: S3) -> None:
     url = f"s3://{s3.bucket}/listed/a.pt"
     with pytest.raises(ReadError, match=rf"^{url}: changed while being read"):
         read_object(folder.open("a.pt"), Limits())
+
+
+# -- scan() of a remote folder ---------------------------------------------------------------------
+
+SAVES = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
+
+
+def _layout_text(layout: ckptkeys.Layout, root: str, url: str) -> str:
+    """Everything a scan found, every path spelled from ``url``: equal for a folder and its copy."""
+    return repr(dataclasses.astuple(layout)).replace(root, url)
+
+
+def _upload(put: Callable[[str, bytes], object], folder: pathlib.Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            put(f"{prefix}/{path.relative_to(folder)}", path.read_bytes())
+
+
+@pytest.mark.parametrize("save", SAVES, ids=lambda p: p.name)
+def test_memory_scan_is_the_local_scan(memory: Fetched, save: pathlib.Path) -> None:
+    fs = fsspec.filesystem("memory")
+    _upload(lambda name, data: fs.pipe(f"memory://{name}", data), save, f"saves/{save.name}")
+    url = f"memory://saves/{save.name}"
+    for read in (False, True):
+        remote = ckptkeys.scan(url, read=read)
+        assert _layout_text(remote, url, url) == _layout_text(ckptkeys.scan(save, read=read), str(save), url)
+    tag = next(p for p in save.iterdir() if p.is_dir())  # a tag folder given itself
+    local = ckptkeys.scan(tag, read=True)
+    assert _layout_text(ckptkeys.scan(f"{url}/{tag.name}", read=True), url, url) == _layout_text(local, str(save), url)
+
+
+def test_s3_scan_is_one_list_then_one_get_per_file(s3: S3) -> None:
+    save = FIXTURES / "z2_bf16_ws2"
+    _upload(s3.put, save, "scan")
+    url = f"s3://{s3.bucket}/scan"
+    for read in (False, True):
+        s3.fs.invalidate_cache()
+        mark = len(s3.counter.log)
+        remote = ckptkeys.scan(url, read=read, storage_options=s3.options)
+        local = ckptkeys.scan(save, read=read)
+        assert _layout_text(remote, url, url) == _layout_text(local, str(save), url)
+        spent = s3.counter.log[mark:]
+        lists = [e for e in spent if e.method == "GET" and e.path.strip("/") == s3.bucket]
+        gets = sorted(e.path for e in spent if e.method == "GET" and e not in lists)
+        pt_files = sorted(f"/{s3.bucket}/scan/{p.relative_to(save)}" for p in save.rglob("*.pt"))
+        assert len(lists) == 1 and [e for e in spent if e.method == "HEAD"] == []
+        assert gets == sorted([f"/{s3.bucket}/scan/latest", *(pt_files if read else [])])
+
+
+def test_remote_scan_errors_name_the_url(memory: Fetched) -> None:
+    with pytest.raises(ReadError, match=r"^memory://nothing: does not exist"):
+        ckptkeys.scan("memory://nothing")
+    fsspec.filesystem("memory").pipe("memory://plain/notes.txt", b"x")
+    with pytest.raises(ckptkeys.NotACheckpointError, match=r"^memory://plain: holds no DeepSpeed checkpoint"):
+        ckptkeys.scan("memory://plain")
+    with pytest.raises(ValueError, match=r"^memory://plain: a remote folder: choosing a run's save"):
+        ckptkeys.scan("memory://plain", save="checkpoint-1")
+    with pytest.raises(ValueError, match="storage_options apply to URLs only"):
+        ckptkeys.scan(FIXTURES / "z2_bf16_ws2", storage_options={})

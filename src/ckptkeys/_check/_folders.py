@@ -3,7 +3,11 @@ recognised by their files, and the ``latest`` pointer files read.
 
 Only folders and regular files are listed: a symlink leading out of the folder, a FIFO, a device or
 a socket is skipped with a warning, and what is read is opened by ``_read._files``, which checks
-again on the opened file (a name can be swapped between listing and reading)."""
+again on the opened file (a name can be swapped between listing and reading).
+
+A remote folder (a URL) is its one listing (``_read._source.RemoteFolder``), given where a local
+folder gives its real path as the ``boundary``: its entries, files and pointers come from that
+listing, without a request per folder or file."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from .. import naming
 from .._keys._registry import NamingKeys
 from .._read._errors import ReadError
 from .._read._files import kind_of, read_small
+from .._read._source import RemoteFolder
 from ..naming import FileKind
 from ._problems import Problem, Severity
 
@@ -36,8 +41,11 @@ class Entry:
     size: int
 
 
-def list_entries(folder: str, boundary: str, problems: list[Problem]) -> list[Entry]:
+def list_entries(folder: str, boundary: str | RemoteFolder, problems: list[Problem]) -> list[Entry]:
     """The entries of ``folder``, sorted; symlinks that lead out of ``boundary`` are skipped."""
+    if isinstance(boundary, RemoteFolder):  # a listing holds only objects: no link, no special file
+        base = folder.rstrip("/")
+        return [Entry(name, f"{base}/{name}", is_dir, size) for name, is_dir, size in boundary.children(folder)]
     try:
         with os.scandir(folder) as it:
             raw = sorted(it, key=lambda e: e.name)
@@ -91,13 +99,13 @@ def list_entries(folder: str, boundary: str, problems: list[Problem]) -> list[En
     return entries
 
 
-def is_tag_folder(path: str, entries: list[Entry], boundary: str) -> bool:
+def is_tag_folder(path: str, entries: list[Entry], boundary: str | RemoteFolder) -> bool:
     for entry in entries:
         if entry.is_dir:
-            if entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER and os.path.isfile(
-                os.path.join(entry.path, NamingKeys.UNIVERSAL_OPTIMIZER_STATE_FILE)
-            ):
-                return True
+            if entry.name == NamingKeys.UNIVERSAL_ZERO_FOLDER:
+                state = os.path.join(entry.path, NamingKeys.UNIVERSAL_OPTIMIZER_STATE_FILE)
+                if boundary.is_file(state) if isinstance(boundary, RemoteFolder) else os.path.isfile(state):
+                    return True
         else:
             parsed = naming.parse(entry.name)
             if parsed is not None and parsed.kind not in POINTER_KINDS:
@@ -110,7 +118,7 @@ POINTER_KINDS: Final = frozenset({FileKind.LATEST, FileKind.LATEST_UNIVERSAL, Fi
 _POINTER_NAMES: Final = frozenset({str(NamingKeys.LATEST), str(NamingKeys.LATEST_UNIVERSAL)})
 
 
-def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) -> str | None:
+def read_pointer(boundary: str | RemoteFolder, entry: Entry | None, problems: list[Problem]) -> str | None:
     """The tag a pointer file (``latest``) names; a problem and ``None`` if it names none."""
     if entry is None:
         return None
@@ -118,7 +126,11 @@ def read_pointer(boundary: str, entry: Entry | None, problems: list[Problem]) ->
         problems.append(Problem(Severity.ERROR, "latest-unreadable", "is a folder, not a file", entry.path))
         return None
     try:
-        text = read_small(entry.path, boundary=boundary, max_bytes=_MAX_POINTER_BYTES).decode("utf-8").strip()
+        if isinstance(boundary, RemoteFolder):
+            raw = boundary.read_small(entry.path, _MAX_POINTER_BYTES)
+        else:
+            raw = read_small(entry.path, boundary=boundary, max_bytes=_MAX_POINTER_BYTES)
+        text = raw.decode("utf-8").strip()
     except ReadError as error:
         problems.append(Problem(Severity.ERROR, "latest-unreadable", error.reason, entry.path))
         return None

@@ -20,8 +20,9 @@ from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKe
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
-from .._read._reader import Checkpoint, read_inside
+from .._read._reader import Checkpoint, read_inside, read_object
 from .._read._repr import counted, nbytes, one_line, severities
+from .._read._source import RemoteFolder, is_url, list_remote
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -32,7 +33,7 @@ from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from typing import Any, Final, Literal
 
 __all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "read_dicts", "scan"]
@@ -164,8 +165,14 @@ def scan(
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
     save: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Layout:
     """The layout of the save folder or tag folder at ``path``, or of a run folder's newest save.
+
+    ``path`` may be a URL (``s3://bucket/run/``, any fsspec URL, ``storage_options`` passed to its
+    filesystem): the folder is listed once (names and sizes, no request per file), and with
+    ``read=True`` each file is read by ranged GETs as :func:`~ckptkeys.read` reads a URL. Run
+    folders are not yet recognised remotely.
 
     With ``read=True`` every checkpoint file's pickle is read (never its tensors); a file
     that cannot be read is an ``unreadable-file`` problem, and the rest is still reported.
@@ -180,6 +187,12 @@ def scan(
     :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint at all.
     """
     root = os.fspath(path)
+    if is_url(root):
+        if save is not None:
+            raise ValueError(f"{root}: a remote folder: choosing a run's save (save=) is not supported there yet")
+        return _scan_folder(root, read, limits, progress, storage_options)
+    if storage_options is not None:
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
     try:
         layout = _scan_folder(root, read, limits, progress)
     except NotACheckpointError:
@@ -191,13 +204,23 @@ def scan(
     return layout
 
 
-def _scan_folder(root: str, read: bool, limits: Limits | None, progress: Callable[[int, int], None] | None) -> Layout:
-    """A save folder or a tag folder."""
-    if not os.path.exists(root):
-        raise ReadError(root, "does not exist")
-    if not os.path.isdir(root):
-        raise ReadError(root, "is a file, not a checkpoint folder")
-    boundary = os.path.realpath(root)
+def _scan_folder(
+    root: str,
+    read: bool,
+    limits: Limits | None,
+    progress: Callable[[int, int], None] | None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Layout:
+    """A save folder or a tag folder (a local path, or a URL: then one listing stands for the folder)."""
+    boundary: str | RemoteFolder
+    if is_url(root):
+        boundary = list_remote(root, storage_options)  # "does not exist" when nothing is under it
+    else:
+        if not os.path.exists(root):
+            raise ReadError(root, "does not exist")
+        if not os.path.isdir(root):
+            raise ReadError(root, "is a file, not a checkpoint folder")
+        boundary = os.path.realpath(root)
     problems: list[Problem] = []
     entries = list_entries(root, boundary, problems)
     if is_tag_folder(root, entries, boundary):
@@ -269,7 +292,9 @@ def _tag_step(name: str) -> tuple[int, str]:
 # -- one tag -------------------------------------------------------------------------------------
 
 
-def _tag_files(entries: list[Entry], boundary: str, problems: list[Problem]) -> tuple[list[LayoutFile], list[str]]:
+def _tag_files(
+    entries: list[Entry], boundary: str | RemoteFolder, problems: list[Problem]
+) -> tuple[list[LayoutFile], list[str]]:
     files: list[LayoutFile] = []
     others: list[str] = []
     for entry in entries:
@@ -317,7 +342,7 @@ def _scan_tag(
     name: str,
     path: str,
     entries: list[Entry],
-    boundary: str,
+    boundary: str | RemoteFolder,
     read_files: bool,
     limits: Limits | None,
     progress: Callable[[int, int], None] | None,
@@ -364,7 +389,11 @@ def _scan_tag(
     if read_files:
         for done, file in enumerate(files, start=1):
             try:
-                checkpoint = checkpoints[file.relpath] = read_inside(file.path, boundary, limits=limits)
+                if isinstance(boundary, RemoteFolder):  # pinned to the listed version, no HEAD
+                    source = boundary.open(boundary.name_of(file.path))
+                    checkpoint = checkpoints[file.relpath] = read_object(source, limits or Limits())
+                else:
+                    checkpoint = checkpoints[file.relpath] = read_inside(file.path, boundary, limits=limits)
             except ReadError as error:
                 read_errors[file.relpath] = error
                 problems += read_error_problems(file.path, error)

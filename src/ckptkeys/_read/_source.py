@@ -165,6 +165,39 @@ class RemoteFolder:
         url = self.url.rstrip("/") + "/" + name
         return RemoteObject(url, self.fs, self.path.rstrip("/") + "/" + name, self.entries[name], Requests())
 
+    def name_of(self, url: str) -> str:
+        """The name, relative to the folder, of ``url`` (the folder itself: ``""``)."""
+        root = self.url.rstrip("/")
+        if url.rstrip("/") == root:
+            return ""
+        if not url.startswith(root + "/"):
+            raise ReadError(url, f"is not inside the listed folder {self.url}")
+        return url[len(root) + 1 :].rstrip("/")
+
+    def children(self, url: str) -> list[tuple[str, bool, int]]:
+        """The entries right under the folder ``url``, from the listing: (name, is a folder, size), sorted."""
+        prefix = self.name_of(url)
+        prefix = prefix + "/" if prefix else ""
+        found: dict[str, tuple[bool, int]] = {}
+        for name, info in self.entries.items():
+            if name.startswith(prefix):
+                head, slash, _ = name[len(prefix) :].partition("/")
+                found[head] = (True, 0) if slash else (False, _size(self.url, info))
+        return [(name, *found[name]) for name in sorted(found)]
+
+    def is_file(self, url: str) -> bool:
+        """Whether ``url`` is a file of the listing."""
+        return self.name_of(url) in self.entries
+
+    def read_small(self, url: str, max_bytes: int) -> bytes:
+        """The bytes of the listed file ``url`` (one GET), refused beyond ``max_bytes``."""
+        source = self.open(self.name_of(url))
+        if source.size > max_bytes:
+            raise ReadError(url, f"is larger than {max_bytes} bytes")
+        [data] = source.fetch([(0, source.size)]) or [b""]
+        source.confirm()
+        return data
+
 
 def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> RemoteFolder:
     """The files under the folder ``url`` (at any depth), from one recursive listing (``fs.find``):
