@@ -285,6 +285,9 @@ class Logged:
     sent: int
 
 
+_SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+
 class _Counter:
     """A WSGI wrapper that logs every request the S3 server answers, and the body bytes it sent."""
 
@@ -292,8 +295,19 @@ class _Counter:
         self.app = app
         self.log: list[Logged] = []
         self.lock = threading.Lock()
+        self.slow_down: dict[str, int] = {}
+        """Object path -> how many of its next ranged GETs are answered 503 SlowDown (throttling)."""
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        with self.lock:
+            throttled = environ.get("HTTP_RANGE") is not None and self.slow_down.get(path, 0) > 0
+            if throttled:
+                self.slow_down[path] -= 1
+                self.log.append(Logged("GET", path, "", environ.get("HTTP_RANGE"), "503", 0))
+        if throttled:
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [_SLOW_DOWN]
         status: list[str] = []
 
         def start(code: str, headers: Any, *info: Any) -> Any:
@@ -530,3 +544,21 @@ def test_remote_scan_errors_name_the_url(memory: Fetched) -> None:
         ckptkeys.scan("memory://plain", save="checkpoint-1")
     with pytest.raises(ValueError, match="storage_options apply to URLs only"):
         ckptkeys.scan(FIXTURES / "z2_bf16_ws2", storage_options={})
+
+
+def test_s3_throttling_is_retried_to_the_right_answer_or_one_error(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(s3.fs), "retries", 3)  # s3fs's own retries (5 by default, with back-off)
+    raw = _padded(SMALL, after=1 << 20)
+    url = s3.put("slow.pt", raw)
+    key = f"/{s3.bucket}/slow.pt"
+    s3.counter.slow_down[key] = 2  # the store's retries get past two 503s
+    expected = _outcome(lambda: _read_bytes(io.BytesIO(raw), "slow.pt"))
+    assert _outcome(functools.partial(ckptkeys.read, url, storage_options=s3.options)) == expected
+    assert [e.status for e in s3.counter.log if e.path == key and e.status.startswith("503")] == ["503", "503"]
+    s3.counter.slow_down[key] = 1_000  # throttled for good: one line naming the URL, after the retries
+    options = {**s3.options, "config_kwargs": {"retries": {"max_attempts": 2}}}  # and s3fs's own retries
+    throttled = rf"^{url}: cannot be read: the store is throttling requests, still after retries \(.*request rate"
+    with pytest.raises(ReadError, match=throttled) as caught:
+        ckptkeys.read(url, storage_options={**options, "skip_instance_cache": True})
+    assert "\n" not in str(caught.value)
+    s3.counter.slow_down[key] = 0

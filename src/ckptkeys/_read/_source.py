@@ -397,6 +397,8 @@ def _remote_error(url: str, error: BaseException) -> ReadError:
         return ReadError(url, f"does not exist ({text:.200})")
     if isinstance(error, PermissionError):
         return ReadError(url, f"cannot be read: access denied ({text:.200})")
+    if isinstance(error, OSError) and error.errno == errno.EBUSY:  # s3fs's SlowDown / 503, retried already
+        return ReadError(url, f"cannot be read: the store is throttling requests, still after retries ({text:.200})")
     if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return ReadError(url, f"cannot be read: no credentials for the store ({text:.200})")
     return ReadError(url, f"cannot be read: {text:.300}")
