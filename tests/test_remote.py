@@ -562,3 +562,47 @@ def test_s3_throttling_is_retried_to_the_right_answer_or_one_error(s3: S3, monke
         ckptkeys.read(url, storage_options={**options, "skip_instance_cache": True})
     assert "\n" not in str(caught.value)
     s3.counter.slow_down[key] = 0
+
+
+def test_remote_scan_reads_a_tags_files_concurrently_and_bounded(
+    memory: Fetched, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from ckptkeys._check._layout import REMOTE_READS
+
+    tag = tmp_path / "global_step3"  # 40 optimizer shards: more files than reads at once
+    tag.mkdir()
+    shard = (TAG / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").read_bytes()
+    for rank in range(40):
+        (tag / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(shard)
+    (tag / "mp_rank_00_model_states.pt").write_bytes((TAG / "global_step3" / "mp_rank_00_model_states.pt").read_bytes())
+    fs = fsspec.filesystem("memory")
+    _upload(lambda name, data: fs.pipe(f"memory://{name}", data), tag, "wide/global_step3")
+    counted = MemoryFileSystem.cat_file  # the counting wrapper of the memory fixture
+    lock = threading.Lock()
+    active, most, calls = [0], [0], [0]
+    # The first two reads wait for each other: read one after another, the first would wait alone
+    # until the barrier breaks, and its file would be unreadable.
+    pair = threading.Barrier(2, timeout=60)
+
+    def in_flight(self: Any, path: str, start: int | None = None, end: int | None = None, **kw: Any) -> Any:
+        with lock:
+            active[0] += 1
+            calls[0] += 1
+            most[0] = max(most[0], active[0])
+            first_two = calls[0] <= 2
+        try:
+            if first_two:
+                pair.wait()
+            return counted(self, path, start, end, **kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", in_flight)
+    remote = ckptkeys.scan("memory://wide/global_step3", read=True)
+    url = "memory://wide/global_step3"
+    assert _layout_text(remote, url, url) == _layout_text(ckptkeys.scan(tag, read=True), str(tag), url)
+    assert not remote.tags[0].read_errors and len(remote.tags[0].checkpoints) == 41
+    assert 2 <= most[0] <= REMOTE_READS

@@ -13,6 +13,7 @@ what DeepSpeed wrote. It never follows a symlink out of the folder it was given.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .. import naming
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "read_dicts", "scan"]
 
+# Files of one remote tag read at once (threads waiting on the store's GETs; each holds its few
+# hundred KB of head and tail while it is read).
+REMOTE_READS: Final = 16
 # DeepSpeed's ds_config precision sections, in the order the engine checks them.
 _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
 _FLOAT_DTYPES: Final = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -387,18 +391,14 @@ def _scan_tag(
     checkpoints: dict[str, Checkpoint] = {}
     read_errors: dict[str, ReadError] = {}
     if read_files:
-        for done, file in enumerate(files, start=1):
-            try:
-                if isinstance(boundary, RemoteFolder):  # pinned to the listed version, no HEAD
-                    source = boundary.open(boundary.name_of(file.path))
-                    checkpoint = checkpoints[file.relpath] = read_object(source, limits or Limits())
-                else:
-                    checkpoint = checkpoints[file.relpath] = read_inside(file.path, boundary, limits=limits)
-            except ReadError as error:
-                read_errors[file.relpath] = error
-                problems += read_error_problems(file.path, error)
+        outcomes = _read_files(files, boundary, limits)
+        for done, (file, outcome) in enumerate(zip(files, outcomes, strict=True), start=1):
+            if isinstance(outcome, ReadError):
+                read_errors[file.relpath] = outcome
+                problems += read_error_problems(file.path, outcome)
             else:
-                problems += globals_problems(file.path, checkpoint.globals)
+                checkpoints[file.relpath] = outcome
+                problems += globals_problems(file.path, outcome.globals)
             if progress is not None:
                 progress(done, len(files))
         facts = _facts_from_files(files, checkpoints)
@@ -426,6 +426,28 @@ def _scan_tag(
         checkpoints,
         read_errors,
     )
+
+
+def _read_files(
+    files: list[LayoutFile], boundary: str | RemoteFolder, limits: Limits | None
+) -> Iterator[Checkpoint | ReadError]:
+    """Each file read, in order. A local folder's one after another (a disk answers at once); a
+    remote folder's :data:`REMOTE_READS` at a time, each pinned to the version its listing gave,
+    as a store answers each GET after a round trip."""
+
+    def read_one(file: LayoutFile) -> Checkpoint | ReadError:
+        try:
+            if isinstance(boundary, RemoteFolder):
+                return read_object(boundary.open(boundary.name_of(file.path)), limits or Limits())
+            return read_inside(file.path, boundary, limits=limits)
+        except ReadError as error:
+            return error
+
+    if not isinstance(boundary, RemoteFolder) or len(files) < 2:
+        yield from map(read_one, files)
+        return
+    with ThreadPoolExecutor(max_workers=min(REMOTE_READS, len(files))) as pool:
+        yield from pool.map(read_one, files)
 
 
 def _no_optimizer_shards(
