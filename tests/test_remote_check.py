@@ -73,6 +73,8 @@ def _same_report(local: pathlib.Path, url: str, *argv: str, options: list[str] |
         expected = json.loads(text.replace(str(local), url))
         remote_status, remote = _document(command, url, *argv, *(options or []))
         assert (remote_status, remote) == (status, expected), (command, url)
+    status, shown, _ = _run("validate", str(local), *argv)
+    assert _run("validate", url, *argv, *(options or []))[:2] == (status, shown.replace(str(local), url))
 
 
 def _s3_options(s3: S3) -> list[str]:
@@ -153,11 +155,29 @@ def test_s3_single_file_reports_as_its_local_copy(s3: S3, file: pathlib.Path) ->
     _same_report(file, url, "--depth", "3", options=_s3_options(s3))
 
 
+def test_s3_run_of_saves_named_without_a_step_reports_as_its_local_copy(s3: S3, tmp_path: pathlib.Path) -> None:
+    """Saves whose names tell no step: the step from each one's trainer_state.json (one GET), as locally."""
+    run = tmp_path / "renamed"
+    for save, name in (("checkpoint-4", "first"), ("checkpoint-2", "second")):
+        shutil.copytree(CLIENTS / "hf_trainer_z2_bf16" / save, run / name)
+    url = _s3_copy(s3, run, run.name)
+    since = _mark(s3)
+    _same_report(run, url, "--all", options=_s3_options(s3))
+    assert [s.name for s in ckptkeys.scan_run(url, storage_options=s3.options).saves] == ["first", "second"]
+    assert _requests(s3, f"{run.name}/first/trainer_state.json", since)["GET"] >= 1
+
+
 def test_s3_weights_folder_reports_as_its_local_copy(s3: S3, tmp_path: pathlib.Path) -> None:
     folder = tmp_path / "weights"
     folder.mkdir()
-    shutil.copy(CLIENTS / "hf_trainer_z2_bf16" / "model.safetensors", folder / "model.safetensors")
+    single = CLIENTS / "hf_trainer_z2_bf16" / "model.safetensors"
+    shutil.copy(single, folder / "model.safetensors")
     shutil.copy(CLIENTS / "hf_trainer_z2_bf16" / "config.json", folder / "config.json")
+    # The same weights as a shard and its index too (transformers loads model.safetensors first).
+    shutil.copy(single, folder / "model-00001-of-00001.safetensors")
+    names = [t.name for t in ckptkeys.read_safetensors(single).tensors]
+    index = {"metadata": {"total_size": 1}, "weight_map": {name: "model-00001-of-00001.safetensors" for name in names}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     (folder / "global_step9").mkdir()
     (folder / "global_step9" / "note.txt").write_text("a save that did not finish")
     url = _s3_copy(s3, folder, "weights")
@@ -295,8 +315,9 @@ def test_s3_big_file_is_never_fetched_whole(s3: S3, tmp_path: pathlib.Path) -> N
     for file in sorted(tag.glob("*.pt")):
         got = _requests(s3, f"big/{tag.name}/{file.name}", since)
         assert got["whole"] == got["HEAD"] == 0
-        # Three commands, each fetching the head and the tail (+ one GET where a record lies past them).
-        assert got["GET"] <= 3 * 3 and got["bytes"] <= 3 * (HEAD_BYTES + TAIL_BYTES) < file.stat().st_size
+        # Four commands (inspect and validate --json, validate's text, validate), each fetching the
+        # head and the tail (+ one GET where a record lies past them).
+        assert got["GET"] <= 4 * 3 and got["bytes"] <= 4 * (HEAD_BYTES + TAIL_BYTES) < file.stat().st_size
 
 
 def test_s3_single_file_requests(s3: S3) -> None:
