@@ -203,6 +203,8 @@ def test_memory_reports_as_the_local_copy(memory: Fetched, folder: pathlib.Path)
     _same_report(folder, url)
     file = next(p for p in sorted(folder.rglob("*.pt")))
     _same_report(file, f"{url}/{file.relative_to(folder).as_posix()}")
+    fetched = [call for calls in memory.calls.values() for call in calls]
+    assert fetched and all(start is not None and end is not None for start, end, _ in fetched)  # ranged only
 
 
 # -- the public functions ----------------------------------------------------------------------------
