@@ -97,7 +97,7 @@ class RemoteObject:
         parts: list[Any]  # bytes, or the exception cat_ranges returns for a range
         try:
             if self._s3 is not None:
-                parts = _s3_fetch(self.fs, self.path, ranges, self._s3)
+                parts = _s3_fetch(self.fs, self.path, ranges, self._s3, self.size)
             else:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
@@ -364,7 +364,7 @@ def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
     return {"IfMatch": str(etag)} if etag else {}
 
 
-def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str]) -> list[bytes]:
+def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int) -> list[bytes]:
     """Ranged GetObjects, concurrently on s3fs's loop, each carrying ``pin`` (one range per GET: S3 serves no more)."""
     import asyncio
 
@@ -376,12 +376,7 @@ def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[s
 
     async def get(start: int, end: int) -> bytes:
         response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
-        body = response["Body"]
-        try:
-            data: bytes = await body.read()
-        finally:
-            body.close()
-        return data
+        return await _ranged_body(response, start, end, size)
 
     async def get_all() -> list[bytes]:
         return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
@@ -390,10 +385,56 @@ def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[s
     return result
 
 
+class _Answer(Exception):
+    """A ranged GET answered with other bytes than the range asked of the object pinned: its
+    message is the reason a :class:`ReadError` gives (``_remote_error``)."""
+
+
+_CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+async def _ranged_body(response: Mapping[str, Any], start: int, end: int, size: int) -> bytes:
+    """The body of a ranged GetObject of ``[start, end)`` of an object of ``size`` bytes, taken only
+    as that range: ``206`` with exactly that ``Content-Range`` (its total the size first seen) and
+    ``Content-Length``, and read no further than that. A server or proxy that ignores ``Range``
+    (``200``, the whole object), answers another range, or announces or sends more bytes is
+    refused by the headers, its body closed unread (never downloaded whole, never held unbounded).
+    """
+    body = response["Body"]
+    try:
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        answered = _CONTENT_RANGE.fullmatch(str(response.get("ContentRange", "")))
+        asked = f"bytes {start}-{end - 1}"
+        if status != 206 or answered is None:
+            reason = f"the store answered a GET of {asked} with HTTP {status} and no byte range (it ignores Range)"
+            raise _Answer(f"cannot be read: {reason}: refused unread, not downloaded whole")
+        first, last, total = answered.groups()
+        if total != "*" and int(total) != size:
+            raise _Answer(f"{_CHANGED}: the store holds {total} bytes, {size} were first seen")
+        if (int(first), int(last)) != (start, end - 1):
+            raise _Answer(f"cannot be read: the store answered bytes {first}-{last} to a GET of {asked}")
+        length = response.get("ContentLength")
+        if length != end - start:
+            raise _Answer(f"cannot be read: the store announced {length} bytes for the {end - start} of {asked}")
+        data = bytearray()
+        while len(data) <= end - start:  # up to one byte past the range: a body longer than announced
+            chunk: bytes = await body.read(end - start + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > end - start:
+            raise _Answer(f"cannot be read: the store sent more than the {end - start} bytes of {asked}")
+        return bytes(data)
+    finally:
+        body.close()  # an unread body goes with its connection
+
+
 def _remote_error(url: str, error: BaseException) -> ReadError:
     """One line naming the URL, for whatever the filesystem raised after its own retries."""
     if isinstance(error, ReadError):
         return error
+    if isinstance(error, _Answer):
+        return ReadError(url, str(error))
     text = " ".join(str(error).split()) or type(error).__name__
     if "PreconditionFailed" in text or "pre-condition" in text.lower() or "412" in text.split(":")[0]:
         return ReadError(url, f"{_CHANGED}: the store no longer holds the version first seen ({text:.200})")
@@ -406,3 +447,4 @@ def _remote_error(url: str, error: BaseException) -> ReadError:
     if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return ReadError(url, f"cannot be read: no credentials for the store ({text:.200})")
     return ReadError(url, f"cannot be read: {text:.300}")
+
