@@ -436,7 +436,7 @@ def _remote_error(url: str, error: BaseException) -> ReadError:
     if isinstance(error, _Answer):
         return ReadError(url, str(error))
     text = " ".join(str(error).split()) or type(error).__name__
-    if "PreconditionFailed" in text or "pre-condition" in text.lower() or "412" in text.split(":")[0]:
+    if _precondition_failed(error) or "pre-condition" in text.lower() or "412" in text.split(":")[0]:
         return ReadError(url, f"{_CHANGED}: the store no longer holds the version first seen ({text:.200})")
     if isinstance(error, FileNotFoundError):
         return ReadError(url, f"does not exist ({text:.200})")
@@ -448,3 +448,21 @@ def _remote_error(url: str, error: BaseException) -> ReadError:
         return ReadError(url, f"cannot be read: no credentials for the store ({text:.200})")
     return ReadError(url, f"cannot be read: {text:.300}")
 
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether the store answered ``412`` (the pinned ``If-Match``/version no longer holds): told by the
+    botocore response s3fs's error is caused by, whatever the store's message says."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the chain of causes, not followed forever
+        if seen is None:
+            break
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "PreconditionFailed" or status == 412:
+                return True
+        if "PreconditionFailed" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
