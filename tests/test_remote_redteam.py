@@ -343,7 +343,6 @@ def _tag_copy(fs: Any, url: str) -> None:
             fs.pipe(f"{url}/{path.relative_to(TAG)}", path.read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="found: the folder shadows the object in RemoteFolder.children, silently")
 def test_a_name_that_is_a_file_and_a_folder_is_refused(memory: Fetched) -> None:
     """A store holds ``run/global_step3`` and ``run/global_step3/x.pt`` at once; no local copy can.
     The scan must not silently keep the folder and drop the object (or a ``latest`` object shadowed
@@ -355,7 +354,6 @@ def test_a_name_that_is_a_file_and_a_folder_is_refused(memory: Fetched) -> None:
         ckptkeys.scan("memory://both", read=False)
 
 
-@pytest.mark.xfail(strict=True, reason="found: run//x.pt lists a folder named ''")
 def test_a_key_with_an_empty_segment_is_refused(memory: Fetched) -> None:
     """``run//x.pt`` lists as a name whose first segment is empty: never a folder named ""."""
     fs = fsspec.filesystem("memory")
@@ -365,7 +363,6 @@ def test_a_key_with_an_empty_segment_is_refused(memory: Fetched) -> None:
         ckptkeys.scan("memory://slashes", read=False)
 
 
-@pytest.mark.xfail(strict=True, reason="found: a folder marker lists as a file named '' (or 'x/')")
 def test_folder_markers_are_folders(s3: S3) -> None:
     """Zero-byte ``name/`` keys (the S3 console's "Create folder") are folders, as in a local copy."""
     _tag_copy(s3.fs, f"{s3.bucket}/marked")

@@ -208,11 +208,22 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     except Exception as error:
         raise _remote_error(url, error) from None
     base = path.rstrip("/") + "/"
-    entries = {
-        name[len(base) :]: info
-        for name, info in sorted(found.items())
-        if name.startswith(base) and info.get("type", "file") == "file"
-    }
+    entries = {}
+    for key, info in sorted(found.items()):
+        name = key[len(base) :]
+        if not key.startswith(base) or info.get("type", "file") != "file":
+            continue
+        if (name == "" or name.endswith("/")) and info.get("size", info.get("Size")) == 0:
+            continue  # a folder marker ("Create folder" in the S3 console): a folder, as in a local copy
+        if "" in name.split("/"):
+            raise ReadError(url, f"lists {name}, a key with an empty path segment: no local folder can hold it")
+        entries[name] = info
+    for name in entries:  # "a" and "a/b" at once: a local copy would hold one, this listing shows one
+        folder = name.rpartition("/")[0]
+        while folder:
+            if folder in entries:
+                raise ReadError(url, f"lists {folder} both as an object and as a folder: no local folder holds both")
+            folder = folder.rpartition("/")[0]
     if not entries and not fs.isdir(path):
         raise ReadError(url, "does not exist (no object under this prefix)")
     return RemoteFolder(url, fs, path, entries)
