@@ -204,7 +204,7 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     on S3 one ``ListObjectsV2`` (paged by 1,000 keys), whose entries carry every size and ETag."""
     fs, path = _filesystem(url, storage_options)
     try:
-        found = fs.find(path, detail=True)
+        found = _find(fs, path)
     except Exception as error:
         raise _remote_error(url, error) from None
     base = path.rstrip("/") + "/"
@@ -227,6 +227,38 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     if not entries and not fs.isdir(path):
         raise ReadError(url, "does not exist (no object under this prefix)")
     return RemoteFolder(url, fs, path, entries)
+
+
+def _find(fs: Any, path: str) -> Mapping[str, Mapping[str, Any]]:
+    """``fs.find(path, detail=True)``; on S3 (s3fs, not version-aware) the ``ListObjectsV2`` pages are
+    asked here, each through s3fs (its retries), so that a store whose pages never end (the same
+    continuation token again: s3fs asks for the next page forever) is refused, not listed forever."""
+    if type(fs).__name__ != "S3FileSystem" or not hasattr(fs, "_call_s3") or getattr(fs, "version_aware", True):
+        found: Mapping[str, Mapping[str, Any]] = fs.find(path, detail=True)
+        return found
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+    request = {"Bucket": bucket, "Prefix": key.rstrip("/") + "/" if key else "", **getattr(fs, "req_kw", {})}
+
+    async def pages() -> dict[str, Mapping[str, Any]]:
+        entries: dict[str, Mapping[str, Any]] = {}
+        tokens: set[str] = set()
+        while True:
+            page = await fs._call_s3("list_objects_v2", **request)
+            for item in page.get("Contents", []):
+                name = f"{bucket}/{item['Key']}"  # as s3fs's find names and describes it
+                entries[name] = {**item, "Key": name, "name": name, "size": item["Size"], "type": "file"}
+            if not page.get("IsTruncated"):
+                return entries
+            token = page.get("NextContinuationToken")
+            if not token or token in tokens:
+                raise _Answer(f"cannot be listed: the store's listing pages never end (next page {token!r} again)")
+            tokens.add(token)
+            request["ContinuationToken"] = token
+
+    result: dict[str, Mapping[str, Any]] = sync(fs.loop, pages)
+    return result
 
 
 def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
