@@ -523,7 +523,6 @@ def test_memory_cat_file_answering_other_bytes_than_asked_is_one_error(
 
 
 
-@pytest.mark.xfail(strict=True, reason="found: fsspec's HTTP cat_file reads a 200 to its end, once per range")
 def test_http_a_server_ignoring_range_is_refused_without_reading_the_body(
     s3: S3, hostile: Hostile, monkeypatch: pytest.MonkeyPatch
 ) -> None:

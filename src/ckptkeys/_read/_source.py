@@ -25,7 +25,7 @@ from ._errors import ReadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from typing import Any, Final
 
 __all__ = [
@@ -98,6 +98,8 @@ class RemoteObject:
         try:
             if self._s3 is not None:
                 parts = _s3_fetch(self.fs, self.path, ranges, self._s3, self.size)
+            elif type(self.fs).__name__ == "HTTPFileSystem" and hasattr(self.fs, "set_session"):
+                parts = _http_fetch(self.fs, self.path, ranges, self.size)
             else:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
@@ -419,7 +421,13 @@ def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[s
 
     async def get(start: int, end: int) -> bytes:
         response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
-        return await _ranged_body(response, start, end, size)
+        body = response["Body"]
+        try:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            answered, length = response.get("ContentRange"), response.get("ContentLength")
+            return await _ranged_body(status, answered, length, body.read, start, end, size)
+        finally:
+            body.close()  # an unread body goes with its connection
 
     async def get_all() -> list[bytes]:
         return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
@@ -436,40 +444,72 @@ class _Answer(Exception):
 _CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-async def _ranged_body(response: Mapping[str, Any], start: int, end: int, size: int) -> bytes:
-    """The body of a ranged GetObject of ``[start, end)`` of an object of ``size`` bytes, taken only
-    as that range: ``206`` with exactly that ``Content-Range`` (its total the size first seen) and
-    ``Content-Length``, and read no further than that. A server or proxy that ignores ``Range``
-    (``200``, the whole object), answers another range, or announces or sends more bytes is
-    refused by the headers, its body closed unread (never downloaded whole, never held unbounded).
+async def _ranged_body(
+    status: Any, answered: Any, length: Any, read: Callable[[int], Awaitable[bytes]], start: int, end: int, size: int
+) -> bytes:
+    """The body of a ranged GET of ``[start, end)`` of an object of ``size`` bytes (its HTTP status,
+    ``Content-Range``, ``Content-Length`` and ``read(n)``), taken only as that range: ``206`` with
+    exactly that ``Content-Range`` (its total the size first seen) and ``Content-Length``, and read
+    no further than that. A server or proxy that ignores ``Range`` (``200``, the whole object),
+    answers another range, or announces or sends more bytes is refused by the headers, its body
+    left unread (the caller closes it: never downloaded whole, never held unbounded).
     """
-    body = response["Body"]
-    try:
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        answered = _CONTENT_RANGE.fullmatch(str(response.get("ContentRange", "")))
-        asked = f"bytes {start}-{end - 1}"
-        if status != 206 or answered is None:
+    asked = f"bytes {start}-{end - 1}"
+    if status == 412:
+        raise _Answer(f"{_CHANGED}: the store no longer holds the version first seen (HTTP 412)")
+    if status == 404:
+        raise FileNotFoundError(f"HTTP 404 for a GET of {asked}")
+    matched = _CONTENT_RANGE.fullmatch(str(answered or ""))
+    if status != 206 or matched is None:
+        if status == 200 or (status == 206 and matched is None):
             reason = f"the store answered a GET of {asked} with HTTP {status} and no byte range (it ignores Range)"
             raise _Answer(f"cannot be read: {reason}: refused unread, not downloaded whole")
-        first, last, total = answered.groups()
-        if total != "*" and int(total) != size:
-            raise _Answer(f"{_CHANGED}: the store holds {total} bytes, {size} were first seen")
-        if (int(first), int(last)) != (start, end - 1):
-            raise _Answer(f"cannot be read: the store answered bytes {first}-{last} to a GET of {asked}")
-        length = response.get("ContentLength")
-        if length != end - start:
-            raise _Answer(f"cannot be read: the store announced {length} bytes for the {end - start} of {asked}")
-        data = bytearray()
-        while len(data) <= end - start:  # up to one byte past the range: a body longer than announced
-            chunk: bytes = await body.read(end - start + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) > end - start:
-            raise _Answer(f"cannot be read: the store sent more than the {end - start} bytes of {asked}")
-        return bytes(data)
-    finally:
-        body.close()  # an unread body goes with its connection
+        raise _Answer(f"cannot be read: the store answered a GET of {asked} with HTTP {status}")
+    first, last, total = matched.groups()
+    if total != "*" and int(total) != size:
+        raise _Answer(f"{_CHANGED}: the store holds {total} bytes, {size} were first seen")
+    if (int(first), int(last)) != (start, end - 1):
+        raise _Answer(f"cannot be read: the store answered bytes {first}-{last} to a GET of {asked}")
+    if length != end - start:
+        raise _Answer(f"cannot be read: the store announced {length} bytes for the {end - start} of {asked}")
+    data = bytearray()
+    while len(data) <= end - start:  # up to one byte past the range: a body longer than announced
+        chunk = await read(end - start + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > end - start:
+        raise _Answer(f"cannot be read: the store sent more than the {end - start} bytes of {asked}")
+    return bytes(data)
+
+
+def _http_fetch(fs: Any, url: str, ranges: Sequence[tuple[int, int]], size: int) -> list[bytes]:
+    """Ranged GETs of an ``http(s)://`` object on fsspec's HTTPFileSystem session, concurrently, each
+    answer checked by :func:`_ranged_body` (fsspec's ``cat_file`` reads a ``200`` to its end: a
+    server that ignores ``Range`` would be downloaded whole, once per range)."""
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    options = dict(getattr(fs, "kwargs", {}))
+
+    async def get(start: int, end: int) -> bytes:
+        session = await fs.set_session()
+        headers = {**options.get("headers", {}), "Range": f"bytes={start}-{end - 1}"}
+        async with session.get(fs.encode_url(url), **{**options, "headers": headers}) as response:
+            try:
+                length = response.headers.get("Content-Length")
+                length = int(length) if length is not None and length.isdigit() else length
+                answered = response.headers.get("Content-Range")
+                return await _ranged_body(response.status, answered, length, response.content.read, start, end, size)
+            finally:
+                response.close()  # an unread body goes with its connection
+
+    async def get_all() -> list[bytes]:
+        return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
+
+    result: list[bytes] = sync(fs.loop, get_all)
+    return result
 
 
 def _remote_error(url: str, error: BaseException) -> ReadError:
