@@ -444,34 +444,39 @@ def _two_versions() -> tuple[bytes, bytes]:
     return old, new
 
 
+_GONE = ("changed while being read", "does not exist")  # replaced, or deleted
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["replaced", "deleted"])
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_s3_a_writer_at_any_moment_gives_one_version_or_changed(
-    s3: S3, monkeypatch: pytest.MonkeyPatch, moment: str
+    s3: S3, monkeypatch: pytest.MonkeyPatch, moment: str, deleted: bool
 ) -> None:
     old, new = _two_versions()
     url = s3.put("race/a.pt", old)
     s3.fs.invalidate_cache()
     folder = list_remote(f"s3://{s3.bucket}/race", storage_options=s3.options)
-    _race(monkeypatch, moment, lambda: s3.put("race/a.pt", new))
+    _race(monkeypatch, moment, lambda: s3.fs.rm(f"{s3.bucket}/race/a.pt") if deleted else s3.put("race/a.pt", new))
     result = _outcome(lambda: read_object(folder.open("a.pt"), Limits()))
     if moment == "after-last-get":  # every byte read was the old version's
         assert result == _local(old, url)
     else:
-        assert result[0] is ReadError and result[1].startswith("changed while being read"), result
+        assert result[0] is ReadError and result[1].startswith(_GONE), result
 
 
+@pytest.mark.parametrize("deleted", [False, True], ids=["replaced", "deleted"])
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_memory_a_writer_at_any_moment_gives_one_version_or_changed(
-    memory: Fetched, monkeypatch: pytest.MonkeyPatch, moment: str
+    memory: Fetched, monkeypatch: pytest.MonkeyPatch, moment: str, deleted: bool
 ) -> None:
     old, new = _two_versions()
     fs = fsspec.filesystem("memory")
     fs.pipe("memory://race/a.pt", old)
     folder = list_remote("memory://race")
-    _race(monkeypatch, moment, lambda: fs.pipe("memory://race/a.pt", new))
+    _race(monkeypatch, moment, lambda: fs.rm("memory://race/a.pt") if deleted else fs.pipe("memory://race/a.pt", new))
     result = _outcome(lambda: read_object(folder.open("a.pt"), Limits()))
     assert result == _local(old, "memory://race/a.pt") or (
-        result[0] is ReadError and result[1].startswith("changed while being read")
+        result[0] is ReadError and result[1].startswith(_GONE)
     ), result
 
 
