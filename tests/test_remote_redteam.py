@@ -555,3 +555,23 @@ def test_http_a_server_ignoring_range_is_refused_without_reading_the_body(
     honest = f"{s3.options['endpoint_url']}/plain/b.pt"
     assert _outcome(lambda: ckptkeys.read(honest)) == _local(raw, honest)
     assert received[0] == HEAD_BYTES + TAIL_BYTES
+
+
+@pytest.mark.xfail(strict=True, reason="found: an answer's ETag is not checked, and an empty pin is never confirmed")
+@pytest.mark.parametrize("store", ["ignores If-Match", "lists no ETag"])
+def test_s3_a_store_that_does_not_pin_is_still_never_read_as_a_mix(
+    s3: S3, hostile: Hostile, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """A store (or proxy) that serves whatever it holds now despite ``If-Match``, or whose listing
+    gives no ETag (nothing to pin): each answer's own ETag must still tie the reads together."""
+    old, new = _two_versions()
+    s3.put("nopin/a.pt", old)
+    if store == "ignores If-Match":
+        hostile.answer("nopin/a.pt", lambda environ, moto: moto({k: v for k, v in environ.items() if k != "HTTP_IF_MATCH"}))
+    else:
+        hostile.listing = lambda xml: re.sub(rb"<ETag>[^<]*</ETag>", b"", xml)
+    s3.fs.invalidate_cache()
+    folder = list_remote(f"s3://{s3.bucket}/nopin", _options(s3))
+    _race(monkeypatch, "between-gets", lambda: s3.put("nopin/a.pt", new))
+    result = _outcome(lambda: read_object(folder.open("a.pt"), Limits()))
+    assert result[0] is ReadError and result[1].startswith("changed while being read"), result
