@@ -410,7 +410,12 @@ def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int) -> list[bytes]:
-    """Ranged GetObjects, concurrently on s3fs's loop, each carrying ``pin`` (one range per GET: S3 serves no more)."""
+    """Ranged GetObjects, concurrently on s3fs's loop, each carrying ``pin`` (one range per GET: S3 serves no more).
+
+    Each answer's own ETag must be the pinned one too (a store or proxy may serve what it holds now
+    despite ``If-Match``); with nothing to pin (a listing without ETags), the first answers' ETag
+    becomes the pin (``pin`` is the object's: updated in place) and answers of two ETags are refused.
+    """
     import asyncio
 
     from fsspec.asyn import sync
@@ -419,21 +424,29 @@ def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[s
     if version and "VersionId" not in pin:
         pin = {**pin, "VersionId": version}
 
-    async def get(start: int, end: int) -> bytes:
+    async def get(start: int, end: int) -> tuple[bytes, str]:
         response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
         body = response["Body"]
         try:
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             answered, length = response.get("ContentRange"), response.get("ContentLength")
-            return await _ranged_body(status, answered, length, body.read, start, end, size)
+            data = await _ranged_body(status, answered, length, body.read, start, end, size)
         finally:
             body.close()  # an unread body goes with its connection
+        return data, str(response.get("ETag") or "").strip('"')
 
-    async def get_all() -> list[bytes]:
+    async def get_all() -> list[tuple[bytes, str]]:
         return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
 
-    result: list[bytes] = sync(fs.loop, get_all)
-    return result
+    answers: list[tuple[bytes, str]] = sync(fs.loop, get_all)
+    etags = {etag for _, etag in answers if etag}
+    if pin.get("IfMatch"):
+        etags.add(pin["IfMatch"].strip('"'))
+    if len(etags) > 1:
+        raise _Answer(f"{_CHANGED}: answered by versions of ETags {', '.join(sorted(etags))}")
+    if etags and not pin:  # nothing was pinned: the reads that follow are tied to this version
+        pin["IfMatch"] = f'"{etags.pop()}"'
+    return [data for data, _ in answers]
 
 
 class _Answer(Exception):
