@@ -204,6 +204,12 @@ def test_a_store_ignoring_range_is_refused_without_reading_the_body(s3: S3, host
     hostile.answer("whole.pt", whole)
     _refused(url, _options(s3), "Range")
     assert hostile.received <= 2 * (HEAD_BYTES + TAIL_BYTES), f"{hostile.received} bytes of {len(raw)} read"
+    small = SMALL.read_bytes()  # one GET of the whole object (head and tail merged): a 200 is what was asked
+    small_url = s3.put("small.pt", small)
+    hostile.answer("small.pt", whole)
+    assert _outcome(functools.partial(ckptkeys.read, small_url, storage_options=_options(s3))) == _local(
+        small, small_url
+    )
 
 
 def test_another_content_range_than_asked_is_refused(s3: S3, hostile: Hostile) -> None:

@@ -473,6 +473,8 @@ async def _ranged_body(
     if status == 404:
         raise FileNotFoundError(f"HTTP 404 for a GET of {asked}")
     matched = _CONTENT_RANGE.fullmatch(str(answered or ""))
+    if status == 200 and matched is None and (start, end) == (0, size):  # the whole object was asked: a 200 is it
+        status, matched = 206, _CONTENT_RANGE.fullmatch(f"bytes 0-{size - 1}/{size}")
     if status != 206 or matched is None:
         if status == 200 or (status == 206 and matched is None):
             reason = f"the store answered a GET of {asked} with HTTP {status} and no byte range (it ignores Range)"
