@@ -108,6 +108,7 @@ class Hostile:
         self.s3 = s3
         self.layers: dict[str, Layer] = {}
         self.listing: Callable[[bytes], bytes] | None = None
+        self.first_page_only = False
         self.plain: dict[str, tuple[bytes, bool]] = {}
         """Paths answered by a plain HTTP server (no moto): the bytes, and whether it honours Range."""
         self.lists = 0
@@ -143,7 +144,9 @@ class Hostile:
             if method == "GET" and path.strip("/") == s3.bucket and hostile.listing is not None:
                 with hostile.lock:
                     hostile.lists += 1
-                query = re.sub(r"&?continuation-token=[^&]*", "", environ.get("QUERY_STRING", ""))
+                query = environ.get("QUERY_STRING", "")
+                if hostile.first_page_only:  # every page asked is answered as the first
+                    query = re.sub(r"&?continuation-token=[^&]*", "", query)
                 status, headers, [raw] = _moto(counter.app, {**environ, "QUERY_STRING": query})
                 data = hostile.listing(bytes(raw))
                 start_response(status, _header(headers, "Content-Length", str(len(data))))
@@ -328,6 +331,7 @@ def test_a_listing_that_never_ends_is_refused(s3: S3, hostile: Hostile) -> None:
         return xml.replace(b"</ListBucketResult>", b"<NextContinuationToken>same</NextContinuationToken></ListBucketResult>")
 
     hostile.listing = endless
+    hostile.first_page_only = True
     s3.fs.invalidate_cache()
     url = f"s3://{s3.bucket}/pages"
     with pytest.raises(ReadError, match=rf"^{url}: ") as caught:
@@ -580,3 +584,32 @@ def test_s3_a_store_that_does_not_pin_is_still_never_read_as_a_mix(
     _race(monkeypatch, "between-gets", lambda: s3.put("nopin/a.pt", new))
     result = _outcome(lambda: read_object(folder.open("a.pt"), Limits()))
     assert result[0] is ReadError and result[1].startswith("changed while being read"), result
+
+
+def test_s3_listing_pages_and_odd_keys_are_read_as_listed(
+    s3: S3, hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 listing asked page by page (1,000 keys a page; here 2 keys a page, moto's MaxKeys):
+    every key once, keys with a space, a plus, non-ASCII and percent signs as stored, each readable."""
+    raw = SMALL.read_bytes()
+    names = ["a b.pt", "c+d.pt", "é%20f.pt", "g/h.pt", "i.pt"]
+    for name in names:
+        s3.put(f"odd/{name}", raw)
+    hostile.listing = lambda xml: xml  # counted only
+    s3.fs.invalidate_cache()
+    original = type(s3.fs)._call_s3
+
+    async def small_pages(fs: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "list_objects_v2":
+            kwargs["MaxKeys"] = 2
+        return await original(fs, method, *args, **kwargs)
+
+    folder = list_remote(f"s3://{s3.bucket}/odd", _options(s3))
+    assert sorted(folder.entries) == sorted(names)
+    monkeypatch.setattr(type(s3.fs), "_call_s3", small_pages)  # the same names from pages of 2 keys
+    lists = hostile.lists
+    paged = list_remote(f"s3://{s3.bucket}/odd", _options(s3))
+    assert sorted(paged.entries) == sorted(names) and hostile.lists - lists == 3
+    for name in names:
+        url = f"s3://{s3.bucket}/odd/{name}"
+        assert _outcome(lambda: read_object(folder.open(name), Limits())) == _local(raw, url), name
