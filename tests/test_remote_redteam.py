@@ -176,9 +176,10 @@ def hostile(s3: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hostile]:
     yield Hostile(s3, monkeypatch)
 
 
-def _options(s3: S3) -> dict[str, Any]:
-    """Timeouts and no retries: a stalled store ends in an error, not a wait (and every test is fast)."""
-    config = {"read_timeout": 0.5, "connect_timeout": 0.5, "retries": {"max_attempts": 1}}
+def _options(s3: S3, timeout: float = 10.0) -> dict[str, Any]:
+    """Timeouts and no retries: a stalled store ends in an error, not a wait (and every test is fast).
+    The short timeout only where the store stalls: a loaded machine must not time out a sound answer."""
+    config = {"read_timeout": timeout, "connect_timeout": timeout, "retries": {"max_attempts": 1}}
     return {**s3.options, "config_kwargs": config, "skip_instance_cache": True}
 
 
@@ -251,7 +252,7 @@ def test_a_body_shorter_than_its_content_length_times_out_to_one_error(s3: S3, h
         return status, headers, [bytes(body)[: len(body) // 2]]  # Content-Length still the whole range
 
     hostile.answer("short.pt", short)
-    _refused(url, _options(s3), "cannot be read")
+    _refused(url, _options(s3, timeout=0.5), "cannot be read")
 
 
 def test_a_connection_reset_mid_body_is_one_error(s3: S3, hostile: Hostile) -> None:
@@ -286,7 +287,7 @@ def test_a_stall_mid_body_ends_at_the_read_timeout(s3: S3, hostile: Hostile) -> 
         return status, headers, slow()
 
     hostile.answer("stall.pt", stall)
-    _refused(url, _options(s3), "cannot be read")
+    _refused(url, _options(s3, timeout=0.5), "cannot be read")
 
 
 _ERROR_XML = b"<Error><Code>%s</Code><Message>m</Message></Error>"
