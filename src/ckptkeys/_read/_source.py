@@ -19,14 +19,17 @@ from __future__ import annotations
 import errno
 import io
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ._errors import ReadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-    from typing import Any, Final
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from typing import Any, Final, TypeVar
+
+    T = TypeVar("T")
 
 __all__ = [
     "HEAD_BYTES",
@@ -38,6 +41,7 @@ __all__ = [
     "is_url",
     "list_remote",
     "open_remote",
+    "read_many",
 ]
 
 KiB: Final = 1 << 10
@@ -51,6 +55,15 @@ TAIL_BYTES: Final = 72 * KiB
 # A read that misses fetches at least this much (clipped to the object): a local header, then
 # the member's data after it, are one GET, not two.
 MIN_FETCH: Final = 64 * KiB
+# GETs in flight at once when many objects are read together (read_many): what a store serves a
+# client without throttling it, and more than s3fs's pool of 10 connections keeps busy.
+FETCH_CONCURRENCY: Final = 32
+# Objects whose heads and tails are fetched in one batch by read_many; one batch is read while the
+# next is fetched, so at most 2 * READ_WINDOW * (HEAD_BYTES + TAIL_BYTES) = 42 MiB of fetched bytes
+# are held at once, whatever the number of objects.
+READ_WINDOW: Final = 64
+# A synchronous filesystem's (memory://, the Hub's) GETs in flight at once: threads waiting on it.
+SYNC_FETCH_THREADS: Final = 16
 # A scheme of two letters or more before "://": "C:\\x" stays a path.
 _URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 # The fields of fsspec's info() that name an object's version, first the exact ones.
@@ -86,14 +99,14 @@ class RemoteObject:
         self.size = _size(url, info)
         self.identity = _identity(info)
         self._s3 = _s3_pin(fs, info)
+        self.held: dict[int, bytes] = {}
+        """Parts fetched ahead (:func:`read_many`) by their start: taken by the next :class:`RangedStream`."""
 
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of each ``[start, end)`` in ``ranges`` (within the object), fetched concurrently."""
         ranges = [(start, end) for start, end in ranges if end > start]
         if not ranges:
             return []
-        self.requests.gets += len(ranges)
-        self.requests.ranges.extend(ranges)
         parts: list[Any]  # bytes, or the exception cat_ranges returns for a range
         try:
             if self._s3 is not None:
@@ -103,6 +116,13 @@ class RemoteObject:
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
         except Exception as error:
             raise _remote_error(self.url, error) from None
+        return self._accept(ranges, parts)
+
+    def _accept(self, ranges: Sequence[tuple[int, int]], parts: Sequence[Any]) -> list[bytes]:
+        """``parts`` (bytes, or the exception a range ended in) as fetched for ``ranges``: counted, and
+        refused (a :class:`ReadError` naming the URL) if one failed or came back short."""
+        self.requests.gets += len(ranges)
+        self.requests.ranges.extend(ranges)
         for (start, end), part in zip(ranges, parts, strict=True):
             if isinstance(part, BaseException):
                 raise _remote_error(self.url, part)
@@ -245,27 +265,26 @@ class RangedStream(io.RawIOBase):
     def __init__(self, source: RemoteObject) -> None:
         super().__init__()
         self.source = source
-        self._parts: dict[int, bytes] = {}  # start -> bytes, never overlapping
+        # start -> bytes, never overlapping: what read_many fetched ahead, taken (the object holds
+        # them no more: they go when the stream goes)
+        self._parts: dict[int, bytes] = source.held
+        source.held = {}
         self._pos = 0
 
     def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Fetch ``ranges`` (clipped to the object) in one concurrent round, merging those less than
         :data:`MIN_FETCH` apart, and leaving out what is held already."""
-        size = self.source.size
-        clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
-        merged: list[tuple[int, int]] = []
-        for start, end in clipped:
-            if merged and start <= merged[-1][1] + MIN_FETCH:  # close ranges: one GET
-                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-            else:
-                merged.append((start, end))
-        missing = [gap for start, end in merged for gap in self._gaps(start, end)]
+        missing = self._missing(ranges)
         for (start, _), data in zip(missing, self.source.fetch(missing), strict=True):
             self._parts[start] = data
 
     def holds(self, start: int, end: int) -> bool:
         """Whether the bytes ``[start, end)`` (clipped to the object) are fetched already."""
         return not self._gaps(max(0, start), min(self.source.size, end))
+
+    def _missing(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """What :meth:`prefetch` fetches for ``ranges``: clipped, merged, and without what is held."""
+        return _missing(self.source.size, ranges, self._gaps)
 
     def _gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         gaps = []
@@ -332,6 +351,128 @@ class RangedStream(io.RawIOBase):
         return b"".join(chunks)
 
 
+def _missing(
+    size: int, ranges: Sequence[tuple[int, int]], gaps: Callable[[int, int], list[tuple[int, int]]]
+) -> list[tuple[int, int]]:
+    clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
+    merged: list[tuple[int, int]] = []
+    for start, end in clipped:
+        if merged and start <= merged[-1][1] + MIN_FETCH:  # close ranges: one GET
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return [gap for start, end in merged for gap in gaps(start, end)]
+
+
+def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]) -> Iterator[T | ReadError]:
+    """``read(source)`` of each of ``sources`` (objects of one filesystem: a folder's listing), in order,
+    their heads and tails fetched ahead in batches.
+
+    The objects are taken :data:`READ_WINDOW` at a time: the head ``[0, HEAD_BYTES)`` and tail
+    ``[size - TAIL_BYTES, size)`` of every object of a window (merged when close, as
+    :meth:`RangedStream.prefetch` merges them) are fetched in one asynchronous batch on the
+    filesystem's event loop, :data:`FETCH_CONCURRENCY` GETs in flight (S3: each carrying its
+    object's pin); while ``read`` runs on one window's objects (their rare third GETs one object
+    at a time), the next window's batch is already in flight. Each object's fetched bytes go to
+    the :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is
+    bounded by two windows (see :data:`READ_WINDOW`), not by the number of objects. An object
+    whose GETs failed is its :class:`ReadError` (naming its URL), the others are still read.
+    """
+    windows = [sources[at : at + READ_WINDOW] for at in range(0, len(sources), READ_WINDOW)]
+    pending = _fetch_ahead(windows[0]) if windows else None
+    for index, window in enumerate(windows):
+        assert pending is not None  # one per window, started before it is read
+        failed = pending.wait()
+        pending = _fetch_ahead(windows[index + 1]) if index + 1 < len(windows) else None
+        for source in window:
+            error = failed.get(id(source))
+            if error is not None:
+                yield error
+                continue
+            try:
+                yield read(source)
+            except ReadError as refused:
+                yield refused
+            finally:
+                source.held = {}  # read or not, its bytes go now
+
+
+class _Pending:
+    """A window's batch of ranged GETs, in flight on the filesystem's loop (or done, where it has none)."""
+
+    def __init__(self, window: Sequence[RemoteObject]) -> None:
+        self.wanted = [
+            (source, _missing(source.size, [(0, HEAD_BYTES), (source.size - TAIL_BYTES, source.size)], _all))
+            for source in window
+        ]
+        self.future: Any = None  # the batch on the filesystem's loop, or
+        self.futures: list[Future[Any]] = []  # each range's cat_file in a thread
+        self._threads: ThreadPoolExecutor | None = None
+        self.parts: list[Any] = []
+        self.error: BaseException | None = None
+        gets = [(source, start, end) for source, ranges in self.wanted for start, end in ranges]
+        if not gets:
+            return
+        fs = window[0].fs
+        try:
+            if all(source._s3 is not None for source in window):
+                coroutine = _s3_get_many(fs, [(s.path, start, end, s._s3 or {}) for s, start, end in gets])
+            elif getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
+                paths, starts, ends = [s.path for s, _, _ in gets], [g[1] for g in gets], [g[2] for g in gets]
+                coroutine = fs._cat_ranges(paths, starts, ends, batch_size=FETCH_CONCURRENCY, on_error="return")
+            else:  # a synchronous filesystem (memory://, the Hub's): its cat_file in threads
+                self._threads = ThreadPoolExecutor(max_workers=min(SYNC_FETCH_THREADS, len(gets)))
+                self.futures = [self._threads.submit(_cat_file, fs, s.path, start, end) for s, start, end in gets]
+                return
+            import asyncio
+
+            self.future = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+        except Exception as error:
+            self.error = error
+
+    def wait(self) -> dict[int, ReadError]:
+        """The batch's bytes given to each object (:attr:`RemoteObject.held`); each object whose GETs
+        failed, by ``id``, as the :class:`ReadError` naming it."""
+        if self.future is not None:
+            try:
+                self.parts = list(self.future.result())
+            except Exception as error:
+                self.error = error
+        if self._threads is not None:
+            self.parts = [future.result() for future in self.futures]  # _cat_file returns its exception
+            self._threads.shutdown()
+        failed: dict[int, ReadError] = {}
+        parts = iter(self.parts)
+        for source, ranges in self.wanted:
+            if self.error is not None:
+                failed[id(source)] = _remote_error(source.url, self.error)
+                continue
+            mine = [next(parts) for _ in ranges]
+            try:
+                for (start, _), data in zip(ranges, source._accept(ranges, mine), strict=True):
+                    source.held[start] = data
+            except ReadError as error:
+                failed[id(source)] = error
+        return failed
+
+
+def _cat_file(fs: Any, path: str, start: int, end: int) -> Any:
+    """One range of a synchronous filesystem's object: its bytes, or the exception it ended in."""
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except Exception as error:
+        return error
+
+
+def _all(start: int, end: int) -> list[tuple[int, int]]:
+    return [(start, end)]
+
+
+def _fetch_ahead(window: Sequence[RemoteObject]) -> _Pending:
+    """Start fetching ``window``'s heads and tails (one place to see the batches start: the tests)."""
+    return _Pending(window)
+
+
 def _size(url: str, info: Mapping[str, Any]) -> int:
     size = info.get("size", info.get("Size"))
     if not isinstance(size, int) or size < 0:
@@ -364,30 +505,36 @@ def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
     return {"IfMatch": str(etag)} if etag else {}
 
 
-def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str]) -> list[bytes]:
-    """Ranged GetObjects, concurrently on s3fs's loop, each carrying ``pin`` (one range per GET: S3 serves no more)."""
-    import asyncio
-
+def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str]) -> list[Any]:
+    """Ranged GetObjects of one object, concurrently on s3fs's loop, each carrying ``pin`` (one range
+    per GET: S3 serves no more); each range's bytes or the exception it ended in."""
     from fsspec.asyn import sync
 
-    bucket, key, version = fs.split_path(path)
-    if version and "VersionId" not in pin:
-        pin = {**pin, "VersionId": version}
+    result: list[Any] = sync(fs.loop, _s3_get_many, fs, [(path, start, end, pin) for start, end in ranges])
+    return result
 
-    async def get(start: int, end: int) -> bytes:
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
-        body = response["Body"]
-        try:
-            data: bytes = await body.read()
-        finally:
-            body.close()
+
+async def _s3_get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str]]]) -> list[Any]:
+    """``(path, start, end, pin)`` GetObjects, at most :data:`FETCH_CONCURRENCY` in flight: each one's
+    bytes, or the exception it ended in (after s3fs's own retries)."""
+    import asyncio
+
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def get(path: str, start: int, end: int, pin: dict[str, str]) -> bytes:
+        bucket, key, version = fs.split_path(path)
+        if version and "VersionId" not in pin:
+            pin = {**pin, "VersionId": version}
+        async with gate:
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
+            body = response["Body"]
+            try:
+                data: bytes = await body.read()
+            finally:
+                body.close()
         return data
 
-    async def get_all() -> list[bytes]:
-        return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
-
-    result: list[bytes] = sync(fs.loop, get_all)
-    return result
+    return list(await asyncio.gather(*(get(*one) for one in gets), return_exceptions=True))
 
 
 def _remote_error(url: str, error: BaseException) -> ReadError:
