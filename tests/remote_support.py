@@ -6,6 +6,7 @@ them; the server is one per test session, each test gets a fresh bucket.
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -133,6 +134,9 @@ def s3_server() -> Iterator[tuple[str, _Counter]]:
     server.stop()
 
 
+_BUCKETS = itertools.count()
+
+
 @pytest.fixture
 def s3(s3_server: tuple[str, _Counter], monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     """Fake credentials (real ones never found), a fresh bucket, the server's request log."""
@@ -152,7 +156,9 @@ def s3(s3_server: tuple[str, _Counter], monkeypatch: pytest.MonkeyPatch) -> Iter
     s3fs.S3FileSystem.clear_instance_cache()
     options = {"endpoint_url": endpoint}
     fs = s3fs.S3FileSystem(**options)  # the instance read() gets too: one session for the test
-    bucket = f"ckpt-{len(counter.log)}"
+    # moto's store is one per process, and each module importing the fixtures starts its own server:
+    # a bucket name never used before in this process, whatever the server's log says
+    bucket = f"ckpt-{next(_BUCKETS)}"
     fs.mkdir(bucket)
     yield S3(fs, bucket, options, counter)
     s3fs.S3FileSystem.clear_instance_cache()
