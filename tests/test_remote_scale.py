@@ -149,3 +149,172 @@ def test_memory_tag_read_many_is_the_local_read(memory: Fetched, tmp_path: pathl
     assert all(len(calls) == 1 for calls in memory.calls.values())  # head and tail: one range per file
     assert len(memory.calls) == READ_WINDOW + 4  # no listing entry pins memory://: one info() after each read
     assert memory.infos == dict.fromkeys(memory.calls, 1)
+
+
+# -- errors: one line naming the URL, saying what to fix -----------------------------------------------
+
+
+def _one_line(error: pytest.ExceptionInfo[ReadError], shape: str) -> None:
+    text = str(error.value)
+    assert "\n" not in text
+    assert re.fullmatch(shape, text), text
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+FIX_CREDENTIALS = (
+    r"cannot be read: no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \(or AWS_PROFILE\) or pass "
+    r"storage_options key/secret \(anon=true for a public bucket\) \(.*\)"
+)
+
+
+def test_s3_no_credentials(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = s3.put("run/global_step3/mp_rank_00_model_states.pt", (TAG / "mp_rank_00_model_states.pt").read_bytes())
+    _no_credentials(monkeypatch)
+    options = {**s3.options, "skip_instance_cache": True}
+    with pytest.raises(ReadError) as caught:
+        ckptkeys.read(url, storage_options=options)
+    _one_line(caught, rf"{re.escape(url)}: {FIX_CREDENTIALS}")
+    folder = f"s3://{s3.bucket}/run"
+    with pytest.raises(ReadError) as caught:
+        ckptkeys.scan(folder, storage_options=options)
+    _one_line(caught, rf"{re.escape(folder)}: {FIX_CREDENTIALS}")
+
+
+_DENIED = (
+    b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>1</RequestId></Error>"
+)
+
+
+@pytest.fixture
+def deny(s3: S3) -> Iterator[set[str]]:
+    """Paths (``/bucket`` for its listing, ``/bucket/key``) the server answers 403 AccessDenied."""
+    denied: set[str] = set()
+    app = s3.counter.app
+
+    def policy(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").rstrip("/") in denied:
+            start_response("403 Forbidden", [("Content-Type", "application/xml")])
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else [_DENIED]
+        return list(app(environ, start_response))
+
+    s3.counter.app = policy
+    yield denied
+    s3.counter.app = app
+
+
+def test_s3_access_denied(s3: S3, deny: set[str]) -> None:
+    url = s3.put("secret/a.pt", (TAG / "mp_rank_00_model_states.pt").read_bytes())
+    denied = r"cannot be read: access denied: the credentials in use may not read it \(.*\)"
+    deny.add(f"/{s3.bucket}/secret/a.pt")
+    with pytest.raises(ReadError) as caught:  # the HEAD of info()
+        ckptkeys.read(url, storage_options=s3.options)
+    _one_line(caught, rf"{re.escape(url)}: {denied}")
+    folder = list_remote(f"s3://{s3.bucket}/secret", storage_options=s3.options)
+    with pytest.raises(ReadError) as caught:  # a ranged GET, its size from the listing
+        read_object(folder.open("a.pt"), Limits())
+    _one_line(caught, rf"{re.escape(url)}: {denied}")
+    deny.add(f"/{s3.bucket}")  # the listing too
+    with pytest.raises(ReadError) as caught:
+        ckptkeys.scan(f"s3://{s3.bucket}/secret", storage_options={**s3.options, "skip_instance_cache": True})
+    _one_line(caught, rf"s3://{s3.bucket}/secret: {denied}")
+
+
+def test_s3_missing_bucket_prefix_and_object(s3: S3) -> None:
+    s3.put("run/a.pt", (TAG / "mp_rank_00_model_states.pt").read_bytes())
+    for url, call in [
+        ("s3://no-such-bucket-here/run", ckptkeys.scan),
+        ("s3://no-such-bucket-here/run/a.pt", ckptkeys.read),
+        (f"s3://{s3.bucket}/nothing-here", ckptkeys.scan),
+        (f"s3://{s3.bucket}/run/absent.pt", ckptkeys.read),
+    ]:
+        with pytest.raises(ReadError) as caught:
+            call(url, storage_options=s3.options)  # type: ignore[operator]
+        _one_line(caught, rf"{re.escape(url)}: does not exist \(.*\)")
+
+
+def test_s3_throttling_that_stays_in_a_tag(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(s3.fs), "retries", 2)  # s3fs's own retries (5 by default, with back-off)
+    upload(s3.put, TAG, "slow/global_step3")
+    name = "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    s3.counter.slow_down[f"/{s3.bucket}/slow/global_step3/{name}"] = 1_000
+    options = {**s3.options, "config_kwargs": {"retries": {"total_max_attempts": 1}}, "skip_instance_cache": True}
+    try:
+        layout = ckptkeys.scan(f"s3://{s3.bucket}/slow/global_step3", read=True, storage_options=options)
+    finally:
+        s3.counter.slow_down.clear()
+    [tag] = layout.tags
+    assert sorted(tag.read_errors) == [name] and len(tag.checkpoints) == 2  # the others are read
+    error = tag.read_errors[name]
+    url = f"s3://{s3.bucket}/slow/global_step3/{name}"
+    shape = rf"{re.escape(url)}: cannot be read: the store is throttling requests, still after retries \(.*\)"
+    assert re.fullmatch(shape, str(error)), error
+    throttled = [e for e in s3.counter.log if e.path.endswith(name) and e.status.startswith("503")]
+    assert len(throttled) == 2  # s3fs asked twice (botocore once each) before giving up
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    server.close()
+    for connection in held:
+        connection.close()
+    thread.join(timeout=5)
+
+
+def _unreachable_options(port: int) -> dict[str, Any]:
+    return {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "config_kwargs": {"read_timeout": 0.2, "connect_timeout": 0.2, "retries": {"total_max_attempts": 1}},
+        "skip_instance_cache": True,
+    }
+
+
+def test_s3_timeout(s3: S3, silent_server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(s3.fs), "retries", 2)
+    options = _unreachable_options(silent_server)
+    timed_out = (
+        r"cannot be read: timed out after 0\.2 s, still after retries: the store did not answer \(a slow network "
+        r"or endpoint: raise read_timeout/connect_timeout in storage_options config_kwargs\) \(Read timeout .*\)"
+    )
+    for url, call in [("s3://bucket/run/a.pt", ckptkeys.read), ("s3://bucket/run", ckptkeys.scan)]:
+        with pytest.raises(ReadError) as caught:
+            call(url, storage_options=options)  # type: ignore[operator]
+        _one_line(caught, rf"{re.escape(url)}: {timed_out}")
+
+
+def test_s3_connection_refused(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(s3.fs), "retries", 2)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    refused = (
+        r"cannot be read: cannot connect to the store: check endpoint_url and the network \(Could not connect .*\)"
+    )
+    for url, call in [("s3://bucket/run/a.pt", ckptkeys.read), ("s3://bucket/run", ckptkeys.scan)]:
+        with pytest.raises(ReadError) as caught:
+            call(url, storage_options=_unreachable_options(port))  # type: ignore[operator]
+        _one_line(caught, rf"{re.escape(url)}: {refused}")

@@ -115,7 +115,7 @@ class RemoteObject:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
         except Exception as error:
-            raise _remote_error(self.url, error) from None
+            raise _remote_error(self.url, error, self.fs) from None
         return self._accept(ranges, parts)
 
     def _accept(self, ranges: Sequence[tuple[int, int]], parts: Sequence[Any]) -> list[bytes]:
@@ -125,7 +125,7 @@ class RemoteObject:
         self.requests.ranges.extend(ranges)
         for (start, end), part in zip(ranges, parts, strict=True):
             if isinstance(part, BaseException):
-                raise _remote_error(self.url, part)
+                raise _remote_error(self.url, part, self.fs)
             self.requests.bytes += len(part)
             if len(part) != end - start:  # the object is shorter than when it was listed
                 asked = f"{end - start} bytes asked at byte {start}, {len(part)} received"
@@ -143,7 +143,7 @@ class RemoteObject:
         try:
             info = self.fs.info(self.path)
         except Exception as error:
-            raise _remote_error(self.url, error) from None
+            raise _remote_error(self.url, error, self.fs) from None
         now = (_size(self.url, info), _identity(info))
         if now != (self.size, self.identity):
             raise ReadError(self.url, f"{_CHANGED}: its version or size is not the one first seen")
@@ -164,7 +164,7 @@ def open_remote(
         try:
             info = fs.info(path)
         except Exception as error:
-            raise _remote_error(url, error) from None
+            raise _remote_error(url, error, fs) from None
     if info.get("type", "file") != "file":
         raise ReadError(url, f"is a {info.get('type')}, not a file")
     return RemoteObject(url, fs, path, info, requests)
@@ -226,7 +226,7 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     try:
         found = fs.find(path, detail=True)
     except Exception as error:
-        raise _remote_error(url, error) from None
+        raise _remote_error(url, error, fs) from None
     base = path.rstrip("/") + "/"
     entries = {
         name[len(base) :]: info
@@ -445,7 +445,7 @@ class _Pending:
         parts = iter(self.parts)
         for source, ranges in self.wanted:
             if self.error is not None:
-                failed[id(source)] = _remote_error(source.url, self.error)
+                failed[id(source)] = _remote_error(source.url, self.error, source.fs)
                 continue
             mine = [next(parts) for _ in ranges]
             try:
@@ -537,19 +537,85 @@ async def _s3_get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, st
     return list(await asyncio.gather(*(get(*one) for one in gets), return_exceptions=True))
 
 
-def _remote_error(url: str, error: BaseException) -> ReadError:
-    """One line naming the URL, for whatever the filesystem raised after its own retries."""
+def _remote_error(url: str, error: BaseException, fs: Any = None) -> ReadError:
+    """One line naming the URL, for whatever the filesystem ``fs`` raised after its own retries: what
+    went wrong, and what the user must fix (credentials, access, the name, the network)."""
     if isinstance(error, ReadError):
         return error
     text = " ".join(str(error).split()) or type(error).__name__
-    if "PreconditionFailed" in text or "pre-condition" in text.lower() or "412" in text.split(":")[0]:
+    kind = {cls.__name__ for cls in type(error).__mro__}
+    status = _status(error)
+    if "PreconditionFailed" in text or "pre-condition" in text.lower() or status == 412:
         return ReadError(url, f"{_CHANGED}: the store no longer holds the version first seen ({text:.200})")
-    if isinstance(error, FileNotFoundError):
+    if kind & _NO_CREDENTIALS or status == 401:
+        return ReadError(url, f"cannot be read: no credentials: {_credentials_hint(url)} ({text:.200})")
+    if isinstance(error, FileNotFoundError) or kind & _NOT_FOUND or status == 404:
         return ReadError(url, f"does not exist ({text:.200})")
-    if isinstance(error, PermissionError):
-        return ReadError(url, f"cannot be read: access denied ({text:.200})")
-    if isinstance(error, OSError) and error.errno == errno.EBUSY:  # s3fs's SlowDown / 503, retried already
+    if isinstance(error, PermissionError) or kind & _DENIED or status == 403:
+        return ReadError(
+            url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})"
+        )
+    if (isinstance(error, OSError) and error.errno == errno.EBUSY) or status in (429, 503):
+        # s3fs's SlowDown / 503, retried already
         return ReadError(url, f"cannot be read: the store is throttling requests, still after retries ({text:.200})")
-    if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
-        return ReadError(url, f"cannot be read: no credentials for the store ({text:.200})")
+    if isinstance(error, TimeoutError) or any("Timeout" in name for name in kind):
+        waited = _timeout(error, fs)
+        after = f" after {waited:g} s" if waited is not None else ""
+        return ReadError(
+            url,
+            f"cannot be read: timed out{after}, still after retries: the store did not answer (a slow "
+            f"network or endpoint: raise read_timeout/connect_timeout in storage_options config_kwargs) "
+            f"({text:.200})",
+        )
+    if isinstance(error, ConnectionError) or kind & _UNREACHABLE:
+        return ReadError(
+            url, f"cannot be read: cannot connect to the store: check endpoint_url and the network ({text:.200})"
+        )
     return ReadError(url, f"cannot be read: {text:.300}")
+
+
+# Errors by class name (botocore, gcsfs, huggingface_hub are not imported to tell them).
+_NO_CREDENTIALS: Final = frozenset({"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"})
+_NOT_FOUND: Final = frozenset(
+    {"NoSuchBucket", "RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}
+)
+_DENIED: Final = frozenset({"GatedRepoError", "DisabledRepoError"})
+_UNREACHABLE: Final = frozenset({"EndpointConnectionError", "ClientConnectorError", "ConnectionError"})
+# botocore waits 60 s for a connection and for each read unless config_kwargs say otherwise.
+_BOTOCORE_TIMEOUT: Final = 60.0
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status an error carries: gcsfs's ``HttpError.code``, an HTTP error's response."""
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and 100 <= code < 600:
+        return code
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _timeout(error: BaseException, fs: Any) -> float | None:
+    """How long the client waited before it gave up, where the filesystem says (s3fs: botocore's
+    ``read_timeout``/``connect_timeout`` of ``config_kwargs``, 60 s by default)."""
+    config = getattr(fs, "config_kwargs", None)
+    if not isinstance(config, dict):
+        return None
+    name = "connect_timeout" if "Connect" in type(error).__name__ else "read_timeout"
+    value = config.get(name, _BOTOCORE_TIMEOUT)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _credentials_hint(url: str) -> str:
+    """What gives the store of ``url`` credentials."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("s3", "s3a"):
+        return (
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) or pass storage_options key/secret "
+            "(anon=true for a public bucket)"
+        )
+    if scheme in ("gs", "gcs"):
+        return "set GOOGLE_APPLICATION_CREDENTIALS or pass storage_options token (token='anon' for a public bucket)"
+    if scheme == "hf":
+        return "set HF_TOKEN (or run hf auth login) or pass storage_options token"
+    return "pass them in storage_options"
