@@ -318,3 +318,100 @@ def test_s3_connection_refused(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ReadError) as caught:
             call(url, storage_options=_unreachable_options(port))  # type: ignore[operator]
         _one_line(caught, rf"{re.escape(url)}: {refused}")
+
+
+# -- GCS and the Hub: their real filesystem classes, their HTTP calls answered here (no network) ------
+
+
+def test_gcs_every_read_carries_the_generation_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gcsfs")
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    fs = fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+    data = SHARD.read_bytes()
+    stored: dict[tuple[str, str], bytes] = {("run/a.pt", "111"): data, ("run/b.pt", "7"): data}
+    asked: list[tuple[str, str | None]] = []
+
+    async def call(self: Any, method: str, url: str, *args: Any, headers: Any = None, **kw: Any) -> Any:
+        parsed = urlparse(url)
+        name = unquote(parsed.path.split("/o/", 1)[1])
+        generation = parse_qs(parsed.query).get("generation", [None])[0]
+        asked.append((name, generation))
+        if (name, generation or "") not in stored:
+            raise FileNotFoundError(url)  # what gcsfs raises for a 404
+        first, last = (int(n) for n in headers["Range"].removeprefix("bytes=").split("-"))
+        return {}, stored[name, generation or ""][first : last + 1]
+
+    async def not_zonal(self: Any, bucket: str) -> bool:
+        return False
+
+    monkeypatch.setattr(type(fs), "_call", call)
+    monkeypatch.setattr(type(fs), "_is_zonal_bucket", not_zonal)
+    infos = {  # as the JSON API lists them, through gcsfs's own _process_object
+        name: fs._process_object("bkt", {"name": name, "size": str(len(data)), "generation": generation,
+                                         "metageneration": "1", "etag": "CJ6j", "updated": "2026-12-07T04:00:00.1Z"})
+        for name, generation in stored
+    }  # fmt: skip
+    sources = [
+        _source.RemoteObject(f"gs://bkt/{name}", fs, f"bkt/{name}", info, _source.Requests())
+        for name, info in infos.items()
+    ]
+    assert sources[0].identity[0] == ("generation", "111")
+    results = list(read_many(sources, lambda source: read_object(source, Limits())))
+    local = pprint.pformat(ckptkeys.read(SHARD).data)
+    assert [pprint.pformat(r.data) for r in results] == [local, local]  # type: ignore[union-attr]
+    assert sorted(asked) == [("run/a.pt", "111"), ("run/b.pt", "7")]  # one GET each, pinned; no info()
+    stored = {("run/a.pt", "112"): data}  # replaced: generation 111 is gone
+    again = _source.RemoteObject("gs://bkt/run/a.pt", fs, "bkt/run/a.pt", infos["run/a.pt"], _source.Requests())
+    with pytest.raises(ReadError) as caught:
+        read_object(again, Limits())
+    _one_line(caught, r"gs://bkt/run/a\.pt: changed while being read: generation 111 is no longer stored")
+
+
+def test_hub_url_at_a_branch_is_read_at_the_commit_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import HfApi, HfFileSystem
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    asked: list[tuple[str, str | None, str]] = []
+
+    def repo_info(self: Any, repo_id: str, *, repo_type: str | None = None, revision: str = "", **kw: Any) -> Any:
+        asked.append((repo_id, repo_type, revision))
+        return type("Info", (), {"sha": commit})()
+
+    monkeypatch.setattr(HfFileSystem, "_repo_and_revision_exist", lambda self, *args: (True, None))
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    options = {"token": False, "skip_instance_cache": True}
+    for url, pinned in [
+        ("hf://user/model/global_step3/a.pt", f"user/model@{commit}/global_step3/a.pt"),
+        ("hf://datasets/user/data@v1.0/run", f"datasets/user/data@{commit}/run"),
+    ]:
+        fs, path = _source._filesystem(url, options)
+        assert "HfFileSystem" in _source._classes(fs) and path == pinned
+    assert asked == [("user/model", "model", "main"), ("user/data", "dataset", "v1.0")]
+    fs, path = _source._filesystem(f"hf://user/model@{commit}/a.pt", options)  # a commit already: no call
+    assert path == f"user/model@{commit}/a.pt" and len(asked) == 2
+
+
+def test_hub_errors_say_what_to_fix() -> None:
+    class RepositoryNotFoundError(Exception):
+        pass
+
+    class GatedRepoError(Exception):
+        pass
+
+    class HfHubHTTPError(Exception):
+        def __init__(self, status: int) -> None:
+            super().__init__(f"{status} Client Error")
+            self.response = type("Response", (), {"status_code": status})()
+
+    url = "hf://user/model/a.pt"
+    for error, shape in [
+        (RepositoryNotFoundError("404 Client Error: Repository Not Found"), r"does not exist \(404 .*\)"),
+        (GatedRepoError("403 gated"), r"cannot be read: access denied: the credentials in use may not read it \(.*\)"),
+        (HfHubHTTPError(401), r"cannot be read: no credentials: set HF_TOKEN \(or run hf auth login\) or pass "
+                              r"storage_options token \(401 Client Error\)"),
+        (HfHubHTTPError(429), r"cannot be read: the store is throttling requests, still after retries \(.*\)"),
+    ]:  # fmt: skip
+        text = str(_source._remote_error(url, error))
+        assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text

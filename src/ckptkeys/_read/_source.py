@@ -71,6 +71,8 @@ _IDENTITY_FIELDS: Final = ("VersionId", "generation", "blob_id", "ETag", "etag",
 # fsspec's message for a missing filesystem package names it: "Install s3fs to access S3".
 _INSTALL: Final = re.compile(r"[Ii]nstall ([A-Za-z0-9_.\-]+)")
 _CHANGED: Final = "changed while being read"
+# A git commit id, as the Hub names one (a revision that is no branch or tag name).
+_COMMIT: Final = re.compile(r"[0-9a-f]{40}")
 
 
 def is_url(path: object) -> bool:
@@ -98,7 +100,7 @@ class RemoteObject:
         self.requests = requests
         self.size = _size(url, info)
         self.identity = _identity(info)
-        self._s3 = _s3_pin(fs, info)
+        self._pin = _pin(fs, info)
         self.held: dict[int, bytes] = {}
         """Parts fetched ahead (:func:`read_many`) by their start: taken by the next :class:`RangedStream`."""
 
@@ -109,8 +111,8 @@ class RemoteObject:
             return []
         parts: list[Any]  # bytes, or the exception cat_ranges returns for a range
         try:
-            if self._s3 is not None:
-                parts = _s3_fetch(self.fs, self.path, ranges, self._s3)
+            if self._pin is not None:
+                parts = _pinned_fetch(self.fs, self.path, ranges, self._pin)
             else:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
@@ -124,6 +126,9 @@ class RemoteObject:
         self.requests.gets += len(ranges)
         self.requests.ranges.extend(ranges)
         for (start, end), part in zip(ranges, parts, strict=True):
+            if isinstance(part, FileNotFoundError) and self._pin and "generation" in self._pin:
+                # gcsfs: the generation first seen is gone (replaced in a bucket without versioning)
+                raise ReadError(self.url, f"{_CHANGED}: generation {self._pin['generation']} is no longer stored")
             if isinstance(part, BaseException):
                 raise _remote_error(self.url, part, self.fs)
             self.requests.bytes += len(part)
@@ -135,9 +140,9 @@ class RemoteObject:
     def confirm(self) -> None:
         """Refuse the object if it is not the version pinned at first contact.
 
-        S3's reads each carried the pin (nothing to ask); elsewhere one more ``info()``.
+        S3's and GCS's reads each carried the pin (nothing to ask); elsewhere one more ``info()``.
         """
-        if self._s3 is not None:
+        if self._pin is not None:
             return
         self.requests.infos += 1
         try:
@@ -252,7 +257,31 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
         raise ReadError(url, f"is a URL whose filesystem needs {package} (pip install {package})") from None
     except (ValueError, TypeError) as error:
         raise ReadError(url, f"cannot be opened: {error}") from None
+    if "HfFileSystem" in _classes(fs):
+        path = _at_commit(url, fs, path)
     return fs, path
+
+
+def _classes(fs: Any) -> set[str]:
+    """The names of the filesystem's classes (gcsfs's is ExtendedGcsFileSystem, a GCSFileSystem):
+    told apart without importing s3fs, gcsfs or huggingface_hub."""
+    return {cls.__name__ for cls in type(fs).__mro__}
+
+
+def _at_commit(url: str, fs: Any, path: str) -> str:
+    """A Hub path (``user/repo[@revision]/file``) at the commit its branch or tag names now (one API
+    call), so that the listing and every read of it see that one commit, however the branch moves
+    meanwhile; a path at a commit already, or in a bucket (no revision), is kept."""
+    try:
+        resolved = fs.resolve_path(path)
+        revision = getattr(resolved, "revision", None)
+        if not isinstance(revision, str) or _COMMIT.fullmatch(revision):
+            return path
+        commit = fs._api.repo_info(resolved.repo_id, repo_type=resolved.repo_type, revision=revision).sha
+        pinned: str = type(resolved)(resolved.repo_type, resolved.repo_id, commit, resolved.path_in_repo).unresolve()
+    except Exception as error:
+        raise _remote_error(url, error, fs) from None
+    return pinned
 
 
 class RangedStream(io.RawIOBase):
@@ -371,7 +400,7 @@ def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]
     The objects are taken :data:`READ_WINDOW` at a time: the head ``[0, HEAD_BYTES)`` and tail
     ``[size - TAIL_BYTES, size)`` of every object of a window (merged when close, as
     :meth:`RangedStream.prefetch` merges them) are fetched in one asynchronous batch on the
-    filesystem's event loop, :data:`FETCH_CONCURRENCY` GETs in flight (S3: each carrying its
+    filesystem's event loop, :data:`FETCH_CONCURRENCY` GETs in flight (S3, GCS: each carrying its
     object's pin); while ``read`` runs on one window's objects (their rare third GETs one object
     at a time), the next window's batch is already in flight. Each object's fetched bytes go to
     the :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is
@@ -415,8 +444,8 @@ class _Pending:
             return
         fs = window[0].fs
         try:
-            if all(source._s3 is not None for source in window):
-                coroutine = _s3_get_many(fs, [(s.path, start, end, s._s3 or {}) for s, start, end in gets])
+            if all(source._pin is not None for source in window):
+                coroutine = _get_many(fs, [(s.path, start, end, s._pin or {}) for s, start, end in gets])
             elif getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
                 paths, starts, ends = [s.path for s, _, _ in gets], [g[1] for g in gets], [g[2] for g in gets]
                 coroutine = fs._cat_ranges(paths, starts, ends, batch_size=FETCH_CONCURRENCY, on_error="return")
@@ -494,42 +523,56 @@ def _identity(info: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
-def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
-    """The condition every GetObject of this object carries on S3 (s3fs), or None elsewhere."""
-    if type(fs).__name__ != "S3FileSystem" or not hasattr(fs, "_call_s3"):
-        return None
-    version = info.get("VersionId")
-    if version and version != "null":
-        return {"VersionId": str(version)}
-    etag = info.get("ETag")
-    return {"IfMatch": str(etag)} if etag else {}
+def _pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
+    """The condition every ranged read of this object carries, or None where a read cannot carry one.
+
+    s3fs: ``VersionId`` (a versioned bucket), else ``IfMatch`` with the ETag (a replaced object
+    answers 412). gcsfs: ``generation``, which ``cat_file`` puts in the URL (GCS serves that
+    generation or 404). Elsewhere (the Hub: a commit pinned in the path, see :func:`_filesystem`;
+    memory://) :meth:`RemoteObject.confirm` compares the identity once more after the last read.
+    """
+    kind = _classes(fs)
+    if "S3FileSystem" in kind and hasattr(fs, "_call_s3"):
+        version = info.get("VersionId")
+        if version and version != "null":
+            return {"VersionId": str(version)}
+        etag = info.get("ETag")
+        return {"IfMatch": str(etag)} if etag else {}
+    if "GCSFileSystem" in kind and hasattr(fs, "_cat_file") and info.get("generation"):
+        return {"generation": str(info["generation"])}
+    return None
 
 
-def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str]) -> list[Any]:
-    """Ranged GetObjects of one object, concurrently on s3fs's loop, each carrying ``pin`` (one range
-    per GET: S3 serves no more); each range's bytes or the exception it ended in."""
+def _pinned_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str]) -> list[Any]:
+    """Ranged reads of one object, concurrently on the filesystem's loop, each carrying ``pin`` (one
+    range per GET: S3 serves no more); each range's bytes or the exception it ended in."""
     from fsspec.asyn import sync
 
-    result: list[Any] = sync(fs.loop, _s3_get_many, fs, [(path, start, end, pin) for start, end in ranges])
+    result: list[Any] = sync(fs.loop, _get_many, fs, [(path, start, end, pin) for start, end in ranges])
     return result
 
 
-async def _s3_get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str]]]) -> list[Any]:
-    """``(path, start, end, pin)`` GetObjects, at most :data:`FETCH_CONCURRENCY` in flight: each one's
-    bytes, or the exception it ended in (after s3fs's own retries)."""
+async def _get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str]]]) -> list[Any]:
+    """``(path, start, end, pin)`` ranged reads, at most :data:`FETCH_CONCURRENCY` in flight: each
+    one's bytes, or the exception it ended in (after the filesystem's own retries). S3: GetObject
+    with the pin's ``IfMatch``/``VersionId``; GCS: ``_cat_file`` with the pin's ``generation``."""
     import asyncio
 
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+    s3 = hasattr(fs, "_call_s3")
 
     async def get(path: str, start: int, end: int, pin: dict[str, str]) -> bytes:
-        bucket, key, version = fs.split_path(path)
-        if version and "VersionId" not in pin:
-            pin = {**pin, "VersionId": version}
         async with gate:
+            if not s3:
+                data: bytes = await fs._cat_file(path, start=start, end=end, **pin)
+                return data
+            bucket, key, version = fs.split_path(path)
+            if version and "VersionId" not in pin:
+                pin = {**pin, "VersionId": version}
             response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
             body = response["Body"]
             try:
-                data: bytes = await body.read()
+                data = await body.read()
             finally:
                 body.close()
         return data
