@@ -415,3 +415,20 @@ def test_hub_errors_say_what_to_fix() -> None:
     ]:  # fmt: skip
         text = str(_source._remote_error(url, error))
         assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text
+
+
+def test_gcs_errors_say_what_to_fix() -> None:
+    gcsfs_retry = pytest.importorskip("gcsfs.retry")
+    url = "gs://bkt/run/a.pt"
+    for status, shape in [
+        (401, r"cannot be read: no credentials: set GOOGLE_APPLICATION_CREDENTIALS or pass storage_options token "
+              r"\(token='anon' for a public bucket\) \(.*\)"),
+        (403, r"cannot be read: access denied: the credentials in use may not read it \(Forbidden: bkt/run/a\.pt .*\)"),
+        (404, r"does not exist \(bkt/run/a\.pt\)"),
+        (429, r"cannot be read: the store is throttling requests, still after retries \(.*\)"),
+    ]:  # fmt: skip
+        body = b'{"error": {"code": %d, "message": "refused here"}}' % status
+        with pytest.raises(Exception) as raised:  # what gcsfs raises for the answer (after its retries)
+            gcsfs_retry.validate_response(status, body, "bkt/run/a.pt")
+        text = str(_source._remote_error(url, raised.value))
+        assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text

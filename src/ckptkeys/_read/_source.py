@@ -594,7 +594,7 @@ def _remote_error(url: str, error: BaseException, fs: Any = None) -> ReadError:
         return ReadError(url, f"cannot be read: no credentials: {_credentials_hint(url)} ({text:.200})")
     if isinstance(error, FileNotFoundError) or kind & _NOT_FOUND or status == 404:
         return ReadError(url, f"does not exist ({text:.200})")
-    if isinstance(error, PermissionError) or kind & _DENIED or status == 403:
+    if isinstance(error, PermissionError) or kind & _DENIED or status == 403 or text.startswith("Forbidden"):
         return ReadError(
             url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})"
         )
