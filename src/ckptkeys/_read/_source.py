@@ -9,9 +9,11 @@ per miss). :class:`RangedStream` shows the reader the parts fetched as one seeka
 fetches only what a read misses.
 
 Every read of one object is tied to the identity pinned at first contact: on S3 each ranged GET
-carries ``VersionId`` or ``If-Match``; elsewhere the identity is compared again after the last
-read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never read as a
-mix. fsspec is imported here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
+carries ``VersionId`` or ``If-Match``, on GCS the ``generation``; a Hub path at a branch is read
+at the commit the branch named when first opened; elsewhere the identity is compared again after
+the last read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never
+read as a mix. Many objects (a tag's files) are read by :func:`read_many`: their heads and tails
+in bounded asynchronous batches, a window at a time. fsspec is imported here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
 """
 
 from __future__ import annotations
