@@ -17,9 +17,14 @@ in a fresh interpreter (``--runs`` times, the median kept):
   (``fs.open(path).read()``, one after another), nothing loaded;
 * ``s3fs fs.cat``: the same files in one ``fs.cat(paths)`` (s3fs's own concurrent batch).
 
+``--latency-ms`` and ``--mbps`` make the server answer as a store over a network does (a wait before
+each answer, a bandwidth per connection); by default it answers at loopback speed, where moto's own
+Python (a few ms of CPU per request, on the same cores as the client) is what is measured.
+
 Printed: wall time, requests per file (GET/HEAD/LIST at the server), bytes received, peak RSS
-(``VmHWM``) and CPU time of the child, and the ratios; ``--src`` measures another tree (a before). Never asserted: moto's latency on loopback is not a store's, and the
-machine is shared.
+(``VmHWM``) and CPU time of the child, the CPU time moto's server spent answering it, and the
+ratios; ``--src`` measures another tree (a before), ``--pool`` sets botocore's connection pool.
+Never asserted: moto's latency on loopback is not a store's, and the machine is shared.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -112,17 +118,24 @@ def build_tag(ranks: int, numel: int) -> pathlib.Path:
 
 
 class Counter:
-    """WSGI wrapper: (method, path, body bytes sent) of every request."""
+    """WSGI wrapper: (method, path, body bytes sent) of every request; with ``latency`` (seconds before
+    each answer) and ``rate`` (bytes per second of each answer's body), a store's round trip and
+    per-connection bandwidth, which loopback has not (moto's threads sleep, the answers overlap)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, latency: float = 0.0, rate: float = 0.0) -> None:
         self.app = app
         self.log: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
+        self.latency = latency
+        self.rate = rate
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = list(self.app(environ, start_response))
+        sent = sum(map(len, body))
+        if self.latency or self.rate:
+            time.sleep(self.latency + (sent / self.rate if self.rate else 0.0))
         with self.lock:
-            self.log.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), sum(map(len, body))))
+            self.log.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), sent))
         return body
 
     def since(self, mark: int) -> dict[str, int]:
@@ -140,11 +153,12 @@ class Counter:
 def measure(how: str, url: str, options: dict[str, Any], counter: Counter, runs: int, src: str) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    times, peaks, cpus = [], [], []
+    times, peaks, cpus, served = [], [], [], []
     requests: dict[str, int] = {}
     outcome: list[Any] = []
     for _ in range(runs):
         mark = len(counter.log)
+        server = sum(os.times()[:2])  # this process is moto's server: its CPU is the requests' cost
         out = subprocess.run(
             [sys.executable, "-c", CHILD, how, url, json.dumps(options)],
             env=env,
@@ -158,11 +172,13 @@ def measure(how: str, url: str, options: dict[str, Any], counter: Counter, runs:
         times.append(outcome[0])
         peaks.append(outcome[1])
         cpus.append(outcome[2])
+        served.append(sum(os.times()[:2]) - server)
         requests = counter.since(mark)
     return {
         "time": statistics.median(times),
         "peak": max(peaks),
         "cpu": statistics.median(cpus),
+        "server": statistics.median(served),
         "files": outcome[3],
         "extra": outcome[4:],
         **requests,
@@ -174,6 +190,10 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--numel", type=int, default=144, help="fp32 elements of each rank's partition")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added before each answer (a store's round trip)")
+    parser.add_argument("--mbps", type=float, default=0.0, help="MB/s of each answer (a connection's bandwidth)")
+    parser.add_argument("--pool", type=int, help="botocore's max_pool_connections (config_kwargs; 10 by default)")
+    parser.add_argument("--ways", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--src", default=str(ROOT / "src"), help="the ckptkeys tree to measure (a before/after)")
     args = parser.parse_args()
     import s3fs
@@ -192,27 +212,41 @@ def main() -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     counter = Counter(server._server.app)
-    server._server.app = counter
+    server._server.app = counter  # the uploads at loopback speed; the store's latency for the reads
     host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}"}
+    options: dict[str, Any] = {"endpoint_url": f"http://{host}:{port}"}
     fs = s3fs.S3FileSystem(**options)
+    if args.pool:  # the ways measured get it, the uploads not
+        options["config_kwargs"] = {"max_pool_connections": args.pool}
     fs.mkdir("bench")
-    print(f"moto on {host}:{port}; {args.runs} runs each, the median time; peak RSS of the child")
-    print(f"{'ranks':>5} {'way':<14} {'time s':>8} {'GET/f':>6} {'HEAD/f':>6} {'LIST':>4} {'bytes':>13} {'RSS MB':>7} {'CPU s':>6}")
+    store = "loopback"
+    if args.latency_ms or args.mbps:
+        store = f"{args.latency_ms:g} ms before each answer, {args.mbps:g} MB/s each"
+    if args.pool:
+        store += f", {args.pool} connections a client"
+    print(f"moto on {host}:{port} ({store}); {args.runs} runs each, the median time; peak RSS of the child")
+    columns = f"{'time s':>8} {'GET/f':>6} {'HEAD/f':>6} {'LIST':>4} {'bytes':>13} {'RSS MB':>7} {'CPU s':>6}"
+    columns += f" {'moto s':>6}"
+    print(f"{'ranks':>5} {'way':<14} {columns}")
     for ranks, folder in folders.items():
         prefix = f"bench/ranks_{ranks}"
         fs.put(str(folder / TAG), f"{prefix}/{TAG}", recursive=True)
         url = f"s3://{prefix}/{TAG}"
-        results = {how: measure(how, url, options, counter, args.runs, args.src) for how in STRATEGIES}
+        counter.latency, counter.rate = args.latency_ms / 1000, args.mbps * 1e6
+        results = {how: measure(how, url, options, counter, args.runs, args.src) for how in args.ways}
+        counter.latency = counter.rate = 0.0
         for how, got in results.items():
             files = got["files"]
             print(
                 f"{ranks:>5} {how:<14} {got['time']:>8.2f} {got['GET'] / files:>6.2f} {got['HEAD'] / files:>6.2f} "
-                f"{got['LIST']:>4} {got['bytes']:>13,} {got['peak'] / 1024:>7.1f} {got['cpu']:>6.2f}"
+                f"{got['LIST']:>4} {got['bytes']:>13,} {got['peak'] / 1024:>7.1f} {got['cpu']:>6.2f} "
+                f"{got['server']:>6.2f}"
             )
-        mine = results["ckptkeys"]
+        mine = results.get("ckptkeys")
+        if mine is None:
+            continue
         print(f"{'':>5} ckptkeys: {mine['files']} files, {mine['extra'][0]} problems, {mine['extra'][1]} unreadable")
-        for how in STRATEGIES[1:]:
+        for how in [way for way in results if way != "ckptkeys"]:
             print(f"{'':>5} ckptkeys is {results[how]['time'] / mine['time']:.1f}x faster than s3fs {how}")
     server.stop()
 
