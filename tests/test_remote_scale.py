@@ -11,7 +11,10 @@ timeout and the refused connection against a socket that never answers or nothin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import json
 import pathlib
 import pprint
 import re
@@ -432,3 +435,42 @@ def test_gcs_errors_say_what_to_fix() -> None:
             gcsfs_retry.validate_response(status, body, "bkt/run/a.pt")
         text = str(_source._remote_error(url, raised.value))
         assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text
+
+
+def _command(*argv: str) -> tuple[int, str, str]:
+    """``ckptkeys ARGV``: its exit status, stdout and stderr."""
+    from ckptkeys._cli._main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate"])
+def test_each_store_failure_ends_the_command_in_one_line_exit_2(
+    s3: S3, deny: set[str], silent_server: int, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setattr(type(s3.fs), "retries", 2)
+    upload(s3.put, TAG, "run/global_step3")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()
+    fresh = {**s3.options, "skip_instance_cache": True}
+    s3.fs.mkdir(f"{s3.bucket}-denied")
+    deny.add(f"/{s3.bucket}-denied")  # its listing answered 403
+    cases = [
+        (f"s3://{s3.bucket}-denied/run", fresh, "cannot be read: access denied: the credentials in use may not"),
+        (f"s3://{s3.bucket}-absent/run", fresh, "does not exist ("),
+        ("s3://bucket/run", _unreachable_options(silent_server), "cannot be read: timed out after 0.2 s, still after"),
+        ("s3://bucket/run", _unreachable_options(refused_port), "cannot be read: cannot connect to the store: check"),
+    ]
+    for url, options, message in cases:
+        status, out, err = _command(command, url, "--storage-options", json.dumps(options))
+        assert status == 2 and out == "", (url, err)
+        assert err.count("\n") == 1 and f"{url}: {message}" in err, err
+    _no_credentials(monkeypatch)
+    url = f"s3://{s3.bucket}/run"
+    status, out, err = _command(command, url, "--storage-options", json.dumps(fresh))
+    assert status == 2 and err.count("\n") == 1 and f"{url}: cannot be read: no credentials: set AWS_" in err, err
