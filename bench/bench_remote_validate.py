@@ -11,8 +11,8 @@ cached under ``bench/_work/remote_validate/``). The tags are uploaded to moto's 
 127.0.0.1, behind a WSGI wrapper that counts every request, and each way of checking them runs
 in a fresh interpreter (``--runs`` times, the median kept):
 
-* ``ckptkeys``: ``scan(url, read=True)`` (one listing, each file's head and tail by ranged GETs)
-  and ``check_tag`` of the tag;
+* ``ckptkeys``: ``ckptkeys.validate_tag(url)``: ``scan(url, read=True)`` (one listing, each
+  file's head and tail by ranged GETs) and validate's checks of the tag;
 * ``s3fs file by file``: each ``.pt`` of the listing downloaded with s3fs's defaults
   (``fs.open(path).read()``, one after another), nothing loaded;
 * ``s3fs fs.cat``: the same files in one ``fs.cat(paths)`` (s3fs's own concurrent batch).
@@ -53,12 +53,8 @@ how, url, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 start = time.perf_counter()
 if how == "ckptkeys":
     import ckptkeys
-    from ckptkeys._check._validate import check_tag
-    layout = ckptkeys.scan(url, read=True, storage_options=options)
-    [tag] = layout.tags
-    report = check_tag(tag)
-    files, problems = len(tag.files), len(report.problems)
-    unread = len(tag.read_errors)
+    report = ckptkeys.validate_tag(url, storage_options=options)
+    files, problems, unread = len(report.layout.files), len(report.problems), len(report.layout.read_errors)
 else:
     import s3fs
     fs = s3fs.S3FileSystem(**options)
