@@ -1,8 +1,8 @@
 """Many remote files and the ways a store fails: ``read_many``'s batches, and one line per error.
 
-A tag of many files is read in windows of :data:`READ_WINDOW` objects, each window's heads and
-tails one asynchronous batch of at most :data:`FETCH_CONCURRENCY` GETs in flight, the next window
-fetched while one is parsed, each object's bytes dropped once parsed. Every failure of the store
+A tag of many files is read with its heads and tails fetched :data:`READ_AHEAD` objects ahead of
+the one parsed, at most :data:`FETCH_CONCURRENCY` GETs in flight on the filesystem's loop, each
+object's bytes dropped once parsed. Every failure of the store
 (no credentials, access denied, a missing bucket, prefix or object, throttling or a timeout that
 stays, a refused connection) ends in one :class:`ReadError` naming the URL and saying what to fix,
 after the filesystem's own retries. The S3 cases run against moto's server on 127.0.0.1 (the
@@ -30,7 +30,7 @@ from ckptkeys import ReadError
 from ckptkeys._read import _source
 from ckptkeys._read._limits import Limits
 from ckptkeys._read._reader import read_object
-from ckptkeys._read._source import FETCH_CONCURRENCY, READ_WINDOW, list_remote, read_many
+from ckptkeys._read._source import FETCH_CONCURRENCY, READ_AHEAD, list_remote, read_many
 
 from .conftest import FIXTURES
 from .remote_support import S3, Fetched, memory, s3, s3_server, upload  # noqa: F401 (fixtures)
@@ -58,10 +58,10 @@ def _same_layout(remote: ckptkeys.Layout, local: ckptkeys.Layout, root: str, url
 # -- many files --------------------------------------------------------------------------------------
 
 
-def test_s3_tag_is_read_in_pipelined_windows_with_bytes_held_bounded(
+def test_s3_tag_is_fetched_a_bounded_number_of_files_ahead_and_its_bytes_dropped(
     s3: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    monkeypatch.setattr(_source, "READ_WINDOW", 8)
+    monkeypatch.setattr(_source, "READ_AHEAD", 8)
     tag = _wide_tag(tmp_path / "global_step3", 30)
     upload(s3.put, tag, "wide/global_step3")
     folder = list_remote(f"s3://{s3.bucket}/wide/global_step3", storage_options=s3.options)
@@ -69,9 +69,9 @@ def test_s3_tag_is_read_in_pipelined_windows_with_bytes_held_bounded(
     events: list[tuple[str, int]] = []
     fetch_ahead = _source._fetch_ahead
 
-    def fetch_logged(window: Any) -> Any:
-        events.append(("fetch", sources.index(window[0])))
-        return fetch_ahead(window)
+    def fetch_logged(fetcher: Any, source: _source.RemoteObject) -> Any:
+        events.append(("fetch", sources.index(source)))
+        return fetch_ahead(fetcher, source)
 
     monkeypatch.setattr(_source, "_fetch_ahead", fetch_logged)
     held_most = [0]
@@ -86,19 +86,19 @@ def test_s3_tag_is_read_in_pipelined_windows_with_bytes_held_bounded(
     local = [ckptkeys.read(tag / name) for name in sorted(folder.entries)]
     read_back = [pprint.pformat(r.data) for r in results]  # type: ignore[union-attr]
     assert read_back == [pprint.pformat(c.data) for c in local]
-    # The next window's GETs are in flight while a window is parsed: fetch 8 before read 0, and so on.
-    windows = [("fetch", 0), ("fetch", 8)] + [("read", i) for i in range(8)] + [("fetch", 16)]
-    assert events[: len(windows)] == windows
-    assert [e for e in events if e[0] == "fetch"] == [("fetch", at) for at in range(0, 31, 8)]
-    # One window's heads and tails held (the next one's in flight), never all 31 files'.
-    assert held_most[0] == 8
+    # 8 files' GETs in flight before the first is parsed; each one taken starts the next one's.
+    ahead = [("fetch", i) for i in range(8)]
+    ahead += [event for i in range(23) for event in (("fetch", i + 8), ("read", i))]
+    ahead += [("read", i) for i in range(23, 31)]
+    assert events == ahead
+    assert held_most[0] == 1  # the file parsed holds its bytes; those ahead are in flight
     assert all(not s.held for s in sources)  # every object's bytes dropped once read
     spent = [e for e in s3.counter.log[mark:] if e.path.startswith(f"/{s3.bucket}/wide/")]
     assert len(spent) == 31 and all(e.method == "GET" and e.range is not None for e in spent)
 
 
 def test_s3_batch_keeps_gets_in_flight_together_and_bounded(s3: S3, tmp_path: pathlib.Path) -> None:
-    tag = _wide_tag(tmp_path / "global_step3", 70)  # more than a window, more than the bound
+    tag = _wide_tag(tmp_path / "global_step3", 70)  # more files than are fetched ahead, more GETs than the bound
     upload(s3.put, tag, "many/global_step3")
     url = f"s3://{s3.bucket}/many/global_step3"
     lock = threading.Lock()
@@ -124,7 +124,7 @@ def test_s3_batch_keeps_gets_in_flight_together_and_bounded(s3: S3, tmp_path: pa
     assert _same_layout(remote, ckptkeys.scan(tag, read=True), str(tag), url)
     assert not remote.tags[0].read_errors and len(remote.tags[0].checkpoints) == 71
     assert 2 <= most[0] <= FETCH_CONCURRENCY
-    assert READ_WINDOW < 71
+    assert READ_AHEAD < 71
 
 
 def test_a_failed_object_in_a_batch_is_its_own_error(s3: S3, tmp_path: pathlib.Path) -> None:
@@ -143,14 +143,14 @@ def test_a_failed_object_in_a_batch_is_its_own_error(s3: S3, tmp_path: pathlib.P
 
 
 def test_memory_tag_read_many_is_the_local_read(memory: Fetched, tmp_path: pathlib.Path) -> None:
-    tag = _wide_tag(tmp_path / "global_step3", READ_WINDOW + 3)
+    tag = _wide_tag(tmp_path / "global_step3", READ_AHEAD + 3)
     fs = fsspec.filesystem("memory")
     upload(lambda name, data: fs.pipe(f"memory://{name}", data), tag, "mem/global_step3")
     url = "memory://mem/global_step3"
     remote = ckptkeys.scan(url, read=True)
     assert _same_layout(remote, ckptkeys.scan(tag, read=True), str(tag), url)
     assert all(len(calls) == 1 for calls in memory.calls.values())  # head and tail: one range per file
-    assert len(memory.calls) == READ_WINDOW + 4  # no listing entry pins memory://: one info() after each read
+    assert len(memory.calls) == READ_AHEAD + 4  # no listing entry pins memory://: one info() after each read
     assert memory.infos == dict.fromkeys(memory.calls, 1)
 
 

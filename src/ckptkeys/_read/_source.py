@@ -13,7 +13,8 @@ carries ``VersionId`` or ``If-Match``, on GCS the ``generation``; a Hub path at 
 at the commit the branch named when first opened; elsewhere the identity is compared again after
 the last read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never
 read as a mix. Many objects (a tag's files) are read by :func:`read_many`: their heads and tails
-in bounded asynchronous batches, a window at a time. fsspec is imported here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
+fetched a bounded number of objects ahead, on the filesystem's event loop. fsspec is imported
+here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import errno
 import io
 import re
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -60,10 +62,10 @@ MIN_FETCH: Final = 64 * KiB
 # GETs in flight at once when many objects are read together (read_many): what a store serves a
 # client without throttling it, and more than s3fs's pool of 10 connections keeps busy.
 FETCH_CONCURRENCY: Final = 32
-# Objects whose heads and tails are fetched in one batch by read_many; one batch is read while the
-# next is fetched, so at most 2 * READ_WINDOW * (HEAD_BYTES + TAIL_BYTES) = 42 MiB of fetched bytes
+# Objects whose heads and tails read_many fetches ahead of the one being parsed: one more starts
+# as each is taken, so at most READ_AHEAD * (HEAD_BYTES + TAIL_BYTES) = 10.25 MiB of fetched bytes
 # are held at once, whatever the number of objects.
-READ_WINDOW: Final = 64
+READ_AHEAD: Final = 32
 # A synchronous filesystem's (memory://, the Hub's) GETs in flight at once: threads waiting on it.
 SYNC_FETCH_THREADS: Final = 16
 # A scheme of two letters or more before "://": "C:\\x" stays a path.
@@ -397,26 +399,36 @@ def _missing(
 
 def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]) -> Iterator[T | ReadError]:
     """``read(source)`` of each of ``sources`` (objects of one filesystem: a folder's listing), in order,
-    their heads and tails fetched ahead in batches.
+    their heads and tails fetched ahead.
 
-    The objects are taken :data:`READ_WINDOW` at a time: the head ``[0, HEAD_BYTES)`` and tail
-    ``[size - TAIL_BYTES, size)`` of every object of a window (merged when close, as
-    :meth:`RangedStream.prefetch` merges them) are fetched in one asynchronous batch on the
-    filesystem's event loop, :data:`FETCH_CONCURRENCY` GETs in flight (S3, GCS: each carrying its
-    object's pin); while ``read`` runs on one window's objects (their rare third GETs one object
-    at a time), the next window's batch is already in flight. Each object's fetched bytes go to
-    the :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is
-    bounded by two windows (see :data:`READ_WINDOW`), not by the number of objects. An object
-    whose GETs failed is its :class:`ReadError` (naming its URL), the others are still read.
+    The head ``[0, HEAD_BYTES)`` and tail ``[size - TAIL_BYTES, size)`` of each object (merged
+    when close, as :meth:`RangedStream.prefetch` merges them) are fetched :data:`READ_AHEAD`
+    objects ahead of the one ``read`` parses, on the filesystem's event loop (S3, GCS: each GET
+    carrying its object's pin), at most :data:`FETCH_CONCURRENCY` GETs in flight; as each object
+    is taken, the next one's GETs start, so the store always has work while the objects are
+    parsed (their rare third GETs one object at a time). Each object's bytes go to the
+    :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is bounded by
+    :data:`READ_AHEAD` objects, not by their number. An object whose GETs failed is its
+    :class:`ReadError` (naming its URL); the others are still read.
     """
-    windows = [sources[at : at + READ_WINDOW] for at in range(0, len(sources), READ_WINDOW)]
-    pending = _fetch_ahead(windows[0]) if windows else None
-    for index, window in enumerate(windows):
-        assert pending is not None  # one per window, started before it is read
-        failed = pending.wait()
-        pending = _fetch_ahead(windows[index + 1]) if index + 1 < len(windows) else None
-        for source in window:
-            error = failed.get(id(source))
+    if not sources:
+        return
+    fetcher = _Fetcher(sources[0].fs)
+    ahead: deque[tuple[RemoteObject, _Pending]] = deque()
+    waiting = iter(sources)
+
+    def fetch_next() -> None:
+        source = next(waiting, None)
+        if source is not None:
+            ahead.append((source, _fetch_ahead(fetcher, source)))
+
+    try:
+        for _ in range(READ_AHEAD):
+            fetch_next()
+        while ahead:
+            source, pending = ahead.popleft()
+            error = pending.wait()
+            fetch_next()
             if error is not None:
                 yield error
                 continue
@@ -426,65 +438,75 @@ def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]
                 yield refused
             finally:
                 source.held = {}  # read or not, its bytes go now
+    finally:
+        fetcher.close()
+
+
+class _Fetcher:
+    """Where read_many's GETs run: the filesystem's event loop (one gate of
+    :data:`FETCH_CONCURRENCY` for all of them), or threads for a synchronous filesystem."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+        self.loop: Any = getattr(fs, "loop", None) if getattr(fs, "async_impl", False) else None
+        self.threads = None if self.loop is not None else ThreadPoolExecutor(max_workers=SYNC_FETCH_THREADS)
+        self.gate: Any = None  # an asyncio.Semaphore, made on the loop by the first batch
+
+    def start(self, gets: list[tuple[str, int, int, dict[str, str]]]) -> Future[Any] | list[Future[Any]]:
+        if self.threads is not None:  # a synchronous filesystem (memory://, the Hub's)
+            return [self.threads.submit(_cat_file, self.fs, path, start, end) for path, start, end, _ in gets]
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._get(gets), self.loop)
+
+    async def _get(self, gets: list[tuple[str, int, int, dict[str, str]]]) -> list[Any]:
+        if self.gate is None:
+            import asyncio
+
+            self.gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        return await _get_many(self.fs, gets, self.gate)
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 class _Pending:
-    """A window's batch of ranged GETs, in flight on the filesystem's loop (or done, where it has none)."""
+    """One object's head and tail, in flight (a future of the loop, or of threads)."""
 
-    def __init__(self, window: Sequence[RemoteObject]) -> None:
-        self.wanted = [
-            (source, _missing(source.size, [(0, HEAD_BYTES), (source.size - TAIL_BYTES, source.size)], _all))
-            for source in window
-        ]
-        self.future: Any = None  # the batch on the filesystem's loop, or
-        self.futures: list[Future[Any]] = []  # each range's cat_file in a thread
-        self._threads: ThreadPoolExecutor | None = None
-        self.parts: list[Any] = []
+    def __init__(self, fetcher: _Fetcher, source: RemoteObject) -> None:
+        self.source = source
+        self.ranges = _missing(source.size, [(0, HEAD_BYTES), (source.size - TAIL_BYTES, source.size)], _all)
+        self.future: Future[Any] | list[Future[Any]] | None = None
         self.error: BaseException | None = None
-        gets = [(source, start, end) for source, ranges in self.wanted for start, end in ranges]
-        if not gets:
-            return
-        fs = window[0].fs
-        try:
-            if all(source._pin is not None for source in window):
-                coroutine = _get_many(fs, [(s.path, start, end, s._pin or {}) for s, start, end in gets])
-            elif getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
-                paths, starts, ends = [s.path for s, _, _ in gets], [g[1] for g in gets], [g[2] for g in gets]
-                coroutine = fs._cat_ranges(paths, starts, ends, batch_size=FETCH_CONCURRENCY, on_error="return")
-            else:  # a synchronous filesystem (memory://, the Hub's): its cat_file in threads
-                self._threads = ThreadPoolExecutor(max_workers=min(SYNC_FETCH_THREADS, len(gets)))
-                self.futures = [self._threads.submit(_cat_file, fs, s.path, start, end) for s, start, end in gets]
-                return
-            import asyncio
-
-            self.future = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
-        except Exception as error:
-            self.error = error
-
-    def wait(self) -> dict[int, ReadError]:
-        """The batch's bytes given to each object (:attr:`RemoteObject.held`); each object whose GETs
-        failed, by ``id``, as the :class:`ReadError` naming it."""
-        if self.future is not None:
+        if self.ranges:
             try:
-                self.parts = list(self.future.result())
+                gets = [(source.path, start, end, source._pin or {}) for start, end in self.ranges]
+                self.future = fetcher.start(gets)
             except Exception as error:
                 self.error = error
-        if self._threads is not None:
-            self.parts = [future.result() for future in self.futures]  # _cat_file returns its exception
-            self._threads.shutdown()
-        failed: dict[int, ReadError] = {}
-        parts = iter(self.parts)
-        for source, ranges in self.wanted:
-            if self.error is not None:
-                failed[id(source)] = _remote_error(source.url, self.error, source.fs)
-                continue
-            mine = [next(parts) for _ in ranges]
+
+    def wait(self) -> ReadError | None:
+        """The object's head and tail given to it (:attr:`RemoteObject.held`), or the
+        :class:`ReadError` naming it if its GETs failed."""
+        source = self.source
+        parts: list[Any] = []
+        if self.error is None and self.future is not None:
             try:
-                for (start, _), data in zip(ranges, source._accept(ranges, mine), strict=True):
-                    source.held[start] = data
-            except ReadError as error:
-                failed[id(source)] = error
-        return failed
+                if isinstance(self.future, list):
+                    parts = [future.result() for future in self.future]  # _cat_file returns its exception
+                else:
+                    parts = list(self.future.result())
+            except Exception as error:
+                self.error = error
+        if self.error is not None:
+            return _remote_error(source.url, self.error, source.fs)
+        try:
+            for (start, _), data in zip(self.ranges, source._accept(self.ranges, parts), strict=True):
+                source.held[start] = data
+        except ReadError as error:
+            return error
+        return None
 
 
 def _cat_file(fs: Any, path: str, start: int, end: int) -> Any:
@@ -499,9 +521,9 @@ def _all(start: int, end: int) -> list[tuple[int, int]]:
     return [(start, end)]
 
 
-def _fetch_ahead(window: Sequence[RemoteObject]) -> _Pending:
-    """Start fetching ``window``'s heads and tails (one place to see the batches start: the tests)."""
-    return _Pending(window)
+def _fetch_ahead(fetcher: _Fetcher, source: RemoteObject) -> _Pending:
+    """Start fetching ``source``'s head and tail (one place to see the fetches start: the tests)."""
+    return _Pending(fetcher, source)
 
 
 def _size(url: str, info: Mapping[str, Any]) -> int:
@@ -554,13 +576,14 @@ def _pinned_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: di
     return result
 
 
-async def _get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str]]]) -> list[Any]:
-    """``(path, start, end, pin)`` ranged reads, at most :data:`FETCH_CONCURRENCY` in flight: each
-    one's bytes, or the exception it ended in (after the filesystem's own retries). S3: GetObject
-    with the pin's ``IfMatch``/``VersionId``; GCS: ``_cat_file`` with the pin's ``generation``."""
+async def _get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str]]], gate: Any = None) -> list[Any]:
+    """``(path, start, end, pin)`` ranged reads, at most :data:`FETCH_CONCURRENCY` in flight (those of
+    ``gate``, an asyncio.Semaphore, if given): each one's bytes, or the exception it ended in (after
+    the filesystem's own retries). S3: GetObject with the pin's ``IfMatch``/``VersionId``; other
+    async filesystems: ``_cat_file``, GCS's with the pin's ``generation``."""
     import asyncio
 
-    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+    gate = gate or asyncio.Semaphore(FETCH_CONCURRENCY)
     s3 = hasattr(fs, "_call_s3")
 
     async def get(path: str, start: int, end: int, pin: dict[str, str]) -> bytes:
