@@ -470,9 +470,9 @@ def _read_files(
     """Each file read, in order, with why a zip storage record of a remote file ends past it (None
     for a local file: ``validate`` checks it from the file). A local folder's one after another (a
     disk answers at once); a remote folder's through :func:`~ckptkeys._read._source.read_many`:
-    each file pinned to the version its listing gave, the heads and tails of 64 files fetched in
-    one asynchronous batch while the previous 64 are parsed, their bytes dropped once parsed
-    (memory flat in the number of files), as a store answers each GET after a round trip."""
+    each file pinned to the version its listing gave, its head and tail fetched 32 files ahead
+    of the one parsed, its bytes dropped once parsed (memory flat in the number of files), as a
+    store answers each GET after a round trip."""
     if isinstance(boundary, RemoteFolder):
         sources = [boundary.open(boundary.name_of(file.path)) for file in files]
         yield from read_many(sources, lambda source: read_object_records(source, limits or Limits()))
