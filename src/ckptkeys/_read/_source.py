@@ -248,14 +248,14 @@ class RangedStream(io.RawIOBase):
         self._parts: dict[int, bytes] = {}  # start -> bytes, never overlapping
         self._pos = 0
 
-    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+    def prefetch(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> None:
         """Fetch ``ranges`` (clipped to the object) in one concurrent round, merging those less than
-        :data:`MIN_FETCH` apart, and leaving out what is held already."""
+        ``gap`` apart (:data:`MIN_FETCH`; 0: only those that touch), and leaving out what is held already."""
         size = self.source.size
         clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
         merged: list[tuple[int, int]] = []
         for start, end in clipped:
-            if merged and start <= merged[-1][1] + MIN_FETCH:  # close ranges: one GET
+            if merged and start <= merged[-1][1] + gap:  # close ranges: one GET
                 merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
             else:
                 merged.append((start, end))
