@@ -104,8 +104,9 @@ class Feed:
         """Up to ``size`` bytes of ``span``'s object from ``offset`` (at least one): the next bytes
         of the sequence. Raises the :class:`~ckptkeys.ReadError` of a GET that failed, naming the URL."""
         if self._at == len(self._data):
-            self._data = memoryview(b"")  # released before the next GET starts: FETCHES_AHEAD blocks at most
-            self._submit()
+            if self._obj is not None:  # a block written: released before the next GET starts
+                self._data = memoryview(b"")
+                self._submit()
             if not self._ahead:
                 raise AssertionError(f"{span.path}: a read at byte {offset} past the bytes the plan fetches")
             self._obj, self._start, future = self._ahead.popleft()
