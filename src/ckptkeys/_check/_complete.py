@@ -18,6 +18,7 @@ from .._keys._registry import ModuleKeys, OptimFileKeys, OptimizerKeys
 from .._read._errors import ReadError
 from .._read._files import open_regular
 from .._read._limits import Limits
+from .._read._source import is_url
 from .._read._torch import TensorInfo
 from .._read._zip import open_archive
 from ..naming import CheckpointName, FileKind
@@ -58,7 +59,8 @@ def _record_extents(tag: TagLayout) -> list[Problem]:
     """Every storage record lies inside its file: ``read`` reads the pickles and the zip
     directory, never a record's bytes, so a zip whose local headers put a record past the end (a
     file torn, or its directory written for other headers), or a legacy file cut short after its
-    pickles, is found here, from the headers and the file's size, still without reading tensor bytes."""
+    pickles, is found here, from the headers and the file's size, still without reading tensor bytes.
+    A remote file's headers were checked while it was read (``TagLayout.record_ends``)."""
     problems = []
     for file in tag.files:
         checkpoint = tag.checkpoints.get(file.relpath)
@@ -76,6 +78,11 @@ def _record_extents(tag: TagLayout) -> list[Problem]:
             )
             continue
         if checkpoint.format != "zip":
+            continue
+        if is_url(file.path):  # checked while read (the object's head and tail held): its reason, if any
+            reason = tag.record_ends.get(file.relpath)
+            if reason is not None:
+                problems.append(Problem(E, "truncated-file", reason, file.path))
             continue
         try:
             with io.BufferedReader(open_regular(file.path)) as stream:

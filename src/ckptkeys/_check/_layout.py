@@ -21,7 +21,7 @@ from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKe
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._pickle import Opaque
-from .._read._reader import Checkpoint, read_inside, read_object
+from .._read._reader import Checkpoint, read_inside, read_object_records
 from .._read._repr import counted, nbytes, one_line, severities
 from .._read._source import RemoteFolder, is_url, list_remote
 from .._read._torch import TensorInfo
@@ -91,6 +91,10 @@ class TagLayout:
     """With ``read=True``: every file that could be read, by ``relpath``."""
     read_errors: dict[str, ReadError] = field(default_factory=dict)
     """With ``read=True``: why each other file could not be read, by ``relpath``."""
+    record_ends: dict[str, str] = field(default_factory=dict)
+    """With ``read=True`` of a remote tag: the files whose zip storage records end past the
+    object, by ``relpath``, with the reason (found while each was read: ``validate`` reports
+    them as it reports a local file's, which it checks from the file)."""
 
     def __repr__(self) -> str:
         facts = [counted(len(self.files), "file"), nbytes(sum(f.size for f in self.files))]
@@ -390,6 +394,7 @@ def _scan_tag(
 
     checkpoints: dict[str, Checkpoint] = {}
     read_errors: dict[str, ReadError] = {}
+    record_ends: dict[str, str] = {}
     if read_files:
         outcomes = _read_files(files, boundary, limits)
         for done, (file, outcome) in enumerate(zip(files, outcomes, strict=True), start=1):
@@ -397,8 +402,10 @@ def _scan_tag(
                 read_errors[file.relpath] = outcome
                 problems += read_error_problems(file.path, outcome)
             else:
-                checkpoints[file.relpath] = outcome
-                problems += globals_problems(file.path, outcome.globals)
+                checkpoints[file.relpath], reason = outcome
+                if reason is not None:
+                    record_ends[file.relpath] = reason
+                problems += globals_problems(file.path, outcome[0].globals)
             if progress is not None:
                 progress(done, len(files))
         facts = _facts_from_files(files, checkpoints)
@@ -425,21 +432,23 @@ def _scan_tag(
         tuple(others),
         checkpoints,
         read_errors,
+        record_ends,
     )
 
 
 def _read_files(
     files: list[LayoutFile], boundary: str | RemoteFolder, limits: Limits | None
-) -> Iterator[Checkpoint | ReadError]:
-    """Each file read, in order. A local folder's one after another (a disk answers at once); a
-    remote folder's :data:`REMOTE_READS` at a time, each pinned to the version its listing gave,
-    as a store answers each GET after a round trip."""
+) -> Iterator[tuple[Checkpoint, str | None] | ReadError]:
+    """Each file read, in order, with why a zip storage record of a remote file ends past it (None
+    for a local file: ``validate`` checks it from the file). A local folder's one after another (a
+    disk answers at once); a remote folder's :data:`REMOTE_READS` at a time, each pinned to the
+    version its listing gave, as a store answers each GET after a round trip."""
 
-    def read_one(file: LayoutFile) -> Checkpoint | ReadError:
+    def read_one(file: LayoutFile) -> tuple[Checkpoint, str | None] | ReadError:
         try:
             if isinstance(boundary, RemoteFolder):
-                return read_object(boundary.open(boundary.name_of(file.path)), limits or Limits())
-            return read_inside(file.path, boundary, limits=limits)
+                return read_object_records(boundary.open(boundary.name_of(file.path)), limits or Limits())
+            return read_inside(file.path, boundary, limits=limits), None
         except ReadError as error:
             return error
 

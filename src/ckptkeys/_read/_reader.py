@@ -38,14 +38,14 @@ from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
 from ._source import HEAD_BYTES, TAIL_BYTES, RangedStream, RemoteObject, is_url, open_remote
 from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
-from ._zip import LOCAL_SIGNATURE, Member, open_archive
+from ._zip import LOCAL_HEADER_SIZE, LOCAL_SIGNATURE, Member, open_archive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, BinaryIO, Final, Literal
 
-__all__ = ["Checkpoint", "read", "read_inside", "read_object"]
+__all__ = ["Checkpoint", "read", "read_inside", "read_object", "read_object_records"]
 
 # torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 LEGACY_MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
@@ -179,6 +179,13 @@ def _read_remote(url: str, limits: Limits, storage_options: Mapping[str, Any] | 
 def read_object(source: RemoteObject, limits: Limits) -> Checkpoint:
     """:func:`read` of a remote object (from :func:`open_remote`, or a folder's listing: no HEAD):
     the head and the tail in one round of ranged GETs, then only what they miss."""
+    return read_object_records(source, limits)[0]
+
+
+def read_object_records(source: RemoteObject, limits: Limits) -> tuple[Checkpoint, str | None]:
+    """:func:`read_object`, and why a storage record of the zip ends past the object (None if
+    none is found): what ``validate`` checks of a local file by reading the record's local
+    header, here while the object's head and tail are held (see :func:`_record_ends`)."""
     url = source.url
     ranged = RangedStream(source)
     stream = cast("BinaryIO", ranged)  # a seekable binary file, as the readers want
@@ -188,17 +195,55 @@ def read_object(source: RemoteObject, limits: Limits) -> Checkpoint:
         head = stream.read(len(LOCAL_SIGNATURE))
         if head == LOCAL_SIGNATURE:
             checkpoint = _read_zip(url, stream, size, limits)
+            records = _record_ends(url, ranged, checkpoint, limits)
         elif not head:
             raise NotACheckpointError(url, "is empty")
         else:
             _refuse_tar(url, stream)
             checkpoint = _read_legacy_remote(url, stream, size, limits)
+            records = None  # its storages' extent is checkpoint.storages_end, as for a local file
     except ReadError as error:
         if error.path == url and "changed while being read" not in error.reason:
             source.confirm()  # a file refused because it changed is refused as changed
         raise
     source.confirm()
-    return checkpoint
+    return checkpoint, records
+
+
+# torch.save aligns each record's data to 64 bytes by the local header's extra field: 4 bytes of
+# field header and fewer than 64 of padding.
+_ALIGNMENT_EXTRA: Final = 4 + 63
+
+
+def _record_ends(url: str, ranged: RangedStream, checkpoint: Checkpoint, limits: Limits) -> str | None:
+    """Why a storage record ends past the object, as a local file's check says it, or None.
+
+    A record's data start after its local header's name and extra field, so where they end is
+    exact only from that header. Headers the head and tail hold are read exactly; for the others
+    the central directory bounds the end: at least ``header + 30 + data`` (past the object: the
+    header is fetched, exactly), at most ``header + 30 + name + 67 + data`` with torch's alignment
+    padding (inside the object: it fits, no GET). Only a header between the two bounds is fetched,
+    all of them in one round; a torch file has none (its last record is followed by others).
+    """
+    if not checkpoint.storages:
+        return None
+    stream = cast("BinaryIO", ranged)
+    archive = open_archive(url, stream, checkpoint.size, limits)  # the directory: held already
+    members = [m for s in checkpoint.storages.values() if (m := archive.find(f"data/{s.key}")) is not None]
+    unsettled = []
+    for member in members:
+        header = (member.header_offset, member.header_offset + LOCAL_HEADER_SIZE)
+        most = header[1] + len(member.raw_name) + _ALIGNMENT_EXTRA + member.compressed_size
+        if not ranged.holds(*header) and most > checkpoint.size:
+            unsettled.append(header)
+    ranged.prefetch(unsettled)
+    for member in members:
+        if ranged.holds(member.header_offset, member.header_offset + LOCAL_HEADER_SIZE):
+            try:
+                archive.data_offset(member)  # raises for a record that ends past the object
+            except CorruptCheckpointError as error:
+                return error.reason
+    return None
 
 
 def _read_legacy_remote(name: str, stream: BinaryIO, size: int, limits: Limits) -> Checkpoint:

@@ -263,6 +263,10 @@ class RangedStream(io.RawIOBase):
         for (start, _), data in zip(missing, self.source.fetch(missing), strict=True):
             self._parts[start] = data
 
+    def holds(self, start: int, end: int) -> bool:
+        """Whether the bytes ``[start, end)`` (clipped to the object) are fetched already."""
+        return not self._gaps(max(0, start), min(self.source.size, end))
+
     def _gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         gaps = []
         at = start

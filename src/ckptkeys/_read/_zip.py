@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from ._limits import Limits
 
-__all__ = ["Archive", "Member", "open_archive"]
+__all__ = ["LOCAL_HEADER_SIZE", "Archive", "Member", "open_archive"]
 
 LOCAL_SIGNATURE: Final = b"PK\x03\x04"  # torch.serialization._is_zipfile: the file starts with it
 _END_SIGNATURE: Final = b"PK\x05\x06"
@@ -59,6 +59,7 @@ _ZIP64_END_SIZE: Final = 56
 _CENTRAL_SIGNATURE: Final = b"PK\x01\x02"
 _CENTRAL_SIZE: Final = 46
 _LOCAL_SIZE: Final = 30
+LOCAL_HEADER_SIZE: Final = _LOCAL_SIZE  # a local header before its name and extra field
 # miniz scans the file backwards in 4 KiB blocks for the end record, and gives up once it has
 # looked 64 KiB + 22 bytes back (the largest comment).
 _SCAN_BLOCK: Final = 4096
