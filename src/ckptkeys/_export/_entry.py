@@ -290,7 +290,11 @@ def _tag_layout(
     if not is_url(chosen.path):
         return scan(chosen.path, read=True).tags[0], about, None
     folder = list_remote(chosen.path, storage_options)
-    return scan(chosen.path, read=True, storage_options=storage_options).tags[0], about, folder
+    read = scan(chosen.path, read=True, storage_options=storage_options).tags[0]
+    for error in read.read_errors.values():
+        if type(error) is ReadError:  # the store (access, network, throttling, a changed object), not the file
+            raise error
+    return read, about, folder
 
 
 def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:
