@@ -8,7 +8,7 @@ uploads each save folder (default: a synthetic ZeRO-2 save of ~250 MB, written w
 processes:
 
 * ``ckptkeys export s3://bench/<save> OUT --storage-options endpoint_url=...``: the plan from the
-  listing and ranged reads, the fp32 masters' byte ranges fetched (8 GETs of at most 8 MiB ahead);
+  listing and ranged reads, the fp32 masters' byte ranges fetched (8 GETs of at most 4 MiB ahead);
 * ``s3fs`` ``fs.get(<save>, DIR, recursive=True)`` (every byte of every file), then
   ``ckptkeys export DIR OUT`` (the local export: ``copy_file_range``).
 

@@ -5,7 +5,7 @@ starts (``_tensor_bytes.reads_of``): each tensor's byte ranges in turn, an avera
 slices chunk by chunk. A :class:`Feed` fetches that sequence ahead of the writer as ranged GETs
 of at most :data:`FETCH_BYTES`, the ranges of one object that touch merged into one, and holds at
 most :data:`FETCHES_AHEAD` of them, in flight or waiting to be written: an export from a URL holds
-at most ``FETCHES_AHEAD * FETCH_BYTES`` (64 MiB) of tensor bytes, whatever the model's size. Each
+at most ``FETCHES_AHEAD * FETCH_BYTES`` (32 MiB) of tensor bytes, whatever the model's size. Each
 byte of the sequence is fetched once, never a whole object, every GET pinned to the version the
 listing gave (``_read._source``): an object replaced meanwhile is refused as changed.
 """
@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 __all__ = ["FETCHES_AHEAD", "FETCH_BYTES", "Feed", "blocks"]
 
 # The largest ranged GET: large enough that a GET's round trip is small beside its transfer,
-# small enough that FETCHES_AHEAD of them stay well under the 150 MB the issue allows.
-FETCH_BYTES: Final = 8 << 20
+# small enough that FETCHES_AHEAD of them stay under the 150 MB the issue allows: the store's
+# client holds a body twice while it joins its chunks, so 8 GETs of 8 MiB peaked at 170 MB
+# (bench/bench_remote_export.py --ranged-moto: ranges served at loopback speed), 8 of 4 MiB at 114 MB.
+FETCH_BYTES: Final = 4 << 20
 # GETs fetched ahead of the writer, in flight or done and waiting: enough to keep a store's
 # bandwidth busy while the writer copies, casts or averages.
 FETCHES_AHEAD: Final = 8

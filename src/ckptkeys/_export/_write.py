@@ -423,7 +423,7 @@ def export(
 
     :func:`plan_export` with the same arguments, then :func:`write_export`. ``path`` may be a URL
     (``storage_options`` for its filesystem): its tensors' bytes are fetched by ranged GETs, at most
-    ``FETCHES_AHEAD * FETCH_BYTES`` (64 MiB) held at a time, into the local ``out_dir`` (docs/remote.md).
+    ``FETCHES_AHEAD * FETCH_BYTES`` (32 MiB) held at a time, into the local ``out_dir`` (docs/remote.md).
     """
     plan = plan_export(
         path,
