@@ -92,7 +92,7 @@ def main() -> None:
     fs.mkdir("bench")
     files = sorted(args.checkpoint.glob("*.pt"))
     for path in files:
-        fs.put_file(str(path), f"bench/{path.name}")
+        fs.put_file(str(path), f"bench/{path.parent.name}/{path.name}")
     total_bytes = sum(p.stat().st_size for p in files)
     print(f"{args.checkpoint}: {len(files)} files, {total_bytes:,} bytes, moto on {host}:{port}")
     print(f"{'file':<52} {'strategy':<28} {'GETs':>5} {'HEADs':>5} {'bytes':>13}")
@@ -103,7 +103,7 @@ def main() -> None:
         "s3fs cache_type='none'": {"cache_type": "none"},
     }
     for path in files:
-        key = f"/bench/{path.name}"
+        key = f"/bench/{path.parent.name}/{path.name}"
         local = pprint.pformat(ckptkeys.read(path).data)
         for label, open_options in strategies.items():
             fs.invalidate_cache()
@@ -118,15 +118,52 @@ def main() -> None:
             print(f"{path.name:<52} {label:<28} {gets:>5} {heads:>5} {sent:>13,}{note}")
     for label, (gets, heads, sent) in totals.items():
         print(f"{'all files':<52} {label:<28} {gets:>5} {heads:>5} {sent:>13,}")
+    _inspect(counter, options, files)
     server.stop()
+
+
+def _inspect(counter: Counter, options: dict[str, Any], files: list[pathlib.Path]) -> None:
+    """``ckptkeys inspect s3://bench/TAG --json`` (the uploaded tag folder): the requests
+    the whole command makes, per ``.pt`` and in all, and whether its document is the local one's."""
+    import contextlib
+    import io
+    import json
+
+    from ckptkeys._cli._main import main as command
+
+    def document(target: str, *more: str) -> dict[str, Any]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            command(["inspect", target, "--json", "--quiet", *more])
+        found: dict[str, Any] = json.loads(out.getvalue().replace(target.rstrip("/"), "ROOT"))
+        return found
+
+    tag = files[0].parent.name
+    mark = len(counter.log)
+    remote = document(f"s3://bench/{tag}", "--storage-options", json.dumps(options))
+    with counter.lock:
+        log = counter.log[mark:]
+    print(f"\nckptkeys inspect s3://bench/{tag} --json (the tag folder):")
+    for path in files:
+        mine = [entry for entry in log if entry[1] == f"/bench/{tag}/{path.name}"]
+        gets = [entry for entry in mine if entry[0] == "GET"]
+        heads = sum(entry[0] == "HEAD" for entry in mine)
+        whole = sum(entry[2] is None for entry in gets)
+        print(f"  {path.name:<50} {len(gets)} GETs ({whole} whole), {heads} HEADs, {sum(e[3] for e in gets):,} bytes")
+    lists = sum(entry[0] == "GET" and entry[1].strip("/") == "bench" for entry in log)
+    print(f"  all: {len(log)} requests ({lists} LIST), {sum(e[3] for e in log if e[0] == 'GET'):,} bytes")
+    folder = files[0].parent
+    if sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in files):
+        same = remote == document(str(folder))
+        print(f"  the document {'equals' if same else 'DIFFERS FROM'} the local folder's (paths aside)")
 
 
 def _read(fs: Any, path: pathlib.Path, options: dict[str, Any], open_options: dict[str, Any] | None) -> Any:
     """The structure of the uploaded copy of ``path``: by ``ckptkeys.read`` of its URL (``open_options``
     None), or by the same zip reader on an s3fs file object opened with ``open_options``."""
     if open_options is None:
-        return ckptkeys.read(f"s3://bench/{path.name}", storage_options=options).data
-    with fs.open(f"bench/{path.name}", "rb", **open_options) as stream:
+        return ckptkeys.read(f"s3://bench/{path.parent.name}/{path.name}", storage_options=options).data
+    with fs.open(f"bench/{path.parent.name}/{path.name}", "rb", **open_options) as stream:
         return _read_zip(str(path), stream, path.stat().st_size, Limits()).data
 
 

@@ -6,6 +6,8 @@ them; the server is one per test session, each test gets a fresh bucket.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import pathlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -120,17 +122,27 @@ class _Counter:
         }
 
 
+_SERVER: list[tuple[str, _Counter]] = []  # the one server of the process, once started
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[tuple[str, _Counter]]:
+def s3_server() -> tuple[str, _Counter]:
+    """The S3 server (endpoint, request counter): one per process, however many test modules
+    import this fixture (each import is a fixture of its own to pytest; moto's store is one)."""
     pytest.importorskip("s3fs")
     server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    counter = _Counter(server._server.app)
-    server._server.app = counter
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}", counter
-    server.stop()
+    if not _SERVER:
+        server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        atexit.register(server.stop)
+        counter = _Counter(server._server.app)
+        server._server.app = counter
+        host, port = server.get_host_and_port()
+        _SERVER.append((f"http://{host}:{port}", counter))
+    return _SERVER[0]
+
+
+_BUCKETS = itertools.count()
 
 
 @pytest.fixture
@@ -152,7 +164,9 @@ def s3(s3_server: tuple[str, _Counter], monkeypatch: pytest.MonkeyPatch) -> Iter
     s3fs.S3FileSystem.clear_instance_cache()
     options = {"endpoint_url": endpoint}
     fs = s3fs.S3FileSystem(**options)  # the instance read() gets too: one session for the test
-    bucket = f"ckpt-{len(counter.log)}"
+    # Unique in the process: each module importing s3_server gets its own server (and counter), but
+    # moto's store is one per process, so a name from the counter's length would come round again.
+    bucket = f"ckpt-{next(_BUCKETS)}"
     fs.mkdir(bucket)
     yield S3(fs, bucket, options, counter)
     s3fs.S3FileSystem.clear_instance_cache()

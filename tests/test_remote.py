@@ -377,8 +377,8 @@ def test_remote_scan_errors_name_the_url(memory: Fetched) -> None:
     fsspec.filesystem("memory").pipe("memory://plain/notes.txt", b"x")
     with pytest.raises(ckptkeys.NotACheckpointError, match=r"^memory://plain: holds no DeepSpeed checkpoint"):
         ckptkeys.scan("memory://plain")
-    with pytest.raises(ValueError, match=r"^memory://plain: a remote folder: choosing a run's save"):
-        ckptkeys.scan("memory://plain", save="checkpoint-1")
+    with pytest.raises(ckptkeys.NotACheckpointError, match=r"^memory://plain: .*no tag folders and no save folders"):
+        ckptkeys.scan("memory://plain", save="checkpoint-1")  # a run's save is chosen remotely too: none here
     with pytest.raises(ValueError, match="storage_options apply to URLs only"):
         ckptkeys.scan(FIXTURES / "z2_bf16_ws2", storage_options={})
 

@@ -110,6 +110,11 @@ def test_s3_export_of_client_saves(s3: S3, tmp_path: pathlib.Path) -> None:
         for dtype in ("fp32", "auto"):
             local, remote = _export_both(s3, folder, prefix, tmp_path / f"{i}{dtype}", dtype=dtype)
             assert {n: b for n, b in local.items() if n.endswith(".safetensors")} == remote
+    # A run folder: its newest save, or the one --save names (scan_run over the listing).
+    upload(s3.put, TRAINER_SAVE.parent, "trainer-run")
+    for save in (None, "checkpoint-2"):
+        local, remote = _export_both(s3, TRAINER_SAVE.parent, "trainer-run", tmp_path / f"run-{save}", save=save)
+        assert {n: b for n, b in local.items() if n.endswith(".safetensors")} == remote
 
 
 def test_s3_export_command_with_storage_options(s3: S3, tmp_path: pathlib.Path) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 
 from .._read._files import read_small
+from .._read._source import RemoteFolder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,12 +120,13 @@ def client_state_framework(keys: Iterable[object]) -> tuple[str, tuple[str, ...]
     return None
 
 
-def save_step(path: str, boundary: str | None = None) -> int | None:
+def save_step(path: str, boundary: str | RemoteFolder | None = None) -> int | None:
     """The training step of the save folder at ``path``: from its name, else from ``trainer_state.json``.
 
     ``trainer_state.json`` is read only if it is a regular file of at most :data:`MAX_STATE_BYTES`
     inside ``boundary``: otherwise :class:`~ckptkeys.ReadError` names it and says why. A save
-    without one, or with one that holds no step, has no step (``None``).
+    without one, or with one that holds no step, has no step (``None``). A remote save's
+    ``boundary`` is the run's listing: the file is looked up there and read by one GET.
     """
     name = os.path.basename(os.path.normpath(path))
     for _, pattern in _STEP_NAMES:
@@ -132,9 +134,14 @@ def save_step(path: str, boundary: str | None = None) -> int | None:
         if match:
             return int(match.group(1))
     state = os.path.join(path, "trainer_state.json")
-    if not os.path.lexists(state):
+    if isinstance(boundary, RemoteFolder):
+        if not boundary.is_file(state):
+            return None
+        raw = boundary.read_small(state, MAX_STATE_BYTES)
+    elif not os.path.lexists(state):
         return None
-    raw = read_small(state, boundary=boundary, max_bytes=MAX_STATE_BYTES)
+    else:
+        raw = read_small(state, boundary=boundary, max_bytes=MAX_STATE_BYTES)
     try:
         step = json.loads(raw.decode("utf-8")).get("global_step")
     except (ValueError, AttributeError, RecursionError):

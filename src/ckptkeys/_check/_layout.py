@@ -29,7 +29,7 @@ from ..naming import CheckpointName, FileKind
 from . import _frameworks
 from ._folders import POINTER_KINDS, Entry, is_tag_folder, list_entries, read_pointer
 from ._problems import Problem, Severity
-from ._runs import scan_run
+from ._runs import run_of, scan_run
 from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
@@ -37,7 +37,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from typing import Any, Final, Literal
 
-__all__ = ["MAX_MISSING", "Layout", "LayoutFile", "MissingBudget", "TagLayout", "beyond_files", "read_dicts", "scan"]
+__all__ = [
+    "MAX_MISSING",
+    "Layout",
+    "LayoutFile",
+    "MissingBudget",
+    "TagLayout",
+    "beyond_files",
+    "read_dicts",
+    "scan",
+    "scan_listed",
+]
 
 # Files of one remote tag read at once (threads waiting on the store's GETs; each holds its few
 # hundred KB of head and tail while it is read).
@@ -178,9 +188,9 @@ def scan(
     """The layout of the save folder or tag folder at ``path``, or of a run folder's newest save.
 
     ``path`` may be a URL (``s3://bucket/run/``, any fsspec URL, ``storage_options`` passed to its
-    filesystem): the folder is listed once (names and sizes, no request per file), and with
-    ``read=True`` each file is read by ranged GETs as :func:`~ckptkeys.read` reads a URL. Run
-    folders are not yet recognised remotely.
+    filesystem): the folder is listed once (names and sizes, no request per file, a run's saves
+    included), and with ``read=True`` each file is read by ranged GETs as :func:`~ckptkeys.read`
+    reads a URL.
 
     With ``read=True`` every checkpoint file's pickle is read (never its tensors); a file
     that cannot be read is an ``unreadable-file`` problem, and the rest is still reported.
@@ -196,9 +206,8 @@ def scan(
     """
     root = os.fspath(path)
     if is_url(root):
-        if save is not None:
-            raise ValueError(f"{root}: a remote folder: choosing a run's save (save=) is not supported there yet")
-        return _scan_folder(root, read, limits, progress, storage_options)
+        listing = list_remote(root, storage_options)
+        return scan_listed(root, listing, read=read, limits=limits, progress=progress, save=save)
     if storage_options is not None:
         raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
     try:
@@ -212,17 +221,40 @@ def scan(
     return layout
 
 
+def scan_listed(
+    root: str,
+    listing: RemoteFolder,
+    *,
+    read: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    save: str | None = None,
+) -> Layout:
+    """:func:`scan` of the remote folder ``root`` from its one ``listing`` (``list_remote(root)``):
+    a save or tag folder, or a run folder's newest save (or ``save``), as a local folder is scanned."""
+    try:
+        layout = _scan_folder(root, read, limits, progress, listing)
+    except NotACheckpointError:
+        run = run_of(root, listing)
+        chosen = run.save(save) if save is not None else run.saves[0]
+        return replace(_scan_folder(chosen.path, read, limits, progress, listing), run=root)
+    if save is not None:
+        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
+    return layout
+
+
 def _scan_folder(
     root: str,
     read: bool,
     limits: Limits | None,
     progress: Callable[[int, int], None] | None,
-    storage_options: Mapping[str, Any] | None = None,
+    listing: RemoteFolder | None = None,
 ) -> Layout:
-    """A save folder or a tag folder (a local path, or a URL: then one listing stands for the folder)."""
+    """A save folder or a tag folder (a local path, or a URL: then one listing, of it or of a folder
+    above it, stands for the folder)."""
     boundary: str | RemoteFolder
-    if is_url(root):
-        boundary = list_remote(root, storage_options)  # "does not exist" when nothing is under it
+    if listing is not None:
+        boundary = listing
     else:
         if not os.path.exists(root):
             raise ReadError(root, "does not exist")

@@ -1,5 +1,8 @@
 """``scan_run()``: a run, a folder of save folders (a Trainer ``output_dir``, a Lightning
-``dirpath``, Accelerate's ``checkpoints/``), its saves newest first; no checkpoint file is read."""
+``dirpath``, Accelerate's ``checkpoints/``), its saves newest first; no checkpoint file is read.
+
+A remote run (a URL) is its one listing (``_read._source.RemoteFolder``): its saves, their tag
+folders and ``trainer_state.json`` are found there, with no listing per sub-folder."""
 
 from __future__ import annotations
 
@@ -9,11 +12,17 @@ from dataclasses import dataclass
 from .._keys._registry import NamingKeys
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._repr import counted, one_line, severities
+from .._read._source import RemoteFolder, is_url, list_remote
 from . import _frameworks
 from ._folders import is_tag_folder, list_entries
 from ._problems import Problem, Severity
 
-__all__ = ["Run", "Save", "scan_run"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Final
+
+__all__ = ["Run", "Save", "run_of", "scan_run"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -69,23 +78,36 @@ class Run:
         return f"no save {name!r}; the saves are: {', '.join(s.name for s in self.saves)}"
 
 
-def scan_run(path: str | os.PathLike[str]) -> Run:
+def scan_run(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Run:
     """The saves of the run folder at ``path``, newest first; no checkpoint file is read.
 
+    ``path`` may be a URL (``storage_options`` passed to its filesystem): the run is listed once
+    (one recursive listing: its saves, their tags and side files), never a listing per save.
     Raises :class:`~ckptkeys.ReadError` if ``path`` is not a readable folder, and
-    :class:`~ckptkeys.NotACheckpointError` if none of its subfolders is a save folder.
+    :class:`~ckptkeys.NotACheckpointError` if none of its subfolders is a save folder;
+    ``ValueError`` for ``storage_options`` with a local path.
     """
     root = os.fspath(path)
+    if is_url(root):
+        return run_of(root, list_remote(root, storage_options))
+    if storage_options is not None:
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
     if not os.path.isdir(root):
         raise ReadError(root, "does not exist" if not os.path.exists(root) else "is a file, not a folder")
-    boundary = os.path.realpath(root)
+    return run_of(root, os.path.realpath(root))
+
+
+def run_of(root: str, boundary: str | RemoteFolder) -> Run:
+    """The run folder ``root``: listed inside ``boundary`` (a local folder's real path), or from a
+    remote folder's listing (``root`` or a folder in it)."""
     problems: list[Problem] = []
     saves: list[Save] = []
     framework_files: list[str] = []
     others: list[str] = []
     for entry in list_entries(root, boundary, problems):
         if entry.is_dir and _is_save_folder(entry.path, boundary):
-            saves.append(Save(entry.name, entry.path, _step(entry.path, boundary, problems), _mtime(entry.path)))
+            step = _step(entry.path, boundary, problems)
+            saves.append(Save(entry.name, entry.path, step, _mtime(entry.path, boundary)))
         elif not entry.is_dir and _frameworks.is_framework_file(entry.name):
             framework_files.append(entry.name)
         else:
@@ -103,7 +125,7 @@ def scan_run(path: str | os.PathLike[str]) -> Run:
     return Run(root, framework, tuple(saves), tuple(framework_files), tuple(others), tuple(problems))
 
 
-def _step(path: str, boundary: str, problems: list[Problem]) -> int | None:
+def _step(path: str, boundary: str | RemoteFolder, problems: list[Problem]) -> int | None:
     try:
         return _frameworks.save_step(path, boundary)
     except ReadError as error:
@@ -113,7 +135,7 @@ def _step(path: str, boundary: str, problems: list[Problem]) -> int | None:
         return None
 
 
-def _is_save_folder(path: str, boundary: str) -> bool:
+def _is_save_folder(path: str, boundary: str | RemoteFolder) -> bool:
     """A folder with a ``latest`` pointer or a tag folder in it (not itself a tag folder)."""
     try:
         entries = list_entries(path, boundary, [])
@@ -133,10 +155,31 @@ def _is_save_folder(path: str, boundary: str) -> bool:
     return False
 
 
-def _mtime(path: str) -> float:
+def _mtime(path: str, boundary: str | RemoteFolder) -> float:
+    if isinstance(boundary, RemoteFolder):  # a store's folders have no time: the latest file's, as listed
+        return _listed_time(boundary, os.path.join(path, NamingKeys.LATEST))
     for candidate in (os.path.join(path, NamingKeys.LATEST), path):
         try:
             return os.stat(candidate).st_mtime
         except OSError:
             continue
+    return 0.0
+
+
+# The fields of a listing entry that tell when the object was written: S3's, GCS's, memory://'s.
+_TIME_FIELDS: Final = ("LastModified", "mtime", "updated", "created", "last_modified")
+
+
+def _listed_time(listing: RemoteFolder, url: str) -> float:
+    """When the listed file ``url`` was written (a POSIX time), or 0.0 when the listing does not say."""
+    if not listing.is_file(url):
+        return 0.0
+    info = listing.entries[listing.name_of(url)]
+    for name in _TIME_FIELDS:
+        value = info.get(name)
+        timestamp = getattr(value, "timestamp", None)  # a datetime
+        if callable(timestamp):
+            return float(timestamp())
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
     return 0.0

@@ -13,13 +13,28 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .._read._errors import AmbiguousFileError, NotACheckpointError, ReadError
-from .._read._reader import read
+from .._read._limits import Limits
+from .._read._reader import read, read_object
 from .._read._repr import counted
 from .._read._repr import severities as _severities
-from .._read._safetensors import SafetensorsFile, read_safetensors
+from .._read._safetensors import SafetensorsFile, read_safetensors, read_safetensors_object
+from .._read._source import RemoteObject, is_url, open_remote
 from ._problems import Problem, Severity
 
-__all__ = ["SafetensorsReport", "describe_safetensors", "severities", "validate_safetensors"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from .._read._reader import Checkpoint
+
+__all__ = [
+    "SafetensorsReport",
+    "describe_safetensors",
+    "safetensors_object_report",
+    "severities",
+    "validate_safetensors",
+]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -58,7 +73,7 @@ def describe_safetensors(file: SafetensorsFile) -> str:
     return f"a safetensors file of {count} tensor{'' if count == 1 else 's'}{by_dtype}"
 
 
-def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
+def _not_a_torch_file(path: str, file: SafetensorsFile, read_torch: Callable[[], Checkpoint]) -> None:
     """Refuse a file ``torch.load`` would read as a pickle too: shown as safetensors, it would hide
     what the pickle names.
 
@@ -68,7 +83,7 @@ def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
     makes the file two things at once: :class:`~ckptkeys.AmbiguousFileError`, with the globals.
     """
     try:
-        checkpoint = read(path)
+        checkpoint = read_torch()
     except NotACheckpointError as error:
         if not error.globals:
             return
@@ -90,15 +105,34 @@ def _not_a_torch_file(path: str, file: SafetensorsFile) -> None:
     raise ambiguous
 
 
-def validate_safetensors(path: str | os.PathLike[str]) -> SafetensorsReport:
+def validate_safetensors(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> SafetensorsReport:
     """Read the safetensors file at ``path`` and say what it is (a ``not-deepspeed`` information).
 
     Raises :class:`~ckptkeys.SafetensorsHeaderError` for a header the format refuses,
     :class:`~ckptkeys.AmbiguousFileError` for a file ``torch.load`` would unpickle too (a
-    polyglot), and :class:`~ckptkeys.ReadError` for a file that cannot be read.
+    polyglot), and :class:`~ckptkeys.ReadError` for a file that cannot be read. ``path`` may be a
+    URL (``storage_options`` passed to its filesystem).
     """
     root = os.fspath(path)
+    if is_url(root):
+        return safetensors_object_report(open_remote(root, storage_options))
+    if storage_options is not None:
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
     file = read_safetensors(root)
-    _not_a_torch_file(root, file)
+    _not_a_torch_file(root, file, lambda: read(root))
+    return _report(root, file)
+
+
+def safetensors_object_report(source: RemoteObject) -> SafetensorsReport:
+    """:func:`validate_safetensors` of a remote object: its header (two ranged GETs), then the
+    polyglot check, which reads it as ``read`` reads a URL (its head and tail, pinned to the same version)."""
+    file = read_safetensors_object(source)
+    _not_a_torch_file(source.url, file, lambda: read_object(source, Limits()))
+    return _report(source.url, file)
+
+
+def _report(root: str, file: SafetensorsFile) -> SafetensorsReport:
     info = Problem(Severity.INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {describe_safetensors(file)}", root)
     return SafetensorsReport(root, file, (info,))

@@ -15,6 +15,9 @@ than one set of weights (``model.safetensors`` beside an index), transformers lo
 the sets differ. A subfolder named like DeepSpeed's tags (``global_stepN``) in a folder with no
 DeepSpeed checkpoint is a save that did not finish
 (``incomplete-tag``, an error: a Trainer resuming with DeepSpeed finds ``global_step*`` and fails).
+
+A remote folder (a URL) is its one listing: the index read by one GET, each safetensors file by its
+length and header (two ranged GETs, never a tensor byte), each torch file as ``read`` reads a URL.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from dataclasses import dataclass
 
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._files import read_small
-from .._read._reader import Checkpoint, read_inside
-from .._read._safetensors import SafetensorsFile, read_safetensors
+from .._read._limits import Limits
+from .._read._reader import Checkpoint, read_inside, read_object
+from .._read._safetensors import SafetensorsFile, read_safetensors, read_safetensors_object
+from .._read._source import RemoteFolder, is_url, list_remote
 from .._read._torch import TensorInfo
 from ._problems import Problem, Severity
 from ._safetensors_files import severities
@@ -35,6 +40,7 @@ from ._security import globals_problems, read_error_problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, Final
 
 __all__ = ["WeightsFolderReport", "WeightsIndex", "is_weights_folder", "validate_weights_folder"]
@@ -118,20 +124,34 @@ def _tensor_sizes(file: SafetensorsFile | Checkpoint) -> dict[str, int]:
     return {str(k): v.nbytes for k, v in data.items() if isinstance(v, TensorInfo)}
 
 
-def is_weights_folder(path: str) -> bool:
-    """Whether the folder at ``path`` holds an index or a ``model.safetensors``/``pytorch_model.bin``."""
+def is_weights_folder(path: str, listing: RemoteFolder | None = None) -> bool:
+    """Whether the folder at ``path`` (remote: a folder of ``listing``) holds an index or a
+    ``model.safetensors``/``pytorch_model.bin``."""
     try:
-        names = os.listdir(path)
-    except OSError:
+        names = _names(path, listing)
+    except (OSError, ReadError):
         return False
     return any(n.endswith(_INDEX_SUFFIXES) for n in names) or any(n in names for n in _SINGLE_FILES)
 
 
-def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) -> WeightsIndex | None:
+def _names(path: str, listing: RemoteFolder | None) -> list[str]:
+    """The entries of the folder ``path``: listed, or from the remote ``listing`` (OSError, ReadError)."""
+    if listing is None:
+        return os.listdir(path)
+    return [name for name, _, _ in listing.children(path)]
+
+
+def _read_index(
+    path: str, name: str, boundary: str | RemoteFolder, problems: list[Problem]
+) -> WeightsIndex | None:
     where = os.path.join(path, name)
     try:
+        if isinstance(boundary, RemoteFolder):
+            raw = boundary.read_small(where, _MAX_INDEX_BYTES)
+        else:
+            raw = read_small(where, boundary=boundary, max_bytes=_MAX_INDEX_BYTES)
         # Decoded strictly, as transformers opens it (encoding="utf-8"): a BOM is no JSON for it.
-        document = json.loads(read_small(where, boundary=boundary, max_bytes=_MAX_INDEX_BYTES).decode("utf-8"))
+        document = json.loads(raw.decode("utf-8"))
     except ReadError as error:
         problems.append(Problem(E, "unreadable-index", error.reason, where))
         return None
@@ -151,22 +171,41 @@ def _read_index(path: str, name: str, boundary: str, problems: list[Problem]) ->
     return WeightsIndex(name, total if type(total) is int else None, metadata, weight_map)
 
 
-def _read_weights(path: str, boundary: str) -> SafetensorsFile | Checkpoint:
+def _read_weights(path: str, boundary: str | RemoteFolder) -> SafetensorsFile | Checkpoint:
+    if isinstance(boundary, RemoteFolder):
+        source = boundary.open(boundary.name_of(path))
+        if path.endswith(".safetensors"):
+            return read_safetensors_object(source)
+        return read_object(source, Limits())
     if path.endswith(".safetensors"):
         return read_safetensors(path, boundary=boundary)
     return read_inside(path, boundary)
 
 
-def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport:
+def validate_weights_folder(
+    path: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    listing: RemoteFolder | None = None,
+) -> WeightsFolderReport:
     """Read the weights folder at ``path`` (shards and index, or one weight file) and check it.
 
+    ``path`` may be a URL (``storage_options`` passed to its filesystem; ``listing``: a listing
+    already made of it or of a folder above it): listed once, each file read by ranged GETs.
     Raises :class:`~ckptkeys.NotACheckpointError` if it holds no index, ``model.safetensors`` nor
     ``pytorch_model.bin``, and :class:`~ckptkeys.ReadError` if it cannot be listed.
     """
     root = os.fspath(path)
-    boundary = os.path.realpath(root)
+    boundary: str | RemoteFolder
+    if is_url(root):
+        boundary = listing if listing is not None else list_remote(root, storage_options)
+    elif storage_options is not None or listing is not None:
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
+    else:
+        boundary = os.path.realpath(root)
+    remote = boundary if isinstance(boundary, RemoteFolder) else None
     try:
-        names = sorted(os.listdir(root))
+        names = sorted(_names(root, remote))
     except OSError as error:
         raise ReadError(root, f"cannot be listed: {error.strerror or error}") from None
     problems: list[Problem] = []
@@ -204,7 +243,7 @@ def validate_weights_folder(path: str | os.PathLike[str]) -> WeightsFolderReport
         if indexes and _SHARD_NAME.fullmatch(name) and name not in listed:
             problems.append(Problem(W, "unlisted-shard", "a weight file no index names", os.path.join(root, name)))
     problems += _shadowed(root, names, indexes, files)
-    problems += _unfinished_tags(root, names)
+    problems += _unfinished_tags(root, names, remote)
     problems.append(Problem(INFO, "not-deepspeed", f"not a DeepSpeed checkpoint: {_describe(indexes, files)}", root))
     return WeightsFolderReport(root, tuple(indexes), files, tuple(problems))
 
@@ -322,13 +361,21 @@ def _shadowed(
     return problems
 
 
-def _unfinished_tags(root: str, names: list[str]) -> list[Problem]:
+def _unfinished_tags(root: str, names: list[str], listing: RemoteFolder | None) -> list[Problem]:
     """Subfolders named like DeepSpeed's default tag in a folder where scan found no DeepSpeed save
     (a subfolder holding DeepSpeed files would have been found as one)."""
     problems = []
+    folders = {name for name, is_dir, _ in listing.children(root) if is_dir} if listing is not None else set()
     for name in names:
         where = os.path.join(root, name)
-        if not _TAG_NAME.fullmatch(name) or not os.path.isdir(where):
+        if not _TAG_NAME.fullmatch(name):
+            continue
+        if listing is not None:  # a store's folder is a prefix with objects under it: never empty, never a link
+            if name in folders:
+                said = "a tag folder's name, but no DeepSpeed file"
+                problems.append(Problem(E, "incomplete-tag", f"{said}: a DeepSpeed save that did not finish?", where))
+            continue
+        if not os.path.isdir(where):
             continue
         if os.path.islink(where):  # not followed (it may lead anywhere), but not passed over either
             target = os.path.realpath(where)

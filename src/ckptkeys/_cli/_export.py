@@ -29,7 +29,7 @@ def add_export(commands: argparse._SubParsersAction[Any]) -> None:
     command = commands.add_parser("export", help=text, description=text[0].upper() + text[1:] + ".")
     command.add_argument(
         "path", metavar="CHECKPOINT", help="run folder (its newest save, or --save), save folder (its latest tag, "
-        "or --tag) or tag folder; or a save or tag folder's URL (s3://, gs://, hf://: see --storage-options)"
+        "or --tag) or tag folder; or such a folder's URL (s3://, gs://, hf://: see --storage-options)"
     )  # fmt: skip
     command.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write into (created if absent)")
     command.add_argument("--save", metavar="NAME", help="a run: export the save NAME (default: the newest)")

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from .._keys import _registry, _render
 from .._keys._strenum import KeyGroup
@@ -17,6 +17,7 @@ from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._lint import add_lint, run_lint
 from ._signals import Interrupted
+from ._storage import add_storage_options, storage_options
 from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
 
 TYPE_CHECKING = False
@@ -113,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
             "path",
             nargs="?" if name == "inspect" else None,
             metavar="PATH",
-            help="run folder, save folder, tag folder or checkpoint file",
+            help="run folder, save folder, tag folder or checkpoint file; or its URL (s3://, gs://, hf://, ...)",
         )
         command.add_argument("--json", action="store_true", help="one JSON document (docs/cli.md), errors included")
         quiet = "no progress line"
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         saves.add_argument("--all", action="store_true", dest="all_saves", help="a run: report every save")
         saves.add_argument("--save", metavar="NAME", help="a run: report the save NAME (default: the newest)")
         _add_selection(command)
+        add_storage_options(command)
         if name == "inspect":
             command.add_argument("--depth", type=int, default=1, metavar="N", help="levels of the key trees (1)")
             command.add_argument(
@@ -258,6 +260,10 @@ def _check(args: argparse.Namespace) -> int:
         chosen, config = selection(args)
     except ConfigError as error:
         return _fail(args, EXIT_USAGE, "UsageError", str(error))
+    try:
+        options = storage_options(args.storage_options, args.path)
+    except ValueError as error:
+        return _fail(args, EXIT_USAGE, "UsageError", str(error))
     progress = _Progress(not args.quiet)
     try:
         document = build_report(
@@ -268,13 +274,17 @@ def _check(args: argparse.Namespace) -> int:
             all_saves=args.all_saves,
             progress=progress,
             selection=chosen,
+            storage_options=options,
         )
     except ReadError as error:
         progress.close()
         return fail_read(command, error, json_too=args.json, path=args.path)
     except (KeyError, ValueError) as error:  # --save NAME the run lacks; --all or --save off a run
         progress.close()
-        message = str(error) if isinstance(error, ValueError) else f"{args.path}: {_no_save(args.path, args.save)}"
+        if isinstance(error, ValueError):
+            message = str(error)
+        else:
+            message = f"{args.path}: {_no_save(args.path, args.save, options)}"
         return _fail(args, EXIT_USAGE, "UsageError", message)
     progress.close()
     document["selection"]["config"] = config
@@ -303,10 +313,10 @@ def _check_usage(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _no_save(path: str, name: str) -> str:
+def _no_save(path: str, name: str, options: dict[str, Any] | None) -> str:
     from .._check._runs import scan_run
 
-    return scan_run(path).no_save(name)
+    return scan_run(path, storage_options=options).no_save(name)
 
 
 def _fail(

@@ -30,7 +30,7 @@ from ._report_safetensors import safetensors_entry, safetensors_tree, weights_do
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any, Final
 
 __all__ = ["SCHEMA_VERSION", "build_report", "read_error"]
@@ -234,9 +234,12 @@ def build_report(
     all_saves: bool = False,
     progress: Callable[[int, int], None] | None = None,
     selection: Selection | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report on ``path`` (a run, a save folder, a tag folder or one file), from :func:`validate_path`,
     with the problems ``selection`` shows (``Selection.report``; the default: every one).
+    ``path`` may be a URL (``storage_options`` for its filesystem): the report is the local copy's,
+    every path a URL.
 
     Raises ReadError if PATH is unreadable or holds no checkpoint, KeyError for a ``save`` the
     run does not have, ValueError for ``save``/``all_saves`` on something that is not a run.
@@ -244,7 +247,9 @@ def build_report(
     fails) and are not part of the JSON.
     """
     selection = selection or Selection()
-    unselected = validate_path(path, save=save, all_saves=all_saves, progress=progress)
+    unselected = validate_path(
+        path, save=save, all_saves=all_saves, progress=progress, storage_options=storage_options
+    )
     result = selection.report(unselected)
     hidden = len(unselected.all_problems) - len(result.all_problems)
     if isinstance(result, RunReport):

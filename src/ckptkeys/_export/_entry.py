@@ -83,7 +83,7 @@ def plan_export(
     :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
     :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
 
-    ``path`` may be a URL of a save or tag folder (``s3://bucket/run/``, any fsspec URL;
+    ``path`` may be a URL of such a folder (``s3://bucket/run/``, any fsspec URL;
     ``storage_options`` passed to its filesystem, a ``ValueError`` with a local path): the plan
     comes from its one listing and ranged reads (:func:`~ckptkeys.scan`), each file pinned to the
     version listed, and its byte ranges are fetched from there when written (docs/remote.md).

@@ -37,7 +37,10 @@ from ._repr import counted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Final
+
+    from ._source import RemoteObject
 
 __all__ = [
     "DTYPE_BITS",
@@ -45,8 +48,10 @@ __all__ = [
     "SafetensorsFile",
     "SafetensorsTensor",
     "is_safetensors",
+    "is_safetensors_object",
     "looks_like_safetensors",
     "read_safetensors",
+    "read_safetensors_object",
 ]
 
 MAX_HEADER_SIZE: Final = 100_000_000
@@ -183,6 +188,12 @@ def is_safetensors(path: str, *, boundary: str | None = None) -> bool:
     return looks_like_safetensors(head, size)
 
 
+def is_safetensors_object(source: RemoteObject) -> bool:
+    """:func:`is_safetensors` of a remote object: its first bytes, one ranged GET."""
+    parts = source.fetch([(0, min(source.size, _N_LEN + _SNIFF))])
+    return looks_like_safetensors(parts[0] if parts else b"", source.size)
+
+
 def read_safetensors(path: str | os.PathLike[str], *, boundary: str | None = None) -> SafetensorsFile:
     """Read and check the header of the safetensors file at ``path``, without torch or the ``safetensors`` package.
 
@@ -194,23 +205,42 @@ def read_safetensors(path: str | os.PathLike[str], *, boundary: str | None = Non
     try:
         with io.BufferedReader(open_regular(name, boundary=boundary)) as stream:
             size = os.fstat(stream.fileno()).st_size
-            prefix = stream.read(_N_LEN)
-            if len(prefix) < _N_LEN:
-                raise SafetensorsHeaderError(name, f"is {size} bytes: too short for the 8-byte header length")
-            (length,) = struct.unpack("<Q", prefix)
-            if length > MAX_HEADER_SIZE:
-                raise SafetensorsHeaderError(
-                    name, f"declares a {length}-byte header; the format allows at most {MAX_HEADER_SIZE}"
-                )
-            if _N_LEN + length > size:
-                raise SafetensorsHeaderError(
-                    name, f"declares a {length}-byte header, but the file ends {size - _N_LEN} bytes after its length"
-                )
-            raw = stream.read(length)
+            return _read_header(name, size, lambda start, length: stream.read(length))
     except ReadError:
         raise
     except OSError as error:
         raise ReadError(name, f"cannot be read: {error.strerror or error}") from None
+
+
+def read_safetensors_object(source: RemoteObject) -> SafetensorsFile:
+    """:func:`read_safetensors` of a remote object (a URL's, or a folder listing's): its 8-byte
+    length, then exactly its header, two ranged GETs pinned to the version first seen; no tensor byte."""
+
+    def fetch(start: int, length: int) -> bytes:
+        parts = source.fetch([(start, min(source.size, start + length))])
+        return parts[0] if parts else b""
+
+    file = _read_header(source.url, source.size, fetch)
+    source.confirm()
+    return file
+
+
+def _read_header(name: str, size: int, read: Callable[[int, int], bytes]) -> SafetensorsFile:
+    """The header of a ``size``-byte safetensors file; ``read(start, length)`` gives its bytes from
+    ``start`` on (called with 0 then 8: a local stream reads on, a remote object fetches that range)."""
+    prefix = read(0, _N_LEN)
+    if len(prefix) < _N_LEN:
+        raise SafetensorsHeaderError(name, f"is {size} bytes: too short for the 8-byte header length")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER_SIZE:
+        raise SafetensorsHeaderError(
+            name, f"declares a {length}-byte header; the format allows at most {MAX_HEADER_SIZE}"
+        )
+    if _N_LEN + length > size:
+        raise SafetensorsHeaderError(
+            name, f"declares a {length}-byte header, but the file ends {size - _N_LEN} bytes after its length"
+        )
+    raw = read(_N_LEN, length)
     if len(raw) != length:  # the file shrank while being read
         raise SafetensorsHeaderError(name, f"ended inside its {length}-byte header")
     header = _parse(name, raw)
