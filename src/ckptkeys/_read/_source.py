@@ -304,10 +304,10 @@ class RangedStream(io.RawIOBase):
         source.held = {}
         self._pos = 0
 
-    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+    def prefetch(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> None:
         """Fetch ``ranges`` (clipped to the object) in one concurrent round, merging those less than
-        :data:`MIN_FETCH` apart, and leaving out what is held already."""
-        missing = self._missing(ranges)
+        ``gap`` apart (:data:`MIN_FETCH`; 0: only those that touch), and leaving out what is held already."""
+        missing = self._missing(ranges, gap)
         for (start, _), data in zip(missing, self.source.fetch(missing), strict=True):
             self._parts[start] = data
 
@@ -315,9 +315,9 @@ class RangedStream(io.RawIOBase):
         """Whether the bytes ``[start, end)`` (clipped to the object) are fetched already."""
         return not self._gaps(max(0, start), min(self.source.size, end))
 
-    def _missing(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    def _missing(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> list[tuple[int, int]]:
         """What :meth:`prefetch` fetches for ``ranges``: clipped, merged, and without what is held."""
-        return _missing(self.source.size, ranges, self._gaps)
+        return _missing(self.source.size, ranges, self._gaps, gap)
 
     def _gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         gaps = []
@@ -385,16 +385,19 @@ class RangedStream(io.RawIOBase):
 
 
 def _missing(
-    size: int, ranges: Sequence[tuple[int, int]], gaps: Callable[[int, int], list[tuple[int, int]]]
+    size: int,
+    ranges: Sequence[tuple[int, int]],
+    gaps: Callable[[int, int], list[tuple[int, int]]],
+    gap: int = MIN_FETCH,
 ) -> list[tuple[int, int]]:
     clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
     merged: list[tuple[int, int]] = []
     for start, end in clipped:
-        if merged and start <= merged[-1][1] + MIN_FETCH:  # close ranges: one GET
+        if merged and start <= merged[-1][1] + gap:  # close ranges: one GET
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))
-    return [gap for start, end in merged for gap in gaps(start, end)]
+    return [hole for start, end in merged for hole in gaps(start, end)]
 
 
 def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]) -> Iterator[T | ReadError]:
