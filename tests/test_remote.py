@@ -406,7 +406,7 @@ def test_remote_scan_reads_a_tags_files_concurrently_and_bounded(
 ) -> None:
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from ckptkeys._check._layout import REMOTE_READS
+    from ckptkeys._read._source import SYNC_FETCH_THREADS
 
     tag = tmp_path / "global_step3"  # 40 optimizer shards: more files than reads at once
     tag.mkdir()
@@ -442,4 +442,4 @@ def test_remote_scan_reads_a_tags_files_concurrently_and_bounded(
     url = "memory://wide/global_step3"
     assert _layout_text(remote, url, url) == _layout_text(ckptkeys.scan(tag, read=True), str(tag), url)
     assert not remote.tags[0].read_errors and len(remote.tags[0].checkpoints) == 41
-    assert 2 <= most[0] <= REMOTE_READS
+    assert 2 <= most[0] <= SYNC_FETCH_THREADS

@@ -13,7 +13,6 @@ what DeepSpeed wrote. It never follows a symlink out of the folder it was given.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .. import naming
@@ -23,7 +22,7 @@ from .._read._limits import Limits
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read_inside, read_object_records
 from .._read._repr import counted, nbytes, one_line, severities
-from .._read._source import RemoteFolder, is_url, list_remote
+from .._read._source import RemoteFolder, is_url, list_remote, read_many
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -49,9 +48,6 @@ __all__ = [
     "scan_listed",
 ]
 
-# Files of one remote tag read at once (threads waiting on the store's GETs; each holds its few
-# hundred KB of head and tail while it is read).
-REMOTE_READS: Final = 16
 # DeepSpeed's ds_config precision sections, in the order the engine checks them.
 _PRECISION_SECTIONS: Final = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"))
 _FLOAT_DTYPES: Final = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -473,22 +469,19 @@ def _read_files(
 ) -> Iterator[tuple[Checkpoint, str | None] | ReadError]:
     """Each file read, in order, with why a zip storage record of a remote file ends past it (None
     for a local file: ``validate`` checks it from the file). A local folder's one after another (a
-    disk answers at once); a remote folder's :data:`REMOTE_READS` at a time, each pinned to the
-    version its listing gave, as a store answers each GET after a round trip."""
-
-    def read_one(file: LayoutFile) -> tuple[Checkpoint, str | None] | ReadError:
-        try:
-            if isinstance(boundary, RemoteFolder):
-                return read_object_records(boundary.open(boundary.name_of(file.path)), limits or Limits())
-            return read_inside(file.path, boundary, limits=limits), None
-        except ReadError as error:
-            return error
-
-    if not isinstance(boundary, RemoteFolder) or len(files) < 2:
-        yield from map(read_one, files)
+    disk answers at once); a remote folder's through :func:`~ckptkeys._read._source.read_many`:
+    each file pinned to the version its listing gave, its head and tail fetched 32 files ahead
+    of the one parsed, its bytes dropped once parsed (memory flat in the number of files), as a
+    store answers each GET after a round trip."""
+    if isinstance(boundary, RemoteFolder):
+        sources = [boundary.open(boundary.name_of(file.path)) for file in files]
+        yield from read_many(sources, lambda source: read_object_records(source, limits or Limits()))
         return
-    with ThreadPoolExecutor(max_workers=min(REMOTE_READS, len(files))) as pool:
-        yield from pool.map(read_one, files)
+    for file in files:
+        try:
+            yield read_inside(file.path, boundary, limits=limits), None
+        except ReadError as error:
+            yield error
 
 
 def _no_optimizer_shards(

@@ -11,7 +11,9 @@ from typing import Any, Final
 
 from .._read._errors import ReadError
 from ._signals import raise_swallowed
+from .._read._source import is_url
 from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail, fail_read
+from ._storage import add_storage_options, storage_options
 
 __all__ = ["add_export", "run_export"]
 
@@ -27,7 +29,7 @@ def add_export(commands: argparse._SubParsersAction[Any]) -> None:
     command = commands.add_parser("export", help=text, description=text[0].upper() + text[1:] + ".")
     command.add_argument(
         "path", metavar="CHECKPOINT", help="run folder (its newest save, or --save), save folder (its latest tag, "
-        "or --tag) or tag folder"
+        "or --tag) or tag folder; or such a folder's URL (s3://, gs://, hf://: see --storage-options)"
     )  # fmt: skip
     command.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write into (created if absent)")
     command.add_argument("--save", metavar="NAME", help="a run: export the save NAME (default: the newest)")
@@ -56,6 +58,7 @@ def add_export(commands: argparse._SubParsersAction[Any]) -> None:
     command.add_argument("--index-only", action="store_true", help="write only model.safetensors.index.json")
     command.add_argument("--no-fsync", action="store_true", help="rename files without flushing them to disk first")
     command.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_storage_options(command)
 
 
 class _ByteProgress:
@@ -104,14 +107,18 @@ def run_export(args: argparse.Namespace) -> int:
         parse_size(args.max_shard_size)
     except ExportError as error:  # an OptionError
         return failed(EXIT_USAGE, f"--max-shard-size {args.max_shard_size}: {error.reason}")
-    if not os.path.lexists(args.path):  # as inspect and validate: a CHECKPOINT that is not there is a ReadError
+    try:
+        options = storage_options(args.storage_options, args.path)
+    except ValueError as error:
+        return failed(EXIT_USAGE, str(error))
+    if not is_url(args.path) and not os.path.lexists(args.path):  # as inspect and validate: a ReadError
         return fail_read("export", ReadError(args.path, "does not exist"), json_too=args.json, path=args.path)
     progress = _ByteProgress(not args.quiet)
     stale: list[str] = []
     try:
         plan = plan_export(args.path, tag=args.tag, dtype=args.dtype, max_shard_size=args.max_shard_size,
                            tp_rank=args.tp_rank, save=args.save, strip_prefix=args.strip_prefix,
-                           weights=args.weights)  # fmt: skip
+                           weights=args.weights, storage_options=options)  # fmt: skip
         if args.dry_run:
             if args.json:
                 print(json.dumps(plan.as_dict(), indent=2))
@@ -182,6 +189,8 @@ def _failure(error: Exception, args: argparse.Namespace) -> tuple[str, int]:
         # CHECKPOINT itself is no checkpoint folder: unreadable input. A file inside that cannot
         # be read is an error problem of the checkpoint, as validate reports it.
         given = os.path.normpath(error.path) == os.path.normpath(args.path)
+        if type(error) is ReadError and is_url(error.path):  # the store (access, network, a changed object)
+            given = True
         return str(error), EXIT_USAGE if given or isinstance(error, NotACheckpointError) else EXIT_PROBLEMS
     if isinstance(error, OSError):
         written = error.filename is not None and _inside(str(error.filename), args.out_dir)

@@ -9,6 +9,7 @@ from .. import naming
 from .._check._layout import Layout, TagLayout, scan
 from .._keys._registry import NamingKeys
 from .._read._errors import ReadError
+from .._read._source import is_url, list_remote
 from ..naming import FileKind
 from ._cast import INSTALL_NUMPY, NumpyMissingError, dtypes_without_numpy, numpy_available, numpy_need
 from ._names import strip_prefix as _strip_prefix
@@ -40,8 +41,10 @@ from ._types import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
+
+    from .._read._source import RemoteFolder
 
     from .._check._problems import Problem
     from ._cast import Way
@@ -60,6 +63,7 @@ def plan_export(
     save: str | None = None,
     strip_prefix: str | None = None,
     weights: Weights = "masters",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExportPlan:
     """The plan to export the checkpoint at ``path`` (a run folder, a save folder or a tag folder).
 
@@ -78,9 +82,18 @@ def plan_export(
     suggests it). A Hugging Face save's ``config.json`` and tokenizer files become
     :attr:`ExportPlan.side_files` (from the save folder, else the run folder). Raises
     :class:`ExportError` or :class:`~ckptkeys.ReadError`, naming the file.
+
+    ``path`` may be a URL of such a folder (``s3://bucket/run/``, any fsspec URL;
+    ``storage_options`` passed to its filesystem, a ``ValueError`` with a local path): the plan
+    comes from its one listing and ranged reads (:func:`~ckptkeys.scan`), each file pinned to the
+    version listed, and its byte ranges are fetched from there when written (docs/remote.md).
     """
+    if storage_options is not None and not is_url(os.fspath(path)):
+        raise OptionError("storage_options", "apply to URLs only (s3://, gs://, hf://, ...), not to a local path",
+                          os.fspath(path))  # fmt: skip
     options: dict[str, Any] = {"tag": tag, "dtype": dtype, "max_shard_size": max_shard_size, "tp_rank": tp_rank,
-                               "save": save, "strip_prefix": strip_prefix, "weights": weights}  # fmt: skip
+                               "save": save, "strip_prefix": strip_prefix, "weights": weights,
+                               "storage_options": storage_options}  # fmt: skip
     try:
         plan = _plan(path, **options)
     except NumpyMissingError as error:  # planning itself needed numpy (ZeRO-0's masters matched by value)
@@ -127,6 +140,7 @@ def _plan(
     save: str | None,
     strip_prefix: str | None,
     weights: Weights,
+    storage_options: Mapping[str, Any] | None,
 ) -> ExportPlan:
     if dtype not in DTYPE_CHOICES:
         raise OptionError("dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, not {dtype!r:.40}")
@@ -138,15 +152,15 @@ def _plan(
         raise OptionError("tp_rank", f"must be a rank (an int, 0 or more), not {tp_rank!r:.40}")
     limit = parse_size(max_shard_size)
     try:
-        save_layout = scan(path, save=save)
+        save_layout = scan(path, save=save, storage_options=storage_options)
     except ValueError as error:  # save= off a run folder
         if save is None or isinstance(error, ExportError):
             raise
         root = os.fspath(path)
         raise OptionError("save", str(error).removeprefix(f"{root}: "), root) from None
-    layout, folder_problems = _tag_layout(save_layout, tag)
+    layout, folder_problems, folder = _tag_layout(save_layout, tag, storage_options)
     refuse_incomplete(layout, folder_problems, weights)
-    source = Source(layout)
+    source = Source(layout, folder)
     mp_ranks = sorted({f.name.mp_rank for f in layout.files if f.name.mp_rank is not None} or {0})
     layers = layout.of_kind(FileKind.LAYER_MODEL_STATES)
     experts = layout.of_kind(FileKind.EXPERT_MODEL_STATES)
@@ -223,7 +237,7 @@ def _plan(
 
 def _side_files(layout: Layout) -> tuple[str, ...]:
     """A save folder's side files, else its run folder's (a tag folder given alone has none)."""
-    if layout.kind != "save":
+    if layout.kind != "save" or is_url(layout.path):  # a remote save's side files: not copied yet (docs/remote.md)
         return ()
     return find_side_files([layout.path] + ([layout.run] if layout.run is not None else []))
 
@@ -245,8 +259,14 @@ def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tu
     return plan_module(source, mp)
 
 
-def _tag_layout(layout: Layout, tag: str | None) -> tuple[TagLayout, list[Problem]]:
-    """The tag to export, read, and the save folder's problems about it."""
+def _tag_layout(
+    layout: Layout, tag: str | None, storage_options: Mapping[str, Any] | None
+) -> tuple[TagLayout, list[Problem], RemoteFolder | None]:
+    """The tag to export, read, the save folder's problems about it, and a remote tag's listing.
+
+    A remote tag is listed before it is read: each file's bytes are then fetched pinned to the
+    version of that listing, so a file replaced after it (read from the new version, or not) is
+    refused as changed when its bytes are fetched, never written from two versions."""
     path = layout.path
     if layout.kind == "tag":
         if tag is not None and tag != layout.tags[0].name:
@@ -267,7 +287,14 @@ def _tag_layout(layout: Layout, tag: str | None) -> tuple[TagLayout, list[Proble
             raise ExportError(path, f"has no tag folder {name!r} (tags: {names})", option="tag") from None
     inside = os.path.join(chosen.path, "")
     about = [p for p in layout.problems if p.file and (p.file == chosen.path or p.file.startswith(inside))]
-    return scan(chosen.path, read=True).tags[0], about
+    if not is_url(chosen.path):
+        return scan(chosen.path, read=True).tags[0], about, None
+    folder = list_remote(chosen.path, storage_options)
+    read = scan(chosen.path, read=True, storage_options=storage_options).tags[0]
+    for error in read.read_errors.values():
+        if type(error) is ReadError:  # the store (access, network, throttling, a changed object), not the file
+            raise error
+    return read, about, folder
 
 
 def _shards(tensors: Sequence[ExportTensor], limit: int) -> tuple[ExportShard, ...]:

@@ -34,7 +34,8 @@ from dataclasses import replace
 from .. import naming
 from .._read._errors import ReadError
 from .._read._pickle import Opaque
-from .._read._reader import Checkpoint, read
+from .._read._limits import Limits
+from .._read._reader import Checkpoint, read, read_object
 from .._read._torch import TensorInfo
 from ..naming import FileKind
 from ._ranges import chunk2, coalesce, concatenate, cut_range, cut_vocabulary
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from typing import Any, Final, Literal
 
     from .._check._layout import TagLayout
+    from .._read._source import RemoteFolder, RemoteObject
 
 __all__ = [
     "Source",
@@ -82,13 +84,19 @@ def expert_file_leftovers(
 
 
 class Source:
-    """The tag's files, read on demand, with the byte ranges of their storage records."""
+    """The tag's files, read on demand, with the byte ranges of their storage records.
 
-    def __init__(self, layout: TagLayout) -> None:
+    ``folder``: the tag is remote, and this is its listing; each file's byte ranges then carry
+    its object, pinned to the version listed (``_spans``).
+    """
+
+    def __init__(self, layout: TagLayout, folder: RemoteFolder | None = None) -> None:
         self.layout = layout
+        self.folder = folder
         self.by_name = {f.relpath: f for f in layout.files}
         self._spans: dict[str, dict[str, FileSpan]] = {}
         self._trusted: set[str] = set()
+        self._objects: dict[str, RemoteObject] = {}
 
     def has(self, name: str) -> bool:
         return name in self.by_name
@@ -100,11 +108,23 @@ class Source:
         if name not in self.by_name:
             raise ExportError(self.path(name), "is missing: the checkpoint is incomplete")
         found = self.layout.checkpoints.get(name)
-        if found is None:
+        if found is None and self.folder is not None:
+            found = read_object(self._remote(name), Limits())
+        elif found is None:
             found = read(self.path(name))  # read() raises what went wrong
         if name not in self._trusted:
             check_trusted(found)  # nothing in the file may change the tensors torch.load gives
             self._trusted.add(name)
+        return found
+
+    def _remote(self, name: str) -> RemoteObject:
+        """The remote file ``name``, pinned to the version listed (no request)."""
+        assert self.folder is not None
+        found = self._objects.get(name)
+        if found is None:
+            if name not in self.folder.entries:
+                raise ExportError(self.path(name), "is not in the tag folder's listing: removed while being exported")
+            found = self._objects[name] = self.folder.open(name)
         return found
 
     def span(self, name: str, tensor: Any, what: str, dtype: str | None = None) -> tuple[FileSpan, int]:
@@ -117,7 +137,8 @@ class Source:
             raise ExportError(checkpoint.path, f"{what} is {tensor.dtype}, not the {dtype} DeepSpeed writes")
         spans = self._spans.get(name)
         if spans is None:
-            spans = self._spans[name] = record_spans(checkpoint)
+            remote = self._remote(name) if self.folder is not None else None
+            spans = self._spans[name] = record_spans(checkpoint, remote)
         try:
             return tensor_span(checkpoint, tensor, spans), tensor.numel
         except ReadError as error:

@@ -26,7 +26,7 @@ def cut_range(pieces: Sequence[tuple[FileSpan, int]], start: int, count: int, it
     for span, numel in pieces:
         lo, hi = max(start, at), min(start + count, at + numel)
         if lo < hi:
-            out.append(FileSpan(span.path, span.offset + (lo - at) * itemsize, (hi - lo) * itemsize, span.swap))
+            out.append(replace(span, offset=span.offset + (lo - at) * itemsize, length=(hi - lo) * itemsize))
         at += numel
         if at >= start + count:
             break
@@ -39,7 +39,7 @@ def coalesce(spans: Sequence[FileSpan]) -> tuple[FileSpan, ...]:
     for span in spans:
         last = out[-1] if out else None
         if last and (last.path, last.swap) == (span.path, span.swap) and last.offset + last.length == span.offset:
-            out[-1] = FileSpan(span.path, last.offset, last.length + span.length, span.swap)
+            out[-1] = replace(last, length=last.length + span.length)
         elif span.length:
             out.append(span)
     return tuple(out)

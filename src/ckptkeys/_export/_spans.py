@@ -5,6 +5,10 @@ tensor is one run of bytes in the file: where the record's data start (after its
 name and extra field), plus the tensor's storage offset. The archive is read as ``torch.load``
 reads it (``_zip``, miniz's rules, refusing what readers disagree on), so the bytes exported are
 the bytes torch would load.
+
+A remote file (a URL) is located the same way, on the bytes of its tail (end records, central
+directory) and of its records' local headers, fetched by ranged GETs from the object pinned to
+the version listed (``_read._source``); its spans carry that object, for the writer to fetch from.
 """
 
 from __future__ import annotations
@@ -12,19 +16,29 @@ from __future__ import annotations
 import io
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from .._read._errors import CorruptCheckpointError, ReadError
 from .._read._files import open_regular
 from .._read._limits import Limits
 from .._read._reader import Checkpoint
+from .._read._source import TAIL_BYTES, RangedStream
 from .._read._torch import TensorInfo
 from .._read._zip import Archive, Member, open_archive
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO, Final
+
+    from .._read._source import RemoteObject
 
 __all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span", "value_problem"]
 
 _STORED = 0
 _FLAG_ENCRYPTED = 0x1
+# A zip local header's fixed part: its name's and extra field's lengths say where the data start.
+_LOCAL_FIXED: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,8 @@ class FileSpan:
     swap: int = 1
     """Reverse every ``swap`` bytes, from ``offset``, to get the values torch gives (a big-endian
     file: torch.load byte-swaps its storages); 1 copies the bytes as they are."""
+    remote: RemoteObject | None = field(default=None, compare=False, repr=False)
+    """The object ``path`` names when it is a URL (pinned to the version listed), else None."""
 
 
 def is_contiguous(tensor: TensorInfo) -> bool:
@@ -49,8 +65,10 @@ def is_contiguous(tensor: TensorInfo) -> bool:
     return True
 
 
-def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
+def record_spans(checkpoint: Checkpoint, remote: RemoteObject | None = None) -> dict[str, FileSpan]:
     """The byte range of every storage record of a zip-format checkpoint, by storage key.
+
+    ``remote``: the checkpoint is that object (a URL), not a local file (:func:`_remote_record_spans`).
 
     Raises :class:`~ckptkeys.CorruptCheckpointError` naming the file when a record is
     missing, compressed, encrypted or shorter than the pickle says, or the file changed since
@@ -59,6 +77,8 @@ def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
     name = checkpoint.path
     if checkpoint.format != "zip":
         raise CorruptCheckpointError(name, "is in torch's legacy format: its tensors cannot be located without torch")
+    if remote is not None:
+        return _remote_record_spans(checkpoint, remote)
     try:
         with io.BufferedReader(open_regular(name)) as stream:  # a FIFO swapped in since read(): refused
             size = os.fstat(stream.fileno()).st_size
@@ -87,12 +107,40 @@ def record_spans(checkpoint: Checkpoint) -> dict[str, FileSpan]:
     return spans
 
 
-def _member_span(archive: Archive, member: Member, where: str) -> FileSpan:
+def _remote_record_spans(checkpoint: Checkpoint, remote: RemoteObject) -> dict[str, FileSpan]:
+    """:func:`record_spans` of a remote object: its tail (one ranged GET; more only for a central
+    directory that starts before it), then the fixed part of every record's local header, in one
+    concurrent round (only headers that touch are merged: no tensor byte is fetched here)."""
+    name = checkpoint.path
+    if remote.size != checkpoint.size:
+        raise CorruptCheckpointError(name, f"changed since it was read ({checkpoint.size} bytes, now {remote.size})")
+    ranged = RangedStream(remote)
+    size = remote.size
+    ranged.prefetch([(size - TAIL_BYTES, size)])
+    archive = open_archive(name, cast("BinaryIO", ranged), size, Limits())
+    if archive.defects:
+        raise CorruptCheckpointError(name, archive.defects[0])
+    members: dict[str, tuple[Member, str]] = {}
+    for storage in checkpoint.storages.values():
+        key = storage.key
+        member = archive.find(f"data/{key}")
+        where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{key}"
+        if member is None:
+            raise CorruptCheckpointError(name, f"{where} is missing from the archive")
+        if member.size < storage.nbytes:
+            raise CorruptCheckpointError(name, f"{where} holds {member.size} bytes, the pickle says {storage.nbytes}")
+        members[key] = (member, where)
+    headers = [(m.header_offset, m.header_offset + _LOCAL_FIXED) for m, _ in members.values()]
+    ranged.prefetch(headers, gap=0)
+    return {key: _member_span(archive, member, where, remote) for key, (member, where) in members.items()}
+
+
+def _member_span(archive: Archive, member: Member, where: str, remote: RemoteObject | None = None) -> FileSpan:
     if member.method != _STORED or member.compressed_size != member.size:
         raise CorruptCheckpointError(archive.path, f"{where} is compressed; torch writes its records stored")
     if member.flags & _FLAG_ENCRYPTED:
         raise CorruptCheckpointError(archive.path, f"{where} is encrypted")
-    return FileSpan(archive.path, archive.data_offset(member), member.size)
+    return FileSpan(archive.path, archive.data_offset(member), member.size, remote=remote)
 
 
 def tensor_span(checkpoint: Checkpoint, tensor: TensorInfo, spans: dict[str, FileSpan] | None = None) -> FileSpan:
@@ -119,7 +167,7 @@ def tensor_span(checkpoint: Checkpoint, tensor: TensorInfo, spans: dict[str, Fil
             checkpoint.path, f"a {tensor!r} reaches past the end of storage record {tensor.storage.key!r}"
         )
     swap = tensor.storage.swap_size if checkpoint.byteorder != sys.byteorder else 1
-    return FileSpan(record.path, record.offset + start, tensor.nbytes, swap)
+    return FileSpan(record.path, record.offset + start, tensor.nbytes, swap, record.remote)
 
 
 def value_problem(checkpoint: Checkpoint, tensor: TensorInfo) -> str | None:

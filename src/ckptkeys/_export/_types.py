@@ -225,7 +225,9 @@ class ExportPlan:
         sources: dict[str, int] = {}
         for tensor in self.tensors:
             for span in (*tensor.sources, *(s for spans in tensor.mean_of for s in spans)):
-                if span.path not in sources:
+                if span.path not in sources and span.remote is not None:  # a URL: its size as listed
+                    sources[span.path] = span.remote.size
+                elif span.path not in sources:
                     try:
                         sources[span.path] = os.stat(span.path).st_size
                     except OSError as error:

@@ -21,17 +21,18 @@ from .._read._errors import ReadError
 from .._read._files import create_new, discard_temp, kind_of, open_regular, remove_stale_temps
 from ._cast import check_numpy
 from ._entry import plan_export
+from ._fetch import Feed
 from ._safetensors import Entry, header_bytes, publish, write_temp
 from ._side import read_side_file
-from ._tensor_bytes import tensor_entry
+from ._tensor_bytes import reads_of, tensor_entry
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, OptionError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from typing import BinaryIO, Final
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any, BinaryIO, Final
 
-    from ._types import Dtype, Weights
+    from ._types import Dtype, ExportTensor, Weights
 
 __all__ = [
     "INDEX_FILE",
@@ -171,9 +172,8 @@ def write_export(
     try:
         for file in files:
             target = os.path.join(out, file.filename)
-            temp = _write_shard(
-                target, [tensor_entry(by_name[name], advance) for name in file.tensors], metadata, fsync
-            )
+            tensors = [by_name[name] for name in file.tensors]
+            temp = _write_file(target, tensors, advance, metadata, fsync)
             if shard is None:
                 staged.append((temp, target))
                 continue
@@ -221,6 +221,23 @@ def _prepare(out: str) -> None:
         raise OutputFolderError(out, f"cannot be created: {error.strerror or error}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputFolderError(out, "is read-only: no file can be created in it")
+
+
+def _write_file(
+    target: str, tensors: list[ExportTensor], advance: Callable[[int], None], metadata: dict[str, str], fsync: bool
+) -> str:
+    """One output file under a temporary name; its tensors' remote bytes (a plan from a URL) from a
+    :class:`~._fetch.Feed` fetching ahead (bounded), each object confirmed unchanged at the end."""
+    if not any(span.remote is not None for t in tensors for span in (*t.sources, *(s for m in t.mean_of for s in m))):
+        return _write_shard(target, [tensor_entry(tensor, advance) for tensor in tensors], metadata, fsync)
+    with Feed(read for tensor in tensors for read in reads_of(tensor)) as feed:
+        temp = _write_shard(target, [tensor_entry(tensor, advance, feed) for tensor in tensors], metadata, fsync)
+        try:
+            feed.confirm()
+        except BaseException:
+            discard_temp(temp)
+            raise
+    return temp
 
 
 def _write_shard(target: str, entries: list[Entry], metadata: dict[str, str], fsync: bool) -> str:
@@ -400,10 +417,13 @@ def export(
     shard: tuple[int, int] | None = None,
     index_only: bool = False,
     fsync: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExportPlan:
     """Export the checkpoint at ``path`` to safetensors in ``out_dir``; return the plan it followed.
 
-    :func:`plan_export` with the same arguments, then :func:`write_export`.
+    :func:`plan_export` with the same arguments, then :func:`write_export`. ``path`` may be a URL
+    (``storage_options`` for its filesystem): its tensors' bytes are fetched by ranged GETs, at most
+    ``FETCHES_AHEAD * FETCH_BYTES`` (32 MiB) held at a time, into the local ``out_dir`` (docs/remote.md).
     """
     plan = plan_export(
         path,
@@ -414,6 +434,7 @@ def export(
         save=save,
         strip_prefix=strip_prefix,
         weights=weights,
+        storage_options=storage_options,
     )
     write_export(plan, out_dir, overwrite=overwrite, progress=progress, shard=shard, index_only=index_only, fsync=fsync)
     return plan

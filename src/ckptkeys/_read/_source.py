@@ -9,9 +9,12 @@ per miss). :class:`RangedStream` shows the reader the parts fetched as one seeka
 fetches only what a read misses.
 
 Every read of one object is tied to the identity pinned at first contact: on S3 each ranged GET
-carries ``VersionId`` or ``If-Match``; elsewhere the identity is compared again after the last
-read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never read as a
-mix. fsspec is imported here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
+carries ``VersionId`` or ``If-Match``, on GCS the ``generation``; a Hub path at a branch is read
+at the commit the branch named when first opened; elsewhere the identity is compared again after
+the last read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never
+read as a mix. Many objects (a tag's files) are read by :func:`read_many`: their heads and tails
+fetched a bounded number of objects ahead, on the filesystem's event loop. fsspec is imported
+here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from __future__ import annotations
 import errno
 import io
 import re
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ._errors import ReadError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
-    from typing import Any, Final
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+    from typing import Any, Final, TypeVar
+
+    T = TypeVar("T")
 
 __all__ = [
     "HEAD_BYTES",
@@ -38,6 +46,7 @@ __all__ = [
     "is_url",
     "list_remote",
     "open_remote",
+    "read_many",
 ]
 
 KiB: Final = 1 << 10
@@ -51,6 +60,15 @@ TAIL_BYTES: Final = 72 * KiB
 # A read that misses fetches at least this much (clipped to the object): a local header, then
 # the member's data after it, are one GET, not two.
 MIN_FETCH: Final = 64 * KiB
+# GETs in flight at once when many objects are read together (read_many): what a store serves a
+# client without throttling it, and more than s3fs's pool of 10 connections keeps busy.
+FETCH_CONCURRENCY: Final = 32
+# Objects whose heads and tails read_many fetches ahead of the one being parsed: one more starts
+# as each is taken, so at most READ_AHEAD * (HEAD_BYTES + TAIL_BYTES) = 10.25 MiB of fetched bytes
+# are held at once, whatever the number of objects.
+READ_AHEAD: Final = 32
+# A synchronous filesystem's (memory://, the Hub's) GETs in flight at once: threads waiting on it.
+SYNC_FETCH_THREADS: Final = 16
 # A scheme of two letters or more before "://": "C:\\x" stays a path.
 _URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 # The fields of fsspec's info() that name an object's version, first the exact ones.
@@ -58,6 +76,8 @@ _IDENTITY_FIELDS: Final = ("VersionId", "generation", "blob_id", "ETag", "etag",
 # fsspec's message for a missing filesystem package names it: "Install s3fs to access S3".
 _INSTALL: Final = re.compile(r"[Ii]nstall ([A-Za-z0-9_.\-]+)")
 _CHANGED: Final = "changed while being read"
+# A git commit id, as the Hub names one (a revision that is no branch or tag name).
+_COMMIT: Final = re.compile(r"[0-9a-f]{40}")
 
 
 def is_url(path: object) -> bool:
@@ -85,47 +105,83 @@ class RemoteObject:
         self.requests = requests
         self.size = _size(url, info)
         self.identity = _identity(info)
-        self._s3 = _s3_pin(fs, info)
+        self._pin = _pin(fs, info)
+        self._tie_lock = threading.Lock()
+        self.held: dict[int, bytes] = {}
+        """Parts fetched ahead (:func:`read_many`) by their start: taken by the next :class:`RangedStream`."""
 
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of each ``[start, end)`` in ``ranges`` (within the object), fetched concurrently."""
         ranges = [(start, end) for start, end in ranges if end > start]
         if not ranges:
             return []
-        self.requests.gets += len(ranges)
-        self.requests.ranges.extend(ranges)
         parts: list[Any]  # bytes, or the exception cat_ranges returns for a range
         try:
-            if self._s3 is not None:
-                parts = _s3_fetch(self.fs, self.path, ranges, self._s3, self.size)
+            if self._pin is not None:
+                parts = _pinned_fetch(self.fs, self.path, ranges, self._pin, self.size)
             elif type(self.fs).__name__ == "HTTPFileSystem" and hasattr(self.fs, "set_session"):
                 parts = _http_fetch(self.fs, self.path, ranges, self.size)
             else:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
         except Exception as error:
-            raise _remote_error(self.url, error) from None
-        for (start, end), part in zip(ranges, parts, strict=True):
+            raise _remote_error(self.url, error, self.fs) from None
+        return self._accept(ranges, parts)
+
+    def _accept(self, ranges: Sequence[tuple[int, int]], parts: Sequence[Any]) -> list[bytes]:
+        """``parts`` (bytes, on S3 ``(bytes, ETag)``, or the exception a range ended in) as fetched for
+        ``ranges``: counted, and refused (a :class:`ReadError` naming the URL) if one failed, came back
+        short, or (S3) was answered by another version than the pinned one."""
+        self.requests.gets += len(ranges)
+        self.requests.ranges.extend(ranges)
+        data: list[bytes] = []
+        etags: set[str] = set()
+        for part in parts:
+            if isinstance(part, FileNotFoundError) and self._pin and "generation" in self._pin:
+                # gcsfs: the generation first seen is gone (replaced in a bucket without versioning)
+                raise ReadError(self.url, f"{_CHANGED}: generation {self._pin['generation']} is no longer stored")
             if isinstance(part, BaseException):
-                raise _remote_error(self.url, part)
+                raise _remote_error(self.url, part, self.fs)
+            if isinstance(part, tuple):  # S3: the bytes and the ETag of the version that answered
+                part, etag = part
+                if etag:
+                    etags.add(etag)
+            data.append(part)
+        self._tie(etags)
+        for (start, end), part in zip(ranges, data, strict=True):
             self.requests.bytes += len(part)
             if len(part) != end - start:  # the object is shorter than when it was listed
                 asked = f"{end - start} bytes asked at byte {start}, {len(part)} received"
                 raise ReadError(self.url, f"{_CHANGED}: {asked}")
-        return list(parts)
+        return data
+
+    def _tie(self, etags: set[str]) -> None:
+        """Each S3 answer's own ETag must be the pinned one too (a store or proxy may serve what it
+        holds now despite ``If-Match``); with nothing to pin (a listing without ETags), the first
+        answers' ETag becomes the pin (the ``If-Match`` of the reads that follow), and answers of
+        two ETags are refused. Under a lock: an export's threads fetch one object at once."""
+        if not etags or self._pin is None:
+            return
+        with self._tie_lock:
+            if self._pin.get("IfMatch"):
+                etags = etags | {self._pin["IfMatch"].strip('"')}
+            if len(etags) > 1:
+                raise ReadError(self.url, f"{_CHANGED}: answered by versions of ETags {', '.join(sorted(etags))}")
+            if not self._pin:  # nothing was pinned: the reads that follow are tied to this version
+                self._pin["IfMatch"] = f'"{etags.pop()}"'
 
     def confirm(self) -> None:
         """Refuse the object if it is not the version pinned at first contact.
 
-        S3's reads each carried the pin (nothing to ask); elsewhere one more ``info()``.
+        S3's and GCS's reads each carried the pin (nothing to ask); elsewhere one more ``info()``.
         """
-        if self._s3 is not None:
+        if self._pin is not None:
             return
         self.requests.infos += 1
         try:
             info = self.fs.info(self.path)
         except Exception as error:
-            raise _remote_error(self.url, error) from None
+            raise _remote_error(self.url, error, self.fs) from None
         now = (_size(self.url, info), _identity(info))
         if now != (self.size, self.identity):
             raise ReadError(self.url, f"{_CHANGED}: its version or size is not the one first seen")
@@ -146,7 +202,7 @@ def open_remote(
         try:
             info = fs.info(path)
         except Exception as error:
-            raise _remote_error(url, error) from None
+            raise _remote_error(url, error, fs) from None
     if info.get("type", "file") != "file":
         raise ReadError(url, f"is a {info.get('type')}, not a file")
     return RemoteObject(url, fs, path, info, requests)
@@ -208,7 +264,7 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     try:
         found = _find(fs, path)
     except Exception as error:
-        raise _remote_error(url, error) from None
+        raise _remote_error(url, error, fs) from None
     base = path.rstrip("/") + "/"
     entries = {}
     for key, info in sorted(found.items()):
@@ -277,7 +333,31 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
         raise ReadError(url, f"is a URL whose filesystem needs {package} (pip install {package})") from None
     except (ValueError, TypeError) as error:
         raise ReadError(url, f"cannot be opened: {error}") from None
+    if "HfFileSystem" in _classes(fs):
+        path = _at_commit(url, fs, path)
     return fs, path
+
+
+def _classes(fs: Any) -> set[str]:
+    """The names of the filesystem's classes (gcsfs's is ExtendedGcsFileSystem, a GCSFileSystem):
+    told apart without importing s3fs, gcsfs or huggingface_hub."""
+    return {cls.__name__ for cls in type(fs).__mro__}
+
+
+def _at_commit(url: str, fs: Any, path: str) -> str:
+    """A Hub path (``user/repo[@revision]/file``) at the commit its branch or tag names now (one API
+    call), so that the listing and every read of it see that one commit, however the branch moves
+    meanwhile; a path at a commit already, or in a bucket (no revision), is kept."""
+    try:
+        resolved = fs.resolve_path(path)
+        revision = getattr(resolved, "revision", None)
+        if not isinstance(revision, str) or _COMMIT.fullmatch(revision):
+            return path
+        commit = fs._api.repo_info(resolved.repo_id, repo_type=resolved.repo_type, revision=revision).sha
+        pinned: str = type(resolved)(resolved.repo_type, resolved.repo_id, commit, resolved.path_in_repo).unresolve()
+    except Exception as error:
+        raise _remote_error(url, error, fs) from None
+    return pinned
 
 
 class RangedStream(io.RawIOBase):
@@ -290,27 +370,26 @@ class RangedStream(io.RawIOBase):
     def __init__(self, source: RemoteObject) -> None:
         super().__init__()
         self.source = source
-        self._parts: dict[int, bytes] = {}  # start -> bytes, never overlapping
+        # start -> bytes, never overlapping: what read_many fetched ahead, taken (the object holds
+        # them no more: they go when the stream goes)
+        self._parts: dict[int, bytes] = source.held
+        source.held = {}
         self._pos = 0
 
-    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+    def prefetch(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> None:
         """Fetch ``ranges`` (clipped to the object) in one concurrent round, merging those less than
-        :data:`MIN_FETCH` apart, and leaving out what is held already."""
-        size = self.source.size
-        clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
-        merged: list[tuple[int, int]] = []
-        for start, end in clipped:
-            if merged and start <= merged[-1][1] + MIN_FETCH:  # close ranges: one GET
-                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-            else:
-                merged.append((start, end))
-        missing = [gap for start, end in merged for gap in self._gaps(start, end)]
+        ``gap`` apart (:data:`MIN_FETCH`; 0: only those that touch), and leaving out what is held already."""
+        missing = self._missing(ranges, gap)
         for (start, _), data in zip(missing, self.source.fetch(missing), strict=True):
             self._parts[start] = data
 
     def holds(self, start: int, end: int) -> bool:
         """Whether the bytes ``[start, end)`` (clipped to the object) are fetched already."""
         return not self._gaps(max(0, start), min(self.source.size, end))
+
+    def _missing(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> list[tuple[int, int]]:
+        """What :meth:`prefetch` fetches for ``ranges``: clipped, merged, and without what is held."""
+        return _missing(self.source.size, ranges, self._gaps, gap)
 
     def _gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         gaps = []
@@ -377,6 +456,151 @@ class RangedStream(io.RawIOBase):
         return b"".join(chunks)
 
 
+def _missing(
+    size: int,
+    ranges: Sequence[tuple[int, int]],
+    gaps: Callable[[int, int], list[tuple[int, int]]],
+    gap: int = MIN_FETCH,
+) -> list[tuple[int, int]]:
+    clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
+    merged: list[tuple[int, int]] = []
+    for start, end in clipped:
+        if merged and start <= merged[-1][1] + gap:  # close ranges: one GET
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return [hole for start, end in merged for hole in gaps(start, end)]
+
+
+def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]) -> Iterator[T | ReadError]:
+    """``read(source)`` of each of ``sources`` (objects of one filesystem: a folder's listing), in order,
+    their heads and tails fetched ahead.
+
+    The head ``[0, HEAD_BYTES)`` and tail ``[size - TAIL_BYTES, size)`` of each object (merged
+    when close, as :meth:`RangedStream.prefetch` merges them) are fetched :data:`READ_AHEAD`
+    objects ahead of the one ``read`` parses, on the filesystem's event loop (S3, GCS: each GET
+    carrying its object's pin), at most :data:`FETCH_CONCURRENCY` GETs in flight; as each object
+    is taken, the next one's GETs start, so the store always has work while the objects are
+    parsed (their rare third GETs one object at a time). Each object's bytes go to the
+    :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is bounded by
+    :data:`READ_AHEAD` objects, not by their number. An object whose GETs failed is its
+    :class:`ReadError` (naming its URL); the others are still read.
+    """
+    if not sources:
+        return
+    fetcher = _Fetcher(sources[0].fs)
+    ahead: deque[tuple[RemoteObject, _Pending]] = deque()
+    waiting = iter(sources)
+
+    def fetch_next() -> None:
+        source = next(waiting, None)
+        if source is not None:
+            ahead.append((source, _fetch_ahead(fetcher, source)))
+
+    try:
+        for _ in range(READ_AHEAD):
+            fetch_next()
+        while ahead:
+            source, pending = ahead.popleft()
+            error = pending.wait()
+            fetch_next()
+            if error is not None:
+                yield error
+                continue
+            try:
+                yield read(source)
+            except ReadError as refused:
+                yield refused
+            finally:
+                source.held = {}  # read or not, its bytes go now
+    finally:
+        fetcher.close()
+
+
+class _Fetcher:
+    """Where read_many's GETs run: the filesystem's event loop (one gate of
+    :data:`FETCH_CONCURRENCY` for all of them), or threads for a synchronous filesystem."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+        self.loop: Any = getattr(fs, "loop", None) if getattr(fs, "async_impl", False) else None
+        self.threads = None if self.loop is not None else ThreadPoolExecutor(max_workers=SYNC_FETCH_THREADS)
+        self.gate: Any = None  # an asyncio.Semaphore, made on the loop by the first batch
+
+    def start(self, gets: list[tuple[str, int, int, dict[str, str], int]]) -> Future[Any] | list[Future[Any]]:
+        if self.threads is not None:  # a synchronous filesystem (memory://, the Hub's)
+            return [self.threads.submit(_cat_file, self.fs, path, start, end) for path, start, end, _, _ in gets]
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._get(gets), self.loop)
+
+    async def _get(self, gets: list[tuple[str, int, int, dict[str, str], int]]) -> list[Any]:
+        if self.gate is None:
+            import asyncio
+
+            self.gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        return await _get_many(self.fs, gets, self.gate)
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Pending:
+    """One object's head and tail, in flight (a future of the loop, or of threads)."""
+
+    def __init__(self, fetcher: _Fetcher, source: RemoteObject) -> None:
+        self.source = source
+        self.ranges = _missing(source.size, [(0, HEAD_BYTES), (source.size - TAIL_BYTES, source.size)], _all)
+        self.future: Future[Any] | list[Future[Any]] | None = None
+        self.error: BaseException | None = None
+        if self.ranges:
+            try:
+                gets = [(source.path, start, end, source._pin or {}, source.size) for start, end in self.ranges]
+                self.future = fetcher.start(gets)
+            except Exception as error:
+                self.error = error
+
+    def wait(self) -> ReadError | None:
+        """The object's head and tail given to it (:attr:`RemoteObject.held`), or the
+        :class:`ReadError` naming it if its GETs failed."""
+        source = self.source
+        parts: list[Any] = []
+        if self.error is None and self.future is not None:
+            try:
+                if isinstance(self.future, list):
+                    parts = [future.result() for future in self.future]  # _cat_file returns its exception
+                else:
+                    parts = list(self.future.result())
+            except Exception as error:
+                self.error = error
+        if self.error is not None:
+            return _remote_error(source.url, self.error, source.fs)
+        try:
+            for (start, _), data in zip(self.ranges, source._accept(self.ranges, parts), strict=True):
+                source.held[start] = data
+        except ReadError as error:
+            return error
+        return None
+
+
+def _cat_file(fs: Any, path: str, start: int, end: int) -> Any:
+    """One range of a synchronous filesystem's object: its bytes, or the exception it ended in."""
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except Exception as error:
+        return error
+
+
+def _all(start: int, end: int) -> list[tuple[int, int]]:
+    return [(start, end)]
+
+
+def _fetch_ahead(fetcher: _Fetcher, source: RemoteObject) -> _Pending:
+    """Start fetching ``source``'s head and tail (one place to see the fetches start: the tests)."""
+    return _Pending(fetcher, source)
+
+
 def _size(url: str, info: Mapping[str, Any]) -> int:
     size = info.get("size", info.get("Size"))
     if not isinstance(size, int) or size < 0:
@@ -398,55 +622,36 @@ def _identity(info: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
-def _s3_pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
-    """The condition every GetObject of this object carries on S3 (s3fs), or None elsewhere."""
-    if type(fs).__name__ != "S3FileSystem" or not hasattr(fs, "_call_s3"):
-        return None
-    version = info.get("VersionId")
-    if version and version != "null":
-        return {"VersionId": str(version)}
-    etag = info.get("ETag")
-    return {"IfMatch": str(etag)} if etag else {}
+def _pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
+    """The condition every ranged read of this object carries, or None where a read cannot carry one.
 
-
-def _s3_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int) -> list[bytes]:
-    """Ranged GetObjects, concurrently on s3fs's loop, each carrying ``pin`` (one range per GET: S3 serves no more).
-
-    Each answer's own ETag must be the pinned one too (a store or proxy may serve what it holds now
-    despite ``If-Match``); with nothing to pin (a listing without ETags), the first answers' ETag
-    becomes the pin (``pin`` is the object's: updated in place) and answers of two ETags are refused.
+    s3fs: ``VersionId`` (a versioned bucket), else ``IfMatch`` with the ETag (a replaced object
+    answers 412). gcsfs: ``generation``, which ``cat_file`` puts in the URL (GCS serves that
+    generation or 404). Elsewhere (the Hub: a commit pinned in the path, see :func:`_filesystem`;
+    memory://) :meth:`RemoteObject.confirm` compares the identity once more after the last read.
     """
-    import asyncio
+    kind = _classes(fs)
+    if "S3FileSystem" in kind and hasattr(fs, "_call_s3"):
+        version = info.get("VersionId")
+        if version and version != "null":
+            return {"VersionId": str(version)}
+        etag = info.get("ETag")
+        return {"IfMatch": str(etag)} if etag else {}
+    if "GCSFileSystem" in kind and hasattr(fs, "_cat_file") and info.get("generation"):
+        return {"generation": str(info["generation"])}
+    return None
 
+
+def _pinned_fetch(
+    fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int
+) -> list[Any]:
+    """Ranged reads of one object of ``size`` bytes, concurrently on the filesystem's loop, each
+    carrying ``pin`` (one range per GET: S3 serves no more); each range's answer (bytes, on S3 with
+    its ETag: see :func:`_get_many`) or the exception it ended in."""
     from fsspec.asyn import sync
 
-    bucket, key, version = fs.split_path(path)
-    if version and "VersionId" not in pin:
-        pin = {**pin, "VersionId": version}
-
-    async def get(start: int, end: int) -> tuple[bytes, str]:
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
-        body = response["Body"]
-        try:
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            answered, length = response.get("ContentRange"), response.get("ContentLength")
-            data = await _ranged_body(status, answered, length, body.read, start, end, size)
-        finally:
-            body.close()  # an unread body goes with its connection
-        return data, str(response.get("ETag") or "").strip('"')
-
-    async def get_all() -> list[tuple[bytes, str]]:
-        return list(await asyncio.gather(*(get(start, end) for start, end in ranges)))
-
-    answers: list[tuple[bytes, str]] = sync(fs.loop, get_all)
-    etags = {etag for _, etag in answers if etag}
-    if pin.get("IfMatch"):
-        etags.add(pin["IfMatch"].strip('"'))
-    if len(etags) > 1:
-        raise _Answer(f"{_CHANGED}: answered by versions of ETags {', '.join(sorted(etags))}")
-    if etags and not pin:  # nothing was pinned: the reads that follow are tied to this version
-        pin["IfMatch"] = f'"{etags.pop()}"'
-    return [data for data, _ in answers]
+    result: list[Any] = sync(fs.loop, _get_many, fs, [(path, start, end, pin, size) for start, end in ranges])
+    return result
 
 
 class _Answer(Exception):
@@ -527,24 +732,125 @@ def _http_fetch(fs: Any, url: str, ranges: Sequence[tuple[int, int]], size: int)
     return result
 
 
-def _remote_error(url: str, error: BaseException) -> ReadError:
-    """One line naming the URL, for whatever the filesystem raised after its own retries."""
+async def _get_many(
+    fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str], int]], gate: Any = None
+) -> list[Any]:
+    """``(path, start, end, pin, size)`` ranged reads, at most :data:`FETCH_CONCURRENCY` in flight
+    (those of ``gate``, an asyncio.Semaphore, if given): each one's answer, or the exception it ended
+    in (after the filesystem's own retries). S3: GetObject with the pin's ``IfMatch``/``VersionId``,
+    its answer checked by :func:`_ranged_body` (``size``: the object's, first seen) and given as
+    ``(bytes, ETag)`` (:meth:`RemoteObject._accept` checks the ETag against the pin); other async
+    filesystems: ``_cat_file``, GCS's with the pin's ``generation``, its bytes."""
+    import asyncio
+
+    gate = gate or asyncio.Semaphore(FETCH_CONCURRENCY)
+    s3 = hasattr(fs, "_call_s3")
+
+    async def get(path: str, start: int, end: int, pin: dict[str, str], size: int) -> bytes | tuple[bytes, str]:
+        async with gate:
+            if not s3:
+                data: bytes = await fs._cat_file(path, start=start, end=end, **pin)
+                return data
+            bucket, key, version = fs.split_path(path)
+            if version and "VersionId" not in pin:
+                pin = {**pin, "VersionId": version}
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **pin)
+            body = response["Body"]
+            try:
+                status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                answered, length = response.get("ContentRange"), response.get("ContentLength")
+                data = await _ranged_body(status, answered, length, body.read, start, end, size)
+            finally:
+                body.close()  # an unread body goes with its connection
+        return data, str(response.get("ETag") or "").strip('"')
+
+    return list(await asyncio.gather(*(get(*one) for one in gets), return_exceptions=True))
+
+
+def _remote_error(url: str, error: BaseException, fs: Any = None) -> ReadError:
+    """One line naming the URL, for whatever the filesystem ``fs`` raised after its own retries: what
+    went wrong, and what the user must fix (credentials, access, the name, the network)."""
     if isinstance(error, ReadError):
         return error
     if isinstance(error, _Answer):
         return ReadError(url, str(error))
     text = " ".join(str(error).split()) or type(error).__name__
-    if _precondition_failed(error) or "pre-condition" in text.lower() or "412" in text.split(":")[0]:
+    kind = {cls.__name__ for cls in type(error).__mro__}
+    status = _status(error)
+    if _precondition_failed(error) or "pre-condition" in text.lower() or "412" in text.split(":")[0] or status == 412:
         return ReadError(url, f"{_CHANGED}: the store no longer holds the version first seen ({text:.200})")
-    if isinstance(error, FileNotFoundError):
+    if kind & _NO_CREDENTIALS or status == 401:
+        return ReadError(url, f"cannot be read: no credentials: {_credentials_hint(url)} ({text:.200})")
+    if isinstance(error, FileNotFoundError) or kind & _NOT_FOUND or status == 404:
         return ReadError(url, f"does not exist ({text:.200})")
-    if isinstance(error, PermissionError):
-        return ReadError(url, f"cannot be read: access denied ({text:.200})")
-    if isinstance(error, OSError) and error.errno == errno.EBUSY:  # s3fs's SlowDown / 503, retried already
+    if isinstance(error, PermissionError) or kind & _DENIED or status == 403 or text.startswith("Forbidden"):
+        return ReadError(
+            url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})"
+        )
+    if (isinstance(error, OSError) and error.errno == errno.EBUSY) or status in (429, 503):
+        # s3fs's SlowDown / 503, retried already
         return ReadError(url, f"cannot be read: the store is throttling requests, still after retries ({text:.200})")
-    if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
-        return ReadError(url, f"cannot be read: no credentials for the store ({text:.200})")
+    if isinstance(error, TimeoutError) or any("Timeout" in name for name in kind):
+        waited = _timeout(error, fs)
+        after = f" after {waited:g} s" if waited is not None else ""
+        return ReadError(
+            url,
+            f"cannot be read: timed out{after}, still after retries: the store did not answer (a slow "
+            f"network or endpoint: raise read_timeout/connect_timeout in storage_options config_kwargs) "
+            f"({text:.200})",
+        )
+    if isinstance(error, ConnectionError) or kind & _UNREACHABLE:
+        return ReadError(
+            url, f"cannot be read: cannot connect to the store: check endpoint_url and the network ({text:.200})"
+        )
     return ReadError(url, f"cannot be read: {text:.300}")
+
+
+# Errors by class name (botocore, gcsfs, huggingface_hub are not imported to tell them).
+_NO_CREDENTIALS: Final = frozenset({"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"})
+_NOT_FOUND: Final = frozenset(
+    {"NoSuchBucket", "RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}
+)
+_DENIED: Final = frozenset({"GatedRepoError", "DisabledRepoError"})
+_UNREACHABLE: Final = frozenset({"EndpointConnectionError", "ClientConnectorError", "ConnectionError"})
+# botocore waits 60 s for a connection and for each read unless config_kwargs say otherwise.
+_BOTOCORE_TIMEOUT: Final = 60.0
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status an error carries: gcsfs's ``HttpError.code``, an HTTP error's response."""
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and 100 <= code < 600:
+        return code
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _timeout(error: BaseException, fs: Any) -> float | None:
+    """How long the client waited before it gave up, where the filesystem says (s3fs: botocore's
+    ``read_timeout``/``connect_timeout`` of ``config_kwargs``, 60 s by default)."""
+    config = getattr(fs, "config_kwargs", None)
+    if not isinstance(config, dict):
+        return None
+    name = "connect_timeout" if "Connect" in type(error).__name__ else "read_timeout"
+    value = config.get(name, _BOTOCORE_TIMEOUT)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _credentials_hint(url: str) -> str:
+    """What gives the store of ``url`` credentials."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("s3", "s3a"):
+        return (
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) or pass storage_options key/secret "
+            "(anon=true for a public bucket)"
+        )
+    if scheme in ("gs", "gcs"):
+        return "set GOOGLE_APPLICATION_CREDENTIALS or pass storage_options token (token='anon' for a public bucket)"
+    if scheme == "hf":
+        return "set HF_TOKEN (or run hf auth login) or pass storage_options token"
+    return "pass them in storage_options"
 
 
 def _precondition_failed(error: BaseException) -> bool:
