@@ -103,18 +103,19 @@ def test_s3_export_weights_module_sharded_and_tp_rank(s3: S3, tmp_path: pathlib.
 
 @needs_numpy
 def test_s3_export_of_client_saves(s3: S3, tmp_path: pathlib.Path) -> None:
-    """A Trainer save and a Lightning save: the weights byte for byte (a remote save's side files,
-    config.json and the tokenizer's, are not copied yet: docs/remote.md)."""
+    """A Trainer save and a Lightning save: every file byte for byte, the side files a remote save's
+    listing shows (config.json, generation_config.json) copied beside the weights as a local save's are."""
     for i, (folder, prefix) in enumerate(((TRAINER_SAVE, "trainer/checkpoint-4"), (LIGHTNING_SAVE, "lightning/epoch=0-step=4.ckpt/checkpoint"))):
         upload(s3.put, folder, prefix)
         for dtype in ("fp32", "auto"):
             local, remote = _export_both(s3, folder, prefix, tmp_path / f"{i}{dtype}", dtype=dtype)
-            assert {n: b for n, b in local.items() if n.endswith(".safetensors")} == remote
+            assert local == remote
+            assert ("config.json" in remote) == (folder == TRAINER_SAVE)
     # A run folder: its newest save, or the one --save names (scan_run over the listing).
     upload(s3.put, TRAINER_SAVE.parent, "trainer-run")
     for save in (None, "checkpoint-2"):
         local, remote = _export_both(s3, TRAINER_SAVE.parent, "trainer-run", tmp_path / f"run-{save}", save=save)
-        assert {n: b for n, b in local.items() if n.endswith(".safetensors")} == remote
+        assert local == remote and "generation_config.json" in remote
 
 
 def test_s3_export_command_with_storage_options(s3: S3, tmp_path: pathlib.Path) -> None:
@@ -200,6 +201,33 @@ def test_s3_object_replaced_mid_export_is_refused(
     with pytest.raises(ReadError, match=r"changed while being read"):
         ckptkeys.write_export(plan, tmp_path / "out")
     assert _left(tmp_path / "out") == []
+
+
+def test_s3_side_file_replaced_after_the_plan_is_refused_and_nothing_written(
+    s3: S3, tmp_path: pathlib.Path
+) -> None:
+    """A side file is fetched pinned to the version the save's listing gave: replaced between the
+    plan and the write (the same size), it is refused as changed naming it, and nothing is left."""
+    upload(s3.put, TRAINER_SAVE, "trainer")
+    plan = ckptkeys.plan_export(f"s3://{s3.bucket}/trainer", storage_options=s3.options)
+    config = f"s3://{s3.bucket}/trainer/config.json"
+    assert config in plan.side_files and set(plan.side_objects) == set(plan.side_files)
+    text = (TRAINER_SAVE / "config.json").read_bytes()
+    s3.put("trainer/config.json", text.replace(b'"gelu_new"', b'"gelu_old"'))
+    with pytest.raises(ReadError, match=rf"^{config}: .*changed while being read"):
+        ckptkeys.write_export(plan, tmp_path / "out")
+    assert _left(tmp_path / "out") == []
+
+
+def test_s3_side_file_over_the_limit_is_refused_naming_it(
+    s3: S3, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckptkeys._export import _side
+
+    upload(s3.put, TRAINER_SAVE, "trainer")
+    monkeypatch.setattr(_side, "MAX_SIDE_FILE_BYTES", 100)
+    with pytest.raises(ExportError, match=rf"^s3://{s3.bucket}/trainer/config.json: is larger than 100 bytes"):
+        ckptkeys.plan_export(f"s3://{s3.bucket}/trainer", storage_options=s3.options)
 
 
 def test_s3_truncated_object_is_refused_and_nothing_written(s3: S3, tmp_path: pathlib.Path) -> None:

@@ -141,9 +141,7 @@ def _names(path: str, listing: RemoteFolder | None) -> list[str]:
     return [name for name, _, _ in listing.children(path)]
 
 
-def _read_index(
-    path: str, name: str, boundary: str | RemoteFolder, problems: list[Problem]
-) -> WeightsIndex | None:
+def _read_index(path: str, name: str, boundary: str | RemoteFolder, problems: list[Problem]) -> WeightsIndex | None:
     where = os.path.join(path, name)
     try:
         if isinstance(boundary, RemoteFolder):

@@ -10,8 +10,8 @@ import sys
 from typing import Any, Final
 
 from .._read._errors import ReadError
-from ._signals import raise_swallowed
 from .._read._source import is_url
+from ._signals import raise_swallowed
 from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail, fail_read
 from ._storage import add_storage_options, storage_options
 

@@ -17,8 +17,8 @@ from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._lint import add_lint, run_lint
 from ._signals import Interrupted
-from ._storage import add_storage_options, storage_options
 from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
+from ._storage import add_storage_options, storage_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

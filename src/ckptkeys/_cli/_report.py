@@ -247,9 +247,7 @@ def build_report(
     fails) and are not part of the JSON.
     """
     selection = selection or Selection()
-    unselected = validate_path(
-        path, save=save, all_saves=all_saves, progress=progress, storage_options=storage_options
-    )
+    unselected = validate_path(path, save=save, all_saves=all_saves, progress=progress, storage_options=storage_options)
     result = selection.report(unselected)
     hidden = len(unselected.all_problems) - len(result.all_problems)
     if isinstance(result, RunReport):

@@ -9,7 +9,7 @@ from .. import naming
 from .._check._layout import Layout, TagLayout, scan
 from .._keys._registry import NamingKeys
 from .._read._errors import ReadError
-from .._read._source import is_url, list_remote
+from .._read._source import RemoteObject, is_url, list_remote
 from ..naming import FileKind
 from ._cast import INSTALL_NUMPY, NumpyMissingError, dtypes_without_numpy, numpy_available, numpy_need
 from ._names import strip_prefix as _strip_prefix
@@ -25,7 +25,7 @@ from ._plan import (
 )
 from ._refuse import refuse_incomplete
 from ._safetensors import DTYPES
-from ._side import find_side_files
+from ._side import find_remote_side_files, find_side_files
 from ._types import (
     DTYPE_CHOICES,
     FLOATS,
@@ -44,9 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-    from .._read._source import RemoteFolder
-
     from .._check._problems import Problem
+    from .._read._source import RemoteFolder
     from ._cast import Way
     from ._types import Dtype, ExportTensor, Planned, Weights
 
@@ -214,6 +213,7 @@ def _plan(
         if tensor.name in seen:
             raise ExportError(layout.path, f"two tensors are named {tensor.name!r} (keys such as 7 and '7')")
         seen.add(tensor.name)
+    sides = _side_files(save_layout, storage_options)
     planned = []
     for tensor in tensors:
         out = target if tensor.source_dtype in FLOATS else tensor.source_dtype
@@ -231,15 +231,20 @@ def _plan(
         aliases,
         limit,
         weights=weights,
-        side_files=_side_files(save_layout),
+        side_files=tuple(sides),
+        side_objects={url: source for url, source in sides.items() if source is not None},
     )
 
 
-def _side_files(layout: Layout) -> tuple[str, ...]:
-    """A save folder's side files, else its run folder's (a tag folder given alone has none)."""
-    if layout.kind != "save" or is_url(layout.path):  # a remote save's side files: not copied yet (docs/remote.md)
-        return ()
-    return find_side_files([layout.path] + ([layout.run] if layout.run is not None else []))
+def _side_files(layout: Layout, storage_options: Mapping[str, Any] | None) -> dict[str, RemoteObject | None]:
+    """A save folder's side files, else its run folder's (a tag folder given alone has none), by
+    path; a remote save's with the objects they are fetched from (a local one's: None)."""
+    if layout.kind != "save":
+        return {}
+    folders = [layout.path] + ([layout.run] if layout.run is not None else [])
+    if is_url(layout.path):
+        return dict(find_remote_side_files(folders, storage_options))
+    return {path: None for path in find_side_files(folders)}
 
 
 def _plan_module(source: Source, mp_ranks: list[int], tp_rank: int | None) -> tuple[list[Planned], dict[str, str], str]:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
     from typing import Final
 
+    from typing_extensions import Self
+
     from .._read._source import RemoteObject
     from ._spans import FileSpan
 
@@ -84,7 +86,7 @@ class Feed:
         for _ in range(FETCHES_AHEAD):
             self._submit()
 
-    def __enter__(self) -> Feed:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -33,8 +33,8 @@ from dataclasses import replace
 
 from .. import naming
 from .._read._errors import ReadError
-from .._read._pickle import Opaque
 from .._read._limits import Limits
+from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read, read_object
 from .._read._torch import TensorInfo
 from ..naming import FileKind

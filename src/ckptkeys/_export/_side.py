@@ -13,14 +13,23 @@ import os
 
 from .._read._errors import ReadError
 from .._read._files import open_regular, read_small
+from .._read._source import RemoteObject, list_remote
 from ._types import ExportError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Final
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Final
 
-__all__ = ["MAX_SIDE_FILE_BYTES", "SIDE_FILE_NAMES", "find_side_files", "open_side_file", "read_side_file"]
+__all__ = [
+    "MAX_SIDE_FILE_BYTES",
+    "SIDE_FILE_NAMES",
+    "find_remote_side_files",
+    "find_side_files",
+    "open_side_file",
+    "read_remote_side_file",
+    "read_side_file",
+]
 
 SIDE_FILE_NAMES: Final = (
     # transformers 5.24 utils: CONFIG_NAME, GENERATION_CONFIG_NAME, PROCESSOR_NAME,
@@ -69,6 +78,39 @@ def find_side_files(folders: Sequence[str]) -> tuple[str, ...]:
                 open_side_file(path).close()
             return tuple(present)
     return ()
+
+
+def find_remote_side_files(
+    folders: Sequence[str], storage_options: Mapping[str, Any] | None
+) -> dict[str, RemoteObject]:
+    """:func:`find_side_files` of remote folders (URLs): the side files of the first that has any,
+    by URL, each the object its folder's listing gave (one listing a folder, no HEAD), so it is
+    fetched pinned to the version listed. Raises :class:`ExportError` naming one larger than
+    :data:`MAX_SIDE_FILE_BYTES`."""
+    for folder in folders:
+        listing = list_remote(folder, storage_options)
+        present = {name: size for name, is_folder, size in listing.children(folder) if not is_folder}
+        found = {}
+        for name in SIDE_FILE_NAMES:
+            if name in present:
+                source = listing.open(listing.name_of(folder.rstrip("/") + "/" + name))
+                if source.size > MAX_SIDE_FILE_BYTES:
+                    raise ExportError(
+                        source.url,
+                        f"is larger than {MAX_SIDE_FILE_BYTES} bytes, not a small file: not copied beside the weights",
+                    )
+                found[source.url] = source
+        if found:
+            return found
+    return {}
+
+
+def read_remote_side_file(source: RemoteObject) -> bytes:
+    """The bytes of a remote side file: one GET of the whole (small) object, pinned to the version
+    listed; a :class:`~ckptkeys.ReadError` naming it if the store does not serve it as listed."""
+    data = source.fetch([(0, source.size)])[0] if source.size else b""
+    source.confirm()
+    return data
 
 
 def open_side_file(path: str) -> io.FileIO:

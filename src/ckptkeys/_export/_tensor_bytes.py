@@ -13,7 +13,6 @@ at plan time (a few values compared) straight from the object, one ranged GET pe
 from __future__ import annotations
 
 import array
-import io
 
 from .._read._errors import ReadError
 from .._read._files import open_regular
@@ -88,7 +87,7 @@ def reads_of(tensor: ExportTensor) -> Iterator[tuple[RemoteObject, int, int]]:
                 yield span.remote, span.offset, span.offset + span.length
         return
     step = _mean_step(ITEMSIZE[tensor.source_dtype])
-    for chunks in zip(*(_steps(spans, step) for spans in tensor.mean_of)):
+    for chunks in zip(*(_steps(spans, step) for spans in tensor.mean_of), strict=True):
         for chunk in chunks:
             yield from chunk
 

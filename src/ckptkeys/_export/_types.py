@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, Final
 
+    from .._read._source import RemoteObject
+
 __all__ = [
     "DTYPE_CHOICES",
     "FLOATS",
@@ -175,6 +177,9 @@ class ExportPlan:
     side_files: tuple[str, ...] = ()
     """Small files copied beside the weights (a Hugging Face save's ``config.json``, tokenizer
     files), as paths; each is written under its base name."""
+    side_objects: dict[str, RemoteObject] = field(default_factory=dict, compare=False, repr=False)
+    """A remote save's :attr:`side_files`, by URL: the objects they are fetched from, pinned to the
+    version the folder's listing gave (empty for a local save)."""
 
     def __repr__(self) -> str:
         facts = (self.layout, f"{self.dtype} from {self.weights}", counted(len(self.tensors), "tensor"))

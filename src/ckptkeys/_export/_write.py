@@ -23,7 +23,7 @@ from ._cast import check_numpy
 from ._entry import plan_export
 from ._fetch import Feed
 from ._safetensors import Entry, header_bytes, publish, write_temp
-from ._side import read_side_file
+from ._side import read_remote_side_file, read_side_file
 from ._tensor_bytes import reads_of, tensor_entry
 from ._types import SINGLE_FILE, ExportError, ExportPlan, ExportShard, OptionError
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from typing import Any, BinaryIO, Final
 
+    from .._read._source import RemoteObject
     from ._types import Dtype, ExportTensor, Weights
 
 __all__ = [
@@ -186,7 +187,7 @@ def write_export(
             written.append(target)
         for name, source in sorted(sides.items()):
             target = os.path.join(out, name)
-            staged.append((_copy_side(source, target, fsync), target))
+            staged.append((_copy_side(source, plan.side_objects.get(source), target, fsync), target))
         if with_index:
             index = os.path.join(out, INDEX_FILE)
             text = (json.dumps(plan.index(), indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -273,12 +274,13 @@ def _write_small(target: str, data: bytes, fsync: bool) -> str:
     return temp
 
 
-def _copy_side(source: str, target: str, fsync: bool) -> str:
+def _copy_side(source: str, remote: RemoteObject | None, target: str, fsync: bool) -> str:
     """A side file (``config.json``...) copied to a new temporary file for ``target``; its name.
 
-    Read as ``_side`` allows: a regular file inside its folder, at most ``MAX_SIDE_FILE_BYTES``.
+    Read as ``_side`` allows: a regular file inside its folder, at most ``MAX_SIDE_FILE_BYTES``;
+    a remote one (``remote``, a URL's object) by one GET pinned to the version listed.
     """
-    return _write_small(target, read_side_file(source), fsync)
+    return _write_small(target, read_side_file(source) if remote is None else read_remote_side_file(remote), fsync)
 
 
 def _publish(temp: str, target: str) -> None:

@@ -784,9 +784,7 @@ def _remote_error(url: str, error: BaseException, fs: Any = None) -> ReadError:
     if isinstance(error, FileNotFoundError) or kind & _NOT_FOUND or status == 404:
         return ReadError(url, f"does not exist ({text:.200})")
     if isinstance(error, PermissionError) or kind & _DENIED or status == 403 or text.startswith("Forbidden"):
-        return ReadError(
-            url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})"
-        )
+        return ReadError(url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})")
     if (isinstance(error, OSError) and error.errno == errno.EBUSY) or status in (429, 503):
         # s3fs's SlowDown / 503, retried already
         return ReadError(url, f"cannot be read: the store is throttling requests, still after retries ({text:.200})")
