@@ -406,7 +406,7 @@ def test_remote_scan_reads_a_tags_files_concurrently_and_bounded(
 ) -> None:
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from ckptkeys._read._source import SYNC_FETCH_THREADS
+    from ckptkeys._read._many import SYNC_FETCH_THREADS
 
     tag = tmp_path / "global_step3"  # 40 optimizer shards: more files than reads at once
     tag.mkdir()

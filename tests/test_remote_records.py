@@ -22,7 +22,8 @@ import ckptkeys
 from ckptkeys._check._validate import check_tag
 from ckptkeys._read._limits import Limits
 from ckptkeys._read._reader import _record_ends
-from ckptkeys._read._source import HEAD_BYTES, TAIL_BYTES, RangedStream, open_remote
+from ckptkeys._read._ranged import RangedStream
+from ckptkeys._read._source import HEAD_BYTES, TAIL_BYTES, open_remote
 
 from .conftest import FIXTURES
 from .remote_support import Fetched, memory, upload  # noqa: F401 (fixtures)

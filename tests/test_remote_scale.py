@@ -27,10 +27,11 @@ import pytest
 
 import ckptkeys
 from ckptkeys import ReadError
-from ckptkeys._read import _source
+from ckptkeys._read import _many, _remote_errors, _source
 from ckptkeys._read._limits import Limits
 from ckptkeys._read._reader import read_object
-from ckptkeys._read._source import FETCH_CONCURRENCY, READ_AHEAD, list_remote, read_many
+from ckptkeys._read._many import READ_AHEAD, read_many
+from ckptkeys._read._source import FETCH_CONCURRENCY, list_remote
 
 from .conftest import FIXTURES
 from .remote_support import S3, Fetched, memory, s3, s3_server, upload  # noqa: F401 (fixtures)
@@ -61,19 +62,19 @@ def _same_layout(remote: ckptkeys.Layout, local: ckptkeys.Layout, root: str, url
 def test_s3_tag_is_fetched_a_bounded_number_of_files_ahead_and_its_bytes_dropped(
     s3: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    monkeypatch.setattr(_source, "READ_AHEAD", 8)
+    monkeypatch.setattr(_many, "READ_AHEAD", 8)
     tag = _wide_tag(tmp_path / "global_step3", 30)
     upload(s3.put, tag, "wide/global_step3")
     folder = list_remote(f"s3://{s3.bucket}/wide/global_step3", storage_options=s3.options)
     sources = [folder.open(name) for name in sorted(folder.entries)]
     events: list[tuple[str, int]] = []
-    fetch_ahead = _source._fetch_ahead
+    fetch_ahead = _many._fetch_ahead
 
     def fetch_logged(fetcher: Any, source: _source.RemoteObject) -> Any:
         events.append(("fetch", sources.index(source)))
         return fetch_ahead(fetcher, source)
 
-    monkeypatch.setattr(_source, "_fetch_ahead", fetch_logged)
+    monkeypatch.setattr(_many, "_fetch_ahead", fetch_logged)
     held_most = [0]
 
     def read(source: _source.RemoteObject) -> ckptkeys.Checkpoint:
@@ -416,7 +417,7 @@ def test_hub_errors_say_what_to_fix() -> None:
                               r"storage_options token \(401 Client Error\)"),
         (HfHubHTTPError(429), r"cannot be read: the store is throttling requests, still after retries \(.*\)"),
     ]:  # fmt: skip
-        text = str(_source._remote_error(url, error))
+        text = str(_remote_errors.remote_error(url, error))
         assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text
 
 
@@ -433,7 +434,7 @@ def test_gcs_errors_say_what_to_fix() -> None:
         body = b'{"error": {"code": %d, "message": "refused here"}}' % status
         with pytest.raises(Exception) as raised:  # what gcsfs raises for the answer (after its retries)
             gcsfs_retry.validate_response(status, body, "bkt/run/a.pt")
-        text = str(_source._remote_error(url, raised.value))
+        text = str(_remote_errors.remote_error(url, raised.value))
         assert re.fullmatch(rf"{re.escape(url)}: {shape}", text), text
 
 

@@ -19,10 +19,11 @@ from .. import naming
 from .._keys._registry import ModuleKeys, NamingKeys, OptimFileKeys, OptimizerKeys, ParallelDimsKeys
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
+from .._read._many import read_many
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read_inside, read_object_records
 from .._read._repr import counted, nbytes, one_line, severities
-from .._read._source import RemoteFolder, is_url, list_remote, read_many
+from .._read._source import RemoteFolder, is_url, list_remote
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -469,7 +470,7 @@ def _read_files(
 ) -> Iterator[tuple[Checkpoint, str | None] | ReadError]:
     """Each file read, in order, with why a zip storage record of a remote file ends past it (None
     for a local file: ``validate`` checks it from the file). A local folder's one after another (a
-    disk answers at once); a remote folder's through :func:`~ckptkeys._read._source.read_many`:
+    disk answers at once); a remote folder's through :func:`~ckptkeys._read._many.read_many`:
     each file pinned to the version its listing gave, its head and tail fetched 32 files ahead
     of the one parsed, its bytes dropped once parsed (memory flat in the number of files), as a
     store answers each GET after a round trip."""

@@ -22,8 +22,9 @@ from typing import cast
 from .._read._errors import CorruptCheckpointError, ReadError
 from .._read._files import open_regular
 from .._read._limits import Limits
+from .._read._ranged import RangedStream
 from .._read._reader import Checkpoint
-from .._read._source import TAIL_BYTES, RangedStream
+from .._read._source import TAIL_BYTES
 from .._read._torch import TensorInfo
 from .._read._zip import Archive, Member, open_archive
 

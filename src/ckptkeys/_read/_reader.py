@@ -34,9 +34,10 @@ from ._files import open_regular
 from ._globalref import GlobalRef
 from ._limits import INFLATE_ALLOWANCE, Limits
 from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
+from ._ranged import RangedStream
 from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
-from ._source import HEAD_BYTES, TAIL_BYTES, RangedStream, RemoteObject, is_url, open_remote
+from ._source import HEAD_BYTES, TAIL_BYTES, RemoteObject, is_url, open_remote
 from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_HEADER_SIZE, LOCAL_SIGNATURE, Member, open_archive
 

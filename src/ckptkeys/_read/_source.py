@@ -5,48 +5,44 @@ module is the other source of bytes. A URL (``s3://``, ``gs://``, ``hf://``, ``m
 fsspec protocol) becomes a :class:`RemoteObject`: its size and identity (version, ETag,
 generation) known from one ``info()`` or a folder's listing, and :meth:`RemoteObject.fetch`, which
 gets byte ranges, concurrently, never through fsspec's buffered file objects (s3fs's fetch 50 MiB
-per miss). :class:`RangedStream` shows the reader the parts fetched as one seekable file and
+per miss). ``_ranged.RangedStream`` shows the reader the parts fetched as one seekable file and
 fetches only what a read misses.
 
 Every read of one object is tied to the identity pinned at first contact: on S3 each ranged GET
 carries ``VersionId`` or ``If-Match``, on GCS the ``generation``; a Hub path at a branch is read
 at the commit the branch named when first opened; elsewhere the identity is compared again after
 the last read (:meth:`RemoteObject.confirm`). An object that changed meanwhile is refused, never
-read as a mix. Many objects (a tag's files) are read by :func:`read_many`: their heads and tails
-fetched a bounded number of objects ahead, on the filesystem's event loop. fsspec is imported
-here only, inside :func:`open_remote`: ``import ckptkeys`` imports none of it.
+read as a mix. Many objects (a tag's files) are read by ``_many.read_many``: their heads and tails
+fetched a bounded number of objects ahead, on the filesystem's event loop (:func:`get_many`); what
+a failure means to the user is ``_remote_errors``'s. fsspec is imported here only, on first use:
+``import ckptkeys`` imports none of it.
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import re
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ._errors import ReadError
+from ._remote_errors import CHANGED, Refused, remote_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-    from typing import Any, Final, TypeVar
-
-    T = TypeVar("T")
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from typing import Any, Final
 
 __all__ = [
+    "FETCH_CONCURRENCY",
     "HEAD_BYTES",
     "TAIL_BYTES",
-    "RangedStream",
     "RemoteFolder",
     "RemoteObject",
     "Requests",
+    "get_many",
     "is_url",
     "list_remote",
     "open_remote",
-    "read_many",
 ]
 
 KiB: Final = 1 << 10
@@ -57,25 +53,15 @@ HEAD_BYTES: Final = 256 * KiB
 # for the end record in 4 KiB blocks until it has looked 64 KiB + 22 bytes back, i.e. up to
 # 69,650 bytes: a tail of 72 KiB holds the whole scan, so a cut-off upload costs no extra GET.
 TAIL_BYTES: Final = 72 * KiB
-# A read that misses fetches at least this much (clipped to the object): a local header, then
-# the member's data after it, are one GET, not two.
-MIN_FETCH: Final = 64 * KiB
 # GETs in flight at once when many objects are read together (read_many): what a store serves a
 # client without throttling it, and more than s3fs's pool of 10 connections keeps busy.
 FETCH_CONCURRENCY: Final = 32
-# Objects whose heads and tails read_many fetches ahead of the one being parsed: one more starts
-# as each is taken, so at most READ_AHEAD * (HEAD_BYTES + TAIL_BYTES) = 10.25 MiB of fetched bytes
-# are held at once, whatever the number of objects.
-READ_AHEAD: Final = 32
-# A synchronous filesystem's (memory://, the Hub's) GETs in flight at once: threads waiting on it.
-SYNC_FETCH_THREADS: Final = 16
 # A scheme of two letters or more before "://": "C:\\x" stays a path.
 _URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 # The fields of fsspec's info() that name an object's version, first the exact ones.
 _IDENTITY_FIELDS: Final = ("VersionId", "generation", "blob_id", "ETag", "etag", "mtime", "LastModified", "created")
 # fsspec's message for a missing filesystem package names it: "Install s3fs to access S3".
 _INSTALL: Final = re.compile(r"[Ii]nstall ([A-Za-z0-9_.\-]+)")
-_CHANGED: Final = "changed while being read"
 # A git commit id, as the Hub names one (a revision that is no branch or tag name).
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}")
 
@@ -108,7 +94,7 @@ class RemoteObject:
         self._pin = _pin(fs, info)
         self._tie_lock = threading.Lock()
         self.held: dict[int, bytes] = {}
-        """Parts fetched ahead (:func:`read_many`) by their start: taken by the next :class:`RangedStream`."""
+        """Parts fetched ahead (``_many.read_many``) by their start: taken by the next ``RangedStream``."""
 
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of each ``[start, end)`` in ``ranges`` (within the object), fetched concurrently."""
@@ -125,7 +111,7 @@ class RemoteObject:
                 starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
                 parts = self.fs.cat_ranges([self.path] * len(ranges), starts, ends, on_error="return")
         except Exception as error:
-            raise _remote_error(self.url, error, self.fs) from None
+            raise remote_error(self.url, error, self.fs) from None
         return self._accept(ranges, parts)
 
     def _accept(self, ranges: Sequence[tuple[int, int]], parts: Sequence[Any]) -> list[bytes]:
@@ -139,9 +125,9 @@ class RemoteObject:
         for part in parts:
             if isinstance(part, FileNotFoundError) and self._pin and "generation" in self._pin:
                 # gcsfs: the generation first seen is gone (replaced in a bucket without versioning)
-                raise ReadError(self.url, f"{_CHANGED}: generation {self._pin['generation']} is no longer stored")
+                raise ReadError(self.url, f"{CHANGED}: generation {self._pin['generation']} is no longer stored")
             if isinstance(part, BaseException):
-                raise _remote_error(self.url, part, self.fs)
+                raise remote_error(self.url, part, self.fs)
             if isinstance(part, tuple):  # S3: the bytes and the ETag of the version that answered
                 part, etag = part
                 if etag:
@@ -152,7 +138,7 @@ class RemoteObject:
             self.requests.bytes += len(part)
             if len(part) != end - start:  # the object is shorter than when it was listed
                 asked = f"{end - start} bytes asked at byte {start}, {len(part)} received"
-                raise ReadError(self.url, f"{_CHANGED}: {asked}")
+                raise ReadError(self.url, f"{CHANGED}: {asked}")
         return data
 
     def _tie(self, etags: set[str]) -> None:
@@ -166,7 +152,7 @@ class RemoteObject:
             if self._pin.get("IfMatch"):
                 etags = etags | {self._pin["IfMatch"].strip('"')}
             if len(etags) > 1:
-                raise ReadError(self.url, f"{_CHANGED}: answered by versions of ETags {', '.join(sorted(etags))}")
+                raise ReadError(self.url, f"{CHANGED}: answered by versions of ETags {', '.join(sorted(etags))}")
             if not self._pin:  # nothing was pinned: the reads that follow are tied to this version
                 self._pin["IfMatch"] = f'"{etags.pop()}"'
 
@@ -181,10 +167,10 @@ class RemoteObject:
         try:
             info = self.fs.info(self.path)
         except Exception as error:
-            raise _remote_error(self.url, error, self.fs) from None
+            raise remote_error(self.url, error, self.fs) from None
         now = (_size(self.url, info), _identity(info))
         if now != (self.size, self.identity):
-            raise ReadError(self.url, f"{_CHANGED}: its version or size is not the one first seen")
+            raise ReadError(self.url, f"{CHANGED}: its version or size is not the one first seen")
 
 
 def open_remote(
@@ -202,7 +188,7 @@ def open_remote(
         try:
             info = fs.info(path)
         except Exception as error:
-            raise _remote_error(url, error, fs) from None
+            raise remote_error(url, error, fs) from None
     if info.get("type", "file") != "file":
         raise ReadError(url, f"is a {info.get('type')}, not a file")
     return RemoteObject(url, fs, path, info, requests)
@@ -264,7 +250,7 @@ def list_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> R
     try:
         found = _find(fs, path)
     except Exception as error:
-        raise _remote_error(url, error, fs) from None
+        raise remote_error(url, error, fs) from None
     base = path.rstrip("/") + "/"
     entries = {}
     for key, info in sorted(found.items()):
@@ -311,7 +297,7 @@ def _find(fs: Any, path: str) -> Mapping[str, Mapping[str, Any]]:
                 return entries
             token = page.get("NextContinuationToken")
             if not token or token in tokens:
-                raise _Answer(f"cannot be listed: the store's listing pages never end (next page {token!r} again)")
+                raise Refused(f"cannot be listed: the store's listing pages never end (next page {token!r} again)")
             tokens.add(token)
             request["ContinuationToken"] = token
 
@@ -356,249 +342,8 @@ def _at_commit(url: str, fs: Any, path: str) -> str:
         commit = fs._api.repo_info(resolved.repo_id, repo_type=resolved.repo_type, revision=revision).sha
         pinned: str = type(resolved)(resolved.repo_type, resolved.repo_id, commit, resolved.path_in_repo).unresolve()
     except Exception as error:
-        raise _remote_error(url, error, fs) from None
+        raise remote_error(url, error, fs) from None
     return pinned
-
-
-class RangedStream(io.RawIOBase):
-    """The parts of a :class:`RemoteObject` fetched so far, read as one seekable file.
-
-    A read of bytes not yet fetched fetches the missing spans only, each at least
-    :data:`MIN_FETCH` long (clipped to the object and to the parts already held).
-    """
-
-    def __init__(self, source: RemoteObject) -> None:
-        super().__init__()
-        self.source = source
-        # start -> bytes, never overlapping: what read_many fetched ahead, taken (the object holds
-        # them no more: they go when the stream goes)
-        self._parts: dict[int, bytes] = source.held
-        source.held = {}
-        self._pos = 0
-
-    def prefetch(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> None:
-        """Fetch ``ranges`` (clipped to the object) in one concurrent round, merging those less than
-        ``gap`` apart (:data:`MIN_FETCH`; 0: only those that touch), and leaving out what is held already."""
-        missing = self._missing(ranges, gap)
-        for (start, _), data in zip(missing, self.source.fetch(missing), strict=True):
-            self._parts[start] = data
-
-    def holds(self, start: int, end: int) -> bool:
-        """Whether the bytes ``[start, end)`` (clipped to the object) are fetched already."""
-        return not self._gaps(max(0, start), min(self.source.size, end))
-
-    def _missing(self, ranges: Sequence[tuple[int, int]], gap: int = MIN_FETCH) -> list[tuple[int, int]]:
-        """What :meth:`prefetch` fetches for ``ranges``: clipped, merged, and without what is held."""
-        return _missing(self.source.size, ranges, self._gaps, gap)
-
-    def _gaps(self, start: int, end: int) -> list[tuple[int, int]]:
-        gaps = []
-        at = start
-        for part_start in sorted(self._parts):
-            part_end = part_start + len(self._parts[part_start])
-            if part_end <= at:
-                continue
-            if part_start >= end:
-                break
-            if part_start > at:
-                gaps.append((at, part_start))
-            at = max(at, part_end)
-        if at < end:
-            gaps.append((at, end))
-        return gaps
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.source.size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = self.source.size if size is None or size < 0 else min(self.source.size, self._pos + size)
-        if end <= self._pos:
-            return b""
-        gaps = self._gaps(self._pos, end)
-        if gaps:
-            limit = self.source.size
-            widened = []
-            for start, stop in gaps:
-                following = [p for p in self._parts if p >= stop]
-                ceiling = min([limit, *following])
-                widened.append((start, min(ceiling, max(stop, start + MIN_FETCH))))
-            for (start, _), data in zip(widened, self.source.fetch(widened), strict=True):
-                self._parts[start] = data
-        chunks = []
-        at = self._pos
-        for part_start in sorted(self._parts):
-            data = self._parts[part_start]
-            part_end = part_start + len(data)
-            if part_end <= at or part_start >= end:
-                continue
-            chunks.append(data[at - part_start : min(end, part_end) - part_start])
-            at = min(end, part_end)
-        self._pos = end
-        return b"".join(chunks)
-
-
-def _missing(
-    size: int,
-    ranges: Sequence[tuple[int, int]],
-    gaps: Callable[[int, int], list[tuple[int, int]]],
-    gap: int = MIN_FETCH,
-) -> list[tuple[int, int]]:
-    clipped = sorted((max(0, s), min(size, e)) for s, e in ranges if min(size, e) > max(0, s))
-    merged: list[tuple[int, int]] = []
-    for start, end in clipped:
-        if merged and start <= merged[-1][1] + gap:  # close ranges: one GET
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return [hole for start, end in merged for hole in gaps(start, end)]
-
-
-def read_many(sources: Sequence[RemoteObject], read: Callable[[RemoteObject], T]) -> Iterator[T | ReadError]:
-    """``read(source)`` of each of ``sources`` (objects of one filesystem: a folder's listing), in order,
-    their heads and tails fetched ahead.
-
-    The head ``[0, HEAD_BYTES)`` and tail ``[size - TAIL_BYTES, size)`` of each object (merged
-    when close, as :meth:`RangedStream.prefetch` merges them) are fetched :data:`READ_AHEAD`
-    objects ahead of the one ``read`` parses, on the filesystem's event loop (S3, GCS: each GET
-    carrying its object's pin), at most :data:`FETCH_CONCURRENCY` GETs in flight; as each object
-    is taken, the next one's GETs start, so the store always has work while the objects are
-    parsed (their rare third GETs one object at a time). Each object's bytes go to the
-    :class:`RangedStream` ``read`` makes of it and are dropped with it: what is held is bounded by
-    :data:`READ_AHEAD` objects, not by their number. An object whose GETs failed is its
-    :class:`ReadError` (naming its URL); the others are still read.
-    """
-    if not sources:
-        return
-    fetcher = _Fetcher(sources[0].fs)
-    ahead: deque[tuple[RemoteObject, _Pending]] = deque()
-    waiting = iter(sources)
-
-    def fetch_next() -> None:
-        source = next(waiting, None)
-        if source is not None:
-            ahead.append((source, _fetch_ahead(fetcher, source)))
-
-    try:
-        for _ in range(READ_AHEAD):
-            fetch_next()
-        while ahead:
-            source, pending = ahead.popleft()
-            error = pending.wait()
-            fetch_next()
-            if error is not None:
-                yield error
-                continue
-            try:
-                yield read(source)
-            except ReadError as refused:
-                yield refused
-            finally:
-                source.held = {}  # read or not, its bytes go now
-    finally:
-        fetcher.close()
-
-
-class _Fetcher:
-    """Where read_many's GETs run: the filesystem's event loop (one gate of
-    :data:`FETCH_CONCURRENCY` for all of them), or threads for a synchronous filesystem."""
-
-    def __init__(self, fs: Any) -> None:
-        self.fs = fs
-        self.loop: Any = getattr(fs, "loop", None) if getattr(fs, "async_impl", False) else None
-        self.threads = None if self.loop is not None else ThreadPoolExecutor(max_workers=SYNC_FETCH_THREADS)
-        self.gate: Any = None  # an asyncio.Semaphore, made on the loop by the first batch
-
-    def start(self, gets: list[tuple[str, int, int, dict[str, str], int]]) -> Future[Any] | list[Future[Any]]:
-        if self.threads is not None:  # a synchronous filesystem (memory://, the Hub's)
-            return [self.threads.submit(_cat_file, self.fs, path, start, end) for path, start, end, _, _ in gets]
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(self._get(gets), self.loop)
-
-    async def _get(self, gets: list[tuple[str, int, int, dict[str, str], int]]) -> list[Any]:
-        if self.gate is None:
-            import asyncio
-
-            self.gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-        return await _get_many(self.fs, gets, self.gate)
-
-    def close(self) -> None:
-        if self.threads is not None:
-            self.threads.shutdown(wait=False, cancel_futures=True)
-
-
-class _Pending:
-    """One object's head and tail, in flight (a future of the loop, or of threads)."""
-
-    def __init__(self, fetcher: _Fetcher, source: RemoteObject) -> None:
-        self.source = source
-        self.ranges = _missing(source.size, [(0, HEAD_BYTES), (source.size - TAIL_BYTES, source.size)], _all)
-        self.future: Future[Any] | list[Future[Any]] | None = None
-        self.error: BaseException | None = None
-        if self.ranges:
-            try:
-                gets = [(source.path, start, end, source._pin or {}, source.size) for start, end in self.ranges]
-                self.future = fetcher.start(gets)
-            except Exception as error:
-                self.error = error
-
-    def wait(self) -> ReadError | None:
-        """The object's head and tail given to it (:attr:`RemoteObject.held`), or the
-        :class:`ReadError` naming it if its GETs failed."""
-        source = self.source
-        parts: list[Any] = []
-        if self.error is None and self.future is not None:
-            try:
-                if isinstance(self.future, list):
-                    parts = [future.result() for future in self.future]  # _cat_file returns its exception
-                else:
-                    parts = list(self.future.result())
-            except Exception as error:
-                self.error = error
-        if self.error is not None:
-            return _remote_error(source.url, self.error, source.fs)
-        try:
-            for (start, _), data in zip(self.ranges, source._accept(self.ranges, parts), strict=True):
-                source.held[start] = data
-        except ReadError as error:
-            return error
-        return None
-
-
-def _cat_file(fs: Any, path: str, start: int, end: int) -> Any:
-    """One range of a synchronous filesystem's object: its bytes, or the exception it ended in."""
-    try:
-        return fs.cat_file(path, start=start, end=end)
-    except Exception as error:
-        return error
-
-
-def _all(start: int, end: int) -> list[tuple[int, int]]:
-    return [(start, end)]
-
-
-def _fetch_ahead(fetcher: _Fetcher, source: RemoteObject) -> _Pending:
-    """Start fetching ``source``'s head and tail (one place to see the fetches start: the tests)."""
-    return _Pending(fetcher, source)
 
 
 def _size(url: str, info: Mapping[str, Any]) -> int:
@@ -642,21 +387,14 @@ def _pin(fs: Any, info: Mapping[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def _pinned_fetch(
-    fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int
-) -> list[Any]:
+def _pinned_fetch(fs: Any, path: str, ranges: Sequence[tuple[int, int]], pin: dict[str, str], size: int) -> list[Any]:
     """Ranged reads of one object of ``size`` bytes, concurrently on the filesystem's loop, each
     carrying ``pin`` (one range per GET: S3 serves no more); each range's answer (bytes, on S3 with
-    its ETag: see :func:`_get_many`) or the exception it ended in."""
+    its ETag: see :func:`get_many`) or the exception it ended in."""
     from fsspec.asyn import sync
 
-    result: list[Any] = sync(fs.loop, _get_many, fs, [(path, start, end, pin, size) for start, end in ranges])
+    result: list[Any] = sync(fs.loop, get_many, fs, [(path, start, end, pin, size) for start, end in ranges])
     return result
-
-
-class _Answer(Exception):
-    """A ranged GET answered with other bytes than the range asked of the object pinned: its
-    message is the reason a :class:`ReadError` gives (``_remote_error``)."""
 
 
 _CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -674,7 +412,7 @@ async def _ranged_body(
     """
     asked = f"bytes {start}-{end - 1}"
     if status == 412:
-        raise _Answer(f"{_CHANGED}: the store no longer holds the version first seen (HTTP 412)")
+        raise Refused(f"{CHANGED}: the store no longer holds the version first seen (HTTP 412)")
     if status == 404:
         raise FileNotFoundError(f"HTTP 404 for a GET of {asked}")
     matched = _CONTENT_RANGE.fullmatch(str(answered or ""))
@@ -683,15 +421,15 @@ async def _ranged_body(
     if status != 206 or matched is None:
         if status == 200 or (status == 206 and matched is None):
             reason = f"the store answered a GET of {asked} with HTTP {status} and no byte range (it ignores Range)"
-            raise _Answer(f"cannot be read: {reason}: refused unread, not downloaded whole")
-        raise _Answer(f"cannot be read: the store answered a GET of {asked} with HTTP {status}")
+            raise Refused(f"cannot be read: {reason}: refused unread, not downloaded whole")
+        raise Refused(f"cannot be read: the store answered a GET of {asked} with HTTP {status}")
     first, last, total = matched.groups()
     if total != "*" and int(total) != size:
-        raise _Answer(f"{_CHANGED}: the store holds {total} bytes, {size} were first seen")
+        raise Refused(f"{CHANGED}: the store holds {total} bytes, {size} were first seen")
     if (int(first), int(last)) != (start, end - 1):
-        raise _Answer(f"cannot be read: the store answered bytes {first}-{last} to a GET of {asked}")
+        raise Refused(f"cannot be read: the store answered bytes {first}-{last} to a GET of {asked}")
     if length != end - start:
-        raise _Answer(f"cannot be read: the store announced {length} bytes for the {end - start} of {asked}")
+        raise Refused(f"cannot be read: the store announced {length} bytes for the {end - start} of {asked}")
     data = bytearray()
     while len(data) <= end - start:  # up to one byte past the range: a body longer than announced
         chunk = await read(end - start + 1 - len(data))
@@ -699,7 +437,7 @@ async def _ranged_body(
             break
         data += chunk
     if len(data) > end - start:
-        raise _Answer(f"cannot be read: the store sent more than the {end - start} bytes of {asked}")
+        raise Refused(f"cannot be read: the store sent more than the {end - start} bytes of {asked}")
     return bytes(data)
 
 
@@ -732,9 +470,7 @@ def _http_fetch(fs: Any, url: str, ranges: Sequence[tuple[int, int]], size: int)
     return result
 
 
-async def _get_many(
-    fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str], int]], gate: Any = None
-) -> list[Any]:
+async def get_many(fs: Any, gets: Sequence[tuple[str, int, int, dict[str, str], int]], gate: Any = None) -> list[Any]:
     """``(path, start, end, pin, size)`` ranged reads, at most :data:`FETCH_CONCURRENCY` in flight
     (those of ``gate``, an asyncio.Semaphore, if given): each one's answer, or the exception it ended
     in (after the filesystem's own retries). S3: GetObject with the pin's ``IfMatch``/``VersionId``,
@@ -765,106 +501,3 @@ async def _get_many(
         return data, str(response.get("ETag") or "").strip('"')
 
     return list(await asyncio.gather(*(get(*one) for one in gets), return_exceptions=True))
-
-
-def _remote_error(url: str, error: BaseException, fs: Any = None) -> ReadError:
-    """One line naming the URL, for whatever the filesystem ``fs`` raised after its own retries: what
-    went wrong, and what the user must fix (credentials, access, the name, the network)."""
-    if isinstance(error, ReadError):
-        return error
-    if isinstance(error, _Answer):
-        return ReadError(url, str(error))
-    text = " ".join(str(error).split()) or type(error).__name__
-    kind = {cls.__name__ for cls in type(error).__mro__}
-    status = _status(error)
-    if _precondition_failed(error) or "pre-condition" in text.lower() or "412" in text.split(":")[0] or status == 412:
-        return ReadError(url, f"{_CHANGED}: the store no longer holds the version first seen ({text:.200})")
-    if kind & _NO_CREDENTIALS or status == 401:
-        return ReadError(url, f"cannot be read: no credentials: {_credentials_hint(url)} ({text:.200})")
-    if isinstance(error, FileNotFoundError) or kind & _NOT_FOUND or status == 404:
-        return ReadError(url, f"does not exist ({text:.200})")
-    if isinstance(error, PermissionError) or kind & _DENIED or status == 403 or text.startswith("Forbidden"):
-        return ReadError(url, f"cannot be read: access denied: the credentials in use may not read it ({text:.200})")
-    if (isinstance(error, OSError) and error.errno == errno.EBUSY) or status in (429, 503):
-        # s3fs's SlowDown / 503, retried already
-        return ReadError(url, f"cannot be read: the store is throttling requests, still after retries ({text:.200})")
-    if isinstance(error, TimeoutError) or any("Timeout" in name for name in kind):
-        waited = _timeout(error, fs)
-        after = f" after {waited:g} s" if waited is not None else ""
-        return ReadError(
-            url,
-            f"cannot be read: timed out{after}, still after retries: the store did not answer (a slow "
-            f"network or endpoint: raise read_timeout/connect_timeout in storage_options config_kwargs) "
-            f"({text:.200})",
-        )
-    if isinstance(error, ConnectionError) or kind & _UNREACHABLE:
-        return ReadError(
-            url, f"cannot be read: cannot connect to the store: check endpoint_url and the network ({text:.200})"
-        )
-    return ReadError(url, f"cannot be read: {text:.300}")
-
-
-# Errors by class name (botocore, gcsfs, huggingface_hub are not imported to tell them).
-_NO_CREDENTIALS: Final = frozenset({"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"})
-_NOT_FOUND: Final = frozenset(
-    {"NoSuchBucket", "RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}
-)
-_DENIED: Final = frozenset({"GatedRepoError", "DisabledRepoError"})
-_UNREACHABLE: Final = frozenset({"EndpointConnectionError", "ClientConnectorError", "ConnectionError"})
-# botocore waits 60 s for a connection and for each read unless config_kwargs say otherwise.
-_BOTOCORE_TIMEOUT: Final = 60.0
-
-
-def _status(error: BaseException) -> int | None:
-    """The HTTP status an error carries: gcsfs's ``HttpError.code``, an HTTP error's response."""
-    code = getattr(error, "code", None)
-    if isinstance(code, int) and 100 <= code < 600:
-        return code
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _timeout(error: BaseException, fs: Any) -> float | None:
-    """How long the client waited before it gave up, where the filesystem says (s3fs: botocore's
-    ``read_timeout``/``connect_timeout`` of ``config_kwargs``, 60 s by default)."""
-    config = getattr(fs, "config_kwargs", None)
-    if not isinstance(config, dict):
-        return None
-    name = "connect_timeout" if "Connect" in type(error).__name__ else "read_timeout"
-    value = config.get(name, _BOTOCORE_TIMEOUT)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _credentials_hint(url: str) -> str:
-    """What gives the store of ``url`` credentials."""
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("s3", "s3a"):
-        return (
-            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) or pass storage_options key/secret "
-            "(anon=true for a public bucket)"
-        )
-    if scheme in ("gs", "gcs"):
-        return "set GOOGLE_APPLICATION_CREDENTIALS or pass storage_options token (token='anon' for a public bucket)"
-    if scheme == "hf":
-        return "set HF_TOKEN (or run hf auth login) or pass storage_options token"
-    return "pass them in storage_options"
-
-
-def _precondition_failed(error: BaseException) -> bool:
-    """Whether the store answered ``412`` (the pinned ``If-Match``/version no longer holds): told by the
-    botocore response s3fs's error is caused by, whatever the store's message says."""
-    seen: BaseException | None = error
-    for _ in range(8):  # the chain of causes, not followed forever
-        if seen is None:
-            break
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            code = response.get("Error", {}).get("Code")
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "PreconditionFailed" or status == 412:
-                return True
-        if "PreconditionFailed" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
