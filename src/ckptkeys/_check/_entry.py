@@ -15,7 +15,7 @@ from .._read._errors import NotACheckpointError, ReadError
 from .._read._limits import Limits
 from .._read._reader import Checkpoint, read, read_object
 from .._read._safetensors import is_safetensors, is_safetensors_object, read_safetensors_object
-from .._read._source import RemoteFolder, RemoteObject, is_url, list_remote, open_remote
+from .._read._source import RemoteFolder, RemoteObject, is_url, list_remote, local_only, open_remote
 from ..naming import parse
 from ._dicts import check_dict, check_file, client_state_problems, guess_kind
 from ._layout import LayoutFile, scan, scan_listed
@@ -76,12 +76,6 @@ def _spec(kind: str) -> schema.DictKind:
 def _loose(name: str) -> str:
     """A kind's name without case, and with ``_``, ``-`` and spaces alike: what a misspelling keeps."""
     return name.lower().replace("_", " ").replace("-", " ")
-
-
-def _local(root: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Refuse ``storage_options`` given with a local path: they are for a URL's filesystem."""
-    if storage_options is not None and not is_url(root):
-        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
 
 
 def validate_file(
@@ -154,7 +148,7 @@ def validate_folder(
     :class:`~ckptkeys.NotACheckpointError` if it holds no checkpoint.
     """
     root = os.fspath(path)
-    _local(root, storage_options)
+    local_only(root, storage_options)
     listing = list_remote(root, storage_options) if is_url(root) else None
     return _validate_save(root, None, limits, progress, listing)
 
@@ -189,7 +183,7 @@ def validate_run(
     A URL's run is listed once (``storage_options`` for its filesystem): its saves and their files.
     """
     root = os.fspath(path)
-    _local(root, storage_options)
+    local_only(root, storage_options)
     if is_url(root):
         listing = list_remote(root, storage_options)
         return _validate_run(run_of(root, listing), save, all_saves, limits, progress, listing)
@@ -242,7 +236,7 @@ def validate_path(
     if kind is not None:
         _spec(kind)
     root = os.fspath(path)
-    _local(root, storage_options)
+    local_only(root, storage_options)
     if is_url(root):
         return _validate_url(root, kind, save, all_saves, limits, progress, storage_options)
     if not os.path.exists(root):

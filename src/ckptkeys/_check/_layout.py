@@ -23,7 +23,7 @@ from .._read._many import read_many
 from .._read._pickle import Opaque
 from .._read._reader import Checkpoint, read_inside, read_object_records
 from .._read._repr import counted, nbytes, one_line, severities
-from .._read._source import RemoteFolder, is_url, list_remote
+from .._read._source import RemoteFolder, is_url, list_remote, local_only
 from .._read._torch import TensorInfo
 from ..naming import CheckpointName, FileKind
 from . import _frameworks
@@ -205,8 +205,7 @@ def scan(
     if is_url(root):
         listing = list_remote(root, storage_options)
         return scan_listed(root, listing, read=read, limits=limits, progress=progress, save=save)
-    if storage_options is not None:
-        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
+    local_only(root, storage_options)
     try:
         layout = _scan_folder(root, read, limits, progress)
     except NotACheckpointError:

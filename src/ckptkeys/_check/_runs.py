@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .._keys._registry import NamingKeys
 from .._read._errors import NotACheckpointError, ReadError
 from .._read._repr import counted, one_line, severities
-from .._read._source import RemoteFolder, is_url, list_remote
+from .._read._source import RemoteFolder, is_url, list_remote, local_only
 from . import _frameworks
 from ._folders import is_tag_folder, list_entries
 from ._problems import Problem, Severity
@@ -90,8 +90,7 @@ def scan_run(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any]
     root = os.fspath(path)
     if is_url(root):
         return run_of(root, list_remote(root, storage_options))
-    if storage_options is not None:
-        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
+    local_only(root, storage_options)
     if not os.path.isdir(root):
         raise ReadError(root, "does not exist" if not os.path.exists(root) else "is a file, not a folder")
     return run_of(root, os.path.realpath(root))

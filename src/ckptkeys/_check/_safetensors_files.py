@@ -18,7 +18,7 @@ from .._read._reader import read, read_object
 from .._read._repr import counted
 from .._read._repr import severities as _severities
 from .._read._safetensors import SafetensorsFile, read_safetensors, read_safetensors_object
-from .._read._source import RemoteObject, is_url, open_remote
+from .._read._source import RemoteObject, is_url, local_only, open_remote
 from ._problems import Problem, Severity
 
 TYPE_CHECKING = False
@@ -118,8 +118,7 @@ def validate_safetensors(
     root = os.fspath(path)
     if is_url(root):
         return safetensors_object_report(open_remote(root, storage_options))
-    if storage_options is not None:
-        raise ValueError(f"storage_options apply to URLs only, not to the local path {root!r}")
+    local_only(root, storage_options)
     file = read_safetensors(root)
     _not_a_torch_file(root, file, lambda: read(root))
     return _report(root, file)

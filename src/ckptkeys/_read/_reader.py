@@ -37,7 +37,7 @@ from ._pickle import Opaque, PersistentRef, Unpickled, unpickle
 from ._ranged import RangedStream
 from ._repr import counted, nbytes, one_line
 from ._safetensors import looks_like_safetensors
-from ._source import HEAD_BYTES, TAIL_BYTES, RemoteObject, is_url, open_remote
+from ._source import HEAD_BYTES, TAIL_BYTES, RemoteObject, is_url, local_only, open_remote
 from ._torch import TORCH_INTERPRETERS, StorageInfo, TensorInfo, legacy_find_class, storage_dtype, zip_find_class
 from ._zip import LOCAL_HEADER_SIZE, LOCAL_SIGNATURE, Member, open_archive
 
@@ -144,8 +144,7 @@ def read(
     if is_url(path):
         assert isinstance(path, str)  # is_url says so
         return _read_remote(path, limits or Limits(), storage_options)
-    if storage_options is not None:
-        raise ValueError(f"storage_options apply to URLs only, not to the local path {os.fspath(path)!r}")
+    local_only(os.fspath(path), storage_options)
     return read_inside(path, None, limits=limits)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "get_many",
     "is_url",
     "list_remote",
+    "local_only",
     "open_remote",
 ]
 
@@ -69,6 +70,12 @@ _COMMIT: Final = re.compile(r"[0-9a-f]{40}")
 def is_url(path: object) -> bool:
     """Whether ``path`` names a remote object (a ``str`` with a scheme and ``://``), not a local file."""
     return isinstance(path, str) and _URL.match(path) is not None
+
+
+def local_only(path: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse ``storage_options`` given with the local ``path`` (``ValueError``): they are for a URL's filesystem."""
+    if storage_options is not None and not is_url(path):
+        raise ValueError(f"storage_options apply to URLs only, not to the local path {path!r}")
 
 
 @dataclass(slots=True)
