@@ -206,15 +206,7 @@ def scan(
         listing = list_remote(root, storage_options)
         return scan_listed(root, listing, read=read, limits=limits, progress=progress, save=save)
     local_only(root, storage_options)
-    try:
-        layout = _scan_folder(root, read, limits, progress)
-    except NotACheckpointError:
-        run = scan_run(root)  # its error names save folders too, when there are none
-        chosen = run.save(save) if save is not None else run.saves[0]
-        return replace(_scan_folder(chosen.path, read, limits, progress), run=root)
-    if save is not None:
-        raise ValueError(f"{root}: a {layout.kind} folder, not a run folder: it has no saves to choose from")
-    return layout
+    return _scan_root(root, read, limits, progress, save, None)
 
 
 def scan_listed(
@@ -228,10 +220,23 @@ def scan_listed(
 ) -> Layout:
     """:func:`scan` of the remote folder ``root`` from its one ``listing`` (``list_remote(root)``):
     a save or tag folder, or a run folder's newest save (or ``save``), as a local folder is scanned."""
+    return _scan_root(root, read, limits, progress, save, listing)
+
+
+def _scan_root(
+    root: str,
+    read: bool,
+    limits: Limits | None,
+    progress: Callable[[int, int], None] | None,
+    save: str | None,
+    listing: RemoteFolder | None,
+) -> Layout:
+    """A save or tag folder, or a run folder's newest save (or ``save``): local, or from ``listing``."""
     try:
         layout = _scan_folder(root, read, limits, progress, listing)
     except NotACheckpointError:
-        run = run_of(root, listing)
+        # scan_run's error names save folders too, when there are none
+        run = scan_run(root) if listing is None else run_of(root, listing)
         chosen = run.save(save) if save is not None else run.saves[0]
         return replace(_scan_folder(chosen.path, read, limits, progress, listing), run=root)
     if save is not None:
