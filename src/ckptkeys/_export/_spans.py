@@ -30,9 +30,11 @@ from .._read._zip import Archive, Member, open_archive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import BinaryIO, Final
 
     from .._read._source import RemoteObject
+    from .._read._torch import StorageInfo
 
 __all__ = ["FileSpan", "is_contiguous", "record_spans", "tensor_span", "value_problem"]
 
@@ -89,14 +91,8 @@ def record_spans(checkpoint: Checkpoint, remote: RemoteObject | None = None) -> 
             if archive.defects:
                 raise CorruptCheckpointError(name, archive.defects[0])
             spans: dict[str, FileSpan] = {}
-            # By record name: two storages torch tells apart (keys 2 and '2') may share a record.
-            for storage in checkpoint.storages.values():
-                key = storage.key
-                member = archive.find(f"data/{key}")
-                where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{key}"
-                if member is None:
-                    raise CorruptCheckpointError(name, f"{where} is missing from the archive")
-                span = spans[key] = _member_span(archive, member, where)
+            for storage, member, where in _storage_members(checkpoint, archive):
+                span = spans[storage.key] = _member_span(archive, member, where)
                 if span.length < storage.nbytes:
                     raise CorruptCheckpointError(
                         name, f"{where} holds {span.length} bytes, the pickle says {storage.nbytes}"
@@ -122,18 +118,25 @@ def _remote_record_spans(checkpoint: Checkpoint, remote: RemoteObject) -> dict[s
     if archive.defects:
         raise CorruptCheckpointError(name, archive.defects[0])
     members: dict[str, tuple[Member, str]] = {}
-    for storage in checkpoint.storages.values():
-        key = storage.key
-        member = archive.find(f"data/{key}")
-        where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{key}"
-        if member is None:
-            raise CorruptCheckpointError(name, f"{where} is missing from the archive")
+    for storage, member, where in _storage_members(checkpoint, archive):
         if member.size < storage.nbytes:
             raise CorruptCheckpointError(name, f"{where} holds {member.size} bytes, the pickle says {storage.nbytes}")
-        members[key] = (member, where)
+        members[storage.key] = (member, where)
     headers = [(m.header_offset, m.header_offset + _LOCAL_FIXED) for m, _ in members.values()]
     ranged.prefetch(headers, gap=0)
     return {key: _member_span(archive, member, where, remote) for key, (member, where) in members.items()}
+
+
+def _storage_members(checkpoint: Checkpoint, archive: Archive) -> Iterator[tuple[StorageInfo, Member, str]]:
+    """Each storage of ``checkpoint``, its record in ``archive`` and the record's name for messages;
+    :class:`~ckptkeys.CorruptCheckpointError` for a record missing. By record name: two storages torch
+    tells apart (keys 2 and '2') may share a record."""
+    for storage in checkpoint.storages.values():
+        member = archive.find(f"data/{storage.key}")
+        where = f"storage record {archive.folder.decode('utf-8', 'replace')}/data/{storage.key}"
+        if member is None:
+            raise CorruptCheckpointError(checkpoint.path, f"{where} is missing from the archive")
+        yield storage, member, where
 
 
 def _member_span(archive: Archive, member: Member, where: str, remote: RemoteObject | None = None) -> FileSpan:
