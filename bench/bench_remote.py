@@ -18,8 +18,6 @@ asserted (``tests/test_remote.py`` asserts the counts on the fixtures).
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import pathlib
 import pprint
 import sys
@@ -29,6 +27,10 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import moto_server  # noqa: E402
 
 import ckptkeys  # noqa: E402
 from ckptkeys._read._limits import Limits  # noqa: E402
@@ -71,30 +73,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=pathlib.Path, default=BIG if BIG.is_dir() else SMALL)
     args = parser.parse_args()
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_CONFIG_FILE": os.devnull,
-    }.items():
-        os.environ[name] = value
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    counter = Counter(server._server.app)
-    server._server.app = counter
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}"}
+    server, counter, endpoint = moto_server.start(Counter)
+    options = {"endpoint_url": endpoint}
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir("bench")
     files = sorted(args.checkpoint.glob("*.pt"))
     for path in files:
         fs.put_file(str(path), f"bench/{path.parent.name}/{path.name}")
     total_bytes = sum(p.stat().st_size for p in files)
-    print(f"{args.checkpoint}: {len(files)} files, {total_bytes:,} bytes, moto on {host}:{port}")
+    print(f"{args.checkpoint}: {len(files)} files, {total_bytes:,} bytes, moto at {endpoint}")
     print(f"{'file':<52} {'strategy':<28} {'GETs':>5} {'HEADs':>5} {'bytes':>13}")
     totals: dict[str, list[int]] = {}
     strategies = {

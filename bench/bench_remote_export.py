@@ -31,6 +31,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import moto_server  # noqa: E402
+
 WORK = ROOT / "bench/_work/remote_export"
 READER_SAVE = ROOT / "bench/_work/reader/deepspeed"
 # The ~1 GB save bench_reader.py makes, where the main checkout keeps it (worktrees share it).
@@ -181,14 +185,7 @@ def main() -> None:
         or synthetic_save("synthetic_1gb", 19),
     ]
     env = dict(os.environ)
-    env.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_CONFIG_FILE=os.devnull,
-        PYTHONPATH=str(ROOT / "src"),
-    )
+    env.update(moto_server.CREDENTIALS, PYTHONPATH=str(ROOT / "src"))
     os.environ.update(env)
     port = free_port()
     # The server in a process of its own: it holds the uploads, and the processes measured are

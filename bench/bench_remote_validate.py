@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import pathlib
 import statistics
@@ -43,6 +42,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import moto_server  # noqa: E402
+
 FIXTURE = ROOT / "tests/data/fixtures/z2_bf16_ws2/global_step3"
 WORK = ROOT / "bench/_work/remote_validate"
 TAG = "global_step1"
@@ -193,24 +196,11 @@ def main() -> None:
     parser.add_argument("--src", default=str(ROOT / "src"), help="the ckptkeys tree to measure (a before/after)")
     args = parser.parse_args()
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_CONFIG_FILE": os.devnull,
-    }.items():
-        os.environ[name] = value
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     folders = {ranks: build_tag(ranks, args.numel) for ranks in args.ranks}
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    counter = Counter(server._server.app)
-    server._server.app = counter  # the uploads at loopback speed; the store's latency for the reads
-    host, port = server.get_host_and_port()
-    options: dict[str, Any] = {"endpoint_url": f"http://{host}:{port}"}
+    # The uploads at loopback speed; the store's latency for the reads (counter.latency, .rate).
+    server, counter, endpoint = moto_server.start(Counter)
+    options: dict[str, Any] = {"endpoint_url": endpoint}
     fs = s3fs.S3FileSystem(**options)
     if args.pool:  # the ways measured get it, the uploads not
         options["config_kwargs"] = {"max_pool_connections": args.pool}
@@ -220,7 +210,7 @@ def main() -> None:
         store = f"{args.latency_ms:g} ms before each answer, {args.mbps:g} MB/s each"
     if args.pool:
         store += f", {args.pool} connections a client"
-    print(f"moto on {host}:{port} ({store}); {args.runs} runs each, the median time; peak RSS of the child")
+    print(f"moto at {endpoint} ({store}); {args.runs} runs each, the median time; peak RSS of the child")
     columns = f"{'time s':>8} {'GET/f':>6} {'HEAD/f':>6} {'LIST':>4} {'bytes':>13} {'RSS MB':>7} {'CPU s':>6}"
     columns += f" {'moto s':>6}"
     print(f"{'ranks':>5} {'way':<14} {columns}")
