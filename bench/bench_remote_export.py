@@ -37,8 +37,6 @@ import moto_server  # noqa: E402
 
 WORK = ROOT / "bench/_work/remote_export"
 READER_SAVE = ROOT / "bench/_work/reader/deepspeed"
-# The ~1 GB save bench_reader.py makes, where the main checkout keeps it (worktrees share it).
-SHARED_READER_SAVE = pathlib.Path("/work/main/bench/_work/reader/deepspeed")
 
 SYNTHETIC = """
 import pathlib, sys
@@ -181,8 +179,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     saves: list[pathlib.Path] = args.save or [
         synthetic_save("synthetic_300mb", 2),
-        next((p for p in (READER_SAVE, SHARED_READER_SAVE) if (p / "latest").is_file()), None)
-        or synthetic_save("synthetic_1gb", 19),
+        READER_SAVE if (READER_SAVE / "latest").is_file() else synthetic_save("synthetic_1gb", 19),
     ]
     env = dict(os.environ)
     env.update(moto_server.CREDENTIALS, PYTHONPATH=str(ROOT / "src"))
