@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 
 from .. import naming
-from .._check._layout import Layout, TagLayout, scan
+from .._check._layout import Layout, TagLayout, scan, scan_listed
 from .._keys._registry import NamingKeys
 from .._read._errors import ReadError
 from .._read._source import RemoteObject, is_url, list_remote
@@ -295,7 +295,7 @@ def _tag_layout(
     if not is_url(chosen.path):
         return scan(chosen.path, read=True).tags[0], about, None
     folder = list_remote(chosen.path, storage_options)
-    read = scan(chosen.path, read=True, storage_options=storage_options).tags[0]
+    read = scan_listed(chosen.path, folder, read=True).tags[0]  # its files read as that listing gave them
     for error in read.read_errors.values():
         if type(error) is ReadError:  # the store (access, network, throttling, a changed object), not the file
             raise error
