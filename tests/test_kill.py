@@ -268,3 +268,38 @@ def test_stale_temporary_files_go_but_a_locked_one_stays(tmp_path: pathlib.Path)
     finally:
         discard_temp(live)
     assert not os.path.exists(live)
+
+
+class _Writes(list[str]):
+    """Standard error that records each write (not a terminal: no progress line)."""
+
+    def write(self, text: str) -> int:
+        self.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_each_line_on_standard_error_is_one_write(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal lands between two writes, never inside one: a line written in two (print's text,
+    then its newline) would have the `interrupted` line glued to its end (seen in CI, trial 28 of
+    SIGINT: the summary's last line, then `ckptkeys export: interrupted (SIGINT)` on the same line)."""
+    from ckptkeys._cli._main import main
+
+    tag = _build(tmp_path / "b" / "global_step1", 2)
+    out = tmp_path / "out"
+    for argv in (
+        ["export", str(tag), str(out)],  # the summary and the note on the names' prefix
+        ["export", str(tag), str(out)],  # exists: the error line
+        ["keys", "nonesuch"],  # a usage error
+    ):
+        writes = _Writes()
+        monkeypatch.setattr(sys, "stderr", writes)
+        main(argv)
+        monkeypatch.undo()
+        assert writes, argv
+        assert all(text.endswith("\n") and "\n" not in text[:-1] for text in writes), (argv, writes)

@@ -47,5 +47,5 @@ def _interrupted(argv: Sequence[str] | None, signum: int) -> int:
     known = ("keys", "inspect", "validate", "lint", "export")  # _main.COMMANDS, which may not be loaded
     prog = f"ckptkeys {command}" if command in known else "ckptkeys"
     if sys.stderr is not None:
-        print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        sys.stderr.write(f"{prog}: interrupted ({signal.Signals(signum).name})\n")  # one write: _status.say
     return 128 + signum

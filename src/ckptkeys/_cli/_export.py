@@ -12,7 +12,7 @@ from typing import Any, Final
 from .._read._errors import ReadError
 from .._read._source import is_url
 from ._signals import raise_swallowed
-from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail, fail_read
+from ._status import EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, OPTIONS, fail, fail_read, say
 from ._storage import add_storage_options, storage_options
 
 __all__ = ["add_export", "run_export"]
@@ -156,11 +156,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise
     progress.close()
     if stale:
-        print(f"removed {len(stale)} temporary file(s) an interrupted export had left in {args.out_dir}",
-              file=sys.stderr)  # fmt: skip
-    print(_summary(plan, written, shard, args.out_dir), file=sys.stderr)
+        say(f"removed {len(stale)} temporary file(s) an interrupted export had left in {args.out_dir}")
+    say(_summary(plan, written, shard, args.out_dir))
     for line in _name_notes(plan):
-        print(line, file=sys.stderr)
+        say(line)
     return EXIT_OK
 
 

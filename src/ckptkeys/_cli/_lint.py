@@ -15,7 +15,7 @@ import sys
 from typing import Any, Final, TextIO
 
 from .._read._errors import ReadError
-from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
+from ._status import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read, say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ def run_lint(args: argparse.Namespace) -> int:
     loud = not (args.quiet or args.silent)
     if loud and not args.json and not args.diff and args.output_format not in ("github", "sarif"):
         sys.stdout.flush()  # the findings first where stdout and stderr go to one terminal or file
-        print(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed), file=sys.stderr)
+        say(summary(len(remaining), sum(1 for f in remaining if f.fixable), len(fixed), changed))
     if args.exit_zero:
         return EXIT_OK
     if args.diff:

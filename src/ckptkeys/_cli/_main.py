@@ -17,7 +17,7 @@ from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._lint import add_lint, run_lint
 from ._signals import Interrupted
-from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
+from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read, say
 from ._storage import add_storage_options, storage_options
 
 TYPE_CHECKING = False
@@ -212,7 +212,7 @@ def _keys(args: argparse.Namespace) -> int:
         also = _registry.members_for(args.group) if args.group is not None else ()
         if also:
             named = ", ".join(f"{member.group.__name__}.{member.name}" for member in also)
-            print(f"ckptkeys keys: {args.group!r} is also the value of {named}", file=sys.stderr)
+            say(f"ckptkeys keys: {args.group!r} is also the value of {named}")
         if args.markdown:
             text = _render.render_markdown(groups)
         elif args.json:
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
                 _stdout_to_devnull()  # standard output cannot be written (a full disk, /dev/full, closed)
                 prog = f"ckptkeys {name}" if name is not None else "ckptkeys"
-                print(f"{prog}: cannot write to standard output: {error.strerror or error}", file=sys.stderr)
+                say(f"{prog}: cannot write to standard output: {error.strerror or error}")
                 return EXIT_OUTPUT
             except Interrupted as interrupted:
                 return _interrupted(name, interrupted)
@@ -443,7 +443,7 @@ def _interrupted(command: str | None, interrupted: Interrupted) -> int:
     if sys.stderr.isatty():  # a progress line may be showing: the message replaces it
         sys.stderr.write("\r\033[K")
     prog = f"ckptkeys {command}" if command is not None else "ckptkeys"
-    print(f"{prog}: interrupted ({interrupted.name}){what}", file=sys.stderr)
+    say(f"{prog}: interrupted ({interrupted.name}){what}")
     return interrupted.status
 
 

@@ -20,7 +20,17 @@ if TYPE_CHECKING:
 
     from .._read._errors import ReadError
 
-__all__ = ["EXIT_MEANINGS", "EXIT_OK", "EXIT_OUTPUT", "EXIT_PROBLEMS", "EXIT_USAGE", "OPTIONS", "fail", "fail_read"]
+__all__ = [
+    "EXIT_MEANINGS",
+    "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "OPTIONS",
+    "fail",
+    "fail_read",
+    "say",
+]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1  # problems found: error problems, lint findings, an export validation refuses
@@ -48,6 +58,18 @@ OPTIONS: Final = {
 }
 
 
+def say(line: str) -> None:
+    """Write ``line`` and its newline to standard error in one write.
+
+    ``print`` writes the text and then the newline: a signal between the two writes would
+    glue the command's ``interrupted`` line to the end of this one. One write lands whole before
+    the signal's handler runs, or (interrupted inside its flush) stays buffered and is written
+    first, so the ``interrupted`` line always starts a line of its own."""
+    import sys
+
+    sys.stderr.write(line + "\n")
+
+
 def fail(
     command: str,
     status: int,
@@ -63,13 +85,12 @@ def fail(
     and with ``--json`` (``json_too``) one document on standard output as well, so that a
     script never parses standard error. Returns ``status``."""
     import json
-    import sys
 
     from ._report_text import shown
 
     # Names from a file or folder (a tag, a save) may hold control characters: escaped on the
     # terminal, so that one error is one line and no escape sequence reaches it; the JSON is exact.
-    print(f"ckptkeys {command}: {shown(message)}", file=sys.stderr)
+    say(f"ckptkeys {command}: {shown(message)}")
     if json_too:
         document = {
             "schema_version": 1,
