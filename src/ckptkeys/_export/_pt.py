@@ -71,6 +71,9 @@ class PtTensor:
     """``None``: contiguous (row-major) strides."""
     offset: int = 0
     requires_grad: bool = False
+    state: dict[str, Any] | None = None
+    """Python attributes of the tensor (its ``__dict__``, such as ZeRO-3's ``ds_id``): a tensor
+    with any is pickled as torch pickles one, through ``torch._tensor._rebuild_from_type_v2``."""
 
 
 # -- the pickle -----------------------------------------------------------------------------
@@ -114,6 +117,8 @@ _LATIN1: Final = "latin1"  # C pickle's protocol-2 bytes: _codecs.encode(text, '
 
 _REBUILD_V2: Final = GlobalRef("torch._utils", "_rebuild_tensor_v2")
 _REBUILD_V3: Final = GlobalRef("torch._utils", "_rebuild_tensor_v3")
+_REBUILD_FROM_TYPE: Final = GlobalRef("torch._tensor", "_rebuild_from_type_v2")
+_TENSOR: Final = GlobalRef("torch", "Tensor")  # torch.Tensor.__module__ is "torch"
 _ORDERED_DICT: Final = GlobalRef("collections", "OrderedDict")
 _UNTYPED_STORAGE: Final = GlobalRef("torch.storage", "UntypedStorage")
 _CODECS_ENCODE: Final = GlobalRef("_codecs", "encode")
@@ -442,8 +447,17 @@ class _Pickler:
             raise self.refuse(f"requires_grad {tensor.requires_grad!r} is no bool")
         if tensor.requires_grad and dtype not in _GRAD_DTYPES:
             raise self.refuse(f"a {dtype} tensor cannot require gradients")
+        state = tensor.state
+        if state is not None and type(state) is not dict:
+            raise self.refuse(f"the tensor's state is a {type(state).__name__}, not a dict of attributes")
         v3 = dtype in _V3_DTYPES
-        self.save(_REBUILD_V3 if v3 else _REBUILD_V2)
+        rebuild = _REBUILD_V3 if v3 else _REBUILD_V2
+        if state:  # Tensor.__reduce_ex__: (_rebuild_from_type_v2, (func, Tensor, args, state))
+            self.save(_REBUILD_FROM_TYPE)
+            self.out += b"("
+        self.save(rebuild)
+        if state:
+            self.save(_TENSOR)
         # The arguments tuple (memoized as C pickle does; the tuples are new objects each time).
         self.out += b"("
         self.persistent_id(storage, v3)
@@ -456,8 +470,13 @@ class _Pickler:
         if v3:
             self.save(GlobalRef("torch", dtype))
         self.out += b"t"
-        args = object()  # the tuple itself is never shared
-        self.put(args)
+        self.put(object())  # the arguments tuple, never shared
+        if state:
+            self.path.append(".__dict__")
+            self.save(state)
+            self.path.pop()
+            self.out += b"t"
+            self.put(object())
         self.out += b"R"
         self.put(tensor)
 
