@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["PtStorage", "PtTensor", "pt_size", "write_pt"]
+__all__ = ["DTYPES", "PtStorage", "PtTensor", "pt_size", "write_pt"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,6 +101,7 @@ _V3_DTYPES: Final = frozenset(
     }
 )
 DTYPES: Final = frozenset(_LEGACY_STORAGE) | _V3_DTYPES
+"""The dtypes a :class:`PtStorage` may have: those torch.save pickles as plain tensors."""
 # torch: "Only Tensors of floating point and complex dtype can require gradients".
 _GRAD_DTYPES: Final = frozenset(
     name for name in DTYPES if name.startswith(("float", "bfloat", "complex")) and name != "float4_e2m1fn_x2"
