@@ -173,7 +173,9 @@ def trees(draw: st.DrawFn, *, dtypes: list[str] | None = None, max_elements: int
             storage.numel = max(storage.numel, offset + sum((n - 1) * s for n, s in zip(shape, steps)) + 1)
         else:
             storage.numel = max(storage.numel, offset)
-        grad = storage.dtype in ("float32", "float64", "bfloat16", "float16") and draw(st.integers(0, 4)) == 0
+        grad = storage.dtype in ("float32", "float64", "bfloat16", "float16", "complex64", "complex128") and draw(
+            st.integers(0, 4)
+        ) == 0
         tensors.append(TensorSpec(index, shape, stride, offset, grad))
         return ("tensor", len(tensors) - 1)
 
@@ -332,7 +334,8 @@ class _Unknown:
         ({"x": Opaque(GlobalRef("m", "C"), (), opcode="NEWOBJ", builds=2)}, "BUILD applied 2 times"),
         ({"x": PtTensor(PtStorage("float32", 3, b""), (4,))}, "reaches element 3 of a storage of 3"),
         ({"x": PtTensor(PtStorage("float32", 8, b""), (2, 2), (1, 7))}, "reaches element 8 of a storage of 8"),
-        ({"x": PtTensor(PtStorage("int64", 1, b""), (1,), requires_grad=True)}, "int64 tensor cannot require"),
+        ({"x": PtTensor(PtStorage("int64", 1, b""), (1,), requires_grad=True)}, "int64 tensor that requires grad"),
+        ({"x": PtTensor(PtStorage("float8_e5m2", 1, b""), (1,), requires_grad=True)}, "does not load back"),
         ({"x": PtTensor(PtStorage("qint8", 1, b""), (1,))}, "dtype 'qint8'"),
         ({"x": PtTensor(PtStorage("float32", 1, b""), (1,), (1, 1))}, "does not match shape"),
         ({"x": PtTensor(PtStorage("float32", 1, b""), (-1,))}, "no tuple of counts"),

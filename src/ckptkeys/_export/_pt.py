@@ -102,10 +102,10 @@ _V3_DTYPES: Final = frozenset(
 )
 DTYPES: Final = frozenset(_LEGACY_STORAGE) | _V3_DTYPES
 """The dtypes a :class:`PtStorage` may have: those torch.save pickles as plain tensors."""
-# torch: "Only Tensors of floating point and complex dtype can require gradients".
-_GRAD_DTYPES: Final = frozenset(
-    name for name in DTYPES if name.startswith(("float", "bfloat", "complex")) and name != "float4_e2m1fn_x2"
-)
+# torch: "Only Tensors of floating point and complex dtype can require gradients"; and
+# _rebuild_tensor_v3 fails on one (float8, complex32: "a leaf Variable that requires grad is
+# being used in an in-place operation"), so only these load back requiring them.
+_GRAD_DTYPES: Final = frozenset({"float16", "bfloat16", "float32", "float64", "complex64", "complex128"})
 
 _BATCHSIZE: Final = 1000  # C pickle's BATCHSIZE: APPENDS/SETITEMS carry at most this many items
 _PROTOCOL: Final = 2  # torch.serialization.DEFAULT_PROTOCOL
@@ -447,7 +447,7 @@ class _Pickler:
         if type(tensor.requires_grad) is not bool:
             raise self.refuse(f"requires_grad {tensor.requires_grad!r} is no bool")
         if tensor.requires_grad and dtype not in _GRAD_DTYPES:
-            raise self.refuse(f"a {dtype} tensor cannot require gradients")
+            raise self.refuse(f"a {dtype} tensor that requires gradients does not load back (torch.load)")
         state = tensor.state
         if state is not None and type(state) is not dict:
             raise self.refuse(f"the tensor's state is a {type(state).__name__}, not a dict of attributes")
