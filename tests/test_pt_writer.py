@@ -490,7 +490,7 @@ def test_batches_equal_torch_save(tmp_path: pathlib.Path, count: int) -> None:
     assert _write(obj, "b") == (tmp_path / "b.pt").read_bytes()
 
 
-@pytest.mark.parametrize("count", [1, 12, 13, 14, 28, 29, 30, 58, 59, 60, 126, 127, 128, 300, 600, 1200])
+@pytest.mark.parametrize("count", [1, 12, 13, 14, 28, 29, 30, 58, 59, 60, 126, 127, 128, 300, 600, 1200, 2400])
 def test_serialization_id_equals_torch_for_many_records(tmp_path: pathlib.Path, count: int) -> None:
     """torch's serialization id hashes the record names in libstdc++'s unordered_set order: every rehash."""
     torch = _torch()

@@ -763,7 +763,7 @@ def _hash_combine(seed: int, value: int) -> int:
     return (seed ^ ((value + 0x9E3779B9 + (seed << 6) + (seed >> 2)) & _MASK64)) & _MASK64
 
 
-def _serialization_id(records: list[_Record], folder: bytes) -> bytes:
+def _serialization_id(records: list[_Record]) -> bytes:
     """writeSerializationId: a hash of the record names, then the CRC-32s combined in write order."""
     crcs = 0
     for record in records:
@@ -824,7 +824,12 @@ def _next_buckets(wanted: int) -> int:
     for count in _PRIME_BUCKETS:
         if count >= wanted:
             return count
-    raise ValueError("more records than the serialization id is reproduced for")
+    # Past the list above (a million records): the next prime, where libstdc++ may pick another
+    # from its own list. The id may then differ from torch's; nothing reads it back but a human.
+    candidate = wanted | 1
+    while any(candidate % d == 0 for d in range(3, math.isqrt(candidate) + 1, 2)):
+        candidate += 2
+    return candidate
 
 
 def _unordered_set_order(names: list[bytes]) -> list[bytes]:
@@ -996,7 +1001,7 @@ def write_pt(
         tail = _descriptor(record)
         out.write(tail)
         cursor += len(head) + record.size + len(tail)
-    ident = _Record(b".data/serialization_id", 40, _serialization_id(records, folder), offset=cursor)
+    ident = _Record(b".data/serialization_id", 40, _serialization_id(records), offset=cursor)
     ident.crc = zlib.crc32(ident.data or b"")
     records.append(ident)
     head, tail = _header(ident, folder), _descriptor(ident)
