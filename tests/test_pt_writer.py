@@ -576,7 +576,7 @@ def _rewrite(path: pathlib.Path) -> bytes:
 
 
 @pytest.mark.parametrize("path", UNIVERSAL_FILES, ids=lambda p: str(p.relative_to(DATA)))
-def test_deepspeed_universal_files_written_back_byte_for_byte(path: pathlib.Path) -> None:
+def test_universal_files_ds_to_universal_wrote_come_back_byte_for_byte(path: pathlib.Path) -> None:
     """What ds_to_universal wrote (torch.save): read, then written from the read tree, is the same file."""
     assert _rewrite(path) == path.read_bytes()
 
@@ -587,6 +587,7 @@ def test_universal_files_found() -> None:
     assert len(UNIVERSAL_FILES) > 30
 
 
+@pytest.mark.deepspeed
 def test_deepspeed_objects_load_as_deepspeed_wrote_them(tmp_path: pathlib.Path) -> None:
     """LossScaler (NEWOBJ + BUILD), ZeroStageEnum (REDUCE), SubparamShape (a dataclass) come back as torch.load gives them."""
     torch = _torch()
