@@ -700,12 +700,6 @@ def _descriptor(record: _Record) -> bytes:
     return _DESCRIPTOR32.pack(b"PK\x07\x08", record.crc, record.size, record.size)
 
 
-def _descriptor_size(record: _Record) -> int:
-    if not record.size:
-        return 0
-    return _DESCRIPTOR64.size if record.size >= _U32_MAX or record.offset >= _U32_MAX else _DESCRIPTOR32.size
-
-
 def _central(record: _Record, folder: bytes) -> bytes:
     name = folder + record.name
     fields = b""
@@ -901,7 +895,7 @@ def _layout(records: list[_Record], folder: bytes) -> int:
     cursor = 0
     for record in records:
         record.offset = cursor
-        cursor += len(_header(record, folder)) + record.size + _descriptor_size(record)
+        cursor += len(_header(record, folder)) + record.size + len(_descriptor(record))
     return cursor
 
 
