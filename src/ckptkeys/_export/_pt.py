@@ -90,8 +90,9 @@ def from_read(value: Any, source: Callable[[StorageInfo, str], Any]) -> Any:
     source is ``source(storage_info, dtype)``; containers and ``Opaque`` records are rebuilt
     around the converted leaves, keeping what the pickle shared shared; other values are the
     same objects. Written with :func:`write_pt`, a file ``torch.save`` wrote comes out equal byte
-    for byte. ``ValueError`` for a tensor a plain rebuild cannot give back (meta, a parameter, a
-    subclass, altered values).
+    for byte, unless it holds a ``torch.Size`` (``read()`` gives a tuple, written as one: a
+    model-states file, which a universal tag copies whole). ``ValueError`` for a tensor a plain
+    rebuild cannot give back (meta, a parameter, a subclass, altered values).
     """
     storages: dict[tuple[Any, str], PtStorage] = {}
     made: dict[int, Any] = {}
