@@ -23,6 +23,7 @@ from .._read._source import is_url
 from ..naming import FileKind
 from ._types import LATEST_UNIVERSAL, UNIVERSAL_SUFFIX, UniversalPlan
 from ._zero12 import plan_zero12
+from ._zero3 import plan_zero3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,7 +121,6 @@ def natural_order(files: Sequence[LayoutFile]) -> list[LayoutFile]:
 
 
 def _plan_zero3(source: Source, optim: Sequence[LayoutFile]) -> tuple[str, list[UniversalFile], list[NotRestored]]:
-    """ZeRO-3: ``_zero3``'s planner (``plan_zero3``), hooked in here when it lands."""
-    raise ExportError(
-        source.layout.path, "is a ZeRO-3 checkpoint: its conversion to the universal format is not built yet"
-    )
+    """ZeRO-3: ``_zero3``'s planner, which picks its files (``optim`` among them) as ds_to_universal does."""
+    files, not_restored = plan_zero3(source)
+    return "zero-3", files, not_restored
