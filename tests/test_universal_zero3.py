@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -95,6 +96,7 @@ def _same_tree(ours: Any, theirs: Any, path: pathlib.Path, pairs: dict[int, int]
         assert (ours.storage.dtype, ours.shape, ours.offset) == (theirs.dtype, theirs.shape, theirs.storage_offset)
         assert (ours.stride or _contiguous(ours.shape)) == theirs.stride, where
         assert ours.requires_grad == theirs.requires_grad, where
+        assert ours.state == theirs.state, where  # attributes: ZeRO-3's flat partitions carry ds_id
         assert ours.storage.numel == theirs.storage.numel, where
         assert pairs.setdefault(id(ours.storage), id(theirs.storage)) == id(theirs.storage), where
         assert _planned_bytes(ours.storage) == _record_bytes(path, theirs), where
@@ -160,6 +162,19 @@ def test_parameter_files_are_bare_flat_tensors_in_param_shapes_order(case: str) 
     rest = [f.name for f in files[len(params) :]]
     assert rest[0] == "zero/optimizer_state.pt"
     assert rest[1:] == sorted(p.name for p in tag.glob("*model_states.pt"))
+
+
+def test_a_tensors_pickled_attributes_are_read_and_kept() -> None:
+    """ZeRO-3's flat partitions carry DeepSpeed's ``ds_id`` (torch pickles them through
+    ``_rebuild_from_type_v2``): read as ``TensorInfo.state``, which equality leaves out, and planned
+    onto the copied tensor."""
+    tag, _ = CASES["z3_bf16_ws2"]
+    flat = read(tag / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").data["optimizer_state_dict"]["fp32_flat_groups"]
+    assert flat[0].state == {"ds_id": "0_4"}
+    assert flat[0] == replace(flat[0], state=None)
+    state = next(f for f in _plan(tag)[0] if f.name == "zero/optimizer_state.pt").content
+    assert state["fp32_flat_groups"][0].state == {"ds_id": "0_4"}
+    assert state["optimizer_state_dict"]["state"][0]["exp_avg"].state is None
 
 
 def test_optimizer_state_shares_param_groups_and_copies_every_storage_once() -> None:
@@ -254,7 +269,9 @@ def _built(torch: Any, value: Any, storages: dict[int, Any]) -> Any:
                 flat if flat is not None else torch.empty(0, dtype=getattr(torch, value.storage.dtype))
             )
         stride = value.stride or _contiguous(value.shape)
-        return torch.as_strided(storage, value.shape, stride, value.offset).requires_grad_(value.requires_grad)
+        built = torch.as_strided(storage, value.shape, stride, value.offset).requires_grad_(value.requires_grad)
+        built.__dict__.update(value.state or {})
+        return built
     if isinstance(value, dict):
         return type(value)((k, _built(torch, v, storages)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -282,6 +299,7 @@ def _equal(torch: Any, ours: Any, theirs: Any, where: str) -> None:
             theirs.requires_grad,
         ), where
         assert torch.equal(ours.reshape(-1).view(torch.uint8), theirs.reshape(-1).view(torch.uint8)), where
+        assert vars(ours) == vars(theirs), where  # its attributes (ds_id)
     elif isinstance(theirs, dict):
         assert type(ours) is type(theirs) and list(ours) == list(theirs), where
         for key in theirs:
@@ -405,13 +423,14 @@ def test_plan_universal_hands_a_zero3_tag_to_this_planner() -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_parameter_files_written_are_deepspeeds_record_for_record(case: str, tmp_path: pathlib.Path) -> None:
-    """Through export's torch-free .pt writer, each parameter file holds DeepSpeed's records byte for
-    byte (its pickle, its storage), all but the random ``.data/serialization_id``."""
+def test_written_files_are_deepspeeds_record_for_record(case: str, tmp_path: pathlib.Path) -> None:
+    """Through export's torch-free .pt writer, each written file holds DeepSpeed's records byte for
+    byte (its pickle, its storages), all but the random ``.data/serialization_id``: the optimizer
+    state's flat partition carries its ``ds_id`` attribute as torch.save pickles it."""
     tag, reference = CASES[case]
     files, _ = _plan(tag)
     for file in files:
-        if file.param is None:
+        if file.copy_of is not None:
             continue
         out = tmp_path / file.name.replace("/", "_")
         with open(out, "wb") as stream:
@@ -443,3 +462,34 @@ def test_written_files_load_in_torch_equal_to_deepspeeds(case: str, tmp_path: pa
         _equal(torch, torch.load(out, map_location="cpu", weights_only=False), theirs, file.name)
         if file.param is not None:  # a bare tensor: loads under weights_only=True too
             _equal(torch, torch.load(out, map_location="cpu", weights_only=True), theirs, file.name)
+
+
+def test_a_tensor_with_attributes_is_pickled_as_torch_save_pickles_it(tmp_path: pathlib.Path) -> None:
+    """``PtTensor.state``: the records torch.save writes for a tensor with an attribute (and a view
+    of its storage without), byte for byte; torch.load (weights_only too) sets the attribute again."""
+    torch = _torch()
+    tensor = torch.arange(6, dtype=torch.float32).requires_grad_(True)
+    tensor.ds_id = "0_4"
+    view = tensor.detach()[2:]
+    torch.save({"flat": tensor, "view": view}, tmp_path / "theirs.pt")
+    storage = PtStorage("float32", 6, bytes(tensor.untyped_storage()))
+    ours = {
+        "flat": PtTensor(storage, (6,), requires_grad=True, state={"ds_id": "0_4"}),
+        "view": PtTensor(storage, (4,), offset=2),
+    }
+    with open(tmp_path / "ours.pt", "wb") as out:
+        write_pt(out, ours, archive="theirs", write_storage=_bytes)
+    a, b = zipfile.ZipFile(tmp_path / "ours.pt"), zipfile.ZipFile(tmp_path / "theirs.pt")
+    assert a.namelist() == b.namelist()
+    for name in a.namelist():
+        if not name.endswith("serialization_id"):
+            assert a.read(name) == b.read(name), name
+    for weights_only in (False, True):
+        loaded = torch.load(tmp_path / "ours.pt", weights_only=weights_only)
+        assert loaded["flat"].ds_id == "0_4" and loaded["flat"].requires_grad
+        assert vars(loaded["view"]) == {}
+        assert torch.equal(loaded["view"], view)
+
+
+def _bytes(storage: PtStorage, out: Any) -> None:
+    out.write(storage.source)

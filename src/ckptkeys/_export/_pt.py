@@ -29,7 +29,7 @@ import math
 import struct
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._read._globalref import GlobalRef
 from .._read._pickle import Opaque
@@ -71,6 +71,10 @@ class PtTensor:
     """``None``: contiguous (row-major) strides."""
     offset: int = 0
     requires_grad: bool = False
+    state: Any = field(default=None, compare=False)
+    """Attributes torch.load sets on the rebuilt tensor (its pickled ``__dict__``, or a
+    ``(dict, slots)`` pair; ``TensorInfo.state``): then pickled as ``torch.save`` pickles a tensor
+    that has them, through ``torch._tensor._rebuild_from_type_v2``. ``None`` or empty: none."""
 
 
 # -- the pickle -----------------------------------------------------------------------------
@@ -114,6 +118,8 @@ _LATIN1: Final = "latin1"  # C pickle's protocol-2 bytes: _codecs.encode(text, '
 
 _REBUILD_V2: Final = GlobalRef("torch._utils", "_rebuild_tensor_v2")
 _REBUILD_V3: Final = GlobalRef("torch._utils", "_rebuild_tensor_v3")
+_REBUILD_FROM_TYPE_V2: Final = GlobalRef("torch._tensor", "_rebuild_from_type_v2")
+_TENSOR: Final = GlobalRef("torch", "Tensor")
 _ORDERED_DICT: Final = GlobalRef("collections", "OrderedDict")
 _UNTYPED_STORAGE: Final = GlobalRef("torch.storage", "UntypedStorage")
 _CODECS_ENCODE: Final = GlobalRef("_codecs", "encode")
@@ -443,7 +449,15 @@ class _Pickler:
         if tensor.requires_grad and dtype not in _GRAD_DTYPES:
             raise self.refuse(f"a {dtype} tensor cannot require gradients")
         v3 = dtype in _V3_DTYPES
+        # torch.Tensor.__reduce_ex__: a tensor with attributes is (_rebuild_from_type_v2,
+        # (rebuild, torch.Tensor, args, state)); one without, (rebuild, args).
+        state = tensor.state
+        if state:
+            self.save(_REBUILD_FROM_TYPE_V2)
+            self.out += b"("
         self.save(_REBUILD_V3 if v3 else _REBUILD_V2)
+        if state:
+            self.save(_TENSOR)
         # The arguments tuple (memoized as C pickle does; the tuples are new objects each time).
         self.out += b"("
         self.persistent_id(storage, v3)
@@ -458,6 +472,10 @@ class _Pickler:
         self.out += b"t"
         args = object()  # the tuple itself is never shared
         self.put(args)
+        if state:
+            self.save(state)
+            self.out += b"t"
+            self.put(object())  # (rebuild, torch.Tensor, args, state): never shared either
         self.out += b"R"
         self.put(tensor)
 

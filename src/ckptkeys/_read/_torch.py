@@ -9,7 +9,7 @@ arguments alone; the storage bytes are never read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ._globalref import GlobalRef
 from ._pickle import Opaque, find_class
@@ -198,6 +198,11 @@ class TensorInfo:
     bytes, or makes its rebuild fail: negation or conjugation metadata, a pickled state that
     sets an attribute of ``torch.Tensor`` (``data``), a subclass; ``None`` when the values are
     the bytes. Export refuses such a tensor."""
+    state: Any = field(default=None, compare=False)
+    """The pickled state ``torch.load`` sets on the rebuilt tensor as plain attributes (its
+    ``__dict__``, or a ``(dict, slots)`` pair), as the pickle gives it: DeepSpeed's ``ds_id`` on a
+    ZeRO-3 flat partition; ``None`` when it sets none. Values it would change are
+    :attr:`altered_by`'s, not this."""
 
     @property
     def numel(self) -> int:
@@ -356,7 +361,7 @@ def _with_state(tensor: TensorInfo, state: Any) -> TensorInfo:
                 return replace(tensor, altered_by=f"its pickled state sets {name!r:.40}, not an attribute name")
             if name in TENSOR_ATTRIBUTES:
                 return replace(tensor, altered_by=f"its pickled state sets torch.Tensor's attribute {name!r}")
-    return tensor
+    return replace(tensor, state=state) if any(parts) else tensor
 
 
 _PARAMETER: Final = GlobalRef("torch.nn.parameter", "Parameter")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 from .._export._plan import Source, _get, _shape
 from .._export._pt import PtStorage, PtTensor
@@ -296,6 +297,8 @@ class _Copier:
             return done
         if isinstance(value, TensorInfo):
             copied: Any = whole_storage(self.source, self.relpath, value, "a tensor", self.storages)
+            if value.state is not None:  # its attributes (ZeRO-3's ds_id), set again as torch.save sets them
+                copied = replace(copied, state=value.state)
         elif isinstance(value, dict):
             copied = self._memo[id(value)] = type(value)()  # before the items: a dict may hold itself
             for key, item in value.items():
