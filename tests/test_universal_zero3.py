@@ -493,3 +493,32 @@ def test_a_tensor_with_attributes_is_pickled_as_torch_save_pickles_it(tmp_path: 
 
 def _bytes(storage: PtStorage, out: Any) -> None:
     out.write(storage.source)
+
+
+@pytest.mark.parametrize(("count", "same"), [(2, True), (1, False)])
+def test_partition_metadata_is_read_as_ds_to_universal_reads_it(count: int, same: bool, tmp_path: pathlib.Path) -> None:
+    """``ds_zero_partition_groups`` (written with AutoEP's expert groups) gives a sub-group's
+    partition count and rank: where it says what the files are, the same files; where it says
+    one rank holds everything, ds_to_universal cuts past the partition's end and the planner
+    refuses, naming the file."""
+    torch = _torch()
+    tag = _copy(tmp_path)
+    for rank in (0, 1):
+
+        def say(state: Any, rank: int = rank) -> None:
+            groups = [{"partition_count": count, "partition_rank": rank % count}]
+            state["optimizer_state_dict"]["ds_zero_partition_groups"] = groups
+
+        _edit(torch, tag / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", say)
+    if not same:
+        with pytest.raises(RuntimeError):
+            _dtu(torch, tag, tmp_path / "dtu")
+        with pytest.raises(ExportError, match=r"bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt: .* is too short"):
+            _plan(tag)
+        return
+    _dtu(torch, tag, tmp_path / "dtu")
+    files, _ = _plan(tag)
+    for file in files:
+        if file.param is not None:
+            theirs = torch.load(tmp_path / "dtu" / file.name, weights_only=False)
+            _equal(torch, _built(torch, file.content, {}), theirs, file.name)

@@ -9,12 +9,14 @@ the stage-3 branch of ``main``), and so what :func:`plan_zero3` plans, file for 
   ``ceil(numel / partition_count)`` elements of ``fp32_flat_groups[g]`` (and of the moments in
   ``optimizer_state_dict['state'][g]``), one after the other; a rank's share is what is left of
   ``numel`` past the ranks before it, the rest padding. The shares, joined in rank order, are
-  the file (``extract_zero_shards_stage3``, ``merge_zero3_slices``), in the flat tensors' dtype.
+  the file (``extract_zero_shards_stage3``, ``merge_zero3_slices``), in the flat tensors' dtype,
+  requiring gradients where a rank's flat tensor does (``torch.cat`` keeps it: the fp32 ones).
 - ``zero/optimizer_state.pt``: the first optimizer file's whole ``optimizer_state_dict``, its
   flat fp32 partition and moments included, with ``param_groups`` added as a second reference
   to the inner state dict's (``_save_optimizer_state_stage3``): its tensors copied whole, each
-  storage as the source file stores it; DeepSpeed's objects (``LossScaler``, ``ZeroStageEnum``)
-  as the source pickles them.
+  storage as the source file stores it, with the attributes their pickle sets (the flat
+  partition's ``ds_id``); DeepSpeed's objects (``LossScaler``, ``ZeroStageEnum``) as the source
+  pickles them.
 - every model-states file, copied as it is (``shutil.copy2``).
 - nothing for frozen parameters and buffers: DeepSpeed's universal loader would not restore them
   anyway; they are returned as :class:`~ckptkeys.NotRestored`, file ``None``.
@@ -88,7 +90,8 @@ def plan_zero3(source: Source) -> tuple[list[UniversalFile], list[NotRestored]]:
     if tp_degree > 1:
         raise ExportError(
             source.layout.path,
-            f"is tensor-parallel ZeRO-3 ({tp_degree} mp_rank files per rank, AutoTP): not converted yet",
+            f"is tensor-parallel ZeRO-3 (AutoTP: {tp_degree} mp_rank files per data-parallel rank), which "
+            "ds_to_universal merges by its universal_checkpoint_info (affine maps): not converted yet",
         )
     if source.layout.of_kind(FileKind.EXPERT_MODEL_STATES, FileKind.EXPERT_OPTIM_STATES):
         raise ExportError(source.layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not converted yet")
