@@ -96,7 +96,7 @@ def _same_tree(ours: Any, theirs: Any, path: pathlib.Path, pairs: dict[int, int]
         assert (ours.storage.dtype, ours.shape, ours.offset) == (theirs.dtype, theirs.shape, theirs.storage_offset)
         assert (ours.stride or _contiguous(ours.shape)) == theirs.stride, where
         assert ours.requires_grad == theirs.requires_grad, where
-        assert ours.state == theirs.state, where  # attributes: ZeRO-3's flat partitions carry ds_id
+        assert ours.state == theirs.attributes, where  # ZeRO-3's flat partitions carry ds_id
         assert ours.storage.numel == theirs.storage.numel, where
         assert pairs.setdefault(id(ours.storage), id(theirs.storage)) == id(theirs.storage), where
         assert _planned_bytes(ours.storage) == _record_bytes(path, theirs), where
@@ -166,12 +166,12 @@ def test_parameter_files_are_bare_flat_tensors_in_param_shapes_order(case: str) 
 
 def test_a_tensors_pickled_attributes_are_read_and_kept() -> None:
     """ZeRO-3's flat partitions carry DeepSpeed's ``ds_id`` (torch pickles them through
-    ``_rebuild_from_type_v2``): read as ``TensorInfo.state``, which equality leaves out, and planned
-    onto the copied tensor."""
+    ``_rebuild_from_type_v2``): read as ``TensorInfo.attributes``, which equality leaves out, and
+    planned onto the copied tensor as ``PtTensor.state``."""
     tag, _ = CASES["z3_bf16_ws2"]
     flat = read(tag / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").data["optimizer_state_dict"]["fp32_flat_groups"]
-    assert flat[0].state == {"ds_id": "0_4"}
-    assert flat[0] == replace(flat[0], state=None)
+    assert flat[0].attributes == {"ds_id": "0_4"}
+    assert flat[0] == replace(flat[0], attributes=None)
     state = next(f for f in _plan(tag)[0] if f.name == "zero/optimizer_state.pt").content
     assert state["fp32_flat_groups"][0].state == {"ds_id": "0_4"}
     assert state["optimizer_state_dict"]["state"][0]["exp_avg"].state is None
@@ -463,36 +463,6 @@ def test_written_files_load_in_torch_equal_to_deepspeeds(case: str, tmp_path: pa
         if file.param is not None:  # a bare tensor: loads under weights_only=True too
             _equal(torch, torch.load(out, map_location="cpu", weights_only=True), theirs, file.name)
 
-
-def test_a_tensor_with_attributes_is_pickled_as_torch_save_pickles_it(tmp_path: pathlib.Path) -> None:
-    """``PtTensor.state``: the records torch.save writes for a tensor with an attribute (and a view
-    of its storage without), byte for byte; torch.load (weights_only too) sets the attribute again."""
-    torch = _torch()
-    tensor = torch.arange(6, dtype=torch.float32).requires_grad_(True)
-    tensor.ds_id = "0_4"
-    view = tensor.detach()[2:]
-    torch.save({"flat": tensor, "view": view}, tmp_path / "theirs.pt")
-    storage = PtStorage("float32", 6, bytes(tensor.untyped_storage()))
-    ours = {
-        "flat": PtTensor(storage, (6,), requires_grad=True, state={"ds_id": "0_4"}),
-        "view": PtTensor(storage, (4,), offset=2),
-    }
-    with open(tmp_path / "ours.pt", "wb") as out:
-        write_pt(out, ours, archive="theirs", write_storage=_bytes)
-    a, b = zipfile.ZipFile(tmp_path / "ours.pt"), zipfile.ZipFile(tmp_path / "theirs.pt")
-    assert a.namelist() == b.namelist()
-    for name in a.namelist():
-        if not name.endswith("serialization_id"):
-            assert a.read(name) == b.read(name), name
-    for weights_only in (False, True):
-        loaded = torch.load(tmp_path / "ours.pt", weights_only=weights_only)
-        assert loaded["flat"].ds_id == "0_4" and loaded["flat"].requires_grad
-        assert vars(loaded["view"]) == {}
-        assert torch.equal(loaded["view"], view)
-
-
-def _bytes(storage: PtStorage, out: Any) -> None:
-    out.write(storage.source)
 
 
 @pytest.mark.parametrize(("count", "same"), [(2, True), (1, False)])

@@ -29,7 +29,7 @@ import math
 import struct
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .._read._globalref import GlobalRef
 from .._read._pickle import Opaque
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["PtStorage", "PtTensor", "pt_size", "write_pt"]
+__all__ = ["DTYPES", "PtStorage", "PtTensor", "pt_size", "write_pt"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -71,10 +71,9 @@ class PtTensor:
     """``None``: contiguous (row-major) strides."""
     offset: int = 0
     requires_grad: bool = False
-    state: Any = field(default=None, compare=False)
-    """Attributes torch.load sets on the rebuilt tensor (its pickled ``__dict__``, or a
-    ``(dict, slots)`` pair; ``TensorInfo.state``): then pickled as ``torch.save`` pickles a tensor
-    that has them, through ``torch._tensor._rebuild_from_type_v2``. ``None`` or empty: none."""
+    state: dict[str, Any] | None = None
+    """Python attributes of the tensor (its ``__dict__``, such as ZeRO-3's ``ds_id``): a tensor
+    with any is pickled as torch pickles one, through ``torch._tensor._rebuild_from_type_v2``."""
 
 
 # -- the pickle -----------------------------------------------------------------------------
@@ -102,10 +101,11 @@ _V3_DTYPES: Final = frozenset(
     }
 )
 DTYPES: Final = frozenset(_LEGACY_STORAGE) | _V3_DTYPES
-# torch: "Only Tensors of floating point and complex dtype can require gradients".
-_GRAD_DTYPES: Final = frozenset(
-    name for name in DTYPES if name.startswith(("float", "bfloat", "complex")) and name != "float4_e2m1fn_x2"
-)
+"""The dtypes a :class:`PtStorage` may have: those torch.save pickles as plain tensors."""
+# torch: "Only Tensors of floating point and complex dtype can require gradients"; and
+# _rebuild_tensor_v3 fails on one (float8, complex32: "a leaf Variable that requires grad is
+# being used in an in-place operation"), so only these load back requiring them.
+_GRAD_DTYPES: Final = frozenset({"float16", "bfloat16", "float32", "float64", "complex64", "complex128"})
 
 _BATCHSIZE: Final = 1000  # C pickle's BATCHSIZE: APPENDS/SETITEMS carry at most this many items
 _PROTOCOL: Final = 2  # torch.serialization.DEFAULT_PROTOCOL
@@ -118,8 +118,8 @@ _LATIN1: Final = "latin1"  # C pickle's protocol-2 bytes: _codecs.encode(text, '
 
 _REBUILD_V2: Final = GlobalRef("torch._utils", "_rebuild_tensor_v2")
 _REBUILD_V3: Final = GlobalRef("torch._utils", "_rebuild_tensor_v3")
-_REBUILD_FROM_TYPE_V2: Final = GlobalRef("torch._tensor", "_rebuild_from_type_v2")
-_TENSOR: Final = GlobalRef("torch", "Tensor")
+_REBUILD_FROM_TYPE: Final = GlobalRef("torch._tensor", "_rebuild_from_type_v2")
+_TENSOR: Final = GlobalRef("torch", "Tensor")  # torch.Tensor.__module__ is "torch"
 _ORDERED_DICT: Final = GlobalRef("collections", "OrderedDict")
 _UNTYPED_STORAGE: Final = GlobalRef("torch.storage", "UntypedStorage")
 _CODECS_ENCODE: Final = GlobalRef("_codecs", "encode")
@@ -447,15 +447,16 @@ class _Pickler:
         if type(tensor.requires_grad) is not bool:
             raise self.refuse(f"requires_grad {tensor.requires_grad!r} is no bool")
         if tensor.requires_grad and dtype not in _GRAD_DTYPES:
-            raise self.refuse(f"a {dtype} tensor cannot require gradients")
-        v3 = dtype in _V3_DTYPES
-        # torch.Tensor.__reduce_ex__: a tensor with attributes is (_rebuild_from_type_v2,
-        # (rebuild, torch.Tensor, args, state)); one without, (rebuild, args).
+            raise self.refuse(f"a {dtype} tensor that requires gradients does not load back (torch.load)")
         state = tensor.state
-        if state:
-            self.save(_REBUILD_FROM_TYPE_V2)
+        if state is not None and type(state) is not dict:
+            raise self.refuse(f"the tensor's state is a {type(state).__name__}, not a dict of attributes")
+        v3 = dtype in _V3_DTYPES
+        rebuild = _REBUILD_V3 if v3 else _REBUILD_V2
+        if state:  # Tensor.__reduce_ex__: (_rebuild_from_type_v2, (func, Tensor, args, state))
+            self.save(_REBUILD_FROM_TYPE)
             self.out += b"("
-        self.save(_REBUILD_V3 if v3 else _REBUILD_V2)
+        self.save(rebuild)
         if state:
             self.save(_TENSOR)
         # The arguments tuple (memoized as C pickle does; the tuples are new objects each time).
@@ -470,12 +471,13 @@ class _Pickler:
         if v3:
             self.save(GlobalRef("torch", dtype))
         self.out += b"t"
-        args = object()  # the tuple itself is never shared
-        self.put(args)
+        self.put(object())  # the arguments tuple, never shared
         if state:
+            self.path.append(".__dict__")
             self.save(state)
+            self.path.pop()
             self.out += b"t"
-            self.put(object())  # (rebuild, torch.Tensor, args, state): never shared either
+            self.put(object())
         self.out += b"R"
         self.put(tensor)
 

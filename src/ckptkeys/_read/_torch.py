@@ -198,11 +198,10 @@ class TensorInfo:
     bytes, or makes its rebuild fail: negation or conjugation metadata, a pickled state that
     sets an attribute of ``torch.Tensor`` (``data``), a subclass; ``None`` when the values are
     the bytes. Export refuses such a tensor."""
-    state: Any = field(default=None, compare=False)
-    """The pickled state ``torch.load`` sets on the rebuilt tensor as plain attributes (its
-    ``__dict__``, or a ``(dict, slots)`` pair), as the pickle gives it: DeepSpeed's ``ds_id`` on a
-    ZeRO-3 flat partition; ``None`` when it sets none. Values it would change are
-    :attr:`altered_by`'s, not this."""
+    attributes: dict[str, Any] | None = field(default=None, compare=False)
+    """Python attributes the pickle sets on a plain tensor (its pickled ``__dict__``, such as
+    ZeRO-3's ``ds_id``) that leave its values alone; ``None`` when it sets none. Kept so that a
+    writer can pickle the tensor again as torch did (``ckptkeys._export._pt``)."""
 
     @property
     def numel(self) -> int:
@@ -361,7 +360,7 @@ def _with_state(tensor: TensorInfo, state: Any) -> TensorInfo:
                 return replace(tensor, altered_by=f"its pickled state sets {name!r:.40}, not an attribute name")
             if name in TENSOR_ATTRIBUTES:
                 return replace(tensor, altered_by=f"its pickled state sets torch.Tensor's attribute {name!r}")
-    return replace(tensor, state=state) if any(parts) else tensor
+    return tensor
 
 
 _PARAMETER: Final = GlobalRef("torch.nn.parameter", "Parameter")
@@ -386,7 +385,12 @@ def _rebuild_from_type_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) 
         named = new_type if isinstance(new_type, GlobalRef) else None
         what = new_type.qualname if named is not None else type(new_type).__name__
         return replace(tensor, subclass=named, altered_by=tensor.altered_by or f"it is rebuilt as {what}")
-    return tensor if tensor.altered_by else _with_state(tensor, state)
+    if tensor.altered_by:
+        return tensor
+    tensor = _with_state(tensor, state)
+    if not tensor.altered_by and type(state) is dict and state:
+        tensor = replace(tensor, attributes=state)
+    return tensor
 
 
 def _size(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> tuple[int, ...]:

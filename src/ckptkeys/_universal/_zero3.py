@@ -300,8 +300,8 @@ class _Copier:
             return done
         if isinstance(value, TensorInfo):
             copied: Any = whole_storage(self.source, self.relpath, value, "a tensor", self.storages)
-            if value.state is not None:  # its attributes (ZeRO-3's ds_id), set again as torch.save sets them
-                copied = replace(copied, state=value.state)
+            if value.attributes is not None:  # its attributes (ZeRO-3's ds_id), pickled again as torch does
+                copied = replace(copied, state=value.attributes)
         elif isinstance(value, dict):
             copied = self._memo[id(value)] = type(value)()  # before the items: a dict may hold itself
             for key, item in value.items():
