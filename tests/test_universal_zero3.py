@@ -315,6 +315,7 @@ def _equal(torch: Any, ours: Any, theirs: Any, where: str) -> None:
         assert type(ours) is type(theirs) and ours == theirs, where
 
 
+@pytest.mark.deepspeed
 @pytest.mark.parametrize("case", CASES)
 def test_planned_objects_equal_torch_load_of_deepspeeds_files(case: str) -> None:
     torch = _torch()
@@ -381,6 +382,7 @@ EDITS: dict[str, tuple[str, Callable[[Any], None], type[BaseException], str]] = 
 }
 
 
+@pytest.mark.deepspeed
 @pytest.mark.parametrize("edit", EDITS)
 def test_what_ds_to_universal_cannot_convert_is_refused_naming_the_file(edit: str, tmp_path: pathlib.Path) -> None:
     torch = _torch()
@@ -393,6 +395,7 @@ def test_what_ds_to_universal_cannot_convert_is_refused_naming_the_file(edit: st
         _plan(tag)
 
 
+@pytest.mark.deepspeed
 def test_a_parameter_name_that_is_no_folder_name_is_refused(tmp_path: pathlib.Path) -> None:
     torch = _torch()
     tag = _copy(tmp_path)
@@ -447,6 +450,7 @@ def _storage(storage: PtStorage, out: Any) -> None:
     tensor_entry(storage.source, lambda n: None).write(out)
 
 
+@pytest.mark.deepspeed
 @pytest.mark.parametrize("case", CASES)
 def test_written_files_load_in_torch_equal_to_deepspeeds(case: str, tmp_path: pathlib.Path) -> None:
     torch = _torch()
@@ -465,6 +469,7 @@ def test_written_files_load_in_torch_equal_to_deepspeeds(case: str, tmp_path: pa
 
 
 
+@pytest.mark.deepspeed
 @pytest.mark.parametrize(("count", "same"), [(2, True), (1, False)])
 def test_partition_metadata_is_read_as_ds_to_universal_reads_it(count: int, same: bool, tmp_path: pathlib.Path) -> None:
     """``ds_zero_partition_groups`` (written with AutoEP's expert groups) gives a sub-group's
