@@ -46,11 +46,14 @@ from .conftest import DATA, FIXTURES
 CASES = {
     "z3_bf16_ws2": (FIXTURES / "z3_bf16_ws2" / "global_step3", DATA / "universal_z3" / "global_step3_universal"),
     "z3_fp32_ws3_padded": (DATA / "universal_z3_ws3" / "step3", DATA / "universal_z3_ws3" / "step3_universal"),
+    "z3_bf16_tp2": (DATA / "universal_z3_tp2" / "step3", DATA / "universal_z3_tp2" / "step3_universal"),
 }
+BARE = ["z3_bf16_ws2", "z3_fp32_ws3_padded"]  # no tensor parallelism: bare flat tensors
 
 
-def _plan(tag: pathlib.Path) -> tuple[list[UniversalFile], list[NotRestored]]:
-    return plan_zero3(Source(scan(tag, read=True).tags[0]))
+def _plan(tag: pathlib.Path, strict: bool = True) -> tuple[list[UniversalFile], list[NotRestored]]:
+    _, files, not_restored = plan_zero3(Source(scan(tag, read=True).tags[0]), strict=strict)
+    return files, not_restored
 
 
 def _files(folder: pathlib.Path) -> set[str]:
@@ -142,7 +145,7 @@ def test_plan_has_ds_to_universals_files_and_objects(case: str) -> None:
         assert file.nbytes == sum(s.nbytes for s in theirs.storages.values())
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", BARE)
 def test_parameter_files_are_bare_flat_tensors_in_param_shapes_order(case: str) -> None:
     tag, _ = CASES[case]
     files, _ = _plan(tag)
@@ -190,7 +193,7 @@ def test_optimizer_state_shares_param_groups_and_copies_every_storage_once() -> 
     assert all(t.storage.source.sources[0].path == source.path for t in flat)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", BARE)
 def test_frozen_parameters_and_buffers_are_not_restored_and_get_no_file(case: str) -> None:
     tag, reference = CASES[case]
     _, not_restored = _plan(tag)
@@ -229,14 +232,6 @@ def test_a_model_states_file_without_zero3_ranks_is_refused(tmp_path: pathlib.Pa
     tag = _copy(tmp_path)
     shutil.copy(tag / "zero_pp_rank_0_mp_rank_00_model_states.pt", tag / "mp_rank_00_model_states.pt")
     with pytest.raises(ExportError, match=r"mp_rank_00_model_states.pt: Cannot parse ZeRO rank"):
-        _plan(tag)
-
-
-def test_tensor_parallel_zero3_is_refused_as_not_converted_yet(tmp_path: pathlib.Path) -> None:
-    tag = _copy(tmp_path)
-    for file in list(tag.iterdir()):
-        shutil.copy(file, tag / file.name.replace("mp_rank_00", "mp_rank_01"))
-    with pytest.raises(ExportError, match=r"tensor-parallel ZeRO-3 .*not converted yet"):
         _plan(tag)
 
 
@@ -327,7 +322,7 @@ def test_planned_objects_equal_torch_load_of_deepspeeds_files(case: str) -> None
             _equal(torch, _built(torch, file.content, {}), theirs, file.name)
 
 
-def _dtu(torch: Any, tag: pathlib.Path, out: pathlib.Path) -> None:
+def _dtu(torch: Any, tag: pathlib.Path, out: pathlib.Path, strict: bool = True) -> None:
     """ds_to_universal on ``tag``, in this process (its workers at 1: no subprocesses)."""
     import argparse
     import contextlib
@@ -336,7 +331,7 @@ def _dtu(torch: Any, tag: pathlib.Path, out: pathlib.Path) -> None:
 
     args = argparse.Namespace(
         input_folder=str(tag), output_folder=str(out), num_extract_workers=1, num_merge_workers=1,
-        keep_temp_folder=False, strict=True, inject_missing_state=False,
+        keep_temp_folder=False, strict=strict, inject_missing_state=False,
     )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         ds_to_universal.main(args)
@@ -432,6 +427,8 @@ def test_written_files_are_deepspeeds_record_for_record(case: str, tmp_path: pat
     state's flat partition carries its ``ds_id`` attribute as torch.save pickles it."""
     tag, reference = CASES[case]
     files, _ = _plan(tag)
+    if case not in BARE:
+        pytest.importorskip("numpy")  # the averaged parameter's mean (export's casts)
     for file in files:
         if file.copy_of is not None:
             continue
@@ -495,5 +492,48 @@ def test_partition_metadata_is_read_as_ds_to_universal_reads_it(count: int, same
     files, _ = _plan(tag)
     for file in files:
         if file.param is not None:
+            theirs = torch.load(tmp_path / "dtu" / file.name, weights_only=False)
+            _equal(torch, _built(torch, file.content, {}), theirs, file.name)
+
+
+def test_tensor_parallel_zero3_is_merged_as_zero12_tensor_parallel_is() -> None:
+    """tp 2: each file a dict as ds_to_universal's TP merge writes it, no step.pt (the ZeRO-3
+    extraction has none); the fp32 master requires gradients as the merged partitions do."""
+    from ckptkeys._universal._entry import plan_universal
+
+    tag, reference = CASES["z3_bf16_tp2"]
+    plan = plan_universal(tag)
+    assert (plan.layout, plan.zero_stage) == ("zero-3 tp", 3)
+    assert {f.name for f in plan.files} == _files(reference)
+    for file in plan.files:
+        if file.param is not None:
+            assert isinstance(file.content, dict) and isinstance(file.content["param"], PtTensor)
+            assert file.content["param"].requires_grad == file.name.endswith("/fp32.pt")
+
+
+@pytest.mark.deepspeed
+@pytest.mark.parametrize("strict", [True, False])
+def test_an_unused_merge_pattern_is_refused_only_when_strict(strict: bool, tmp_path: pathlib.Path) -> None:
+    torch = _torch()
+    tag = tmp_path / "tag"
+    shutil.copytree(CASES["z3_bf16_tp2"][0], tag)
+    for rank in (0, 1):
+
+        def unused(state: Any) -> None:
+            state["universal_checkpoint_info"]["tp_replicated_parameter_patterns"].append("nothing$")
+
+        _edit(torch, tag / f"zero_pp_rank_0_mp_rank_{rank:02d}_model_states.pt", unused)
+    if strict:
+        with pytest.raises(AssertionError, match="Unused patterns"):
+            _dtu(torch, tag, tmp_path / "dtu")
+        with pytest.raises(ExportError, match=r"Unused patterns=\['nothing\$'\]") as raised:
+            _plan(tag)
+        assert raised.value.option == "strict"
+        return
+    _dtu(torch, tag, tmp_path / "dtu", strict=False)
+    files, _ = _plan(tag, strict=False)
+    assert {f.name for f in files} == _files(tmp_path / "dtu")
+    for file in files:
+        if file.copy_of is None:
             theirs = torch.load(tmp_path / "dtu" / file.name, weights_only=False)
             _equal(torch, _built(torch, file.content, {}), theirs, file.name)

@@ -17,6 +17,12 @@ the stage-3 branch of ``main``), and so what :func:`plan_zero3` plans, file for 
   storage as the source file stores it, with the attributes their pickle sets (the flat
   partition's ``ds_id``); DeepSpeed's objects (``LossScaler``, ``ZeroStageEnum``) as the source
   pickles them.
+- with tensor parallelism (``zero_pp_rank_D_mp_rank_TT``: several mp ranks), each tensor-parallel
+  rank's shares joined and shaped as its own ``param_shapes`` say, then merged by the first
+  model states' ``universal_checkpoint_info`` as ZeRO-1/2's ranks are (``_zero12``'s merge:
+  ``{'param': ..., 'cat_dim': ...}`` dicts, vocabulary, row-parallel, replicated, averaged and
+  two-part parameters; still no ``step.pt``); AutoTP's affine maps are refused there as not
+  converted yet.
 - every model-states file, copied as it is (``shutil.copy2``).
 - nothing for frozen parameters and buffers: DeepSpeed's universal loader would not restore them
   anyway; they are returned as :class:`~ckptkeys.NotRestored`, file ``None``.
@@ -24,8 +30,9 @@ the stage-3 branch of ``main``), and so what :func:`plan_zero3` plans, file for 
 "First" is in ``ds_to_universal``'s order: file names sorted with their numbers compared as
 numbers (``natural_keys``). What it refuses (a model-states file with no ZeRO-3 rank in its name,
 a missing rank, model and optimizer grids that disagree, AutoEP without partition-native
-metadata) is refused with its reason. Tensor-parallel ZeRO-3 (AutoTP), partition-native AutoEP
-and ZeRO-3 with ``deepspeed.moe`` expert files are not converted yet: refused, said so.
+metadata, merge patterns AutoTP marks unsupported, with ``strict`` a merge pattern no parameter
+matches) is refused with its reason. Partition-native AutoEP and ZeRO-3 with ``deepspeed.moe``
+expert files are not converted yet: refused, said so.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from .._read._pickle import Opaque
 from .._read._torch import DTYPE_ITEMSIZE, TensorInfo, tensors_in
 from ..naming import FileKind
 from ._types import NotRestored, UniversalFile
-from ._zero12 import content_bytes, whole_storage
+from ._zero12 import _NO_STEP, INFO, _Fragment, _merge, _Patterns, content_bytes, whole_storage
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,13 +73,15 @@ _AUTOEP_PARTITIONED: Final = "zero3_partitioned"
 _ZERO3_PRECISIONS: Final = ("", "bf16")
 
 
-def plan_zero3(source: Source) -> tuple[list[UniversalFile], list[NotRestored]]:
-    """The universal files of the ZeRO-3 tag ``source`` and the tensors the loader will not restore.
+def plan_zero3(source: Source, *, strict: bool = True) -> tuple[str, list[UniversalFile], list[NotRestored]]:
+    """The universal files of the ZeRO-3 tag ``source``, its kind (``"zero-3"``, ``"zero-3 tp"``)
+    and the tensors the loader will not restore.
 
     Files in the order ``ds_to_universal`` writes them: each parameter's ``fp32.pt``,
     ``exp_avg.pt`` and ``exp_avg_sq.pt`` (parameters in ``param_shapes`` order), then
-    ``zero/optimizer_state.pt``, then the model-states copies. Raises :class:`ExportError`
-    naming the file for what ``ds_to_universal`` refuses or would write wrong.
+    ``zero/optimizer_state.pt``, then the model-states copies. ``strict`` (``--no_strict``'s
+    opposite): a tensor-parallel merge pattern that matches no parameter is refused. Raises
+    :class:`ExportError` naming the file for what ``ds_to_universal`` refuses or would write wrong.
     """
     models = _model_files(source)
     optims = _optim_files(source)
@@ -87,20 +96,22 @@ def plan_zero3(source: Source) -> tuple[list[UniversalFile], list[NotRestored]]:
             "ZeRO-3 model/optimizer tp_degree or dp_degree mismatch: "
             f"model=({tp_degree},{dp_degree}), optim=({len(optim_grid)},{len(optim_grid[0])})",
         )
-    if tp_degree > 1:
-        raise ExportError(
-            source.layout.path,
-            f"is tensor-parallel ZeRO-3 (AutoTP: {tp_degree} mp_rank files per data-parallel rank), which "
-            "ds_to_universal merges by its universal_checkpoint_info (affine maps): not converted yet",
-        )
     if source.layout.of_kind(FileKind.EXPERT_MODEL_STATES, FileKind.EXPERT_OPTIM_STATES):
         raise ExportError(source.layout.path, "is a ZeRO-3 mixture-of-experts checkpoint: not converted yet")
     first = source.checkpoint(models[0].relpath)
     param_shapes = _get(first.data, "param_shapes", first.path, list)
-    files = _param_files(source, param_shapes, optim_grid[0], dp_degree)
+    grads = dict.fromkeys(STATES, False)
+    if tp_degree == 1:
+        files = _bare_files(source, _fragments(source, param_shapes, optim_grid[0], dp_degree, grads), grads)
+    else:
+        # Each tensor-parallel rank's shapes are its own model states' (rank 0 of its row).
+        rows = [_get(source.checkpoint(row[0].relpath).data, "param_shapes", row[0].path, list) for row in model_grid]
+        info = _tp_info(first)  # refused before any extraction, as ds_to_universal refuses it
+        by_tp = [_fragments(source, shape, row, dp_degree, grads) for shape, row in zip(rows, optim_grid, strict=True)]
+        files = _merged_files(source, first, param_shapes, rows, by_tp, grads, info, strict=strict)
     files.append(_optimizer_state(source, optims[0]))
     files += [UniversalFile(f.relpath, None, f.path, f.size) for f in models]
-    return files, _not_restored(first)
+    return ("zero-3 tp" if tp_degree > 1 else "zero-3"), files, _not_restored(first)
 
 
 def _natural(text: str) -> list[Any]:
@@ -172,27 +183,24 @@ def _refuse_autoep(checkpoint: Checkpoint) -> None:
     raise ExportError(checkpoint.path, "holds partition-native AutoEP ZeRO-3 metadata: not converted yet")
 
 
-def _param_files(
-    source: Source, param_shapes: list[Any], optims: list[LayoutFile], dp_degree: int
-) -> list[UniversalFile]:
-    """Each parameter's three bare flat tensors: its share of every rank's flat partitions, joined."""
-    # Per parameter and state: the byte ranges in rank order, and their dtype.
-    spans: dict[str, dict[str, list[FileSpan]]] = {}
-    dtypes: dict[str, dict[str, str]] = {}
-    # Per state: does any rank's flat tensor require grad? torch.cat of the shares then does, and
-    # torch.save keeps it (the fp32 partitions are the optimizer's parameters: they do).
-    grads = dict.fromkeys(STATES, False)
+def _fragments(
+    source: Source, param_shapes: list[Any], optims: list[LayoutFile], dp_degree: int, grads: dict[str, bool]
+) -> dict[str, dict[int, _Fragment]]:
+    """Each parameter's share of every data-parallel rank's flat partitions, by rank
+    (``extract_zero_shards_stage3``), in ``param_shapes`` order; ``grads`` learns, per state,
+    whether any rank's flat tensor requires gradients (``torch.cat`` of the shares then does,
+    and ``torch.save`` keeps it: the fp32 partitions are the optimizer's parameters)."""
+    found: dict[str, dict[int, _Fragment]] = {}
     for group, shapes in enumerate(param_shapes):
         if not isinstance(shapes, dict):
             raise ExportError(source.path(optims[0].relpath), f"param_shapes[{group}] is not a dict of shapes")
         for name in shapes:
-            if name in spans:
+            if name in found:
                 raise ExportError(
                     source.path(optims[0].relpath), f"param_shapes lists {name!r} twice: its files would be overwritten"
                 )
             _check_name(source.path(optims[0].relpath), name)
-            spans[name] = {state: [] for state in STATES}
-            dtypes[name] = {}
+            found[name] = {}
     for dp_index, file in enumerate(optims):
         checkpoint = source.checkpoint(file.relpath)
         path = checkpoint.path
@@ -229,24 +237,94 @@ def _param_files(
                 numel = math.prod(_shape(value, path, f"param_shapes[{group}][{name!r}]"))
                 part = math.ceil(numel / count)
                 share = max(0, min(part, numel - rank * part))
+                states = {}
                 for key, (span, size, dtype, what) in pieces.items():
                     if offset + share > size:
                         need = f"param_shapes need {offset + share} to {name!r}"
                         raise ExportError(path, f"{what} is too short: {size} elements; {need}")
-                    if dtypes[name].setdefault(key, dtype) != dtype:
-                        raise ExportError(path, f"{what} is {dtype}, rank 0's is {dtypes[name][key]}")
-                    spans[name][key] += cut_range([(span, size)], offset, share, DTYPE_ITEMSIZE[dtype])
+                    states[key] = (dtype, cut_range([(span, size)], offset, share, DTYPE_ITEMSIZE[dtype]))
+                found[name][dp_index] = _Fragment(file.relpath, share, states, _NO_STEP)
                 offset += part
+    return found
+
+
+def _bare_files(
+    source: Source, fragments: dict[str, dict[int, _Fragment]], grads: dict[str, bool]
+) -> list[UniversalFile]:
+    """Without tensor parallelism: each state of each parameter its ranks' shares joined, a bare
+    flat tensor (``merge_zero3_slices``)."""
     files = []
-    for name, states in spans.items():
+    for name, ranks in fragments.items():
+        ordered = [ranks[dp] for dp in sorted(ranks)]
         for key in STATES:
-            dtype = dtypes[name][key]
-            itemsize = DTYPE_ITEMSIZE[dtype]
-            joined = coalesce(states[key])
-            numel = sum(s.length for s in joined) // itemsize
+            dtype = ordered[0].states[key][0]
+            for fragment in ordered:
+                if fragment.states[key][0] != dtype:
+                    found = f"{name!r}'s {key} share is {fragment.states[key][0]}, rank 0's is {dtype}"
+                    raise ExportError(source.path(fragment.file), found)
+            joined = coalesce([span for fragment in ordered for span in fragment.states[key][1]])
+            numel = sum(f.numel for f in ordered)
             storage = PtStorage(dtype, numel, ExportTensor(name, (numel,), dtype, dtype, joined, "trainable"))
             tensor = PtTensor(storage, (numel,), requires_grad=grads[key])
-            files.append(UniversalFile(f"zero/{name}/{key}.pt", name, None, numel * itemsize, tensor))
+            files.append(UniversalFile(f"zero/{name}/{key}.pt", name, None, numel * DTYPE_ITEMSIZE[dtype], tensor))
+    return files
+
+
+def _tp_info(first: Checkpoint) -> dict[str, Any]:
+    """``_load_universal_checkpoint_info_stage3``: the first model states' merge patterns (none: an
+    empty dict), refused where they name parameters AutoTP cannot convert."""
+    info = first.data.get(INFO) or {}
+    if not isinstance(info, dict):
+        raise ExportError(first.path, f"{INFO} is {type(info).__name__}, not a dict")
+    unsupported = info.get("autotp_unsupported_parameter_patterns") or {}
+    if unsupported:
+        details = (
+            ", ".join(f"{pattern}: {reason}" for pattern, reason in sorted(unsupported.items()))
+            if isinstance(unsupported, dict)
+            else repr(unsupported)
+        )
+        raise ExportError(first.path, f"AutoTP universal checkpoint conversion is not supported for {details}")
+    return info
+
+
+def _merged_files(
+    source: Source,
+    first: Checkpoint,
+    param_shapes: list[Any],
+    rows: list[list[Any]],
+    by_tp: list[dict[str, dict[int, _Fragment]]],
+    grads: dict[str, bool],
+    info: dict[str, Any],
+    *,
+    strict: bool,
+) -> list[UniversalFile]:
+    """With tensor parallelism (AutoTP): each rank's shares joined and shaped as its own
+    ``param_shapes`` say, then merged across ranks by ``universal_checkpoint_info`` as ZeRO-1/2's
+    are (``_zero12``'s merge: ``{'param': ..., 'cat_dim': ...}`` files); no ``step.pt``, the
+    ZeRO-3 extraction writes no step fragments."""
+    patterns = _Patterns(info, first.path)
+    shapes_by_tp = [{n: value for group in row if isinstance(group, dict) for n, value in group.items()} for row in rows]
+    files: list[UniversalFile] = []
+    for name in (name for group in param_shapes for name in group):
+        per_tp = []
+        for tp, shapes in enumerate(shapes_by_tp):
+            if name not in shapes:
+                missing = f"mp_rank {tp:02d}'s param_shapes has no {name!r}, which mp_rank 00's lists"
+                raise ExportError(source.layout.path, missing)
+            per_tp.append(_shape(shapes[name], source.layout.path, f"mp_rank {tp:02d}'s param_shapes {name!r}"))
+        fragments = {tp: row[name] for tp, row in enumerate(by_tp)}
+        for file in _merge(source, name, per_tp, fragments, patterns, info):
+            param = file.content.get("param") if isinstance(file.content, dict) else None
+            if isinstance(param, PtTensor) and grads.get(file.name.rsplit("/", 1)[1].removesuffix(".pt")):
+                file = replace(file, content={**file.content, "param": replace(param, requires_grad=True)})
+            files.append(file)
+    if files and strict and patterns.unmatched:
+        raise ExportError(
+            first.path,
+            f"Unused patterns={sorted(patterns.unmatched)} while merging tp slices (of {INFO}: each must match a "
+            "parameter; not strict, they pass)",
+            option="strict",
+        )
     return files
 
 
