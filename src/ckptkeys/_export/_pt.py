@@ -33,14 +33,16 @@ from dataclasses import dataclass
 
 from .._read._globalref import GlobalRef
 from .._read._pickle import Opaque
-from .._read._torch import DTYPE_ITEMSIZE, STORAGE_DTYPES
+from .._read._torch import DTYPE_ITEMSIZE, STORAGE_DTYPES, TensorInfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["DTYPES", "PtStorage", "PtTensor", "pt_size", "write_pt"]
+    from .._read._torch import StorageInfo
+
+__all__ = ["DTYPES", "PtStorage", "PtTensor", "from_read", "pt_size", "write_pt"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -55,6 +57,11 @@ class PtStorage:
     """torch's dtype name without ``torch.``: ``"float32"``, ``"bfloat16"``, ``"int64"``, ``"bool"``."""
     numel: int
     source: Any
+    location: str = "cpu"
+    """The device torch.save records for it: always ``"cpu"``. Its identity is what counts: torch
+    writes its own interned ``"cpu"``, one memo entry with every other reference to that object
+    (a dict key ``"cpu"`` written as a literal); :func:`from_read` passes the source pickle's own
+    object, so that what the source shared stays shared."""
 
     @property
     def nbytes(self) -> int:
@@ -74,6 +81,99 @@ class PtTensor:
     state: dict[str, Any] | None = None
     """Python attributes of the tensor (its ``__dict__``, such as ZeRO-3's ``ds_id``): a tensor
     with any is pickled as torch pickles one, through ``torch._tensor._rebuild_from_type_v2``."""
+
+
+def from_read(value: Any, source: Callable[[StorageInfo, str], Any]) -> Any:
+    """A tree :func:`ckptkeys.read` returned, with :class:`PtTensor` leaves: what writing it back takes.
+
+    Each storage record becomes one :class:`PtStorage` (shared by the tensors over it) whose
+    source is ``source(storage_info, dtype)``; containers and ``Opaque`` records are rebuilt
+    around the converted leaves, keeping what the pickle shared shared; other values are the
+    same objects. Written with :func:`write_pt`, a file ``torch.save`` wrote comes out equal byte
+    for byte, unless it holds a ``torch.Size`` (``read()`` gives a tuple, written as one: a
+    model-states file, which a universal tag copies whole). ``ValueError`` for a tensor a plain
+    rebuild cannot give back (meta, a parameter, a subclass, altered values).
+    """
+    storages: dict[tuple[Any, str], PtStorage] = {}
+    made: dict[int, Any] = {}
+    path: list[str] = []
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{''.join(path) or 'the object'}: {reason}")
+
+    def tensor(info: TensorInfo) -> PtTensor:
+        if info.storage is None:
+            raise refuse("a tensor on the meta device has no bytes to write")
+        if info.is_parameter or info.subclass is not None or info.altered_by is not None:
+            what = info.altered_by or ("a Parameter" if info.is_parameter else f"a {info.subclass}")
+            raise refuse(f"the tensor is not a plain one ({what}): it is not written back as one")
+        record = info.storage
+        key = (record.pickled_key, record.key)
+        storage = storages.get(key)
+        if storage is None:
+            numel = record.nbytes // DTYPE_ITEMSIZE[info.dtype]
+            # A source saved on a GPU ("cuda:0") is written from the CPU, as torch.save after
+            # torch.load(map_location="cpu") writes it; a "cpu" keeps the source's own object.
+            location = record.location if record.location == "cpu" else "cpu"
+            storage = PtStorage(info.dtype, numel, source(record, info.dtype), location)
+            storages[key] = storage
+        elif storage.dtype != info.dtype:  # torch.save refuses two dtypes over one storage too
+            raise refuse(f"storage {record.key} is viewed as {storage.dtype} and {info.dtype}")
+        attributes = None if info.attributes is None else convert(info.attributes)
+        return PtTensor(storage, info.shape, info.stride, info.storage_offset, info.requires_grad, attributes)
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        known = made.get(id(value))
+        if known is not None:
+            return known
+        result: Any
+        if kind is TensorInfo:
+            result = tensor(value)
+        elif kind is dict or kind is OrderedDict:
+            result = made[id(value)] = kind()
+            for key, item in value.items():
+                path.append(f"[{key!r}]")
+                result[key] = convert(item)
+                path.pop()
+            if kind is OrderedDict:
+                vars(result).update({name: convert(item) for name, item in vars(value).items()})
+            return result
+        elif kind is list:
+            result = made[id(value)] = []
+            for index, item in enumerate(value):
+                path.append(f"[{index}]")
+                result.append(convert(item))
+                path.pop()
+            return result
+        elif kind is tuple:
+            parts = []
+            for index, item in enumerate(value):
+                path.append(f"[{index}]")
+                parts.append(convert(item))
+                path.pop()
+            result = tuple(parts)
+        elif kind is Opaque:
+            path.append(f"<{value.qualname}>")
+            result = made[id(value)] = Opaque(value.cls, opcode=value.opcode, builds=value.builds)
+            result.args = convert(value.args)
+            result.kwargs = convert(value.kwargs)
+            result.state = convert(value.state)
+            result.items = [convert(item) for item in value.items]
+            result.dict_items = {key: convert(item) for key, item in value.dict_items.items()}
+            path.pop()
+            return result
+        else:  # a global, a set, bytes ...: written as they are (or refused by the writer)
+            return value
+        made[id(value)] = result
+        return result
+
+    return convert(value)
+
+
+_ATOMS: Final = frozenset({type(None), bool, int, float, str, bytes, GlobalRef})
 
 
 # -- the pickle -----------------------------------------------------------------------------
@@ -111,9 +211,8 @@ _BATCHSIZE: Final = 1000  # C pickle's BATCHSIZE: APPENDS/SETITEMS carry at most
 _PROTOCOL: Final = 2  # torch.serialization.DEFAULT_PROTOCOL
 
 # Strings torch's code passes as literals, one object each (C pickle memoizes by identity): the
-# second persistent id reuses the first's 'storage' and 'cpu' through the memo.
+# second persistent id reuses the first's 'storage' through the memo (and 'cpu': PtStorage.location).
 _STORAGE: Final = "storage"
-_CPU: Final = "cpu"
 _LATIN1: Final = "latin1"  # C pickle's protocol-2 bytes: _codecs.encode(text, 'latin1')
 
 _REBUILD_V2: Final = GlobalRef("torch._utils", "_rebuild_tensor_v2")
@@ -428,6 +527,8 @@ class _Pickler:
         dtype = storage.dtype
         if dtype not in DTYPES:
             raise self.refuse(f"dtype {dtype!r} is not one torch.save writes with _rebuild_tensor_v2/v3")
+        if storage.location != "cpu":
+            raise self.refuse(f"the storage's location is {storage.location!r}: torch.save here records 'cpu'")
         if type(storage.numel) is not int or storage.numel < 0:
             raise self.refuse(f"the storage's numel {storage.numel!r} is no count")
         shape = _ints(tensor.shape, "shape", self)
@@ -491,7 +592,7 @@ class _Pickler:
         self.save(_STORAGE)
         self.save(_UNTYPED_STORAGE if v3 else GlobalRef("torch", _LEGACY_STORAGE[storage.dtype]))
         self.save(key)
-        self.save(_CPU)
+        self.save(storage.location)
         self.save_int(storage.nbytes if v3 else storage.numel)
         self.out += b"t"
         pid = object()
@@ -600,12 +701,6 @@ def _descriptor(record: _Record) -> bytes:
     return _DESCRIPTOR32.pack(b"PK\x07\x08", record.crc, record.size, record.size)
 
 
-def _descriptor_size(record: _Record) -> int:
-    if not record.size:
-        return 0
-    return _DESCRIPTOR64.size if record.size >= _U32_MAX or record.offset >= _U32_MAX else _DESCRIPTOR32.size
-
-
 def _central(record: _Record, folder: bytes) -> bytes:
     name = folder + record.name
     fields = b""
@@ -663,7 +758,7 @@ def _hash_combine(seed: int, value: int) -> int:
     return (seed ^ ((value + 0x9E3779B9 + (seed << 6) + (seed >> 2)) & _MASK64)) & _MASK64
 
 
-def _serialization_id(records: list[_Record], folder: bytes) -> bytes:
+def _serialization_id(records: list[_Record]) -> bytes:
     """writeSerializationId: a hash of the record names, then the CRC-32s combined in write order."""
     crcs = 0
     for record in records:
@@ -724,7 +819,12 @@ def _next_buckets(wanted: int) -> int:
     for count in _PRIME_BUCKETS:
         if count >= wanted:
             return count
-    raise ValueError("more records than the serialization id is reproduced for")
+    # Past the list above (a million records): the next prime, where libstdc++ may pick another
+    # from its own list. The id may then differ from torch's; nothing reads it back but a human.
+    candidate = wanted | 1
+    while any(candidate % d == 0 for d in range(3, math.isqrt(candidate) + 1, 2)):
+        candidate += 2
+    return candidate
 
 
 def _unordered_set_order(names: list[bytes]) -> list[bytes]:
@@ -796,7 +896,7 @@ def _layout(records: list[_Record], folder: bytes) -> int:
     cursor = 0
     for record in records:
         record.offset = cursor
-        cursor += len(_header(record, folder)) + record.size + _descriptor_size(record)
+        cursor += len(_header(record, folder)) + record.size + len(_descriptor(record))
     return cursor
 
 
@@ -896,7 +996,7 @@ def write_pt(
         tail = _descriptor(record)
         out.write(tail)
         cursor += len(head) + record.size + len(tail)
-    ident = _Record(b".data/serialization_id", 40, _serialization_id(records, folder), offset=cursor)
+    ident = _Record(b".data/serialization_id", 40, _serialization_id(records), offset=cursor)
     ident.crc = zlib.crc32(ident.data or b"")
     records.append(ident)
     head, tail = _header(ident, folder), _descriptor(ident)
