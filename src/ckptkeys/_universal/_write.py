@@ -524,6 +524,9 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool) -> None:
     output, aside = os.path.normpath(plan.output), _aside_folder(plan)
     if os.path.lexists(aside):  # a run killed between its two renames left the old tag here
         _remove_tree(aside)
+    if fsync:  # the staged files' names on disk too, before the folder holding them is published
+        for folder, _, _ in os.walk(staging):
+            _sync_folder(folder)
     latest_temp = ""
     try:
         latest_temp = _latest_temp(plan, fsync)
