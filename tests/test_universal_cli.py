@@ -136,3 +136,26 @@ def test_json_errors_are_documents(save: pathlib.Path, capsys: pytest.CaptureFix
     assert main(["universal", str(save / "nope"), "--dry-run", "--json"]) == 2
     document = json.loads(capsys.readouterr().out)
     assert document["command"] == "universal" and document["exit"]["status"] == 2
+
+
+def test_what_the_command_refuses_and_its_status(
+    save: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["universal", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"ckptkeys universal: {empty}: holds no DeepSpeed checkpoint")
+    uninformed = tmp_path / "z2"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", uninformed)
+    assert main(["universal", str(uninformed), "-q"]) == 2  # no universal_checkpoint_info: an option resolves it
+    err = capsys.readouterr().err
+    assert err.startswith(f"ckptkeys universal: {uninformed / 'global_step3' / 'mp_rank_00_model_states.pt'}: ")
+    assert err.endswith("; --inject-missing-state converts it (as ds_to_universal's --inject_missing_state)\n")
+    assert sorted(os.listdir(uninformed)) == sorted(os.listdir(FIXTURES / "z2_bf16_ws2"))
+    assert main(["universal", str(uninformed), "-q", "--inject-missing-state"]) == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["universal", str(save), "-q", "--output-folder", str(blocker), "--overwrite"]) == 2
+    assert capsys.readouterr().err.endswith(f"{blocker}: is not a folder: a universal tag is a folder\n")
+    assert main(["universal", str(save), "--no-such-option"]) == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -348,3 +348,18 @@ def test_an_interrupted_run_leaves_nothing(save: pathlib.Path, monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt):
         write_universal(plan, progress=interrupted)
     assert _hidden(save) == [] and not os.path.exists(plan.output) and not os.path.exists(plan.latest)
+
+
+def test_universal_plans_and_writes_in_one_call(save: pathlib.Path) -> None:
+    import ckptkeys
+
+    for k in (1, 2):
+        plan = ckptkeys.universal(save, shard=(k, 2), fsync=False)
+        assert not os.path.exists(plan.output)
+    plan = ckptkeys.universal(save / "global_step3", finalize=True)
+    assert plan == ckptkeys.plan_universal(save)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    assert (save / "latest_universal").read_bytes() == b"global_step3_universal"
+    with pytest.raises(OutputExistsError):
+        ckptkeys.universal(save)
+    assert ckptkeys.universal(save, overwrite=True, output_folder=save / "again").output == str(save / "again")
