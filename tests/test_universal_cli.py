@@ -159,3 +159,30 @@ def test_what_the_command_refuses_and_its_status(
     assert capsys.readouterr().err.endswith(f"{blocker}: is not a folder: a universal tag is a folder\n")
     assert main(["universal", str(save), "--no-such-option"]) == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_the_jobs_of_an_array_run_at_once(save: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three --shard jobs started together (processes: the staging folder's lock is taken for real),
+    over the folder a killed whole run left; then --finalize publishes what one run writes."""
+    import subprocess
+    import sys
+
+    plan = ckptkeys.plan_universal(save)
+    staging = pathlib.Path(staging_folder(plan))
+    (staging / "zero" / "gone.weight").mkdir(parents=True)  # a killed whole run's: no plan recorded, no lock held
+    (staging / "zero" / "gone.weight" / "fp32.pt").write_bytes(b"half")
+    (staging / ".ckptkeys-lock").write_bytes(b"")
+    src = str(pathlib.Path(ckptkeys.__file__).parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    jobs = [
+        subprocess.Popen([sys.executable, "-m", "ckptkeys", "universal", str(save), "-q", "--shard", f"{k}/3"],
+                         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for k in (1, 2, 3)
+    ]
+    for job in jobs:
+        _, err = job.communicate()
+        assert job.returncode == 0, err
+    assert not (staging / "zero" / "gone.weight").exists()
+    assert main(["universal", str(save), "-q", "--finalize"]) == 0
+    assert _files(save / "global_step3_universal") == _files(SOURCE / "global_step3_universal")
+    assert sorted(os.listdir(save)) == ["global_step3", "global_step3_universal", "latest", "latest_universal"]
