@@ -72,6 +72,7 @@ def _storages(obj: Any) -> Iterator[PtStorage]:
     """Every storage of a file's content, in the order the writer meets them (repeats included)."""
     if isinstance(obj, PtTensor):
         yield obj.storage
+        yield from _storages(obj.state)  # its Python attributes (ZeRO-3's ds_id...)
     elif isinstance(obj, dict):
         for key, value in obj.items():
             yield from _storages(key)
