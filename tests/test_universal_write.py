@@ -321,9 +321,10 @@ def test_bad_options_are_refused_naming_them(save: pathlib.Path, kwargs: dict[st
 def test_an_output_path_that_is_a_file_is_refused(save: pathlib.Path) -> None:
     plan = hand_plan(save / "global_step3")
     pathlib.Path(plan.output).write_text("a file")
-    with pytest.raises(OutputFolderError) as caught:
-        write_universal(plan, overwrite=True)
-    assert caught.value.option == "output_folder" and caught.value.path == plan.output
+    for overwrite in (False, True):  # the path is wrong either way: no overwrite would make it a folder
+        with pytest.raises(OutputFolderError) as caught:
+            write_universal(plan, overwrite=overwrite)
+        assert caught.value.option == "output_folder" and caught.value.path == plan.output
     assert pathlib.Path(plan.output).read_text() == "a file"
 
 

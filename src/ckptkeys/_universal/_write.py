@@ -213,13 +213,14 @@ def write_universal(
 
 
 def _check_output(output: str, overwrite: bool) -> None:
-    """The output folder's path: absent, or (``overwrite``) a universal tag to replace."""
+    """The output folder's path: absent, or (``overwrite``) a folder to replace; its parent folder
+    made if absent, and writable."""
     if os.path.lexists(output):
+        if not os.path.isdir(output) or os.path.islink(output):  # the path given is wrong, overwrite or not
+            raise OutputFolderError(output, "is not a folder: a universal tag is a folder", option="output_folder")
         if not overwrite:
             raise OutputExistsError(output, "already exists", option="overwrite")
-        if not os.path.isdir(output) or os.path.islink(output):
-            raise OutputFolderError(output, "is not a folder: a universal tag is a folder", option="output_folder")
-    parent = os.path.dirname(output)
+    parent = os.path.dirname(output) or os.curdir
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as error:
