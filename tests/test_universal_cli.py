@@ -186,3 +186,24 @@ def test_the_jobs_of_an_array_run_at_once(save: pathlib.Path, capsys: pytest.Cap
     assert main(["universal", str(save), "-q", "--finalize"]) == 0
     assert _files(save / "global_step3_universal") == _files(SOURCE / "global_step3_universal")
     assert sorted(os.listdir(save)) == ["global_step3", "global_step3_universal", "latest", "latest_universal"]
+
+
+def test_progress_shows_on_a_terminal_only(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["universal", str(save)]) == 0
+    shown = terminal.getvalue()
+    total = ckptkeys.plan_universal(save).total_size
+    assert f"\rconverting {total / 1e9:.2f}/{total / 1e9:.2f} GB" in shown  # bytes, as export counts them
+    assert "\r\033[K" in shown and shown.rindex("\r\033[K") < shown.index("wrote ")  # cleared before the summary
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert main(["universal", str(save), "-q", "--overwrite"]) == 0
+    assert "converting" not in quiet.getvalue()
