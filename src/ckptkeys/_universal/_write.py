@@ -200,6 +200,9 @@ def write_universal(
         written = _write_files(files, staging, progress, fsync)
         if shard is not None:
             return written
+        if sys.platform == "win32":  # no locks there, and an open file can be neither removed nor moved
+            os.close(lock)
+            lock = -1
         for name in (LOCK_FILE, PLAN_FILE):  # the tag is DeepSpeed's files only; the lock stays held (fd)
             _remove(os.path.join(staging, name))
         _publish(plan, staging, fsync)
@@ -209,7 +212,8 @@ def write_universal(
             shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        os.close(lock)
+        if lock >= 0:
+            os.close(lock)
 
 
 def _check_output(output: str, overwrite: bool) -> None:
