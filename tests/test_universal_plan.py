@@ -367,3 +367,12 @@ def test_pipeline_replicated_parameters_are_taken_from_the_first_stage() -> None
     expected = _zero(EXPECTED["saves"]["fixtures/pp2_z1_bf16"]["files"])
     assert written == {name: found for name, found in expected.items() if not name.startswith("zero/2.weight/")}
     assert len(written) == len(expected) - 4
+
+
+@pytest.mark.parametrize("inside", ["", "converted", "..converted"])
+def test_the_output_is_never_inside_the_tag_it_converts(inside: str) -> None:
+    tag = UC / "global_step3"
+    with pytest.raises(ExportError, match="is in the tag folder it converts") as error:
+        plan_universal(UC, output_folder=tag / inside if inside else tag)
+    assert error.value.option == "output_folder"
+    assert plan_universal(UC, output_folder=UC / "global_step3x").output == str(UC / "global_step3x")
