@@ -81,6 +81,9 @@ if TYPE_CHECKING:
     from ._read._reader import Checkpoint, read
     from ._read._safetensors import SafetensorsFile, SafetensorsTensor, read_safetensors
     from ._read._torch import StorageInfo, TensorInfo
+    from ._universal._entry import plan_universal
+    from ._universal._types import NotRestored, UniversalFile, UniversalPlan
+    from ._universal._write import universal, write_universal
 
 __version__ = "0.1.0"
 
@@ -117,6 +120,7 @@ __all__ = [
     "ModuleKeys",
     "NamingKeys",
     "NotACheckpointError",
+    "NotRestored",
     "Opaque",
     "OptimFileKeys",
     "OptimizerKeys",
@@ -142,8 +146,10 @@ __all__ = [
     "TagReport",
     "TensorInfo",
     "TorchScriptArchiveError",
+    "UniversalFile",
     "UniversalKeys",
     "UniversalParamKeys",
+    "UniversalPlan",
     "UniversalStateKeys",
     "UnknownKeyError",
     "UnsupportedFormatError",
@@ -160,10 +166,12 @@ __all__ = [
     "members_for",
     "plain",
     "plan_export",
+    "plan_universal",
     "read",
     "read_safetensors",
     "scan",
     "scan_run",
+    "universal",
     "validate",
     "validate_file",
     "validate_folder",
@@ -171,6 +179,7 @@ __all__ = [
     "validate_run",
     "validate_tag",
     "write_export",
+    "write_universal",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -232,6 +241,12 @@ _ELSEWHERE = {
     "export": "_export._write",
     "plan_export": "_export._entry",
     "write_export": "_export._write",
+    "plan_universal": "_universal._entry",
+    "NotRestored": "_universal._types",
+    "UniversalFile": "_universal._types",
+    "UniversalPlan": "_universal._types",
+    "universal": "_universal._write",
+    "write_universal": "_universal._write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}
 
