@@ -179,3 +179,20 @@ def test_the_command_prints_them_and_fails_on_warning_unless_ignored(capsys: pyt
     assert "universal-frozen-not-restored" in out and "'frozen.weight', 'frozen.bias'" in out
     assert "universal-buffers-not-restored" in out and "'scale'" in out
     assert main(["validate", "--isolated", "--fail-on", "warning", "--ignore", "universal", str(Z2)]) == 0
+
+
+# -- ckptkeys universal's own output ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["z2_bf16_ws2", "z1_bf16_ws1", "z1_fp16_ws2", "tp2_z1_bf16", "pp2_z1_bf16"])
+def test_validate_names_what_the_plan_names_as_not_restored(tmp_path: pathlib.Path, name: str) -> None:
+    """The command's summary (``UniversalPlan.not_restored``) and ``validate`` of what it wrote agree."""
+    plan = ckptkeys.universal(FIXTURES / name, output_folder=tmp_path / "universal", inject_missing_state=True)
+    problems = ckptkeys.validate(plan.output)
+    assert [p for p in problems if p.severity is Severity.ERROR] == []
+    found = _ours(pathlib.Path(plan.output))
+    for code, kind in (("universal-frozen-not-restored", "frozen"), ("universal-buffers-not-restored", "buffer")):
+        planned = sorted(n.name for n in plan.not_restored if n.kind == kind)
+        named = sorted(_names_in(found[code].message)) if code in found else []
+        assert named == planned
+    assert found["universal-engines"].message.startswith("a ZeRO-1/2 universal folder")
