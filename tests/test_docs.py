@@ -109,7 +109,13 @@ def test_readme_opens_with_purpose_then_commands_then_install() -> None:
     table = _section(readme, "Which command do I need")
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| To ")]
     jobs = [row.split(" | ")[0].removeprefix("| ") for row in rows]
-    assert jobs == ["inspect a checkpoint", "check a save before resuming from it", "get the weights out", "migrate code"]
+    assert jobs == [
+        "inspect a checkpoint",
+        "check a save before resuming from it",
+        "get the weights out",
+        "resume on another number of GPUs",
+        "migrate code",
+    ]
     from ckptkeys._cli._main import _parser
 
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices

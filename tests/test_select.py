@@ -29,6 +29,10 @@ Z2 = FIXTURES / "z2_bf16_ws2"
 MOE = FIXTURES / "moe_z2_fp32_ep2"
 TRAINER = DATA / "clients" / "hf_trainer_z2_bf16"
 BROKEN = DATA / "broken" / "partition_count"
+# A universal tag's frozen parameters and buffers are warnings about resuming (DeepSpeed's loader does
+# not restore them), not defects: the saves holding one pass once those two codes are ignored.
+NOT_RESTORED = ("universal-frozen-not-restored", "universal-buffers-not-restored")
+UNIVERSAL = {"uc_z2_bf16_ws2", "universal_z3"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -59,10 +63,17 @@ def test_the_healthy_saves_are_found() -> None:
 @pytest.mark.parametrize("folder", HEALTHY, ids=lambda p: p.name)
 def test_every_healthy_save_passes_fail_on_warning(capsys: pytest.CaptureFixture[str], folder: pathlib.Path) -> None:
     every_save = ["--all"] if folder.parent.name == "clients" else []  # a run: each of its saves
-    status, doc = document(capsys, "validate", "--fail-on", "warning", *every_save, str(folder))
+    universal = folder.name in UNIVERSAL
+    ignore = ["--ignore", ",".join(NOT_RESTORED)] if universal else []
+    status, doc = document(capsys, "validate", "--fail-on", "warning", *every_save, *ignore, str(folder))
     assert status == 0
-    assert (doc["summary"]["error"], doc["summary"]["warning"], doc["summary"]["hidden"]) == (0, 0, 0)
+    assert (doc["summary"]["error"], doc["summary"]["warning"], doc["summary"]["hidden"]) == (0, 0, 2 * universal)
     assert all(p["severity"] == "info" for p in shown(doc))
+    if universal:  # and without --ignore, exactly those two warnings fail it
+        status, doc = document(capsys, "validate", "--fail-on", "warning", str(folder))
+        assert status == 1 and sorted(p["code"] for p in shown(doc) if p["severity"] == "warning") == sorted(
+            NOT_RESTORED
+        )
 
 
 def test_a_broken_save_still_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,6 +43,12 @@ CODES: Final[dict[str, Severity]] = {
     "missing-universal-param": E,
     "truncated-file": E,
     "missing-universal-state": E,
+    # What DeepSpeed's universal loader does with a universal tag: resuming, not damage.
+    "universal-frozen-not-restored": W,
+    "universal-buffers-not-restored": W,
+    "universal-step-missing": W,
+    "universal-no-engine": W,
+    "universal-engines": INFO,
     "mixed-precision": E,
     "precision-mismatch": E,
     "partition-count-mismatch": E,

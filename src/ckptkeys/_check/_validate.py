@@ -2,7 +2,8 @@
 
 Per folder, the files are checked against each other (ranks, partition counts, world sizes,
 stage, precision, versions, the fp32 partitions' sizes against ``param_shapes``) and each
-converter's readiness is an ``info`` problem when it will fail. ``moe_info`` reads a tag's MoE layout.
+converter's readiness is an ``info`` problem when it will fail; a universal tag is read as DeepSpeed's
+loader reads it (``_universal_load``). ``moe_info`` reads a tag's MoE layout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._dicts import check_file, client_state_problems
 from ._layout import LayoutFile, MissingBudget, TagLayout, beyond_files, read_dicts
 from ._problems import Problem, Severity
 from ._reports import TagReport
+from ._universal_load import universal_load_problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ def check_tag(tag: TagLayout, framework: str | None = None) -> TagReport:
     problems = client_state_problems(problems)
     problems += _cross_file(tag)
     problems += completeness_problems(tag, problems)
+    problems += universal_load_problems(tag)
     converters = readiness(tag, framework=framework or _client_framework(tag))
     problems += readiness_problems(tag.path, converters)
     return TagReport(tag, tuple(problems), converters)
