@@ -166,8 +166,8 @@ def summary(plan: Any, written: list[str], shard: tuple[int, int] | None, finali
         staged = len([f for f in plan.files if f.param is not None])
         if not written:
             return [f"job {shard[0]} of {shard[1]} has no parameter to write (the tag has {len(plan.params)})"]
-        return [f"job {shard[0]} of {shard[1]}: wrote {len(written)} of the tag's {staged} zero/<param>/ files "
-                f"(staged beside {plan.output}); one --finalize run then checks them all and publishes it"]  # fmt: skip
+        line = f"job {shard[0]} of {shard[1]}: wrote {len(written)} of the tag's {staged} zero/<param>/ files "
+        return [line + f"(staged beside {plan.output}); one --finalize run then checks them all and publishes it"]
     how = "checked the jobs' files, " if finalize else ""
     line = (f"{how}wrote {plan.output} ({len(plan.files)} files, {size} bytes of tensors and copies) "
             f"and {plan.latest} naming it")  # fmt: skip

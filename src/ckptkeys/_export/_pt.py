@@ -539,7 +539,7 @@ class _Pickler:
         if type(offset) is not int or offset < 0:
             raise self.refuse(f"storage offset {offset!r} is no count")
         if math.prod(shape):
-            end = offset + sum((size - 1) * step for size, step in zip(shape, stride)) + 1
+            end = offset + sum((size - 1) * step for size, step in zip(shape, stride, strict=True)) + 1
             if end > storage.numel:
                 raise self.refuse(
                     f"the view (shape {shape}, stride {stride}, offset {offset}) reaches element {end - 1} "
@@ -598,7 +598,6 @@ class _Pickler:
         pid = object()
         self.put(pid)
         self.out += b"Q"
-
 
 
 def _ints(values: Any, what: str, pickler: _Pickler) -> tuple[int, ...]:
@@ -800,6 +799,7 @@ def _hash_bytes(data: bytes) -> int:
 
 # libstdc++'s _Prime_rehash_policy: its small table, then its list of bucket counts.
 _FAST_BUCKETS: Final = (2, 2, 2, 3, 5, 5, 7, 7, 11, 11, 11, 11, 13, 13)
+# fmt: off
 _PRIME_BUCKETS: Final = (
     17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 103, 109, 113, 127, 137, 139, 149,
     157, 167, 179, 193, 199, 211, 227, 241, 257, 277, 293, 313, 337, 359, 383, 409, 439, 467, 503, 541, 577, 619,
@@ -811,6 +811,7 @@ _PRIME_BUCKETS: Final = (
     324503, 351061, 379787, 410857, 444487, 480881, 520241, 562841, 608903, 658753, 712697, 771049, 834181,
     902483, 976369,
 )
+# fmt: on
 
 
 def _next_buckets(wanted: int) -> int:
@@ -959,9 +960,7 @@ def pt_size(obj: Any, *, archive: str) -> int:
     return end + central + _ZIP64_END.size + _ZIP64_LOCATOR.size + _END_RECORD.size
 
 
-def write_pt(
-    out: BinaryIO, obj: Any, *, archive: str, write_storage: Callable[[PtStorage, BinaryIO], None]
-) -> None:
+def write_pt(out: BinaryIO, obj: Any, *, archive: str, write_storage: Callable[[PtStorage, BinaryIO], None]) -> None:
     """Write ``obj`` to ``out`` as ``torch.save(obj, f"{archive}.pt")`` writes it, streaming each storage.
 
     ``write_storage(storage, stream)`` must write exactly ``storage.nbytes`` bytes to ``stream``

@@ -22,8 +22,8 @@ from .._export._types import ExportError
 from .._read._source import is_url
 from ..naming import FileKind
 from ._types import LATEST_UNIVERSAL, UNIVERSAL_SUFFIX, UniversalPlan
-from ._zero12 import plan_zero12
 from ._zero3 import plan_zero3
+from ._zero12 import plan_zero12
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

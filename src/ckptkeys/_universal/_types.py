@@ -114,8 +114,6 @@ class UniversalPlan:
             "inject_missing_state": self.inject_missing_state,
             "strict": self.strict,
             "total_size": self.total_size,
-            "files": [
-                {"name": f.name, "param": f.param, "copy_of": f.copy_of, "bytes": f.nbytes} for f in self.files
-            ],
+            "files": [{"name": f.name, "param": f.param, "copy_of": f.copy_of, "bytes": f.nbytes} for f in self.files],
             "not_restored": [{"name": n.name, "kind": n.kind, "file": n.file} for n in self.not_restored],
         }

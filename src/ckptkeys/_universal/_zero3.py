@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
     from .._check._layout import LayoutFile
-    from .._export._spans import FileSpan
     from .._read._reader import Checkpoint
 
 __all__ = ["plan_zero3"]
@@ -160,9 +159,7 @@ def _grid(source: Source, files: list[LayoutFile]) -> list[list[LayoutFile]]:
     for tp in range(tp_degree):
         for dp in range(dp_degree):
             if dp not in grid.get(tp, {}):
-                raise ExportError(
-                    source.layout.path, f"Missing ZeRO-3 checkpoint file for tp_rank={tp}, dp_rank={dp}"
-                )
+                raise ExportError(source.layout.path, f"Missing ZeRO-3 checkpoint file for tp_rank={tp}, dp_rank={dp}")
     return [[grid[tp][dp] for dp in range(dp_degree)] for tp in range(tp_degree)]
 
 
@@ -303,7 +300,9 @@ def _merged_files(
     are (``_zero12``'s merge: ``{'param': ..., 'cat_dim': ...}`` files); no ``step.pt``, the
     ZeRO-3 extraction writes no step fragments."""
     patterns = _Patterns(info, first.path)
-    shapes_by_tp = [{n: value for group in row if isinstance(group, dict) for n, value in group.items()} for row in rows]
+    shapes_by_tp = [
+        {n: value for group in row if isinstance(group, dict) for n, value in group.items()} for row in rows
+    ]
     files: list[UniversalFile] = []
     for name in (name for group in param_shapes for name in group):
         per_tp = []
@@ -399,6 +398,7 @@ class _Copier:
             return value  # str, numbers, None, bool: no identity to keep
         self._memo[id(value)] = copied
         return copied
+
 
 def _not_restored(first: Checkpoint) -> list[NotRestored]:
     """The buffers and frozen parameters of the first model-states file: no file is written for
