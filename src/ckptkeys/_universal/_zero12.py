@@ -89,6 +89,9 @@ class _Fragment:
     """By state (fp32, exp_avg, exp_avg_sq): its dtype and byte ranges."""
     step: Any
     """The group's ``step`` as the shard holds it (a tensor, a number), or :data:`_NO_STEP`."""
+    grads: frozenset[str] = frozenset()
+    """The states whose flat tensor in the shard requires grad (the fp32 partition does): the
+    fragment ``narrow(...).clone()`` keeps it, and so does every ``torch.cat`` of it after."""
 
 
 _NO_STEP: Final = object()
@@ -365,6 +368,15 @@ def _fragments(source: Source, file: LayoutFile) -> list[tuple[str, _Fragment]]:
             span, numel = source.span(file.relpath, tensor, what, "float32" if key == "fp32" else None)
             flats[key] = (tensor.dtype, [(span, numel)], numel - (cut if type(cut) is int else 0))
         step = state.get("step", _NO_STEP)
+        grads = frozenset(
+            key
+            for key, tensor in (
+                ("exp_avg", state["exp_avg"]),
+                ("exp_avg_sq", state["exp_avg_sq"]),
+                ("fp32", fp32[group]),
+            )
+            if isinstance(tensor, TensorInfo) and tensor.requires_grad
+        )
         for name, address in mappings[group].items():
             start, numel = _address(address, path, name)
             states = {}
@@ -376,7 +388,7 @@ def _fragments(source: Source, file: LayoutFile) -> list[tuple[str, _Fragment]]:
                         f"group {group}'s {key} has {length}",
                     )
                 states[key] = (dtype, cut_range(pieces, start, numel, DTYPE_ITEMSIZE[dtype]))
-            found.append((name, _Fragment(file.relpath, numel, states, step)))
+            found.append((name, _Fragment(file.relpath, numel, states, step, grads)))
     return found
 
 
@@ -505,7 +517,8 @@ def _merge(
             view = (min(vocab, view[0]), *view[1:])  # param[:original_vocab_size, :]: a view of the merged tensor
             keys["vocab_tensor"] = True
         storage = PtStorage(dtype, merged.numel, merged)
-        content = {**keys, "param": PtTensor(storage, view)}
+        grad = any(state in f.grads for shards in fragments.values() for f in shards.values())
+        content = {**keys, "param": PtTensor(storage, view, requires_grad=grad)}
         files.append(UniversalFile(f"zero/{name}/{state}.pt", name, None, content_bytes(content), content))
     return files
 
