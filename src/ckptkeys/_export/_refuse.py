@@ -56,20 +56,22 @@ _INCOMPLETE_CODES: Final = frozenset(
 
 # What each class of refusal says, after the problem: true of the class, not of every refusal.
 _REFUSALS: Final = {
-    "security": "not exported: the checkpoint names code that torch.load would run (docs/security.md)",
-    "ambiguous": "not exported: a file of the checkpoint is read differently by different readers, or by none "
-    "(docs/security.md)",
-    "incomplete": "not exported: the checkpoint is incomplete or damaged",
-    "inconsistent": "not exported: the checkpoint's files disagree with each other",
+    "security": "the checkpoint names code that torch.load would run (docs/security.md)",
+    "ambiguous": "a file of the checkpoint is read differently by different readers, or by none (docs/security.md)",
+    "incomplete": "the checkpoint is incomplete or damaged",
+    "inconsistent": "the checkpoint's files disagree with each other",
 }
 
 _OPTIMIZER_KINDS: Final = (FileKind.OPTIM_STATES, FileKind.EXPERT_OPTIM_STATES, FileKind.UNIVERSAL_OPTIMIZER_STATE)
 
 
-def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weights: str) -> None:
+def refuse_incomplete(
+    tag: TagLayout, folder_problems: Sequence[Problem], weights: str, *, verb: str = "exported"
+) -> None:
     """Raise :class:`ExportError` naming the first ERROR ``validate`` reports for ``tag`` (and
     ``folder_problems``, the save folder's problems about it), a security one before the others,
-    what is true of its class (:func:`refusal`) and how many more there are."""
+    what is true of its class (:func:`refusal`) and how many more there are: ``(not exported:
+    the checkpoint is incomplete or damaged)``, with ``verb`` for what was refused (``converted``)."""
     report = check_tag(tag)
     errors = [
         p
@@ -82,7 +84,7 @@ def refuse_incomplete(tag: TagLayout, folder_problems: Sequence[Problem], weight
     first = min(errors, key=lambda p: refusal(p.code) not in ("security", "ambiguous"))
     more = f"; {len(errors) - 1} more problem(s): ckptkeys validate lists them" if len(errors) > 1 else ""
     where = f" [{first.key_path}]" if first.key_path else ""
-    said = f"{_REFUSALS[refusal(first.code)]}{more}"
+    said = f"not {verb}: {_REFUSALS[refusal(first.code)]}{more}"
     raise ExportError(first.file or tag.path, f"{first.code}{where}: {first.message} ({said})")
 
 

@@ -69,7 +69,7 @@ def plan_universal(
         if type(value) is not bool:
             raise ExportError(where, f"{option} must be True or False, not {value!r:.40}", option=option)
     layout, folder_problems, _ = _tag_layout(scan(where), tag, None)
-    refuse_incomplete(layout, folder_problems, "masters")
+    refuse_incomplete(layout, folder_problems, "masters", verb="converted")
     if layout.universal:
         raise ExportError(layout.path, "is a universal checkpoint already")
     source = Source(layout)
