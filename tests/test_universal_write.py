@@ -418,3 +418,57 @@ def test_an_interrupted_finalize_runs_again(save: pathlib.Path, monkeypatch: pyt
     assert (staging / LOCK_FILE).exists() and (staging / PLAN_FILE).exists() and not os.path.exists(plan.output)
     write_universal(plan, finalize=True)
     assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan) and _hidden(save) == []
+
+
+def test_every_file_is_on_disk_before_the_tag_is_published(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole run flushes its files in a second thread while it writes the next: every one of
+    them is flushed (fsync) before the staging folder is renamed into place, and a job's before
+    its rename; ``fsync=False`` flushes none."""
+    import ckptkeys._universal._write as write
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    published: list[set[str]] = []
+    real_move = write._move
+
+    def move(source: str, target: str) -> None:
+        if source == staging_folder(plan):
+            published.append({os.path.relpath(p, source) for p in synced if p.startswith(source + os.sep)})
+        real_move(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(write, "_move", move)
+    plan = hand_plan(save / "global_step3")
+    write_universal(plan)
+    assert len(published) == 1  # (its folders are flushed too)
+    assert {os.path.join(*f.name.split("/")) for f in plan.files} <= published[0]
+    shutil.rmtree(plan.output)
+    os.unlink(plan.latest)
+    synced.clear()
+    write_universal(plan, fsync=False)
+    assert synced == []
+
+
+def test_a_failed_flush_names_the_file_and_publishes_nothing(
+    save: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.realpath(f"/proc/self/fd/{fd}").endswith("exp_avg.pt"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    plan = hand_plan(save / "global_step3")
+    with pytest.raises(OutputFolderError, match=r"exp_avg\.pt: cannot be written: Input/output error"):
+        write_universal(plan)
+    assert not os.path.exists(plan.output) and not os.path.exists(plan.latest)
+    assert _hidden(save) == []
