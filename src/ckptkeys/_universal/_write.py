@@ -644,10 +644,10 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[
             # The tag is DeepSpeed's files only. Taken out here, where signals wait: an interrupted
             # finalize keeps them, and runs again (the lock itself stays held by its descriptor).
             release()
+            # From here to the rename, a SIGKILL leaves a staging folder a finalize cannot take up
+            # again (no lock, no plan): nothing but the two removals and the rename in this window.
             for name in (LOCK_FILE, PLAN_FILE):
                 _remove(os.path.join(staging, name))
-            if fsync:
-                _sync_folder(staging)
             try:
                 _move(staging, output)
             except OutputFolderError:
@@ -655,6 +655,8 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[
                     with contextlib.suppress(OSError):
                         os.rename(aside, output)
                 raise
+            if fsync:  # the two removals on disk (the folder is the same, renamed) before latest_universal names it
+                _sync_folder(output)
             _rename(latest_temp, plan.latest)
             latest_temp = ""
             if fsync:
