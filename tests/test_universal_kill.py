@@ -102,8 +102,10 @@ def _temps(save: pathlib.Path) -> list[str]:
 
 
 def _strange(save: pathlib.Path) -> list[str]:
+    """What the save folder holds beyond its own, the tag, the staging and aside folders, and
+    temporary files (a SIGKILL leaves its new latest_universal's; the next run removes it)."""
     known = {"global_step1", "latest", "latest_universal", OUT, *HIDDEN}
-    return sorted(set(os.listdir(save)) - known)
+    return sorted(name for name in set(os.listdir(save)) - known if not TEMP.fullmatch(name))
 
 
 def _env() -> dict[str, str]:

@@ -472,3 +472,23 @@ def test_a_failed_flush_names_the_file_and_publishes_nothing(
         write_universal(plan)
     assert not os.path.exists(plan.output) and not os.path.exists(plan.latest)
     assert _hidden(save) == []
+
+
+def test_a_killed_runs_latest_universal_temporary_file_goes(save: pathlib.Path) -> None:
+    """A SIGKILL while the new ``latest_universal`` waits for the renames leaves it under its
+    temporary name; the next run removes it (never one another process holds locked)."""
+    from ckptkeys._read._files import create_new, discard_temp
+
+    dead = save / ".tmp-latest_universal.0123456789ab"
+    dead.write_bytes(b"global_step3_universal")
+    live, stream = create_new(str(save / "latest_universal"))  # held (and locked) as a running run holds it
+    try:
+        plan = hand_plan(save / "global_step3")
+        write_universal(plan)
+        assert not dead.exists()
+        assert os.path.exists(live)
+        assert (save / "latest_universal").read_text() == "global_step3_universal"
+    finally:
+        stream.close()
+        discard_temp(live)
+    assert _hidden(save) == []

@@ -632,6 +632,8 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[
     if fsync:  # the staged files' names on disk too, before the folder holding them is published
         for folder, _, _ in os.walk(staging):
             _sync_folder(folder)
+    # A run killed (SIGKILL) while its new latest_universal waited for the renames left it here.
+    remove_stale_temps(os.path.dirname(plan.latest), lambda name: name == os.path.basename(plan.latest))
     latest_temp = ""
     try:
         latest_temp = _latest_temp(plan, fsync)
