@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["assert_same_universal", "load_pt"]
+__all__ = ["assert_same_object", "assert_same_universal", "load_pt"]
 
 LATEST_UNIVERSAL = "latest_universal"
 
@@ -106,6 +106,11 @@ def _same(ours: Any, theirs: Any, where: str, storages: _Storages) -> None:
         _same(vars(ours), vars(theirs), f"{where}.__dict__", storages)
     else:
         raise AssertionError(f"{where}: no comparison for {type(theirs).__qualname__}")
+
+
+def assert_same_object(ours: Any, theirs: Any, where: str) -> None:
+    """Two loaded objects the same, as above (``where`` names the first difference)."""
+    _same(ours, theirs, where, _Storages())
 
 
 def assert_same_file(ours: pathlib.Path, theirs: pathlib.Path) -> None:
