@@ -1,10 +1,11 @@
 """Train a model with tied, frozen and odd-sized parameters with DeepSpeed on the CPU, and save it.
 
 Run once per rank, with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set:
-``python train_for_export.py SAVE_DIR STAGE PRECISION``. The model (``build_model``) has a
+``python train_for_export.py SAVE_DIR STAGE PRECISION [SUB_GROUP_SIZE]``. The model (``build_model``) has a
 buffer, a frozen layer, an embedding tied to the output layer (``shared_params``), and sizes
-that are no multiple of the data-parallel degree, so partitions carry padding. Used by
-tests/test_export_deepspeed.py.
+that are no multiple of the data-parallel degree, so partitions carry padding. ZeRO-3's
+``sub_group_size``, when given, splits its flat partitions into several groups. Used by
+tests/test_export_deepspeed.py and scripts/make_universal_z3_ws3_fixture.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def build_model() -> Tied:
     return Tied()
 
 
-def main(save_dir: str, stage: int, precision: str) -> None:
+def main(save_dir: str, stage: int, precision: str, sub_group_size: int | None = None) -> None:
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo")
@@ -49,7 +50,7 @@ def main(save_dir: str, stage: int, precision: str) -> None:
         "train_micro_batch_size_per_gpu": 2,
         "gradient_accumulation_steps": 1,
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},
-        "zero_optimization": {"stage": stage},
+        "zero_optimization": {"stage": stage} | ({} if sub_group_size is None else {"sub_group_size": sub_group_size}),
         "bf16": {"enabled": precision == "bf16"},
     }
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -63,4 +64,4 @@ def main(save_dir: str, stage: int, precision: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *(int(a) for a in sys.argv[4:5]))
