@@ -43,6 +43,7 @@ SECTIONS: Final = (
     ("Folders and runs", ("_check._layout", "_check._runs")),
     ("Validation", ("_check",)),
     ("Export", ("_export",)),
+    ("Universal", ("_universal",)),
     ("Errors", ()),
     ("Other", ()),
 )

@@ -81,6 +81,8 @@ if TYPE_CHECKING:
     from ._read._reader import Checkpoint, read
     from ._read._safetensors import SafetensorsFile, SafetensorsTensor, read_safetensors
     from ._read._torch import StorageInfo, TensorInfo
+    from ._universal._entry import plan_universal
+    from ._universal._types import NotRestored, UniversalFile, UniversalPlan
 
 __version__ = "0.1.0"
 
@@ -117,6 +119,7 @@ __all__ = [
     "ModuleKeys",
     "NamingKeys",
     "NotACheckpointError",
+    "NotRestored",
     "Opaque",
     "OptimFileKeys",
     "OptimizerKeys",
@@ -142,8 +145,10 @@ __all__ = [
     "TagReport",
     "TensorInfo",
     "TorchScriptArchiveError",
+    "UniversalFile",
     "UniversalKeys",
     "UniversalParamKeys",
+    "UniversalPlan",
     "UniversalStateKeys",
     "UnknownKeyError",
     "UnsupportedFormatError",
@@ -160,6 +165,7 @@ __all__ = [
     "members_for",
     "plain",
     "plan_export",
+    "plan_universal",
     "read",
     "read_safetensors",
     "scan",
@@ -232,6 +238,10 @@ _ELSEWHERE = {
     "export": "_export._write",
     "plan_export": "_export._entry",
     "write_export": "_export._write",
+    "plan_universal": "_universal._entry",
+    "NotRestored": "_universal._types",
+    "UniversalFile": "_universal._types",
+    "UniversalPlan": "_universal._types",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}
 

@@ -68,7 +68,11 @@ class Opaque:
     ``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ``); ``state`` is what ``BUILD`` would pass to
     ``__setstate__`` (usually the instance ``__dict__``); ``items`` and ``dict_items`` collect
     what the pickle appends or assigns to it as a list or a dict. Records compare by identity,
-    as the objects they stand for would.
+    as the objects they stand for would. ``opcode`` names the opcode that made the call
+    (``"REDUCE"``, ``"NEWOBJ"``, ``"NEWOBJ_EX"``, ``"INST"``, ``"OBJ"``; ``None`` for a record the
+    machine made in place of something it could not follow) and ``builds`` counts the ``BUILD``
+    opcodes applied to it (a second one nests the states in a pair): with them a writer emits the
+    record as the pickle built it (``ckptkeys._export._pt``).
     """
 
     cls: GlobalRef | Any
@@ -77,6 +81,8 @@ class Opaque:
     state: Any = None
     items: list[Any] = field(default_factory=list)
     dict_items: dict[Any, Any] = field(default_factory=dict)
+    opcode: str | None = None
+    builds: int = 0
 
     @property
     def qualname(self) -> str:
@@ -407,7 +413,7 @@ class _Machine:
                     # The real call may succeed or fail otherwise: read on (an inert record in
                     # its place), so every later global is seen, and refuse the file at the end.
                     self.defect(f"{opcode} of {func.qualname}: {error}", at)
-        return Opaque(func, args, kwargs)
+        return Opaque(func, args, kwargs, opcode=opcode)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -932,6 +938,7 @@ def _build(m: _Machine) -> None:
         m.containers += 1  # a second BUILD nests the states in a tuple
         m.charge(_TUPLE_BYTES)
         target.state = state if target.state is None else (target.state, state)
+        target.builds += 1
         return
     if kind is not OrderedDict and kind not in _PLAIN_TYPES:
         # A tensor, a storage, a global: torch calls its __setstate__ (Tensor.__setstate__ can
