@@ -4,7 +4,8 @@ tests/integration/train_universal.py trains a small model with DeepSpeed on the 
 two ranks for three steps and saves it: ZeRO-1 fp32, ZeRO-2 bf16, ZeRO-3 bf16 (data parallel
 2), and ZeRO-1 bf16 with tensor parallel 2 through a Megatron-style ``mpu`` and
 ``universal_checkpoint_info`` (vocabulary, row-parallel, fused, replicated and averaged
-parameters). Each save is converted by ``ckptkeys.universal`` and by ``ds_to_universal``; each
+parameters). Each save is converted by ``ckptkeys.universal`` and by ``ds_to_universal`` (the
+two folders the same, file for file: tests/universal_compare.py); each
 universal checkpoint is loaded with ``"checkpoint": {"load_universal": true}`` by one rank and
 by four (tensor parallel: tp 1 and tp 2 x dp 2) and trained three more steps. From ckptkeys'
 folder and from DeepSpeed's, every rank has the same fp32 masters and Adam moments after the
@@ -33,7 +34,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 
-from .universal_compare import assert_same_object, load_pt  # noqa: E402  # imports torch
+from .universal_compare import assert_same_object, assert_same_universal, load_pt  # noqa: E402  # imports torch
 
 SCRIPT = ROOT / "tests" / "integration" / "train_universal.py"
 TAG = "step3"
@@ -89,6 +90,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 def _universal_tensor(root: pathlib.Path, name: str, key: str) -> Any:
     loaded = load_pt(root / "deepspeed" / f"{TAG}_universal" / "zero" / name / f"{key}.pt")
     return loaded["param"] if isinstance(loaded, dict) else loaded  # ZeRO-3: bare tensors
+
+
+@pytest.mark.parametrize("name", list(RESUMES))
+def test_trained_saves_convert_as_ds_to_universal_converts_them(name: str, runs: Runs) -> None:
+    root = runs.save(name)
+    assert_same_universal(root / "ckptkeys" / f"{TAG}_universal", root / "deepspeed" / f"{TAG}_universal")
 
 
 CASES = [(name, world, config) for name, resumes in RESUMES.items() for world, config in resumes]
