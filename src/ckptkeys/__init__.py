@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from ._read._torch import StorageInfo, TensorInfo
     from ._universal._entry import plan_universal
     from ._universal._types import NotRestored, UniversalFile, UniversalPlan
+    from ._universal._write import universal, write_universal
 
 __version__ = "0.1.0"
 
@@ -170,6 +171,7 @@ __all__ = [
     "read_safetensors",
     "scan",
     "scan_run",
+    "universal",
     "validate",
     "validate_file",
     "validate_folder",
@@ -177,6 +179,7 @@ __all__ = [
     "validate_run",
     "validate_tag",
     "write_export",
+    "write_universal",
 ]
 
 # Where each lazily loaded public name lives. Building the registry's enum classes takes a few
@@ -242,6 +245,8 @@ _ELSEWHERE = {
     "NotRestored": "_universal._types",
     "UniversalFile": "_universal._types",
     "UniversalPlan": "_universal._types",
+    "universal": "_universal._write",
+    "write_universal": "_universal._write",
 }
 _LAZY = {name: _ELSEWHERE.get(name, "_keys._registry") for name in __all__ if name not in _EAGER}
 

@@ -44,7 +44,7 @@ def _interrupted(argv: Sequence[str] | None, signum: int) -> int:
 
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
-    known = ("keys", "inspect", "validate", "lint", "export")  # _main.COMMANDS, which may not be loaded
+    known = ("keys", "inspect", "validate", "lint", "export", "universal")  # _main.COMMANDS, which may not be loaded
     prog = f"ckptkeys {command}" if command in known else "ckptkeys"
     if sys.stderr is not None:
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)

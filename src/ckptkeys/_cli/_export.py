@@ -62,11 +62,13 @@ def add_export(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 class _ByteProgress:
-    """``exporting 1.2/4.0 GB, 850 MB/s`` on stderr, only on a terminal, at most 10 times a second."""
+    """``exporting 1.2/4.0 GB, 850 MB/s`` on stderr, only on a terminal, at most 10 times a second
+    (``verb``: what the command says it is doing)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, verb: str = "exporting") -> None:
         import time
 
+        self.verb = verb
         self.clock = time.monotonic
         self.enabled = enabled and sys.stderr.isatty()
         self.start = self.last = self.clock()
@@ -76,7 +78,7 @@ class _ByteProgress:
         now = self.clock()
         if self.enabled and (now - self.last >= 0.1 or done == total):
             rate = done / max(now - self.start, 1e-9) / 1e6
-            sys.stderr.write(f"\rexporting {done / 1e9:.2f}/{total / 1e9:.2f} GB, {rate:.0f} MB/s\033[K")
+            sys.stderr.write(f"\r{self.verb} {done / 1e9:.2f}/{total / 1e9:.2f} GB, {rate:.0f} MB/s\033[K")
             sys.stderr.flush()
             self.last, self.shown = now, True
 

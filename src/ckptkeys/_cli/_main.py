@@ -17,6 +17,7 @@ from .._read._errors import ReadError
 from ._export import add_export, run_export
 from ._lint import add_lint, run_lint
 from ._signals import Interrupted
+from ._universal import add_universal, run_universal
 from ._status import EXIT_MEANINGS, EXIT_OK, EXIT_OUTPUT, EXIT_PROBLEMS, EXIT_USAGE, fail, fail_read
 from ._storage import add_storage_options, storage_options
 
@@ -30,7 +31,7 @@ __all__ = ["main"]
 # The small real DeepSpeed checkpoint shipped in the package, for `inspect --example`.
 EXAMPLE = os.path.join(os.path.dirname(__file__), "_example", "z2_bf16_ws2")
 # The commands, every one of which takes --json.
-COMMANDS = ("keys", "inspect", "validate", "lint", "export")
+COMMANDS = ("keys", "inspect", "validate", "lint", "export", "universal")
 # Show a progress line on a terminal when a folder has at least this many files.
 PROGRESS_MIN_FILES = 32
 
@@ -133,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
             )
     add_lint(commands)
     add_export(commands)
+    add_universal(commands)
     return parser
 
 
@@ -454,6 +456,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_lint(args)
     if args.command == "export":
         return run_export(args)
+    if args.command == "universal":
+        return run_universal(args)
     return _check(args)
 
 

@@ -1,0 +1,350 @@
+"""``write_universal``: the tag staged in one hidden folder and put in place whole, ``latest_universal``
+last; ``--overwrite``; job arrays (``shard``, ``finalize``) and their checks; a killed run's staging
+folder cleaned, a live one left alone; the refusals. On hand-made plans over a fixture's real
+storage records (``tests/universal_hand.py``), so the writer is tested apart from the planner."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import pytest
+
+from ckptkeys import ExportError, OutputExistsError
+from ckptkeys._export._pt import pt_size
+from ckptkeys._export._types import OptionError
+from ckptkeys._export._write import OutputFolderError
+from ckptkeys._universal._types import UniversalPlan
+from ckptkeys._universal._write import LOCK_FILE, PLAN_FILE, plan_identity, staging_folder, write_universal
+
+from .conftest import FIXTURES
+from .universal_hand import expected_values, hand_plan, loaded_values
+
+SOURCE = FIXTURES / "uc_z2_bf16_ws2"
+
+
+@pytest.fixture
+def save(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A copy of the fixture's save folder without its universal tag (what the writer makes)."""
+    folder = tmp_path / "save"
+    shutil.copytree(SOURCE / "global_step3", folder / "global_step3")
+    (folder / "latest").write_text("global_step3")
+    return folder
+
+
+def _tree(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _names(plan: UniversalPlan) -> list[str]:
+    return sorted(f.name for f in plan.files)
+
+
+def _size(plan: UniversalPlan, name: str) -> int:
+    file = next(f for f in plan.files if f.name == name)
+    return file.nbytes if file.copy_of is not None else pt_size(file.content, archive=name.rsplit("/")[-1][:-3])
+
+
+def _hidden(save: pathlib.Path) -> list[str]:
+    return sorted(n for n in os.listdir(save) if n.startswith("."))
+
+
+def test_the_tag_appears_whole_and_latest_universal_names_it(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    seen: list[tuple[int, int]] = []
+    written = write_universal(plan, progress=lambda done, total: seen.append((done, total)))
+    out = pathlib.Path(plan.output)
+    assert out == save / "global_step3_universal"
+    assert sorted(_tree(out)) == _names(plan)  # DeepSpeed's files only: no lock, no plan identity
+    assert written == [str(out / f.name) for f in plan.files] + [plan.latest]
+    assert (save / "latest_universal").read_bytes() == b"global_step3_universal"  # as ds_to_universal: no newline
+    assert (save / "latest").read_text() == "global_step3"
+    for file in plan.files:
+        assert (out / file.name).stat().st_size == _size(plan, file.name), file.name
+        if file.copy_of is not None:
+            assert (out / file.name).read_bytes() == pathlib.Path(file.copy_of).read_bytes()
+            assert (out / file.name).stat().st_mtime_ns == os.stat(file.copy_of).st_mtime_ns  # as shutil.copy2
+    assert _hidden(save) == []  # the staging folder went into place
+    assert seen[-1] == (plan.total_size, plan.total_size)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_written_files_load_with_torch_as_planned(save: pathlib.Path) -> None:
+    pytest.importorskip("torch")
+    plan = hand_plan(save / "global_step3")
+    write_universal(plan, fsync=False)
+    expected = expected_values(plan)
+    for name, values in expected.items():
+        assert loaded_values(pathlib.Path(plan.output) / name) == values, name
+
+
+def test_an_existing_tag_is_refused_without_overwrite(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    out = pathlib.Path(plan.output)
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(OutputExistsError) as caught:
+        write_universal(plan)
+    assert caught.value.option == "overwrite" and caught.value.path == str(out)
+    assert _tree(out) == {"mine.txt": b"keep"}
+    assert not (save / "latest_universal").exists() and _hidden(save) == []
+
+
+def test_overwrite_replaces_the_old_tag_whole(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    out = pathlib.Path(plan.output)
+    write_universal(plan)
+    new = _tree(out)
+    (out / "zero" / "old_param").mkdir()
+    (out / "zero" / "old_param" / "fp32.pt").write_bytes(b"old")
+    (save / "latest_universal").write_text("global_step3_universal")
+    write_universal(hand_plan(save / "global_step3"), overwrite=True)
+    assert _tree(out) == new  # nothing of the old tag is left in it
+    assert (save / "latest_universal").read_bytes() == b"global_step3_universal"
+    assert _hidden(save) == []
+
+
+def test_the_renames_come_in_order_latest_last(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over an old tag: latest_universal (naming it) removed, the old moved aside, the new renamed
+    in, latest_universal renamed in, the old removed. Never a latest naming a missing folder."""
+    plan = hand_plan(save / "global_step3")
+    write_universal(plan)
+    latest = plan.latest
+    events: list[str] = []
+    rename, replace, unlink, rmtree = os.rename, os.replace, os.unlink, shutil.rmtree
+
+    def where(path: Any) -> str:
+        return os.path.relpath(os.fspath(path), save)
+
+    def logged_rename(a: Any, b: Any) -> None:
+        events.append(f"rename {where(a)} -> {where(b)}")
+        rename(a, b)
+
+    def logged_replace(a: Any, b: Any) -> None:
+        if os.path.dirname(os.fspath(b)) == str(save):
+            events.append(f"replace -> {where(b)}")
+        replace(a, b)
+
+    def logged_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(path) == latest:
+            events.append("unlink latest_universal")
+        unlink(path, *args, **kwargs)
+
+    def logged_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(f"rmtree {where(path)}")
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", logged_rename)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    monkeypatch.setattr(os, "unlink", logged_unlink)
+    monkeypatch.setattr(shutil, "rmtree", logged_rmtree)
+    write_universal(hand_plan(save / "global_step3"), overwrite=True)
+    assert events == [
+        "unlink latest_universal",
+        "rename global_step3_universal -> .global_step3_universal.ckptkeys-old",
+        "rename .global_step3_universal.ckptkeys-partial -> global_step3_universal",
+        "replace -> latest_universal",
+        "rmtree .global_step3_universal.ckptkeys-old",
+    ]
+
+
+def test_latest_universal_naming_another_tag_is_replaced_not_removed(save: pathlib.Path) -> None:
+    (save / "latest_universal").write_text("global_step1_universal")
+    plan = hand_plan(save / "global_step3", save / "elsewhere" / "converted")
+    write_universal(plan)
+    assert (save / "elsewhere" / "latest_universal").read_bytes() == b"converted"
+    assert (save / "latest_universal").read_text() == "global_step1_universal"  # another folder's pointer
+
+
+def test_a_job_array_writes_what_one_run_writes(save: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    whole = hand_plan(save / "global_step3", tmp_path / "whole" / "global_step3_universal")
+    write_universal(whole)
+    plan = hand_plan(save / "global_step3")
+    staging = pathlib.Path(staging_folder(plan))
+    mine: dict[int, list[str]] = {}
+    for k in (2, 1, 3):  # in any order
+        written = write_universal(plan, shard=(k, 3))
+        mine[k] = sorted(os.path.relpath(p, staging) for p in written)
+        assert not os.path.exists(plan.output) and not os.path.exists(plan.latest)
+    assert plan.params == ("p0", "p1", "p2", "p3")
+    assert mine[1] == sorted(f.name for f in plan.files if f.param in ("p0", "p3"))  # parameters 1 and 4 of 4
+    assert "zero/p0/exp_avg_sq.pt" in mine[1] and mine[2] == sorted(f.name for f in plan.files if f.param == "p1")
+    assert sorted(f for files in mine.values() for f in files) == sorted(f.name for f in plan.files if f.param)
+    assert (staging / PLAN_FILE).read_text() == plan_identity(plan)
+    write_universal(plan, finalize=True)
+    assert _tree(pathlib.Path(plan.output)) == _tree(tmp_path / "whole" / "global_step3_universal")
+    assert (save / "latest_universal").read_bytes() == b"global_step3_universal"
+    assert _hidden(save) == []
+
+
+def test_more_jobs_than_parameters_write_nothing(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3", params=2)
+    assert write_universal(plan, shard=(5, 7)) == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "grown"])
+def test_finalize_refuses_a_shard_file_not_as_planned_naming_it(save: pathlib.Path, damage: str) -> None:
+    plan = hand_plan(save / "global_step3")
+    for k in (1, 2):
+        write_universal(plan, shard=(k, 2))
+    target = pathlib.Path(staging_folder(plan)) / "zero" / "p1" / "exp_avg.pt"
+    if damage == "missing":
+        target.unlink()
+    else:
+        data = target.read_bytes()
+        target.write_bytes(data[:-1] if damage == "truncated" else data + b"\0")
+    before = _tree(pathlib.Path(staging_folder(plan)))
+    with pytest.raises(ExportError) as caught:
+        write_universal(plan, finalize=True)
+    message = str(caught.value)
+    assert "zero/p1/exp_avg.pt" in message and f"1 of {len([f for f in plan.files if f.param])} files" in message
+    assert ("is missing" in message) == (damage == "missing")
+    assert not os.path.exists(plan.output) and not os.path.exists(plan.latest)
+    assert _tree(pathlib.Path(staging_folder(plan))) == before  # the other jobs' files stay for a rerun
+    write_universal(plan, shard=(2, 2))  # the job rerun: then finalize publishes
+    write_universal(plan, finalize=True)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+
+
+def test_finalize_refuses_another_plans_staging(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    for k in (1, 2):
+        write_universal(plan, shard=(k, 2))
+    other = hand_plan(save / "global_step3", params=3)
+    assert staging_folder(other) == staging_folder(plan) and plan_identity(other) != plan_identity(plan)
+    with pytest.raises(ExportError) as caught:
+        write_universal(other, finalize=True)
+    assert caught.value.path == os.path.join(staging_folder(plan), PLAN_FILE)
+    assert "records another plan" in caught.value.reason
+    with pytest.raises(ExportError, match="records another plan"):  # a job of the other plan, too
+        write_universal(other, shard=(1, 2))
+    write_universal(other, shard=(1, 2), overwrite=True)  # starts the staging folder afresh
+    assert (pathlib.Path(staging_folder(plan)) / PLAN_FILE).read_text() == plan_identity(other)
+    with pytest.raises(ExportError, match="zero/p1/fp32.pt is missing"):
+        write_universal(other, finalize=True)
+
+
+def test_the_identity_follows_the_sources_not_where_they_are_mounted(
+    save: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    elsewhere = tmp_path / "mounted" / "save"
+    shutil.copytree(save, elsewhere)
+    assert plan_identity(hand_plan(save / "global_step3")) == plan_identity(hand_plan(elsewhere / "global_step3"))
+    with open(elsewhere / "global_step3" / "mp_rank_00_model_states.pt", "ab") as grown:
+        grown.write(b"\0")
+    assert plan_identity(hand_plan(save / "global_step3")) != plan_identity(hand_plan(elsewhere / "global_step3"))
+
+
+def test_finalize_without_shard_jobs_is_refused(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    with pytest.raises(ExportError, match="no shard job has run") as caught:
+        write_universal(plan, finalize=True)
+    assert caught.value.option == "finalize"
+    assert _hidden(save) == []
+
+
+def test_a_killed_runs_staging_is_cleaned_by_the_next_run(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    staging = pathlib.Path(staging_folder(plan))
+    (staging / "zero" / "p0").mkdir(parents=True)
+    (staging / "zero" / "p0" / "fp32.pt").write_bytes(b"half a file")
+    (staging / "zero" / "p0" / ".tmp-exp_avg.pt.0123456789ab").write_bytes(b"half")
+    (staging / "zero" / "stray").mkdir()
+    (staging / LOCK_FILE).write_bytes(b"")  # its lock: no process holds it any more
+    write_universal(plan)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    assert _hidden(save) == []
+
+
+def test_a_staging_folder_another_run_holds_is_left_alone(save: pathlib.Path) -> None:
+    import fcntl
+
+    plan = hand_plan(save / "global_step3")
+    staging = pathlib.Path(staging_folder(plan))
+    staging.mkdir()
+    (staging / "theirs.pt").write_bytes(b"being written")
+    with open(staging / LOCK_FILE, "wb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another open file: as another process's lock
+        with pytest.raises(ExportError, match="is being written by another run"):
+            write_universal(plan)
+        with pytest.raises(ExportError, match="is being written by another run"):
+            write_universal(plan, overwrite=True)
+        fcntl.flock(held.fileno(), fcntl.LOCK_SH)  # a job of a job array
+        with pytest.raises(ExportError, match="is being written by a job of a job array"):
+            write_universal(plan, finalize=True)
+        assert (staging / "theirs.pt").read_bytes() == b"being written"
+    assert not os.path.exists(plan.output)
+
+
+def test_a_source_truncated_after_planning_is_refused_naming_it(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    victim = save / "global_step3" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportError) as caught:
+        write_universal(plan)
+    assert caught.value.path == str(victim) and "is truncated" in caught.value.reason
+    assert not os.path.exists(plan.output) and not os.path.exists(plan.latest) and _hidden(save) == []
+
+
+def test_a_copied_file_changed_after_planning_is_refused_naming_it(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    victim = save / "global_step3" / "mp_rank_00_model_states.pt"
+    with open(victim, "ab") as grown:
+        grown.write(b"\0")
+    with pytest.raises(ExportError) as caught:
+        write_universal(plan)
+    assert caught.value.path == str(victim) and "changed since it was read" in caught.value.reason
+    assert not os.path.exists(plan.output) and _hidden(save) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"shard": (1, 2), "finalize": True}, "finalize"),
+        ({"shard": (0, 2)}, "shard"),
+        ({"shard": (3, 2)}, "shard"),
+        ({"shard": "1/2"}, "shard"),
+        ({"shard": (1, 2, 3)}, "shard"),
+    ],
+)
+def test_bad_options_are_refused_naming_them(save: pathlib.Path, kwargs: dict[str, Any], option: str) -> None:
+    plan = hand_plan(save / "global_step3")
+    with pytest.raises(OptionError) as caught:
+        write_universal(plan, **kwargs)
+    assert caught.value.option == option and isinstance(caught.value, ValueError)
+    assert _hidden(save) == [] and not os.path.exists(plan.output)
+
+
+def test_an_output_path_that_is_a_file_is_refused(save: pathlib.Path) -> None:
+    plan = hand_plan(save / "global_step3")
+    pathlib.Path(plan.output).write_text("a file")
+    with pytest.raises(OutputFolderError) as caught:
+        write_universal(plan, overwrite=True)
+    assert caught.value.option == "output_folder" and caught.value.path == plan.output
+    assert pathlib.Path(plan.output).read_text() == "a file"
+
+
+def test_an_output_folder_beneath_a_file_is_refused(save: pathlib.Path) -> None:
+    (save / "blocker").write_text("")
+    plan = hand_plan(save / "global_step3", save / "blocker" / "out")
+    with pytest.raises(OutputFolderError, match="cannot be created"):
+        write_universal(plan)
+
+
+def test_an_interrupted_run_leaves_nothing(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal's exception while a file is written: the staging folder goes, nothing is published."""
+    plan = hand_plan(save / "global_step3")
+    calls = 0
+
+    def interrupted(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_universal(plan, progress=interrupted)
+    assert _hidden(save) == [] and not os.path.exists(plan.output) and not os.path.exists(plan.latest)
