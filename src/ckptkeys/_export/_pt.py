@@ -33,14 +33,16 @@ from dataclasses import dataclass
 
 from .._read._globalref import GlobalRef
 from .._read._pickle import Opaque
-from .._read._torch import DTYPE_ITEMSIZE, STORAGE_DTYPES
+from .._read._torch import DTYPE_ITEMSIZE, STORAGE_DTYPES, TensorInfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["PtStorage", "PtTensor", "pt_size", "write_pt"]
+    from .._read._torch import StorageInfo
+
+__all__ = ["DTYPES", "PtStorage", "PtTensor", "from_read", "pt_size", "write_pt"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -55,6 +57,11 @@ class PtStorage:
     """torch's dtype name without ``torch.``: ``"float32"``, ``"bfloat16"``, ``"int64"``, ``"bool"``."""
     numel: int
     source: Any
+    location: str = "cpu"
+    """The device torch.save records for it: always ``"cpu"``. Its identity is what counts: torch
+    writes its own interned ``"cpu"``, one memo entry with every other reference to that object
+    (a dict key ``"cpu"`` written as a literal); :func:`from_read` passes the source pickle's own
+    object, so that what the source shared stays shared."""
 
     @property
     def nbytes(self) -> int:
@@ -71,6 +78,101 @@ class PtTensor:
     """``None``: contiguous (row-major) strides."""
     offset: int = 0
     requires_grad: bool = False
+    state: dict[str, Any] | None = None
+    """Python attributes of the tensor (its ``__dict__``, such as ZeRO-3's ``ds_id``): a tensor
+    with any is pickled as torch pickles one, through ``torch._tensor._rebuild_from_type_v2``."""
+
+
+def from_read(value: Any, source: Callable[[StorageInfo, str], Any]) -> Any:
+    """A tree :func:`ckptkeys.read` returned, with :class:`PtTensor` leaves: what writing it back takes.
+
+    Each storage record becomes one :class:`PtStorage` (shared by the tensors over it) whose
+    source is ``source(storage_info, dtype)``; containers and ``Opaque`` records are rebuilt
+    around the converted leaves, keeping what the pickle shared shared; other values are the
+    same objects. Written with :func:`write_pt`, a file ``torch.save`` wrote comes out equal byte
+    for byte. ``ValueError`` for a tensor a plain rebuild cannot give back (meta, a parameter, a
+    subclass, altered values).
+    """
+    storages: dict[tuple[Any, str], PtStorage] = {}
+    made: dict[int, Any] = {}
+    path: list[str] = []
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{''.join(path) or 'the object'}: {reason}")
+
+    def tensor(info: TensorInfo) -> PtTensor:
+        if info.storage is None:
+            raise refuse("a tensor on the meta device has no bytes to write")
+        if info.is_parameter or info.subclass is not None or info.altered_by is not None:
+            what = info.altered_by or ("a Parameter" if info.is_parameter else f"a {info.subclass}")
+            raise refuse(f"the tensor is not a plain one ({what}): it is not written back as one")
+        record = info.storage
+        key = (record.pickled_key, record.key)
+        storage = storages.get(key)
+        if storage is None:
+            numel = record.nbytes // DTYPE_ITEMSIZE[info.dtype]
+            # A source saved on a GPU ("cuda:0") is written from the CPU, as torch.save after
+            # torch.load(map_location="cpu") writes it; a "cpu" keeps the source's own object.
+            location = record.location if record.location == "cpu" else "cpu"
+            storage = PtStorage(info.dtype, numel, source(record, info.dtype), location)
+            storages[key] = storage
+        elif storage.dtype != info.dtype:  # torch.save refuses two dtypes over one storage too
+            raise refuse(f"storage {record.key} is viewed as {storage.dtype} and {info.dtype}")
+        attributes = None if info.attributes is None else convert(info.attributes)
+        return PtTensor(storage, info.shape, info.stride, info.storage_offset, info.requires_grad, attributes)
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        known = made.get(id(value))
+        if known is not None:
+            return known
+        result: Any
+        if kind is TensorInfo:
+            result = tensor(value)
+        elif kind is dict or kind is OrderedDict:
+            result = made[id(value)] = kind()
+            for key, item in value.items():
+                path.append(f"[{key!r}]")
+                result[key] = convert(item)
+                path.pop()
+            if kind is OrderedDict:
+                vars(result).update({name: convert(item) for name, item in vars(value).items()})
+            return result
+        elif kind is list:
+            result = made[id(value)] = []
+            for index, item in enumerate(value):
+                path.append(f"[{index}]")
+                result.append(convert(item))
+                path.pop()
+            return result
+        elif kind is tuple:
+            parts = []
+            for index, item in enumerate(value):
+                path.append(f"[{index}]")
+                parts.append(convert(item))
+                path.pop()
+            result = tuple(parts)
+        elif kind is Opaque:
+            path.append(f"<{value.qualname}>")
+            result = made[id(value)] = Opaque(value.cls, opcode=value.opcode, builds=value.builds)
+            result.args = convert(value.args)
+            result.kwargs = convert(value.kwargs)
+            result.state = convert(value.state)
+            result.items = [convert(item) for item in value.items]
+            result.dict_items = {key: convert(item) for key, item in value.dict_items.items()}
+            path.pop()
+            return result
+        else:  # a global, a set, bytes ...: written as they are (or refused by the writer)
+            return value
+        made[id(value)] = result
+        return result
+
+    return convert(value)
+
+
+_ATOMS: Final = frozenset({type(None), bool, int, float, str, bytes, GlobalRef})
 
 
 # -- the pickle -----------------------------------------------------------------------------
@@ -98,22 +200,24 @@ _V3_DTYPES: Final = frozenset(
     }
 )
 DTYPES: Final = frozenset(_LEGACY_STORAGE) | _V3_DTYPES
-# torch: "Only Tensors of floating point and complex dtype can require gradients".
-_GRAD_DTYPES: Final = frozenset(
-    name for name in DTYPES if name.startswith(("float", "bfloat", "complex")) and name != "float4_e2m1fn_x2"
-)
+"""The dtypes a :class:`PtStorage` may have: those torch.save pickles as plain tensors."""
+# torch: "Only Tensors of floating point and complex dtype can require gradients"; and
+# _rebuild_tensor_v3 fails on one (float8, complex32: "a leaf Variable that requires grad is
+# being used in an in-place operation"), so only these load back requiring them.
+_GRAD_DTYPES: Final = frozenset({"float16", "bfloat16", "float32", "float64", "complex64", "complex128"})
 
 _BATCHSIZE: Final = 1000  # C pickle's BATCHSIZE: APPENDS/SETITEMS carry at most this many items
 _PROTOCOL: Final = 2  # torch.serialization.DEFAULT_PROTOCOL
 
 # Strings torch's code passes as literals, one object each (C pickle memoizes by identity): the
-# second persistent id reuses the first's 'storage' and 'cpu' through the memo.
+# second persistent id reuses the first's 'storage' through the memo (and 'cpu': PtStorage.location).
 _STORAGE: Final = "storage"
-_CPU: Final = "cpu"
 _LATIN1: Final = "latin1"  # C pickle's protocol-2 bytes: _codecs.encode(text, 'latin1')
 
 _REBUILD_V2: Final = GlobalRef("torch._utils", "_rebuild_tensor_v2")
 _REBUILD_V3: Final = GlobalRef("torch._utils", "_rebuild_tensor_v3")
+_REBUILD_FROM_TYPE: Final = GlobalRef("torch._tensor", "_rebuild_from_type_v2")
+_TENSOR: Final = GlobalRef("torch", "Tensor")  # torch.Tensor.__module__ is "torch"
 _ORDERED_DICT: Final = GlobalRef("collections", "OrderedDict")
 _UNTYPED_STORAGE: Final = GlobalRef("torch.storage", "UntypedStorage")
 _CODECS_ENCODE: Final = GlobalRef("_codecs", "encode")
@@ -422,6 +526,8 @@ class _Pickler:
         dtype = storage.dtype
         if dtype not in DTYPES:
             raise self.refuse(f"dtype {dtype!r} is not one torch.save writes with _rebuild_tensor_v2/v3")
+        if storage.location != "cpu":
+            raise self.refuse(f"the storage's location is {storage.location!r}: torch.save here records 'cpu'")
         if type(storage.numel) is not int or storage.numel < 0:
             raise self.refuse(f"the storage's numel {storage.numel!r} is no count")
         shape = _ints(tensor.shape, "shape", self)
@@ -441,9 +547,18 @@ class _Pickler:
         if type(tensor.requires_grad) is not bool:
             raise self.refuse(f"requires_grad {tensor.requires_grad!r} is no bool")
         if tensor.requires_grad and dtype not in _GRAD_DTYPES:
-            raise self.refuse(f"a {dtype} tensor cannot require gradients")
+            raise self.refuse(f"a {dtype} tensor that requires gradients does not load back (torch.load)")
+        state = tensor.state
+        if state is not None and type(state) is not dict:
+            raise self.refuse(f"the tensor's state is a {type(state).__name__}, not a dict of attributes")
         v3 = dtype in _V3_DTYPES
-        self.save(_REBUILD_V3 if v3 else _REBUILD_V2)
+        rebuild = _REBUILD_V3 if v3 else _REBUILD_V2
+        if state:  # Tensor.__reduce_ex__: (_rebuild_from_type_v2, (func, Tensor, args, state))
+            self.save(_REBUILD_FROM_TYPE)
+            self.out += b"("
+        self.save(rebuild)
+        if state:
+            self.save(_TENSOR)
         # The arguments tuple (memoized as C pickle does; the tuples are new objects each time).
         self.out += b"("
         self.persistent_id(storage, v3)
@@ -456,8 +571,13 @@ class _Pickler:
         if v3:
             self.save(GlobalRef("torch", dtype))
         self.out += b"t"
-        args = object()  # the tuple itself is never shared
-        self.put(args)
+        self.put(object())  # the arguments tuple, never shared
+        if state:
+            self.path.append(".__dict__")
+            self.save(state)
+            self.path.pop()
+            self.out += b"t"
+            self.put(object())
         self.out += b"R"
         self.put(tensor)
 
@@ -471,7 +591,7 @@ class _Pickler:
         self.save(_STORAGE)
         self.save(_UNTYPED_STORAGE if v3 else GlobalRef("torch", _LEGACY_STORAGE[storage.dtype]))
         self.save(key)
-        self.save(_CPU)
+        self.save(storage.location)
         self.save_int(storage.nbytes if v3 else storage.numel)
         self.out += b"t"
         pid = object()
@@ -643,7 +763,7 @@ def _hash_combine(seed: int, value: int) -> int:
     return (seed ^ ((value + 0x9E3779B9 + (seed << 6) + (seed >> 2)) & _MASK64)) & _MASK64
 
 
-def _serialization_id(records: list[_Record], folder: bytes) -> bytes:
+def _serialization_id(records: list[_Record]) -> bytes:
     """writeSerializationId: a hash of the record names, then the CRC-32s combined in write order."""
     crcs = 0
     for record in records:
@@ -704,7 +824,12 @@ def _next_buckets(wanted: int) -> int:
     for count in _PRIME_BUCKETS:
         if count >= wanted:
             return count
-    raise ValueError("more records than the serialization id is reproduced for")
+    # Past the list above (a million records): the next prime, where libstdc++ may pick another
+    # from its own list. The id may then differ from torch's; nothing reads it back but a human.
+    candidate = wanted | 1
+    while any(candidate % d == 0 for d in range(3, math.isqrt(candidate) + 1, 2)):
+        candidate += 2
+    return candidate
 
 
 def _unordered_set_order(names: list[bytes]) -> list[bytes]:
@@ -876,7 +1001,7 @@ def write_pt(
         tail = _descriptor(record)
         out.write(tail)
         cursor += len(head) + record.size + len(tail)
-    ident = _Record(b".data/serialization_id", 40, _serialization_id(records, folder), offset=cursor)
+    ident = _Record(b".data/serialization_id", 40, _serialization_id(records), offset=cursor)
     ident.crc = zlib.crc32(ident.data or b"")
     records.append(ident)
     head, tail = _header(ident, folder), _descriptor(ident)

@@ -9,7 +9,7 @@ arguments alone; the storage bytes are never read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ._globalref import GlobalRef
 from ._pickle import Opaque, find_class
@@ -198,6 +198,10 @@ class TensorInfo:
     bytes, or makes its rebuild fail: negation or conjugation metadata, a pickled state that
     sets an attribute of ``torch.Tensor`` (``data``), a subclass; ``None`` when the values are
     the bytes. Export refuses such a tensor."""
+    attributes: dict[str, Any] | None = field(default=None, compare=False)
+    """Python attributes the pickle sets on a plain tensor (its pickled ``__dict__``, such as
+    ZeRO-3's ``ds_id``) that leave its values alone; ``None`` when it sets none. Kept so that a
+    writer can pickle the tensor again as torch did (``ckptkeys._export._pt``)."""
 
     @property
     def numel(self) -> int:
@@ -381,7 +385,12 @@ def _rebuild_from_type_v2(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) 
         named = new_type if isinstance(new_type, GlobalRef) else None
         what = new_type.qualname if named is not None else type(new_type).__name__
         return replace(tensor, subclass=named, altered_by=tensor.altered_by or f"it is rebuilt as {what}")
-    return tensor if tensor.altered_by else _with_state(tensor, state)
+    if tensor.altered_by:
+        return tensor
+    tensor = _with_state(tensor, state)
+    if not tensor.altered_by and type(state) is dict and state:
+        tensor = replace(tensor, attributes=state)
+    return tensor
 
 
 def _size(args: tuple[Any, ...], kwargs: dict[Any, Any] | None) -> tuple[int, ...]:
