@@ -195,11 +195,7 @@ def test_output_folder_and_its_latest(tmp_path: pathlib.Path) -> None:
 
 def _layout_with_info(save: str, info: dict[str, Any]) -> Source:
     """A tag read as plan_universal reads it, every model-states file saying ``info``."""
-    layout = scan(DATA / save / "global_step3", read=True).tags[0]
-    for name, checkpoint in layout.checkpoints.items():
-        if name.startswith("mp_rank_"):
-            checkpoint.data[INFO] = dict(info)
-    return Source(layout)
+    return _tag_changed(save, **{INFO: dict(info)})
 
 
 def test_tensor_parallel_merge_patterns_as_ds_to_universal_merges() -> None:
@@ -333,3 +329,50 @@ def test_a_fragment_past_the_stripped_padding_is_refused() -> None:
     with pytest.raises(ExportError, match=r"param_slice_mappings\[0\]\['fc1.weight'\] is elements 128..144, "
                        r"group 0's exp_avg has 141"):  # fmt: skip
         plan_zero12(_uc_with_optimizer_state(group_paddings=[3]), inject_missing_state=False, strict=True)
+
+
+def _tag_changed(save: str, **changes: Any) -> Source:
+    """A tag as read, every model-states file's keys changed (None: the key removed)."""
+    tag = next(p for p in (DATA / save).iterdir() if p.is_dir())
+    layout = scan(tag, read=True).tags[0]
+    for name, checkpoint in layout.checkpoints.items():
+        if name.startswith("mp_rank_"):
+            for key, value in changes.items():
+                if value is None:
+                    del checkpoint.data[key]
+                else:
+                    checkpoint.data[key] = value
+    return Source(layout)
+
+
+@pytest.mark.parametrize("save", ["fixtures/pp2_z1_bf16", "fixtures/tp2_z1_bf16"])
+def test_degrees_from_the_file_counts_without_parallel_dimensions(save: str) -> None:
+    """Before DeepSpeed 0.19.5 no checkpoint_parallel_dimensions: the degrees come from the counts of
+    mp_rank files and of layer_01 files, as ds_to_universal finds them (run on such copies of both
+    fixtures, it writes the same files as on the fixtures)."""
+    source = _tag_changed(save, checkpoint_parallel_dimensions=None)
+    _, files, _ = plan_zero12(source, inject_missing_state=True, strict=True)
+    written = {f.name: describe(f.content) for f in files if f.copy_of is None}
+    assert written == _zero(EXPECTED["saves"][save]["files"])
+
+
+def test_pipeline_replicated_parameters_are_taken_from_the_first_stage() -> None:
+    """Stages after the first skip pipeline_replicated_parameter_patterns: a parameter only a later
+    stage holds then has no fragment, so no file (ds_to_universal, run on such a copy of
+    pp2_z1_bf16, writes the files of the injected conversion less zero/2.weight/)."""
+    info = {"universal_checkpoint_version": 0.4, "pipeline_replicated_parameter_patterns": [r"2\.weight"]}
+    source = _layout_with_info("fixtures/pp2_z1_bf16", info)
+    _, files, _ = plan_zero12(source, inject_missing_state=False, strict=True)
+    written = {f.name: describe(f.content) for f in files if f.copy_of is None}
+    expected = _zero(EXPECTED["saves"]["fixtures/pp2_z1_bf16"]["files"])
+    assert written == {name: found for name, found in expected.items() if not name.startswith("zero/2.weight/")}
+    assert len(written) == len(expected) - 4
+
+
+@pytest.mark.parametrize("inside", ["", "converted", "..converted"])
+def test_the_output_is_never_inside_the_tag_it_converts(inside: str) -> None:
+    tag = UC / "global_step3"
+    with pytest.raises(ExportError, match="is in the tag folder it converts") as error:
+        plan_universal(UC, output_folder=tag / inside if inside else tag)
+    assert error.value.option == "output_folder"
+    assert plan_universal(UC, output_folder=UC / "global_step3x").output == str(UC / "global_step3x")

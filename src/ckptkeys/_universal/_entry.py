@@ -95,6 +95,9 @@ def plan_universal(
     output = os.fspath(output_folder) if output_folder is not None else None
     if output is None:
         output = os.path.join(os.path.dirname(layout.path), layout.name + UNIVERSAL_SUFFIX)
+    inside = os.path.relpath(os.path.abspath(output), os.path.abspath(layout.path))
+    if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+        raise ExportError(output, f"is in the tag folder it converts ({layout.path})", option="output_folder")
     return UniversalPlan(
         layout.path,
         layout.name,

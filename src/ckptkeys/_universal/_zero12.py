@@ -28,6 +28,10 @@ three passes through temporary files; the plan gets the same tensors in one:
 ``base_optimizer_state``, ``param_slice_mappings`` and ``single_partition_of_fp32_groups``,
 plus the base optimizer's ``param_groups``; the ``mp_rank_*`` files are copied as they are
 (the pipeline's layer files are not).
+
+Two checks of values ``ds_to_universal`` makes are not made here, the plan coming from the
+pickles alone: that a tensor-parallel replicated parameter is equal on every rank (it writes rank
+0's, as the plan does) and that every rank's ``step`` is equal (the lowest rank's is written).
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def plan_zero12(
         for key in ("ds_autoep_layers", "autoep_layers"):
             if checkpoint.data.get(key) is not None:
                 raise ExportError(checkpoint.path, f"has AutoEP layers ({key}): their conversion is not built yet")
-    pp, tp, dp = _degrees(source, [c for _, c in models], layers, len(zero_files))
+    pp, tp, dp = _degrees(source, [c for _, c in models], len(zero_files))
     info = models[0][1].data.get(INFO)
     if info is None:
         if not inject_missing_state:
@@ -169,7 +173,9 @@ def plan_zero12(
             param = _as_float(source, file.relpath, tensor, name)
             target = f"zero/{name}/fp32.pt"
             files.append(UniversalFile(target, name, None, content_bytes(param), {"param": param}))
-            if name not in shared:  # a tied alias is restored with the parameter it shares
+            # The loader restores what the optimizer holds (a parameter without fragments too: it
+            # reads this file) and a tied alias with the parameter it shares; not the rest.
+            if name not in shapes and name not in shared:
                 not_restored.append(NotRestored(name, "buffer" if name in buffers else "frozen", target))
     optimizer_state = _optimizer_state(source, zero_files[0], dp)
     files.append(UniversalFile("zero/optimizer_state.pt", None, None, content_bytes(optimizer_state), optimizer_state))
@@ -234,7 +240,7 @@ def _zero_files(optim: Sequence[LayoutFile]) -> list[LayoutFile]:
     return []
 
 
-def _degrees(source: Source, models: Sequence[Any], layers: Sequence[Any], zero_count: int) -> tuple[int, int, int]:
+def _degrees(source: Source, models: Sequence[Any], zero_count: int) -> tuple[int, int, int]:
     """Pipeline, tensor and data-parallel degrees as ``get_model_3d_descriptor_from_metadata``
     finds them: from ``checkpoint_parallel_dimensions``, else from the file counts."""
     path = source.layout.path
@@ -268,8 +274,8 @@ def _degrees(source: Source, models: Sequence[Any], layers: Sequence[Any], zero_
             )
     else:
         first_layer = [f for f in source.layout.files if os.path.basename(f.relpath).startswith("layer_01")]
-        tp = len(first_layer) if first_layer and layers else len(models)
-        pp = len(models) // tp if first_layer and layers else 1
+        tp = len(first_layer) if first_layer else len(models)  # a pipeline's first layer: one file per rank
+        pp = len(models) // tp if first_layer else 1
     if pp < 1 or len(models) % tp or zero_count % (pp * tp):
         raise ExportError(path, f"has {zero_count} optimizer shards, no multiple of pp {pp} * tp {tp}")
     return pp, tp, max(1, zero_count // (pp * tp))
