@@ -1,14 +1,15 @@
 """Train a tensor-parallel model (two ranks, tp 2) with DeepSpeed on the CPU, with universal info.
 
 Run once per rank, with RANK, LOCAL_RANK, WORLD_SIZE=2, MASTER_ADDR and MASTER_PORT set:
-``python train_tp_for_export.py SAVE_DIR``. A Megatron-style ``mpu`` makes both ranks one
+``python train_tp_for_export.py SAVE_DIR [STAGE]`` (ZeRO stage, 1 by default). A Megatron-style ``mpu`` makes both ranks one
 tensor-parallel group. Each rank holds its shard of: a vocabulary-parallel embedding (rows
 split, padded past the original vocabulary), a column-parallel weight (rows split), a
 row-parallel weight (columns split), a fused two-part weight (each rank ``[a_r; b_r]``), a
 replicated bias (its gradient averaged over the group, as Megatron does), and a parameter
 averaged on conversion. ``universal_checkpoint_info`` from ``ckptkeys.writing`` names them.
 Used by tests/test_export_deepspeed.py, which compares ``ckptkeys export`` with
-``ds_to_universal``'s merged ``fp32.pt`` files.
+``ds_to_universal``'s merged ``fp32.pt`` files, and (at ZeRO-3) by
+scripts/make_universal_z3_tp2_fixture.py.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _average(grad: torch.Tensor) -> torch.Tensor:
     return grad / dist.get_world_size()
 
 
-def main(save_dir: str) -> None:
+def main(save_dir: str, stage: int = 1) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     mpu = Mpu()
     model = Shard(mpu.rank, mpu.world)
@@ -97,7 +98,7 @@ def main(save_dir: str) -> None:
         "train_micro_batch_size_per_gpu": 2,
         "gradient_accumulation_steps": 1,
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},
-        "zero_optimization": {"stage": 1},
+        "zero_optimization": {"stage": stage},
         "bf16": {"enabled": True},
     }
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config, mpu=mpu)
@@ -118,4 +119,4 @@ def main(save_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(int(a) for a in sys.argv[2:3]))

@@ -23,6 +23,7 @@ from .._read._source import is_url
 from ..naming import FileKind
 from ._types import LATEST_UNIVERSAL, UNIVERSAL_SUFFIX, UniversalPlan
 from ._zero12 import plan_zero12
+from ._zero3 import plan_zero3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def plan_universal(
     if stage <= 2:
         kind, files, not_restored = plan_zero12(source, inject_missing_state=inject_missing_state, strict=strict)
     else:
-        kind, files, not_restored = _plan_zero3(source, zero3 or optim)
+        kind, files, not_restored = _plan_zero3(source, zero3 or optim, strict=strict)
         stage = 3
     output = os.fspath(output_folder) if output_folder is not None else None
     if output is None:
@@ -122,8 +123,9 @@ def natural_order(files: Sequence[LayoutFile]) -> list[LayoutFile]:
     return sorted(files, key=key)
 
 
-def _plan_zero3(source: Source, optim: Sequence[LayoutFile]) -> tuple[str, list[UniversalFile], list[NotRestored]]:
-    """ZeRO-3: ``_zero3``'s planner (``plan_zero3``), hooked in here when it lands."""
-    raise ExportError(
-        source.layout.path, "is a ZeRO-3 checkpoint: its conversion to the universal format is not built yet"
-    )
+def _plan_zero3(
+    source: Source, optim: Sequence[LayoutFile], *, strict: bool
+) -> tuple[str, list[UniversalFile], list[NotRestored]]:
+    """ZeRO-3: ``_zero3``'s planner, which picks its files (``optim`` among them) as ds_to_universal
+    does; ``strict`` for the tensor-parallel merge's unused patterns."""
+    return plan_zero3(source, strict=strict)

@@ -78,7 +78,7 @@ class UniversalPlan:
     latest: str
     """The ``latest_universal`` file written last, in the folder that holds :attr:`output`."""
     layout: str
-    """``"zero-1/2"``, ``"zero-1/2 tp"``, ``"pipeline"`` or ``"zero-3"``."""
+    """``"zero-1/2"``, ``"zero-1/2 tp"``, ``"pipeline"``, ``"zero-3"`` or ``"zero-3 tp"``."""
     zero_stage: int
     """The source's ZeRO stage as ``ds_to_universal`` reads it (1, 2 or 3)."""
     files: tuple[UniversalFile, ...]
