@@ -32,7 +32,7 @@ from .conftest import FIXTURES
 
 DATA = pathlib.Path(__file__).parent / "data"
 SRC = str(pathlib.Path(ckptkeys.__file__).parent.parent)
-COMMANDS = ("keys", "inspect", "validate", "lint", "export", "ckptkeys")  # the last: no command, --version
+COMMANDS = ("keys", "inspect", "validate", "lint", "export", "universal", "ckptkeys")  # the last: no command, --version
 CLASSES = (
     "fine",
     "problems found",
@@ -141,6 +141,42 @@ TABLE: dict[tuple[str, str], Case | str] = {
     ),
     ("export", "standard output not writable"): DEV_FULL,
     ("export", "interrupted"): SIGNALS,
+    # universal: into --output-folder out-..., removed before every case; ck has no universal_checkpoint_info
+    ("universal", "fine"): case("universal ck -q --inject-missing-state --output-folder out-fine", OK),
+    ("universal", "problems found"): case(
+        "universal broken -q --inject-missing-state --output-folder out-x", PROBLEMS,
+        "broken/global_step3/bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt: ",
+    ),  # fmt: skip
+    ("universal", "nothing found"): case("universal empty", USAGE, "empty: holds no DeepSpeed checkpoint"),
+    ("universal", "missing path"): case("universal missing", USAGE, "missing: does not exist"),
+    ("universal", "a file where a folder is meant"): case(
+        "universal afile", USAGE, "afile: is a file, not a checkpoint folder"
+    ),
+    ("universal", "a folder where a file is meant"): "CHECKPOINT and --output-folder are folders",
+    ("universal", "a path through a file"): case("universal afile/x", USAGE, "afile/x: does not exist"),
+    ("universal", "unreadable file"): case(
+        "universal unreadable -q --inject-missing-state --output-folder out-x", PROBLEMS,
+        "unreadable/global_step3/mp_rank_00_model_states.pt: unreadable-file: ",
+    ),  # fmt: skip
+    ("universal", "corrupt file"): case("universal trunc.pt", USAGE, "trunc.pt: is a file, not a checkpoint folder"),
+    ("universal", "not a checkpoint"): case("universal afile", USAGE, "afile: is a file"),
+    ("universal", "bad option value"): case("universal ck --shard 3/2", USAGE, "--shard '3/2': expected K/N"),
+    ("universal", "unknown option"): case("universal ck --bogus", USAGE, "unrecognized arguments: --bogus"),
+    ("universal", "unknown tag"): case("universal ck --tag nope", USAGE, "ck: has no tag folder 'nope'"),
+    ("universal", "unknown save"): "universal has no --save: a run folder converts its newest save",
+    ("universal", "output path is a file"): case(
+        "universal ck -q --inject-missing-state --output-folder afile", USAGE, "afile: is not a folder", json=False
+    ),
+    ("universal", "output exists"): case(
+        "universal ck -q --inject-missing-state --output-folder done", USAGE,
+        "done: already exists; --overwrite replaces it", json=False,
+    ),  # fmt: skip
+    ("universal", "output folder not writable"): case(
+        "universal ck -q --inject-missing-state --output-folder readonly/out", OUTPUT, "readonly: is read-only",
+        json=False,
+    ),  # fmt: skip
+    ("universal", "standard output not writable"): DEV_FULL,
+    ("universal", "interrupted"): "tests/test_universal_kill.py: 130/143 caught, one line, nothing partial",
     # no command
     ("ckptkeys", "fine"): case("--version", OK),
     ("ckptkeys", "bad option value"): case("", USAGE, None),
@@ -258,7 +294,7 @@ def test_every_command_follows_the_convention(
     status, out, err = _run(entry.argv, capsys)
     assert status == entry.status, err
     if entry.status == OK:
-        assert "ckptkeys" not in err or command == "export"  # export's closing line says what it wrote
+        assert "ckptkeys" not in err or command in ("export", "universal")  # their closing lines say what they wrote
         return
     if entry.says is None and entry.status == PROBLEMS:  # the report, or the findings, say it
         # lint ends with ruff's summary line on stderr ("Found 2 problems."), nothing else
@@ -270,7 +306,7 @@ def test_every_command_follows_the_convention(
         assert err[len(prefix) :].startswith(entry.says), err
     if command is not None and entry.json:  # with --json: the same error as a document on standard output
         status, out, err_json = _run((*entry.argv, "--json"), capsys)
-        if command == "export" and "--json goes with --dry-run" in err_json:
+        if command in ("export", "universal") and "--json goes with --dry-run" in err_json:
             status, out, err_json = _run((*entry.argv, "--json", "--dry-run"), capsys)
         assert status == entry.status
         document = json.loads(out)
@@ -349,7 +385,14 @@ def test_an_empty_latest_is_said_to_be_empty_with_the_same_code(here: pathlib.Pa
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize(
-    "argv", [["lint", "bad.py"], ["export", "ck", "out-x", "--dry-run"], ["inspect", "ck"], ["keys", "--json"]]
+    "argv",
+    [
+        ["lint", "bad.py"],
+        ["export", "ck", "out-x", "--dry-run"],
+        ["universal", "ck", "--inject-missing-state", "--dry-run"],
+        ["inspect", "ck"],
+        ["keys", "--json"],
+    ],
 )
 def test_standard_output_that_cannot_be_written_is_74_for_every_command(argv: list[str], world: pathlib.Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))

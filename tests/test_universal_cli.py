@@ -136,3 +136,74 @@ def test_json_errors_are_documents(save: pathlib.Path, capsys: pytest.CaptureFix
     assert main(["universal", str(save / "nope"), "--dry-run", "--json"]) == 2
     document = json.loads(capsys.readouterr().out)
     assert document["command"] == "universal" and document["exit"]["status"] == 2
+
+
+def test_what_the_command_refuses_and_its_status(
+    save: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["universal", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"ckptkeys universal: {empty}: holds no DeepSpeed checkpoint")
+    uninformed = tmp_path / "z2"
+    shutil.copytree(FIXTURES / "z2_bf16_ws2", uninformed)
+    assert main(["universal", str(uninformed), "-q"]) == 2  # no universal_checkpoint_info: an option resolves it
+    err = capsys.readouterr().err
+    assert err.startswith(f"ckptkeys universal: {uninformed / 'global_step3' / 'mp_rank_00_model_states.pt'}: ")
+    assert err.endswith("; --inject-missing-state converts it (as ds_to_universal's --inject_missing_state)\n")
+    assert sorted(os.listdir(uninformed)) == sorted(os.listdir(FIXTURES / "z2_bf16_ws2"))
+    assert main(["universal", str(uninformed), "-q", "--inject-missing-state"]) == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["universal", str(save), "-q", "--output-folder", str(blocker), "--overwrite"]) == 2
+    assert capsys.readouterr().err.endswith(f"{blocker}: is not a folder: a universal tag is a folder\n")
+    assert main(["universal", str(save), "--no-such-option"]) == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_the_jobs_of_an_array_run_at_once(save: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three --shard jobs started together (processes: the staging folder's lock is taken for real),
+    over the folder a killed whole run left; then --finalize publishes what one run writes."""
+    import subprocess
+    import sys
+
+    plan = ckptkeys.plan_universal(save)
+    staging = pathlib.Path(staging_folder(plan))
+    (staging / "zero" / "gone.weight").mkdir(parents=True)  # a killed whole run's: no plan recorded, no lock held
+    (staging / "zero" / "gone.weight" / "fp32.pt").write_bytes(b"half")
+    (staging / ".ckptkeys-lock").write_bytes(b"")
+    src = str(pathlib.Path(ckptkeys.__file__).parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    jobs = [
+        subprocess.Popen([sys.executable, "-m", "ckptkeys", "universal", str(save), "-q", "--shard", f"{k}/3"],
+                         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for k in (1, 2, 3)
+    ]
+    for job in jobs:
+        _, err = job.communicate()
+        assert job.returncode == 0, err
+    assert not (staging / "zero" / "gone.weight").exists()
+    assert main(["universal", str(save), "-q", "--finalize"]) == 0
+    assert _files(save / "global_step3_universal") == _files(SOURCE / "global_step3_universal")
+    assert sorted(os.listdir(save)) == ["global_step3", "global_step3_universal", "latest", "latest_universal"]
+
+
+def test_progress_shows_on_a_terminal_only(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["universal", str(save)]) == 0
+    shown = terminal.getvalue()
+    total = ckptkeys.plan_universal(save).total_size
+    assert f"\rconverting {total / 1e9:.2f}/{total / 1e9:.2f} GB" in shown  # bytes, as export counts them
+    assert "\r\033[K" in shown and shown.rindex("\r\033[K") < shown.index("wrote ")  # cleared before the summary
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert main(["universal", str(save), "-q", "--overwrite"]) == 0
+    assert "converting" not in quiet.getvalue()

@@ -14,7 +14,7 @@ The child converts with a plan made by hand (``tests/universal_hand.py``) over a
 random float32 records built byte by byte (``export_values.Case``), ~40 MB of output: big enough
 that writing takes a visible part of a run, whatever the planner of the day plans for it. The
 delays are drawn from the time a ``--dry-run`` takes to the time a whole run takes, measured once.
-The full loop (24 trials per signal) runs on Python 3.11; the other versions run a few trials.
+The full loop (18 trials per signal) runs on Python 3.11; the other versions run a few trials.
 
 The matrix: every file of the fixture tags the command converts deleted, emptied, cut to 1 byte,
 to half and to all but one byte: the command refuses naming that file and writes nothing.
@@ -47,7 +47,7 @@ SRC = str(pathlib.Path(ckptkeys.__file__).parent.parent)
 ROOT = str(pathlib.Path(__file__).parent.parent)
 TEMP = re.compile(r"\.tmp-.+\.[0-9a-f]{12}")
 FULL = sys.version_info[:2] == (3, 11)
-TRIALS = 24 if FULL else 3  # per signal
+TRIALS = 18 if FULL else 3  # per signal
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 SCENARIOS = ("fresh", "overwrite", "job-array")
 OUT = "global_step1_universal"

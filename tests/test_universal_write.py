@@ -321,9 +321,10 @@ def test_bad_options_are_refused_naming_them(save: pathlib.Path, kwargs: dict[st
 def test_an_output_path_that_is_a_file_is_refused(save: pathlib.Path) -> None:
     plan = hand_plan(save / "global_step3")
     pathlib.Path(plan.output).write_text("a file")
-    with pytest.raises(OutputFolderError) as caught:
-        write_universal(plan, overwrite=True)
-    assert caught.value.option == "output_folder" and caught.value.path == plan.output
+    for overwrite in (False, True):  # the path is wrong either way: no overwrite would make it a folder
+        with pytest.raises(OutputFolderError) as caught:
+            write_universal(plan, overwrite=overwrite)
+        assert caught.value.option == "output_folder" and caught.value.path == plan.output
     assert pathlib.Path(plan.output).read_text() == "a file"
 
 
@@ -348,3 +349,18 @@ def test_an_interrupted_run_leaves_nothing(save: pathlib.Path, monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt):
         write_universal(plan, progress=interrupted)
     assert _hidden(save) == [] and not os.path.exists(plan.output) and not os.path.exists(plan.latest)
+
+
+def test_universal_plans_and_writes_in_one_call(save: pathlib.Path) -> None:
+    import ckptkeys
+
+    for k in (1, 2):
+        plan = ckptkeys.universal(save, shard=(k, 2), fsync=False)
+        assert not os.path.exists(plan.output)
+    plan = ckptkeys.universal(save / "global_step3", finalize=True)
+    assert plan == ckptkeys.plan_universal(save)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    assert (save / "latest_universal").read_bytes() == b"global_step3_universal"
+    with pytest.raises(OutputExistsError):
+        ckptkeys.universal(save)
+    assert ckptkeys.universal(save, overwrite=True, output_folder=save / "again").output == str(save / "again")

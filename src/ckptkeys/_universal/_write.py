@@ -72,6 +72,7 @@ def _storages(obj: Any) -> Iterator[PtStorage]:
     """Every storage of a file's content, in the order the writer meets them (repeats included)."""
     if isinstance(obj, PtTensor):
         yield obj.storage
+        yield from _storages(obj.state)  # its Python attributes (ZeRO-3's ds_id...)
     elif isinstance(obj, dict):
         for key, value in obj.items():
             yield from _storages(key)
@@ -212,13 +213,14 @@ def write_universal(
 
 
 def _check_output(output: str, overwrite: bool) -> None:
-    """The output folder's path: absent, or (``overwrite``) a universal tag to replace."""
+    """The output folder's path: absent, or (``overwrite``) a folder to replace; its parent folder
+    made if absent, and writable."""
     if os.path.lexists(output):
+        if not os.path.isdir(output) or os.path.islink(output):  # the path given is wrong, overwrite or not
+            raise OutputFolderError(output, "is not a folder: a universal tag is a folder", option="output_folder")
         if not overwrite:
             raise OutputExistsError(output, "already exists", option="overwrite")
-        if not os.path.isdir(output) or os.path.islink(output):
-            raise OutputFolderError(output, "is not a folder: a universal tag is a folder", option="output_folder")
-    parent = os.path.dirname(output)
+    parent = os.path.dirname(output) or os.curdir
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as error:
@@ -524,6 +526,9 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool) -> None:
     output, aside = os.path.normpath(plan.output), _aside_folder(plan)
     if os.path.lexists(aside):  # a run killed between its two renames left the old tag here
         _remove_tree(aside)
+    if fsync:  # the staged files' names on disk too, before the folder holding them is published
+        for folder, _, _ in os.walk(staging):
+            _sync_folder(folder)
     latest_temp = ""
     try:
         latest_temp = _latest_temp(plan, fsync)
