@@ -79,12 +79,14 @@ DEEPSPEED: dict[str, Case] = {
     "fixtures/z2_bf16_ws2/global_step3": Case(NO_INFO, CONVERTS),
     "fixtures/z3_bf16_ws2/global_step3": Case(CONVERTS, CONVERTS),  # ZeRO-3 never asks for the info
     "universal_z3_ws3/step3": Case(CONVERTS, CONVERTS),
+    "universal_z3_tp2/step3": Case(CONVERTS, CONVERTS),  # tensor parallel 2 with its info
     "fixtures/pp2_z1_bf16/global_step2": Case(NO_INFO, CONVERTS),
     "fixtures/tp2_z1_bf16/global_step3": Case(NO_INFO, CONVERTS),
     "fixtures/uc_z2_bf16_ws2/global_step3": Case(CONVERTS, CONVERTS),
     "fixtures/uc_z2_bf16_ws2/global_step3_universal": Case(NO_OPTIM, NO_OPTIM, UNIVERSAL),
     "universal_z3/global_step3_universal": Case(NO_OPTIM, NO_OPTIM, UNIVERSAL),
     "universal_z3_ws3/step3_universal": Case(NO_OPTIM, NO_OPTIM, UNIVERSAL),
+    "universal_z3_tp2/step3_universal": Case(NO_OPTIM, NO_OPTIM, UNIVERSAL),
     "pp2_z0_fp32/global_step2": Case(NO_OPTIM, NO_OPTIM),
     "moe_z0_fp32_ep2/global_step3": Case(MOE_ZERO0, MOE_ZERO0, ("optimizer_state_dict", "optimizer_state_dict")),
     "fixtures/moe_z2_fp32_ep2/global_step3": Case(NO_INFO, MOE_RESHAPE, (None, "expert")),
