@@ -8,9 +8,10 @@ process: the same code without 1.5 s of imports per run, run once per session) e
 it, and then ``ckptkeys.universal`` writes the same universal tag (tests/universal_compare.py),
 or refuses it, and then ckptkeys refuses it for the same reason. What DeepSpeed does on each
 folder is recorded in ``DEEPSPEED`` below, as measured by running it, and checked again here.
-Where the two part (DeepSpeed converts files that disagree with each other, or crashes), the
-table says why. The comparison is also shown to fail on a changed bit, a missing file, an
-extra key and another dtype.
+Where the two part (DeepSpeed converts files that disagree with each other, crashes on MoE,
+or is handed a universal tag), the table says why and what ckptkeys says instead. The
+comparison is also shown to fail on a changed bit, a missing file, an extra key, another dtype,
+a changed model-states copy or ``latest_universal``, and a file ``weights_only`` refuses.
 """
 
 from __future__ import annotations
