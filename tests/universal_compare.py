@@ -68,6 +68,10 @@ class _Storages:
         return self._index(self.ours, ours) == self._index(self.theirs, theirs)
 
 
+def _as_bytes(storage: Any) -> Any:
+    return torch.empty(0, dtype=torch.uint8).set_(storage)
+
+
 def _same_tensor(ours: Any, theirs: Any, where: str, storages: _Storages) -> None:
     assert ours.dtype == theirs.dtype, f"{where}: dtype {ours.dtype} != {theirs.dtype}"
     assert tuple(ours.shape) == tuple(theirs.shape), f"{where}: shape {tuple(ours.shape)} != {tuple(theirs.shape)}"
@@ -77,7 +81,8 @@ def _same_tensor(ours: Any, theirs: Any, where: str, storages: _Storages) -> Non
     assert type(ours) is type(theirs), f"{where}: {type(ours).__name__} != {type(theirs).__name__}"
     mine, other = ours.untyped_storage(), theirs.untyped_storage()
     assert mine.nbytes() == other.nbytes(), f"{where}: storage of {mine.nbytes()} bytes != {other.nbytes()}"
-    assert bytes(mine) == bytes(other), f"{where}: the bytes differ"  # bits, not values: NaN-safe
+    # Bits, not values (NaN-safe), through a uint8 view: bytes(storage) goes element by element.
+    assert torch.equal(_as_bytes(mine), _as_bytes(other)), f"{where}: the bytes differ"
     assert storages.same(ours, theirs), f"{where}: the storage is shared differently"
 
 
