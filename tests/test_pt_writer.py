@@ -65,7 +65,8 @@ class TensorSpec:
 class Tree:
     storages: list[StorageSpec]
     root: Any
-    """Containers as ("dict", [(key, node)]), ("odict", [...]), ("list", [...]), ("tuple", [...]),
+    """Containers as ("dict", [(key, node)]), ("odict", [...]), ("state_dict", [...]) (an OrderedDict
+    with torch's _metadata), ("list", [...]), ("tuple", [...]),
     ("tensor", index into tensors), ("again", node) for a node built once and used twice; any
     other value is a plain leaf, the same object in both builds."""
     tensors: list[TensorSpec] = field(default_factory=list)
@@ -113,16 +114,21 @@ def _build(tree: Tree, side: str) -> Any:
             if key not in built:
                 built[key] = node(content)
             return built[key]
-        if kind in ("dict", "odict"):
+        if kind in ("dict", "odict", "state_dict"):
             pairs = [(k, node(v)) for k, v in content]
-            return dict(pairs) if kind == "dict" else OrderedDict(pairs)
+            if kind == "dict":
+                return dict(pairs)
+            mapping = OrderedDict(pairs)
+            if kind == "state_dict":  # as torch's state_dict(): its per-module versions in _metadata
+                mapping._metadata = OrderedDict([("", {"version": 1}), ("fc", {"version": 2})])  # type: ignore[attr-defined]
+            return mapping
         items = [node(v) for v in content]
         return items if kind == "list" else tuple(items)
 
     return node(tree.root)
 
 
-_KINDS = frozenset({"dict", "odict", "list", "tuple", "tensor", "again"})
+_KINDS = frozenset({"dict", "odict", "state_dict", "list", "tuple", "tensor", "again"})
 
 
 def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -182,7 +188,10 @@ def trees(draw: st.DrawFn, *, dtypes: list[str] | None = None, max_elements: int
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         return st.one_of(
             st.tuples(st.just("dict"), st.lists(st.tuples(_KEYS, children), max_size=4, unique_by=lambda p: p[0])),
-            st.tuples(st.just("odict"), st.lists(st.tuples(_KEYS, children), max_size=3, unique_by=lambda p: p[0])),
+            st.tuples(
+                st.sampled_from(["odict", "state_dict"]),
+                st.lists(st.tuples(_KEYS, children), max_size=3, unique_by=lambda p: p[0]),
+            ),
             st.tuples(st.just("list"), st.lists(children, max_size=4)),
             st.tuples(st.just("tuple"), st.lists(children, max_size=5)),
         )
@@ -251,6 +260,7 @@ def _same(mine: Any, read: Any, records: dict[str, bytes], storages: dict[int, s
     assert type(read) is type(mine)
     if isinstance(mine, dict):
         assert list(read) == list(mine)
+        assert vars(read) == vars(mine) if isinstance(mine, OrderedDict) else True  # _metadata
         for key in mine:
             _same(mine[key], read[key], records, storages)
     elif isinstance(mine, (list, tuple)):
@@ -451,6 +461,7 @@ def _same_loaded(mine: Any, loaded: Any, pointers: dict[int, int]) -> None:
     assert type(loaded) is type(mine)
     if isinstance(mine, dict):
         assert list(loaded) == list(mine)
+        assert getattr(loaded, "_metadata", None) == getattr(mine, "_metadata", None)
         for key in mine:
             _same_loaded(mine[key], loaded[key], pointers)
     elif isinstance(mine, (list, tuple)):
@@ -565,7 +576,7 @@ def _rewrite(path: pathlib.Path) -> bytes:
 
 
 @pytest.mark.parametrize("path", UNIVERSAL_FILES, ids=lambda p: str(p.relative_to(DATA)))
-def test_deepspeed_universal_files_written_back_byte_for_byte(path: pathlib.Path) -> None:
+def test_universal_files_ds_to_universal_wrote_come_back_byte_for_byte(path: pathlib.Path) -> None:
     """What ds_to_universal wrote (torch.save): read, then written from the read tree, is the same file."""
     assert _rewrite(path) == path.read_bytes()
 
@@ -576,6 +587,7 @@ def test_universal_files_found() -> None:
     assert len(UNIVERSAL_FILES) > 30
 
 
+@pytest.mark.deepspeed
 def test_deepspeed_objects_load_as_deepspeed_wrote_them(tmp_path: pathlib.Path) -> None:
     """LossScaler (NEWOBJ + BUILD), ZeroStageEnum (REDUCE), SubparamShape (a dataclass) come back as torch.load gives them."""
     torch = _torch()
@@ -744,3 +756,20 @@ def test_from_read_shares_storages_and_refuses_what_is_no_plain_tensor() -> None
     ]:
         with pytest.raises(ValueError, match=message):
             from_read({"x": bad}, lambda r, d: None)
+
+
+def test_state_dict_metadata_equals_torch_save(tmp_path: pathlib.Path) -> None:
+    """A module's state_dict: an OrderedDict whose _metadata attribute torch pickles as BUILD state."""
+    torch = _torch()
+    module = torch.nn.Linear(3, 2)
+    theirs = module.state_dict()
+    torch.save(theirs, tmp_path / "model.pt")
+    mine: OrderedDict[str, Any] = OrderedDict()
+    for name, value in theirs.items():
+        data = value.numpy().tobytes()
+        mine[name] = PtTensor(PtStorage("float32", value.numel(), data), tuple(value.shape))
+    mine._metadata = theirs._metadata  # type: ignore[attr-defined]
+    written = _write(mine, "model")
+    assert written == (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "mine.pt").write_bytes(written)
+    assert torch.load(tmp_path / "mine.pt")._metadata == theirs._metadata

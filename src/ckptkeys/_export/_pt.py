@@ -90,8 +90,9 @@ def from_read(value: Any, source: Callable[[StorageInfo, str], Any]) -> Any:
     source is ``source(storage_info, dtype)``; containers and ``Opaque`` records are rebuilt
     around the converted leaves, keeping what the pickle shared shared; other values are the
     same objects. Written with :func:`write_pt`, a file ``torch.save`` wrote comes out equal byte
-    for byte. ``ValueError`` for a tensor a plain rebuild cannot give back (meta, a parameter, a
-    subclass, altered values).
+    for byte, unless it holds a ``torch.Size`` (``read()`` gives a tuple, written as one: a
+    model-states file, which a universal tag copies whole). ``ValueError`` for a tensor a plain
+    rebuild cannot give back (meta, a parameter, a subclass, altered values).
     """
     storages: dict[tuple[Any, str], PtStorage] = {}
     made: dict[int, Any] = {}
@@ -700,12 +701,6 @@ def _descriptor(record: _Record) -> bytes:
     return _DESCRIPTOR32.pack(b"PK\x07\x08", record.crc, record.size, record.size)
 
 
-def _descriptor_size(record: _Record) -> int:
-    if not record.size:
-        return 0
-    return _DESCRIPTOR64.size if record.size >= _U32_MAX or record.offset >= _U32_MAX else _DESCRIPTOR32.size
-
-
 def _central(record: _Record, folder: bytes) -> bytes:
     name = folder + record.name
     fields = b""
@@ -901,7 +896,7 @@ def _layout(records: list[_Record], folder: bytes) -> int:
     cursor = 0
     for record in records:
         record.offset = cursor
-        cursor += len(_header(record, folder)) + record.size + _descriptor_size(record)
+        cursor += len(_header(record, folder)) + record.size + len(_descriptor(record))
     return cursor
 
 
