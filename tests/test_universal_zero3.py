@@ -418,6 +418,9 @@ def test_plan_universal_hands_a_zero3_tag_to_this_planner() -> None:
     assert [f.name for f in plan.files] == [f.name for f in files]
     assert plan.not_restored == tuple(not_restored)
     assert plan.params == ("emb.weight", "fc1.weight", "fc1.bias")
+    # ds_to_universal's ZeRO-3 branch never reads --inject_missing_state: the same files.
+    injected = plan_universal(tag.parent, inject_missing_state=True)
+    assert [(f.name, f.nbytes) for f in injected.files] == [(f.name, f.nbytes) for f in plan.files]
 
 
 @pytest.mark.parametrize("case", CASES)
