@@ -207,3 +207,22 @@ def test_progress_shows_on_a_terminal_only(save: pathlib.Path, monkeypatch: pyte
     monkeypatch.setattr(sys, "stderr", quiet)
     assert main(["universal", str(save), "-q", "--overwrite"]) == 0
     assert "converting" not in quiet.getvalue()
+
+
+@pytest.mark.parametrize("name", ["universal_z3_ws3", "universal_z3_tp2"])
+def test_the_command_writes_ds_to_universals_bytes(
+    name: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ZeRO-3 saves whose ds_to_universal output is stored beside them (from the z3 planner's
+    fixtures): the command's files equal DeepSpeed's byte for byte, copies and written files alike."""
+    source = FIXTURES.parent / name
+    tag = (source / "latest").read_text().strip()
+    save = tmp_path / "save"
+    shutil.copytree(source / tag, save / tag)
+    shutil.copy(source / "latest", save / "latest")
+    assert main(["universal", str(save), "-q"]) == 0, capsys.readouterr().err
+    ours, theirs = save / f"{tag}_universal", source / f"{tag}_universal"
+    assert _files(ours) == _files(theirs)
+    for relative in _files(theirs):
+        assert (ours / relative).read_bytes() == (theirs / relative).read_bytes(), relative
+    assert (save / "latest_universal").read_bytes() == (source / "latest_universal").read_bytes()

@@ -247,7 +247,7 @@ def _damage(path: pathlib.Path, cut: str) -> None:
 
 def test_the_matrix_covers_the_layouts() -> None:
     layouts = {ckptkeys.plan_universal(tag, inject_missing_state=True).layout for tag in _convertible()}
-    assert {"zero-1/2", "zero-1/2 tp", "pipeline"} <= layouts
+    assert {"zero-1/2", "zero-1/2 tp", "pipeline", "zero-3"} <= layouts
 
 
 @pytest.mark.parametrize("tag", _convertible(), ids=lambda tag: tag.parent.name)

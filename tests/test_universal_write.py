@@ -364,3 +364,32 @@ def test_universal_plans_and_writes_in_one_call(save: pathlib.Path) -> None:
     with pytest.raises(OutputExistsError):
         ckptkeys.universal(save)
     assert ckptkeys.universal(save, overwrite=True, output_folder=save / "again").output == str(save / "again")
+
+
+def test_where_the_file_system_has_no_locks(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lustre without -o flock, some FUSE, Windows: a folder this run made is used, one it finds
+    is never emptied; a job array agrees by the plan's identity, finalize drops stray temporary files."""
+    from ckptkeys._universal import _write
+
+    monkeypatch.setattr(_write, "_lock", lambda fd, exclusive, wait: None)
+    plan = hand_plan(save / "global_step3")
+    staging = pathlib.Path(staging_folder(plan))
+    write_universal(plan)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    staging.mkdir()
+    (staging / "zero").mkdir()
+    with pytest.raises(OutputFolderError, match="cannot be locked"):
+        write_universal(plan, overwrite=True)
+    with pytest.raises(OutputFolderError, match="holds files of a run that recorded no plan"):
+        write_universal(plan, shard=(1, 2), overwrite=True)
+    assert (staging / "zero").is_dir()
+    shutil.rmtree(staging)
+    for k in (1, 2):
+        write_universal(plan, shard=(k, 2), overwrite=True)
+    stray = staging / "zero" / "p0" / ".tmp-fp32.pt.0123456789ab"
+    stray.write_bytes(b"a killed job's")
+    with pytest.raises(ExportError, match="records another plan"):
+        write_universal(hand_plan(save / "global_step3", params=3), finalize=True, overwrite=True)
+    write_universal(plan, finalize=True, overwrite=True)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    assert _hidden(save) == []

@@ -29,7 +29,7 @@ from .._export._safetensors import copy_range
 from .._export._tensor_bytes import tensor_entry
 from .._export._types import ExportError, OptionError
 from .._export._write import OutputExistsError, OutputFolderError, _signals_held
-from .._read._files import create_new, discard_temp, remove_stale_temps, temp_published
+from .._read._files import TEMP_PREFIX, create_new, discard_temp, remove_stale_temps, temp_published
 from .._read._pickle import Opaque
 
 if sys.platform != "win32":
@@ -200,6 +200,9 @@ def write_universal(
         written = _write_files(files, staging, progress, fsync)
         if shard is not None:
             return written
+        if sys.platform == "win32":  # no locks there, and an open file can be neither removed nor moved
+            os.close(lock)
+            lock = -1
         for name in (LOCK_FILE, PLAN_FILE):  # the tag is DeepSpeed's files only; the lock stays held (fd)
             _remove(os.path.join(staging, name))
         _publish(plan, staging, fsync)
@@ -209,7 +212,8 @@ def write_universal(
             shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        os.close(lock)
+        if lock >= 0:
+            os.close(lock)
 
 
 def _check_output(output: str, overwrite: bool) -> None:
@@ -280,6 +284,7 @@ def _enter(staging: str, shard: bool, finalize: bool, overwrite: bool, identity:
     if os.path.lexists(staging) and (os.path.islink(staging) or not os.path.isdir(staging)):
         raise OutputFolderError(staging, "is not a folder: it is where the universal tag is staged; remove it")
     for _ in range(16):
+        fresh = False  # whether this run made the folder (where nothing else can tell a dead run's)
         if finalize:
             if not os.path.isdir(staging):
                 raise ExportError(staging, "does not exist: no shard job has run, or a finalize "
@@ -289,6 +294,7 @@ def _enter(staging: str, shard: bool, finalize: bool, overwrite: bool, identity:
                 raise ExportError(staging, "holds no job array's files (no lock file): run the shard jobs first",
                                   option="finalize")  # fmt: skip
         else:
+            fresh = not os.path.lexists(staging)
             opened = _open_lock(staging, create=True)
             if opened is None:
                 continue
@@ -296,8 +302,8 @@ def _enter(staging: str, shard: bool, finalize: bool, overwrite: bool, identity:
         try:
             held = _lock(fd, exclusive=True, wait=False)
             if held is None:
-                raise ExportError(staging, "cannot be locked (this file system has no file locks): whether another "
-                                  "run is writing it cannot be told; remove it if none is")  # fmt: skip
+                _without_locks(staging, shard, finalize, identity, fresh=fresh)
+                return fd
             if not _still_there(staging, fd):
                 os.close(fd)
                 continue
@@ -333,6 +339,31 @@ def _enter(staging: str, shard: bool, finalize: bool, overwrite: bool, identity:
                 os.close(fd)
             raise
     raise ExportError(staging, "keeps changing: another run is publishing or removing it")
+
+
+def _without_locks(staging: str, shard: bool, finalize: bool, identity: str | None, *, fresh: bool) -> None:
+    """:func:`_enter` where the file system has no locks (Lustre without ``-o flock``, some FUSE,
+    Windows): nothing tells a live run's staging folder from a dead one's, so a folder this run
+    did not create is never emptied; a job array still works, its jobs agreeing by the plan's
+    identity, and ``finalize`` (which checks every file) removes the temporary files left in it."""
+    if finalize:
+        _check_identity(staging, identity)
+        for folder, _, names in os.walk(staging):
+            for name in names:
+                if name.startswith(TEMP_PREFIX):
+                    _remove(os.path.join(folder, name))
+        return
+    if not shard:
+        if fresh:
+            return
+        raise OutputFolderError(staging, "cannot be locked (this file system has no file locks): whether another "
+                                "run is writing it cannot be told; remove it if none is")  # fmt: skip
+    if not os.path.lexists(os.path.join(staging, PLAN_FILE)):  # the first job (two at once write the same)
+        if not fresh and any(n != LOCK_FILE and not n.startswith(TEMP_PREFIX) for n in os.listdir(staging)):
+            raise OutputFolderError(staging, "holds files of a run that recorded no plan, and cannot be locked (this "
+                                    "file system has no file locks): remove it if no run is writing it")  # fmt: skip
+        _write_identity(staging, identity)
+    _check_identity(staging, identity, shard=True)
 
 
 def _check_identity(staging: str, identity: str | None, *, shard: bool = False) -> None:
