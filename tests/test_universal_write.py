@@ -393,3 +393,28 @@ def test_where_the_file_system_has_no_locks(save: pathlib.Path, monkeypatch: pyt
     write_universal(plan, finalize=True, overwrite=True)
     assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
     assert _hidden(save) == []
+
+
+def test_an_interrupted_finalize_runs_again(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted while it writes its own files, or once they are written and before the renames
+    (where signals are not held): the jobs' files, the lock and the plan stay, and it runs again."""
+    from ckptkeys._universal import _write
+
+    plan = hand_plan(save / "global_step3")
+    for k in (1, 2):
+        write_universal(plan, shard=(k, 2))
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    staging = pathlib.Path(staging_folder(plan))
+    with pytest.raises(KeyboardInterrupt):
+        write_universal(plan, finalize=True, progress=interrupted)
+    assert (staging / LOCK_FILE).exists() and (staging / PLAN_FILE).exists() and not os.path.exists(plan.output)
+    with monkeypatch.context() as patched:
+        patched.setattr(_write, "_latest_temp", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            write_universal(plan, finalize=True)
+    assert (staging / LOCK_FILE).exists() and (staging / PLAN_FILE).exists() and not os.path.exists(plan.output)
+    write_universal(plan, finalize=True)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan) and _hidden(save) == []

@@ -200,12 +200,14 @@ def write_universal(
         written = _write_files(files, staging, progress, fsync)
         if shard is not None:
             return written
-        if sys.platform == "win32":  # no locks there, and an open file can be neither removed nor moved
-            os.close(lock)
-            lock = -1
-        for name in (LOCK_FILE, PLAN_FILE):  # the tag is DeepSpeed's files only; the lock stays held (fd)
-            _remove(os.path.join(staging, name))
-        _publish(plan, staging, fsync)
+
+        def release() -> None:  # the lock's descriptor, where an open file can be neither removed nor moved
+            nonlocal lock
+            if sys.platform == "win32" and lock >= 0:  # (Windows, which has no locks to hold anyway)
+                os.close(lock)
+                lock = -1
+
+        _publish(plan, staging, fsync, release)
         return [os.path.join(output, f.name) for f in plan.files] + [plan.latest]
     except BaseException:
         if whole_run:  # nothing of a whole run outlives it; a job array's staged files stay for a rerun
@@ -550,7 +552,7 @@ def _names_output(latest: str, output: str) -> bool:
         return False
 
 
-def _publish(plan: UniversalPlan, staging: str, fsync: bool) -> None:
+def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[], None]) -> None:
     """The staged tag renamed into place (an old one moved aside first, removed after), then
     ``latest_universal``; signals wait, so an interrupted run leaves the old or the new (and a
     SIGKILL between the renames leaves the old one aside, for the next run to remove)."""
@@ -569,6 +571,13 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool) -> None:
                 if _names_output(plan.latest, output):  # no moment where it names a missing folder
                     _remove(plan.latest)
                 _move(output, aside)
+            # The tag is DeepSpeed's files only. Taken out here, where signals wait: an interrupted
+            # finalize keeps them, and runs again (the lock itself stays held by its descriptor).
+            release()
+            for name in (LOCK_FILE, PLAN_FILE):
+                _remove(os.path.join(staging, name))
+            if fsync:
+                _sync_folder(staging)
             try:
                 _move(staging, output)
             except OutputFolderError:
