@@ -67,7 +67,7 @@ class Case:
 
 # ckptkeys refuses what ds_to_universal converts when the files disagree with each other: the
 # output would be built from a checkpoint that is not one (export refuses them too).
-DAMAGED = ("not exported", "not exported")
+DAMAGED = ("not converted", "not converted")
 # A universal tag given as the source: DeepSpeed finds no optimizer files; ckptkeys says what it is.
 UNIVERSAL = ("is a universal checkpoint already", "is a universal checkpoint already")
 
