@@ -164,8 +164,9 @@ def write_universal(
     An existing output folder is refused (:class:`~ckptkeys.OutputExistsError`, ``option``
     ``"overwrite"``) unless ``overwrite``; then it is replaced whole: ``latest_universal`` is
     removed first if it names it, the old folder moved aside, the new one renamed in, the old
-    one removed. ``progress(done, total)`` counts tensor and copied bytes. Each file is flushed
-    to disk before its rename unless ``fsync`` is false.
+    one removed. ``progress(done, total)`` counts tensor and copied bytes. Unless ``fsync`` is
+    false, every file is flushed to disk before the tag is put in place (by a second thread while
+    the next files are written), and a shard job's each before its rename.
 
     Job arrays (docs/universal.md): ``shard=(K, N)`` (1 <= K <= N) writes only the
     ``zero/<param>/`` files of the parameters ``i`` (from 1, over ``plan.params``) with
