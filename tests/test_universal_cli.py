@@ -175,8 +175,12 @@ def test_the_jobs_of_an_array_run_at_once(save: pathlib.Path, capsys: pytest.Cap
     src = str(pathlib.Path(ckptkeys.__file__).parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     jobs = [
-        subprocess.Popen([sys.executable, "-m", "ckptkeys", "universal", str(save), "-q", "--shard", f"{k}/3"],
-                         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "ckptkeys", "universal", str(save), "-q", "--shard", f"{k}/3"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for k in (1, 2, 3)
     ]
     for job in jobs:
@@ -226,3 +230,22 @@ def test_the_command_writes_ds_to_universals_bytes(
     for relative in _files(theirs):
         assert (ours / relative).read_bytes() == (theirs / relative).read_bytes(), relative
     assert (save / "latest_universal").read_bytes() == (source / "latest_universal").read_bytes()
+
+
+def test_paths_as_typed_name_the_same_tag_and_output(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tag/`` (a shell's completion) and ``.`` convert the tag as its name does; ``--output-folder
+    out/`` gets ``latest_universal`` beside it; an output folder holding the tag (the save folder)
+    is refused: ``--overwrite`` would remove the source with the old output."""
+    save = tmp_path / "save"
+    shutil.copytree(FIXTURES / "uc_z2_bf16_ws2" / "global_step3", save / "global_step3")
+    expected = str(save / "global_step3_universal")
+    assert ckptkeys.plan_universal(f"{save / 'global_step3'}{os.sep}").output == expected
+    monkeypatch.chdir(save / "global_step3")
+    assert ckptkeys.plan_universal(".").output == expected
+    plan = ckptkeys.plan_universal(save / "global_step3", output_folder=f"{tmp_path / 'out'}{os.sep}")
+    assert (plan.output, plan.latest) == (str(tmp_path / "out"), str(tmp_path / "latest_universal"))
+    for holder in (save, tmp_path):
+        with pytest.raises(ckptkeys.ExportError, match="holds the tag folder it converts") as caught:
+            ckptkeys.plan_universal(save / "global_step3", output_folder=holder)
+        assert caught.value.option == "output_folder"
+    assert sorted(os.listdir(save)) == ["global_step3"]

@@ -63,6 +63,10 @@ def plan_universal(
     ``ds_to_universal`` refuses or fails, or :class:`~ckptkeys.ReadError`.
     """
     where = os.fspath(path)
+    if not is_url(where):  # "tag/" (a shell's completion), "." and ".." name the tag as its name does
+        where = os.path.normpath(where)
+        if os.path.basename(where) in (os.curdir, os.pardir, ""):
+            where = os.path.abspath(where)
     if is_url(where):
         raise ExportError(where, "is remote: a universal checkpoint is converted from a local folder")
     for option, value in (("inject_missing_state", inject_missing_state), ("strict", strict)):
@@ -93,12 +97,17 @@ def plan_universal(
     else:
         kind, files, not_restored = _plan_zero3(source, zero3 or optim, strict=strict)
         stage = 3
-    output = os.fspath(output_folder) if output_folder is not None else None
-    if output is None:
-        output = os.path.join(os.path.dirname(layout.path), layout.name + UNIVERSAL_SUFFIX)
+    if output_folder is not None:
+        output = os.path.normpath(os.fspath(output_folder))  # "out/": latest_universal beside it, not in it
+    else:
+        tag_folder = os.path.abspath(layout.path)
+        output = os.path.join(os.path.dirname(tag_folder), os.path.basename(tag_folder) + UNIVERSAL_SUFFIX)
     inside = os.path.relpath(os.path.abspath(output), os.path.abspath(layout.path))
     if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
         raise ExportError(output, f"is in the tag folder it converts ({layout.path})", option="output_folder")
+    holds = os.path.relpath(os.path.abspath(layout.path), os.path.abspath(output))
+    if holds != os.pardir and not holds.startswith(os.pardir + os.sep):  # --overwrite would remove the source
+        raise ExportError(output, f"holds the tag folder it converts ({layout.path})", option="output_folder")
     return UniversalPlan(
         layout.path,
         layout.name,
