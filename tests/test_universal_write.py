@@ -492,3 +492,29 @@ def test_a_killed_runs_latest_universal_temporary_file_goes(save: pathlib.Path) 
         stream.close()
         discard_temp(live)
     assert _hidden(save) == []
+
+
+def test_a_finalize_whose_rename_fails_can_run_again(save: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finalize takes the staging folder's lock and plan out just before its rename: where the
+    rename fails (a permission, an output made meanwhile), they are put back, so that the same
+    finalize runs again rather than finding "no job array's files"."""
+    import ckptkeys._universal._write as write
+
+    plan = hand_plan(save / "global_step3")
+    write_universal(plan, shard=(1, 2))
+    write_universal(plan, shard=(2, 2))
+    real_move = write._move
+
+    def failing(source: str, target: str) -> None:
+        if source == staging_folder(plan):
+            raise OutputFolderError(target, "cannot be renamed into place: Permission denied")
+        real_move(source, target)
+
+    monkeypatch.setattr(write, "_move", failing)
+    with pytest.raises(OutputFolderError, match="Permission denied"):
+        write_universal(plan, finalize=True)
+    assert (pathlib.Path(staging_folder(plan)) / PLAN_FILE).read_text() == plan_identity(plan)
+    monkeypatch.undo()
+    write_universal(plan, finalize=True)
+    assert sorted(_tree(pathlib.Path(plan.output))) == _names(plan)
+    assert _hidden(save) == []

@@ -210,7 +210,7 @@ def write_universal(
                 os.close(lock)
                 lock = -1
 
-        _publish(plan, staging, fsync, release)
+        _publish(plan, staging, fsync, release, identity)
         return [os.path.join(output, f.name) for f in plan.files] + [plan.latest]
     except BaseException:
         if whole_run:  # nothing of a whole run outlives it; a job array's staged files stay for a rerun
@@ -623,7 +623,7 @@ def _names_output(latest: str, output: str) -> bool:
         return False
 
 
-def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[], None]) -> None:
+def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[], None], identity: str | None) -> None:
     """The staged tag renamed into place (an old one moved aside first, removed after), then
     ``latest_universal``; signals wait, so an interrupted run leaves the old or the new (and a
     SIGKILL between the renames leaves the old one aside, for the next run to remove)."""
@@ -657,6 +657,10 @@ def _publish(plan: UniversalPlan, staging: str, fsync: bool, release: Callable[[
                 if replaced:  # the old tag back where it was (latest_universal stays removed: rerun)
                     with contextlib.suppress(OSError):
                         os.rename(aside, output)
+                if identity is not None:  # a finalize: its lock and plan back, for it to run again
+                    with contextlib.suppress(OSError, ExportError):
+                        os.close(os.open(os.path.join(staging, LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o666))
+                        _write_identity(staging, identity)
                 raise
             if fsync:  # the two removals on disk (the folder is the same, renamed) before latest_universal names it
                 _sync_folder(output)
