@@ -101,12 +101,16 @@ def plan_zero3(source: Source, *, strict: bool = True) -> tuple[str, list[Univer
     param_shapes = _get(first.data, "param_shapes", first.path, list)
     grads = dict.fromkeys(STATES, False)
     if tp_degree == 1:
-        files = _bare_files(source, _fragments(source, param_shapes, optim_grid[0], dp_degree, grads), grads)
+        fragments = _fragments(source, param_shapes, optim_grid[0], dp_degree, grads, first.path)
+        files = _bare_files(source, fragments, grads)
     else:
         # Each tensor-parallel rank's shapes are its own model states' (rank 0 of its row).
         rows = [_get(source.checkpoint(row[0].relpath).data, "param_shapes", row[0].path, list) for row in model_grid]
         info = _tp_info(first)  # refused before any extraction, as ds_to_universal refuses it
-        by_tp = [_fragments(source, shape, row, dp_degree, grads) for shape, row in zip(rows, optim_grid, strict=True)]
+        by_tp = [
+            _fragments(source, shape, row, dp_degree, grads, source.path(model_row[0].relpath))
+            for shape, row, model_row in zip(rows, optim_grid, model_grid, strict=True)
+        ]
         files = _merged_files(source, first, param_shapes, rows, by_tp, grads, info, strict=strict)
     files.append(_optimizer_state(source, optims[0]))
     files += [UniversalFile(f.relpath, None, f.path, f.size) for f in models]
@@ -181,22 +185,25 @@ def _refuse_autoep(checkpoint: Checkpoint) -> None:
 
 
 def _fragments(
-    source: Source, param_shapes: list[Any], optims: list[LayoutFile], dp_degree: int, grads: dict[str, bool]
+    source: Source,
+    param_shapes: list[Any],
+    optims: list[LayoutFile],
+    dp_degree: int,
+    grads: dict[str, bool],
+    shapes_path: str,
 ) -> dict[str, dict[int, _Fragment]]:
     """Each parameter's share of every data-parallel rank's flat partitions, by rank
     (``extract_zero_shards_stage3``), in ``param_shapes`` order; ``grads`` learns, per state,
     whether any rank's flat tensor requires gradients (``torch.cat`` of the shares then does,
     and ``torch.save`` keeps it: the fp32 partitions are the optimizer's parameters)."""
     found: dict[str, dict[int, _Fragment]] = {}
-    for group, shapes in enumerate(param_shapes):
+    for group, shapes in enumerate(param_shapes):  # the model states' (shapes_path), not an optimizer file's
         if not isinstance(shapes, dict):
-            raise ExportError(source.path(optims[0].relpath), f"param_shapes[{group}] is not a dict of shapes")
+            raise ExportError(shapes_path, f"param_shapes[{group}] is not a dict of shapes")
         for name in shapes:
             if name in found:
-                raise ExportError(
-                    source.path(optims[0].relpath), f"param_shapes lists {name!r} twice: its files would be overwritten"
-                )
-            _check_name(source.path(optims[0].relpath), name)
+                raise ExportError(shapes_path, f"param_shapes lists {name!r} twice: its files would be overwritten")
+            _check_name(shapes_path, name)
             found[name] = {}
     for dp_index, file in enumerate(optims):
         checkpoint = source.checkpoint(file.relpath)
@@ -231,7 +238,7 @@ def _fragments(
                 grads[key] = grads[key] or tensor.requires_grad
             offset = 0
             for name, value in shapes.items():
-                numel = math.prod(_shape(value, path, f"param_shapes[{group}][{name!r}]"))
+                numel = math.prod(_shape(value, shapes_path, f"param_shapes[{group}][{name!r}]"))
                 part = math.ceil(numel / count)
                 share = max(0, min(part, numel - rank * part))
                 states = {}
