@@ -196,7 +196,7 @@ def _engines(
             f"zero/optimizer_state.pt has no {OptimFileKeys.OPTIMIZER_STATE_DICT}['{TORCH_STATE}'][0]['{TORCH_STEP}'] "
             "(stage3.py reads it)"
         )
-    elif not isinstance(inner, dict) or not isinstance(inner.get(OptimizerKeys.PARAM_GROUPS), list):
+    if isinstance(inner, dict) and not isinstance(inner.get(OptimizerKeys.PARAM_GROUPS), list):
         zero3.append(
             f"zero/optimizer_state.pt has no {OptimFileKeys.OPTIMIZER_STATE_DICT}['{OptimizerKeys.PARAM_GROUPS}'] "
             "(stage3.py reads it)"
