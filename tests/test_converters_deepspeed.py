@@ -99,10 +99,18 @@ def test_ds_to_universal_agrees(name: str, tmp_path: pathlib.Path) -> None:
         _assert_clean_universal(tmp_path / "injected")
 
 
+# What DeepSpeed's universal loader will not restore from a good universal tag (docs/universal.md):
+# warnings about resuming from it, not about its files.
+RESUME_WARNINGS = {"universal-frozen-not-restored", "universal-buffers-not-restored"}
+
+
 def _assert_clean_universal(folder: pathlib.Path) -> None:
-    """DeepSpeed's universal output: a tag with not-applicable verdicts and no warning at all."""
+    """DeepSpeed's universal output: a tag with not-applicable verdicts, and no warning but what
+    its loader will not restore (the fixtures have frozen parameters and a buffer)."""
     output = ckptkeys.validate_folder(folder)
     (tag,) = output.tags
     assert tag.layout.universal
     assert all(not v.applicable for v in tag.converters.values())
-    assert [p for p in output.all_problems if p.severity is not ckptkeys.Severity.INFO] == []
+    loud = [p for p in output.all_problems if p.severity is not ckptkeys.Severity.INFO]
+    assert [p for p in loud if p.code not in RESUME_WARNINGS] == []
+    assert all(p.severity is ckptkeys.Severity.WARNING for p in loud)
